@@ -1,0 +1,185 @@
+"""Validated configuration dataclasses built from YAML, with errors that name the file and the key.
+
+Every config in the project (experiments, cluster profiles, sweeps) is a ``kw_only`` dataclass. This module turns
+plain YAML data into those dataclasses and rejects what does not fit, naming the file, the key and the closest valid
+key, so a typo never silently falls back to a default:
+
+    >>> from_dict(TrainConfig, {"lerning_rate": 1e-3}, source="configs/experiments/debug.yaml", section="train")
+    ConfigError: configs/experiments/debug.yaml: unknown key 'train.lerning_rate'; did you mean 'learning_rate'?
+    valid keys: batch_size, learning_rate, ...
+
+Field docs live in the dataclass (one docstring line per field); ``__post_init__`` of each dataclass checks values.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from pathlib import Path
+from typing import Any, Mapping
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A configuration file or override is invalid. The message names the file, the key and what to do."""
+
+
+def closest(name: str, options: typing.Iterable[str]) -> str | None:
+    """The option closest to ``name`` (for "did you mean"), or None when nothing is close."""
+    matches = difflib.get_close_matches(name, list(options), n=1, cutoff=0.6)
+    return matches[0] if matches else None
+
+
+def unknown_key_message(source: str, key: str, valid: typing.Iterable[str], what: str = "key") -> str:
+    """``source: unknown key 'a.b'; did you mean 'c'? valid keys: ...`` (``key`` may be dotted)."""
+    valid = sorted(valid)
+    leaf = key.rsplit(".", 1)[-1]
+    guess = closest(leaf, valid)
+    hint = f"; did you mean '{guess}'?" if guess else ""
+    return f"{source}: unknown {what} '{key}'{hint} valid {what}s: {', '.join(valid)}"
+
+
+def load_yaml(path: str | Path) -> dict:
+    """Read a YAML mapping; a missing file, a parse error or a non-mapping is a ConfigError naming the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: no such file")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of keys to values at the top level, got {type(data).__name__}")
+    return data
+
+
+def parse_override(item: str, source: str = "--set") -> tuple[str, Any]:
+    """``'train.max_steps=20'`` -> ``('train.max_steps', 20)``; the value is parsed as YAML (numbers, lists, null)."""
+    key, sep, raw = item.partition("=")
+    key = key.strip()
+    if not sep or not key:
+        raise ConfigError(f"{source}: expected KEY=VALUE (e.g. train.max_steps=100), got '{item}'")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    return key, value
+
+
+def set_dotted(data: dict, key: str, value: Any) -> None:
+    """Set ``data['a']['b'] = value`` for ``key='a.b'``, creating intermediate mappings."""
+    parts = key.split(".")
+    node = data
+    for i, part in enumerate(parts[:-1]):
+        child = node.get(part)
+        if child is None:
+            child = node[part] = {}
+        elif not isinstance(child, dict):
+            raise ConfigError(f"--set {key}: '{'.'.join(parts[: i + 1])}' is a value, not a section")
+        node = child
+    node[parts[-1]] = value
+
+
+def apply_overrides(data: dict, overrides: typing.Iterable[str | tuple[str, Any]]) -> dict:
+    """Return a deep copy of ``data`` with each ``KEY=VALUE`` (or ``(key, value)``) override applied in order."""
+    import copy
+
+    data = copy.deepcopy(data)
+    for item in overrides:
+        key, value = parse_override(item) if isinstance(item, str) else item
+        set_dotted(data, key, value)
+    return data
+
+
+def _strip_optional(tp: Any) -> Any:
+    """``Optional[X]`` / ``X | None`` -> ``X``; anything else unchanged."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if len(args) == 1:
+            return args[0]
+    return tp
+
+
+def _coerce(value: Any, tp: Any, where: str) -> Any:
+    """Check ``value`` against the annotation ``tp``; ints are accepted for floats. Raise ConfigError on mismatch."""
+    if value is None:
+        return None
+    tp = _strip_optional(tp)
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{where}: expected a mapping (section), got {value!r}")
+        return value  # built by the caller, which knows the source
+    origin = typing.get_origin(tp)
+    if tp is Any or tp is object:
+        return value
+    if tp is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if tp is int and isinstance(value, bool):
+        raise ConfigError(f"{where}: expected an integer, got {value!r}")
+    if tp in (int, str, bool) and not isinstance(value, tp):
+        raise ConfigError(f"{where}: expected {tp.__name__}, got {value!r}")
+    if tp is float and not isinstance(value, float):
+        try:
+            return float(value)  # YAML 1.1 reads '5e-4' (no dot) as a string
+        except (TypeError, ValueError):
+            raise ConfigError(f"{where}: expected a number, got {value!r}") from None
+    if origin is typing.Literal:
+        choices = typing.get_args(tp)
+        if value not in choices:
+            raise ConfigError(f"{where}: {value!r} is not one of {', '.join(map(repr, choices))}")
+        return value
+    if origin in (list, tuple) and not isinstance(value, (list, tuple)):
+        raise ConfigError(f"{where}: expected a list, got {value!r}")
+    if origin is dict and not isinstance(value, Mapping):
+        raise ConfigError(f"{where}: expected a mapping, got {value!r}")
+    return value
+
+
+def from_dict(cls: type, data: Mapping[str, Any] | None, *, source: str, section: str = ""):
+    """Build the ``kw_only`` dataclass ``cls`` from ``data``, recursing into dataclass-typed fields.
+
+    Unknown keys are rejected with the closest valid key; values are type-checked against the annotations;
+    ``__post_init__`` then checks meanings. ``source`` is the file (or ``--set``) named in every error and
+    ``section`` the dotted prefix of this mapping within it.
+    """
+    data = dict(data or {})
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    prefix = f"{section}." if section else ""
+    for key in data:
+        if key not in fields:
+            raise ConfigError(unknown_key_message(source, prefix + str(key), fields))
+    kwargs = {}
+    for name, value in data.items():
+        where = f"{source}: '{prefix}{name}'"
+        tp = _strip_optional(hints[name])
+        if dataclasses.is_dataclass(tp) and value is not None:
+            _coerce(value, tp, where)
+            kwargs[name] = from_dict(tp, value, source=source, section=prefix + name)
+        else:
+            kwargs[name] = _coerce(value, hints[name], where)
+    try:
+        return cls(**kwargs)
+    except ConfigError:
+        raise
+    except TypeError as exc:  # a required field is missing
+        raise ConfigError(f"{source}: {section or cls.__name__}: {exc}") from None
+
+
+def to_dict(obj: Any) -> Any:
+    """A dataclass (nested) as plain YAML/JSON data."""
+    if dataclasses.is_dataclass(obj):
+        return {f.name: to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, (list, tuple)):
+        return [to_dict(v) for v in obj]
+    if isinstance(obj, dict):
+        return {k: to_dict(v) for k, v in obj.items()}
+    if isinstance(obj, Path):
+        return str(obj)
+    return obj
