@@ -20,7 +20,25 @@ import typing
 from pathlib import Path
 from typing import Any, Mapping
 
+import re
+
 import yaml
+
+
+class _Loader(yaml.SafeLoader):
+    """SafeLoader that also reads ``5e-4`` and ``1e6`` as floats (YAML 1.1 wants a dot; users do not write one)."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"),
+)
+
+
+def yaml_load(text: str):
+    """Parse YAML text with the project's loader (safe; exponent floats without a dot)."""
+    return yaml.load(text, Loader=_Loader)
 
 
 class ConfigError(ValueError):
@@ -48,7 +66,7 @@ def load_yaml(path: str | Path) -> dict:
     if not path.is_file():
         raise ConfigError(f"{path}: no such file")
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml_load(path.read_text())
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from None
     if data is None:
@@ -65,7 +83,7 @@ def parse_override(item: str, source: str = "--set") -> tuple[str, Any]:
     if not sep or not key:
         raise ConfigError(f"{source}: expected KEY=VALUE (e.g. train.max_steps=100), got '{item}'")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
+        value = yaml_load(raw) if raw.strip() else ""
     except yaml.YAMLError:
         value = raw
     return key, value
