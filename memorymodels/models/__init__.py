@@ -1,0 +1,29 @@
+"""Models: masked mixers, mixer autoencoders, memory models and Llama baselines, plus the registry.
+
+    from memorymodels.models import build_model
+    model = build_model("autoencoding_mixer", preset="debug", n_vocab=512, length=32)
+    loss, logits = model(input_ids, labels=input_ids)   # logits (batch, tokens, vocab)
+
+Every model: ``forward(input_ids, labels=None, attention_mask=None) -> (loss, logits)``, ``input_length`` (tokens per
+row) and ``embedding_values`` (numbers stored per row; None for causal LMs). Models never move themselves to a device.
+"""
+
+from .autoencoder import AutoencodingMixer, TruncatedModel, unroll_index
+from .mixer import CausalTokenMixer, FeedForward, LanguageMixer, MixerBlock, MixerHead
+from .registry import MODELS, PRESETS, ModelEntry, build_model, model_config
+
+__all__ = [
+    "AutoencodingMixer",
+    "CausalTokenMixer",
+    "FeedForward",
+    "LanguageMixer",
+    "MODELS",
+    "MixerBlock",
+    "MixerHead",
+    "ModelEntry",
+    "PRESETS",
+    "TruncatedModel",
+    "build_model",
+    "model_config",
+    "unroll_index",
+]

@@ -1,0 +1,121 @@
+"""The masked-mixer autoencoder: encode L tokens into one embedding, regenerate all L tokens from it.
+
+``wte -> encoderblocks -> last-token embedding (b, 1, d) -> [down -> up] -> unroll or repeat to (b, L, d) ->
+decoderblocks -> lm_head``, trained with the unshifted cross entropy (position t reconstructs token t). The decoder
+sees the input only through the embedding.
+
+Differences from the seed (``mixer_autoencoder.AutoencodingMixer``), on purpose:
+- the unroll is one gather with a precomputed index (the seed looped over L slices), same windows;
+- ``projection`` exists only when ``unroll=True`` (the seed always built it, an unused parameter under DDP); a seed
+  checkpoint of a repeat model still loads strictly: its unused ``projection.*`` entries are dropped on load;
+- the last encoder block computes only the token the embedding is read from (exact: no other output is used);
+- ``double_tokens`` is not offered (broken in the seed: it applied ``Linear(V, d)`` to integer ids);
+- ``frozen_encoder`` takes the frozen model's ``wte`` as well as its blocks, so the frozen encoder is the whole
+  trained encoder, not trained blocks behind a fresh embedding.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .mixer import MixerBlock, reconstruction_loss
+
+
+def unroll_index(length: int, dim: int) -> torch.Tensor:
+    """(L, d//2) gather index of the seed's sliding-window unroll: row t holds ``((t mod d) + w) mod d``.
+
+    Decoder position t receives the cyclic window ``e[t mod d : t mod d + d/2]`` of the embedding, e.g. for d=8:
+    [0..3], [1..4], ..., [5, 6, 7, 0], [6, 7, 0, 1], [7, 0, 1, 2], [0..3], ... (period d).
+    """
+    return (torch.arange(length)[:, None] % dim + torch.arange(dim // 2)[None, :]) % dim
+
+
+def encoder_parts(model: nn.Module) -> tuple[nn.Module, nn.ModuleList]:
+    """The token embedding and blocks of a trained mixer (autoencoder, language mixer or TruncatedModel)."""
+    for name in ("model_blocks", "encoderblocks", "mixerblocks"):
+        if hasattr(model, name):
+            return model.wte, getattr(model, name)
+    raise TypeError(f"frozen_encoder: {type(model).__name__} has no 'wte' with 'encoderblocks' or 'mixerblocks'")
+
+
+class TruncatedModel(nn.Module):
+    """A trained mixer's ``wte`` and blocks, returning the final hidden states (b, L, d): a frozen encoder."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.wte, self.model_blocks = encoder_parts(model)
+
+    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        x = self.wte(input_ids)
+        for block in self.model_blocks:
+            x = block(x)
+        return x
+
+
+class AutoencodingMixer(nn.Module):
+    """Masked-mixer autoencoder (see the module docstring); ``embedding_values`` numbers per row are stored."""
+
+    def __init__(self, n_vocab: int, dim: int, depth: int, length: int, *, compression: int = 1, kernel: int = 1,
+                 n_heads: int = 0, unroll: bool = True, random: bool = False, frozen_encoder: nn.Module | None = None,
+                 clm_encoder: bool = False):
+        super().__init__()
+        if frozen_encoder is not None:
+            self.wte, self.encoderblocks = encoder_parts(frozen_encoder)
+            for p in list(self.wte.parameters()) + list(self.encoderblocks.parameters()):
+                p.requires_grad_(False)
+        else:
+            self.wte = nn.Embedding(n_vocab, dim)
+            self.encoderblocks = nn.ModuleList(
+                [MixerBlock(dim, length, causal=True, n_heads=n_heads, kernel=kernel) for _ in range(depth)]
+            )
+        self.decoderblocks = nn.ModuleList(
+            [MixerBlock(dim, length, causal=True, n_heads=n_heads, kernel=kernel) for _ in range(depth)]
+        )
+        self.lm_head = nn.Linear(dim, n_vocab, bias=False)
+        if compression > 1:
+            self.down = nn.Linear(dim, dim // compression)
+            self.up = nn.Linear(dim // compression, dim)
+        if unroll:
+            self.projection = nn.Linear(dim // 2, dim)
+            self.register_buffer("unroll_index", unroll_index(length, dim), persistent=False)
+        else:
+            self.register_load_state_dict_pre_hook(_drop_unused_projection)
+        self.n_vocab, self.dim, self.length = n_vocab, dim, length
+        self.compression, self.unroll, self.random_input = compression > 1, unroll, random
+        # the seed's clm_encoder reads the second-to-last token: a causal LM's last position is never trained
+        self.embedding_position = -2 if clm_encoder else -1
+        self.input_length = length
+        self.embedding_values = dim // compression if compression > 1 else dim
+
+    def encode(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """(b, L) token ids -> (b, 1, d') the stored embedding (after ``down`` when compressing)."""
+        if self.random_input:  # the seed's "trivial encoding" control: the encoder sees random tokens
+            input_ids = torch.randint(1, self.n_vocab, input_ids.shape, device=input_ids.device)
+        x = self.wte(input_ids)  # (b, L, d)
+        for block in self.encoderblocks[:-1]:
+            x = block(x)
+        e = self.encoderblocks[-1](x, position=self.embedding_position)  # (b, 1, d)
+        return self.down(e) if self.compression else e
+
+    def decode(self, embedding: torch.Tensor) -> torch.Tensor:
+        """(b, 1, d') embedding -> (b, L, V) logits."""
+        e = self.up(embedding) if self.compression else embedding  # (b, 1, d)
+        if self.unroll:
+            x = self.projection(e[:, 0, self.unroll_index])  # (b, L, d//2) windows -> (b, L, d)
+        else:
+            x = e.expand(-1, self.length, -1)  # (b, L, d) the repeated embedding
+        for block in self.decoderblocks:
+            x = block(x)
+        return self.lm_head(x)
+
+    def forward(self, input_ids, labels=None, attention_mask=None):
+        # attention_mask is accepted for the common interface: pads are -100 in the labels and mixing is causal
+        logits = self.decode(self.encode(input_ids))
+        return reconstruction_loss(logits, labels), logits
+
+
+def _drop_unused_projection(module, state_dict, prefix, *args, **kwargs):
+    """Seed checkpoints of repeat-mode autoencoders carry an unused ``projection``; drop it so strict loading works."""
+    for key in (prefix + "projection.weight", prefix + "projection.bias"):
+        state_dict.pop(key, None)

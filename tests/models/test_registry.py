@@ -1,0 +1,55 @@
+"""The registry: names, presets, validation errors, and that every registered model honours the common interface."""
+
+import pytest
+import torch
+
+from memorymodels.configuration import ConfigError
+from memorymodels.models import MODELS, PRESETS, build_model, model_config
+
+V, L = 64, 8
+
+
+def test_unknown_param_names_the_model_and_the_closest_key():
+    with pytest.raises(ConfigError, match=r"model 'autoencoding_mixer': unknown key 'dimm'; did you mean 'dim'\?"):
+        build_model("autoencoding_mixer", n_vocab=V, length=L, dimm=32)
+
+
+def test_unknown_model_and_preset_suggest_the_closest():
+    with pytest.raises(ConfigError, match="did you mean 'autoencoding_mixer'"):
+        build_model("autoencodin_mixer", n_vocab=V, length=L)
+    with pytest.raises(ConfigError, match="unknown preset 'debg'; did you mean 'debug'"):
+        build_model("autoencoding_mixer", preset="debg", n_vocab=V, length=L)
+
+
+def test_errors_name_the_source_file():
+    with pytest.raises(ConfigError, match=r"configs/experiments/x.yaml: model 'language_mixer': 'n_heads' \(3\)"):
+        build_model("language_mixer", preset="debug", source="configs/experiments/x.yaml", n_vocab=V, length=L, n_heads=3)
+
+
+def test_n_vocab_and_length_are_required():
+    with pytest.raises(ConfigError, match="'n_vocab' is required"):
+        build_model("language_mixer", preset="debug", length=L)
+    with pytest.raises(ConfigError, match="'length' is required"):
+        build_model("language_mixer", preset="debug", n_vocab=V)
+
+
+def test_params_override_preset_values():
+    config = model_config("autoencoding_mixer", preset="d1024", n_vocab=V, length=L, depth=2)
+    assert (config.dim, config.depth, config.kernel) == (1024, 2, 8)
+
+
+def test_every_model_has_debug_and_cpu_presets():
+    for name in MODELS:
+        assert {"debug", "cpu"} <= set(PRESETS[name]), name
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_debug_preset_follows_the_common_interface(name):
+    torch.manual_seed(0)
+    model = build_model(name, preset="debug", n_vocab=V, length=L)
+    ids = torch.randint(0, V, (2, model.input_length))
+    loss, logits = model(ids)
+    assert loss is None and logits.shape == (2, model.input_length, V)
+    loss, logits = model(ids, labels=ids, attention_mask=torch.ones_like(ids))
+    assert loss.dim() == 0 and torch.isfinite(loss)
+    assert model.embedding_values is None or model.embedding_values > 0
