@@ -1,0 +1,257 @@
+"""Experiments: one YAML file (sections model, data, train, output) validated into dataclasses.
+
+    >>> exp = load_experiment("configs/experiments/debug.yaml", ["train.max_steps=20"])
+    >>> exp.model.name, exp.data.context, exp.train.max_steps
+    ('autoencoding_mixer', 64, 20)
+
+Unknown keys are rejected naming the file and the key (``memorymodels.configuration.from_dict``); ``--set`` overrides
+take dotted keys and are applied before validation. The run directory a config trains in is derived from it by
+``memorymodels.runs.run_dir_for``; :func:`run_name` and :func:`identity` here are the pure parts of that.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Literal
+
+from memorymodels.configuration import ConfigError, apply_overrides, from_dict, load_yaml, to_dict
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def state_dir() -> Path:
+    """Project state (caches, local cluster): ``$MEMORYMODELS_STATE`` or ``<repo>/.state``."""
+    return Path(os.environ.get("MEMORYMODELS_STATE") or REPO_ROOT / ".state")
+
+
+@dataclass(kw_only=True)
+class ModelConfig:
+    name: str = "autoencoding_mixer"
+    """Registry name in ``memorymodels.models.MODELS`` (e.g. autoencoding_mixer, language_mixer)."""
+    preset: str | None = None
+    """A named parameter set of that model (``memorymodels.models.PRESETS[name]``), e.g. debug, cpu."""
+    params: dict[str, Any] = field(default_factory=dict)
+    """Parameters for ``build_model`` on top of the preset; ``n_vocab`` and ``length`` are filled in unless set."""
+
+    def __post_init__(self):
+        if not self.name:
+            raise ConfigError("'model.name' must name a model of memorymodels.models.MODELS")
+
+
+@dataclass(kw_only=True)
+class DataConfig:
+    corpus: str | None = None
+    """Corpus spec prepared automatically and cached: ``stdlib``, ``stdlib-small``, a path/glob, ``hf:NAME[:CONFIG]``."""
+    vocab_size: int = 8000
+    """Tokenizer vocabulary size trained for ``corpus``."""
+    context: int = 512
+    """Tokens per row (the model's ``input_length``)."""
+    mode: str = "padded"
+    """How documents become rows (``prepare_data``'s ``mode``): padded (one document per row) or packed."""
+    padding_side: Literal["left", "right"] = "right"
+    """Where pads go in padded rows (left puts the real last token at the end, for memory encoders)."""
+    tokenizer: str | None = None
+    """Instead of ``corpus``: a prepared tokenizer directory."""
+    train_dir: str | None = None
+    """Instead of ``corpus``: a pretokenized data directory holding the train split."""
+    test_dir: str | None = None
+    """Instead of ``corpus``: a pretokenized data directory holding the test split (default: ``train_dir``)."""
+
+    def __post_init__(self):
+        explicit = self.tokenizer is not None or self.train_dir is not None
+        if self.corpus is None and not explicit:
+            raise ConfigError("'data': set either 'data.corpus' or 'data.tokenizer' and 'data.train_dir'")
+        if self.corpus is not None and explicit:
+            raise ConfigError("'data': 'data.corpus' and 'data.tokenizer'/'data.train_dir' exclude each other; keep one")
+        if explicit and (self.tokenizer is None or self.train_dir is None):
+            raise ConfigError("'data': pretokenized data needs both 'data.tokenizer' and 'data.train_dir'")
+        if self.context < 2:
+            raise ConfigError(f"'data.context' must be at least 2 tokens, got {self.context}")
+        if self.vocab_size < 2:
+            raise ConfigError(f"'data.vocab_size' must be at least 2, got {self.vocab_size}")
+
+
+@dataclass(kw_only=True)
+class TrainConfig:
+    learning_rate: float = 5e-4
+    """Peak learning rate (AdamW), reached after the warmup, then decayed linearly to 0 at max_steps."""
+    warmup_steps: int = 500
+    """Linear warmup steps."""
+    max_steps: int = 1000
+    """Optimizer steps of the whole run, however often it is interrupted."""
+    batch_size: int = 16
+    """Rows per device per micro-batch; global batch = batch_size x gradient_accumulation_steps x world size."""
+    gradient_accumulation_steps: int = 1
+    """Micro-batches per optimizer step."""
+    eval_steps: int = 500
+    """Evaluate the held-out loss every this many steps (0: never during training)."""
+    eval_rows: int | None = 512
+    """Held-out rows used by evaluations during training (the first ones of the test split; null: all)."""
+    save_steps: int = 1000
+    """Save a checkpoint every this many steps (also saved at the end and on SIGTERM/SIGUSR1)."""
+    save_total_limit: int | None = 2
+    """Keep at most this many complete checkpoints (oldest removed first; null: keep all)."""
+    logging_steps: int = 10
+    """Write a metrics.jsonl line every this many steps."""
+    precision: Literal["auto", "fp16", "bf16", "fp32"] = "auto"
+    """auto: bf16 on GPUs that support it, fp16 on V100 (compute capability 7.x), fp32 on CPU."""
+    compile: bool = False
+    """torch.compile the model."""
+    seed: int = 42
+    """Seed for initialisation and data order."""
+    weight_decay: float = 0.0
+    """AdamW weight decay (the seed used 0)."""
+    max_grad_norm: float = 1.0
+    """Gradient clipping norm (0: off)."""
+    dataloader_workers: int = 0
+    """DataLoader worker processes per rank."""
+
+    def __post_init__(self):
+        for key in ("max_steps", "batch_size", "gradient_accumulation_steps", "logging_steps", "save_steps"):
+            if getattr(self, key) < 1:
+                raise ConfigError(f"'train.{key}' must be at least 1, got {getattr(self, key)}")
+        for key in ("warmup_steps", "eval_steps", "dataloader_workers"):
+            if getattr(self, key) < 0:
+                raise ConfigError(f"'train.{key}' must be 0 or more, got {getattr(self, key)}")
+        if self.learning_rate <= 0:
+            raise ConfigError(f"'train.learning_rate' must be positive, got {self.learning_rate}")
+        if self.save_total_limit is not None and self.save_total_limit < 1:
+            raise ConfigError(f"'train.save_total_limit' must be at least 1 or null, got {self.save_total_limit}")
+        if self.eval_rows is not None and self.eval_rows < 1:
+            raise ConfigError(f"'train.eval_rows' must be at least 1 or null, got {self.eval_rows}")
+
+
+@dataclass(kw_only=True)
+class OutputConfig:
+    checkpoint_root: str = "runs"
+    """Directory holding run directories (relative paths are relative to the current directory)."""
+    name: str | None = None
+    """Run directory name; default derived from the config (model, dims, depth, context, batch x devices, data)."""
+
+
+@dataclass(kw_only=True)
+class Experiment:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    """What to train."""
+    data: DataConfig = field(default_factory=lambda: DataConfig(corpus="stdlib"))
+    """What to train on."""
+    train: TrainConfig = field(default_factory=TrainConfig)
+    """How to train."""
+    output: OutputConfig = field(default_factory=OutputConfig)
+    """Where runs go."""
+    source: str = field(default="<dict>", init=False, compare=False, repr=False)
+    """The file (and overrides) this experiment was read from, named in errors."""
+
+
+def experiment_from_dict(data: dict, source: str = "<dict>") -> Experiment:
+    """Validate ``data`` into an Experiment; every error names ``source``."""
+    try:
+        experiment = from_dict(Experiment, data, source=source)
+    except ConfigError as exc:
+        message = str(exc)
+        raise ConfigError(message if message.startswith(source) else f"{source}: {message}") from None
+    experiment.source = source
+    return experiment
+
+
+def load_experiment(path: str | Path, overrides: Iterable[str] = ()) -> Experiment:
+    """Read an experiment YAML file, apply ``--set`` overrides (``train.max_steps=20``) and validate it."""
+    overrides = list(overrides)
+    data = apply_overrides(load_yaml(path), overrides)
+    source = str(path) + (f" (with --set {' '.join(map(str, overrides))})" if overrides else "")
+    return experiment_from_dict(data, source)
+
+
+def experiment_dict(experiment: Experiment) -> dict:
+    """The experiment as plain data (what run.json records and what reloads into the same Experiment)."""
+    data = to_dict(experiment)
+    data.pop("source", None)
+    return data
+
+
+def preset_params(experiment: Experiment) -> dict:
+    """The preset's parameters merged with ``model.params`` (no n_vocab/length filling; no tokenizer needed)."""
+    params: dict = {}
+    if experiment.model.preset is not None:
+        from memorymodels.models import PRESETS
+
+        presets = PRESETS.get(experiment.model.name, {})
+        if experiment.model.preset not in presets:
+            valid = ", ".join(sorted(presets)) or "none"
+            raise ConfigError(
+                f"{experiment.source}: 'model.preset': '{experiment.model.preset}' is not a preset of "
+                f"'{experiment.model.name}'; valid presets: {valid}"
+            )
+        params.update(presets[experiment.model.preset])
+    params.update(experiment.model.params)
+    return params
+
+
+# Settings that change how often things are logged or kept, not what is trained: a run whose config differs only in
+# these is the same run (it finds the same directory and resumes).
+NOT_IDENTITY = {"train": ("eval_steps", "eval_rows", "save_steps", "save_total_limit", "logging_steps",
+                          "dataloader_workers"), "output": ("checkpoint_root", "name")}
+
+
+def identity(experiment: Experiment, world_size: int) -> str:
+    """A short hash of everything that determines the trained model (config and world size)."""
+    data = experiment_dict(experiment)
+    for section, keys in NOT_IDENTITY.items():
+        for key in keys:
+            data[section].pop(key, None)
+    data["world_size"] = world_size
+    blob = json.dumps(data, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+# Parameter -> prefix in run names, in this order (the seed's `{enc}c{comp}_d{dim}_n{depth}_c{ctx}_b{batch}x{n}`).
+NAME_PARTS = (("encoder_dim", "e"), ("dim", "d"), ("depth", "n"), ("compression", "z"), ("kernel", "k"),
+              ("n_heads", "h"), ("n_chunks", "ch"))
+
+
+def data_label(data: DataConfig) -> str:
+    """A short name of the training data: the corpus spec or the data directory's name, filename-safe."""
+    if data.corpus is not None:
+        spec = data.corpus
+        if spec.startswith("hf:"):
+            spec = spec[3:].split("/")[-1]
+        else:
+            spec = Path(spec.replace("*", "")).stem or spec
+        label = f"{spec}-v{data.vocab_size}" if data.vocab_size != 8000 else spec
+        if data.mode != "padded":
+            label += f"-{data.mode}"
+    else:
+        label = Path(data.train_dir).name
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", label).strip("-") or "data"
+
+
+def run_name(experiment: Experiment, world_size: int) -> str:
+    """The run directory's name: model, dims, depth, compression, kernel, heads, context, batch x devices, data."""
+    if experiment.output.name:
+        return experiment.output.name
+    params = preset_params(experiment)
+    parts = [experiment.model.name]
+    for key, prefix in NAME_PARTS:
+        value = params.get(key)
+        if value is not None and value is not False:
+            parts.append(f"{prefix}{value}")
+    parts.append(f"c{experiment.data.context}")
+    batch = f"b{experiment.train.batch_size}x{world_size}"
+    if experiment.train.gradient_accumulation_steps > 1:
+        batch += f"ga{experiment.train.gradient_accumulation_steps}"
+    parts.append(batch)
+    parts.append(data_label(experiment.data))
+    return "_".join(parts)
+
+
+def replace(experiment: Experiment, **sections) -> Experiment:
+    """A copy with whole sections replaced (keeps ``source``)."""
+    copy = dataclasses.replace(experiment, **sections)
+    copy.source = experiment.source
+    return copy

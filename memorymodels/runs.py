@@ -1,0 +1,380 @@
+"""Run directories: naming and collisions, run.json, metrics.jsonl, complete checkpoints, progress for dashboards.
+
+A run directory sits directly under the checkpoint root and holds::
+
+    run.json              resolved config, command, git, versions, host, world size, Slurm attempts, times, status
+    metrics.jsonl         one JSON object per logging step (step, loss, eval_loss, learning_rate, tokens_per_s, ...)
+    checkpoint-STEP/      a Trainer checkpoint; it counts only once its COMPLETE marker (written last) exists
+    eval.json             written by ``python -m memorymodels.evaluate``
+
+Every file here is written to a temporary name and renamed, so a reader never sees half a file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Any, Iterable
+
+from memorymodels.experiment import Experiment, experiment_dict, identity, run_name
+
+RUN_JSON = "run.json"
+METRICS = "metrics.jsonl"
+COMPLETE = "COMPLETE"
+CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
+STATUSES = ("running", "interrupted", "completed", "failed")
+
+
+def write_json(path: Path, data: Any) -> None:
+    """Write JSON atomically: a temporary file in the same directory, then rename over ``path``."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(data, indent=2, default=str) + "\n")
+    os.replace(tmp, path)
+
+
+def read_json(path: Path) -> dict | None:
+    """A JSON file's content, or None when it is missing or unreadable (a run being created, a foreign file)."""
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+# ---- naming and collisions -------------------------------------------------------------------------------------
+
+
+def _owner(run_dir: Path) -> str | None:
+    """The identity recorded in ``run_dir/run.json``; '' for a directory that exists but is not one of our runs."""
+    if not run_dir.exists():
+        return None
+    info = read_json(run_dir / RUN_JSON)
+    if info is None:
+        return "" if any(run_dir.iterdir()) else None  # an empty directory is free to use
+    return str(info.get("identity", ""))
+
+
+def run_dir_for(experiment: Experiment, world_size: int) -> Path:
+    """The run directory of ``experiment`` at ``world_size`` under ``output.checkpoint_root``.
+
+    The same config (same identity) finds the same directory; a different config whose name is taken gets
+    ``NAME-<identity>`` instead, so nothing is ever overwritten. Pure apart from reading existing run.json files.
+    """
+    root = Path(experiment.output.checkpoint_root)
+    name = run_name(experiment, world_size)
+    ident = identity(experiment, world_size)
+    for candidate in (root / name, root / f"{name}-{ident}"):
+        owner = _owner(candidate)
+        if owner is None or owner == ident:
+            return candidate
+    for n in range(2, 1000):  # only when a foreign directory already holds the hashed name
+        candidate = root / f"{name}-{ident}-{n}"
+        owner = _owner(candidate)
+        if owner is None or owner == ident:
+            return candidate
+    raise RuntimeError(f"{root}: more than 1000 directories named {name}-{ident}-N; clean up the checkpoint root")
+
+
+def collision_message(experiment: Experiment, world_size: int, run_dir: Path) -> str | None:
+    """Why ``run_dir`` is not the plain name (a different config holds it), or None."""
+    plain = Path(experiment.output.checkpoint_root) / run_name(experiment, world_size)
+    if Path(run_dir) == plain:
+        return None
+    return (f"run directory {plain} belongs to a different config (see its run.json); "
+            f"this run uses {run_dir} instead")
+
+
+def check_run_dir(run_dir: Path, ident: str) -> None:
+    """Refuse a directory (given by --run-dir) that holds another config's run or foreign files."""
+    owner = _owner(Path(run_dir))
+    if owner is None or owner == ident:
+        return
+    what = "another config's run" if owner else "files that are not a run (no run.json)"
+    raise SystemExit(
+        f"{run_dir}: holds {what}; refusing to overwrite it. Pick another --run-dir, or omit --run-dir to let "
+        f"the trainer choose a free directory."
+    )
+
+
+# ---- checkpoints ---------------------------------------------------------------------------------------------
+
+
+def checkpoints(run_dir: Path) -> tuple[list[Path], list[Path]]:
+    """(complete, partial) checkpoint directories of a run, each sorted by step (oldest first)."""
+    complete, partial = [], []
+    try:
+        entries = list(Path(run_dir).iterdir())
+    except OSError:
+        return [], []
+    for path in entries:
+        if path.is_dir() and CHECKPOINT_RE.match(path.name):
+            (complete if (path / COMPLETE).is_file() else partial).append(path)
+    key = lambda p: int(CHECKPOINT_RE.match(p.name).group(1))  # noqa: E731
+    return sorted(complete, key=key), sorted(partial, key=key)
+
+
+def checkpoint_step(path: Path) -> int:
+    """``checkpoint-120`` -> 120."""
+    return int(CHECKPOINT_RE.match(Path(path).name).group(1))
+
+
+def mark_complete(checkpoint: Path) -> None:
+    """Write the marker that makes a checkpoint count; called after every file of it (all ranks) is written."""
+    files = sorted(p.name for p in Path(checkpoint).iterdir() if not p.name.startswith("."))
+    write_json(Path(checkpoint) / COMPLETE, {"step": checkpoint_step(checkpoint), "time": time.time(),
+                                             "files": files})
+
+
+def set_aside_partial(run_dir: Path, log=print) -> list[Path]:
+    """Rename partial checkpoints to ``checkpoint-STEP.partial-N`` (reported, never deleted, never resumed)."""
+    moved = []
+    for path in checkpoints(run_dir)[1]:
+        n = 1
+        while (target := path.with_name(f"{path.name}.partial-{n}")).exists():
+            n += 1
+        path.rename(target)
+        log(f"{path}: incomplete checkpoint (no {COMPLETE} marker; the process was killed while saving); "
+            f"ignored and kept as {target.name}")
+        moved.append(target)
+    return moved
+
+
+def rotate_checkpoints(run_dir: Path, limit: int | None) -> list[Path]:
+    """Delete the oldest complete checkpoints beyond ``limit``; returns what was deleted."""
+    complete = checkpoints(run_dir)[0]
+    if limit is None or len(complete) <= limit:
+        return []
+    doomed = complete[: len(complete) - limit]
+    for path in doomed:
+        # Remove the marker first: a crash half-way leaves a partial checkpoint, never a "complete" broken one.
+        (path / COMPLETE).unlink(missing_ok=True)
+        shutil.rmtree(path, ignore_errors=True)
+    return doomed
+
+
+# ---- metrics ------------------------------------------------------------------------------------------------
+
+
+def append_metrics(run_dir: Path, record: dict) -> None:
+    """Append one line to metrics.jsonl (one write call, so a line is never interleaved)."""
+    with open(Path(run_dir) / METRICS, "a") as f:
+        f.write(json.dumps(record) + "\n")
+
+
+def read_metrics(run_dir: Path) -> list[dict]:
+    """All parsable lines of metrics.jsonl (a torn last line is skipped)."""
+    records = []
+    try:
+        lines = (Path(run_dir) / METRICS).read_text().splitlines()
+    except OSError:
+        return []
+    for line in lines:
+        try:
+            records.append(json.loads(line))
+        except ValueError:
+            continue
+    return records
+
+
+def roll_back_metrics(run_dir: Path, step: int) -> int:
+    """On resume from ``step``: move lines logged after it (by an attempt killed before saving) aside.
+
+    They go to ``metrics.rolledback.jsonl`` (appended; nothing is lost) and metrics.jsonl is rewritten atomically
+    with the rest, so the curve continues from the checkpoint. Returns how many lines moved.
+    """
+    path = Path(run_dir) / METRICS
+    if not path.exists():
+        return 0
+    keep, drop = [], []
+    for line in path.read_text().splitlines():
+        try:
+            record = json.loads(line)
+        except ValueError:
+            drop.append(line)
+            continue
+        (drop if record.get("step", 0) > step else keep).append(line)
+    if drop:
+        with open(Path(run_dir) / "metrics.rolledback.jsonl", "a") as f:
+            f.write("".join(line + "\n" for line in drop))
+        tmp = path.with_name(f".{METRICS}.tmp-{os.getpid()}")
+        tmp.write_text("".join(line + "\n" for line in keep))
+        os.replace(tmp, path)
+    return len(drop)
+
+
+def tail_records(path: Path, max_bytes: int = 65536) -> list[dict]:
+    """The JSON lines in the last ``max_bytes`` of a file (a cut first line is skipped)."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            size = f.tell()
+            f.seek(max(0, size - max_bytes))
+            blob = f.read()
+    except OSError:
+        return []
+    lines = blob.split(b"\n")
+    if size > max_bytes:
+        lines = lines[1:]
+    records = []
+    for line in lines:
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(record, dict):
+            records.append(record)
+    return records
+
+
+def run_progress(run_dir: Path) -> dict:
+    """What the dashboard and the sweep report show about a run; fast and tolerant of missing files.
+
+    Keys: status, step, max_steps, loss, eval_loss, tokens_per_s, checkpoint_step, checkpoint_time, updated
+    (unknown values are None). Reads run.json, the tail of metrics.jsonl and the checkpoint markers only.
+    """
+    run_dir = Path(run_dir)
+    info = read_json(run_dir / RUN_JSON) or {}
+    progress: dict[str, Any] = {key: None for key in ("status", "step", "max_steps", "loss", "eval_loss",
+                                                       "tokens_per_s", "checkpoint_step", "checkpoint_time",
+                                                       "updated")}
+    progress["status"] = info.get("status")
+    progress["max_steps"] = ((info.get("config") or {}).get("train") or {}).get("max_steps")
+    metrics_path = run_dir / METRICS
+    for window in (1 << 16, 1 << 19, 1 << 22):  # widen only while the last eval is further back than the tail
+        records = tail_records(metrics_path, window)
+        for record in records:  # oldest to newest: later lines win
+            progress["step"] = record.get("step", progress["step"])
+            for key in ("loss", "eval_loss", "tokens_per_s"):
+                if record.get(key) is not None:
+                    progress[key] = record[key]
+        if progress["eval_loss"] is not None or len(records) * 200 < window:
+            break
+    complete = checkpoints(run_dir)[0]
+    if complete:
+        marker = read_json(complete[-1] / COMPLETE) or {}
+        progress["checkpoint_step"] = checkpoint_step(complete[-1])
+        progress["checkpoint_time"] = marker.get("time")
+        if progress["step"] is None or progress["checkpoint_step"] > progress["step"]:
+            progress["step"] = progress["checkpoint_step"]
+    times = [p.stat().st_mtime for p in (run_dir / RUN_JSON, metrics_path) if p.exists()]
+    progress["updated"] = max(times) if times else None
+    return progress
+
+
+# ---- run.json -----------------------------------------------------------------------------------------------
+
+
+SLURM_KEYS = ("SLURM_JOB_ID", "SLURM_ARRAY_JOB_ID", "SLURM_ARRAY_TASK_ID", "SLURM_RESTART_COUNT",
+              "SLURM_JOB_NODELIST", "SLURM_JOB_NAME", "SLURM_NNODES")
+
+
+def git_info(repo: Path) -> dict:
+    """Commit SHA, whether the tree is dirty, and the diff (against HEAD) of tracked files."""
+    import subprocess
+
+    def git(*args: str) -> str | None:
+        try:
+            out = subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True, timeout=20)
+        except (OSError, subprocess.TimeoutExpired):
+            return None
+        return out.stdout if out.returncode == 0 else None
+
+    sha = git("rev-parse", "HEAD")
+    if sha is None:
+        return {"sha": None, "dirty": None, "diff": None}
+    diff = git("diff", "HEAD") or ""
+    return {"sha": sha.strip(), "dirty": bool(diff), "diff": diff}
+
+
+def package_versions() -> dict:
+    """Versions of the packages a run depends on."""
+    from importlib import metadata
+
+    versions = {"python": sys.version.split()[0]}
+    for name in ("torch", "transformers", "accelerate", "tokenizers", "safetensors", "numpy", "memorymodels",
+                 "deepspeed", "datasets"):
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return versions
+
+
+def attempt_record(world_size: int, environ: dict | None = None) -> dict:
+    """One attempt of a run (a Slurm job, a requeue, a local rerun): host, world size, Slurm ids, start time."""
+    import socket
+
+    environ = os.environ if environ is None else environ
+    slurm = {key[len("SLURM_"):].lower(): environ[key] for key in SLURM_KEYS if key in environ}
+    return {"host": socket.gethostname(), "pid": os.getpid(), "world_size": world_size, "slurm": slurm,
+            "start": time.time(), "end": None, "status": "running", "resumed_from_step": None}
+
+
+def start_run(run_dir: Path, experiment: Experiment, world_size: int, *, command: list[str],
+              model_summary: dict, repo: Path) -> dict:
+    """Create or update run.json for a new attempt (rank 0 only) and return it."""
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    info = read_json(run_dir / RUN_JSON) or {}
+    git = git_info(repo)
+    attempts = list(info.get("attempts", []))
+    attempt = attempt_record(world_size)
+    attempt["command"] = command
+    attempt["git_sha"] = git["sha"]
+    if git["dirty"]:
+        diff_name = f"git-attempt{len(attempts) + 1}.diff"
+        (run_dir / diff_name).write_text(git["diff"])
+        attempt["git_diff"] = diff_name
+    attempts.append(attempt)
+    info.update({
+        "identity": identity(experiment, world_size),
+        "name": run_dir.name,
+        "config": experiment_dict(experiment),
+        "source": experiment.source,
+        "command": command,
+        "git": {"sha": git["sha"], "dirty": git["dirty"], "diff_file": attempt.get("git_diff")},
+        "versions": package_versions(),
+        "host": attempt["host"],
+        "world_size": world_size,
+        "model": model_summary,
+        "slurm_job_ids": [a["slurm"].get("job_id") for a in attempts if a["slurm"].get("job_id")],
+        "restart_count": int(attempt["slurm"].get("restart_count", 0)),
+        "attempts": attempts,
+        "created": info.get("created", attempt["start"]),
+        "start": attempt["start"],
+        "end": None,
+        "status": "running",
+    })
+    write_json(run_dir / RUN_JSON, info)
+    return info
+
+
+def update_run(run_dir: Path, **fields: Any) -> dict:
+    """Update top-level run.json fields and the current (last) attempt's status/end; atomic."""
+    path = Path(run_dir) / RUN_JSON
+    info = read_json(path) or {}
+    info.update(fields)
+    if info.get("attempts"):
+        attempt = info["attempts"][-1]
+        for key in ("status", "end", "resumed_from_step", "error"):
+            if key in fields:
+                attempt[key] = fields[key]
+    write_json(path, info)
+    return info
+
+
+def find_run_dirs(paths: Iterable[Path]) -> list[Path]:
+    """Run directories among ``paths`` (a path holding run.json, or the run directories directly under it)."""
+    found = []
+    for path in map(Path, paths):
+        if (path / RUN_JSON).exists() or (path / METRICS).exists():
+            found.append(path)
+        elif path.is_dir():
+            found.extend(sorted(p for p in path.iterdir() if (p / RUN_JSON).exists()))
+    return found

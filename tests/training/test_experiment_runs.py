@@ -1,0 +1,147 @@
+"""Experiments, run directories (naming, collisions), checkpoint completeness, metrics and run_progress."""
+
+import json
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from memorymodels import runs
+from memorymodels.configuration import ConfigError
+from memorymodels.experiment import experiment_from_dict, identity, load_experiment, run_name
+
+REPO = Path(__file__).resolve().parents[2]
+EXPERIMENTS = sorted((REPO / "configs" / "experiments").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", EXPERIMENTS, ids=lambda p: p.name)
+def test_shipped_experiments_load(path):
+    experiment = load_experiment(path)
+    assert experiment.train.max_steps >= 1
+    assert run_name(experiment, 1).startswith(experiment.model.name)
+
+
+def test_unknown_keys_and_bad_values_name_the_file_and_key(tmp_path):
+    path = tmp_path / "x.yaml"
+    path.write_text("model: {name: autoencoding_mixer}\ndata: {corpus: stdlib}\ntrain: {lerning_rate: 1.0e-3}\n")
+    with pytest.raises(ConfigError, match=r"x.yaml: unknown key 'train.lerning_rate'; did you mean 'learning_rate'"):
+        load_experiment(path)
+    path.write_text("data: {corpus: stdlib}\ntrain: {max_steps: 0}\n")
+    with pytest.raises(ConfigError, match=r"x.yaml: 'train.max_steps' must be at least 1"):
+        load_experiment(path)
+    path.write_text("data: {corpus: stdlib, train_dir: /x}\n")
+    with pytest.raises(ConfigError, match=r"x.yaml: .*exclude each other"):
+        load_experiment(path)
+    with pytest.raises(ConfigError, match=r"x.yaml \(with --set data.train_dir=null train.precision=fp8\): "
+                                          r"'train.precision': 'fp8' is not one of"):
+        load_experiment(path, ["data.train_dir=null", "train.precision=fp8"])
+
+
+def test_overrides_use_dotted_keys():
+    experiment = load_experiment(REPO / "configs/experiments/debug.yaml", ["train.max_steps=7", "model.params.dim=48"])
+    assert experiment.train.max_steps == 7 and experiment.model.params == {"dim": 48}
+    assert "d48" in run_name(experiment, 2) and "b8x2" in run_name(experiment, 2)
+
+
+def _experiment(root, **train):
+    data = {"model": {"name": "autoencoding_mixer", "preset": "debug"},
+            "data": {"corpus": "stdlib-small", "context": 64, "vocab_size": 512},
+            "train": {"max_steps": 10, **train}, "output": {"checkpoint_root": str(root)}}
+    return experiment_from_dict(data, "test.yaml")
+
+
+def _claim(run_dir, experiment, world_size=1):
+    run_dir.mkdir(parents=True, exist_ok=True)
+    runs.write_json(run_dir / runs.RUN_JSON, {"identity": identity(experiment, world_size)})
+
+
+def test_run_dir_is_named_from_the_config_and_stable(tmp_path):
+    experiment = _experiment(tmp_path)
+    run_dir = runs.run_dir_for(experiment, 1)
+    assert run_dir.parent == tmp_path
+    assert run_dir.name == "autoencoding_mixer_d32_n2_c64_b16x1_stdlib-small-v512"
+    _claim(run_dir, experiment)
+    # Logging/saving settings do not make it another run: the same directory is found and resumed.
+    assert runs.run_dir_for(_experiment(tmp_path, save_steps=3, eval_steps=2), 1) == run_dir
+
+
+def test_colliding_config_gets_a_distinct_directory_and_nothing_is_overwritten(tmp_path):
+    first = _experiment(tmp_path)
+    first_dir = runs.run_dir_for(first, 1)
+    _claim(first_dir, first)
+    (first_dir / "metrics.jsonl").write_text('{"step": 1}\n')
+    other = _experiment(tmp_path, learning_rate=1e-2)  # not in the name: the names collide
+    other_dir = runs.run_dir_for(other, 1)
+    assert other_dir != first_dir and other_dir.name.startswith(first_dir.name + "-")
+    assert "belongs to a different config" in runs.collision_message(other, 1, other_dir)
+    _claim(other_dir, other)
+    assert runs.run_dir_for(other, 1) == other_dir and runs.run_dir_for(first, 1) == first_dir
+    assert (first_dir / "metrics.jsonl").read_text() == '{"step": 1}\n'
+    with pytest.raises(SystemExit, match="refusing to overwrite"):
+        runs.check_run_dir(first_dir, identity(other, 1))
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("mine")
+    with pytest.raises(SystemExit, match="not a run"):
+        runs.check_run_dir(foreign, identity(first, 1))
+
+
+def test_world_size_is_part_of_the_run(tmp_path):
+    experiment = _experiment(tmp_path)
+    assert runs.run_dir_for(experiment, 1) != runs.run_dir_for(experiment, 2)
+    assert identity(experiment, 1) != identity(experiment, 2)
+
+
+def _checkpoint(run_dir, step, complete=True):
+    path = run_dir / f"checkpoint-{step}"
+    path.mkdir(parents=True)
+    (path / "model.safetensors").write_bytes(b"x")
+    if complete:
+        runs.mark_complete(path)
+    return path
+
+
+def test_partial_checkpoints_are_ignored_reported_and_kept(tmp_path):
+    _checkpoint(tmp_path, 10)
+    _checkpoint(tmp_path, 20)
+    _checkpoint(tmp_path, 30, complete=False)
+    complete, partial = runs.checkpoints(tmp_path)
+    assert [p.name for p in complete] == ["checkpoint-10", "checkpoint-20"]
+    assert [p.name for p in partial] == ["checkpoint-30"]
+    said = []
+    moved = runs.set_aside_partial(tmp_path, log=said.append)
+    assert [p.name for p in moved] == ["checkpoint-30.partial-1"] and "incomplete checkpoint" in said[0]
+    assert (tmp_path / "checkpoint-30.partial-1" / "model.safetensors").exists()
+    assert runs.rotate_checkpoints(tmp_path, 1) == [tmp_path / "checkpoint-10"]
+    assert [p.name for p in runs.checkpoints(tmp_path)[0]] == ["checkpoint-20"]
+
+
+def test_metrics_roll_back_to_the_resumed_checkpoint_without_losing_lines(tmp_path):
+    for step in (5, 10, 15):
+        runs.append_metrics(tmp_path, {"step": step, "loss": 1.0 / step})
+    assert runs.roll_back_metrics(tmp_path, 10) == 1
+    assert [r["step"] for r in runs.read_metrics(tmp_path)] == [5, 10]
+    assert json.loads((tmp_path / "metrics.rolledback.jsonl").read_text())["step"] == 15
+
+
+def test_run_progress_reads_the_tail_and_tolerates_missing_files(tmp_path):
+    empty = runs.run_progress(tmp_path / "missing")
+    assert set(empty) == {"status", "step", "max_steps", "loss", "eval_loss", "tokens_per_s", "checkpoint_step",
+                          "checkpoint_time", "updated"}
+    assert all(v is None for v in empty.values())
+    runs.write_json(tmp_path / "run.json", {"status": "running", "config": {"train": {"max_steps": 100000}}})
+    with open(tmp_path / "metrics.jsonl", "w") as f:
+        for step in range(1, 50001):
+            f.write(json.dumps({"step": step, "loss": 10.0 / step, "eval_loss": 3.0 if step == 49000 else None,
+                                "tokens_per_s": 1000.0}) + "\n")
+        f.write('{"step": 50001, "lo')  # a line being written
+    _checkpoint(tmp_path, 50000)
+    start = time.perf_counter()
+    progress = runs.run_progress(tmp_path)
+    assert time.perf_counter() - start < 0.05  # the file is ~4 MB; only its tail is read
+    assert progress["status"] == "running" and progress["max_steps"] == 100000
+    assert progress["step"] == 50000 and progress["loss"] == pytest.approx(10.0 / 50000)
+    assert progress["eval_loss"] == 3.0 and progress["tokens_per_s"] == 1000.0
+    assert progress["checkpoint_step"] == 50000 and progress["checkpoint_time"] <= time.time()
+    assert progress["updated"] >= os.path.getmtime(tmp_path / "run.json")
