@@ -1,0 +1,233 @@
+"""Evaluate a run on held-out data: cross entropy, bits per byte, token accuracy, and classic compressors.
+
+    python -m memorymodels.evaluate runs/autoencoding_mixer_d256_n4_c128_b16x1_stdlib
+    python -m memorymodels.evaluate RUN_DIR --checkpoint RUN_DIR/checkpoint-200 --rows 256 --embedding-bits 4
+
+For the held-out rows (the first ``--rows`` of the test split) it reports the model's cross entropy (nats/token),
+bits per byte = CE / ln 2 / (bytes per token of the held-out text, measured by decoding the rows), token accuracy
+(the seed's "hamming" metric: argmax == target over non-ignored targets), and for the same bytes the bits per byte of
+gzip -9, bz2 -9, xz -9 and zstd -19 (``8 * compressed / original``). Models that store a compressed embedding per row
+(``embedding_values``: autoencoders, memory models) also get the cost of storing it at ``--embedding-bits`` bits per
+value, amortised over the row's bytes (digest §6.3), and that cost plus the model's own bits per byte.
+The result is printed as a table and written to ``RUN_DIR/eval.json`` (the previous one is appended to
+``RUN_DIR/eval-history.jsonl``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import bz2
+import gzip
+import json
+import lzma
+import math
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from memorymodels import runs
+
+LN2 = math.log(2)
+
+
+def compression_baselines(data: bytes) -> dict:
+    """Bits per byte of gzip -9, bz2 -9, xz -9 and zstd -19 on ``data``: ``8 * len(compressed) / len(data)``."""
+    import zstandard
+
+    if not data:
+        raise ValueError("no held-out bytes to compress")
+    sizes = {
+        "gzip": len(gzip.compress(data, 9)),
+        "bz2": len(bz2.compress(data, 9)),
+        "xz": len(lzma.compress(data, preset=9)),
+        "zstd": len(zstandard.ZstdCompressor(level=19).compress(data)),
+    }
+    return {name: 8 * size / len(data) for name, size in sizes.items()}
+
+
+def _token_stats(logits: torch.Tensor, labels: torch.Tensor, shift: int) -> tuple[float, int, int]:
+    """(sum of CE in nats, targets, correct argmaxes) when position t predicts label t + shift."""
+    if shift:
+        logits, labels = logits[:, :-shift], labels[:, shift:]
+    mask = labels != -100
+    if not mask.any():
+        return 0.0, 0, 0
+    flat_logits, flat_labels = logits[mask].float(), labels[mask]
+    ce = F.cross_entropy(flat_logits, flat_labels, reduction="sum").item()
+    correct = (flat_logits.argmax(-1) == flat_labels).sum().item()
+    return ce, int(mask.sum()), int(correct)
+
+
+@torch.no_grad()
+def evaluate_model(model: torch.nn.Module, dataset, *, rows: int | None = None, batch_size: int = 16,
+                   device: str | torch.device = "cpu") -> dict:
+    """Held-out loss (nats/token), token accuracy and target count of ``model`` on the first ``rows`` rows.
+
+    Models return ``(loss, logits)`` with their own target alignment (autoencoders: position t reconstructs token t;
+    causal decoders: position t predicts token t+1). The alignment is found by matching the model's own loss on the
+    first batch; the loss is then the token-weighted mean over all targets. Where neither alignment reproduces the
+    model's loss (chunked memory models), ``loss`` is the model's loss averaged over batches (weighted by rows) and
+    the accuracy uses the closer alignment (``alignment`` says which).
+    """
+    model.eval().to(device)
+    n = len(dataset) if rows is None else min(rows, len(dataset))
+    shift, totals, model_loss_sum = None, {0: [0.0, 0, 0], 1: [0.0, 0, 0]}, 0.0
+    matched = True
+    for start in range(0, n, batch_size):
+        batch = [dataset[i] for i in range(start, min(start + batch_size, n))]
+        inputs = {key: torch.stack([row[key] for row in batch]).to(device) for key in batch[0]}
+        loss, logits = model(inputs["input_ids"], labels=inputs["labels"],
+                             attention_mask=inputs.get("attention_mask"))
+        model_loss_sum += float(loss) * len(batch)
+        for s in (0, 1):
+            ce, count, correct = _token_stats(logits, inputs["labels"], s)
+            totals[s][0] += ce
+            totals[s][1] += count
+            totals[s][2] += correct
+        if shift is None:
+            errors = {s: abs(totals[s][0] / max(totals[s][1], 1) - float(loss)) for s in (0, 1)}
+            shift = min(errors, key=errors.get)
+            matched = errors[shift] <= 1e-3 * max(1.0, abs(float(loss)))
+    ce, count, correct = totals[shift]
+    return {
+        "loss": ce / count if matched else model_loss_sum / n,
+        "token_accuracy": correct / count if count else float("nan"),
+        "targets": count,
+        "rows": n,
+        "alignment": ("same-position" if shift == 0 else "next-token") + ("" if matched else " (approximate)"),
+    }
+
+
+def heldout_bytes(dataset, tokenizer, rows: int) -> tuple[bytes, int]:
+    """The held-out text of the first ``rows`` rows (non-pad tokens decoded, UTF-8) and its token count."""
+    pieces, tokens = [], 0
+    for i in range(min(rows, len(dataset))):
+        row = dataset[i]
+        ids = row["input_ids"][row["attention_mask"].bool()] if "attention_mask" in row else row["input_ids"]
+        tokens += int(ids.numel())
+        text = tokenizer.decode(ids.tolist(), skip_special_tokens=True, clean_up_tokenization_spaces=False)
+        pieces.append(text.encode("utf-8"))
+    return b"".join(pieces), tokens
+
+
+def bits_per_byte(loss: float, tokens: int, nbytes: int) -> float:
+    """``BPB = (L_t / L_b) * CE / ln 2`` (digest §6.3)."""
+    return loss / LN2 * tokens / nbytes
+
+
+def embedding_cost(values: int, bits: int, rows: int, nbytes: int) -> float:
+    """Bits per byte of storing ``values`` numbers at ``bits`` bits for each of ``rows`` rows of ``nbytes`` bytes."""
+    return values * bits * rows / nbytes
+
+
+def _latest_checkpoint(run_dir: Path) -> Path:
+    complete, partial = runs.checkpoints(run_dir)
+    if not complete:
+        hint = f" ({len(partial)} incomplete ones ignored)" if partial else ""
+        raise SystemExit(f"{run_dir}: no complete checkpoint-STEP directory{hint}; train first "
+                         f"(python -m memorymodels.train --experiment ...)")
+    return complete[-1]
+
+
+def load_checkpoint(model: torch.nn.Module, checkpoint: Path) -> None:
+    """Load a Trainer checkpoint's weights (model.safetensors or pytorch_model.bin) into ``model``."""
+    checkpoint = Path(checkpoint)
+    if (checkpoint / "model.safetensors").exists():
+        from safetensors.torch import load_file
+
+        state = load_file(str(checkpoint / "model.safetensors"))
+    elif (checkpoint / "pytorch_model.bin").exists():
+        state = torch.load(checkpoint / "pytorch_model.bin", map_location="cpu", weights_only=True)
+    else:
+        raise SystemExit(f"{checkpoint}: no model.safetensors or pytorch_model.bin; is it a checkpoint directory?")
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if unexpected or [k for k in missing if not k.endswith("mask")]:
+        raise SystemExit(f"{checkpoint}: weights do not fit the model in run.json "
+                         f"(missing {missing[:5]}, unexpected {unexpected[:5]})")
+
+
+def evaluate_run(run_dir: Path, *, checkpoint: Path | None = None, rows: int | None = None,
+                 batch_size: int | None = None, embedding_bits: int = 8, device: str | None = None) -> dict:
+    """Evaluate a run's checkpoint (newest complete by default) and write ``RUN_DIR/eval.json``."""
+    from memorymodels.experiment import experiment_from_dict
+    from memorymodels.train import build, load_data, load_tokenizer
+
+    run_dir = Path(run_dir)
+    info = runs.read_json(run_dir / runs.RUN_JSON)
+    if info is None or "config" not in info:
+        raise SystemExit(f"{run_dir}: no readable run.json; is this a run directory?")
+    checkpoint = Path(checkpoint) if checkpoint else _latest_checkpoint(run_dir)
+    experiment = experiment_from_dict(info["config"], source=str(run_dir / runs.RUN_JSON))
+    data = load_data(experiment)
+    model = build(info["model"]["build"])
+    load_checkpoint(model, checkpoint)
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    rows = len(data.test) if rows is None else min(rows, len(data.test))
+    scores = evaluate_model(model, data.test, rows=rows, batch_size=batch_size or experiment.train.batch_size,
+                            device=device)
+    text, tokens = heldout_bytes(data.test, load_tokenizer(data.tokenizer_dir), rows)
+    result = {
+        "run_dir": str(run_dir),
+        "checkpoint": checkpoint.name,
+        "step": runs.checkpoint_step(checkpoint) if runs.CHECKPOINT_RE.match(checkpoint.name) else None,
+        "loss": scores["loss"],
+        "bits_per_byte": bits_per_byte(scores["loss"], tokens, len(text)),
+        "token_accuracy": scores["token_accuracy"],
+        "alignment": scores["alignment"],
+        "rows": rows,
+        "tokens": tokens,
+        "bytes": len(text),
+        "bytes_per_token": len(text) / tokens,
+        "baselines": compression_baselines(text),
+        "time": time.time(),
+    }
+    values = getattr(model, "embedding_values", None)
+    if values:
+        cost = embedding_cost(values, embedding_bits, rows, len(text))
+        result["embedding"] = {"values": values, "bits": embedding_bits, "bits_per_byte": cost,
+                               "total_bits_per_byte": cost + result["bits_per_byte"]}
+    previous = runs.read_json(run_dir / "eval.json")
+    if previous is not None:
+        with open(run_dir / "eval-history.jsonl", "a") as f:
+            f.write(json.dumps(previous) + "\n")
+    runs.write_json(run_dir / "eval.json", result)
+    return result
+
+
+def format_table(result: dict) -> str:
+    """The evaluation as a plain-text table (bits per byte, lower is better)."""
+    lines = [f"evaluation of {result['run_dir']} ({result['checkpoint']}): {result['rows']} held-out rows, "
+             f"{result['bytes']:,} bytes, {result['bytes_per_token']:.2f} bytes/token",
+             f"  {'method':<36} {'bits/byte':>9}",
+             f"  {'model (CE %.4f nats/token, acc %.3f)' % (result['loss'], result['token_accuracy']):<36} "
+             f"{result['bits_per_byte']:>9.3f}"]
+    if "embedding" in result:
+        e = result["embedding"]
+        lines.append(f"  {'  embedding %d values x %d bits' % (e['values'], e['bits']):<36} {e['bits_per_byte']:>9.3f}")
+        lines.append(f"  {'  model + embedding':<36} {e['total_bits_per_byte']:>9.3f}")
+    for name, label in (("gzip", "gzip -9"), ("bz2", "bz2 -9"), ("xz", "xz -9"), ("zstd", "zstd -19")):
+        lines.append(f"  {label:<36} {result['baselines'][name]:>9.3f}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m memorymodels.evaluate", description=__doc__.split("\n\n")[0])
+    parser.add_argument("run_dir", type=Path, help="a run directory (holding run.json)")
+    parser.add_argument("--checkpoint", type=Path, help="checkpoint directory (default: the newest complete one)")
+    parser.add_argument("--rows", type=int, help="held-out rows to use (default: the whole test split)")
+    parser.add_argument("--batch-size", type=int, help="rows per forward pass (default: train.batch_size)")
+    parser.add_argument("--embedding-bits", type=int, default=8, help="bits per stored embedding value (default 8)")
+    parser.add_argument("--device", help="cpu, cuda, cuda:1 (default: cuda when available)")
+    args = parser.parse_args(argv)
+    result = evaluate_run(args.run_dir, checkpoint=args.checkpoint, rows=args.rows, batch_size=args.batch_size,
+                          embedding_bits=args.embedding_bits, device=args.device)
+    print(format_table(result))
+    print(f"wrote {args.run_dir / 'eval.json'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
