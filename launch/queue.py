@@ -1,0 +1,720 @@
+"""The state of the project's jobs, for the dashboard: one ``squeue`` and at most one ``sacct`` call per refresh.
+
+    from launch.queue import Collector
+    snapshot = Collector().refresh()                  # the jobs in .state/journal/ (and local runs)
+    snapshot = Collector(all_jobs=True).refresh()     # every job of this user
+    Collector(accounting="off")                       # never call sacct (clusters that restrict it)
+
+Where the rows come from:
+- ``squeue -r`` (one call, array tasks expanded) for every queued or running job of the user;
+- ``sacct -X -D`` (at most one call) for journal jobs that have left the queue; terminal answers are cached, so a
+  finished job is asked about once. ``-D`` keeps the records of earlier requeues, which counts restarts;
+- where accounting is off or ``sacct`` fails, finished jobs are inferred from their run directories
+  (``run.json`` status) and the ``slurmstepd`` line in their logs (CANCELLED / TIME LIMIT / PREEMPTION);
+- progress (step, loss, tokens/s, checkpoint age, ETA) from each run's ``run.json``/``metrics.jsonl``/checkpoints.
+
+When the controller does not answer, the last good rows are returned with ``stale=True`` and the error; a refresh
+never raises for a cluster problem. Parsing is defensive: unknown states pass through, odd lines are skipped and
+counted, missing columns become ``None``.
+"""
+
+from __future__ import annotations
+
+import sys
+
+if __name__ == "queue":  # pragma: no cover - imported as the standard library's `queue`
+    # `python launch/<script>.py` puts launch/ first on sys.path, so `import queue` in the standard library
+    # (multiprocessing, concurrent.futures, logging.handlers) finds this file. Hand it the real module instead:
+    # the import system returns whatever sys.modules holds once this file has run.
+    import importlib.util
+    import sysconfig
+
+    _spec = importlib.util.spec_from_file_location("queue", f"{sysconfig.get_path('stdlib')}/queue.py")
+    sys.modules["queue"] = importlib.util.module_from_spec(_spec)
+    _spec.loader.exec_module(sys.modules["queue"])
+
+import dataclasses
+import getpass
+import json
+import os
+import re
+import subprocess
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+REPO = Path(__file__).resolve().parents[1]
+
+# squeue --Format fields, in order; the name goes last because it is the one free-text field.
+SQUEUE_FIELDS = ("JobID", "ArrayJobID", "ArrayTaskID", "State", "Reason", "TimeUsed", "TimeLimit", "NodeList",
+                 "RestartCnt", "StartTime", "Name")
+SACCT_FIELDS = ("JobID", "JobIDRaw", "State", "ExitCode", "Elapsed", "Timelimit", "NodeList", "Reason", "Submit",
+                "Start", "End", "JobName")
+SEP = "\x1f"  # unit separator: never in a job name or a state
+
+COMPACT_STATES = {
+    "PD": "PENDING", "R": "RUNNING", "CG": "COMPLETING", "CD": "COMPLETED", "F": "FAILED", "CA": "CANCELLED",
+    "TO": "TIMEOUT", "OOM": "OUT_OF_MEMORY", "NF": "NODE_FAIL", "PR": "PREEMPTED", "S": "SUSPENDED",
+    "RQ": "REQUEUED", "RH": "REQUEUE_HOLD", "RF": "REQUEUE_FED", "SE": "SPECIAL_EXIT", "CF": "CONFIGURING",
+    "BF": "BOOT_FAIL", "DL": "DEADLINE", "ST": "STOPPED", "RS": "RESIZING", "RD": "RESV_DEL_HOLD",
+    "SO": "STAGE_OUT", "SI": "SIGNALING", "RV": "REVOKED",
+}
+ACTIVE_STATES = {"PENDING", "RUNNING", "COMPLETING", "CONFIGURING", "SUSPENDED", "REQUEUED", "REQUEUE_HOLD",
+                 "REQUEUE_FED", "RESIZING", "SIGNALING", "STAGE_OUT", "STOPPED", "RESV_DEL_HOLD"}
+FAILED_STATES = {"FAILED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL", "BOOT_FAIL", "DEADLINE"}
+TERMINAL_STATES = FAILED_STATES | {"COMPLETED", "CANCELLED", "PREEMPTED", "REVOKED", "SPECIAL_EXIT"}
+
+REASONS = {
+    "None": "", "": "",
+    "Priority": "waiting behind higher-priority jobs",
+    "Resources": "waiting for free nodes/GPUs",
+    "Dependency": "waiting for the job it depends on",
+    "DependencyNeverSatisfied": "its dependency failed: it will never start (cancel it)",
+    "BeginTime": "its start time (--begin) is not reached yet",
+    "JobHeldUser": "held by you (scontrol release JOBID)",
+    "JobHeldAdmin": "held by an administrator",
+    "JobArrayTaskLimit": "the array's limit of tasks running at once (%N) is reached",
+    "ReqNodeNotAvail": "a requested node is down, drained or reserved",
+    "NodeDown": "a node it needs is down",
+    "PartitionDown": "the partition is down",
+    "PartitionInactive": "the partition is inactive",
+    "PartitionNodeLimit": "asks for more nodes than the partition allows",
+    "PartitionTimeLimit": "its time limit exceeds the partition's limit (resubmit with a shorter one)",
+    "Reservation": "waiting for its reservation to start",
+    "Licenses": "waiting for a license",
+    "BadConstraints": "its constraints cannot be satisfied (check --constraint / GPU type)",
+    "InvalidAccount": "its account is invalid", "InvalidQOS": "its QOS is invalid",
+    "Cleaning": "being requeued: the previous run is still cleaning up",
+    "Prolog": "the prolog is still running",
+    "WaitingForScheduling": "not scheduled yet",
+    "launch failed requeued held": "launch failed; requeued and held (check the node, then scontrol release)",
+    "JobLaunchFailure": "the job could not be launched",
+    "NonZeroExitCode": "exited with a non-zero code",
+    "TimeLimit": "ran out of time", "SystemFailure": "Slurm, a file system or the network failed",
+    "BurstBufferResources": "waiting for burst buffer space",
+}
+
+
+def explain_reason(reason: str | None) -> str:
+    """A Slurm pending/stop reason in plain words (``Priority`` -> 'waiting behind higher-priority jobs')."""
+    reason = (reason or "").strip()
+    if reason.startswith("(") and reason.endswith(")"):
+        reason = reason[1:-1]
+    if reason in REASONS:
+        return REASONS[reason]
+    for prefix, who in (("QOS", "the QOS"), ("Assoc", "your account")):
+        if reason.startswith(prefix):
+            limit = re.sub(r"^(QOS|Assoc|Association)(Grp|Max)?", "", reason)
+            limit = re.sub(r"(?<=[a-z])(?=[A-Z])", " ", limit).lower() or "a"
+            return f"{who} limit reached ({limit})"
+    return reason
+
+
+def normalize_state(state: str | None) -> str:
+    """``'CANCELLED by 0'`` -> ``'CANCELLED'``, ``'PD'`` -> ``'PENDING'``; unknown states pass through upper-cased."""
+    word = (state or "").strip().split(" ")[0].rstrip("+").upper()
+    return COMPACT_STATES.get(word, word) or "UNKNOWN"
+
+
+def parse_duration(text: str | None) -> float | None:
+    """Slurm durations (``1-02:03:04``, ``02:03:04``, ``3:04``, ``5``) in seconds; UNLIMITED/N/A/INVALID -> None."""
+    text = (text or "").strip()
+    match = re.fullmatch(r"(?:(\d+)-)?(\d+)(?::(\d+))?(?::(\d+(?:\.\d+)?))?", text)
+    if not match:
+        return None
+    days, a, b, c = match.groups()
+    if b is None and c is None:  # a bare number is minutes (sbatch --time syntax)
+        seconds = int(a) * 60.0
+    elif c is None:  # MM:SS, or HH:MM after a day count
+        seconds = int(a) * 3600.0 + int(b) * 60.0 if days else int(a) * 60.0 + int(b)
+    else:
+        seconds = int(a) * 3600.0 + int(b) * 60.0 + float(c)
+    return seconds + int(days or 0) * 86400.0
+
+
+def parse_time(text: str | None) -> float | None:
+    """A Slurm timestamp (``2026-11-27T21:05:03``) as epoch seconds in local time; Unknown/None/N/A -> None."""
+    try:
+        return time.mktime(time.strptime((text or "").strip(), "%Y-%m-%dT%H:%M:%S"))
+    except ValueError:
+        return None
+
+
+def expand_array(spec: str) -> list[int] | None:
+    """``'[0-3,7,10-14:2%4]'`` or ``'5'`` -> task ids; None when it is not an array spec."""
+    spec = spec.strip().strip("[]").split("%")[0]
+    tasks: list[int] = []
+    for part in filter(None, spec.split(",")):
+        match = re.fullmatch(r"(\d+)(?:-(\d+)(?::(\d+))?)?", part)
+        if not match:
+            return None
+        first, last, stride = match.groups()
+        tasks.extend(range(int(first), int(last or first) + 1, int(stride or 1)))
+    return tasks
+
+
+def _clean(value: str | None) -> str | None:
+    value = (value or "").strip()
+    return None if value in ("", "N/A", "(null)", "None", "Unknown") else value
+
+
+def parse_squeue(text: str, fields=SQUEUE_FIELDS) -> tuple[dict[str, dict], int]:
+    """``squeue -h -O`` lines (``SEP``-separated ``fields``) -> ({job_id: record}, count of unparseable lines).
+
+    The key is the display id: ``123`` for a plain job, ``123_4`` for an array task. An unexpanded pending array
+    (``123_[5-99]``, older Slurm or a huge array) is expanded here so every task gets its own record.
+    """
+    records: dict[str, dict] = {}
+    bad = 0
+    for line in text.splitlines():
+        if not line.strip():
+            continue
+        parts = line.split(SEP)
+        if len(parts) < len(fields):
+            bad += 1
+            continue
+        raw = dict(zip(fields, (p.strip() for p in parts[: len(fields) - 1])))
+        raw[fields[-1]] = SEP.join(parts[len(fields) - 1:]).strip()
+        record = {
+            "state": normalize_state(raw.get("State")),
+            "reason": _clean(raw.get("Reason")),
+            "elapsed_s": parse_duration(raw.get("TimeUsed")),
+            "time_limit_s": parse_duration(raw.get("TimeLimit")),
+            "node": _clean(raw.get("NodeList")),
+            "restarts": int(raw["RestartCnt"]) if (raw.get("RestartCnt") or "").isdigit() else None,
+            "start": parse_time(raw.get("StartTime")),
+            "slurm_name": raw.get("Name"),
+        }
+        job_id, array_id, task = raw.get("JobID", ""), _clean(raw.get("ArrayJobID")), _clean(raw.get("ArrayTaskID"))
+        if array_id and task:  # an array task, or an unexpanded range of them
+            tasks = [int(task)] if task.isdigit() else expand_array(task)
+            if tasks is None:
+                bad += 1
+                continue
+            for t in tasks:
+                records[f"{array_id}_{t}"] = dict(record, raw_id=job_id if len(tasks) == 1 else None)
+        elif job_id:
+            records[job_id] = dict(record, raw_id=job_id)
+        else:
+            bad += 1
+    return records, bad
+
+
+def parse_sacct(text: str, fields=SACCT_FIELDS) -> tuple[dict[str, dict], dict[str, list[tuple[list[int], dict]]], int]:
+    """``sacct -X -D -P -n`` lines -> ({job_id: latest record}, {array_id: [(tasks, record)]}, bad lines).
+
+    With ``-D`` a requeued job has one record per start; the last one is current and the others count as restarts.
+    Array ranges (``123_[4-99]``, tasks that never started) go to the second mapping.
+    """
+    records: dict[str, dict] = {}
+    ranges: dict[str, list] = {}
+    bad = 0
+    for line in text.splitlines():
+        if not line.strip():
+            continue
+        parts = line.split("|")
+        if len(parts) < len(fields):
+            bad += 1
+            continue
+        raw = dict(zip(fields, parts[: len(fields) - 1]))
+        raw[fields[-1]] = "|".join(parts[len(fields) - 1:])
+        job_id = raw["JobID"].strip()
+        if "." in job_id:  # a step (when -X is ignored)
+            continue
+        record = {
+            "state": normalize_state(raw.get("State")),
+            "exit_code": _clean(raw.get("ExitCode")),
+            "elapsed_s": parse_duration(raw.get("Elapsed")),
+            "time_limit_s": parse_duration(raw.get("Timelimit")),
+            "node": _clean(raw.get("NodeList")),
+            "reason": _clean(raw.get("Reason")),
+            "submit": parse_time(raw.get("Submit")),
+            "start": parse_time(raw.get("Start")),
+            "end": parse_time(raw.get("End")),
+            "slurm_name": raw.get("JobName"),
+        }
+        if record["node"] == "None assigned":
+            record["node"] = None
+        base, _, task = job_id.partition("_")
+        if task.startswith("["):
+            tasks = expand_array(task)
+            if tasks is None:
+                bad += 1
+            else:
+                ranges.setdefault(base, []).append((tasks, record))
+            continue
+        previous = records.get(job_id)
+        record["restarts"] = 0 if previous is None else previous["restarts"] + 1
+        records[job_id] = record
+    return records, ranges, bad
+
+
+@dataclasses.dataclass
+class JobRow:
+    """One job or array task, as the dashboard shows it (``--json`` prints these fields)."""
+
+    job_id: str
+    state: str
+    name: str = ""
+    submission: str | None = None
+    sweep: str | None = None
+    cell: dict | None = None
+    reason: str | None = None
+    reason_text: str = ""
+    elapsed_s: float | None = None
+    time_limit_s: float | None = None
+    node: str | None = None
+    restarts: int = 0
+    exit_code: str | None = None
+    end: float | None = None
+    step: int | None = None
+    max_steps: int | None = None
+    loss: float | None = None
+    eval_loss: float | None = None
+    tokens_per_s: float | None = None
+    checkpoint_step: int | None = None
+    checkpoint_age_s: float | None = None
+    updated_age_s: float | None = None
+    eta_s: float | None = None
+    eta_past_limit: bool = False
+    run_status: str | None = None
+    run_dir: str | None = None
+    stdout: str | None = None
+    stderr: str | None = None
+    source: str = "squeue"
+    log_tail: list[str] | None = None
+
+    @property
+    def failed(self) -> bool:
+        return self.state in FAILED_STATES
+
+
+@dataclasses.dataclass
+class SweepSummary:
+    """One sweep submission: how many cells are in each state and the best eval loss so far."""
+
+    name: str
+    submission: str
+    total: int
+    counts: dict[str, int]
+    best_eval_loss: float | None = None
+    best_job_id: str | None = None
+    best_cell: dict | None = None
+
+
+@dataclasses.dataclass
+class Snapshot:
+    """The result of one refresh."""
+
+    rows: list[JobRow]
+    sweeps: list[SweepSummary]
+    time: float
+    stale: bool = False
+    error: str | None = None
+    accounting: bool = True
+    calls: dict[str, int] = dataclasses.field(default_factory=dict)
+    warnings: list[str] = dataclasses.field(default_factory=list)
+
+
+class SlurmError(RuntimeError):
+    """A Slurm command failed or did not answer; the message names the command and its error output."""
+
+
+def state_dir() -> Path:
+    """The project's state directory (``$MEMORYMODELS_STATE`` or ``.state/`` in the repository)."""
+    return Path(os.environ.get("MEMORYMODELS_STATE") or REPO / ".state")
+
+
+def slurm_env() -> dict[str, str]:
+    """The environment for Slurm commands: the local cluster's ``SLURM_CONF`` when it runs and none is set."""
+    try:
+        from launch.local_cluster import slurm_environ
+    except ImportError:
+        return dict(os.environ)
+    try:
+        return dict(slurm_environ())
+    except Exception:  # a broken local cluster must not stop the dashboard; the Slurm call reports it
+        return dict(os.environ)
+
+
+def run_slurm(argv: list[str], *, env: dict | None = None, timeout: float = 20.0) -> str:
+    """Run one Slurm client command and return its stdout; any failure is a SlurmError with the command and stderr."""
+    try:
+        proc = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=timeout)
+    except FileNotFoundError:
+        raise SlurmError(f"{argv[0]}: not found; install the Slurm client or run on a cluster login node") from None
+    except subprocess.TimeoutExpired:
+        raise SlurmError(f"{argv[0]}: no answer from the controller within {timeout:.0f} s") from None
+    if proc.returncode != 0:
+        message = (proc.stderr or proc.stdout).strip().splitlines()
+        raise SlurmError(f"{argv[0]} exited with {proc.returncode}: {message[-1] if message else 'no message'}")
+    return proc.stdout
+
+
+def squeue_command(user: str | None) -> list[str]:
+    fmt = ",".join(f"{name}:0{SEP}" if name != SQUEUE_FIELDS[-1] else f"{name}:0" for name in SQUEUE_FIELDS)
+    return ["squeue", "-r", "-h", *(["-u", user] if user else []), "-O", fmt]
+
+
+def sacct_command(job_ids: list[str] | None, user: str | None, since: str) -> list[str]:
+    argv = ["sacct", "-X", "-D", "-P", "-n", "-o", ",".join(SACCT_FIELDS)]
+    if job_ids is not None:
+        return argv + ["-j", ",".join(job_ids)]
+    return argv + [*(["-u", user] if user else ["-a"]), "-S", since]
+
+
+# ---------------------------------------------------------------- journal and run directories
+
+JOB_ID = re.compile(r"^\d+(_\d+)?$")
+LOCAL_EXECUTORS = {"local", "debug", "process", "subprocess"}
+
+
+def read_journal(directory: Path, cache: dict | None = None) -> tuple[list[dict], list[str]]:
+    """Every job of every submission in ``directory`` (``<submission_id>.json``), oldest submission first.
+
+    Each job dict carries its submission's id, kind, sweep name and profile; unreadable files become warnings.
+    ``cache`` (path -> (mtime, jobs)) skips files that have not changed since the last call.
+    """
+    cache = {} if cache is None else cache
+    found: list[tuple[float, str, list[dict]]] = []
+    warnings: list[str] = []
+    for path in sorted(directory.glob("*.json")) if directory.is_dir() else []:
+        try:
+            mtime = path.stat().st_mtime
+            if path in cache and cache[path][0] == mtime:
+                created, jobs = cache[path][1:]
+            else:
+                created, jobs = _journal_jobs(path)
+                cache[path] = (mtime, created, jobs)
+        except (OSError, ValueError, TypeError, AttributeError) as exc:
+            warnings.append(f"{path}: unreadable journal entry ({exc}); fix or remove the file")
+            continue
+        found.append((created, path.stem, jobs))
+    found.sort(key=lambda item: (item[0], item[1]))
+    return [job for _, _, jobs in found for job in jobs], warnings
+
+
+def _journal_jobs(path: Path) -> tuple[float, list[dict]]:
+    data = json.loads(path.read_text())
+    submission = str(data.get("submission_id") or path.stem)
+    sweep = data.get("sweep") if data.get("kind") == "sweep" else None
+    sweep_name = None
+    if sweep is not None:
+        sweep_name = str((sweep or {}).get("name") or submission) if isinstance(sweep, dict) else submission
+    executor = str(data.get("executor") or data.get("scheduler") or "").lower()
+    jobs = []
+    for job in data.get("jobs") or []:
+        job_id = str(job.get("job_id") or "").strip()
+        if not job_id:
+            continue
+        job_executor = str(job.get("executor") or executor).lower()
+        run_dir = job.get("run_dir")
+        if run_dir and not Path(run_dir).is_absolute():
+            run_dir = str(REPO / run_dir)
+        jobs.append({
+            "job_id": job_id, "name": str(job.get("name") or ""), "run_dir": run_dir,
+            "cell": job.get("cell") if isinstance(job.get("cell"), dict) else None,
+            "stdout": job.get("stdout"), "stderr": job.get("stderr"), "pid": job.get("pid"),
+            "submission": submission, "sweep": sweep_name, "profile": data.get("profile"),
+            "slurm": bool(JOB_ID.match(job_id)) and job_executor not in LOCAL_EXECUTORS,
+        })
+    return _epoch(data.get("created")) or path.stat().st_mtime, jobs
+
+
+def _epoch(value: Any) -> float | None:
+    """Epoch seconds from a number or an ISO-8601 string; None when neither."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if isinstance(value, str) and value:
+        from datetime import datetime
+        try:
+            return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+        except ValueError:
+            return None
+    return None
+
+
+def run_progress(run_dir: str | None) -> dict:
+    """``memorymodels.runs.run_progress`` for ``run_dir``; {} when there is no run directory or it is unreadable."""
+    if not run_dir or not Path(run_dir, "run.json").exists():
+        return {}
+    from memorymodels.runs import run_progress as progress
+
+    try:
+        return progress(run_dir) or {}
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        return {"error": f"{run_dir}: {exc}"}
+
+
+def step_rate(run_dir: str, window: int = 20) -> float | None:
+    """Steps per second over the last ``window`` logged steps of ``metrics.jsonl`` (reads only the file's tail)."""
+    points = []
+    for line in tail_lines(Path(run_dir, "metrics.jsonl"), window + 1, 16384):
+        try:
+            entry = json.loads(line)
+            points.append((float(entry["step"]), _epoch(entry["time"])))
+        except (ValueError, KeyError, TypeError):
+            continue
+    points = [(s, t) for s, t in points if t is not None]
+    if len(points) < 2 or points[-1][1] <= points[0][1] or points[-1][0] <= points[0][0]:
+        return None
+    return (points[-1][0] - points[0][0]) / (points[-1][1] - points[0][1])
+
+
+def tail_lines(path: str | Path | None, count: int, max_bytes: int = 65536) -> list[str]:
+    """The last ``count`` lines of a text file (reading at most ``max_bytes`` from its end); [] when unreadable."""
+    if not path:
+        return []
+    try:
+        with open(path, "rb") as handle:
+            handle.seek(0, os.SEEK_END)
+            size = handle.tell()
+            handle.seek(max(0, size - max_bytes))
+            data = handle.read().decode("utf-8", "replace")
+    except OSError:
+        return []
+    lines = data.splitlines()
+    if size > max_bytes and lines:
+        lines = lines[1:]  # the first line is probably cut
+    return lines[-count:] if count > 0 else []
+
+
+STEPD_END = re.compile(r"\*\*\* JOB \S+ ON \S+ CANCELLED AT \S+(?: DUE TO ([A-Z ]+?))?(?: \*\*\*|$)")
+STEPD_REASONS = {"TIME LIMIT": "TIMEOUT", "PREEMPTION": "PREEMPTED", "NODE FAILURE": "NODE_FAIL"}
+RUN_STATES = {"completed": "COMPLETED", "failed": "FAILED", "running": "RUNNING", "interrupted": "INTERRUPTED"}
+
+
+def infer_state(progress: dict, logs: list[str | None]) -> tuple[str, str]:
+    """The state of a job that is no longer queued, from its run directory and logs (no accounting needed).
+
+    Returns (state, plain-words note). The ``slurmstepd`` line in the log wins (it is written when Slurm ends the
+    job); then ``run.json`` status; a job with neither never started.
+    """
+    for log in logs:
+        for line in reversed(tail_lines(log, 30)):
+            match = STEPD_END.search(line)
+            if match:
+                state = STEPD_REASONS.get((match.group(1) or "").strip(), "CANCELLED")
+                return state, "from the slurmstepd line in its log (no accounting)"
+            if "oom-kill" in line or "Out Of Memory" in line:
+                return "OUT_OF_MEMORY", "the log reports an out-of-memory kill"
+    status = str(progress.get("status") or "")
+    if status in ("completed", "failed"):
+        return RUN_STATES[status], "from run.json (no accounting)"
+    if status == "interrupted":
+        return "INTERRUPTED", "saved a checkpoint to be requeued, but is no longer queued"
+    if status == "running":
+        return "UNKNOWN", "no longer queued, but run.json still says running (killed?)"
+    return "UNKNOWN", "no longer queued and never started (cancelled while pending?)"
+
+
+# ---------------------------------------------------------------- the collector
+
+
+class Collector:
+    """Builds a Snapshot per ``refresh()``: one ``squeue``, at most one ``sacct``, the journal and run directories.
+
+    ``accounting``: "auto" (use ``sacct``; after it fails, use run directories and retry it a minute later), "on"
+    (always try it), "off" (never call it). ``$MEMORYMODELS_SACCT=off`` sets "off" for every dashboard.
+    ``run`` runs a Slurm command (argv -> stdout, raising SlurmError); tests replay captured output through it.
+    """
+
+    def __init__(self, *, all_jobs: bool = False, accounting: str | None = None, journal_dir: Path | None = None,
+                 user: str | None = None, since: str = "now-1days", failure_tails: int = 5, tail_lines: int = 12,
+                 run: Callable[[list[str]], str] | None = None, timeout: float = 20.0):
+        accounting = accounting or os.environ.get("MEMORYMODELS_SACCT", "auto").lower()
+        if accounting not in ("auto", "on", "off"):
+            raise ValueError(f"accounting={accounting!r} (or $MEMORYMODELS_SACCT): use auto, on or off")
+        self.all_jobs, self.accounting, self.since = all_jobs, accounting, since
+        self.journal_dir = Path(journal_dir) if journal_dir else state_dir() / "journal"
+        self.user = user or getpass.getuser()
+        self.failure_tails, self.tail_lines = failure_tails, tail_lines
+        self._run = run or (lambda argv: run_slurm(argv, env=slurm_env(), timeout=timeout))
+        self._journal_cache: dict = {}
+        self._finished: dict[str, dict] = {}  # terminal sacct records: they never change
+        self._sacct_retry_at = 0.0
+        self.last: Snapshot | None = None
+
+    def refresh(self) -> Snapshot:
+        """Collect once. Never raises for a cluster problem: a failed squeue gives the last rows, marked stale."""
+        now = time.time()
+        jobs, warnings = read_journal(self.journal_dir, self._journal_cache)
+        calls = {"squeue": 0, "sacct": 0}
+        try:
+            calls["squeue"] += 1
+            queue, bad = parse_squeue(self._run(squeue_command(self.user)))
+        except SlurmError as exc:
+            return self._stale(str(exc), jobs, warnings, calls, now)
+        if bad:
+            warnings.append(f"squeue: {bad} line(s) not understood (Slurm version?); those jobs are missing")
+        accounted, ranges, accounting = self._accounting(jobs, queue, calls, warnings, now)
+        rows = [self._journal_row(job, queue, accounted, ranges, accounting, now) for job in jobs]
+        if self.all_jobs:
+            known = {row.job_id for row in rows}
+            extra = {**{k: dict(v, source="sacct") for k, v in accounted.items()},
+                     **{k: dict(v, source="squeue") for k, v in queue.items()}}
+            rows += [self._slurm_row(job_id, record) for job_id, record in sorted(extra.items(), key=_id_order)
+                     if job_id not in known]
+        self._add_tails(rows)
+        self.last = Snapshot(rows=rows, sweeps=summarize_sweeps(rows), time=now, accounting=accounting,
+                             calls=calls, warnings=warnings)
+        return self.last
+
+    def _accounting(self, jobs, queue, calls, warnings, now) -> tuple[dict, dict, bool]:
+        """sacct records for the jobs that left the queue (one call, or none when nothing is missing)."""
+        if self.accounting == "off" or (self.accounting == "auto" and now < self._sacct_retry_at):
+            return dict(self._finished), {}, False
+        if self.all_jobs:
+            job_ids = None
+        else:
+            missing = {j["job_id"].split("_")[0] for j in jobs
+                       if j["slurm"] and j["job_id"] not in queue and j["job_id"] not in self._finished}
+            if not missing:
+                return dict(self._finished), {}, True
+            job_ids = sorted(missing, key=int)
+        try:
+            calls["sacct"] += 1
+            records, ranges, bad = parse_sacct(self._run(sacct_command(job_ids, self.user, self.since)))
+        except SlurmError as exc:
+            self._sacct_retry_at = now + 60.0
+            warnings.append(f"{exc}; finished jobs are inferred from their run directories and logs "
+                            f"(set MEMORYMODELS_SACCT=off to stop asking)")
+            return dict(self._finished), {}, False
+        if bad:
+            warnings.append(f"sacct: {bad} line(s) not understood (Slurm version?)")
+        for job_id, record in records.items():
+            if record["state"] in TERMINAL_STATES:
+                self._finished[job_id] = record
+        return {**self._finished, **records}, ranges, True
+
+    def _journal_row(self, job, queue, accounted, ranges, accounting, now) -> JobRow:
+        job_id = job["job_id"]
+        record = queue.get(job_id) if job["slurm"] else None
+        source = "squeue"
+        if record is None and job["slurm"]:
+            record, source = accounted.get(job_id) or _in_ranges(job_id, ranges), "sacct"
+        progress = run_progress(job["run_dir"])
+        row = JobRow(job_id=job_id, state="UNKNOWN", name=job["name"], submission=job["submission"],
+                     sweep=job["sweep"], cell=job["cell"], run_dir=job["run_dir"], stdout=job["stdout"],
+                     stderr=job["stderr"])
+        if record is not None:
+            _apply_record(row, record, source)
+        elif job["slurm"]:
+            row.state, row.reason_text = infer_state(progress, [job["stderr"], job["stdout"]])
+            row.source = "rundir"
+        else:
+            row.state, row.reason_text = _local_state(progress, job.get("pid"))
+            row.source = "local"
+        _apply_progress(row, progress, now)
+        return row
+
+    def _slurm_row(self, job_id: str, record: dict) -> JobRow:
+        row = JobRow(job_id=job_id, state="UNKNOWN", name=record.get("slurm_name") or "")
+        _apply_record(row, record, record.get("source", "squeue"))
+        return row
+
+    def _add_tails(self, rows: list[JobRow]) -> None:
+        """The last log lines of the most recent failures (newest end time first)."""
+        failed = [row for row in rows if row.failed and (row.stderr or row.stdout)]
+        failed.sort(key=lambda row: row.end or 0.0, reverse=True)
+        for row in failed[: self.failure_tails]:
+            row.log_tail = tail_lines(row.stderr, self.tail_lines) or tail_lines(row.stdout, self.tail_lines)
+
+    def _stale(self, error, jobs, warnings, calls, now) -> Snapshot:
+        if self.last is not None:
+            rows, sweeps = self.last.rows, self.last.sweeps
+        else:  # nothing good yet: what the journal and run directories say, states unknown
+            rows = []
+            for job in jobs:
+                row = JobRow(job_id=job["job_id"], state="UNKNOWN", name=job["name"], submission=job["submission"],
+                             sweep=job["sweep"], cell=job["cell"], run_dir=job["run_dir"], stdout=job["stdout"],
+                             stderr=job["stderr"], source="rundir")
+                _apply_progress(row, run_progress(job["run_dir"]), now)
+                rows.append(row)
+            sweeps = summarize_sweeps(rows)
+        since = self.last.time if self.last is not None else None
+        return Snapshot(rows=rows, sweeps=sweeps, time=since or now, stale=True, error=error,
+                        accounting=self.last.accounting if self.last else False, calls=calls, warnings=warnings)
+
+
+def _id_order(item: tuple[str, Any]) -> tuple[int, int]:
+    base, _, task = item[0].partition("_")
+    return (int(base) if base.isdigit() else 0, int(task) if task.isdigit() else -1)
+
+
+def _in_ranges(job_id: str, ranges: dict) -> dict | None:
+    base, _, task = job_id.partition("_")
+    if task.isdigit():
+        for tasks, record in ranges.get(base, []):
+            if int(task) in tasks:
+                return record
+    return None
+
+
+def _apply_record(row: JobRow, record: dict, source: str) -> None:
+    row.source = source
+    row.state = record["state"]
+    row.reason = record.get("reason")
+    if row.state in ACTIVE_STATES or row.state in FAILED_STATES or row.state == "CANCELLED":
+        row.reason_text = explain_reason(row.reason)
+    for key in ("elapsed_s", "time_limit_s", "node", "exit_code", "end"):
+        if record.get(key) is not None:
+            setattr(row, key, record[key])
+    row.restarts = max(row.restarts, record.get("restarts") or 0)
+    if not row.name:
+        row.name = record.get("slurm_name") or ""
+
+
+def _local_state(progress: dict, pid: Any) -> tuple[str, str]:
+    """A run started without Slurm (``local`` profile): its run.json status, checked against its process."""
+    status = str(progress.get("status") or "")
+    if status == "running" and isinstance(pid, int):
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return "UNKNOWN", f"process {pid} is gone but run.json says running (killed?)"
+        except PermissionError:
+            pass
+    if status in RUN_STATES:
+        return RUN_STATES[status], "local run"
+    return "PENDING", "local run, not started yet"
+
+
+def _apply_progress(row: JobRow, progress: dict, now: float) -> None:
+    """Step, loss, throughput, checkpoint age and ETA (with the past-the-limit mark) from ``run_progress``."""
+    if not progress:
+        return
+    row.run_status = progress.get("status")
+    for key in ("step", "max_steps", "checkpoint_step"):
+        value = progress.get(key)
+        setattr(row, key, int(value) if isinstance(value, (int, float)) else None)
+    for key in ("loss", "eval_loss", "tokens_per_s"):
+        value = progress.get(key)
+        setattr(row, key, float(value) if isinstance(value, (int, float)) else None)
+    restarts = progress.get("restarts") or progress.get("restart_count")
+    if isinstance(restarts, int):
+        row.restarts = max(row.restarts, restarts)
+    checkpoint_time, updated = _epoch(progress.get("checkpoint_time")), _epoch(progress.get("updated"))
+    row.checkpoint_age_s = max(0.0, now - checkpoint_time) if checkpoint_time else None
+    row.updated_age_s = max(0.0, now - updated) if updated else None
+    if row.state == "RUNNING" and row.step is not None and row.max_steps and row.run_dir:
+        rate = progress.get("steps_per_s") or step_rate(row.run_dir)
+        if rate:
+            row.eta_s = max(0.0, (row.max_steps - row.step) / rate)
+            if row.time_limit_s is not None and row.elapsed_s is not None:
+                row.eta_past_limit = row.eta_s > row.time_limit_s - row.elapsed_s
+
+
+def summarize_sweeps(rows: list[JobRow]) -> list[SweepSummary]:
+    """One summary per sweep submission, in the order the rows come."""
+    sweeps: dict[str, SweepSummary] = {}
+    for row in rows:
+        if row.sweep is None:
+            continue
+        summary = sweeps.setdefault(row.submission or row.sweep, SweepSummary(
+            name=row.sweep, submission=row.submission or row.sweep, total=0, counts={}))
+        summary.total += 1
+        summary.counts[row.state] = summary.counts.get(row.state, 0) + 1
+        if row.eval_loss is not None and (summary.best_eval_loss is None or row.eval_loss < summary.best_eval_loss):
+            summary.best_eval_loss, summary.best_job_id, summary.best_cell = row.eval_loss, row.job_id, row.cell
+    return list(sweeps.values())

@@ -1,0 +1,374 @@
+"""The job dashboard: the jobs in the submission journal (or all of yours), live in the terminal.
+
+    python launch/status.py                  # live view of the journal's jobs, refreshed every 5 s
+    python launch/status.py --interval 10    # refresh less often (never more often than every 2 s)
+    python launch/status.py --once           # print the table once and exit
+    python launch/status.py --json           # the rows as JSON (job_id, state, step, loss, ...)
+    python launch/status.py --all            # every job of yours, not only the journal's
+    python launch/status.py --logs 123_4     # the last lines of a job's logs (job id or run name)
+    python launch/status.py --cancel 123_4   # cancel a job, an array, or a whole sweep (submission id or sweep name)
+
+Each refresh makes one ``squeue`` call and at most one ``sacct`` call for all jobs together (``launch/queue.py``).
+``MEMORYMODELS_SACCT=off`` never calls ``sacct``: finished jobs are then read from their run directories and logs.
+``--once`` and ``--json`` exit with 1 when the controller did not answer (the rows are then the last known).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as `python launch/status.py`: import the project from the repository root
+    sys.path[0] = str(Path(__file__).resolve().parents[1])
+
+from rich.console import Console, Group
+from rich.table import Table
+from rich.text import Text
+
+from launch.queue import (ACTIVE_STATES, FAILED_STATES, Collector, JobRow, SlurmError, Snapshot, SweepSummary,
+                          read_journal, run_slurm, slurm_env, tail_lines)
+
+MIN_INTERVAL = 2.0
+STATE_STYLES = {"RUNNING": "green", "PENDING": "yellow", "COMPLETED": "blue", "CANCELLED": "magenta",
+                "INTERRUPTED": "yellow", "UNKNOWN": "dim", "REQUEUED": "yellow", "REQUEUE_HOLD": "yellow"}
+COLUMNS = ("job", "name", "cell", "state", "reason", "time/limit", "node", "rst", "step", "loss", "tok/s", "ckpt",
+           "eta")
+FLEXIBLE = ("name", "cell", "reason")  # these share what the fixed columns leave of the width
+MIN_FLEXIBLE = 8
+DROP_ORDER = ("node", "ckpt", "tok/s", "rst", "name", "time/limit", "cell", "reason", "loss")  # on narrow consoles
+NUMERIC = ("rst", "step", "loss", "tok/s", "ckpt", "eta")
+
+
+# ---------------------------------------------------------------- formatting (pure)
+
+
+def fmt_duration(seconds: float | None) -> str:
+    """``3725`` -> ``1:02:05``; days as ``2d03h``; None -> ``-``."""
+    if seconds is None:
+        return "-"
+    seconds = int(max(0, seconds))
+    days, rest = divmod(seconds, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, secs = divmod(rest, 60)
+    if days:
+        return f"{days}d{hours:02d}h"
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
+
+
+def fmt_age(seconds: float | None) -> str:
+    """A short age: ``45s``, ``12m``, ``3h``, ``2d``."""
+    if seconds is None:
+        return "-"
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{int(seconds // size)}{unit}"
+    return f"{int(seconds)}s"
+
+
+def fmt_rate(value: float | None) -> str:
+    if value is None:
+        return "-"
+    for unit, size in (("M", 1e6), ("k", 1e3)):
+        if value >= size:
+            return f"{value / size:.1f}{unit}"
+    return f"{value:.0f}"
+
+
+def fmt_cell(cell: dict | None) -> str:
+    """Sweep cell axis values, ``lr=0.001 dim=512``; the last part of a dotted key is enough."""
+    if not cell:
+        return ""
+    return " ".join(f"{str(key).rsplit('.', 1)[-1]}={value}" for key, value in cell.items())
+
+
+def row_cells(row: JobRow) -> list[Text | str]:
+    """The table cells of one row, in ``COLUMNS`` order."""
+    style = "red" if row.failed else STATE_STYLES.get(row.state, "")
+    time_limit = f"{fmt_duration(row.elapsed_s)}/{fmt_duration(row.time_limit_s)}" if row.elapsed_s is not None \
+        or row.time_limit_s is not None else "-"
+    step = f"{row.step}/{row.max_steps if row.max_steps else '?'}" if row.step is not None else "-"
+    loss = f"{row.loss:.3f}" if row.loss is not None else "-"
+    eta = Text(fmt_duration(row.eta_s) if row.eta_s is not None else "-")
+    if row.eta_past_limit:
+        eta.append(" !", style="bold red")  # will not finish inside this allocation's time limit
+    return [row.job_id, row.name, fmt_cell(row.cell), Text(row.state, style=style), row.reason_text, time_limit,
+            row.node or "-", str(row.restarts) if row.restarts else "-", step, loss, fmt_rate(row.tokens_per_s),
+            fmt_age(row.checkpoint_age_s), eta]
+
+
+# ---------------------------------------------------------------- rendering (pure)
+
+
+def render(rows: list[JobRow], *, width: int | None = None, title: str | None = None) -> Table:
+    """The job table: one line per job or array task (or collapsed range, see ``fit_rows``).
+
+    With ``width`` (the console's), ids, states and numbers are never cut: name, cell and reason share what the
+    fixed columns leave, cut with an ellipsis, and on a narrow console the least useful columns are left out.
+    """
+    cells = [row_cells(row) for row in rows]
+    widths = {name: max([len(name)] + [len(str(c[i])) for c in cells]) for i, name in enumerate(COLUMNS)}
+    shown, limits = list(COLUMNS), {name: None for name in COLUMNS}
+    if width is not None:
+        def room() -> int:
+            fixed = sum(widths[n] for n in shown if n not in FLEXIBLE) + 2 * (len(shown) - 1)
+            return width - fixed - sum(min(widths[n], MIN_FLEXIBLE) for n in shown if n in FLEXIBLE)
+
+        for name in DROP_ORDER:
+            if room() >= 0:
+                break
+            shown.remove(name)
+        spare = room() + sum(min(widths[n], MIN_FLEXIBLE) for n in shown if n in FLEXIBLE)
+        flexible = sorted((n for n in shown if n in FLEXIBLE), key=lambda n: widths[n])
+        for i, name in enumerate(flexible):  # smallest first: what it leaves goes to the larger ones
+            limits[name] = max(min(widths[name], MIN_FLEXIBLE), min(widths[name], spare // (len(flexible) - i)))
+            spare -= limits[name]
+    table = Table(title=title, expand=False, pad_edge=False, box=None, header_style="bold")
+    for name in shown:
+        table.add_column(name, no_wrap=True, overflow="ellipsis", max_width=limits[name], min_width=len(name),
+                         justify="right" if name in NUMERIC else "left")
+    index = [COLUMNS.index(name) for name in shown]
+    for row_text in cells:
+        table.add_row(*(row_text[i] for i in index))
+    return table
+
+
+def fit_rows(rows: list[JobRow], max_rows: int | None) -> tuple[list[JobRow], int]:
+    """At most ``max_rows`` rows for the screen: pending array tasks without progress collapse into one range row
+    per array and reason (``123_[5-9999]``); beyond that, the rest is cut. Returns (rows, number cut)."""
+    if max_rows is None or len(rows) <= max_rows:
+        return rows, 0
+    out: list[JobRow] = []
+    groups: dict[tuple, list[JobRow]] = {}
+    for row in rows:
+        base, _, task = row.job_id.partition("_")
+        if row.state == "PENDING" and task.isdigit() and row.step is None:
+            key = (base, row.reason, row.submission)
+            if key not in groups:
+                groups[key] = []
+                out.append(row)  # placeholder, replaced below
+            groups[key].append(row)
+        else:
+            out.append(row)
+    firsts = {id(members[0]): members for members in groups.values()}
+    fitted = [_range_row(firsts[id(row)]) if id(row) in firsts else row for row in out]
+    if len(fitted) <= max_rows:
+        return fitted, 0
+    return fitted[: max(0, max_rows - 1)], len(fitted) - max(0, max_rows - 1)
+
+
+def _range_row(members: list[JobRow]) -> JobRow:
+    if len(members) == 1:
+        return members[0]
+    base = members[0].job_id.split("_")[0]
+    tasks = sorted(int(row.job_id.split("_")[1]) for row in members)
+    spans, start = [], tasks[0]
+    for previous, task in zip(tasks, tasks[1:] + [None]):
+        if task != previous + 1:
+            spans.append(f"{start}-{previous}" if previous != start else str(start))
+            start = task
+    spans_text = ",".join(spans) if len(spans) <= 3 else f"{tasks[0]}-{tasks[-1]}"
+    first = members[0]
+    return dataclasses.replace(first, job_id=f"{base}_[{spans_text}]", name=f"({len(members)} tasks)", cell=None)
+
+
+def state_counts(rows: list[JobRow]) -> str:
+    counts: dict[str, int] = {}
+    for row in rows:
+        counts[row.state] = counts.get(row.state, 0) + 1
+    return ", ".join(f"{count} {state.lower()}" for state, count in sorted(counts.items(), key=lambda kv: -kv[1]))
+
+
+def render_sweep(summary: SweepSummary) -> Text:
+    text = Text(f"sweep {summary.name}", style="bold")
+    text.append(f" ({summary.submission}): {summary.total} cells: {state_counts_from(summary.counts)}")
+    if summary.best_eval_loss is not None:
+        text.append(f"; best eval loss {summary.best_eval_loss:.4f} ({summary.best_job_id}"
+                    f"{' ' + fmt_cell(summary.best_cell) if summary.best_cell else ''})")
+    return text
+
+
+def state_counts_from(counts: dict[str, int]) -> str:
+    return ", ".join(f"{count} {state.lower()}" for state, count in sorted(counts.items(), key=lambda kv: -kv[1]))
+
+
+def render_failures(rows: list[JobRow]) -> list[Text]:
+    """Recent failures with the last lines of their logs (the collector read the tails)."""
+    out = []
+    for row in rows:
+        if row.log_tail is None:
+            continue
+        where = row.stderr or row.stdout
+        head = Text(f"{row.state} {row.job_id} {row.name}", style="bold red")
+        head.append(f"  exit {row.exit_code}" if row.exit_code else "")
+        head.append(f"  {where}", style="dim")
+        out.append(head)
+        out.extend(Text("  " + line, style="dim") for line in row.log_tail or ["(log is empty)"])
+    return out
+
+
+def render_view(snapshot: Snapshot, *, now: float, width: int | None = None, max_rows: int | None = None) -> Group:
+    """Everything the live view shows: header (with the stale mark), sweep lines, the table, recent failures."""
+    header = Text(f"jobs at {time.strftime('%H:%M:%S', time.localtime(snapshot.time))}: ", style="bold")
+    header.append(state_counts(snapshot.rows) or "no jobs in the journal (run launch/submit.py, or use --all)")
+    header.append(f"  [squeue {snapshot.calls.get('squeue', 0)}, sacct {snapshot.calls.get('sacct', 0)}]",
+                  style="dim")
+    parts: list = [header]
+    if snapshot.stale:
+        parts.append(Text(f"STALE: the controller did not answer ({snapshot.error}); showing data from "
+                          f"{fmt_age(now - snapshot.time)} ago", style="bold red"))
+    if not snapshot.accounting:
+        parts.append(Text("accounting unavailable: finished jobs inferred from run directories and logs",
+                          style="yellow"))
+    parts.extend(Text(warning, style="yellow") for warning in snapshot.warnings)
+    parts.extend(render_sweep(summary) for summary in snapshot.sweeps)
+    failures = render_failures(snapshot.rows)
+    if max_rows is not None:
+        max_rows = max(3, max_rows - len(parts) - len(failures) - 1)
+    rows, cut = fit_rows(snapshot.rows, max_rows)
+    parts.append(render(rows, width=width))
+    if cut:
+        parts.append(Text(f"... {cut} more rows (use a taller terminal, --json, or --once)", style="dim"))
+    parts.extend(failures)
+    return Group(*parts)
+
+
+# ---------------------------------------------------------------- commands
+
+
+def find_jobs(collector: Collector, target: str) -> list[dict]:
+    """Journal jobs matching a job id, an array id, a run name, a submission id or a sweep name."""
+    jobs, _ = read_journal(collector.journal_dir)
+    for matches in (
+        lambda j: j["job_id"] == target,
+        lambda j: j["job_id"].split("_")[0] == target,
+        lambda j: target in (j["submission"], j["sweep"]),
+        lambda j: j["name"] == target,
+    ):
+        found = [job for job in jobs if matches(job)]
+        if found:
+            return found
+    return []
+
+
+def show_logs(collector: Collector, target: str, lines: int, console: Console) -> int:
+    jobs = find_jobs(collector, target)
+    paths = []
+    for job in jobs[:1]:
+        paths = [p for p in dict.fromkeys([job["stdout"], job["stderr"]]) if p]
+    if not paths:  # not in the journal: ask Slurm where its logs are
+        try:
+            text = run_slurm(["scontrol", "show", "job", target], env=slurm_env())
+        except SlurmError as exc:
+            console.print(f"--logs {target}: not in the journal ({collector.journal_dir}) and {exc}")
+            return 1
+        fields = dict(part.split("=", 1) for part in text.split() if "=" in part)
+        paths = [p for p in dict.fromkeys([fields.get("StdOut"), fields.get("StdErr")]) if p]
+    for path in paths:
+        console.rule(str(path))
+        if not os.path.exists(path):
+            console.print(f"(no such file yet: {path}; the job may not have started)")
+            continue
+        for line in tail_lines(path, lines, 1 << 20):
+            console.print(line, markup=False, highlight=False)
+    return 0
+
+
+def cancel(collector: Collector, target: str, yes: bool, console: Console) -> int:
+    """Cancel the live jobs matching ``target`` after confirmation: one ``scancel`` for all of them."""
+    snapshot = collector.refresh()
+    if snapshot.stale:
+        console.print(f"--cancel {target}: the controller did not answer ({snapshot.error}); nothing cancelled")
+        return 1
+    wanted = {job["job_id"] for job in find_jobs(collector, target)}
+    rows = [row for row in snapshot.rows if row.state in ACTIVE_STATES and (
+        row.job_id in wanted or row.job_id == target or row.job_id.split("_")[0] == target)]
+    if not rows:
+        console.print(f"--cancel {target}: no queued or running job matches (job id, array id, run name, "
+                      f"submission id or sweep name); see python launch/status.py --once")
+        return 1
+    console.print(render(rows, width=console.width, title=f"cancel {len(rows)} job(s)"))
+    if not yes:
+        if not sys.stdin.isatty():
+            console.print("not a terminal: add --yes to cancel without asking")
+            return 1
+        if input(f"Cancel these {len(rows)} job(s)? [y/N] ").strip().lower() not in ("y", "yes"):
+            console.print("nothing cancelled")
+            return 1
+    slurm_ids = [row.job_id for row in rows if row.source != "local"]
+    if slurm_ids:
+        try:
+            run_slurm(["scancel", *slurm_ids], env=slurm_env())
+        except SlurmError as exc:
+            console.print(f"scancel failed: {exc}")
+            return 1
+    for job in find_jobs(collector, target):
+        if not job["slurm"] and isinstance(job.get("pid"), int):
+            try:
+                os.kill(job["pid"], signal.SIGTERM)  # the trainer checkpoints and exits
+            except ProcessLookupError:
+                pass
+    console.print(f"cancelled {len(rows)} job(s)")
+    return 0
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--interval", type=float, default=5.0, help="seconds between refreshes (at least 2)")
+    parser.add_argument("--once", action="store_true", help="print the table once and exit")
+    parser.add_argument("--json", action="store_true", help="print the rows as JSON and exit")
+    parser.add_argument("--all", action="store_true", help="every job of this user, not only the journal's")
+    parser.add_argument("--logs", metavar="JOB", help="print the last lines of a job's stdout/stderr")
+    parser.add_argument("--lines", type=int, default=40, help="lines of log for --logs (default 40)")
+    parser.add_argument("--cancel", metavar="JOB|SWEEP", help="cancel a job, an array or a sweep (asks first)")
+    parser.add_argument("--yes", action="store_true", help="with --cancel: do not ask")
+    args = parser.parse_args(argv)
+    if args.interval < MIN_INTERVAL:
+        parser.error(f"--interval {args.interval:g}: at most one refresh every {MIN_INTERVAL:g} s "
+                     f"(each one queries the Slurm controller); use --interval {MIN_INTERVAL:g} or more")
+    return args
+
+
+def live(collector: Collector, interval: float, console: Console) -> int:
+    from rich.live import Live
+
+    snapshot = collector.refresh()
+    with Live(console=console, auto_refresh=False, screen=False, transient=False) as view:
+        try:
+            while True:
+                view.update(render_view(snapshot, now=time.time(), width=console.width, max_rows=console.height - 2),
+                            refresh=True)
+                time.sleep(interval)
+                snapshot = collector.refresh()
+        except KeyboardInterrupt:
+            return 0
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    console = Console()
+    collector = Collector(all_jobs=args.all)
+    if args.logs:
+        return show_logs(collector, args.logs, args.lines, console)
+    if args.cancel:
+        return cancel(collector, args.cancel, args.yes, console)
+    if args.json or args.once:
+        snapshot = collector.refresh()
+        if args.json:
+            print(json.dumps([dataclasses.asdict(row) for row in snapshot.rows], indent=1))
+        else:
+            console.print(render_view(snapshot, now=time.time(), width=console.width))
+        if snapshot.stale:
+            print(f"status: stale data: {snapshot.error}", file=sys.stderr)
+        return 1 if snapshot.stale else 0
+    return live(collector, args.interval, console)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
