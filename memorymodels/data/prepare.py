@@ -1,0 +1,77 @@
+"""``prepare_data``: a trained tokenizer plus pretokenized shards for a corpus, made once and cached.
+
+    >>> prepared = prepare_data("stdlib-small", vocab_size=512, context=128, cache_dir=".state/cache")
+    >>> TokenDataset(prepared.data_dir, "train", expect_tokenizer=prepared.tokenizer_dir, expect_context=128)
+
+The cache entry is ``CACHE_DIR/<corpus>-v<vocab>-c<context>-<mode>-<side>-<hash>/`` with ``tokenizer/`` and
+``data/``; the hash covers every argument and the pipeline format, so different settings never share an entry.
+An exclusive ``fcntl`` lock on ``<entry>.lock`` makes concurrent callers (torchrun ranks, parallel tests, two jobs
+on a shared filesystem that supports locks) wait for the one that builds it; afterwards everyone reuses it. An
+interrupted build resumes where it stopped (the tokenizer appears atomically; shards resume).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from memorymodels.data.corpus import open_corpus
+from memorymodels.data.pretokenize import FORMAT, MANIFEST_FILE, pretokenize
+from memorymodels.data.tokenizer import train_tokenizer
+
+
+@dataclass(frozen=True)
+class PreparedData:
+    """Where a prepared corpus lives: the tokenizer directory, the dataset directory and its manifest."""
+
+    tokenizer_dir: Path
+    data_dir: Path
+    manifest: dict
+
+
+def default_cache_dir() -> Path:
+    """``$MEMORYMODELS_STATE/cache``, else ``.state/cache`` in the working directory."""
+    return Path(os.environ.get("MEMORYMODELS_STATE", ".state")) / "cache"
+
+
+def cache_name(corpus: str, *, vocab_size: int, context: int, mode: str, padding_side: str) -> str:
+    """The cache entry name for these arguments (readable prefix + hash of all of them)."""
+    key = json.dumps([FORMAT, corpus, vocab_size, context, mode, padding_side])
+    digest = hashlib.sha256(key.encode()).hexdigest()[:10]
+    slug = re.sub(r"[^A-Za-z0-9]+", "-", corpus).strip("-")[-40:] or "corpus"
+    return f"{slug}-v{vocab_size}-c{context}-{mode}-{padding_side}-{digest}"
+
+
+def prepare_data(
+    corpus: str,
+    *,
+    vocab_size: int,
+    context: int,
+    mode: str = "packed",
+    padding_side: str = "left",
+    cache_dir: str | Path | None = None,
+    progress: bool | None = False,
+) -> PreparedData:
+    """Train the tokenizer and pretokenize ``corpus`` once under ``cache_dir``; reuse the entry when complete."""
+    spec = open_corpus(corpus).spec  # checks the spec before taking any lock
+    cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    name = cache_name(spec, vocab_size=vocab_size, context=context, mode=mode, padding_side=padding_side)
+    entry = cache_dir / name
+    tokenizer_dir, data_dir = entry / "tokenizer", entry / "data"
+    with open(cache_dir / f"{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes, also if this process dies
+        if not (tokenizer_dir / "tokenizer.json").is_file():
+            entry.mkdir(exist_ok=True)
+            train_tokenizer(spec, vocab_size, tokenizer_dir, progress=bool(progress))
+        if (data_dir / MANIFEST_FILE).is_file():
+            manifest = json.loads((data_dir / MANIFEST_FILE).read_text())
+        else:
+            manifest = pretokenize(spec, tokenizer_dir, data_dir, context=context, mode=mode,
+                                   padding_side=padding_side, progress=progress)
+    return PreparedData(tokenizer_dir=tokenizer_dir, data_dir=data_dir, manifest=manifest)
