@@ -1,0 +1,315 @@
+"""What runs inside the job: one launcher process per node, and requeue that reaches through it to the trainer.
+
+    # not run by hand: launch/submit.py pickles a NodeLaunch and submitit runs it in each Slurm task (one per node)
+    python -c "from launch.job import describe_attempts; print(describe_attempts('runs/RUN_NAME'))"
+
+:class:`NodeLaunch` is a submitit ``Checkpointable``. In each Slurm task (one per node) its ``__call__`` sets
+``HEAD_NODE``, ``HEAD_PORT``, ``NODE_RANK`` and ``RDZV_ID`` from Slurm's environment and runs the plan's launch
+command (torchrun or ``accelerate launch``) as a child process with SIGUSR2 ignored: Slurm's ``--signal`` goes to
+every process of the step, and SIGUSR2 would otherwise kill torchrun and the workers before they can save.
+
+When the checkpoint signal arrives (SIGUSR2 from ``sbatch --signal`` before the time limit, from a preempting
+scheduler or from ``scancel --signal=USR2``), each node's task sends SIGTERM straight to its training processes (the
+workers below torchrun: torchrun itself would kill them 30 s after forwarding a signal), waits until they have saved a
+checkpoint and exited (code 75), and the task of node 0 then lets submitit requeue the job (``scontrol requeue``).
+The next attempt runs the same command; the trainer resumes from the newest complete checkpoint and records the job
+id chain and restart count in run.json.
+
+Every attempt leaves lines in ``RUN_DIR/launch.jsonl`` (start, signal with its reason, exit, requeue), so what
+happened is told apart afterwards (:func:`describe_attempts`): timeout, preemption, node failure (an attempt that
+started and never reported an end) and program error (exit code and the last lines of the log).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import submitit
+
+EVENTS = "launch.jsonl"
+EXIT_REQUEUE = 75  # the trainer's code after a signal-triggered checkpoint (memorymodels.train.EXIT_REQUEUE)
+TIMEOUT_MARGIN_S = 90  # Slurm may deliver the --signal up to a minute early
+IGNORE_USR2 = 'trap "" USR2; exec '  # ignored dispositions survive exec and fork, down to every worker
+
+
+def record_event(run_dir: Path, event: str, **fields: Any) -> dict:
+    """Append one event line to ``RUN_DIR/launch.jsonl`` (a single write: lines from attempts never interleave)."""
+    entry = {"event": event, "time": time.time(), **fields}
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with open(run_dir / EVENTS, "a") as f:
+        f.write(json.dumps(entry, sort_keys=True) + "\n")
+    return entry
+
+
+def read_events(run_dir: str | Path) -> list[dict]:
+    """The events of ``RUN_DIR/launch.jsonl`` (oldest first); unreadable lines are skipped."""
+    path = Path(run_dir) / EVENTS
+    if not path.exists():
+        return []
+    events = []
+    for line in path.read_text().splitlines():
+        try:
+            events.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue  # a line cut by a node that died mid-write
+    return events
+
+
+def attempts(run_dir: str | Path) -> list[dict]:
+    """One dict per attempt: ``job_id``, ``restart_count``, ``host``, ``start``, ``end`` and ``outcome`` (completed,
+    requeued-timeout, requeued-preemption, interrupted-outside, failed, node-failure, running) with details."""
+    result: list[dict] = []
+    for event in read_events(run_dir):
+        kind = event.get("event")
+        if kind == "start":
+            if result and result[-1]["outcome"] == "running":
+                result[-1]["outcome"] = "node-failure"  # a new attempt began while the last never reported an end
+            result.append({"job_id": event.get("job_id"), "restart_count": event.get("restart_count", 0),
+                           "host": event.get("host"), "start": event.get("time"), "end": None,
+                           "outcome": "running", "reason": None, "exit_code": None, "step": None, "log_tail": None})
+        elif result:
+            current = result[-1]
+            if kind == "signal":
+                current["reason"] = event.get("reason")
+            elif kind == "exit":
+                current.update(end=event.get("time"), exit_code=event.get("code"), step=event.get("step"),
+                               outcome=event.get("outcome"), log_tail=event.get("log_tail"))
+            elif kind == "requeue":
+                current["outcome"] = f"requeued-{current['reason'] or 'preemption'}"
+    return result
+
+
+_WORDS = {
+    "completed": "completed",
+    "requeued-timeout": "hit its time limit: checkpointed and requeued",
+    "requeued-preemption": "was preempted: checkpointed and requeued",
+    "interrupted-outside": "was stopped by a signal from outside the launcher (scancel?): checkpointed, not requeued",
+    "stopped": "was stopped by the checkpoint signal: checkpointed, not requeued",
+    "failed": "failed (program error)",
+    "node-failure": "ended without a word (node failure, or killed): Slurm requeued it",
+    "running": "running",
+}
+
+
+def describe_attempts(run_dir: str | Path) -> str:
+    """The attempts of a run in words, one line each (what ``submit.py --wait`` and the dashboard show)."""
+    lines = []
+    for i, a in enumerate(attempts(run_dir), 1):
+        when = time.strftime("%H:%M:%S", time.localtime(a["start"])) if a["start"] else "?"
+        step = f" at step {a['step']}" if a["step"] is not None else ""
+        code = f" (exit {a['exit_code']})" if a["outcome"] == "failed" else ""
+        lines.append(f"attempt {i}: job {a['job_id']} on {a['host']} from {when} "
+                     f"{_WORDS.get(a['outcome'], a['outcome'])}{step}{code}")
+        if a["outcome"] == "failed" and a["log_tail"]:
+            lines += ["    " + line for line in a["log_tail"].splitlines()]
+    return "\n".join(lines)
+
+
+def _children() -> dict[int, list[int]]:
+    """ppid -> child pids, from /proc."""
+    tree: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])  # the command name may contain spaces and ')'
+        tree.setdefault(ppid, []).append(int(entry))
+    return tree
+
+
+def _is_worker(pid: int) -> bool:
+    """A torchrun/accelerate training process: it has LOCAL_RANK in its environment."""
+    try:
+        return b"\0LOCAL_RANK=" in b"\0" + Path(f"/proc/{pid}/environ").read_bytes()
+    except OSError:
+        return False
+
+
+def worker_pids(root: int) -> list[int]:
+    """The training processes under the launcher ``root``: the topmost descendants with LOCAL_RANK set (DataLoader
+    workers below them are left alone). Falls back to ``[root]`` when there are none (plain python, or workers not
+    started yet: the launcher then forwards the signal itself)."""
+    tree, found, todo = _children(), [], [root]
+    while todo:
+        for child in tree.get(todo.pop(), []):
+            if _is_worker(child):
+                found.append(child)
+            else:
+                todo.append(child)
+    return sorted(found) or [root]
+
+
+def _log_tail(path: Path | None, lines: int = 20) -> str:
+    if path is None or not Path(path).exists():
+        return ""
+    with open(path, "rb") as f:
+        f.seek(max(0, f.seek(0, os.SEEK_END) - 16384))
+        return "\n".join(f.read().decode(errors="replace").splitlines()[-lines:])
+
+
+def _run_status(run_dir: Path) -> tuple[str | None, int | None]:
+    """(run.json status, last step) as the trainer left them."""
+    try:
+        from memorymodels.runs import run_progress
+
+        progress = run_progress(run_dir)
+        return progress.get("status"), progress.get("step")
+    except Exception:  # noqa: BLE001 - a half-written run dir must not hide the job's own outcome
+        return None, None
+
+
+class LaunchFailed(RuntimeError):
+    """The training command failed; the message holds the exit code, the log path and the log's last lines."""
+
+
+class NodeLaunch(submitit.helpers.Checkpointable):
+    """One node's share of a planned job; submitit runs it once per Slurm task (``ntasks_per_node=1``)."""
+
+    def __init__(self, *, name: str, command: str, run_dir: str | Path, env: dict[str, str], time_limit_s: int,
+                 signal_before_end_s: int, accelerate_config: str | None = None):
+        self.name = name
+        self.command = command
+        self.run_dir = Path(run_dir)
+        self.env = dict(env)
+        self.time_limit_s = time_limit_s
+        self.signal_before_end_s = signal_before_end_s
+        self.accelerate_config = accelerate_config
+        self._proc: subprocess.Popen | None = None
+        self._started = 0.0
+        self._stopped_for: str | None = None
+        self._signum = 0
+
+    def __getstate__(self) -> dict:
+        state = dict(self.__dict__)
+        state.update(_proc=None, _stopped_for=None, _signum=0)
+        return state
+
+    # ---- inside the job -----------------------------------------------------------------------------------------
+
+    def __call__(self) -> dict:
+        job_env = submitit.JobEnvironment()
+        self._started = time.time()
+        rank0 = job_env.global_rank == 0
+        restart = int(os.environ.get("SLURM_RESTART_COUNT", 0) or 0)
+        if rank0:
+            self._write_config()
+            record_event(self.run_dir, "start", job_id=job_env.job_id, restart_count=restart,
+                         host=socket.gethostname(), nodes=list(job_env.hostnames), cluster=job_env.cluster)
+        env = {**os.environ, **self.env, **self._rendezvous(job_env, restart)}
+        env.pop("LOCAL_RANK", None)  # LOCAL_RANK marks the workers (see worker_pids)
+        usr_sig = job_env._usr_sig()
+        submitit_handler = signal.getsignal(usr_sig)
+        # The handler only notes the signal; the loop below acts on it (waiting on a child inside a signal handler
+        # can deadlock on Popen's lock).
+        signal.signal(usr_sig, lambda signum, frame: self._note_signal(signum))
+        self._proc = subprocess.Popen(["bash", "-c", IGNORE_USR2 + self.command], env=env)
+        forwarded = False
+        while (code := self._proc.poll()) is None:
+            if self._stopped_for is not None and not forwarded:
+                self._forward_stop(rank0)
+                forwarded = True
+            time.sleep(0.2)
+        if self._stopped_for is not None:
+            self._requeue_after_stop(code, job_env, usr_sig, submitit_handler)
+        return self._finish(code, job_env)
+
+    def _rendezvous(self, job_env, restart: int) -> dict[str, str]:
+        """HEAD_NODE, HEAD_PORT, NODE_RANK, RDZV_ID from Slurm's environment (submitit parses the node list)."""
+        raw = "".join(ch for ch in str(job_env.job_id) if ch.isdigit()) or str(os.getpid())
+        port = 20000 + (int(raw) * 7 + restart * 131) % 20000  # a requeue on the same node gets a fresh port
+        return {"HEAD_NODE": job_env.hostnames[0], "HEAD_PORT": str(port), "NODE_RANK": str(job_env.node),
+                "RDZV_ID": f"{job_env.job_id}-{restart}"}
+
+    def _write_config(self) -> None:
+        """The generated accelerate config, next to the run (written once per attempt, atomically)."""
+        if self.accelerate_config is None:
+            return
+        from launch.plan import ACCELERATE_CONFIG
+
+        path = self.run_dir / ACCELERATE_CONFIG
+        if not path.exists() or path.read_text() != self.accelerate_config:
+            tmp = path.with_name(path.name + ".tmp")
+            tmp.write_text(self.accelerate_config)
+            tmp.replace(path)
+
+    def _timed_out(self) -> bool:
+        """Whether the signal came because the time limit is near (else: preemption or a manual signal)."""
+        due = self._started + self.time_limit_s - self.signal_before_end_s - TIMEOUT_MARGIN_S
+        return time.time() >= due
+
+    def _note_signal(self, signum: int) -> None:
+        if self._stopped_for is None:
+            self._signum = signum
+            self._stopped_for = "timeout" if self._timed_out() else "preemption"
+
+    def _forward_stop(self, rank0: bool) -> None:
+        """SIGTERM to this node's training processes (not to torchrun, which would kill them 30 s later)."""
+        name = signal.Signals(self._signum).name
+        if rank0:
+            record_event(self.run_dir, "signal", reason=self._stopped_for, signal=name)
+        print(f"launch: {name} ({self._stopped_for}) on {socket.gethostname()}: asking the training processes "
+              f"to save a checkpoint and exit", file=sys.stderr, flush=True)
+        for pid in worker_pids(self._proc.pid):
+            try:
+                os.kill(pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+
+    def _requeue_after_stop(self, code: int, job_env, usr_sig, submitit_handler) -> None:
+        """After a checkpoint signal: node 0 has submitit requeue the job (it exits); a run that completed anyway
+        falls through to :meth:`_finish`."""
+        status, step = _run_status(self.run_dir)
+        if status == "completed" or (code == 0 and status != "interrupted"):
+            return
+        if job_env.global_rank != 0:
+            sys.exit(0)  # node 0 requeues the whole job
+        record_event(self.run_dir, "exit", code=code, outcome="stopped", step=step)
+        if callable(submitit_handler):
+            submitit_handler(usr_sig, None)  # calls checkpoint(), then scontrol requeue, then exits
+        raise LaunchFailed(f"{self.name}: stopped by {signal.Signals(self._signum).name} at step {step}, but no "
+                           f"requeue handler is installed (not run by submitit); submit again to resume")
+
+    def checkpoint(self, *args: Any, **kwargs: Any) -> submitit.helpers.DelayedSubmission:
+        """Called by submitit on node 0 once the training processes have saved and exited: requeue this job."""
+        record_event(self.run_dir, "requeue", reason=self._stopped_for or "preemption")
+        return submitit.helpers.DelayedSubmission(self, *args, **kwargs)
+
+    def _finish(self, code: int, job_env) -> dict:
+        status, step = _run_status(self.run_dir)
+        rank0 = job_env.global_rank == 0
+        if code == 0 or status == "completed":
+            if rank0:
+                record_event(self.run_dir, "exit", code=code, outcome="completed", step=step)
+            return {"run_dir": str(self.run_dir), "status": "completed", "step": step}
+        log = self._log_path(job_env)
+        tail = _log_tail(log)
+        if status == "interrupted":
+            message = (f"{self.name}: the training processes were stopped by a signal that did not come through the "
+                       f"launcher (scancel without --signal=USR2, or the scheduler); they saved a checkpoint at step "
+                       f"{step} in {self.run_dir}. Submit the same command again to resume.")
+            outcome = "interrupted-outside"
+        else:
+            message = (f"{self.name}: training failed with exit code {code} on {socket.gethostname()}; "
+                       f"log {log}\n--- last lines ---\n{tail}")
+            outcome = "failed"
+        if rank0:
+            record_event(self.run_dir, "exit", code=code, outcome=outcome, step=step, log_tail=tail)
+        raise LaunchFailed(message)
+
+    @staticmethod
+    def _log_path(job_env) -> Path | None:
+        try:
+            return Path(job_env.paths.stderr)
+        except Exception:  # noqa: BLE001 - no submitit folder (run directly): no log to point at
+            return None

@@ -1,0 +1,110 @@
+"""The submission journal: one JSON file per submission, so later commands find jobs after the shell is gone.
+
+    python -c "from launch import journal; print(*[s['submission_id'] for s in journal.load_all()])"
+
+Files live in ``<state>/journal/<submission_id>.json`` (``<state>`` is ``$MEMORYMODELS_STATE`` or ``.state``)::
+
+    {"submission_id": "20261127-211500-3f9a1c", "created": 1795900000.0, "profile": "local-slurm",
+     "kind": "job" | "sweep", "sweep": {...} | null,
+     "jobs": [{"job_id": "123", "name": "...", "run_dir": "...", "cell": {...} | null,
+               "stdout": ".../123_0_log.out", "stderr": ".../123_0_log.err"}]}
+
+Writers: ``launch/submit.py`` (``record``), once per submission, after the jobs are accepted. Readers: the dashboard
+(``launch/status.py``), ``launch/queue.py`` and the sweep report (``load_all``). Files are written to a temporary name
+and renamed, so a reader never sees half a file; a file that cannot be parsed is skipped with a warning.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import sys
+import time
+from pathlib import Path
+from typing import Any, Iterable
+
+JOB_KEYS = ("job_id", "name", "run_dir", "cell", "stdout", "stderr")
+
+
+def journal_dir() -> Path:
+    """``<state>/journal`` (``$MEMORYMODELS_STATE`` overrides ``<repo>/.state``)."""
+    from memorymodels.experiment import state_dir
+
+    return state_dir() / "journal"
+
+
+def new_submission_id() -> str:
+    """A sortable, unique id: ``YYYYmmdd-HHMMSS-<6 hex>``."""
+    return time.strftime("%Y%m%d-%H%M%S", time.gmtime()) + "-" + secrets.token_hex(3)
+
+
+def record(*, profile: str, jobs: Iterable[dict[str, Any]], kind: str = "job", sweep: dict | None = None,
+           submission_id: str | None = None, created: float | None = None) -> dict:
+    """Write one submission's journal file and return its content.
+
+    ``jobs``: dicts with ``job_id``, ``name``, ``run_dir``, ``stdout``, ``stderr`` and optionally ``cell`` (the
+    sweep cell's overrides); extra keys are kept. ``kind`` is ``"job"`` or ``"sweep"``; ``sweep`` describes the sweep
+    (``launch.sweeps.sweep_summary``). An existing ``submission_id`` is never overwritten.
+    """
+    if kind not in ("job", "sweep"):
+        raise ValueError(f"journal.record: kind must be 'job' or 'sweep', got {kind!r}")
+    entries = []
+    for job in jobs:
+        missing = [k for k in ("job_id", "run_dir") if not job.get(k)]
+        if missing:
+            raise ValueError(f"journal.record: a job lacks {', '.join(missing)}: {job}")
+        entry = {k: job.get(k) for k in JOB_KEYS}
+        entry.update({k: v for k, v in job.items() if k not in JOB_KEYS})
+        entry["job_id"] = str(entry["job_id"])
+        entry["run_dir"] = str(entry["run_dir"])
+        for key in ("stdout", "stderr"):
+            entry[key] = None if entry[key] is None else str(entry[key])
+        entries.append(entry)
+    submission_id = submission_id or new_submission_id()
+    data = {"submission_id": submission_id, "created": created if created is not None else time.time(),
+            "profile": profile, "kind": kind, "sweep": sweep, "jobs": entries}
+    folder = journal_dir()
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{submission_id}.json"
+    if path.exists():
+        raise FileExistsError(f"{path}: a submission with this id is already recorded; use a new id")
+    tmp = folder / f".{submission_id}.json.tmp{os.getpid()}"
+    tmp.write_text(json.dumps(data, indent=1, sort_keys=True, default=str))
+    tmp.replace(path)
+    return data
+
+
+def load(submission_id: str) -> dict:
+    """One submission by id (FileNotFoundError names the journal folder)."""
+    path = journal_dir() / f"{submission_id}.json"
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such submission; see {journal_dir()} for recorded ones")
+    return json.loads(path.read_text())
+
+
+def load_all() -> list[dict]:
+    """Every recorded submission, oldest first. Unreadable files are skipped with a warning on stderr."""
+    folder = journal_dir()
+    if not folder.is_dir():
+        return []
+    submissions = []
+    for path in sorted(folder.glob("*.json")):
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            print(f"journal: skipping {path}: {exc}", file=sys.stderr)
+            continue
+        if isinstance(data, dict) and isinstance(data.get("jobs"), list):
+            submissions.append(data)
+    return sorted(submissions, key=lambda s: (s.get("created") or 0, s.get("submission_id", "")))
+
+
+def find_job(job_id: str) -> tuple[dict, dict] | None:
+    """(submission, job) of a Slurm job id (an array task ``123_4`` or its array ``123``), newest first; or None."""
+    job_id = str(job_id)
+    for submission in reversed(load_all()):
+        for job in submission["jobs"]:
+            if job["job_id"] == job_id or job["job_id"].split("_")[0] == job_id:
+                return submission, job
+    return None

@@ -1,0 +1,309 @@
+"""Cluster profiles: one YAML file per node type in ``cluster_profiles/``, in user terms (GPUs, memory per GPU, hours).
+
+    python launch/submit.py --profile v100x8 --dry-run          # how a profile turns into a job
+    python -c "from launch.profiles import list_profiles; print(list_profiles())"
+
+A profile names the hardware of one node type and where things live on that cluster::
+
+    extends: v100x8              # start from another profile (a name or a path), then change some keys
+    gpu_type: V100               # null for CPU-only nodes
+    gpus_per_node: 4
+    cpus_per_gpu: 5
+    mem_per_gpu_gb: 48
+    time_limit: 24h              # 90m, 24h, 2d, 1d12h, HH:MM:SS or D-HH:MM:SS
+    precision: fp16
+    checkpoint_root: ${CHECKPOINT_ROOT:-~/memorymodels/runs}
+
+Values may use ``$VAR``, ``${VAR}``, ``${VAR:-default}`` and ``~``; they are expanded when a job is planned
+(:func:`expand_path`), so a variable that is not set is an error naming the file and the key. ``--set
+profile.KEY=VALUE`` on the command line changes a key before validation (``load_profile(name, overrides)``).
+Validation errors name the file and the key: ``cluster_profiles/v100x8.yaml: 'precision: bf16' is not supported by
+V100 GPUs; use fp16``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Literal
+
+from memorymodels.configuration import ConfigError, apply_overrides, from_dict, load_yaml, to_dict
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+PROFILE_DIR = REPO_ROOT / "cluster_profiles"
+
+# GPU types a profile may name: memory per GPU (GB), the largest node size sold, whether bf16 runs natively.
+GPU_TYPES = {
+    "V100": {"max_per_node": 16, "bf16": False},  # DGX-2 has 16
+    "A100": {"max_per_node": 16, "bf16": True},
+    "H100": {"max_per_node": 8, "bf16": True},
+    "H200": {"max_per_node": 8, "bf16": True},
+    "A10": {"max_per_node": 8, "bf16": True},
+    "L40S": {"max_per_node": 8, "bf16": True},
+}
+LAUNCHERS = ("torchrun", "fsdp", "deepspeed")
+
+
+@dataclass(kw_only=True)
+class Profile:
+    """One node type of one cluster, in user terms; :mod:`launch.plan` turns it into scheduler parameters."""
+
+    name: str = ""
+    """The profile's name (its file's stem; set by ``load_profile``, not a key of the file)."""
+    source: str = "<profile>"
+    """The file this profile was read from, named in errors (set by ``load_profile``)."""
+    description: str = ""
+    """One line shown by ``--list-profiles``."""
+    executor: Literal["slurm", "local"] = "slurm"
+    """slurm: submit with sbatch; local: run on this machine with submitit's local executor (no Slurm)."""
+    gpu_type: str | None = None
+    """GPU model (V100, A100, H100, ...); null for CPU-only nodes (training uses gloo)."""
+    gpus_per_node: int = 0
+    """GPUs the job asks for on each node (0 on CPU-only nodes)."""
+    processes_per_node: int | None = None
+    """Training processes per node; default: one per GPU. Required on CPU-only nodes."""
+    nodes: int = 1
+    """Nodes per job unless ``--nodes`` says otherwise."""
+    cpus_per_gpu: int = 4
+    """CPU cores per GPU (per training process on CPU-only nodes)."""
+    mem_per_gpu_gb: float = 16
+    """Host memory in GB per GPU (per training process on CPU-only nodes)."""
+    time_limit: str = "24h"
+    """Wall-clock limit of one attempt: 90m, 24h, 2d, 1d12h, HH:MM:SS or D-HH:MM:SS. Requeued attempts get it again."""
+    signal_before_end_s: int = 120
+    """Seconds before the time limit at which the job is told to checkpoint (sbatch --signal)."""
+    partition: str | None = None
+    """Slurm partition (null: the cluster's default)."""
+    account: str | None = None
+    """Slurm account to charge (null: the user's default)."""
+    qos: str | None = None
+    """Slurm quality of service (null: the default)."""
+    constraint: str | None = None
+    """Slurm node feature constraint, e.g. v100-32g (null: none)."""
+    precision: Literal["fp16", "bf16", "fp32"] = "fp32"
+    """Mixed precision of training: fp16 on V100, bf16 on A100/H100, fp32 on CPU."""
+    launcher: Literal["torchrun", "fsdp", "deepspeed"] = "torchrun"
+    """Default launcher: torchrun (DDP), fsdp (accelerate + FSDP) or deepspeed (accelerate + ZeRO-3)."""
+    data_root: str = ""
+    """Where prepared tokenizers and token shards live on this cluster (the seed's DATA_ROOT)."""
+    checkpoint_root: str = ""
+    """Where run directories are created on this cluster (the seed's CHECKPOINT_ROOT); must be shared by all nodes."""
+    setup: list[str] = field(default_factory=list)
+    """Shell lines run in the job before the launch (module load ..., source .venv/bin/activate)."""
+    sbatch_extra: dict[str, Any] = field(default_factory=dict)
+    """Escape hatch: further sbatch options, e.g. {exclusive: true, mail-type: END}."""
+    array_parallelism: int = 64
+    """How many tasks of one sweep array may run at once."""
+    max_array_size: int = 1001
+    """Largest array this cluster accepts (Slurm's MaxArraySize, default 1001); bigger sweeps are split."""
+    slurm_conf: str | None = None
+    """SLURM_CONF to use for this cluster (null: the environment's, or the project's local cluster)."""
+    extends: str | None = None
+    """Profile this one starts from (resolved by ``load_profile``; kept to show where values came from)."""
+
+    def __post_init__(self):
+        src = self.source
+        if self.gpu_type is not None:
+            if self.gpu_type not in GPU_TYPES:
+                raise ConfigError(f"{src}: 'gpu_type: {self.gpu_type}' is not a known GPU; "
+                                  f"use one of {', '.join(GPU_TYPES)} (or null for CPU-only nodes)")
+            limit = GPU_TYPES[self.gpu_type]["max_per_node"]
+            if not 1 <= self.gpus_per_node <= limit:
+                raise ConfigError(f"{src}: 'gpus_per_node: {self.gpus_per_node}' is impossible for {self.gpu_type} "
+                                  f"nodes; use 1 to {limit}")
+            if self.precision == "bf16" and not GPU_TYPES[self.gpu_type]["bf16"]:
+                raise ConfigError(f"{src}: 'precision: bf16' is not supported by {self.gpu_type} GPUs; use fp16")
+            if self.processes_per_node is not None and self.processes_per_node != self.gpus_per_node:
+                raise ConfigError(f"{src}: 'processes_per_node: {self.processes_per_node}' must equal "
+                                  f"'gpus_per_node: {self.gpus_per_node}' on GPU nodes (one process per GPU); "
+                                  f"remove processes_per_node")
+        else:
+            if self.gpus_per_node != 0:
+                raise ConfigError(f"{src}: 'gpus_per_node: {self.gpus_per_node}' needs 'gpu_type' "
+                                  f"(V100, A100, H100, ...); set gpu_type, or gpus_per_node: 0 for CPU-only nodes")
+            if self.processes_per_node is None or self.processes_per_node < 1:
+                raise ConfigError(f"{src}: 'processes_per_node' must be 1 or more on CPU-only nodes "
+                                  f"(gpu_type: null), got {self.processes_per_node}")
+            if self.precision != "fp32":
+                raise ConfigError(f"{src}: 'precision: {self.precision}' needs GPUs; CPU-only nodes train in fp32")
+            if self.launcher != "torchrun":
+                raise ConfigError(f"{src}: 'launcher: {self.launcher}' needs GPUs (accelerate's FSDP and DeepSpeed "
+                                  f"stop with 'no available devices' on CPU); use launcher: torchrun")
+        if self.nodes < 1:
+            raise ConfigError(f"{src}: 'nodes: {self.nodes}' must be 1 or more")
+        if self.executor == "local" and self.nodes != 1:
+            raise ConfigError(f"{src}: 'nodes: {self.nodes}' is impossible with 'executor: local' (this machine); "
+                              f"use nodes: 1")
+        for key in ("cpus_per_gpu", "array_parallelism", "max_array_size"):
+            if getattr(self, key) < 1:
+                raise ConfigError(f"{src}: '{key}: {getattr(self, key)}' must be 1 or more")
+        if self.mem_per_gpu_gb <= 0:
+            raise ConfigError(f"{src}: 'mem_per_gpu_gb: {self.mem_per_gpu_gb}' must be positive")
+        if self.signal_before_end_s < 0:
+            raise ConfigError(f"{src}: 'signal_before_end_s' must be 0 or more, got {self.signal_before_end_s}")
+        for key in ("data_root", "checkpoint_root"):
+            if not str(getattr(self, key)).strip():
+                raise ConfigError(f"{src}: '{key}' is missing; set it to this cluster's path "
+                                  f"(environment variables allowed, e.g. {key}: ${{{key.upper()}:-~/memorymodels}})")
+        minutes = parse_time_limit(self.time_limit, where=f"{src}: 'time_limit'")
+        if self.signal_before_end_s >= minutes * 60:
+            raise ConfigError(f"{src}: 'signal_before_end_s: {self.signal_before_end_s}' is not shorter than "
+                              f"'time_limit: {self.time_limit}'; the job would be told to stop before it starts")
+        if not isinstance(self.setup, list) or not all(isinstance(line, str) for line in self.setup):
+            raise ConfigError(f"{src}: 'setup' must be a list of shell lines")
+
+    @property
+    def procs_per_node(self) -> int:
+        """Training processes (GPU workers) per node."""
+        return self.processes_per_node if self.processes_per_node is not None else self.gpus_per_node
+
+    @property
+    def time_minutes(self) -> int:
+        """``time_limit`` in whole minutes (what Slurm's ``--time`` takes)."""
+        return parse_time_limit(self.time_limit, where=f"{self.source}: 'time_limit'")
+
+    @property
+    def backend(self) -> str:
+        """torch.distributed backend the workers use: nccl on GPUs, gloo on CPU-only nodes."""
+        return "nccl" if self.gpu_type else "gloo"
+
+    def as_dict(self) -> dict:
+        """The resolved profile as plain data (what run dirs and ``--dry-run`` record)."""
+        data = to_dict(self)
+        data.pop("source")
+        return data
+
+
+_TIME_UNITS = re.compile(r"(\d+(?:\.\d+)?)([dhms])")
+
+
+def parse_time_limit(text: Any, *, where: str = "time_limit") -> int:
+    """``'24h'`` -> 1440 minutes. Accepts 90m, 24h, 2d, 1d12h, 45s (rounded up), HH:MM:SS, MM:SS, D-HH:MM:SS."""
+    value = str(text).strip().lower()
+    seconds = None
+    if re.fullmatch(r"\d+", value):
+        seconds = int(value) * 60  # Slurm reads a bare number as minutes
+    elif re.fullmatch(r"(\d+-)?\d+(:\d+){1,2}", value):
+        days, _, clock = value.rpartition("-")
+        parts = [int(p) for p in clock.split(":")]
+        if len(parts) == 2 and not days:
+            parts = [0, *parts]  # MM:SS
+        elif len(parts) == 2:
+            parts = [*parts, 0]  # D-HH:MM
+        hours, minutes, secs = parts
+        seconds = (int(days or 0) * 24 + hours) * 3600 + minutes * 60 + secs
+    elif value and _TIME_UNITS.sub("", value) == "":
+        scale = {"d": 86400, "h": 3600, "m": 60, "s": 1}
+        seconds = sum(float(n) * scale[u] for n, u in _TIME_UNITS.findall(value))
+    if seconds is None or seconds <= 0:
+        raise ConfigError(f"{where}: '{text}' is not a time limit; write e.g. 90m, 24h, 2d, 1d12h or 23:59:00")
+    return max(1, int(-(-seconds // 60)))
+
+
+def format_minutes(minutes: int) -> str:
+    """1500 -> '1-01:00:00' (Slurm's D-HH:MM:SS)."""
+    days, rest = divmod(int(minutes), 1440)
+    return (f"{days}-" if days else "") + f"{rest // 60:02d}:{rest % 60:02d}:00"
+
+
+_VAR = re.compile(r"\$(?:\{(?P<braced>[A-Za-z_][A-Za-z0-9_]*)(?::-(?P<default>[^}]*))?\}|(?P<bare>[A-Za-z_][A-Za-z0-9_]*))")
+
+
+def expand_path(value: str, *, where: str, environ: dict | None = None, base: Path | None = None) -> Path:
+    """Expand ``$VAR``, ``${VAR}``, ``${VAR:-default}`` and ``~`` in a profile path; relative paths are taken
+    relative to ``base`` (the project root by default). An unset variable without a default is a ConfigError
+    naming ``where`` (file and key)."""
+    env = os.environ if environ is None else environ
+
+    def substitute(match: re.Match) -> str:
+        name = match.group("braced") or match.group("bare")
+        if name in env and env[name] != "":
+            return env[name]
+        if match.group("default") is not None:
+            return os.path.expanduser(match.group("default"))
+        raise ConfigError(f"{where} uses ${name}, which is not set in this shell; export {name}=... "
+                          f"or write a default: ${{{name}:-/some/path}}")
+
+    expanded = os.path.expanduser(_VAR.sub(substitute, value))
+    path = Path(expanded)
+    return path if path.is_absolute() else (base or REPO_ROOT) / path
+
+
+def profile_path(name_or_path: str | Path) -> Path:
+    """The file of a profile given by name (``v100x8``) or path; an unknown name lists the valid ones."""
+    text = str(name_or_path)
+    if text.endswith((".yaml", ".yml")) or os.sep in text:
+        path = Path(text)
+        if not path.is_file():
+            raise ConfigError(f"{text}: no such profile file; valid profiles: {', '.join(list_profiles())}")
+        return path
+    path = PROFILE_DIR / f"{text}.yaml"
+    if not path.is_file():
+        from memorymodels.configuration import closest
+
+        guess = closest(text, list_profiles())
+        hint = f"; did you mean '{guess}'?" if guess else ""
+        raise ConfigError(f"unknown profile '{text}'{hint} valid profiles: {', '.join(list_profiles())} "
+                          f"(files in {PROFILE_DIR}; or pass a path to a .yaml file)")
+    return path
+
+
+def list_profiles() -> list[str]:
+    """Names of the shipped profiles (``cluster_profiles/*.yaml``)."""
+    return sorted(p.stem for p in PROFILE_DIR.glob("*.yaml") if not p.stem.startswith("_"))
+
+
+def _resolved_data(path: Path, seen: tuple[Path, ...] = ()) -> dict:
+    """The profile file's keys merged over those of the profile it ``extends`` (recursively)."""
+    if path.resolve() in seen:
+        chain = " -> ".join(str(p) for p in (*seen, path.resolve()))
+        raise ConfigError(f"{path}: 'extends' forms a loop: {chain}")
+    data = load_yaml(path)
+    parent = data.get("extends")
+    if parent is None:
+        return data
+    if not isinstance(parent, str):
+        raise ConfigError(f"{path}: 'extends' must name a profile, got {parent!r}")
+    parent_path = (path.parent / parent) if parent.endswith((".yaml", ".yml")) else None
+    if parent_path is None or not parent_path.is_file():
+        try:
+            parent_path = profile_path(parent)
+        except ConfigError as exc:
+            raise ConfigError(f"{path}: 'extends: {parent}': {exc}") from None
+    merged = _resolved_data(parent_path, (*seen, path.resolve()))
+    merged = {k: v for k, v in merged.items() if k not in ("extends", "description")}
+    merged.update(data)
+    return merged
+
+
+def load_profile(name_or_path: str | Path, overrides: Iterable[str | tuple[str, Any]] = ()) -> Profile:
+    """Read a profile by name or path, resolve ``extends``, apply ``--set`` style overrides (keys without the
+    ``profile.`` prefix, e.g. ``time_limit=2h``) and validate it. Errors name the file and the key."""
+    path = profile_path(name_or_path)
+    overrides = list(overrides)
+    data = apply_overrides(_resolved_data(path), overrides)
+    for key in ("name", "source"):
+        if key in data:
+            raise ConfigError(f"{path}: '{key}' is set from the file name, not a key of the file; remove it")
+    source = str(_display(path)) + (f" (with --set {' '.join(f'profile.{o}' if isinstance(o, str) else f'profile.{o[0]}={o[1]}' for o in overrides)})" if overrides else "")
+    try:
+        return from_dict(Profile, {**data, "name": path.stem, "source": source}, source=source)
+    except ConfigError as exc:
+        message = str(exc)
+        raise ConfigError(message if message.startswith(source) else f"{source}: {message}") from None
+
+
+def _display(path: Path) -> Path:
+    """``path`` relative to the project root when it is inside it (shorter messages)."""
+    try:
+        return path.resolve().relative_to(REPO_ROOT)
+    except ValueError:
+        return path
+
+
+def replace(profile: Profile, **changes) -> Profile:
+    """A validated copy with some fields changed (``--nodes``, ``--launcher``)."""
+    return dataclasses.replace(profile, **changes)
