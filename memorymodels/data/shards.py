@@ -32,17 +32,31 @@ def shard_name(index: int) -> str:
 
 
 def write_shard(path: Path, rows: np.ndarray, metadata: dict[str, str]) -> str:
-    """Write ``rows`` (2-D token ids) to ``path`` atomically; return the file's SHA-256."""
-    from safetensors.numpy import save
+    """Write ``rows`` (2-D token ids) to ``path`` atomically in the safetensors format; return the file's SHA-256.
 
-    blob = save({TENSOR: np.ascontiguousarray(rows)}, metadata={k: str(v) for k, v in metadata.items()})
+    The header is written with sorted keys (the ``safetensors`` package orders metadata at random), so the same
+    rows and metadata always give the same bytes and the same checksum.
+    """
+    rows = np.ascontiguousarray(rows)
+    name = next((n for n, dt in DTYPES.items() if dt == rows.dtype), None)
+    if name is None or rows.ndim != 2:
+        raise ValueError(f"shards hold 2-D uint16 or int32 token ids, not {rows.dtype} of shape {rows.shape}")
+    header = {
+        "__metadata__": {k: str(v) for k, v in metadata.items()},
+        TENSOR: {"dtype": name, "shape": list(rows.shape), "data_offsets": [0, rows.nbytes]},
+    }
+    blob = json.dumps(header, sort_keys=True, separators=(",", ":")).encode("utf-8")
+    blob += b" " * (-len(blob) % 8)  # the data starts 8-byte aligned
+    digest = hashlib.sha256()
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     with open(tmp, "wb") as handle:
-        handle.write(blob)
+        for part in (struct.pack("<Q", len(blob)), blob, memoryview(rows).cast("B")):
+            digest.update(part)
+            handle.write(part)
         handle.flush()
         os.fsync(handle.fileno())
     os.replace(tmp, path)
-    return hashlib.sha256(blob).hexdigest()
+    return digest.hexdigest()
 
 
 def read_header(path: Path) -> tuple[dict, int]:
