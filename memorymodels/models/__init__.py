@@ -8,12 +8,30 @@ Every model: ``forward(input_ids, labels=None, attention_mask=None) -> (loss, lo
 row) and ``embedding_values`` (numbers stored per row; None for causal LMs). Models never move themselves to a device.
 """
 
-from .autoencoder import AutoencodingMixer, TruncatedModel, unroll_index
+from .autoencoder import AutoencodingMixer, TruncatedModel, frozen_mixer_encoder, load_state_dict_file, unroll_index
+from .memory import (
+    FrozenMemoryMixer,
+    MemoryMixer,
+    ProjMemoryMixer,
+    RecurrentMemoryMixer,
+    VariableMemoryMixer,
+    chunked_lm_loss,
+    copy_task,
+)
 from .mixer import CausalTokenMixer, FeedForward, LanguageMixer, MixerBlock, MixerHead
 from .registry import MODELS, PRESETS, ModelEntry, build_model, model_config
 
 __all__ = [
     "AutoencodingMixer",
+    "FrozenMemoryMixer",
+    "MemoryMixer",
+    "ProjMemoryMixer",
+    "RecurrentMemoryMixer",
+    "VariableMemoryMixer",
+    "chunked_lm_loss",
+    "copy_task",
+    "frozen_mixer_encoder",
+    "load_state_dict_file",
     "CausalTokenMixer",
     "FeedForward",
     "LanguageMixer",

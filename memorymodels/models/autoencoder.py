@@ -16,6 +16,8 @@ Differences from the seed (``mixer_autoencoder.AutoencodingMixer``), on purpose:
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 from torch import nn
 
@@ -33,24 +35,81 @@ def unroll_index(length: int, dim: int) -> torch.Tensor:
 
 def encoder_parts(model: nn.Module) -> tuple[nn.Module, nn.ModuleList]:
     """The token embedding and blocks of a trained mixer (autoencoder, language mixer or TruncatedModel)."""
-    for name in ("model_blocks", "encoderblocks", "mixerblocks"):
-        if hasattr(model, name):
+    if isinstance(model, TruncatedModel):
+        return model.model_wte, model.model_blocks
+    for name in ("encoderblocks", "mixerblocks"):
+        if hasattr(model, name) and hasattr(model, "wte"):
             return model.wte, getattr(model, name)
     raise TypeError(f"frozen_encoder: {type(model).__name__} has no 'wte' with 'encoderblocks' or 'mixerblocks'")
 
 
 class TruncatedModel(nn.Module):
-    """A trained mixer's ``wte`` and blocks, returning the final hidden states (b, L, d): a frozen encoder."""
+    """A trained mixer's ``wte`` and blocks, returning the final hidden states (b, L, d): a frozen encoder.
+
+    Attribute names are the seed's (``model_wte``, ``model_blocks``), so models holding one load seed checkpoints.
+    """
 
     def __init__(self, model: nn.Module):
         super().__init__()
-        self.wte, self.model_blocks = encoder_parts(model)
+        self.model_wte, self.model_blocks = encoder_parts(model)
+
+    @classmethod
+    def empty(cls, n_vocab, dim, depth, length, *, n_heads=0, kernel=1) -> "TruncatedModel":
+        """A freshly initialised encoder of these sizes (to load weights into)."""
+        model = nn.Module()
+        model.wte = nn.Embedding(n_vocab, dim)
+        model.mixerblocks = nn.ModuleList(
+            [MixerBlock(dim, length, causal=True, n_heads=n_heads, kernel=kernel) for _ in range(depth)]
+        )
+        return cls(model)
 
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
-        x = self.wte(input_ids)
+        x = self.model_wte(input_ids)
         for block in self.model_blocks:
             x = block(x)
         return x
+
+
+def load_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:
+    """A state dict from a ``.safetensors`` / ``.bin`` / ``.pt`` file, or from a checkpoint directory holding one."""
+    path = Path(path)
+    if path.is_dir():
+        names = ("model.safetensors", "pytorch_model.bin", "model.pt")
+        found = [path / n for n in names if (path / n).is_file()]
+        if not found:
+            raise FileNotFoundError(f"{path}: no {', '.join(names)} in this checkpoint directory")
+        path = found[0]
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such checkpoint file (give a .safetensors/.bin/.pt file or its directory)")
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        return load_file(str(path))
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def frozen_mixer_encoder(path: str | Path) -> "TruncatedModel":
+    """The frozen encoder (``wte`` + blocks) of a trained mixer checkpoint, its sizes read from the weights.
+
+    Accepts the state dict of an ``AutoencodingMixer`` / memory mixer (``encoderblocks``), a ``LanguageMixer``
+    (``mixerblocks``) or a ``TruncatedModel`` (``model_blocks``), e.g. the seed's or this library's checkpoints.
+    """
+    state = load_state_dict_file(path)
+    wte_key = next((k for k in ("wte.weight", "model_wte.weight") if k in state), None)
+    blocks = next((p for p in ("encoderblocks.", "mixerblocks.", "model_blocks.") if any(k.startswith(p) for k in state)), None)
+    if wte_key is None or blocks is None:
+        raise ValueError(f"{path}: not a mixer checkpoint (needs 'wte.weight' and 'encoderblocks.*' or 'mixerblocks.*')")
+    n_vocab, dim = state[wte_key].shape
+    depth = 1 + max(int(k[len(blocks):].split(".")[0]) for k in state if k.startswith(blocks))
+    conv = f"{blocks}0.conv."
+    n_heads = len({k.split(".")[4] for k in state if k.startswith(conv + "convs.")})
+    weight = state[conv + ("convs.0.weight" if n_heads else "weight")]  # (L, L, k)
+    encoder = TruncatedModel.empty(n_vocab, dim, depth, weight.shape[0], n_heads=n_heads, kernel=weight.shape[-1])
+    encoder.model_wte.weight.data.copy_(state[wte_key])
+    encoder.model_blocks.load_state_dict(
+        {k[len(blocks):]: v for k, v in state.items() if k.startswith(blocks)}, strict=True
+    )
+    return encoder.requires_grad_(False)
 
 
 class AutoencodingMixer(nn.Module):

@@ -40,6 +40,8 @@ class MixerConfig:
     length: int = 0
     """Tokens per chunk (the whole input for non-chunked models); the trainer fills it from the data context."""
 
+    # n_vocab and length are checked here rather than in __post_init__: presets leave them to the caller
+
     def check(self, source: str) -> None:
         for key in ("n_vocab", "length"):
             _check(source, getattr(self, key) > 0,
@@ -91,30 +93,148 @@ class AutoencodingMixerConfig(MixerConfig):
     """Control experiment: the encoder sees uniformly random tokens."""
     clm_encoder: bool = False
     """Read the embedding at the second-to-last token (for encoders trained as causal LMs)."""
+    frozen_encoder: str | None = None
+    """Checkpoint (file or directory) of a trained mixer whose wte and blocks become the frozen encoder."""
+
+
+@dataclass(kw_only=True)
+class MemoryConfig(MixerConfig):
+    """Fields shared by the encoder-decoder memory mixers."""
+
+    encoder_dim: int = 128
+    """Encoder width (the seed's memory runs use half the decoder width)."""
+    compression: int = 4
+    """Memory compression: ``down`` encoder_dim -> encoder_dim/compression (1: none)."""
+    n_heads: int = 0
+    """Encoder token-mixing heads (0: flat)."""
+    kernel: int = 1
+    """Taps on the feature axis of the token mixing."""
+
+    def headed_widths(self) -> tuple[str, ...]:
+        return ("encoder_dim",)
+
+    def compressed_widths(self) -> tuple[str, ...]:
+        return ("encoder_dim",)
+
+
+@dataclass(kw_only=True)
+class MemoryMixerConfig(MemoryConfig):
+    combination_dim: Literal["token", "embedding"] = "token"
+    """How the decoder reads the memory: as a prepended token, or concatenated to every token's features."""
+    random: bool = False
+    """Control experiment: the encoder sees uniformly random tokens."""
+
+
+@dataclass(kw_only=True)
+class ProjMemoryMixerConfig(MemoryConfig):
+    pass
+
+
+@dataclass(kw_only=True)
+class FrozenMemoryMixerConfig(MemoryConfig):
+    encoder_checkpoint: str | None = None
+    """Trained mixer checkpoint for the frozen encoder (sizes read from it); None: a random frozen encoder."""
+
+
+@dataclass(kw_only=True)
+class VariableMemoryMixerConfig(MemoryConfig):
+    n_chunks: int = 4
+    """Chunks per input row (the input has n_chunks * length tokens); chunks 0..C-2 are encoded as memories."""
+    no_memory: bool = False
+    """Baseline: decode every chunk with zero memories (no encoder is built)."""
+    frozen_encoder: str | None = None
+    """Checkpoint (file or directory) of a trained mixer whose wte and blocks become the frozen encoder."""
+    copy: bool = False
+    """Copy objective: the second half of each row repeats the first and only it is scored."""
+    blank_copy: bool = False
+    """With copy: the second half is blanked (pad_id), so it must be recalled from memory."""
+    encoder_ctx: int = 0
+    """Right-pad each chunk with pad_id to this many tokens for the encoder (0: length)."""
+    pad_id: int = 1
+    """Token id used by encoder_ctx padding and blank_copy."""
+
+
+@dataclass(kw_only=True)
+class RecurrentMemoryMixerConfig(MixerConfig):
+    n_heads: int = 0
+    """Token-mixing heads (0: flat)."""
+    kernel: int = 1
+    """Taps on the feature axis of the token mixing."""
+    n_chunks: int = 4
+    """Chunks per input row, decoded in order with the memory carried between them."""
+    no_memory: bool = False
+    """Baseline: carry no memory between chunks."""
 
 
 @dataclass(kw_only=True)
 class ModelEntry:
-    """One registered model: its class, its config dataclass and how the config becomes constructor arguments."""
+    """One registered model: its class, its config dataclass, and ``build(config) -> nn.Module``."""
 
     cls: Callable[..., nn.Module]
     config: type
-    positional: tuple[str, ...] = ("n_vocab", "dim", "depth", "length")
+    build: Callable[[Any], nn.Module] | None = None
 
-    def build(self, config) -> nn.Module:
+    def __post_init__(self):
+        if self.build is None:
+            self.build = self.positional
+
+    def positional(self, config, names=("n_vocab", "dim", "depth", "length"), **extra) -> nn.Module:
+        """``cls(n_vocab, dim, depth, length, **rest)`` (memory mixers: ``n_vocab, encoder_dim, dim, ...``)."""
         values = dataclasses.asdict(config)
-        args = [values.pop(name) for name in self.positional]
+        values.update(extra)
+        args = [values.pop(name) for name in names]
         return self.cls(*args, **values)
 
 
+def _frozen(path: str | None):
+    from .autoencoder import frozen_mixer_encoder
+
+    return None if path is None else frozen_mixer_encoder(path)
+
+
 def _entries() -> dict[str, ModelEntry]:
-    from .autoencoder import AutoencodingMixer
+    from . import memory
+    from .autoencoder import AutoencodingMixer, TruncatedModel
     from .mixer import LanguageMixer
 
-    return {
+    memory_args = ("n_vocab", "encoder_dim", "dim", "depth", "length")
+
+    def memory_entry(cls, config):
+        entry = ModelEntry(cls=cls, config=config)
+        entry.build = lambda c: entry.positional(c, memory_args)
+        return entry
+
+    def build_autoencoder(c):
+        return entries["autoencoding_mixer"].positional(c, frozen_encoder=_frozen(c.frozen_encoder))
+
+    def build_variable(c):
+        return entries["variable_memory_mixer"].positional(
+            c, memory_args, frozen_encoder=_frozen(c.frozen_encoder), encoder_ctx=c.encoder_ctx or None
+        )
+
+    def build_frozen_memory(c):
+        encoder = _frozen(c.encoder_checkpoint)
+        if encoder is None:  # the untrained-encoder control: a random encoder, frozen
+            encoder = TruncatedModel.empty(c.n_vocab, c.encoder_dim, c.depth, c.length, n_heads=c.n_heads,
+                                           kernel=c.kernel).requires_grad_(False)
+        values = dataclasses.asdict(c)
+        del values["encoder_checkpoint"]
+        args = [values.pop(k) for k in memory_args]
+        return memory.FrozenMemoryMixer(args[0], encoder, *args[1:], **values)
+
+    entries = {
         "language_mixer": ModelEntry(cls=LanguageMixer, config=LanguageMixerConfig),
-        "autoencoding_mixer": ModelEntry(cls=AutoencodingMixer, config=AutoencodingMixerConfig),
+        "autoencoding_mixer": ModelEntry(cls=AutoencodingMixer, config=AutoencodingMixerConfig,
+                                         build=lambda c: build_autoencoder(c)),
+        "memory_mixer": memory_entry(memory.MemoryMixer, MemoryMixerConfig),
+        "proj_memory_mixer": memory_entry(memory.ProjMemoryMixer, ProjMemoryMixerConfig),
+        "frozen_memory_mixer": ModelEntry(cls=memory.FrozenMemoryMixer, config=FrozenMemoryMixerConfig,
+                                          build=build_frozen_memory),
+        "variable_memory_mixer": ModelEntry(cls=memory.VariableMemoryMixer, config=VariableMemoryMixerConfig,
+                                            build=lambda c: build_variable(c)),
+        "recurrent_memory_mixer": ModelEntry(cls=memory.RecurrentMemoryMixer, config=RecurrentMemoryMixerConfig),
     }
+    return entries
 
 
 MODELS: dict[str, ModelEntry] = _entries()
@@ -131,6 +251,31 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
         "cpu": {"dim": 256, "depth": 4},
         "d512": {"dim": 512, "depth": 8},
         "d1024": {"dim": 1024, "depth": 8, "kernel": 8},
+    },
+    "memory_mixer": {
+        "debug": {"encoder_dim": 32, "dim": 32, "depth": 2},
+        "cpu": {"encoder_dim": 256, "dim": 256, "depth": 4},
+        "d1024": {"encoder_dim": 1024, "dim": 1024, "depth": 8, "kernel": 4},
+    },
+    "proj_memory_mixer": {
+        "debug": {"encoder_dim": 32, "dim": 32, "depth": 2},
+        "cpu": {"encoder_dim": 128, "dim": 256, "depth": 4},
+        "d1024": {"encoder_dim": 512, "dim": 1024, "depth": 8},
+    },
+    "frozen_memory_mixer": {
+        "debug": {"encoder_dim": 32, "dim": 32, "depth": 2},
+        "cpu": {"encoder_dim": 256, "dim": 256, "depth": 4},
+        "d1024": {"encoder_dim": 1024, "dim": 1024, "depth": 8},
+    },
+    "variable_memory_mixer": {
+        "debug": {"encoder_dim": 16, "dim": 32, "depth": 2, "n_chunks": 2},
+        "cpu": {"encoder_dim": 128, "dim": 256, "depth": 4, "n_chunks": 4},
+        "d1024": {"encoder_dim": 512, "dim": 1024, "depth": 8, "n_chunks": 4},
+    },
+    "recurrent_memory_mixer": {
+        "debug": {"dim": 32, "depth": 2, "n_chunks": 2},
+        "cpu": {"dim": 256, "depth": 4, "n_chunks": 4},
+        "d1024": {"dim": 1024, "depth": 8, "n_chunks": 4},
     },
 }
 

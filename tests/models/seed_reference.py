@@ -115,3 +115,123 @@ class SeedAutoencodingMixer(nn.Module):
         output = self.lm_head(x).permute(0, 2, 1)  # [b, V, t]
         loss = self.cel(output, labels) if labels is not None else 0
         return loss, output
+
+
+def seed_chunk_loss(cel, output_bvt, labels):
+    """The seed's per-chunk loss on [b, V, t] logits; returns None for a chunk it skips (all targets ignored)."""
+    if (labels == -100).all():
+        return None
+    loss = cel(output_bvt, labels)
+    return None if torch.isnan(loss) else loss
+
+
+class SeedMemoryMixer(nn.Module):
+    """MemoryMixer with combination_dim='token' as the seed: loop-free already; used for naming and the loss slice."""
+
+    def __init__(self, n_vocab, encoder_dim, dim, depth, length, compression=4, n_heads=0, kernel=1):
+        super().__init__()
+        self.wte = nn.Embedding(n_vocab, encoder_dim)
+        self.decoder_wte = nn.Embedding(n_vocab, dim)
+        self.encoderblocks = nn.ModuleList([SeedMixerBlock(encoder_dim, length, True, n_heads, kernel) for _ in range(depth)])
+        self.decoderblocks = nn.ModuleList([SeedMixerBlock(dim, length + 1, True, 0, kernel) for _ in range(depth)])
+        self.lm_head = nn.Linear(dim, n_vocab, bias=False)
+        self.decoder_proj = nn.Linear(encoder_dim, dim) if encoder_dim != dim else None
+        self.compression = compression > 1
+        if self.compression:
+            self.down = nn.Linear(encoder_dim, encoder_dim // compression)
+            self.up = nn.Linear(encoder_dim // compression, encoder_dim)
+        self.cel = nn.CrossEntropyLoss()
+
+    def forward(self, input_ids, labels):
+        x = self.wte(input_ids)
+        for block in self.encoderblocks:
+            x = block(x)
+        e = x[:, -1, :].unsqueeze(1)
+        if self.compression:
+            e = self.up(self.down(e))
+        if self.decoder_proj is not None:
+            e = self.decoder_proj(e)
+        x = torch.cat((e, self.decoder_wte(input_ids)), dim=1)
+        for block in self.decoderblocks:
+            x = block(x)
+        output = self.lm_head(x).permute(0, 2, 1)
+        loss = self.cel(output[..., 1:-1].contiguous(), labels[..., 1:].contiguous())
+        return loss, output
+
+
+class SeedVariableMemoryMixer(nn.Module):
+    """The seed's VariableMemoryMixer: chunks encoded one by one, then decoded one by one (Python loops)."""
+
+    def __init__(self, n_vocab, encoder_dim, dim, depth, length, compression=4, n_heads=0, kernel=1, n_chunks=4):
+        super().__init__()
+        self.wte = nn.Embedding(n_vocab, encoder_dim)
+        self.decoder_wte = nn.Embedding(n_vocab, dim)
+        self.encoderblocks = nn.ModuleList([SeedMixerBlock(encoder_dim, length, True, n_heads, kernel) for _ in range(depth)])
+        self.decoderblocks = nn.ModuleList([SeedMixerBlock(dim, length + n_chunks, True, 0, 1) for _ in range(depth)])
+        self.lm_head = nn.Linear(dim, n_vocab, bias=False)
+        self.decoder_proj = nn.Linear(encoder_dim, dim) if encoder_dim != dim else None
+        self.cel = nn.CrossEntropyLoss()
+        self.tokenized_length = length
+        self.compression = compression > 1
+        if self.compression:
+            self.down = nn.Linear(encoder_dim, encoder_dim // compression)
+            self.up = nn.Linear(encoder_dim // compression, encoder_dim)
+        self.n_chunks = n_chunks
+
+    def forward(self, input_ids, labels):
+        L, C = self.tokenized_length, self.n_chunks
+        memories, i = [], 0
+        while input_ids.shape[1] - L > i:
+            x = self.wte(input_ids[:, i : i + L])
+            for block in self.encoderblocks:
+                x = block(x)
+            e = x[:, -1, :].unsqueeze(1)
+            if self.compression:
+                e = self.up(self.down(e))
+            if self.decoder_proj is not None:
+                e = self.decoder_proj(e)
+            memories.append(e)
+            i += L
+        tokens = self.decoder_wte(input_ids)
+        total, outputs = 0, []
+        for c in range(C):
+            pad = torch.zeros(input_ids.shape[0], C - c, tokens.shape[2])
+            x = torch.cat(memories[:c] + [pad] + [tokens[:, c * L : (c + 1) * L]], dim=1)
+            for block in self.decoderblocks:
+                x = block(x)
+            output = self.lm_head(x).permute(0, 2, 1)
+            loss = seed_chunk_loss(self.cel, output[..., C : C + L - 1], labels[..., c * L + 1 : (c + 1) * L])
+            if loss is not None:
+                total = total + loss
+            outputs.append(output[..., C : C + L])
+        return total / C, torch.cat(outputs, dim=2)
+
+
+class SeedRecurrentMemoryMixer(nn.Module):
+    """The seed's RecurrentMemoryMixer (all chunks' outputs returned here, the seed returned the last only)."""
+
+    def __init__(self, n_vocab, dim, depth, length, n_heads=0, kernel=1, n_chunks=4):
+        super().__init__()
+        self.decoder_wte = nn.Embedding(n_vocab, dim)
+        self.decoderblocks = nn.ModuleList([SeedMixerBlock(dim, length + 1, True, n_heads, kernel) for _ in range(depth)])
+        self.lm_head = nn.Linear(dim, n_vocab, bias=False)
+        self.cel = nn.CrossEntropyLoss()
+        self.tokenized_length, self.n_chunks = length, n_chunks
+
+    def forward(self, input_ids, labels):
+        L, C = self.tokenized_length, self.n_chunks
+        memory = torch.zeros(input_ids.shape[0], 1, self.decoder_wte.weight.shape[1])
+        total, outputs = 0, []
+        for c in range(C):
+            emb = self.decoder_wte(input_ids[:, c * L : (c + 1) * L]).clone()
+            emb[:, -1, :] = memory[:, 0]
+            x = torch.cat((memory, emb), dim=1)
+            for block in self.decoderblocks:
+                x = block(x)
+            memory = x[:, -1, :].unsqueeze(1)
+            output = self.lm_head(x).permute(0, 2, 1)
+            loss = seed_chunk_loss(self.cel, output[..., 1:-1], labels[..., c * L + 1 : (c + 1) * L])
+            if loss is not None:
+                total = total + loss
+            outputs.append(output[..., 1:])
+        return total / C, torch.cat(outputs, dim=2)
