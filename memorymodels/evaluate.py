@@ -201,15 +201,15 @@ def format_table(result: dict) -> str:
     """The evaluation as a plain-text table (bits per byte, lower is better)."""
     lines = [f"evaluation of {result['run_dir']} ({result['checkpoint']}): {result['rows']} held-out rows, "
              f"{result['bytes']:,} bytes, {result['bytes_per_token']:.2f} bytes/token",
-             f"  {'method':<36} {'bits/byte':>9}",
-             f"  {'model (CE %.4f nats/token, acc %.3f)' % (result['loss'], result['token_accuracy']):<36} "
+             f"  {'method':<44} {'bits/byte':>9}",
+             f"  {'model (CE %.4f nats/token, acc %.3f)' % (result['loss'], result['token_accuracy']):<44} "
              f"{result['bits_per_byte']:>9.3f}"]
     if "embedding" in result:
         e = result["embedding"]
-        lines.append(f"  {'  embedding %d values x %d bits' % (e['values'], e['bits']):<36} {e['bits_per_byte']:>9.3f}")
-        lines.append(f"  {'  model + embedding':<36} {e['total_bits_per_byte']:>9.3f}")
+        lines.append(f"  {'  embedding %d values x %d bits' % (e['values'], e['bits']):<44} {e['bits_per_byte']:>9.3f}")
+        lines.append(f"  {'  model + embedding':<44} {e['total_bits_per_byte']:>9.3f}")
     for name, label in (("gzip", "gzip -9"), ("bz2", "bz2 -9"), ("xz", "xz -9"), ("zstd", "zstd -19")):
-        lines.append(f"  {label:<36} {result['baselines'][name]:>9.3f}")
+        lines.append(f"  {label:<44} {result['baselines'][name]:>9.3f}")
     return "\n".join(lines)
 
 

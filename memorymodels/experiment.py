@@ -52,9 +52,9 @@ class DataConfig:
     """Tokenizer vocabulary size trained for ``corpus``."""
     context: int = 512
     """Tokens per row (the model's ``input_length``)."""
-    mode: str = "padded"
-    """How documents become rows (``prepare_data``'s ``mode``): padded (one document per row) or packed."""
-    padding_side: Literal["left", "right"] = "right"
+    mode: Literal["packed", "padded"] = "packed"
+    """How documents become rows: packed (documents + eos cut into rows) or padded (one document per row)."""
+    padding_side: Literal["left", "right"] = "left"
     """Where pads go in padded rows (left puts the real last token at the end, for memory encoders)."""
     tokenizer: str | None = None
     """Instead of ``corpus``: a prepared tokenizer directory."""
@@ -224,7 +224,7 @@ def data_label(data: DataConfig) -> str:
         else:
             spec = Path(spec.replace("*", "")).stem or spec
         label = f"{spec}-v{data.vocab_size}" if data.vocab_size != 8000 else spec
-        if data.mode != "padded":
+        if data.mode != "packed":
             label += f"-{data.mode}"
     else:
         label = Path(data.train_dir).name

@@ -1,0 +1,426 @@
+"""Train an experiment with ``transformers.Trainer``: run directory, exact resume, requeue on signals, metrics.
+
+    python -m memorymodels.train --experiment configs/experiments/debug.yaml
+    python -m memorymodels.train --experiment configs/experiments/autoencoder.yaml --set train.max_steps=200
+    torchrun --nproc_per_node 2 -m memorymodels.train --experiment configs/experiments/debug.yaml
+
+The run directory is derived from the config (``memorymodels.runs.run_dir_for``) unless ``--run-dir`` is given (the
+launcher always gives it). A rerun of the same config resumes from the newest complete checkpoint and ends with
+exactly ``train.max_steps`` optimizer steps. On SIGTERM or SIGUSR1 the trainer saves a checkpoint at the next step
+boundary and exits with ``EXIT_REQUEUE`` (75); exit 0 means the run reached max_steps. Under torchrun every rank
+traps the signal and the ranks agree (all-reduce) on stopping, so a signal reaching any rank stops all of them at the
+same step; rank 0 alone writes run.json and metrics.jsonl. torchrun itself reports a worker's 75 as a failure (exit
+1): read ``status`` in run.json (``interrupted``) to tell a requeue from an error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from memorymodels.configuration import ConfigError
+from memorymodels.experiment import REPO_ROOT, Experiment, identity, load_experiment, preset_params, state_dir
+from memorymodels import runs
+
+EXIT_REQUEUE = 75
+"""Exit status after a signal-triggered checkpoint: the job should be requeued and will resume."""
+
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
+
+
+# ---- data and model ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Data:
+    tokenizer_dir: Path
+    train: object  # TokenDataset
+    test: object  # TokenDataset
+    n_vocab: int
+
+
+def load_tokenizer(tokenizer_dir: str | Path):
+    """The prepared tokenizer (a ``transformers`` fast tokenizer directory)."""
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(str(tokenizer_dir))
+
+
+def load_data(experiment: Experiment) -> Data:
+    """Prepare (or find in the cache) the tokenizer and the pretokenized splits of ``experiment.data``."""
+    from memorymodels.data import TokenDataset, prepare_data
+
+    cfg = experiment.data
+    if cfg.corpus is not None:
+        prepared = prepare_data(cfg.corpus, vocab_size=cfg.vocab_size, context=cfg.context, mode=cfg.mode,
+                                padding_side=cfg.padding_side, cache_dir=state_dir() / "cache")
+        tokenizer_dir, train_dir = Path(prepared.tokenizer_dir), Path(prepared.data_dir)
+        test_dir = train_dir
+    else:
+        tokenizer_dir, train_dir = Path(cfg.tokenizer), Path(cfg.train_dir)
+        test_dir = Path(cfg.test_dir) if cfg.test_dir else train_dir
+        for key, path in (("tokenizer", tokenizer_dir), ("train_dir", train_dir), ("test_dir", test_dir)):
+            if not path.exists():
+                raise ConfigError(f"{experiment.source}: 'data.{key}': {path} does not exist")
+    train = TokenDataset(train_dir, "train", expect_tokenizer=tokenizer_dir, expect_context=cfg.context)
+    test = TokenDataset(test_dir, "test", expect_tokenizer=tokenizer_dir, expect_context=cfg.context)
+    return Data(tokenizer_dir, train, test, len(load_tokenizer(tokenizer_dir)))
+
+
+def model_build_args(experiment: Experiment, n_vocab: int) -> dict:
+    """``{"name", "preset", "params"}`` for ``build_model``: n_vocab and length filled in unless set.
+
+    ``length`` is the data context, or context / n_chunks for chunked memory models; the result is recorded in
+    run.json so evaluation rebuilds exactly the trained model.
+    """
+    params = dict(experiment.model.params)
+    merged = preset_params(experiment)
+    params.setdefault("n_vocab", n_vocab)
+    if "length" not in params:
+        context, chunks = experiment.data.context, merged.get("n_chunks")
+        if chunks:
+            if context % chunks:
+                raise ConfigError(f"{experiment.source}: 'data.context' {context} is not a multiple of "
+                                  f"'model.params.n_chunks' {chunks}; set model.params.length explicitly")
+            params["length"] = context // chunks
+        else:
+            params["length"] = context
+    return {"name": experiment.model.name, "preset": experiment.model.preset, "params": params}
+
+
+def build(args: dict, *, context: int | None = None, source: str = "") -> torch.nn.Module:
+    """Build the model from :func:`model_build_args`' output and check it takes ``context`` tokens per row."""
+    from memorymodels.models import build_model
+
+    model = build_model(args["name"], preset=args["preset"], **args["params"])
+    taken = getattr(model, "input_length", None)
+    if context is not None and taken is not None and taken != context:
+        raise ConfigError(f"{source}: model '{args['name']}' takes {taken} tokens per row but 'data.context' is "
+                          f"{context}; make them agree (model.params.length / n_chunks or data.context)")
+    return model
+
+
+def model_summary(model: torch.nn.Module, build_args: dict) -> dict:
+    """Class, build arguments and parameter counts (total, trainable, per top-level child) for run.json."""
+    count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
+    return {
+        "class": type(model).__name__,
+        "build": build_args,
+        "parameters": count(model),
+        "trainable_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
+        "children": {name: count(child) for name, child in model.named_children()},
+        "input_length": getattr(model, "input_length", None),
+        "embedding_values": getattr(model, "embedding_values", None),
+    }
+
+
+# ---- precision ----------------------------------------------------------------------------------------------
+
+
+def resolve_precision(precision: str, source: str = "") -> str:
+    """auto -> bf16 on GPUs that support it, fp16 on V100-class GPUs (compute capability 7.x), fp32 on CPU."""
+    cuda = torch.cuda.is_available()
+    major = torch.cuda.get_device_capability()[0] if cuda else None
+    if precision == "auto":
+        if not cuda:
+            return "fp32"
+        return "bf16" if major >= 8 and torch.cuda.is_bf16_supported() else "fp16"
+    if precision == "fp16" and not cuda:
+        raise ConfigError(f"{source}: 'train.precision: fp16' needs a GPU; use fp32 or bf16 on CPU (or auto)")
+    if precision == "bf16" and cuda and major < 8:
+        raise ConfigError(f"{source}: 'train.precision: bf16' is not supported by compute capability {major}.x "
+                          f"GPUs (V100); use fp16 or auto")
+    return precision
+
+
+# ---- Trainer pieces ------------------------------------------------------------------------------------------
+
+
+class _StopFlag:
+    """Set by the signal handler; read at step boundaries."""
+
+    signum: int | None = None
+
+
+def _on_signal(signum, frame):  # noqa: ARG001
+    _StopFlag.signum = signum
+
+
+def install_signal_handlers() -> None:
+    for sig in STOP_SIGNALS:
+        signal.signal(sig, _on_signal)
+
+
+def _make_callbacks():
+    from transformers import TrainerCallback
+
+    class StopOnSignal(TrainerCallback):
+        """At each step end: all ranks agree whether a stop signal arrived; if so save and stop; save at max_steps."""
+
+        def __init__(self):
+            self.stopped_by: int | None = None
+
+        def on_step_end(self, args, state, control, **kwargs):
+            flag = _StopFlag.signum or 0
+            if args.world_size > 1 and torch.distributed.is_initialized():
+                t = torch.tensor([flag], device=args.device)
+                torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MAX)
+                flag = int(t.item())
+            if state.global_step >= state.max_steps:
+                control.should_save = True
+            elif flag:
+                self.stopped_by = flag
+                control.should_save = control.should_training_stop = control.should_log = True
+                control.should_evaluate = False
+            return control
+
+    class MetricsWriter(TrainerCallback):
+        """Rank 0: one metrics.jsonl line per logging step (train and eval logs of a step merged)."""
+
+        def __init__(self, run_dir: Path, tokens_per_step: int, show: bool):
+            self.run_dir, self.tokens_per_step, self.show = run_dir, tokens_per_step, show
+            self.pending: dict | None = None
+            self.last_step, self.last_time = 0, time.time()
+
+        def on_train_begin(self, args, state, control, **kwargs):
+            self.last_step, self.last_time = state.global_step, time.time()
+
+        def flush(self):
+            if self.pending is not None:
+                runs.append_metrics(self.run_dir, self.pending)
+                if self.show:
+                    p = self.pending
+                    fields = [f"step {p['step']}"] + [f"{k} {p[k]:.4g}" for k in ("loss", "eval_loss", "tokens_per_s")
+                                                      if p.get(k) is not None]
+                    print("  ".join(fields), flush=True)
+                self.pending = None
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if not state.is_world_process_zero or not logs:
+                return
+            step, now = state.global_step, time.time()
+            if "loss" in logs:
+                self.flush()
+                elapsed = now - self.last_time
+                rate = (step - self.last_step) * self.tokens_per_step / elapsed if elapsed > 0 else None
+                self.last_step, self.last_time = step, now
+                self.pending = {"step": step, "loss": logs["loss"], "eval_loss": None,
+                                "learning_rate": logs.get("learning_rate"), "grad_norm": logs.get("grad_norm"),
+                                "tokens_per_s": rate, "tokens": step * self.tokens_per_step, "time": now}
+            elif "eval_loss" in logs:
+                if self.pending is not None and self.pending["step"] == step:
+                    self.pending["eval_loss"] = logs["eval_loss"]
+                else:
+                    self.flush()
+                    self.pending = {"step": step, "loss": None, "eval_loss": logs["eval_loss"],
+                                    "learning_rate": None, "grad_norm": None, "tokens_per_s": None,
+                                    "tokens": step * self.tokens_per_step, "time": now}
+                self.flush()
+
+        def on_step_end(self, args, state, control, **kwargs):
+            if self.pending is not None and self.pending["step"] < state.global_step:
+                self.flush()
+
+        def on_save(self, args, state, control, **kwargs):
+            self.flush()
+
+        def on_train_end(self, args, state, control, **kwargs):
+            self.flush()
+
+    return StopOnSignal, MetricsWriter
+
+
+def _make_trainer_class():
+    from transformers import Trainer
+
+    class RunTrainer(Trainer):
+        """Trainer with the loss scaled correctly under gradient accumulation and marked-complete checkpoints.
+
+        Models return the mean loss over the micro-batch's targets and take no ``num_items_in_batch``; the Trainer
+        divides each micro-batch loss by the accumulation steps (``loss_is_scaled_for_ga = False``), so gradients and
+        the logged loss are the mean over the global batch, as with GA=1 (the seed's driver logged 2x the loss with
+        GA=2, digest §1.8.6). Micro-batches are weighted equally, i.e. exactly the GA=1 loss when they hold equally
+        many targets (packed rows) and a mean of per-micro-batch means otherwise.
+        """
+
+        loss_is_scaled_for_ga = False
+
+        def __init__(self, *args, keep_checkpoints: int | None = None, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.model_accepts_loss_kwargs = False
+            self.keep_checkpoints = keep_checkpoints
+
+        def _save_checkpoint(self, model, trial):
+            super()._save_checkpoint(model, trial)
+            folder = Path(self.args.output_dir) / f"checkpoint-{self.state.global_step}"
+            if self.args.world_size > 1 and torch.distributed.is_initialized():
+                torch.distributed.barrier()  # every rank's files (rng states) are written
+            if self.args.should_save:
+                runs.mark_complete(folder)
+                runs.rotate_checkpoints(self.args.output_dir, self.keep_checkpoints)
+
+    return RunTrainer
+
+
+def training_arguments(experiment: Experiment, run_dir: Path, precision: str, show_progress: bool):
+    from transformers import TrainingArguments
+
+    t = experiment.train
+    cuda = torch.cuda.is_available()
+    return TrainingArguments(
+        output_dir=str(run_dir),
+        max_steps=t.max_steps,
+        per_device_train_batch_size=t.batch_size,
+        per_device_eval_batch_size=t.batch_size,
+        gradient_accumulation_steps=t.gradient_accumulation_steps,
+        learning_rate=t.learning_rate,
+        warmup_steps=t.warmup_steps,
+        lr_scheduler_type="linear",
+        weight_decay=t.weight_decay,
+        max_grad_norm=t.max_grad_norm,
+        logging_steps=t.logging_steps,
+        eval_strategy="steps" if t.eval_steps else "no",
+        eval_steps=t.eval_steps or None,
+        save_strategy="steps",
+        save_steps=t.save_steps,
+        save_total_limit=None,  # rotation is ours, after the COMPLETE marker
+        seed=t.seed,
+        data_seed=t.seed,
+        bf16=precision == "bf16",
+        fp16=precision == "fp16",
+        use_cpu=not cuda,
+        ddp_backend="gloo" if not cuda and world()[1] > 1 else None,
+        torch_compile=t.compile,
+        report_to="none",
+        disable_tqdm=not show_progress,
+        dataloader_num_workers=t.dataloader_workers,
+        remove_unused_columns=False,
+        prediction_loss_only=True,
+        label_names=["labels"],
+        average_tokens_across_devices=False,
+    )
+
+
+# ---- the run ------------------------------------------------------------------------------------------------
+
+
+def world() -> tuple[int, int]:
+    """(rank, world size) from the torchrun environment (1 process without it)."""
+    return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+
+
+def _log(message: str) -> None:
+    if world()[0] == 0:
+        print(f"memorymodels.train: {message}", flush=True)
+
+
+def train(experiment: Experiment, run_dir: Path | None = None, *, command: list[str] | None = None,
+          evaluate_at_end: bool = True) -> int:
+    """Train (or resume) ``experiment``; returns 0 when max_steps is reached, EXIT_REQUEUE after a signal."""
+    install_signal_handlers()
+    rank, world_size = world()
+    ident = identity(experiment, world_size)
+    if run_dir is None:
+        run_dir = runs.run_dir_for(experiment, world_size)
+        note = runs.collision_message(experiment, world_size, run_dir)
+        if note:
+            _log(note)
+    run_dir = Path(run_dir)
+    runs.check_run_dir(run_dir, ident)
+    precision = resolve_precision(experiment.train.precision, experiment.source)
+
+    data = load_data(experiment)
+    build_args = model_build_args(experiment, data.n_vocab)
+    torch.manual_seed(experiment.train.seed)
+    model = build(build_args, context=experiment.data.context, source=experiment.source)
+
+    complete, partial = runs.checkpoints(run_dir)
+    resume = complete[-1] if complete else None
+    if rank == 0:
+        runs.set_aside_partial(run_dir, log=_log)
+        info = runs.start_run(run_dir, experiment, world_size, command=command or sys.argv,
+                              model_summary=model_summary(model, build_args), repo=REPO_ROOT)
+        if resume is not None:
+            step = runs.checkpoint_step(resume)
+            moved = runs.roll_back_metrics(run_dir, step)
+            runs.update_run(run_dir, resumed_from_step=step)
+            _log(f"resuming {run_dir} from {resume.name} (step {step} of {experiment.train.max_steps})"
+                 + (f"; {moved} metrics lines logged after it moved to metrics.rolledback.jsonl" if moved else ""))
+        else:
+            _log(f"starting {run_dir} ({info['model']['parameters']:,} parameters, {precision})")
+    if resume is not None and runs.checkpoint_step(resume) >= experiment.train.max_steps:
+        _log(f"{run_dir} already reached max_steps {experiment.train.max_steps}; nothing to train")
+        return _finish(run_dir, experiment, "completed", 0, evaluate_at_end and rank == 0, resume)
+    if _StopFlag.signum:  # signalled while preparing: nothing new to save
+        return _finish(run_dir, experiment, "interrupted", EXIT_REQUEUE, False, resume)
+
+    show = sys.stderr.isatty() and rank == 0
+    args = training_arguments(experiment, run_dir, precision, show)
+    t = experiment.train
+    eval_rows = len(data.test) if t.eval_rows is None else min(t.eval_rows, len(data.test))
+    eval_set = torch.utils.data.Subset(data.test, range(eval_rows)) if t.eval_steps else None
+    tokens_per_step = t.batch_size * t.gradient_accumulation_steps * args.world_size * experiment.data.context
+    StopOnSignal, MetricsWriter = _make_callbacks()
+    stopper = StopOnSignal()
+    trainer = _make_trainer_class()(
+        model=model, args=args, train_dataset=data.train, eval_dataset=eval_set,
+        callbacks=[stopper, MetricsWriter(run_dir, tokens_per_step, show=not show)],
+        keep_checkpoints=t.save_total_limit,
+    )
+    if not show:
+        from transformers.trainer_callback import PrinterCallback
+
+        trainer.remove_callback(PrinterCallback)  # MetricsWriter prints one line per logging step instead
+    try:
+        trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+    except BaseException as exc:
+        if rank == 0:
+            runs.update_run(run_dir, status="failed", end=time.time(), error=f"{type(exc).__name__}: {exc}")
+        raise
+    if trainer.state.global_step >= t.max_steps:
+        last = runs.checkpoints(run_dir)[0]
+        return _finish(run_dir, experiment, "completed", 0, evaluate_at_end and rank == 0, last[-1] if last else None)
+    why = signal.Signals(stopper.stopped_by).name if stopper.stopped_by else "stop"
+    _log(f"{why}: saved checkpoint-{trainer.state.global_step} in {run_dir}; exiting {EXIT_REQUEUE} to be requeued")
+    return _finish(run_dir, experiment, "interrupted", EXIT_REQUEUE, False, None)
+
+
+def _finish(run_dir: Path, experiment: Experiment, status: str, code: int, evaluate: bool,
+            checkpoint: Path | None) -> int:
+    if world()[0] == 0:
+        runs.update_run(run_dir, status=status, end=time.time())
+        if evaluate and checkpoint is not None:
+            from memorymodels.evaluate import evaluate_run, format_table
+
+            result = evaluate_run(run_dir, checkpoint=checkpoint)
+            print(format_table(result), flush=True)
+        _log(f"{status}: {run_dir}")
+    return code
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m memorymodels.train", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--experiment", required=True, help="experiment YAML (configs/experiments/NAME.yaml)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a dotted key, e.g. --set train.max_steps=20 (repeatable)")
+    parser.add_argument("--run-dir", type=Path, help="train in this directory (default: derived from the config)")
+    parser.add_argument("--no-eval", action="store_true", help="skip the evaluation table at the end")
+    args = parser.parse_args(argv)
+    try:
+        experiment = load_experiment(args.experiment, args.overrides)
+        command = [sys.executable, "-m", "memorymodels.train", *(argv if argv is not None else sys.argv[1:])]
+        return train(experiment, args.run_dir, command=command, evaluate_at_end=not args.no_eval)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,51 @@
+"""Shared fixtures: a tiny tokenizer and pretokenized stdlib-small data, made once per test session."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+PYTHON = sys.executable
+
+
+@pytest.fixture(scope="session")
+def tiny_data(tmp_path_factory):
+    """(tokenizer_dir, data_dir) for stdlib-small, vocabulary 300, context 32 (packed rows)."""
+    from memorymodels.data.pretokenize import pretokenize
+    from memorymodels.data.tokenizer import train_tokenizer
+
+    root = tmp_path_factory.mktemp("tiny_data")
+    tokenizer = train_tokenizer("stdlib-small", 300, root / "tokenizer")
+    pretokenize("stdlib-small", tokenizer, root / "data", context=32, mode="packed")
+    return root / "tokenizer", root / "data"
+
+
+@pytest.fixture
+def write_experiment(tiny_data, tmp_path):
+    """Write an experiment YAML on the tiny data (debug autoencoder) with train overrides; returns its path."""
+
+    def write(name="exp", root=None, model=None, **train):
+        tokenizer, data = tiny_data
+        config = {
+            "model": model or {"name": "autoencoding_mixer", "preset": "debug"},
+            "data": {"tokenizer": str(tokenizer), "train_dir": str(data), "context": 32},
+            "train": {"learning_rate": 3e-3, "warmup_steps": 2, "max_steps": 12, "batch_size": 8, "eval_steps": 0,
+                      "save_steps": 1000, "logging_steps": 1, "save_total_limit": 2, **train},
+            "output": {"checkpoint_root": str(root or tmp_path / "runs")},
+        }
+        path = tmp_path / f"{name}.yaml"
+        path.write_text(yaml.safe_dump(config))
+        return path
+
+    return write
+
+
+def run_module(*args, timeout=180, env=None, **kwargs):
+    """Run ``python -m ARGS`` from the repository root; returns the CompletedProcess."""
+    full_env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1", **(env or {})}
+    return subprocess.run([PYTHON, "-m", *args], cwd=REPO, capture_output=True, text=True, timeout=timeout,
+                          env=full_env, **kwargs)
