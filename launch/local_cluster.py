@@ -43,6 +43,7 @@ MULTINODE_PARTITION = "multinode"
 TERMINAL_STATES = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL", "PREEMPTED",
                    "BOOT_FAIL", "DEADLINE", "REVOKED", "SPECIAL_EXIT"}
 HOSTS_MARKER = "# memorymodels-local-cluster"
+NET_LOCK_DIR = Path("/run/lock/memorymodels-local-cluster")
 
 
 class ClusterError(RuntimeError):
@@ -390,7 +391,9 @@ def _start_munged(lay: Layout) -> None:
         tmp.write_bytes(os.urandom(1024))
         os.chmod(tmp, 0o400)
         os.replace(tmp, key)
-    _spawn([_which("munged"), f"--socket={lay.munge_socket}", f"--key-file={key}",
+    # --force: run even when a directory above the socket is not searchable by all (a 0700 home or pytest's
+    # tmp_path); every client of this cluster runs as root, so nothing is lost.
+    _spawn([_which("munged"), "--force", f"--socket={lay.munge_socket}", f"--key-file={key}",
             f"--pid-file={lay.run}/munged.pid", f"--log-file={lay.log}/munged.log",
             f"--seed-file={lay.state}/munge-key/munged.seed"], lay.log / "munged.out", _daemon_env(lay))
     _wait_for("munged", lambda: _munge_works(lay), 20, lay.log / "munged.log")
@@ -583,20 +586,20 @@ def up(*, accounting: bool = True, nodes: int | None = None, state: Path | None 
         settings = _init_settings(state)
         old = Layout(state, dict(settings))
         want_nodes = nodes if nodes is not None else (2 if settings.get("net") else 1)
-        if want_nodes == 2:
-            settings["net"] = settings.get("net") or _net_plan(state)
-        else:
-            settings.pop("net", None)
-        settings["accounting"] = accounting
-        _save_settings(state, settings)  # before creating anything, so that `down` knows what to remove
-        lay = Layout(state, settings)
-
-        for node in set(old.nodes()) - set(lay.nodes()):
-            _stop(old, f"slurmd {node}")
-        if old.net and not lay.net:
-            _net_down(old.net, state)
-        if lay.net:
-            _net_up(lay.net, state)
+        with _locked(NET_LOCK_DIR):  # two clusters planning their networks at once would pick the same subnet
+            if want_nodes == 2:
+                settings["net"] = settings.get("net") or _net_plan(state)
+            else:
+                settings.pop("net", None)
+            settings["accounting"] = accounting
+            _save_settings(state, settings)  # before creating anything, so that `down` knows what to remove
+            lay = Layout(state, settings)
+            for node in set(old.nodes()) - set(lay.nodes()):
+                _stop(old, f"slurmd {node}")
+            if old.net and not lay.net:
+                _net_down(old.net, state)
+            if lay.net:
+                _net_up(lay.net, state)
 
         Path(state / "plugstack.conf").touch()
         conf_changed = _write_atomic(lay.conf, slurm_conf_text(lay, accounting))
@@ -653,7 +656,8 @@ def down(state: Path | None = None) -> None:
         for name in [f"slurmd {n}" for n in lay.nodes()] + ["slurmctld", "slurmdbd", "mariadbd", "munged"]:
             _stop(lay, name)
         if lay.net:
-            _net_down(lay.net, state)
+            with _locked(NET_LOCK_DIR):
+                _net_down(lay.net, state)
             settings.pop("net")
             _save_settings(state, settings)
 
