@@ -102,11 +102,11 @@ def explain_reason(reason: str | None) -> str:
         reason = reason[1:-1]
     if reason in REASONS:
         return REASONS[reason]
-    for prefix, who in (("QOS", "the QOS"), ("Assoc", "your account")):
+    for prefix, who in (("QOS", "the QOS's"), ("Assoc", "your account's")):
         if reason.startswith(prefix):
-            limit = re.sub(r"^(QOS|Assoc|Association)(Grp|Max)?", "", reason)
-            limit = re.sub(r"(?<=[a-z])(?=[A-Z])", " ", limit).lower() or "a"
-            return f"{who} limit reached ({limit})"
+            limit = re.sub(r"^(QOS|Association|Assoc)(Grp|Max)?|Limit$", "", reason)
+            words = re.sub(r"(?<=[a-z])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])", " ", limit).lower()
+            return f"{who} limit on {words or 'jobs'} is reached"
     return reason
 
 
@@ -244,7 +244,12 @@ def parse_sacct(text: str, fields=SACCT_FIELDS) -> tuple[dict[str, dict], dict[s
                 ranges.setdefault(base, []).append((tasks, record))
             continue
         previous = records.get(job_id)
-        record["restarts"] = 0 if previous is None else previous["restarts"] + 1
+        if previous is not None:  # another start of a requeued job: the latest submission is the current one
+            record["restarts"] = previous["restarts"] + 1
+            if (record["submit"] or 0) < (previous["submit"] or 0):
+                record = dict(previous, restarts=record["restarts"])
+        else:
+            record["restarts"] = 0
         records[job_id] = record
     return records, ranges, bad
 
@@ -318,11 +323,6 @@ class Snapshot:
 
 class SlurmError(RuntimeError):
     """A Slurm command failed or did not answer; the message names the command and its error output."""
-
-
-def state_dir() -> Path:
-    """The project's state directory (``$MEMORYMODELS_STATE`` or ``.state/`` in the repository)."""
-    return Path(os.environ.get("MEMORYMODELS_STATE") or REPO / ".state")
 
 
 def slurm_env() -> dict[str, str]:
@@ -399,8 +399,9 @@ def _journal_jobs(path: Path) -> tuple[float, list[dict]]:
     submission = str(data.get("submission_id") or path.stem)
     sweep = data.get("sweep") if data.get("kind") == "sweep" else None
     sweep_name = None
-    if sweep is not None:
-        sweep_name = str((sweep or {}).get("name") or submission) if isinstance(sweep, dict) else submission
+    if data.get("kind") == "sweep":
+        sweep = sweep if isinstance(sweep, dict) else {}
+        sweep_name = str(sweep.get("name") or (Path(sweep["file"]).stem if sweep.get("file") else submission))
     executor = str(data.get("executor") or data.get("scheduler") or "").lower()
     jobs = []
     for job in data.get("jobs") or []:
@@ -408,15 +409,19 @@ def _journal_jobs(path: Path) -> tuple[float, list[dict]]:
         if not job_id:
             continue
         job_executor = str(job.get("executor") or executor).lower()
+        local = not JOB_ID.match(job_id) or job_executor in LOCAL_EXECUTORS
+        pid = job.get("pid")
+        if local and pid is None and job_id.isdigit():
+            pid = int(job_id)  # submitit's local executor uses the process id as the job id
         run_dir = job.get("run_dir")
         if run_dir and not Path(run_dir).is_absolute():
             run_dir = str(REPO / run_dir)
         jobs.append({
             "job_id": job_id, "name": str(job.get("name") or ""), "run_dir": run_dir,
             "cell": job.get("cell") if isinstance(job.get("cell"), dict) else None,
-            "stdout": job.get("stdout"), "stderr": job.get("stderr"), "pid": job.get("pid"),
+            "stdout": job.get("stdout"), "stderr": job.get("stderr"), "pid": pid,
             "submission": submission, "sweep": sweep_name, "profile": data.get("profile"),
-            "slurm": bool(JOB_ID.match(job_id)) and job_executor not in LOCAL_EXECUTORS,
+            "slurm": not local,
         })
     return _epoch(data.get("created")) or path.stat().st_mtime, jobs
 
@@ -526,7 +531,11 @@ class Collector:
         if accounting not in ("auto", "on", "off"):
             raise ValueError(f"accounting={accounting!r} (or $MEMORYMODELS_SACCT): use auto, on or off")
         self.all_jobs, self.accounting, self.since = all_jobs, accounting, since
-        self.journal_dir = Path(journal_dir) if journal_dir else state_dir() / "journal"
+        if journal_dir is None:
+            from launch.journal import journal_dir as default_journal_dir
+
+            journal_dir = default_journal_dir()
+        self.journal_dir = Path(journal_dir)
         self.user = user or getpass.getuser()
         self.failure_tails, self.tail_lines = failure_tails, tail_lines
         self._run = run or (lambda argv: run_slurm(argv, env=slurm_env(), timeout=timeout))

@@ -1,0 +1,206 @@
+"""Job collection for the dashboard: parsers replaying output captured from the real local Slurm
+(``tests/launch/fixtures``, re-record with ``python tests/launch/fixtures/record.py``), then the collector against the
+live cluster with every kind of job, with accounting disabled for the collector, and with the cluster's accounting
+really off (last: it restarts the shared cluster's controller and restores accounting)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from launch.queue import (Collector, SlurmError, expand_array, explain_reason, infer_state, normalize_state,
+                          parse_duration, parse_sacct, parse_squeue, read_journal, squeue_command)
+
+FIXTURES = Path(__file__).parent / "fixtures"
+RECORDED = json.loads((FIXTURES / "jobs.json").read_text())
+IDS = RECORDED["jobs"]
+
+
+# ---------------------------------------------------------------- parsing (replayed real output)
+
+
+def test_squeue_fixture_every_kind_of_queued_job():
+    records, bad = parse_squeue((FIXTURES / "squeue.txt").read_text())
+    assert bad == 0
+    assert records[IDS["running"]]["state"] == "RUNNING"
+    assert records[IDS["running"]]["node"] and records[IDS["running"]]["time_limit_s"] == 1800
+    assert records[IDS["running"]]["elapsed_s"] > 0
+    assert (records[IDS["held"]]["state"], records[IDS["held"]]["reason"]) == ("PENDING", "JobHeldUser")
+    assert records[IDS["begin_later"]]["reason"] == "BeginTime"
+    assert records[IDS["dependency"]]["reason"] == "Dependency"
+    assert records[IDS["requeued"]]["restarts"] == 1
+    array = IDS["array_held"]
+    assert [f"{array}_{i}" in records for i in range(10)] == [True] * 10  # -r: one line per task
+    for finished in ("completed", "failed", "timeout", "cancelled_running", "cancelled_pending"):
+        assert IDS[finished] not in records
+
+
+def test_squeue_without_r_gives_one_line_per_array_which_is_expanded():
+    expanded, _ = parse_squeue((FIXTURES / "squeue.txt").read_text())
+    collapsed, bad = parse_squeue((FIXTURES / "squeue_unexpanded.txt").read_text())
+    assert bad == 0
+    assert collapsed.keys() == expanded.keys()  # '0-9%2' became tasks 0..9
+
+
+def test_sacct_fixture_finished_states_requeue_records_and_array_ranges():
+    records, ranges, bad = parse_sacct((FIXTURES / "sacct.txt").read_text())
+    assert bad == 0
+    expected = {key: value for key, value in RECORDED["expected"].items() if not key.startswith("array")}
+    assert {key: records[IDS[key]]["state"] for key in expected} == expected
+    assert records[IDS["failed"]]["exit_code"] == "3:0"
+    assert records[IDS["timeout"]]["time_limit_s"] == 60 and records[IDS["timeout"]]["elapsed_s"] >= 60
+    assert records[IDS["requeued"]]["restarts"] == 1 and records[IDS["completed"]]["restarts"] == 0
+    mixed = [records[f"{IDS['array_mixed']}_{i}"]["state"] for i in range(4)]
+    assert ",".join(mixed) == RECORDED["expected"]["array_mixed"]
+    assert ranges[IDS["array_held"]][0][0] == list(range(10))  # 'N_[0-9%2]': tasks that never started
+
+
+def test_parsers_survive_odd_lines_and_other_slurm_versions():
+    sep = "\x1f"
+    text = "\n".join([
+        "garbage",
+        sep.join(["7", "7", "N/A", "R", "None", "1-02:03:04", "INVALID", "n1", "", "N/A", "name|with\x1fseps"]),
+        sep.join(["8", "8", "N/A", "FUTURE_STATE", "(null)", "", "UNLIMITED", "", "x", "N/A", "a"]),
+        sep.join(["9", "9", "[1-3,5]", "PD", "QOSMaxGRESPerUser", "0:00", "5", "", "0", "N/A", "arr"]),
+    ])
+    records, bad = parse_squeue(text)
+    assert bad == 1
+    assert records["7"]["state"] == "RUNNING" and records["7"]["elapsed_s"] == 93784
+    assert records["7"]["time_limit_s"] is None and records["7"]["slurm_name"] == "name|with\x1fseps"
+    assert records["8"]["state"] == "FUTURE_STATE" and records["8"]["restarts"] is None
+    assert sorted(records) == ["7", "8", "9_1", "9_2", "9_3", "9_5"] and records["9_1"]["time_limit_s"] == 300
+    sacct = "1|1|COMPLETED|0:0\n2|2|FAILED|1:0|00:00:01|UNLIMITED|n1|None|x|y|z|name|with|bars\n3.batch|3|X|" \
+            + "|" * 10
+    records, _, bad = parse_sacct(sacct)
+    assert bad == 1 and list(records) == ["2"] and records["2"]["slurm_name"] == "name|with|bars"
+
+
+def test_words_durations_states_arrays():
+    assert explain_reason("Priority") == "waiting behind higher-priority jobs"
+    assert explain_reason("(JobHeldUser)").startswith("held by you")
+    assert explain_reason("QOSMaxGRESPerUser") == "the QOS's limit on gres per user is reached"
+    assert explain_reason("AssocGrpCPURunMinutesLimit") == "your account's limit on cpu run minutes is reached"
+    assert explain_reason("SomethingNew") == "SomethingNew" and explain_reason("None") == ""
+    assert [parse_duration(t) for t in ("1-00:00:00", "02:03:04", "3:04", "5", "UNLIMITED", "Partition_Limit")] \
+        == [86400, 7384, 184, 300, None, None]
+    assert [normalize_state(s) for s in ("CANCELLED by 0", "PD", "completed", "", "RUNNING+")] \
+        == ["CANCELLED", "PENDING", "COMPLETED", "UNKNOWN", "RUNNING"]
+    assert expand_array("[0-6:3,10]") == [0, 3, 6, 10] and expand_array("x") is None
+
+
+def test_finished_state_inferred_from_slurmstepd_lines_and_run_json():
+    logs = FIXTURES / "logs"
+    assert infer_state({}, [logs / "cancelled_running.out"])[0] == "CANCELLED"
+    assert infer_state({"status": "running"}, [None, logs / "timeout.out"])[0] == "TIMEOUT"
+    assert infer_state({"status": "completed"}, [logs / "completed.out"])[0] == "COMPLETED"
+    assert infer_state({"status": "failed"}, [logs / "failed.out"])[0] == "FAILED"
+    assert infer_state({"status": "interrupted"}, [])[0] == "INTERRUPTED"
+    state, words = infer_state({}, [logs / "missing.out"])
+    assert state == "UNKNOWN" and "never started" in words
+
+
+# ---------------------------------------------------------------- the collector on replayed output
+
+
+def write_journal(folder: Path, submission: str, jobs: list[dict], *, sweep: dict | None = None,
+                  created: float | None = None) -> None:
+    """A journal file in the documented format (what launch/journal.py's record() writes)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    data = {"submission_id": submission, "created": created or time.time(), "profile": "local-slurm",
+            "kind": "sweep" if sweep is not None else "job", "sweep": sweep,
+            "jobs": [{"cell": None, "stdout": None, "stderr": None, **job} for job in jobs]}
+    (folder / f"{submission}.json").write_text(json.dumps(data))
+
+
+class Replay:
+    """Answers the collector's Slurm calls with captured output and counts them."""
+
+    def __init__(self, sacct: str | Exception | None = None):
+        self.calls: list[str] = []
+        self.sacct = (FIXTURES / "sacct.txt").read_text() if sacct is None else sacct
+        self.squeue: str | Exception = (FIXTURES / "squeue.txt").read_text()
+
+    def __call__(self, argv: list[str]) -> str:
+        self.calls.append(argv[0])
+        answer = self.squeue if argv[0] == "squeue" else self.sacct
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+
+def fixture_journal(folder: Path) -> None:
+    jobs = [{"job_id": IDS[k], "name": k, "run_dir": f"/nonexistent/{k}"} for k in RECORDED["expected"]
+            if not k.startswith("array")]
+    jobs[1]["stderr"] = str(FIXTURES / "logs" / "failed.out")
+    write_journal(folder, "s1", jobs)
+    cells = [{"job_id": f"{IDS['array_mixed']}_{i}", "name": f"cell{i}", "run_dir": f"/nonexistent/m{i}",
+              "cell": {"train.learning_rate": 10.0 ** -i}} for i in range(4)]
+    cells += [{"job_id": f"{IDS['array_held']}_{i}", "name": f"held{i}", "run_dir": f"/nonexistent/h{i}"}
+              for i in range(10)]
+    write_journal(folder, "s2", cells, sweep={"name": "lr", "file": "sweeps/lr.yaml"})
+
+
+def test_collector_one_squeue_one_sacct_then_finished_jobs_are_cached(tmp_path):
+    fixture_journal(tmp_path / "journal")
+    replay = Replay()
+    collector = Collector(journal_dir=tmp_path / "journal", run=replay, accounting="auto")
+    snapshot = collector.refresh()
+    assert replay.calls == ["squeue", "sacct"] and snapshot.calls == {"squeue": 1, "sacct": 1}
+    by_name = {row.name: row for row in snapshot.rows}
+    for key, state in RECORDED["expected"].items():
+        if not key.startswith("array"):
+            assert by_name[key].state == state, key
+    assert by_name["held"].reason_text.startswith("held by you")
+    assert by_name["requeued"].restarts == 1
+    assert [by_name[f"cell{i}"].state for i in range(4)] == ["COMPLETED", "FAILED", "COMPLETED", "FAILED"]
+    assert {by_name[f"held{i}"].state for i in range(10)} == {"PENDING"}
+    assert by_name["failed"].log_tail == ["RuntimeError: loss is nan"]
+    [sweep] = snapshot.sweeps
+    assert (sweep.name, sweep.total, sweep.counts) == ("lr", 14, {"COMPLETED": 2, "FAILED": 2, "PENDING": 10})
+    collector.refresh()  # the finished jobs are known now, the others are queued: no sacct call
+    assert replay.calls[2:] == ["squeue"]
+
+
+def test_collector_without_accounting_makes_no_sacct_call(tmp_path, monkeypatch):
+    fixture_journal(tmp_path / "journal")
+    replay = Replay()
+    monkeypatch.setenv("MEMORYMODELS_SACCT", "off")
+    snapshot = Collector(journal_dir=tmp_path / "journal", run=replay).refresh()
+    assert replay.calls == ["squeue"] and not snapshot.accounting
+    by_name = {row.name: row for row in snapshot.rows}
+    assert by_name["running"].state == "RUNNING"
+    assert by_name["completed"].state == "UNKNOWN" and by_name["completed"].source == "rundir"
+
+
+def test_collector_falls_back_when_sacct_fails_and_marks_stale_when_squeue_fails(tmp_path):
+    fixture_journal(tmp_path / "journal")
+    replay = Replay(sacct=SlurmError("sacct exited with 1: sacct: error: Slurm accounting storage is disabled"))
+    collector = Collector(journal_dir=tmp_path / "journal", run=replay)
+    first = collector.refresh()
+    assert not first.accounting and any("accounting storage is disabled" in w for w in first.warnings)
+    assert collector.refresh().calls == {"squeue": 1, "sacct": 0}  # not asked again for a minute
+    replay.squeue = SlurmError("squeue: no answer from the controller within 20 s")
+    stale = collector.refresh()
+    assert stale.stale and "no answer" in stale.error
+    assert [r.state for r in stale.rows] == [r.state for r in first.rows]  # the last good rows
+    fresh = Collector(journal_dir=tmp_path / "journal", run=replay).refresh()  # no good data yet: states unknown
+    assert fresh.stale and {r.state for r in fresh.rows} == {"UNKNOWN"} and len(fresh.rows) == len(first.rows)
+
+
+def test_journal_unreadable_file_is_a_warning_and_local_jobs_are_recognised(tmp_path):
+    folder = tmp_path / "journal"
+    write_journal(folder, "a", [{"job_id": "4242", "name": "here", "run_dir": "runs/x", "executor": "local"}])
+    (folder / "broken.json").write_text("{")
+    jobs, warnings = read_journal(folder)
+    assert len(jobs) == 1 and not jobs[0]["slurm"] and jobs[0]["pid"] == 4242
+    assert Path(jobs[0]["run_dir"]).is_absolute()
+    assert len(warnings) == 1 and "broken.json" in warnings[0] and "fix or remove" in warnings[0]
+
+
+def test_squeue_command_is_one_call_expanding_arrays():
+    argv = squeue_command("me")
+    assert argv[:3] == ["squeue", "-r", "-h"] and "-O" in argv and argv[argv.index("-u") + 1] == "me"
