@@ -56,37 +56,36 @@ class SweepConfig:
     """Dotted key -> list of values, all lists the same length; taken in parallel (one value of each per cell)."""
     cells: list[dict[str, Any]] = field(default_factory=list)
     """Explicit override sets (``{model.compression: 2}``), crossed with ``grid`` and ``zip``."""
-    source: str = "sweep"
-    """The file this sweep was read from (set by ``load_sweep``; not a key of the file)."""
+    source: str = field(default="<dict>", init=False, compare=False, repr=False)
+    """The file this sweep was read from, named in errors (set by ``load_sweep``)."""
 
     def __post_init__(self):
-        src = self.source
         if not self.experiment:
-            raise ConfigError(f"{src}: 'experiment' is required: the base experiment file, "
-                              f"e.g. experiment: configs/experiments/debug.yaml")
+            raise ConfigError("'experiment' is required: the base experiment file, "
+                              "e.g. experiment: configs/experiments/debug.yaml")
         if self.name is not None and not re.fullmatch(r"[A-Za-z0-9._+=-]+", self.name):
-            raise ConfigError(f"{src}: 'name: {self.name}' must be a non-empty folder name of letters, digits, "
+            raise ConfigError(f"'name: {self.name}' must be a non-empty folder name of letters, digits, "
                               f"'.', '_', '+', '=' or '-'")
         for section in ("overrides", "grid", "zip"):
             for key in getattr(self, section):
-                _check_key(src, section, key)
+                _check_key(section, key)
         for key, values in {**self.grid, **self.zip}.items():
             section = "grid" if key in self.grid else "zip"
             if not isinstance(values, list) or not values:
-                raise ConfigError(f"{src}: '{section}.{key}' must be a non-empty list of values, got {values!r}")
+                raise ConfigError(f"'{section}.{key}' must be a non-empty list of values, got {values!r}")
         lengths = {key: len(values) for key, values in self.zip.items()}
         if len(set(lengths.values())) > 1:
             listed = ", ".join(f"{k} ({n})" for k, n in lengths.items())
-            raise ConfigError(f"{src}: the 'zip' lists must all have the same length; got {listed}")
-        _check_disjoint(src, [("overrides", self.overrides), ("grid", self.grid), ("zip", self.zip)])
+            raise ConfigError(f"the 'zip' lists must all have the same length; got {listed}")
+        _check_disjoint([("overrides", self.overrides), ("grid", self.grid), ("zip", self.zip)])
         axis_keys = set(self.overrides) | set(self.grid) | set(self.zip)
         for i, cell in enumerate(self.cells):
             if not isinstance(cell, dict):
-                raise ConfigError(f"{src}: 'cells[{i}]' must be a mapping of dotted keys to values, got {cell!r}")
+                raise ConfigError(f"'cells[{i}]' must be a mapping of dotted keys to values, got {cell!r}")
             for key in cell:
-                _check_key(src, f"cells[{i}]", key)
+                _check_key(f"cells[{i}]", key)
                 if key in axis_keys:
-                    raise ConfigError(f"{src}: 'cells[{i}].{key}' is also set in overrides, grid or zip; "
+                    raise ConfigError(f"'cells[{i}].{key}' is also set in overrides, grid or zip; "
                                       f"set each key in one place")
 
     @property
@@ -98,24 +97,27 @@ class SweepConfig:
         return keys
 
 
-def _check_key(src: str, section: str, key: Any) -> None:
+def _check_key(section: str, key: Any) -> None:
     if not isinstance(key, str) or "." not in key or not all(key.split(".")):
-        raise ConfigError(f"{src}: '{section}' key {key!r} must be a dotted config key such as 'model.kernel'")
+        raise ConfigError(f"'{section}' key {key!r} must be a dotted config key such as 'model.params.kernel'")
 
 
-def _check_disjoint(src: str, sections: list[tuple[str, dict]]) -> None:
+def _check_disjoint(sections: list[tuple[str, dict]]) -> None:
     for (a, da), (b, db) in itertools.combinations(sections, 2):
         both = sorted(set(da) & set(db))
         if both:
-            raise ConfigError(f"{src}: '{both[0]}' is in both '{a}' and '{b}'; set each key in one place")
+            raise ConfigError(f"'{both[0]}' is in both '{a}' and '{b}'; set each key in one place")
 
 
 def load_sweep(path: str | Path) -> SweepConfig:
     """Read and check a sweep file; errors are ConfigErrors naming the file and the key."""
-    data = load_yaml(path)
-    if "source" in data:
-        raise ConfigError(f"{path}: 'source' is not a sweep key (it is set to the file's path when loading)")
-    sweep = from_dict(SweepConfig, {**data, "source": str(path)}, source=str(path))
+    source = str(path)
+    try:
+        sweep = from_dict(SweepConfig, load_yaml(path), source=source)
+    except ConfigError as exc:
+        message = str(exc)
+        raise ConfigError(message if message.startswith(source) else f"{source}: {message}") from None
+    sweep.source = source
     if sweep.name is None:
         sweep.name = Path(path).stem
     return sweep
@@ -237,3 +239,272 @@ def sweep_summary(sweep: SweepConfig) -> dict:
     data["file"] = data.pop("source")
     data["axes"] = sweep.axes
     return data
+
+
+# ---- planning a submission ------------------------------------------------------------------------------------------
+
+
+@dataclass
+class SweepPlan:
+    """A whole sweep submission, decided before anything is submitted."""
+
+    sweep: SweepConfig
+    """The sweep file."""
+    profile: Any
+    """The resolved ``launch.profiles.Profile``."""
+    cells: list[Cell]
+    """Every cell, in sweep order (complete ones included)."""
+    jobs: list[Any]
+    """One ``launch.plan.JobPlan`` per cell (same order)."""
+    complete: list[int]
+    """Indices of cells whose run is complete (never run again)."""
+    arrays: list[list[int]]
+    """Indices of the cells to submit, one list per Slurm array (at most ``max_array_size`` each)."""
+    log_folder: Path
+    """submitit's folder for the sweep's arrays: pickles and ``%A_%a`` logs."""
+
+    @property
+    def root(self) -> Path:
+        """``<checkpoint root>/<sweep name>``: the folder of the cells' run directories."""
+        return self.log_folder.parent
+
+    def dry_run_json(self) -> dict:
+        return dry_run_json(self.cells, self.arrays)
+
+
+def checkpoint_root(sweep: SweepConfig, profile, overrides: list[str] = ()) -> Path:
+    """The checkpoint root the sweep's cells go under: the profile's, unless the sweep or ``--set`` say otherwise."""
+    from launch.plan import profile_experiment_overrides
+    from memorymodels.experiment import load_experiment
+
+    experiment = resolve_experiment_path(sweep).resolve()
+    items = profile_experiment_overrides(profile, experiment) + cell_items(sweep.overrides) + list(overrides)
+    return Path(load_experiment(experiment, items).output.checkpoint_root).resolve()
+
+
+def cell_items(overrides: dict[str, Any]) -> list[str]:
+    """``{"model.params.kernel": 2}`` -> ``["model.params.kernel=2"]`` (values spelled so YAML reads them back)."""
+    items = []
+    for key, value in overrides.items():
+        text = json.dumps(value) if isinstance(value, (list, dict, bool)) or value is None else str(value)
+        if isinstance(value, str) and _reads_back(text) != value:
+            text = json.dumps(value)  # quote strings YAML would read as something else ('1', 'null', 'a: b')
+        items.append(f"{key}={text}")
+    return items
+
+
+def _reads_back(text: str) -> Any:
+    from memorymodels.configuration import parse_override
+
+    return parse_override(f"k={text}")[1]
+
+
+def run_is_complete(run_dir: Path) -> bool:
+    """Whether ``run_dir`` holds a finished run (``run.json`` status ``completed``)."""
+    try:
+        info = json.loads((Path(run_dir) / "run.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(info, dict) and info.get("status") == "completed"
+
+
+def plan_sweep(sweep: SweepConfig, profile, *, overrides: list[str] = (), launcher: str | None = None,
+               nodes: int | None = None) -> SweepPlan:
+    """Plan every cell of ``sweep`` on ``profile`` and the arrays of the cells still to run. Reads files only.
+
+    ``overrides`` are experiment ``KEY=VALUE`` items from ``--set`` (applied in every cell, after the sweep's own
+    ``overrides``); setting an axis of the sweep there is an error.
+    """
+    from launch.plan import plan_job
+    from memorymodels.configuration import parse_override
+
+    experiment = resolve_experiment_path(sweep).resolve()
+    overrides = list(overrides)
+    for item in overrides:
+        key = parse_override(item)[0]
+        if key in sweep.axes:
+            raise ConfigError(f"--set {item}: '{key}' is an axis of {sweep.source}; every cell sets it")
+    common = cell_items(sweep.overrides) + overrides
+    root = checkpoint_root(sweep, profile, overrides)
+    cells = plan_cells(sweep, root)
+    log_folder = root / sweep.name / "slurm"
+    jobs = []
+    for cell in cells:
+        try:
+            jobs.append(plan_job(profile, experiment, overrides=common + cell_items(cell.overrides),
+                                 launcher=launcher, nodes=nodes, run_dir=cell.run_dir, log_folder=log_folder))
+        except ConfigError as exc:
+            raise ConfigError(f"{sweep.source}: cell {cell.index} ({', '.join(cell_items(cell.overrides))}): "
+                              f"{exc}") from None
+    complete = [c.index for c in cells if run_is_complete(c.run_dir)]
+    done = set(complete)
+    pending = [c.index for c in cells if c.index not in done]
+    return SweepPlan(sweep=sweep, profile=jobs[0].profile if jobs else profile, cells=cells, jobs=jobs,
+                     complete=complete, arrays=chunk(pending, profile.max_array_size), log_folder=log_folder)
+
+
+# ---- the journal and the live queue ---------------------------------------------------------------------------------
+
+
+def sweep_record(plan: SweepPlan) -> dict:
+    """The ``sweep`` field of the journal entry: the file's content plus every cell with its run directory."""
+    return {**sweep_summary(plan.sweep), "file": str(Path(plan.sweep.source).resolve()), "root": str(plan.root),
+            "cells": [{"index": c.index, **c.as_json()} for c in plan.cells], "complete": plan.complete}
+
+
+def find_submission(sweep: str) -> dict | None:
+    """The journal entry of a sweep: by submission id, or the latest submission of a sweep file; else None."""
+    from launch import journal
+
+    submissions = [s for s in journal.load_all() if s.get("kind") == "sweep" and isinstance(s.get("sweep"), dict)]
+    for submission in submissions:
+        if submission.get("submission_id") == sweep:
+            return submission
+    if not Path(sweep).is_file():
+        return None
+    path = str(Path(sweep).resolve())
+    matching = [s for s in submissions if s["sweep"].get("file") == path]
+    return matching[-1] if matching else None
+
+
+def journal_dir() -> Path:
+    from launch import journal
+
+    return journal.journal_dir()
+
+
+def active_cells(plan: SweepPlan) -> dict[int, str]:
+    """Cells of ``plan`` whose job from an earlier submission is still queued or running: index -> job id.
+
+    One ``squeue`` call (array tasks expanded); the journal maps job ids to run directories.
+    """
+    from launch import journal
+    from launch.cluster_info import run_slurm, slurm_environ
+
+    by_dir = {str(c.run_dir): c.index for c in plan.cells}
+    candidates: dict[str, int] = {}
+    for submission in journal.load_all():
+        for job in submission.get("jobs", []):
+            if job.get("run_dir") in by_dir and job.get("executor", "slurm") == "slurm":
+                candidates[str(job["job_id"])] = by_dir[job["run_dir"]]
+    if not candidates:
+        return {}
+    text = run_slurm(["squeue", "-h", "-r", "-o", "%i"], slurm_environ(plan.profile.slurm_conf))
+    queued = {line.strip() for line in text.splitlines() if line.strip()}
+    return {index: job_id for job_id, index in candidates.items() if job_id in queued}
+
+
+# ---- the command ----------------------------------------------------------------------------------------------------
+
+
+def run_sweep_command(args) -> int:
+    """``python launch/submit.py --sweep FILE [--profile P] [--set K=V] [--dry-run] [--json]``; returns the exit code.
+
+    ``args`` is submit.py's argparse namespace (``sweep``, ``profile``, ``overrides``, ``launcher``, ``nodes``,
+    ``dry_run``, ``json``, ``no_preflight``).
+    """
+    import sys
+
+    out = sys.stdout
+    try:
+        plan = plan_from_args(args)
+        if args.dry_run:
+            if getattr(args, "json", False):
+                print(json.dumps(plan.dry_run_json(), indent=1), file=out)
+            else:
+                print(describe(plan), file=out)
+            return 0
+        result = submit_sweep(plan, run_preflight=not getattr(args, "no_preflight", False),
+                              log=sys.stderr if getattr(args, "json", False) else out)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except Exception as exc:  # noqa: BLE001 - SubmitError / SlurmUnavailable carry the full story
+        if type(exc).__name__ not in ("SubmitError", "SlurmUnavailable"):
+            raise
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if getattr(args, "json", False):
+        print(json.dumps(result, indent=1), file=out)
+    return 0
+
+
+main = run_sweep_command  # launch/submit.py calls ``launch.sweeps.main(args)``
+
+
+def plan_from_args(args) -> SweepPlan:
+    """The sweep plan the command line asks for."""
+    from launch.plan import split_overrides
+    from launch.profiles import load_profile
+
+    sweep = load_sweep(args.sweep)
+    if getattr(args, "experiment", None):
+        raise ConfigError(f"--experiment {args.experiment}: a sweep names its experiment ({sweep.source}: "
+                          f"'experiment: {sweep.experiment}'); drop --experiment")
+    name = getattr(args, "profile", None) or sweep.profile
+    if not name:
+        from launch.profiles import list_profiles
+
+        raise ConfigError(f"{sweep.source}: no profile; pass --profile or set 'profile:' in the file "
+                          f"(profiles: {', '.join(list_profiles())})")
+    profile_items, experiment_items = split_overrides(getattr(args, "overrides", None) or [])
+    profile = load_profile(name, profile_items)
+    return plan_sweep(sweep, profile, overrides=experiment_items, launcher=getattr(args, "launcher", None),
+                      nodes=getattr(args, "nodes", None))
+
+
+def describe(plan: SweepPlan) -> str:
+    """The plan for people (``--dry-run`` without ``--json``)."""
+    n, todo = len(plan.cells), sum(len(a) for a in plan.arrays)
+    first = plan.jobs[0] if plan.jobs else None
+    lines = [f"sweep       {plan.sweep.name} ({plan.sweep.source}): {n} cells, {len(plan.complete)} complete, "
+             f"{todo} to submit in {len(plan.arrays)} array(s) of at most {plan.profile.max_array_size} "
+             f"(profile {plan.profile.name}, {plan.profile.array_parallelism} at once)",
+             f"experiment  {first.experiment if first else plan.sweep.experiment}",
+             f"run dirs    {plan.root}/<cell>", ""]
+    done = set(plan.complete)
+    for cell in plan.cells:
+        mark = "complete" if cell.index in done else "submit"
+        lines.append(f"  {cell.index:>4}  {mark:<8}  {cell.run_dir.name}")
+    if first is not None:
+        lines += ["", "# command of cell 0 (one per node)", first.command]
+    return "\n".join(lines)
+
+
+def submit_sweep(plan: SweepPlan, *, run_preflight: bool = True, log=None) -> dict:
+    """Submit the cells of ``plan`` that are neither complete nor already queued; one ``sbatch`` per array.
+
+    Returns ``{"sweep_id", "arrays": [{"job_id", "cells": [index, ...]}, ...]}`` (``sweep_id`` None and ``arrays``
+    empty when there is nothing to do) and records the submission in the journal (``kind: "sweep"``).
+    """
+    import sys
+
+    from launch.submit import submit_plans
+
+    log = log or sys.stdout
+    todo = [i for array in plan.arrays for i in array]
+    if todo and plan.profile.executor == "slurm":
+        busy = active_cells(plan)
+        if busy:
+            print(f"{len(busy)} cell(s) still queued or running from an earlier submission, not submitted again: "
+                  + ", ".join(f"{i} (job {j})" for i, j in sorted(busy.items())), file=log)
+            todo = [i for i in todo if i not in busy]
+    if not todo:
+        print(f"sweep {plan.sweep.name}: nothing to do: {len(plan.complete)} of {len(plan.cells)} cells complete, "
+              f"the rest queued or running. Report: python launch/sweep_report.py {plan.sweep.source}", file=log)
+        return {"sweep_id": None, "arrays": []}
+    submission = submit_plans([plan.jobs[i] for i in todo], kind="sweep", sweep=sweep_record(plan),
+                              cells=[plan.cells[i].overrides for i in todo],
+                              array_name=plan.sweep.name, run_preflight=run_preflight)
+    arrays: dict[str, list[int]] = {}
+    for i, job in zip(todo, submission["jobs"]):
+        arrays.setdefault(str(job["job_id"]).split("_")[0], []).append(i)
+    result = {"sweep_id": submission["submission_id"],
+              "arrays": [{"job_id": job_id, "cells": cells} for job_id, cells in arrays.items()]}
+    print(f"sweep {plan.sweep.name}: submitted {len(todo)} cell(s) in {len(arrays)} array(s) "
+          f"({', '.join(f'{j}: {len(c)} cells' for j, c in arrays.items())}); {len(plan.complete)} already complete",
+          file=log)
+    print(f"  run dirs  {plan.root}/<cell>\n  sweep id  {submission['submission_id']}\n"
+          f"  watch     python launch/status.py\n"
+          f"  report    python launch/sweep_report.py {submission['submission_id']}", file=log)
+    return result

@@ -1,0 +1,218 @@
+"""The results of a sweep: one row per cell with its axis values, state, steps, losses and bits per byte.
+
+    python launch/sweep_report.py sweeps/kernel_heads_debug.yaml              # latest submission of that file
+    python launch/sweep_report.py 20261127-211500-ab12cd                      # a submission id from the journal
+    python launch/sweep_report.py sweeps/kernel_heads_debug.yaml --plot model.kernel --metric eval_loss
+    python launch/sweep_report.py SWEEP --evaluate     # first run memorymodels.evaluate on complete cells
+
+It prints the table, writes it as CSV (``--csv``, default ``<sweep folder>/report.csv``) and, with ``--plot AXIS``,
+draws ``--metric`` against that axis, one line per combination of the other axes (default
+``<sweep folder>/<metric>_vs_<axis>.png``). A sweep file that was never submitted is read with ``--profile`` (or the
+file's ``profile``) to find its run directories.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from memorymodels.configuration import ConfigError
+
+METRICS = ("step", "max_steps", "loss", "eval_loss", "bits_per_byte")
+STATE_STYLE = {"completed": "green", "running": "cyan", "interrupted": "yellow", "failed": "red"}
+
+
+def read_cell(run_dir: Path) -> dict[str, Any]:
+    """State and final numbers of one cell's run directory (``run_progress`` plus ``eval.json``'s bits per byte)."""
+    row: dict[str, Any] = {m: None for m in METRICS}
+    if not (run_dir / "run.json").exists() and not (run_dir / "metrics.jsonl").exists():
+        return {**row, "status": "not started"}
+    from memorymodels.runs import run_progress
+
+    progress = run_progress(run_dir)
+    row.update({k: progress.get(k) for k in METRICS if k in progress})
+    row["status"] = progress.get("status") or "not started"  # run.json claimed at submission, no attempt yet
+    evaluation = _read_json(run_dir / "eval.json")
+    if evaluation:
+        row["bits_per_byte"] = evaluation.get("bits_per_byte")
+        if row["eval_loss"] is None:
+            row["eval_loss"] = evaluation.get("loss")
+    return row
+
+
+def _read_json(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def collect_rows(cells: list[dict], axes: list[str]) -> list[dict[str, Any]]:
+    """One row per cell (``{"index", "overrides", "run_dir"}`` mappings): axis values, then state and metrics."""
+    rows = []
+    for i, cell in enumerate(cells):
+        overrides = cell["overrides"]
+        row = {"cell": cell.get("index", i), **{a: overrides.get(a) for a in axes}}
+        row.update(read_cell(Path(cell["run_dir"])))
+        row["run_dir"] = str(cell["run_dir"])
+        rows.append(row)
+    return rows
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.4f}" if math.isfinite(value) else str(value)
+    return str(value)
+
+
+def render(rows: list[dict[str, Any]], axes: list[str], title: str = "") -> Table:
+    """The report table (pure: no files, no cluster)."""
+    table = Table(title=title or None)
+    table.add_column("cell", justify="right")
+    for axis in axes:
+        table.add_column(axis)
+    for col in ("state", "steps", "loss", "eval loss", "bits/byte"):
+        table.add_column(col, justify="left" if col == "state" else "right")
+    for row in rows:
+        steps = "-" if row["step"] is None else f"{row['step']}/{_fmt(row['max_steps'])}"
+        state = row["status"]
+        style = STATE_STYLE.get(state)
+        table.add_row(str(row["cell"]), *(_fmt(row[a]) for a in axes),
+                      f"[{style}]{state}[/]" if style else state, steps,
+                      _fmt(row["loss"]), _fmt(row["eval_loss"]), _fmt(row["bits_per_byte"]))
+    return table
+
+
+def write_csv(rows: list[dict[str, Any]], axes: list[str], path: Path) -> None:
+    """The rows as CSV (written to a temporary name, then renamed)."""
+    columns = ["cell", *axes, "status", *METRICS, "run_dir"]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    with tmp.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({c: "" if row.get(c) is None else _csv_value(row[c]) for c in columns})
+    os.replace(tmp, path)
+
+
+def _csv_value(value: Any) -> Any:
+    return json.dumps(value) if isinstance(value, (list, dict)) else value
+
+
+def plot(rows: list[dict[str, Any]], axes: list[str], axis: str, metric: str, path: Path) -> int:
+    """Draw ``metric`` against ``axis``, one line per combination of the other axes; returns the points drawn."""
+    if axis not in axes:
+        raise ConfigError(f"--plot {axis}: not an axis of this sweep; axes: {', '.join(axes)}")
+    if metric not in METRICS:
+        raise ConfigError(f"--metric {metric}: unknown metric; choose one of {', '.join(METRICS)}")
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    others = [a for a in axes if a != axis]
+    series: dict[str, list[tuple[Any, float]]] = {}
+    for row in rows:
+        if row[metric] is None or row[axis] is None:
+            continue
+        label = ", ".join(f"{a.rsplit('.', 1)[-1]}={_fmt(row[a])}" for a in others) or metric
+        series.setdefault(label, []).append((row[axis], float(row[metric])))
+    fig, ax = plt.subplots(figsize=(6, 4))
+    numeric = all(isinstance(x, (int, float)) for points in series.values() for x, _ in points)
+    categories = sorted({str(x) for points in series.values() for x, _ in points})
+    for label, points in series.items():
+        points.sort(key=lambda p: p[0] if numeric else str(p[0]))
+        xs = [x if numeric else categories.index(str(x)) for x, _ in points]
+        ax.plot(xs, [y for _, y in points], marker="o", label=label)
+    if not numeric:
+        ax.set_xticks(range(len(categories)), categories)
+    ax.set_xlabel(axis)
+    ax.set_ylabel(metric)
+    if len(series) > 1:
+        ax.legend(fontsize="small")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.stem + ".tmp" + path.suffix)
+    fig.savefig(tmp)
+    plt.close(fig)
+    os.replace(tmp, path)
+    return sum(len(p) for p in series.values())
+
+
+def evaluate_missing(rows: list[dict[str, Any]]) -> None:
+    """Run ``python -m memorymodels.evaluate`` on every completed cell that has no ``eval.json`` yet."""
+    for row in rows:
+        run_dir = Path(row["run_dir"])
+        if row["status"] == "completed" and not (run_dir / "eval.json").exists():
+            print(f"evaluating cell {row['cell']}: {run_dir}", file=sys.stderr)
+            subprocess.run([sys.executable, "-m", "memorymodels.evaluate", str(run_dir)], check=True,
+                           stdout=subprocess.DEVNULL)
+
+
+def load_cells(sweep: str, profile: str | None) -> tuple[str, list[str], list[dict]]:
+    """``(title, axes, cells)`` for a submission id or a sweep file (its latest submission, else planned afresh)."""
+    from launch import sweeps
+
+    record = sweeps.find_submission(sweep)
+    if record is not None:
+        info = record["sweep"]
+        return f"{info['name']} ({record['submission_id']})", info["axes"], info["cells"]
+    if not Path(sweep).is_file():
+        raise ConfigError(f"{sweep}: neither a sweep file nor a sweep submission id in the journal "
+                          f"({sweeps.journal_dir()}); list sweeps with: ls {sweeps.journal_dir()}")
+    from launch.profiles import load_profile
+
+    config = sweeps.load_sweep(sweep)
+    if not (profile or config.profile):
+        raise ConfigError(f"{sweep}: never submitted and no profile to find its run directories; pass --profile")
+    cells = sweeps.plan_cells(config, sweeps.checkpoint_root(config, load_profile(profile or config.profile)))
+    return f"{config.name} (not submitted)", config.axes, [{"index": c.index, **c.as_json()} for c in cells]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("sweep", help="a sweep file (sweeps/NAME.yaml) or a submission id from the journal")
+    parser.add_argument("--profile", help="profile giving the checkpoint root of a sweep file never submitted")
+    parser.add_argument("--csv", type=Path, help="CSV output (default <sweep folder>/report.csv)")
+    parser.add_argument("--plot", metavar="AXIS", help="plot --metric against this axis (a dotted key of the sweep)")
+    parser.add_argument("--metric", default="eval_loss", help=f"one of {', '.join(METRICS)} (default eval_loss)")
+    parser.add_argument("--out", type=Path, help="plot file (default <sweep folder>/<metric>_vs_<axis>.png)")
+    parser.add_argument("--evaluate", action="store_true", help="evaluate completed cells lacking eval.json first")
+    args = parser.parse_args(argv)
+    try:
+        title, axes, cells = load_cells(args.sweep, args.profile)
+        rows = collect_rows(cells, axes)
+        if args.evaluate:
+            evaluate_missing(rows)
+            rows = collect_rows(cells, axes)
+        folder = Path(cells[0]["run_dir"]).parent  # <checkpoint root>/<sweep name>
+        Console(width=max(100, 24 + 14 * len(axes) + 60)).print(render(rows, axes, title))
+        csv_path = args.csv or folder / "report.csv"
+        write_csv(rows, axes, csv_path)
+        print(f"csv: {csv_path}")
+        if args.plot:
+            out = args.out or folder / f"{args.metric}_vs_{args.plot.rsplit('.', 1)[-1]}.png"
+            points = plot(rows, axes, args.plot, args.metric, out)
+            print(f"plot: {out} ({points} points{'; no cell has this metric yet' if not points else ''})")
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
