@@ -3,7 +3,8 @@
     python -m memorymodels.evaluate runs/autoencoding_mixer_d256_n4_c128_b16x1_stdlib
     python -m memorymodels.evaluate RUN_DIR --checkpoint RUN_DIR/checkpoint-200 --rows 256 --embedding-bits 4
 
-For the held-out rows (the first ``--rows`` of the test split) it reports the model's cross entropy (nats/token),
+For the held-out rows (the first ``--rows`` of the test split, by default the run's ``train.eval_rows``, the same
+rows as the evaluations during training) it reports the model's cross entropy (nats/token),
 bits per byte = CE / ln 2 / (bytes per token of the held-out text, measured by decoding the rows), token accuracy
 (the seed's "hamming" metric: argmax == target over non-ignored targets), and for the same bytes the bits per byte of
 gzip -9, bz2 -9, xz -9 and zstd -19 (``8 * compressed / original``). Models that store a compressed embedding per row
@@ -165,6 +166,7 @@ def evaluate_run(run_dir: Path, *, checkpoint: Path | None = None, rows: int | N
     model = build(info["model"]["build"])
     load_checkpoint(model, checkpoint)
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    rows = rows if rows is not None else experiment.train.eval_rows  # the documented subset: the first rows
     rows = len(data.test) if rows is None else min(rows, len(data.test))
     scores = evaluate_model(model, data.test, rows=rows, batch_size=batch_size or experiment.train.batch_size,
                             device=device)
@@ -217,7 +219,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m memorymodels.evaluate", description=__doc__.split("\n\n")[0])
     parser.add_argument("run_dir", type=Path, help="a run directory (holding run.json)")
     parser.add_argument("--checkpoint", type=Path, help="checkpoint directory (default: the newest complete one)")
-    parser.add_argument("--rows", type=int, help="held-out rows to use (default: the whole test split)")
+    parser.add_argument("--rows", type=int, help="held-out rows to use, the first ones of the test split (default: "
+                                                 "the run's train.eval_rows; all when that is null)")
     parser.add_argument("--batch-size", type=int, help="rows per forward pass (default: train.batch_size)")
     parser.add_argument("--embedding-bits", type=int, default=8, help="bits per stored embedding value (default 8)")
     parser.add_argument("--device", help="cpu, cuda, cuda:1 (default: cuda when available)")

@@ -26,6 +26,7 @@ from pathlib import Path
 import torch
 
 from memorymodels.configuration import ConfigError
+from memorymodels.data.errors import DataError
 from memorymodels.experiment import REPO_ROOT, Experiment, identity, load_experiment, preset_params, state_dir
 from memorymodels import runs
 
@@ -60,7 +61,8 @@ def load_data(experiment: Experiment) -> Data:
     cfg = experiment.data
     if cfg.corpus is not None:
         prepared = prepare_data(cfg.corpus, vocab_size=cfg.vocab_size, context=cfg.context, mode=cfg.mode,
-                                padding_side=cfg.padding_side, cache_dir=state_dir() / "cache")
+                                padding_side=cfg.padding_side, cache_dir=state_dir() / "cache",
+                                progress=sys.stderr.isatty() and world()[0] == 0)
         tokenizer_dir, train_dir = Path(prepared.tokenizer_dir), Path(prepared.data_dir)
         test_dir = train_dir
     else:
@@ -417,7 +419,7 @@ def main(argv: list[str] | None = None) -> int:
         experiment = load_experiment(args.experiment, args.overrides)
         command = [sys.executable, "-m", "memorymodels.train", *(argv if argv is not None else sys.argv[1:])]
         return train(experiment, args.run_dir, command=command, evaluate_at_end=not args.no_eval)
-    except ConfigError as exc:
+    except (ConfigError, DataError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
 
