@@ -47,7 +47,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 # squeue --Format fields, in order; the name goes last because it is the one free-text field.
 SQUEUE_FIELDS = ("JobID", "ArrayJobID", "ArrayTaskID", "State", "Reason", "TimeUsed", "TimeLimit", "NodeList",
-                 "RestartCnt", "StartTime", "Name")
+                 "RestartCnt", "StartTime", "EndTime", "Name")
 SACCT_FIELDS = ("JobID", "JobIDRaw", "State", "ExitCode", "Elapsed", "Timelimit", "NodeList", "Reason", "Submit",
                 "Start", "End", "JobName")
 SEP = "\x1f"  # unit separator: never in a job name or a state
@@ -153,6 +153,11 @@ def expand_array(spec: str) -> list[int] | None:
     return tasks
 
 
+def _limit(seconds: float | None) -> float | None:
+    """A time limit; Slurm shows 'no limit' as 365 days in some places, which is None here."""
+    return None if seconds is None or seconds >= 365 * 86400 else seconds
+
+
 def _clean(value: str | None) -> str | None:
     value = (value or "").strip()
     return None if value in ("", "N/A", "(null)", "None", "Unknown") else value
@@ -179,10 +184,11 @@ def parse_squeue(text: str, fields=SQUEUE_FIELDS) -> tuple[dict[str, dict], int]
             "state": normalize_state(raw.get("State")),
             "reason": _clean(raw.get("Reason")),
             "elapsed_s": parse_duration(raw.get("TimeUsed")),
-            "time_limit_s": parse_duration(raw.get("TimeLimit")),
+            "time_limit_s": _limit(parse_duration(raw.get("TimeLimit"))),
             "node": _clean(raw.get("NodeList")),
             "restarts": int(raw["RestartCnt"]) if (raw.get("RestartCnt") or "").isdigit() else None,
             "start": parse_time(raw.get("StartTime")),
+            "end": parse_time(raw.get("EndTime")),
             "slurm_name": raw.get("Name"),
         }
         job_id, array_id, task = raw.get("JobID", ""), _clean(raw.get("ArrayJobID")), _clean(raw.get("ArrayTaskID"))
@@ -225,7 +231,7 @@ def parse_sacct(text: str, fields=SACCT_FIELDS) -> tuple[dict[str, dict], dict[s
             "state": normalize_state(raw.get("State")),
             "exit_code": _clean(raw.get("ExitCode")),
             "elapsed_s": parse_duration(raw.get("Elapsed")),
-            "time_limit_s": parse_duration(raw.get("Timelimit")),
+            "time_limit_s": _limit(parse_duration(raw.get("Timelimit"))),
             "node": _clean(raw.get("NodeList")),
             "reason": _clean(raw.get("Reason")),
             "submit": parse_time(raw.get("Submit")),
@@ -351,9 +357,12 @@ def run_slurm(argv: list[str], *, env: dict | None = None, timeout: float = 20.0
     return proc.stdout
 
 
-def squeue_command(user: str | None) -> list[str]:
+def squeue_command(user: str | None, states: str = "all") -> list[str]:
+    """``squeue`` for every job of ``user``, one line per array task (``-r``), fields ``SEP``-separated and uncut
+    (``:0``). ``states="all"`` includes jobs that ended within the controller's MinJobAge (5 minutes by default),
+    so recent endings are known without ``sacct``."""
     fmt = ",".join(f"{name}:0{SEP}" if name != SQUEUE_FIELDS[-1] else f"{name}:0" for name in SQUEUE_FIELDS)
-    return ["squeue", "-r", "-h", *(["-u", user] if user else []), "-O", fmt]
+    return ["squeue", "-r", "-h", "-t", states, *(["-u", user] if user else []), "-O", fmt]
 
 
 def sacct_command(job_ids: list[str] | None, user: str | None, since: str) -> list[str]:
@@ -521,16 +530,18 @@ class Collector:
 
     ``accounting``: "auto" (use ``sacct``; after it fails, use run directories and retry it a minute later), "on"
     (always try it), "off" (never call it). ``$MEMORYMODELS_SACCT=off`` sets "off" for every dashboard.
+    ``squeue_states``: "all" also lists jobs that ended within the controller's MinJobAge (no sacct needed for
+    them); "pending,running,completing" keeps the output small on busy clusters (then sacct tells the endings).
     ``run`` runs a Slurm command (argv -> stdout, raising SlurmError); tests replay captured output through it.
     """
 
     def __init__(self, *, all_jobs: bool = False, accounting: str | None = None, journal_dir: Path | None = None,
                  user: str | None = None, since: str = "now-1days", failure_tails: int = 5, tail_lines: int = 12,
-                 run: Callable[[list[str]], str] | None = None, timeout: float = 20.0):
+                 squeue_states: str = "all", run: Callable[[list[str]], str] | None = None, timeout: float = 20.0):
         accounting = accounting or os.environ.get("MEMORYMODELS_SACCT", "auto").lower()
         if accounting not in ("auto", "on", "off"):
             raise ValueError(f"accounting={accounting!r} (or $MEMORYMODELS_SACCT): use auto, on or off")
-        self.all_jobs, self.accounting, self.since = all_jobs, accounting, since
+        self.all_jobs, self.accounting, self.since, self.squeue_states = all_jobs, accounting, since, squeue_states
         if journal_dir is None:
             from launch.journal import journal_dir as default_journal_dir
 
@@ -540,7 +551,7 @@ class Collector:
         self.failure_tails, self.tail_lines = failure_tails, tail_lines
         self._run = run or (lambda argv: run_slurm(argv, env=slurm_env(), timeout=timeout))
         self._journal_cache: dict = {}
-        self._finished: dict[str, dict] = {}  # terminal sacct records: they never change
+        self._finished: dict[str, dict] = {}  # records in a terminal state: they never change
         self._sacct_retry_at = 0.0
         self.last: Snapshot | None = None
 
@@ -551,16 +562,18 @@ class Collector:
         calls = {"squeue": 0, "sacct": 0}
         try:
             calls["squeue"] += 1
-            queue, bad = parse_squeue(self._run(squeue_command(self.user)))
+            queue, bad = parse_squeue(self._run(squeue_command(self.user, self.squeue_states)))
         except SlurmError as exc:
             return self._stale(str(exc), jobs, warnings, calls, now)
         if bad:
             warnings.append(f"squeue: {bad} line(s) not understood (Slurm version?); those jobs are missing")
+        self._finished.update((k, dict(v, source="squeue")) for k, v in queue.items()
+                              if v["state"] in TERMINAL_STATES)
         accounted, ranges, accounting = self._accounting(jobs, queue, calls, warnings, now)
         rows = [self._journal_row(job, queue, accounted, ranges, accounting, now) for job in jobs]
         if self.all_jobs:
             known = {row.job_id for row in rows}
-            extra = {**{k: dict(v, source="sacct") for k, v in accounted.items()},
+            extra = {**{k: dict(v, source=v.get("source", "sacct")) for k, v in accounted.items()},
                      **{k: dict(v, source="squeue") for k, v in queue.items()}}
             rows += [self._slurm_row(job_id, record) for job_id, record in sorted(extra.items(), key=_id_order)
                      if job_id not in known]
@@ -601,7 +614,8 @@ class Collector:
         record = queue.get(job_id) if job["slurm"] else None
         source = "squeue"
         if record is None and job["slurm"]:
-            record, source = accounted.get(job_id) or _in_ranges(job_id, ranges), "sacct"
+            record = accounted.get(job_id) or _in_ranges(job_id, ranges)
+            source = record.get("source", "sacct") if record else "sacct"
         progress = run_progress(job["run_dir"])
         row = JobRow(job_id=job_id, state="UNKNOWN", name=job["name"], submission=job["submission"],
                      sweep=job["sweep"], cell=job["cell"], run_dir=job["run_dir"], stdout=job["stdout"],

@@ -24,7 +24,7 @@ IDS = RECORDED["jobs"]
 
 
 def test_squeue_fixture_every_kind_of_queued_job():
-    records, bad = parse_squeue((FIXTURES / "squeue.txt").read_text())
+    records, bad = parse_squeue((FIXTURES / "squeue_active.txt").read_text())
     assert bad == 0
     assert records[IDS["running"]]["state"] == "RUNNING"
     assert records[IDS["running"]]["node"] and records[IDS["running"]]["time_limit_s"] == 1800
@@ -39,8 +39,19 @@ def test_squeue_fixture_every_kind_of_queued_job():
         assert IDS[finished] not in records
 
 
+def test_squeue_all_states_includes_recent_endings():
+    records, bad = parse_squeue((FIXTURES / "squeue.txt").read_text())
+    assert bad == 0
+    expected = {key: value for key, value in RECORDED["expected"].items() if not key.startswith("array")}
+    assert {key: records[IDS[key]]["state"] for key in expected} == expected
+    mixed = [records[f"{IDS['array_mixed']}_{i}"]["state"] for i in range(4)]
+    assert ",".join(mixed) == RECORDED["expected"]["array_mixed"]
+    assert records[IDS["failed"]]["reason"] == "NonZeroExitCode" and records[IDS["completed"]]["end"] is not None
+    assert records[IDS["completed"]]["time_limit_s"] is None  # Slurm shows no limit as 365 days
+
+
 def test_squeue_without_r_gives_one_line_per_array_which_is_expanded():
-    expanded, _ = parse_squeue((FIXTURES / "squeue.txt").read_text())
+    expanded, _ = parse_squeue((FIXTURES / "squeue_active.txt").read_text())
     collapsed, bad = parse_squeue((FIXTURES / "squeue_unexpanded.txt").read_text())
     assert bad == 0
     assert collapsed.keys() == expanded.keys()  # '0-9%2' became tasks 0..9
@@ -63,9 +74,9 @@ def test_parsers_survive_odd_lines_and_other_slurm_versions():
     sep = "\x1f"
     text = "\n".join([
         "garbage",
-        sep.join(["7", "7", "N/A", "R", "None", "1-02:03:04", "INVALID", "n1", "", "N/A", "name|with\x1fseps"]),
-        sep.join(["8", "8", "N/A", "FUTURE_STATE", "(null)", "", "UNLIMITED", "", "x", "N/A", "a"]),
-        sep.join(["9", "9", "[1-3,5]", "PD", "QOSMaxGRESPerUser", "0:00", "5", "", "0", "N/A", "arr"]),
+        sep.join(["7", "7", "N/A", "R", "None", "1-02:03:04", "INVALID", "n1", "", "N/A", "N/A", "name|with\x1fseps"]),
+        sep.join(["8", "8", "N/A", "FUTURE_STATE", "(null)", "", "UNLIMITED", "", "x", "N/A", "N/A", "a"]),
+        sep.join(["9", "9", "[1-3,5]", "PD", "QOSMaxGRESPerUser", "0:00", "5", "", "0", "N/A", "N/A", "arr"]),
     ])
     records, bad = parse_squeue(text)
     assert bad == 1
@@ -119,10 +130,10 @@ def write_journal(folder: Path, submission: str, jobs: list[dict], *, sweep: dic
 class Replay:
     """Answers the collector's Slurm calls with captured output and counts them."""
 
-    def __init__(self, sacct: str | Exception | None = None):
+    def __init__(self, sacct: str | Exception | None = None, squeue: str = "squeue_active.txt"):
         self.calls: list[str] = []
         self.sacct = (FIXTURES / "sacct.txt").read_text() if sacct is None else sacct
-        self.squeue: str | Exception = (FIXTURES / "squeue.txt").read_text()
+        self.squeue: str | Exception = (FIXTURES / squeue).read_text()
 
     def __call__(self, argv: list[str]) -> str:
         self.calls.append(argv[0])
@@ -163,6 +174,16 @@ def test_collector_one_squeue_one_sacct_then_finished_jobs_are_cached(tmp_path):
     assert (sweep.name, sweep.total, sweep.counts) == ("lr", 14, {"COMPLETED": 2, "FAILED": 2, "PENDING": 10})
     collector.refresh()  # the finished jobs are known now, the others are queued: no sacct call
     assert replay.calls[2:] == ["squeue"]
+
+
+def test_collector_squeue_all_states_needs_no_sacct_for_recent_endings(tmp_path):
+    fixture_journal(tmp_path / "journal")
+    replay = Replay(squeue="squeue.txt")
+    snapshot = Collector(journal_dir=tmp_path / "journal", run=replay).refresh()
+    assert replay.calls == ["squeue"]
+    by_name = {row.name: row for row in snapshot.rows}
+    assert (by_name["failed"].state, by_name["timeout"].state) == ("FAILED", "TIMEOUT")
+    assert by_name["failed"].reason_text == "exited with a non-zero code"
 
 
 def test_collector_without_accounting_makes_no_sacct_call(tmp_path, monkeypatch):
