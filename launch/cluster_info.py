@@ -191,9 +191,10 @@ def parse_config(text: str) -> dict[str, Any]:
 
 
 def _mem_mb(text: str) -> int:
-    """``'480GB'`` / ``'1536MB'`` -> MB."""
+    """``'480G'`` / ``'1536M'`` (also ``GB``/``MB``, ``T``) -> MB."""
     number = float(re.match(r"[\d.]+", text).group())
-    return int(number * 1024) if text.upper().rstrip("B").endswith("G") else int(number)
+    unit = text.upper().rstrip("B")[-1:]
+    return int(number * {"T": 1024 * 1024, "G": 1024}.get(unit, 1))
 
 
 def check_plan(plan, info: ClusterInfo, array_size: int = 1) -> list[str]:

@@ -15,7 +15,7 @@ checkpoint and exited (code 75), and the task of node 0 then lets submitit reque
 The next attempt runs the same command; the trainer resumes from the newest complete checkpoint and records the job
 id chain and restart count in run.json.
 
-Every attempt leaves lines in ``RUN_DIR/launch.jsonl`` (start, signal with its reason, exit, requeue), so what
+Every attempt leaves lines in ``RUN_DIR/launch/events.jsonl`` (start, signal with its reason, exit, requeue), so what
 happened is told apart afterwards (:func:`describe_attempts`): timeout, preemption, node failure (an attempt that
 started and never reported an end) and program error (exit code and the last lines of the log).
 """
@@ -34,23 +34,23 @@ from typing import Any
 
 import submitit
 
-EVENTS = "launch.jsonl"
+EVENTS = "launch/events.jsonl"
 EXIT_REQUEUE = 75  # the trainer's code after a signal-triggered checkpoint (memorymodels.train.EXIT_REQUEUE)
 TIMEOUT_MARGIN_S = 90  # Slurm may deliver the --signal up to a minute early
 IGNORE_USR2 = 'trap "" USR2; exec '  # ignored dispositions survive exec and fork, down to every worker
 
 
 def record_event(run_dir: Path, event: str, **fields: Any) -> dict:
-    """Append one event line to ``RUN_DIR/launch.jsonl`` (a single write: lines from attempts never interleave)."""
+    """Append one event line to ``RUN_DIR/launch/events.jsonl`` (a single write: lines from attempts never interleave)."""
     entry = {"event": event, "time": time.time(), **fields}
-    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / EVENTS).parent.mkdir(parents=True, exist_ok=True)
     with open(run_dir / EVENTS, "a") as f:
         f.write(json.dumps(entry, sort_keys=True) + "\n")
     return entry
 
 
 def read_events(run_dir: str | Path) -> list[dict]:
-    """The events of ``RUN_DIR/launch.jsonl`` (oldest first); unreadable lines are skipped."""
+    """The events of ``RUN_DIR/launch/events.jsonl`` (oldest first); unreadable lines are skipped."""
     path = Path(run_dir) / EVENTS
     if not path.exists():
         return []
@@ -235,9 +235,10 @@ class NodeLaunch(submitit.helpers.Checkpointable):
         """The generated accelerate config, next to the run (written once per attempt, atomically)."""
         if self.accelerate_config is None:
             return
-        from launch.plan import ACCELERATE_CONFIG
+        from launch.plan import ACCELERATE_CONFIG, launch_dir
 
-        path = self.run_dir / ACCELERATE_CONFIG
+        path = launch_dir(self.run_dir) / ACCELERATE_CONFIG
+        path.parent.mkdir(parents=True, exist_ok=True)
         if not path.exists() or path.read_text() != self.accelerate_config:
             tmp = path.with_name(path.name + ".tmp")
             tmp.write_text(self.accelerate_config)

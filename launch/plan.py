@@ -36,9 +36,17 @@ from memorymodels.configuration import ConfigError, parse_override
 
 TEMPLATES = {"fsdp": REPO_ROOT / "configs" / "fsdp_config.yaml", "deepspeed": REPO_ROOT / "configs" / "zero_config.yaml"}
 DEFAULT_EXPERIMENT = REPO_ROOT / "configs" / "experiments" / "autoencoder.yaml"
+LAUNCH_DIR = "launch"
+"""The launcher's files inside a run directory: job.sbatch, accelerate_config.yaml, plan.json, events.jsonl and
+submitit's folder slurm/ (pickles and the job's stdout/stderr logs). The trainer owns everything else."""
 ACCELERATE_CONFIG = "accelerate_config.yaml"
 SBATCH_SCRIPT = "job.sbatch"
 LOG_FOLDER = "slurm"
+
+
+def launch_dir(run_dir: str | Path) -> Path:
+    """``RUN_DIR/launch``: where the launcher keeps its files for a run."""
+    return Path(run_dir) / LAUNCH_DIR
 MAX_TIMEOUT_REQUEUES = 100
 """How many times one run may be requeued after hitting its time limit (preemptions are not counted)."""
 
@@ -68,11 +76,11 @@ class JobPlan:
     sbatch: dict[str, Any]
     """Slurm parameters with submitit's names (``nodes``, ``gpus_per_node``, ``ntasks_per_node``, ...)."""
     script: str
-    """The sbatch script submitit submits for this job (also saved as RUN_DIR/job.sbatch)."""
+    """The sbatch script submitit submits for this job (also saved as RUN_DIR/launch/job.sbatch)."""
     command: str
     """The launch command one node runs (shell; uses $HEAD_NODE, $HEAD_PORT, $NODE_RANK set inside the job)."""
     accelerate_config: str | None
-    """The generated accelerate YAML (None for torchrun); saved as RUN_DIR/accelerate_config.yaml."""
+    """The generated accelerate YAML (None for torchrun); saved as RUN_DIR/launch/accelerate_config.yaml."""
     env: dict[str, str] = field(default_factory=dict)
     """Extra environment of the launch command."""
     time_limit_s: int = 0
@@ -149,7 +157,7 @@ def sbatch_parameters(profile: Profile, *, name: str, nodes: int) -> dict[str, A
     if profile.gpus_per_node:
         params["gpus_per_node"] = profile.gpus_per_node
     params.update({"cpus_per_task": profile.cpus_per_gpu * procs,
-                   "mem": f"{int(mem_gb)}GB" if mem_gb == int(mem_gb) else f"{int(mem_gb * 1024)}MB",
+                   "mem": f"{int(mem_gb)}G" if mem_gb == int(mem_gb) else f"{int(mem_gb * 1024)}M",  # Slurm 22.05 rejects "GB"
                    "time": profile.time_minutes,
                    "signal_delay_s": profile.signal_before_end_s,
                    "additional_parameters": {"requeue": True, **profile.sbatch_extra}})
@@ -187,7 +195,7 @@ def launch_command(profile: Profile, launcher: str, nodes: int, *, python: str, 
             rdzv = (f"--nnodes {nodes} --nproc_per_node {procs} --rdzv_backend c10d "
                     f"--rdzv_endpoint \"$HEAD_NODE:$HEAD_PORT\" --rdzv_id \"$RDZV_ID\"")
         return f"{q(python)} -m torch.distributed.run {rdzv} {train_args}"
-    config = run_dir / ACCELERATE_CONFIG
+    config = launch_dir(run_dir) / ACCELERATE_CONFIG
     mixed = "no" if profile.precision == "fp32" else profile.precision
     return (f"{q(python)} -m accelerate.commands.launch --config_file {q(str(config))} "
             f"--num_processes {nodes * procs} --num_machines {nodes} --machine_rank \"$NODE_RANK\" "
@@ -214,7 +222,7 @@ def plan_job(profile: Profile, experiment: str | Path | None = None, *, override
 
     ``overrides`` are experiment ``KEY=VALUE`` items (``--set`` without ``profile.``); ``launcher`` and ``nodes``
     replace the profile's defaults; ``run_dir`` replaces the derived run directory (sweeps name their cells' own);
-    ``log_folder`` replaces ``RUN_DIR/slurm``. Pure: reads files, never contacts the cluster.
+    ``log_folder`` replaces ``RUN_DIR/launch/slurm``. Pure: reads files, never contacts the cluster.
     """
     from memorymodels.experiment import load_experiment
     from memorymodels.runs import run_dir_for
@@ -237,7 +245,7 @@ def plan_job(profile: Profile, experiment: str | Path | None = None, *, override
     world = nodes * profile.procs_per_node
     run_dir = Path(run_dir).resolve() if run_dir is not None else run_dir_for(loaded, world).resolve()
     name = run_dir.name
-    log_folder = Path(log_folder) if log_folder is not None else run_dir / LOG_FOLDER
+    log_folder = Path(log_folder) if log_folder is not None else launch_dir(run_dir) / LOG_FOLDER
     python = python or sys.executable
     sbatch = sbatch_parameters(profile, name=name, nodes=nodes)
     return JobPlan(
