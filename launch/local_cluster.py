@@ -562,7 +562,11 @@ def _hosts_set(state: Path, entries: list[tuple[str, str]]) -> None:
 @contextlib.contextmanager
 def _locked(state: Path):
     """One `up`/`down` at a time per state directory (several test sessions may call `up` at once)."""
-    state.mkdir(parents=True, exist_ok=True)
+    try:
+        state.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise ClusterError(f"cannot create the state directory {state} ({err.strerror}); set MEMORYMODELS_STATE "
+                           "to a writable directory") from err
     with open(state / ".lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         yield

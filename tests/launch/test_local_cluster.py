@@ -59,8 +59,12 @@ def test_not_root_says_why_and_exits_non_zero():
     if os.geteuid() != 0:
         proc = _cli("up")
     else:
-        proc = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", *SCRIPT, "up"],
-                              capture_output=True, text=True, timeout=60, cwd="/")
+        as_nobody = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+        probe = subprocess.run(as_nobody + [sys.executable, "-c", "import launch.local_cluster"], capture_output=True,
+                               cwd="/")
+        if probe.returncode != 0:
+            pytest.skip(f"user nobody cannot run {sys.executable} here")
+        proc = subprocess.run(as_nobody + SCRIPT + ["up"], capture_output=True, text=True, timeout=60, cwd="/")
     assert proc.returncode == 1
     assert "must run as root" in proc.stderr
 
@@ -194,3 +198,43 @@ def test_down_removes_exactly_the_namespaces_links_and_hosts_entries_up_created(
     assert Path("/etc/hosts").read_text() == hosts_before
     # The shared two-node cluster still has its nodes.
     assert all(ns in _netns() for ns in (n["netns"] for n in multinode_cluster.net["nodes"]))
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# tests/conftest.py: where the cluster cannot start, Slurm tests skip with the reason, and fail under CI=true
+
+PROBE = '''
+import pytest
+
+@pytest.mark.gpu
+def test_needs_gpu():
+    import torch
+    assert torch.cuda.is_available()
+
+@pytest.mark.slurm
+def test_needs_slurm(slurm_cluster):
+    pass
+'''
+
+
+@pytest.mark.parametrize("ci", [False, True])
+def test_slurm_tests_skip_with_the_reason_where_the_cluster_cannot_start_and_fail_in_ci(ci, tmp_path):
+    (tmp_path / "test_probe.py").write_text(PROBE)
+    (tmp_path / "not-a-directory").write_text("")
+    env = {k: v for k, v in os.environ.items() if k not in ("CI", "SLURM_CONF")}
+    # A state directory that cannot be created: `up` fails the same way on every machine, root or not.
+    env.update(CI="true" if ci else "false", MEMORYMODELS_STATE=str(tmp_path / "not-a-directory" / "state"))
+    proc = subprocess.run([sys.executable, "-m", "pytest", "-p", "tests.conftest", "-p", "no:cacheprovider",
+                           "-c", str(REPO / "setup.cfg"), "-rs", f"--basetemp={tmp_path / 'tmp'}",
+                           str(tmp_path / "test_probe.py")], capture_output=True, text=True, timeout=120, cwd=REPO,
+                          env=env)
+    out = proc.stdout + proc.stderr
+    assert "the local Slurm cluster is not up: cannot create the state directory" in out, out
+    import torch
+
+    if not torch.cuda.is_available():
+        assert "needs a CUDA device" in out, out
+    if ci:
+        assert proc.returncode == 1 and "1 error" in out and "CI=true: Slurm tests must run" in out, out
+    else:
+        assert proc.returncode == 0 and "2 skipped" in out, out
