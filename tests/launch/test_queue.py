@@ -225,3 +225,197 @@ def test_journal_unreadable_file_is_a_warning_and_local_jobs_are_recognised(tmp_
 def test_squeue_command_is_one_call_expanding_arrays():
     argv = squeue_command("me")
     assert argv[:3] == ["squeue", "-r", "-h"] and "-O" in argv and argv[argv.index("-u") + 1] == "me"
+
+
+# ---------------------------------------------------------------- the collector against the real local Slurm
+
+JOB_SCRIPT = """#!/bin/bash
+# What the trainer leaves behind, in small: run.json with a status, a metrics line; a failure says why on stderr.
+run_dir=$1 status=$2 code=$3
+if [ -n "$SLURM_ARRAY_TASK_ID" ]; then
+  run_dir=$run_dir/$SLURM_ARRAY_TASK_ID
+  if [ $((SLURM_ARRAY_TASK_ID % 2)) = 0 ]; then status=completed code=0; else status=failed code=1; fi
+fi
+mkdir -p "$run_dir"
+echo "{\\"step\\": 20, \\"loss\\": 2.5, \\"eval_loss\\": 2.$((75 + ${SLURM_ARRAY_TASK_ID:-0})), \\"tokens_per_s\\": 1000, \\"time\\": $(date +%s)}" >> "$run_dir/metrics.jsonl"
+echo "{\\"status\\": \\"$status\\", \\"config\\": {\\"train\\": {\\"max_steps\\": 20}}}" > "$run_dir/run.json.tmp"
+mv "$run_dir/run.json.tmp" "$run_dir/run.json"
+if [ "$status" = failed ]; then echo "RuntimeError: loss is nan" >&2; fi
+exit $code
+"""
+
+
+def _slurm(*argv: str) -> str:
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, f"{' '.join(argv)}: {proc.stderr}"
+    return proc.stdout.strip()
+
+
+def _wait(what: str, check, timeout: float = 60.0) -> None:
+    deadline = time.time() + timeout
+    while not check():
+        assert time.time() < deadline, f"{what}: not within {timeout:.0f} s"
+        time.sleep(0.5)
+
+
+def _squeue_state(job_id: str) -> str:
+    return _slurm("squeue", "-h", "-t", "all", "-o", "%T", "-j", job_id)
+
+
+def _sacct_states(job_ids: list[str]) -> dict[str, str]:
+    out = _slurm("sacct", "-X", "-n", "-P", "-o", "JobID,State", "-j", ",".join(job_ids))
+    return dict(line.split("|", 1) for line in out.splitlines())
+
+
+def submit_every_kind(root: Path, accounting: bool = True) -> tuple[dict[str, str], Path]:
+    """Submit one job of each kind (and two arrays) to the cluster in SLURM_CONF; write their journal under root.
+
+    Returns ({kind: job id}, journal folder). The running ones sleep; callers cancel everything.
+    """
+    script = root / "job.sh"
+    script.write_text(JOB_SCRIPT)
+    logs, runs = root / "logs", root / "runs"
+    logs.mkdir()
+    ids: dict[str, str] = {}
+
+    def sbatch(kind: str, *args: str, wrap: str | None = None, run: tuple[str, str, str] = ()) -> None:
+        out = ["-o", str(logs / f"{kind}.out"), "-e", str(logs / f"{kind}.err")]
+        command = ["--wrap", wrap] if wrap else [str(script), str(runs / kind), *run]
+        ids[kind] = _slurm("sbatch", "--parsable", "-J", f"mm-status-{kind}", *out, *args, *command).split(";")[0]
+
+    try:
+        sbatch("completed", run=("completed", "0"))
+        sbatch("failed", run=("failed", "3"))
+        sbatch("running", "-t", "2", wrap="sleep 300")
+        sbatch("cancelled_running", wrap="sleep 300")
+        sbatch("requeued", "--requeue", wrap="sleep 300")
+        sbatch("held", "--hold", wrap="true")
+        sbatch("begin_later", "--begin=now+1hour", wrap="true")
+        sbatch("cancelled_pending", "--hold", wrap="true")
+        sbatch("array", "--array=0-3", "-o", str(logs / "array_%a.out"), "-e", str(logs / "array_%a.err"),
+               run=("from-task-id", "0"))
+        sbatch("array_held", "--hold", "--array=0-4", wrap="true")
+        for kind in ("running", "cancelled_running", "requeued"):
+            _wait(f"{kind} starts", lambda k=kind: _squeue_state(ids[k]) == "RUNNING")
+        _slurm("scancel", ids["cancelled_running"], ids["cancelled_pending"])
+        _slurm("scontrol", "requeue", ids["requeued"])
+        _slurm("scontrol", "hold", ids["requeued"])  # stays pending, restart count 1
+        ended = [ids[k] for k in ("completed", "failed", "cancelled_running")] + [f"{ids['array']}_{i}"
+                                                                                  for i in range(4)]
+        _wait("jobs end", lambda: all(_squeue_state(j) in ("COMPLETED", "FAILED", "CANCELLED") for j in ended)
+              and _squeue_state(ids["requeued"]) == "PENDING")
+        if accounting:  # the accounting record of a task lags its end by a moment
+            _wait("sacct records", lambda: set(ended) <= set(_sacct_states(ended)))
+    except BaseException:
+        subprocess.run(["scancel", *ids.values()], capture_output=True)
+        raise
+    # The running job's trainer: 1 step/s, 980 steps to go, 2-minute limit: it will not finish in this allocation.
+    now = time.time()
+    (runs / "running").mkdir(parents=True)
+    (runs / "running" / "run.json").write_text(json.dumps({"status": "running", "config": {"train": {"max_steps": 1000}}}))
+    (runs / "running" / "metrics.jsonl").write_text("".join(
+        json.dumps({"step": s, "loss": 4.0 - s / 100, "tokens_per_s": 5000.0, "time": now - 20 + s}) + "\n"
+        for s in (10, 20)))
+    journal = root / "journal"
+    singles = [k for k in ids if not k.startswith("array")]
+    write_journal(journal, "a-jobs", [{"job_id": ids[k], "name": k, "run_dir": str(runs / k),
+                                      "stdout": str(logs / f"{k}.out"), "stderr": str(logs / f"{k}.err")}
+                                     for k in singles], created=now - 2)
+    cells = [{"job_id": f"{ids['array']}_{i}", "name": f"cell{i}", "run_dir": str(runs / "array" / str(i)),
+              "cell": {"train.learning_rate": [1e-3, 3e-3, 1e-2, 3e-2][i]}, "stdout": str(logs / f"array_{i}.out"),
+              "stderr": str(logs / f"array_{i}.err")} for i in range(4)]
+    cells += [{"job_id": f"{ids['array_held']}_{i}", "name": f"held{i}", "run_dir": str(runs / "h" / str(i))}
+              for i in range(5)]
+    write_journal(journal, "b-sweep", cells, sweep={"name": "lr", "file": "sweeps/lr.yaml"}, created=now - 1)
+    return ids, journal
+
+
+@pytest.fixture(scope="module")
+def live(slurm_cluster, tmp_path_factory):
+    root = tmp_path_factory.mktemp("status-live")
+    ids, journal = submit_every_kind(root)
+    yield ids, journal
+    subprocess.run(["scancel", *ids.values()], capture_output=True)
+
+
+def check_rows(snapshot, *, inferred: bool = False) -> dict:
+    rows = {row.name: row for row in snapshot.rows}
+    assert (rows["running"].state, rows["running"].node is not None) == ("RUNNING", True)
+    assert rows["running"].eta_s == pytest.approx(980, abs=30) and rows["running"].eta_past_limit
+    assert rows["running"].time_limit_s == 120
+    assert (rows["held"].state, rows["held"].reason_text) == ("PENDING", "held by you (scontrol release JOBID)")
+    assert rows["begin_later"].reason_text == "its start time (--begin) is not reached yet"
+    assert (rows["requeued"].state, rows["requeued"].restarts) == ("PENDING", 1)
+    assert (rows["completed"].state, rows["completed"].step, rows["completed"].max_steps) == ("COMPLETED", 20, 20)
+    assert rows["failed"].state == "FAILED" and rows["failed"].log_tail == ["RuntimeError: loss is nan"]
+    assert rows["cancelled_running"].state == "CANCELLED"
+    assert rows["cancelled_pending"].state == ("UNKNOWN" if inferred else "CANCELLED")
+    assert [rows[f"cell{i}"].state for i in range(4)] == ["COMPLETED", "FAILED", "COMPLETED", "FAILED"]
+    assert {rows[f"held{i}"].state for i in range(5)} == {"PENDING"}
+    [sweep] = snapshot.sweeps
+    assert sweep.counts == {"COMPLETED": 2, "FAILED": 2, "PENDING": 5}
+    assert (sweep.best_eval_loss, sweep.best_cell) == (2.75, {"train.learning_rate": 1e-3})
+    return rows
+
+
+@pytest.mark.slurm
+def test_live_every_kind_of_job_one_squeue_call(live):
+    ids, journal = live
+    snapshot = Collector(journal_dir=journal).refresh()
+    assert snapshot.calls == {"squeue": 1, "sacct": 0} and not snapshot.stale  # endings are recent: squeue has them
+    rows = check_rows(snapshot)
+    assert rows["failed"].source == "squeue"
+
+
+@pytest.mark.slurm
+def test_live_endings_from_one_sacct_call(live):
+    ids, journal = live
+    collector = Collector(journal_dir=journal, squeue_states="pending,running,completing", accounting="on")
+    snapshot = collector.refresh()
+    assert snapshot.calls == {"squeue": 1, "sacct": 1} and snapshot.accounting
+    rows = check_rows(snapshot)
+    assert rows["failed"].source == "sacct" and rows["failed"].exit_code == "3:0"
+    assert collector.refresh().calls == {"squeue": 1, "sacct": 0}  # endings are final: asked once
+
+
+@pytest.mark.slurm
+def test_live_without_sacct_endings_come_from_run_dirs_and_logs(live, monkeypatch):
+    ids, journal = live
+    monkeypatch.setenv("MEMORYMODELS_SACCT", "off")
+    snapshot = Collector(journal_dir=journal, squeue_states="pending,running,completing").refresh()
+    assert snapshot.calls == {"squeue": 1, "sacct": 0} and not snapshot.accounting
+    rows = check_rows(snapshot, inferred=True)
+    assert rows["cancelled_running"].source == "rundir"  # from the slurmstepd line in its log
+    assert "never started" in rows["cancelled_pending"].reason_text
+
+
+@pytest.mark.slurm
+def test_live_cluster_without_accounting(slurm_cluster, tmp_path_factory, monkeypatch):
+    """A real cluster with accounting off: its own small cluster beside the shared one (a private state
+    directory, about a second to start), so the shared cluster's accounting is never switched off under others."""
+    import tempfile
+
+    from launch import local_cluster
+
+    state = Path(tempfile.mkdtemp(prefix="mm-noacct-"))
+    state.chmod(0o755)  # munged insists that every directory above its socket be searchable
+    try:
+        layout = local_cluster.up(accounting=False, state=state)
+        monkeypatch.setenv("SLURM_CONF", str(layout.conf))
+        with pytest.raises(AssertionError, match="accounting storage is disabled"):
+            _slurm("sacct", "-X", "-n")
+        ids, journal = submit_every_kind(tmp_path_factory.mktemp("status-noacct"), accounting=False)
+        try:
+            collector = Collector(journal_dir=journal, squeue_states="pending,running,completing")
+            snapshot = collector.refresh()
+            assert snapshot.calls == {"squeue": 1, "sacct": 1} and not snapshot.accounting
+            assert any("accounting storage is disabled" in w for w in snapshot.warnings)
+            check_rows(snapshot, inferred=True)
+            assert collector.refresh().calls == {"squeue": 1, "sacct": 0}  # sacct is not asked again at once
+        finally:
+            subprocess.run(["scancel", *ids.values()], capture_output=True)
+    finally:
+        local_cluster.down(state=state)
+        import shutil
+
+        shutil.rmtree(state, ignore_errors=True)
