@@ -134,6 +134,7 @@ def _read(path: Path) -> str:
 
 def _run(cmd: list[str], *, env: dict | None = None, check: bool = True, timeout: float = 60,
          input: str | None = None) -> subprocess.CompletedProcess:
+    cmd = [_which(cmd[0]) or cmd[0], *cmd[1:]]  # ip, slurmd & co. live in /usr/sbin, not always on PATH
     try:
         proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout, input=input)
     except subprocess.TimeoutExpired as err:
@@ -243,7 +244,7 @@ def _node_lines(lay: Layout) -> list[str]:
     # sleep or wait, and should run side by side rather than queue behind two cores.
     cpus = max(16, 4 * (os.cpu_count() or 1))
     memory = _machine_memory_mb() * 3 // 4
-    lines = [f"NodeName={lay.host} CPUs={cpus} RealMemory={memory} State=UNKNOWN",
+    lines = [f"NodeName={lay.host} NodeAddr=127.0.0.1 CPUs={cpus} RealMemory={memory} State=UNKNOWN",
              f"PartitionName=debug Nodes={lay.host} Default=YES MaxTime=INFINITE State=UP"]
     if lay.net:
         names = [n["name"] for n in lay.net["nodes"]]
@@ -257,7 +258,8 @@ def _node_lines(lay: Layout) -> list[str]:
 def slurm_conf_text(lay: Layout, accounting: bool) -> str:
     """The ``slurm.conf`` for this layout (pure; written by ``up``)."""
     s = lay.state
-    ctld_host = f"{lay.host}({lay.net['bridge_address']})" if lay.net else lay.host
+    # Explicit addresses: the host name need not resolve (some CI machines have no entry for it).
+    ctld_host = f"{lay.host}({lay.net['bridge_address'] if lay.net else '127.0.0.1'})"
     storage = "accounting_storage/slurmdbd" if accounting else "accounting_storage/none"
     lines = [
         "# Written by `python launch/local_cluster.py up`; rewritten on every `up`, do not edit.",
@@ -400,7 +402,7 @@ def _start_munged(lay: Layout) -> None:
 
 
 def _mysql(lay: Layout, sql: str, check: bool = True) -> subprocess.CompletedProcess:
-    return _run([_which("mariadb"), "--no-defaults", f"--socket={lay.mysql_socket}", "-uroot", "-e", sql],
+    return _run(["mariadb", "--no-defaults", f"--socket={lay.mysql_socket}", "-uroot", "-e", sql],
                 check=check, timeout=30)
 
 
@@ -427,7 +429,7 @@ def _start_mariadbd(lay: Layout) -> None:
 
 
 def _sacctmgr(lay: Layout, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-    return _run([_which("sacctmgr"), "-i", "-n", "-P", *args], env=_daemon_env(lay), check=check, timeout=30)
+    return _run(["sacctmgr", "-i", "-n", "-P", *args], env=_daemon_env(lay), check=check, timeout=30)
 
 
 def _start_slurmdbd(lay: Layout) -> None:
@@ -440,7 +442,7 @@ def _start_slurmdbd(lay: Layout) -> None:
 
 
 def _ctld_up(lay: Layout) -> bool:
-    proc = _run([_which("scontrol"), "ping"], env=_daemon_env(lay), check=False, timeout=15)
+    proc = _run(["scontrol", "ping"], env=_daemon_env(lay), check=False, timeout=15)
     return "is UP" in proc.stdout
 
 
@@ -465,13 +467,13 @@ def _start_slurmd(lay: Layout, node: str) -> None:
 
 
 def _node_ready(lay: Layout, node: str) -> bool:
-    proc = _run([_which("sinfo"), "-h", "-N", "-n", node, "-o", "%T"], env=_daemon_env(lay), check=False,
+    proc = _run(["sinfo", "-h", "-N", "-n", node, "-o", "%T"], env=_daemon_env(lay), check=False,
                 timeout=15)
     state = proc.stdout.strip().split("\n")[0] if proc.stdout.strip() else ""
     if state.endswith("*") or not state:
         return False
     if state.startswith(("down", "drain")):
-        _run([_which("scontrol"), "update", f"nodename={node}", "state=resume"], env=_daemon_env(lay), check=False)
+        _run(["scontrol", "update", f"nodename={node}", "state=resume"], env=_daemon_env(lay), check=False)
         return False
     return state not in ("unknown", "not_responding")
 
@@ -587,44 +589,52 @@ def up(*, accounting: bool = True, nodes: int | None = None, state: Path | None 
         # munged wants the socket's directories searchable by all, and the key's not writable by others.
         os.chmod(state, 0o755)
         (state / "munge-key").mkdir(mode=0o700, exist_ok=True)
-        settings = _init_settings(state)
-        old = Layout(state, dict(settings))
-        want_nodes = nodes if nodes is not None else (2 if settings.get("net") else 1)
-        with _locked(NET_LOCK_DIR):  # two clusters planning their networks at once would pick the same subnet
-            if want_nodes == 2:
-                settings["net"] = settings.get("net") or _net_plan(state)
-            else:
-                settings.pop("net", None)
-            settings["accounting"] = accounting
-            _save_settings(state, settings)  # before creating anything, so that `down` knows what to remove
-            lay = Layout(state, settings)
-            for node in set(old.nodes()) - set(lay.nodes()):
-                _stop(old, f"slurmd {node}")
-            if old.net and not lay.net:
-                _net_down(old.net, state)
-            if lay.net:
-                _net_up(lay.net, state)
-
-        Path(state / "plugstack.conf").touch()
+        lay = _configure_nodes(state, accounting, nodes)
+        (state / "plugstack.conf").touch()
         conf_changed = _write_atomic(lay.conf, slurm_conf_text(lay, accounting))
         dbd_changed = _write_atomic(lay.dbd_conf, slurmdbd_conf_text(lay), 0o600)
-        pids = lay.pidfiles()
-        _ensure(lay, "munged", _start_munged)
-        if accounting:
-            _ensure(lay, "mariadbd", _start_mariadbd)
-            _ensure(lay, "slurmdbd", _start_slurmdbd, restart=dbd_changed)
-        else:
-            _stop(lay, "slurmdbd")
-            _stop(lay, "mariadbd")
-        _ensure(lay, "slurmctld", _start_slurmctld, restart=conf_changed)
-        for node in lay.nodes():
-            _ensure(lay, f"slurmd {node}", lambda lay, node=node: _start_slurmd(lay, node), restart=conf_changed)
-        for node in lay.nodes():
-            _wait_for(f"node {node}", lambda node=node: _node_ready(lay, node), 60,
-                      lay.log / f"slurmd-{node}.log")
-        assert all(_pid_of(path, state) for name, path in pids.items() if accounting or name not in
-                   ("mariadbd", "slurmdbd"))
+        _start_daemons(lay, accounting, conf_changed, dbd_changed)
     return lay
+
+
+def _configure_nodes(state: Path, accounting: bool, nodes: int | None) -> Layout:
+    """Record the wanted mode in ``cluster.json`` and create (or remove) the namespace nodes' network."""
+    settings = _init_settings(state)
+    old = Layout(state, dict(settings))
+    want_nodes = nodes if nodes is not None else (2 if settings.get("net") else 1)
+    with _locked(NET_LOCK_DIR):  # two clusters planning their networks at once would pick the same subnet
+        if want_nodes == 2:
+            settings["net"] = settings.get("net") or _net_plan(state)
+        else:
+            settings.pop("net", None)
+        settings["accounting"] = accounting
+        _save_settings(state, settings)  # before creating anything, so that `down` knows what to remove
+        lay = Layout(state, settings)
+        for node in set(old.nodes()) - set(lay.nodes()):
+            _stop(old, f"slurmd {node}")
+        if old.net and not lay.net:
+            _net_down(old.net, state)
+        if lay.net:
+            _net_up(lay.net, state)
+    return lay
+
+
+def _start_daemons(lay: Layout, accounting: bool, conf_changed: bool, dbd_changed: bool) -> None:
+    _ensure(lay, "munged", _start_munged)
+    if accounting:
+        _ensure(lay, "mariadbd", _start_mariadbd)
+        _ensure(lay, "slurmdbd", _start_slurmdbd, restart=dbd_changed)
+    else:
+        _stop(lay, "slurmdbd")
+        _stop(lay, "mariadbd")
+    _ensure(lay, "slurmctld", _start_slurmctld, restart=conf_changed)
+    for node in lay.nodes():
+        _ensure(lay, f"slurmd {node}", lambda lay, node=node: _start_slurmd(lay, node), restart=conf_changed)
+    for node in lay.nodes():
+        _wait_for(f"node {node}", lambda node=node: _node_ready(lay, node), 60, lay.log / f"slurmd-{node}.log")
+    for name, pidfile in lay.pidfiles().items():
+        if (accounting or name not in ("mariadbd", "slurmdbd")) and _pid_of(pidfile, lay.state) is None:
+            raise ClusterError(f"{name} stopped right after it started; see the logs in {lay.log}")
 
 
 def _ensure(lay: Layout, name: str, start, restart: bool = False) -> None:
@@ -741,7 +751,7 @@ def _job_states(job_id: str, env: dict) -> tuple[dict[str, str], str]:
 # --------------------------------------------------------------------------------------------------------------------
 
 def _print_status(info: dict) -> None:
-    print(f"local Slurm cluster in {info['state']}")
+    print(f"local Slurm cluster in {info['state']}: {'up' if info['daemons'].get('slurmctld') else 'down'}")
     print(f"  SLURM_CONF={info['conf']}")
     if not info["daemons"]:
         print("  never started (run `python launch/local_cluster.py up`)")
