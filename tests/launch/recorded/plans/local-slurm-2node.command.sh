@@ -1,0 +1,1 @@
+/venv/bin/python -m torch.distributed.run --nnodes 2 --nproc_per_node 2 --rdzv_backend c10d --rdzv_endpoint "$HEAD_NODE:$HEAD_PORT" --rdzv_id "$RDZV_ID" -m memorymodels.train --experiment <EXPERIMENT> --run-dir /ckpt/autoencoding_mixer_d32_n2_c64_b8x4_stdlib-small-v512 --set train.precision=fp32 --set output.checkpoint_root=/ckpt

@@ -1,0 +1,185 @@
+"""Planning: every shipped profile plans; rendered scripts, commands and accelerate configs match recorded files.
+
+Re-record after an intended change with::
+
+    MEMORYMODELS_RECORD=1 .venv/bin/pytest tests/launch/test_plan.py -q
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from launch.plan import plan_job, sbatch_parameters, split_overrides
+from launch.profiles import REPO_ROOT, list_profiles, load_profile
+from memorymodels.configuration import ConfigError
+
+HERE = Path(__file__).parent
+RECORDED = HERE / "recorded" / "plans"
+EXPERIMENT = HERE / "recorded" / "experiment.yaml"
+RECORD = os.environ.get("MEMORYMODELS_RECORD") == "1"
+CKPT = "/ckpt"
+
+
+@pytest.fixture(autouse=True)
+def cluster_roots(monkeypatch):
+    """The GPU profiles' ${CHECKPOINT_ROOT:-...} and ${DATA_ROOT:-...} point at fixed, absent paths."""
+    monkeypatch.setenv("CHECKPOINT_ROOT", CKPT)
+    monkeypatch.setenv("DATA_ROOT", "/data")
+
+
+def plan(profile: str, *, launcher=None, nodes=None, profile_sets=(), sets=()):
+    overrides = [f"checkpoint_root={CKPT}", *profile_sets] if profile.startswith("local") else list(profile_sets)
+    return plan_job(load_profile(profile, overrides), EXPERIMENT, overrides=list(sets), launcher=launcher,
+                    nodes=nodes, python="/venv/bin/python")
+
+
+def normalize(text: str) -> str:
+    return text.replace(str(EXPERIMENT), "<EXPERIMENT>").replace(str(REPO_ROOT), "<ROOT>")
+
+
+def compare_recorded(name: str, text: str) -> None:
+    path = RECORDED / name
+    text = normalize(text)
+    if RECORD:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+        return
+    if not path.exists():
+        pytest.fail(f"{path} is not recorded yet; record it with MEMORYMODELS_RECORD=1 pytest {__file__}")
+    expected = path.read_text()
+    if text != expected:
+        diff = "".join(difflib.unified_diff(expected.splitlines(True), text.splitlines(True),
+                                            f"recorded/{name}", "rendered now"))
+        pytest.fail(f"rendered {name} differs from the recorded file:\n{diff}\nIf the change is intended, "
+                    f"re-record with: MEMORYMODELS_RECORD=1 .venv/bin/pytest {Path(__file__).relative_to(REPO_ROOT)}",
+                    pytrace=False)
+
+
+CASES = [  # (case name, profile, launcher, nodes)
+    ("v100x8-torchrun", "v100x8", "torchrun", 1),
+    ("v100x8-fsdp-2nodes", "v100x8", "fsdp", 2),
+    ("v100x4-deepspeed", "v100x4", "deepspeed", 1),
+    ("a100x8-fsdp", "a100x8", "fsdp", 1),
+    ("h100x8-torchrun-2nodes", "h100x8", "torchrun", 2),
+    ("h100x2-deepspeed-2nodes", "h100x2", "deepspeed", 2),
+    ("local-slurm", "local-slurm", None, None),
+    ("local-slurm-2node", "local-slurm-2node", None, None),
+    ("local", "local", None, None),
+]
+
+
+@pytest.mark.parametrize("case, profile, launcher, nodes", CASES, ids=[c[0] for c in CASES])
+def test_rendered_jobs_match_recorded(case, profile, launcher, nodes):
+    p = plan(profile, launcher=launcher, nodes=nodes)
+    compare_recorded(f"{case}.sbatch", p.script)
+    compare_recorded(f"{case}.command.sh", p.command + "\n")
+    if p.accelerate_config is not None:
+        compare_recorded(f"{case}.accelerate_config.yaml", p.accelerate_config)
+
+
+def test_every_shipped_profile_plans_with_each_launcher_it_allows():
+    for name in list_profiles():
+        profile = load_profile(name, [f"checkpoint_root={CKPT}"] if name.startswith("local") else [])
+        launchers = ["torchrun", "fsdp", "deepspeed"] if profile.gpu_type else ["torchrun"]
+        for launcher in launchers:
+            p = plan_job(profile, EXPERIMENT, launcher=launcher)
+            data = p.to_json()
+            assert set(data) == {"sbatch", "script", "command", "accelerate_config", "run_dir"}
+            assert (data["accelerate_config"] is None) == (launcher == "torchrun")
+            assert p.sbatch["ntasks_per_node"] == 1 and p.sbatch["nodes"] == p.nodes
+            assert str(p.run_dir).startswith(CKPT)
+            assert "--run-dir " + str(p.run_dir) in p.command
+
+
+def test_accelerate_config_counts_every_gpu_and_takes_the_profile_precision():
+    p = plan("v100x8", launcher="fsdp", nodes=2)
+    config = yaml.safe_load(p.accelerate_config)
+    assert (config["num_processes"], config["num_machines"], config["mixed_precision"]) == (16, 2, "fp16")
+    assert config["distributed_type"] == "FSDP" and "use_cpu" not in config
+    ds = yaml.safe_load(plan("h100x2", launcher="deepspeed", nodes=3).accelerate_config)
+    assert (ds["num_processes"], ds["num_machines"], ds["mixed_precision"]) == (6, 3, "bf16")
+    assert ds["deepspeed_config"]["zero_stage"] == 3 and "use_cpu" not in ds
+    # each node passes its own rank and the head node's address; the templates are untouched
+    assert '--machine_rank "$NODE_RANK"' in p.command and '--main_process_ip "$HEAD_NODE"' in p.command
+    assert "num_processes: 4" in (REPO_ROOT / "configs" / "fsdp_config.yaml").read_text()
+
+
+def test_torchrun_one_per_node_with_c10d_on_the_head_node():
+    p = plan("h100x8", nodes=2)
+    assert "--nnodes 2 --nproc_per_node 8 --rdzv_backend c10d" in p.command
+    assert '--rdzv_endpoint "$HEAD_NODE:$HEAD_PORT"' in p.command
+    assert p.sbatch["gpus_per_node"] == 8 and p.sbatch["cpus_per_task"] == 8 * 14
+    assert p.world_size == 16 and "_b8x16_" in p.run_dir.name  # the run name counts every process
+    single = plan("v100x8")
+    assert "--standalone --nnodes 1 --nproc_per_node 8" in single.command
+
+
+def test_sbatch_parameters_in_scheduler_terms():
+    profile = load_profile("v100x4", ["time_limit=90m", "account=lab", "qos=high", "sbatch_extra={exclusive: true}"])
+    params = sbatch_parameters(profile, name="job", nodes=3)
+    assert params["time"] == 90 and params["nodes"] == 3 and params["gpus_per_node"] == 4
+    assert params["mem"] == "240G" and params["cpus_per_task"] == 20
+    assert params["account"] == "lab" and params["qos"] == "high" and params["signal_delay_s"] == 300
+    assert params["additional_parameters"] == {"requeue": True, "exclusive": True}
+
+
+def test_set_rule_profile_then_experiment():
+    assert split_overrides(["profile.time_limit=2h", "train.max_steps=5"]) == (["time_limit=2h"],
+                                                                               ["train.max_steps=5"])
+    p = plan("v100x8", sets=["train.max_steps=7", "train.precision=fp32"])
+    # the profile's precision is set first, --set wins over it
+    assert p.overrides == ["train.precision=fp16", f"output.checkpoint_root={CKPT}", "train.max_steps=7",
+                           "train.precision=fp32"]
+    assert p.command.endswith("--set train.max_steps=7 --set train.precision=fp32")
+
+
+def test_relative_data_directories_live_under_data_root(tmp_path):
+    exp = tmp_path / "pretokenized.yaml"
+    exp.write_text("data: {tokenizer: tok8k, train_dir: fineweb-c512}\nmodel: {preset: debug}\n")
+    p = plan_job(load_profile("a100x8"), exp)
+    assert "data.tokenizer=/data/tok8k" in p.overrides and "data.train_dir=/data/fineweb-c512" in p.overrides
+
+
+def test_bad_flags_and_keys_name_what_to_fix():
+    with pytest.raises(ConfigError, match="--launcher fsdp: .*needs GPUs"):
+        plan("local-slurm", launcher="fsdp")
+    with pytest.raises(ConfigError, match="--nodes 2: .*impossible with 'executor: local'"):
+        plan("local", nodes=2)
+    with pytest.raises(ConfigError, match="unknown key 'train.max_step'; did you mean 'max_steps'"):
+        plan("v100x8", sets=["train.max_step=3"])
+    with pytest.raises(ConfigError, match="no such file"):
+        plan_job(load_profile("v100x8"), "configs/experiments/nope.yaml")
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "CHECKPOINT_ROOT": CKPT, "DATA_ROOT": "/data"}
+    return subprocess.run([sys.executable, "launch/submit.py", *args], cwd=REPO_ROOT, env=env, capture_output=True,
+                          text=True, timeout=120)
+
+
+def test_cli_dry_run_json_has_exactly_the_plan_keys():
+    out = run_cli("--profile", "a100x4", "--experiment", str(EXPERIMENT), "--launcher", "deepspeed", "--nodes", "2",
+                  "--set", "profile.time_limit=2h", "--dry-run", "--json")
+    assert out.returncode == 0, out.stderr
+    data = json.loads(out.stdout)
+    assert set(data) == {"sbatch", "script", "command", "accelerate_config", "run_dir"}
+    assert data["sbatch"]["time"] == 120 and "num_processes: 8" in data["accelerate_config"]
+
+
+def test_cli_errors_exit_2_with_the_message():
+    out = run_cli("--profile", "v100x9", "--dry-run")
+    assert out.returncode == 2 and "unknown profile 'v100x9'" in out.stderr and "v100x8" in out.stderr
+    out = run_cli("--profile", "v100x8", "--set", "profile.precision=bf16", "--dry-run")
+    assert out.returncode == 2 and "'precision: bf16' is not supported by V100 GPUs; use fp16" in out.stderr
+    out = run_cli("--profile", "v100x8", "--nodes", "0", "--dry-run")
+    assert out.returncode == 2 and "--nodes 0: must be 1 or more" in out.stderr
+    out = run_cli("--profile", "v100x8", "--launcher", "mpi", "--dry-run")
+    assert out.returncode == 2 and "invalid choice: 'mpi'" in out.stderr
