@@ -26,6 +26,7 @@ import dataclasses
 import hashlib
 import itertools
 import json
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -256,12 +257,14 @@ class SweepPlan:
     """Every cell, in sweep order (complete ones included)."""
     jobs: list[Any]
     """One ``launch.plan.JobPlan`` per cell (same order)."""
+    experiments: list[Any]
+    """One validated ``memorymodels.experiment.Experiment`` per cell (same order)."""
     complete: list[int]
     """Indices of cells whose run is complete (never run again)."""
     arrays: list[list[int]]
     """Indices of the cells to submit, one list per Slurm array (at most ``max_array_size`` each)."""
     log_folder: Path
-    """submitit's folder for the sweep's arrays: pickles and ``%A_%a`` logs."""
+    """Folder of the sweep's array logs (``<submission id>/array-K/%A_%a_0_log.out``)."""
 
     @property
     def root(self) -> Path:
@@ -283,12 +286,15 @@ def checkpoint_root(sweep: SweepConfig, profile, overrides: list[str] = ()) -> P
 
 
 def cell_items(overrides: dict[str, Any]) -> list[str]:
-    """``{"model.params.kernel": 2}`` -> ``["model.params.kernel=2"]`` (values spelled so YAML reads them back)."""
+    """``{"model.params.kernel": 2}`` -> ``["model.params.kernel=2"]``, spelled so ``--set`` reads the same value back."""
     items = []
     for key, value in overrides.items():
         text = json.dumps(value) if isinstance(value, (list, dict, bool)) or value is None else str(value)
-        if isinstance(value, str) and _reads_back(text) != value:
+        if isinstance(value, (str, float)) and _reads_back(text) != value:
             text = json.dumps(value)  # quote strings YAML would read as something else ('1', 'null', 'a: b')
+            if _reads_back(text) != value:
+                raise ConfigError(f"'{key}: {value!r}': cannot be passed to the trainer as --set {key}=...; "
+                                  f"write the value differently")
         items.append(f"{key}={text}")
     return items
 
@@ -313,7 +319,10 @@ def plan_sweep(sweep: SweepConfig, profile, *, overrides: list[str] = (), launch
     """Plan every cell of ``sweep`` on ``profile`` and the arrays of the cells still to run. Reads files only.
 
     ``overrides`` are experiment ``KEY=VALUE`` items from ``--set`` (applied in every cell, after the sweep's own
-    ``overrides``); setting an axis of the sweep there is an error.
+    ``overrides``); setting an axis of the sweep there is an error. Cell 0 is planned by ``launch.plan.plan_job``;
+    the others are that plan with the cell's overrides, run directory and command swapped in (the same result as
+    ``plan_job`` for each, which the tests check, at a fraction of the cost for thousands of cells); every cell's
+    experiment is still validated.
     """
     from launch.plan import plan_job
     from memorymodels.configuration import parse_override
@@ -327,20 +336,98 @@ def plan_sweep(sweep: SweepConfig, profile, *, overrides: list[str] = (), launch
     common = cell_items(sweep.overrides) + overrides
     root = checkpoint_root(sweep, profile, overrides)
     cells = plan_cells(sweep, root)
-    log_folder = root / sweep.name / "slurm"
-    jobs = []
+    jobs, experiments = [], []
+    template = base_items = base_data = None
     for cell in cells:
         try:
-            jobs.append(plan_job(profile, experiment, overrides=common + cell_items(cell.overrides),
-                                 launcher=launcher, nodes=nodes, run_dir=cell.run_dir, log_folder=log_folder))
+            items = cell_items(cell.overrides)
+            if template is None:
+                template = plan_job(profile, experiment, overrides=common + items, launcher=launcher, nodes=nodes,
+                                    run_dir=cell.run_dir)
+                base_items = template.overrides[:len(template.overrides) - len(items)]
+                base_data = _experiment_data(experiment, base_items)
+            jobs.append(cell_job(template, base_items + items, cell.run_dir))
+            experiments.append(_cell_experiment(base_data, cell.overrides, experiment, jobs[-1].overrides))
         except ConfigError as exc:
             raise ConfigError(f"{sweep.source}: cell {cell.index} ({', '.join(cell_items(cell.overrides))}): "
                               f"{exc}") from None
+    check_run_dirs(sweep, cells, jobs, experiments)
     complete = [c.index for c in cells if run_is_complete(c.run_dir)]
     done = set(complete)
     pending = [c.index for c in cells if c.index not in done]
-    return SweepPlan(sweep=sweep, profile=jobs[0].profile if jobs else profile, cells=cells, jobs=jobs,
-                     complete=complete, arrays=chunk(pending, profile.max_array_size), log_folder=log_folder)
+    return SweepPlan(sweep=sweep, profile=template.profile if template else profile, cells=cells, jobs=jobs,
+                     experiments=experiments, complete=complete, arrays=chunk(pending, profile.max_array_size),
+                     log_folder=root / sweep.name / "slurm-logs")
+
+
+def check_run_dirs(sweep: SweepConfig, cells: list[Cell], jobs: list, experiments: list) -> None:
+    """Refuse cells whose run directory holds a run of another config (the sweep changed since it ran there):
+    the trainer would refuse them one by one inside the job; here they are all named before anything is queued."""
+    from memorymodels.experiment import NOT_IDENTITY, experiment_dict, identity
+
+    ignored = {f"{section}.{key}" for section, keys in NOT_IDENTITY.items() for key in keys}
+    clashes = []
+    for cell, job, experiment in zip(cells, jobs, experiments):
+        try:
+            info = json.loads((cell.run_dir / "run.json").read_text())
+        except (OSError, ValueError):
+            continue
+        if info.get("identity") not in (None, identity(experiment, job.world_size)):
+            changed = [d for d in _differences(info.get("config") or {}, experiment_dict(experiment))
+                       if d.split(":", 1)[0] not in ignored]
+            clashes.append(f"cell {cell.index} ({cell.run_dir}): {'; '.join(changed[:3]) or 'world size'}")
+    if clashes:
+        raise ConfigError(f"{sweep.source}: {len(clashes)} cell(s) ran before with a different config; their run "
+                          f"directories cannot be reused. Give the sweep a new 'name:' to train them afresh, or move "
+                          f"those directories away:\n  " + "\n  ".join(clashes))
+
+
+def _differences(old: Any, new: Any, prefix: str = "") -> list[str]:
+    """Dotted keys whose values differ between two config mappings: ``train.max_steps: 6 -> 10``."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        out = []
+        for key in sorted(set(old) | set(new)):
+            out += _differences(old.get(key), new.get(key), f"{prefix}{key}.")
+        return out
+    return [] if old == new else [f"{prefix.rstrip('.')}: {old!r} -> {new!r}"]
+
+
+def _experiment_data(experiment: Path, items: list[str]) -> dict:
+    from memorymodels.configuration import apply_overrides, load_yaml
+
+    return apply_overrides(load_yaml(experiment), items)
+
+
+def _cell_experiment(base_data: dict, overrides: dict, experiment: Path, items: list[str]):
+    """The cell's validated Experiment (what ``load_experiment(experiment, items)`` returns, without re-reading)."""
+    from memorymodels.configuration import apply_overrides
+    from memorymodels.experiment import experiment_from_dict
+
+    source = f"{experiment} (with --set {' '.join(items)})"
+    return experiment_from_dict(apply_overrides(base_data, list(overrides.items())), source)
+
+
+def cell_job(template, overrides: list[str], run_dir: Path):
+    """``template`` (a JobPlan from ``plan_job``) for another cell: its overrides, run directory, name, command."""
+    from launch.plan import LOG_FOLDER, launch_command, launch_dir, render_sbatch
+
+    run_dir = Path(run_dir).resolve()
+    if run_dir == template.run_dir and overrides == template.overrides:
+        return template
+    log_folder = launch_dir(run_dir) / LOG_FOLDER
+    sbatch = {**template.sbatch, "job_name": run_dir.name}
+    python = template.command.split(" ", 1)[0]
+    return dataclasses.replace(
+        template, name=run_dir.name, overrides=list(overrides), run_dir=run_dir, log_folder=log_folder,
+        sbatch=sbatch, script=render_sbatch(sbatch, folder=log_folder, python=_unquote(python)),
+        command=launch_command(template.profile, template.launcher, template.nodes, python=_unquote(python),
+                               experiment=template.experiment, overrides=list(overrides), run_dir=run_dir))
+
+
+def _unquote(word: str) -> str:
+    import shlex
+
+    return shlex.split(word)[0]
 
 
 # ---- the journal and the live queue ---------------------------------------------------------------------------------
@@ -475,11 +562,12 @@ def submit_sweep(plan: SweepPlan, *, run_preflight: bool = True, log=None) -> di
     """Submit the cells of ``plan`` that are neither complete nor already queued; one ``sbatch`` per array.
 
     Returns ``{"sweep_id", "arrays": [{"job_id", "cells": [index, ...]}, ...]}`` (``sweep_id`` None and ``arrays``
-    empty when there is nothing to do) and records the submission in the journal (``kind: "sweep"``).
+    empty when there is nothing to do) and records the submission in the journal (``kind: "sweep"``, each job's
+    ``cell`` its overrides).
     """
     import sys
 
-    from launch.submit import submit_plans
+    from launch.submit import preflight, submit_plans
 
     log = log or sys.stdout
     todo = [i for array in plan.arrays for i in array]
@@ -493,9 +581,12 @@ def submit_sweep(plan: SweepPlan, *, run_preflight: bool = True, log=None) -> di
         print(f"sweep {plan.sweep.name}: nothing to do: {len(plan.complete)} of {len(plan.cells)} cells complete, "
               f"the rest queued or running. Report: python launch/sweep_report.py {plan.sweep.source}", file=log)
         return {"sweep_id": None, "arrays": []}
+    if run_preflight:
+        preflight(representatives(plan, todo), array_size=min(len(todo), plan.profile.max_array_size))
+    claim_run_dirs(plan, todo)
     submission = submit_plans([plan.jobs[i] for i in todo], kind="sweep", sweep=sweep_record(plan),
-                              cells=[plan.cells[i].overrides for i in todo],
-                              array_name=plan.sweep.name, run_preflight=run_preflight)
+                              cells=[plan.cells[i].overrides for i in todo], array_name=plan.sweep.name,
+                              log_root=plan.log_folder, run_preflight=False)
     arrays: dict[str, list[int]] = {}
     for i, job in zip(todo, submission["jobs"]):
         arrays.setdefault(str(job["job_id"]).split("_")[0], []).append(i)
@@ -504,7 +595,40 @@ def submit_sweep(plan: SweepPlan, *, run_preflight: bool = True, log=None) -> di
     print(f"sweep {plan.sweep.name}: submitted {len(todo)} cell(s) in {len(arrays)} array(s) "
           f"({', '.join(f'{j}: {len(c)} cells' for j, c in arrays.items())}); {len(plan.complete)} already complete",
           file=log)
-    print(f"  run dirs  {plan.root}/<cell>\n  sweep id  {submission['submission_id']}\n"
+    print(f"  run dirs  {plan.root}/<cell>\n  logs      {plan.log_folder}/{submission['submission_id']}/\n"
           f"  watch     python launch/status.py\n"
           f"  report    python launch/sweep_report.py {submission['submission_id']}", file=log)
     return result
+
+
+def representatives(plan: SweepPlan, todo: list[int]) -> list:
+    """The jobs the preflight must see: the first, and one per distinct data section (cells may vary the data);
+    the sbatch parameters and the checkpoint root are the same for every cell."""
+    seen, chosen = set(), []
+    for i in todo:
+        key = json.dumps(dataclasses.asdict(plan.experiments[i].data), sort_keys=True, default=str)
+        if key not in seen:
+            seen.add(key)
+            chosen.append(plan.jobs[i])
+    return chosen
+
+
+def claim_run_dirs(plan: SweepPlan, todo: list[int]) -> None:
+    """Write each new cell's stub ``run.json`` (identity and config, no status), as ``launch.submit.claim_run_dir``
+    does, from the experiment already validated in planning rather than by reading the experiment file again."""
+    import time
+
+    from memorymodels.experiment import experiment_dict, identity
+
+    for i in todo:
+        job, experiment = plan.jobs[i], plan.experiments[i]
+        path = job.run_dir / "run.json"
+        if path.exists():
+            continue
+        stub = {"identity": identity(experiment, job.world_size), "name": job.run_dir.name,
+                "config": experiment_dict(experiment), "source": experiment.source, "world_size": job.world_size,
+                "created": time.time(), "attempts": []}
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".run.json.tmp{os.getpid()}")
+        tmp.write_text(json.dumps(stub, indent=1, sort_keys=True, default=str))
+        tmp.replace(path)

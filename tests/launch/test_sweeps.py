@@ -107,3 +107,100 @@ def test_chunking_by_max_array_size():
     assert [len(a) for a in arrays] == [1001, 1001, 498]
     assert sum(arrays, []) == list(range(2500))
     assert chunk([], 5) == []
+
+
+# --- planning against the real launcher (pure: no cluster) -----------------------------------------------------------
+
+DEBUG = REPO / "configs" / "experiments" / "debug.yaml"
+
+
+def debug_sweep(tmp_path: Path, grid: dict, name: str = "abl", **extra) -> Path:
+    """A sweep over the debug experiment whose run directories go under ``tmp_path/runs``."""
+    overrides = {"train.max_steps": 4, "train.eval_steps": 0, "train.save_steps": 2, "train.logging_steps": 2,
+                 "train.warmup_steps": 1, "output.checkpoint_root": str(tmp_path / "runs")}
+    return write_sweep(tmp_path, {"experiment": str(DEBUG), "overrides": overrides, "grid": grid, **extra},
+                       f"{name}.yaml")
+
+
+def test_every_cell_plan_equals_plan_job(tmp_path):
+    from launch.plan import plan_job
+    from launch.profiles import load_profile
+    from launch.sweeps import cell_items, plan_sweep
+    from memorymodels.experiment import load_experiment
+
+    sweep = load_sweep(debug_sweep(tmp_path, {"model.params.kernel": [1, 2], "train.learning_rate": [1e-3, 2.5e-3]}))
+    profile = load_profile("local-slurm")
+    plan = plan_sweep(sweep, profile, overrides=["train.seed=3"])
+    assert len(plan.jobs) == 4 and plan.arrays == [[0, 1, 2, 3]] and plan.complete == []
+    for cell, job, experiment in zip(plan.cells, plan.jobs, plan.experiments):
+        items = cell_items(sweep.overrides) + ["train.seed=3"] + cell_items(cell.overrides)
+        reference = plan_job(profile, DEBUG, overrides=items, run_dir=cell.run_dir)
+        assert job == reference
+        assert experiment == load_experiment(DEBUG, reference.overrides)
+        assert f"--run-dir {cell.run_dir}" in job.command
+
+
+def test_set_on_an_axis_and_a_cell_of_a_changed_config_are_refused(tmp_path):
+    import json
+
+    from launch.profiles import load_profile
+    from launch.sweeps import plan_sweep
+    from memorymodels.experiment import experiment_dict
+
+    path = debug_sweep(tmp_path, {"model.params.kernel": [1, 2]})
+    profile = load_profile("local-slurm")
+    with pytest.raises(ConfigError, match="'model.params.kernel' is an axis of"):
+        plan_sweep(load_sweep(path), profile, overrides=["model.params.kernel=3"])
+    plan = plan_sweep(load_sweep(path), profile)
+    run_dir = plan.cells[1].run_dir
+    run_dir.mkdir(parents=True)
+    config = experiment_dict(plan.experiments[1])
+    config["train"].update(max_steps=99, eval_steps=50)  # eval_steps does not change the run's identity
+    (run_dir / "run.json").write_text(json.dumps({"identity": "0123456789ab", "status": "completed",
+                                                  "config": config}))
+    with pytest.raises(ConfigError) as err:
+        plan_sweep(load_sweep(path), profile)
+    assert f"cell 1 ({run_dir}): train.max_steps: 99 -> 4\n" in str(err.value) + "\n"
+    assert "Give the sweep a new 'name:'" in str(err.value)
+
+
+def test_stub_run_json_matches_the_launchers_claim(tmp_path):
+    import json
+
+    from launch.profiles import load_profile
+    from launch.submit import claim_run_dir
+    from launch.sweeps import claim_run_dirs, plan_sweep
+
+    plan = plan_sweep(load_sweep(debug_sweep(tmp_path, {"model.params.kernel": [1, 2]})), load_profile("local-slurm"))
+    claim_run_dirs(plan, [0])
+    ours = json.loads((plan.cells[0].run_dir / "run.json").read_text())
+    job = plan.jobs[0]
+    (job.run_dir / "run.json").rename(tmp_path / "ours.json")
+    claim_run_dir(job)
+    theirs = json.loads((job.run_dir / "run.json").read_text())
+    ours.pop("created"), theirs.pop("created")
+    assert ours == theirs
+
+
+def dry_run(*args: str) -> dict:
+    import json
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, str(REPO / "launch" / "submit.py"), *args, "--dry-run", "--json"],
+                          capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout)
+
+
+def test_dry_run_of_2500_cells_with_max_array_size_1001_plans_three_arrays(tmp_path):
+    cells = [{"train.seed": s} for s in range(2500)]
+    path = write_sweep(tmp_path, {"experiment": str(DEBUG), "cells": cells,
+                                  "overrides": {"output.checkpoint_root": str(tmp_path / "runs")}}, "big.yaml")
+    out = dry_run("--profile", "local-slurm", "--set", "profile.max_array_size=1001", "--sweep", str(path))
+    assert set(out) == {"cells", "arrays"}
+    assert len(out["cells"]) == 2500
+    assert out["cells"][7] == {"overrides": {"train.seed": 7}, "run_dir": str(tmp_path / "runs" / "big" / "seed=7")}
+    assert [len(a) for a in out["arrays"]] == [1001, 1001, 498]
+    assert sum(out["arrays"], []) == list(range(2500))
+    assert not (tmp_path / "runs").exists()  # a dry run writes nothing

@@ -1,0 +1,101 @@
+"""Benchmark: submit a 1,000-cell sweep to the local Slurm, from command to job ids, counting sbatch calls.
+
+    python launch/local_cluster.py up
+    python benchmarks/sweep_submit.py                 # 1,000 cells, held and cancelled right after
+    python benchmarks/sweep_submit.py --cells 2500 --max-array-size 1001
+
+It times ``python launch/submit.py --profile <held profile> --sweep <file> --json`` as a subprocess (interpreter start
+included), the way a user runs it. The profile extends ``local-slurm`` with ``sbatch_extra: {hold: true}``, so no
+training starts; every array is cancelled (``scancel``) as soon as the ids are printed. ``sbatch`` calls are counted
+by a wrapper put first on PATH that appends one line to a file and then runs the real ``sbatch``. The run
+directories go to a temporary folder, deleted at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import stat
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def write_inputs(folder: Path, cells: int, max_array_size: int) -> tuple[Path, Path]:
+    """A held profile and a sweep of ``cells`` cells (kernel x seeds) over the debug experiment."""
+    profile = folder / "held.yaml"
+    profile.write_text(f"extends: local-slurm\nmax_array_size: {max_array_size}\narray_parallelism: 4\n"
+                       "sbatch_extra: {hold: true}\n")
+    kernels = [1, 2, 4, 8]
+    seeds = list(range(-(-cells // len(kernels))))
+    combos = [(k, s) for s in seeds for k in kernels][:cells]
+    sweep = folder / "bench.yaml"
+    lines = [f"experiment: {REPO / 'configs/experiments/debug.yaml'}",
+             f"overrides: {{output.checkpoint_root: {folder / 'runs'}}}", "cells:"]
+    lines += [f"  - {{model.params.kernel: {k}, train.seed: {s}}}" for k, s in combos]
+    sweep.write_text("\n".join(lines) + "\n")
+    return profile, sweep
+
+
+def counting_sbatch(folder: Path) -> tuple[dict, Path]:
+    """An environment whose ``sbatch`` logs each call to a file, then runs the real one."""
+    real = shutil.which("sbatch")
+    if real is None:
+        sys.exit("sbatch is not installed; start the local cluster first: python launch/local_cluster.py up")
+    bin_dir = folder / "bin"
+    bin_dir.mkdir()
+    calls = folder / "sbatch-calls.txt"
+    wrapper = bin_dir / "sbatch"
+    wrapper.write_text(f'#!/bin/sh\necho "$*" >> {calls}\nexec {real} "$@"\n')
+    wrapper.chmod(wrapper.stat().st_mode | stat.S_IEXEC)
+    from launch.cluster_info import slurm_environ
+
+    env = slurm_environ()
+    env["PATH"] = f"{bin_dir}{os.pathsep}{env['PATH']}"
+    return env, calls
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--cells", type=int, default=1000)
+    parser.add_argument("--max-array-size", type=int, default=1001)
+    parser.add_argument("--repeat", type=int, default=3, help="submissions timed (each into a fresh folder)")
+    args = parser.parse_args()
+    rows = []
+    for attempt in range(args.repeat):
+        with tempfile.TemporaryDirectory(prefix="sweep-bench-") as tmp:
+            folder = Path(tmp)
+            profile, sweep = write_inputs(folder, args.cells, args.max_array_size)
+            env, calls = counting_sbatch(folder)
+            cmd = [sys.executable, str(REPO / "launch/submit.py"), "--profile", str(profile), "--sweep", str(sweep),
+                   "--json"]
+            start = time.perf_counter()
+            proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True)
+            seconds = time.perf_counter() - start
+            if proc.returncode != 0:
+                print(proc.stdout, proc.stderr, file=sys.stderr)
+                return 1
+            result = json.loads(proc.stdout)
+            ids = [a["job_id"] for a in result["arrays"]]
+            subprocess.run(["scancel", *ids], env=env, check=True)
+            sbatch_calls = len(calls.read_text().splitlines())
+            cells = sum(len(a["cells"]) for a in result["arrays"])
+            rows.append((attempt + 1, cells, len(ids), sbatch_calls, seconds))
+            print(f"run {attempt + 1}: {cells} cells, {len(ids)} arrays ({', '.join(ids)}), {sbatch_calls} sbatch "
+                  f"calls, {seconds:.2f} s from command to job ids", file=sys.stderr)
+    print(f"\n| run | cells | arrays | sbatch calls | command to job ids (s) |\n|---|---|---|---|---|")
+    for run, cells, arrays, calls, seconds in rows:
+        print(f"| {run} | {cells} | {arrays} | {calls} | {seconds:.2f} |")
+    best = min(r[4] for r in rows)
+    print(f"\nbest {best:.2f} s, median {sorted(r[4] for r in rows)[len(rows) // 2]:.2f} s (target: at most 5 s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
