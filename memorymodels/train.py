@@ -146,13 +146,20 @@ def resolve_precision(precision: str, source: str = "") -> str:
 
 
 class _StopFlag:
-    """Set by the signal handler; read at step boundaries."""
+    """Set by the signal handler; read at step boundaries once training runs."""
 
     signum: int | None = None
+    training: bool = False
+
+
+class Interrupted(Exception):
+    """A stop signal arrived before training started (data preparation, model building): nothing to save."""
 
 
 def _on_signal(signum, frame):  # noqa: ARG001
     _StopFlag.signum = signum
+    if not _StopFlag.training:  # preparing data can take long; it resumes where it stopped, so stop now
+        raise Interrupted(signal.Signals(signum).name)
 
 
 def install_signal_handlers() -> None:
@@ -192,6 +199,7 @@ def _make_callbacks():
             self.last_step, self.last_time = 0, time.time()
 
         def on_train_begin(self, args, state, control, **kwargs):
+            _StopFlag.training = True
             self.last_step, self.last_time = state.global_step, time.time()
 
         def flush(self):
@@ -328,44 +336,65 @@ def train(experiment: Experiment, run_dir: Path | None = None, *, command: list[
     """Train (or resume) ``experiment``; returns 0 when max_steps is reached, EXIT_REQUEUE after a signal."""
     install_signal_handlers()
     rank, world_size = world()
-    ident = identity(experiment, world_size)
     if run_dir is None:
         run_dir = runs.run_dir_for(experiment, world_size)
         note = runs.collision_message(experiment, world_size, run_dir)
         if note:
             _log(note)
     run_dir = Path(run_dir)
-    runs.check_run_dir(run_dir, ident)
+    runs.check_run_dir(run_dir, identity(experiment, world_size))
     precision = resolve_precision(experiment.train.precision, experiment.source)
+    try:
+        data = load_data(experiment)
+        build_args = model_build_args(experiment, data.n_vocab)
+        torch.manual_seed(experiment.train.seed)
+        model = build(build_args, context=experiment.data.context, source=experiment.source)
+        resume = _open_run(run_dir, experiment, model, build_args, command, precision)
+        if resume is not None and runs.checkpoint_step(resume) >= experiment.train.max_steps:
+            _log(f"{run_dir} already reached max_steps {experiment.train.max_steps}; nothing to train")
+            return _finish(run_dir, "completed", 0, evaluate_at_end, resume)
+        trainer, stopper = _make_trainer(experiment, run_dir, model, data, precision)
+        trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+    except Interrupted as exc:
+        _log(f"{exc} before training started: nothing new to save; exiting {EXIT_REQUEUE} to be requeued")
+        return _finish(run_dir, "interrupted", EXIT_REQUEUE, False, None)
+    except BaseException as exc:
+        if rank == 0 and (run_dir / runs.RUN_JSON).exists():
+            runs.update_run(run_dir, status="failed", end=time.time(), error=f"{type(exc).__name__}: {exc}")
+        raise
+    if trainer.state.global_step >= experiment.train.max_steps:
+        last = runs.checkpoints(run_dir)[0]
+        return _finish(run_dir, "completed", 0, evaluate_at_end, last[-1] if last else None)
+    why = signal.Signals(stopper.stopped_by).name if stopper.stopped_by else "stop"
+    _log(f"{why}: saved checkpoint-{trainer.state.global_step} in {run_dir}; exiting {EXIT_REQUEUE} to be requeued")
+    return _finish(run_dir, "interrupted", EXIT_REQUEUE, False, None)
 
-    data = load_data(experiment)
-    build_args = model_build_args(experiment, data.n_vocab)
-    torch.manual_seed(experiment.train.seed)
-    model = build(build_args, context=experiment.data.context, source=experiment.source)
 
-    complete, partial = runs.checkpoints(run_dir)
-    resume = complete[-1] if complete else None
-    if rank == 0:
-        runs.set_aside_partial(run_dir, log=_log)
-        info = runs.start_run(run_dir, experiment, world_size, command=command or sys.argv,
-                              model_summary=model_summary(model, build_args), repo=REPO_ROOT)
-        if resume is not None:
-            step = runs.checkpoint_step(resume)
-            moved = runs.roll_back_metrics(run_dir, step)
-            runs.update_run(run_dir, resumed_from_step=step)
-            _log(f"resuming {run_dir} from {resume.name} (step {step} of {experiment.train.max_steps})"
-                 + (f"; {moved} metrics lines logged after it moved to metrics.rolledback.jsonl" if moved else ""))
-        else:
-            _log(f"starting {run_dir} ({info['model']['parameters']:,} parameters, {precision})")
-    if resume is not None and runs.checkpoint_step(resume) >= experiment.train.max_steps:
-        _log(f"{run_dir} already reached max_steps {experiment.train.max_steps}; nothing to train")
-        return _finish(run_dir, experiment, "completed", 0, evaluate_at_end and rank == 0, resume)
-    if _StopFlag.signum:  # signalled while preparing: nothing new to save
-        return _finish(run_dir, experiment, "interrupted", EXIT_REQUEUE, False, resume)
+def _open_run(run_dir: Path, experiment: Experiment, model, build_args: dict, command: list[str] | None,
+              precision: str) -> Path | None:
+    """Find the checkpoint to resume from; on rank 0 also set partial checkpoints aside and record the attempt."""
+    resume = (runs.checkpoints(run_dir)[0] or [None])[-1]
+    if world()[0] != 0:
+        return resume
+    runs.set_aside_partial(run_dir, log=_log)
+    info = runs.start_run(run_dir, experiment, world()[1], command=command or sys.argv,
+                          model_summary=model_summary(model, build_args), repo=REPO_ROOT)
+    if resume is None:
+        _log(f"starting {run_dir} ({info['model']['parameters']:,} parameters, {precision})")
+        return None
+    step = runs.checkpoint_step(resume)
+    moved = runs.roll_back_metrics(run_dir, step)
+    runs.update_run(run_dir, resumed_from_step=step)
+    _log(f"resuming {run_dir} from {resume.name} (step {step} of {experiment.train.max_steps})"
+         + (f"; {moved} metrics lines logged after it moved to metrics.rolledback.jsonl" if moved else ""))
+    return resume
 
-    show = sys.stderr.isatty() and rank == 0
-    args = training_arguments(experiment, run_dir, precision, show)
+
+def _make_trainer(experiment: Experiment, run_dir: Path, model, data: Data, precision: str):
+    """The RunTrainer with its callbacks, and the StopOnSignal callback (which says why training stopped)."""
     t = experiment.train
+    show = sys.stderr.isatty() and world()[0] == 0
+    args = training_arguments(experiment, run_dir, precision, show)
     eval_rows = len(data.test) if t.eval_rows is None else min(t.eval_rows, len(data.test))
     eval_set = torch.utils.data.Subset(data.test, range(eval_rows)) if t.eval_steps else None
     tokens_per_step = t.batch_size * t.gradient_accumulation_steps * args.world_size * experiment.data.context
@@ -380,24 +409,15 @@ def train(experiment: Experiment, run_dir: Path | None = None, *, command: list[
         from transformers.trainer_callback import PrinterCallback
 
         trainer.remove_callback(PrinterCallback)  # MetricsWriter prints one line per logging step instead
-    try:
-        trainer.train(resume_from_checkpoint=str(resume) if resume else None)
-    except BaseException as exc:
-        if rank == 0:
-            runs.update_run(run_dir, status="failed", end=time.time(), error=f"{type(exc).__name__}: {exc}")
-        raise
-    if trainer.state.global_step >= t.max_steps:
-        last = runs.checkpoints(run_dir)[0]
-        return _finish(run_dir, experiment, "completed", 0, evaluate_at_end and rank == 0, last[-1] if last else None)
-    why = signal.Signals(stopper.stopped_by).name if stopper.stopped_by else "stop"
-    _log(f"{why}: saved checkpoint-{trainer.state.global_step} in {run_dir}; exiting {EXIT_REQUEUE} to be requeued")
-    return _finish(run_dir, experiment, "interrupted", EXIT_REQUEUE, False, None)
+    return trainer, stopper
 
 
-def _finish(run_dir: Path, experiment: Experiment, status: str, code: int, evaluate: bool,
-            checkpoint: Path | None) -> int:
+def _finish(run_dir: Path, status: str, code: int, evaluate: bool, checkpoint: Path | None) -> int:
+    """Record how this attempt ended; after a completed run print the evaluation table (rank 0)."""
     if world()[0] == 0:
-        runs.update_run(run_dir, status=status, end=time.time())
+        _StopFlag.training = True  # a signal during the evaluation no longer interrupts anything worth saving
+        if (run_dir / runs.RUN_JSON).exists():
+            runs.update_run(run_dir, status=status, end=time.time())
         if evaluate and checkpoint is not None:
             from memorymodels.evaluate import evaluate_run, format_table
 
