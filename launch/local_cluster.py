@@ -95,21 +95,27 @@ def _save_settings(state: Path, settings: dict) -> None:
 
 
 # --------------------------------------------------------------------------------------------------------------------
-# Processes, identified by their pid files and checked against their command line
+# Processes, identified by their pid files and checked against their name, command line and environment
 
-def _pid_of(pidfile: Path, state: Path) -> int | None:
-    """The live process named in ``pidfile`` whose command line or environment (``SLURM_CONF``) mentions ``state``;
-    a recycled pid does not count."""
+def _pid_of(pidfile: Path, state: Path, program: str) -> int | None:
+    """The live ``program`` process named in ``pidfile`` whose command line or environment (``SLURM_CONF``) mentions
+    ``state``: a stale pid file whose pid now belongs to something else does not count."""
     try:
         pid = int(pidfile.read_text().split()[0])
         proc = Path(f"/proc/{pid}")
         identity = proc.joinpath("cmdline").read_bytes() + proc.joinpath("environ").read_bytes()
+        comm = proc.joinpath("comm").read_text().strip()
         status = proc.joinpath("status").read_text()
     except (OSError, ValueError, IndexError):
         return None
-    if "State:\tZ" in status or str(state).encode() + b"/" not in identity:
+    if comm != program[:15] or "State:\tZ" in status or str(state).encode() + b"/" not in identity:
         return None
     return pid
+
+
+def _daemon_pid(lay: "Layout", name: str) -> int | None:
+    """The pid of daemon ``name`` ("munged", ..., "slurmd node1") of this cluster, or None when it does not run."""
+    return _pid_of(lay.pidfiles()[name], lay.state, name.split()[0])
 
 
 def _stop_pid(pid: int, name: str, timeout: float = 20.0) -> None:
@@ -494,9 +500,16 @@ def _net_plan(state: Path) -> dict:
     """Names and addresses for two namespace nodes: ``node1``/``node2`` on 10.231.0.0/24 for the first cluster that
     asks, ``c<k>-node1``/``c<k>-node2`` on 10.231.<k>.0/24 for a k-th one running beside it."""
     claimed = _hosts_claimed()
-    existing = _run(["ip", "netns", "list"], check=False).stdout
-    index = next(k for k in range(250)
-                 if claimed.get(k, str(state)) == str(state) and (claimed.get(k) or f"mm{k}-node" not in existing))
+    namespaces = _run(["ip", "netns", "list"], check=False).stdout.split()
+
+    def free(k: int) -> bool:
+        if k in claimed:
+            return claimed[k] == str(state)
+        return not any(ns.startswith(f"mm{k}-") for ns in namespaces)  # left by a cluster whose state is gone
+
+    index = next((k for k in range(250) if free(k)), None)
+    if index is None:
+        raise ClusterError("no free subnet 10.231.<k>.0/24 for the namespace nodes; `down` other local clusters")
     prefix = "" if index == 0 else f"c{index}-"
     return {"index": index, "bridge": f"mm{index}-br", "bridge_address": f"10.231.{index}.1",
             "nodes": [{"name": f"{prefix}node{i}", "address": f"10.231.{index}.1{i}", "netns": f"mm{index}-node{i}",
@@ -632,24 +645,24 @@ def _start_daemons(lay: Layout, accounting: bool, conf_changed: bool, dbd_change
         _ensure(lay, f"slurmd {node}", lambda lay, node=node: _start_slurmd(lay, node), restart=conf_changed)
     for node in lay.nodes():
         _wait_for(f"node {node}", lambda node=node: _node_ready(lay, node), 60, lay.log / f"slurmd-{node}.log")
-    for name, pidfile in lay.pidfiles().items():
-        if (accounting or name not in ("mariadbd", "slurmdbd")) and _pid_of(pidfile, lay.state) is None:
+    for name in lay.pidfiles():
+        if (accounting or name not in ("mariadbd", "slurmdbd")) and _daemon_pid(lay, name) is None:
             raise ClusterError(f"{name} stopped right after it started; see the logs in {lay.log}")
 
 
 def _ensure(lay: Layout, name: str, start, restart: bool = False) -> None:
-    pid = _pid_of(lay.pidfiles()[name], lay.state)
+    pid = _daemon_pid(lay, name)
     if pid is not None and restart:
         print(f"local_cluster: restarting {name} (its configuration changed)", flush=True)
         _stop_pid(pid, name)
         pid = None
     if pid is None:
         start(lay)
-        print(f"local_cluster: started {name} (pid {_pid_of(lay.pidfiles()[name], lay.state)})", flush=True)
+        print(f"local_cluster: started {name} (pid {_daemon_pid(lay, name)})", flush=True)
 
 
 def _stop(lay: Layout, name: str) -> bool:
-    pid = _pid_of(lay.pidfiles()[name], lay.state)
+    pid = _daemon_pid(lay, name)
     if pid is None:
         return False
     _stop_pid(pid, name)
@@ -685,7 +698,7 @@ def status(state: Path | None = None) -> dict:
     if "ports" not in settings:
         return info
     lay = Layout(state, settings)
-    info["daemons"] = {name: _pid_of(path, state) for name, path in lay.pidfiles().items()}
+    info["daemons"] = {name: _daemon_pid(lay, name) for name in lay.pidfiles()}
     if info["daemons"]["slurmctld"]:
         proc = _run(["sinfo", "-h", "-N", "-o", "%N %P %T"], env=lay.environ(), check=False, timeout=15)
         for line in proc.stdout.splitlines():
@@ -697,7 +710,7 @@ def status(state: Path | None = None) -> dict:
 def is_up(state: Path | None = None) -> bool:
     """Whether the local cluster's slurmctld runs (cheap: reads a pid file, runs nothing)."""
     state = (state or state_dir()).resolve()
-    return _pid_of(state / "run" / "slurmctld.pid", state) is not None
+    return _pid_of(state / "run" / "slurmctld.pid", state, "slurmctld") is not None
 
 
 def slurm_environ(base: dict | None = None) -> dict:
