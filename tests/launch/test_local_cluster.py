@@ -108,6 +108,36 @@ def test_wait_for_job_times_out_naming_the_job(slurm_cluster, tmp_path):
     assert local_cluster.wait_for_job(job_id, timeout=30) == {job_id: "CANCELLED"}
 
 
+@pytest.mark.slurm
+def test_arrays_of_thousands_of_tasks_are_accepted(slurm_cluster, tmp_path):
+    # Slurm's defaults (MaxArraySize=1001) would refuse this; the sweep and dashboard tests need it.
+    job = _slurm(["sbatch", "--parsable", "--hold", "--array=0-4999", f"--chdir={tmp_path}", "--output=/dev/null",
+                  "--wrap", "true"], slurm_cluster.conf)
+    assert job.returncode == 0, job.stderr
+    job_id = job.stdout.strip()
+    try:
+        tasks = _slurm(["squeue", "-r", "-h", "-j", job_id, "-o", "%i"], slurm_cluster.conf).stdout.split()
+        assert len(tasks) == 5000 and f"{job_id}_4999" in tasks
+    finally:
+        _slurm(["scancel", job_id], slurm_cluster.conf)
+
+
+@pytest.mark.slurm
+def test_several_one_cpu_jobs_run_at_once(slurm_cluster, tmp_path):
+    jobs = [_slurm(["sbatch", "--parsable", "--cpus-per-task=1", "--mem=64M", f"--chdir={tmp_path}",
+                    "--output=/dev/null", "--wrap", "sleep 4"], slurm_cluster.conf).stdout.strip() for _ in range(4)]
+    try:
+        deadline = time.monotonic() + 20
+        running = set()
+        while running != set(jobs) and time.monotonic() < deadline:
+            out = _slurm(["squeue", "-h", "-t", "RUNNING", "-o", "%i"], slurm_cluster.conf).stdout.split()
+            running = set(jobs) & set(out)
+            time.sleep(0.2)
+        assert running == set(jobs), "4 one-CPU jobs did not run side by side"
+    finally:
+        _slurm(["scancel", *jobs], slurm_cluster.conf)
+
+
 # --------------------------------------------------------------------------------------------------------------------
 # A second cluster: modes and `down`
 
