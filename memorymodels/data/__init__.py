@@ -9,15 +9,28 @@ Commands (each module's docstring has the details):
     python -m memorymodels.data.pretokenize --corpus stdlib --tokenizer TOKENIZER_DIR --context 512 \\
         --mode packed|padded [--padding-side left|right] --out OUT
 
+The functions behind the commands are ``memorymodels.data.pretokenize.pretokenize`` and
+``memorymodels.data.train_tokenizer.train_tokenizer`` (defined in ``pipeline`` and ``tokenizer``). They are not
+re-exported here: a package attribute named like a submodule would be replaced by the module once it is imported.
+
 Special token ids: ``<|pad|>`` = 0, ``<|endoftext|>`` = 1 (see ``memorymodels.data.tokenizer``).
 """
 
 from memorymodels.data.corpus import Corpus, open_corpus
-from memorymodels.data.dataset import IGNORE_INDEX, TokenDataset, read_manifest
 from memorymodels.data.errors import DataError
 from memorymodels.data.prepare import PreparedData, default_cache_dir, prepare_data
-from memorymodels.data.pretokenize import pretokenize
-from memorymodels.data.tokenizer import EOS_ID, EOS_TOKEN, PAD_ID, PAD_TOKEN, fingerprint, load_tokenizer, train_tokenizer
+from memorymodels.data.tokenizer import EOS_ID, EOS_TOKEN, PAD_ID, PAD_TOKEN, fingerprint, load_tokenizer
+
+_LAZY = {"IGNORE_INDEX", "TokenDataset", "read_manifest"}  # torch is imported only when the dataset is used
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        from memorymodels.data import dataset
+
+        return getattr(dataset, name)
+    raise AttributeError(f"module 'memorymodels.data' has no attribute '{name}'")
+
 
 __all__ = [
     "Corpus",
@@ -34,7 +47,5 @@ __all__ = [
     "load_tokenizer",
     "open_corpus",
     "prepare_data",
-    "pretokenize",
     "read_manifest",
-    "train_tokenizer",
 ]

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from memorymodels.data.corpus import open_corpus
-from memorymodels.data.pretokenize import FORMAT, MANIFEST_FILE, pretokenize
+from memorymodels.data.pipeline import FORMAT, MANIFEST_FILE, pretokenize
 from memorymodels.data.tokenizer import train_tokenizer
 
 

@@ -14,7 +14,7 @@ import argparse
 import sys
 
 from memorymodels.data.errors import DataError
-from memorymodels.data.tokenizer import describe, train_tokenizer
+from memorymodels.data.tokenizer import describe, train_tokenizer  # train_tokenizer: the API of this command
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -4,7 +4,7 @@ import random
 
 import pytest
 
-from memorymodels.data import train_tokenizer
+from memorymodels.data.train_tokenizer import train_tokenizer
 
 WORDS = ["the", "memory", "mixer", "token", "def", "return", "x", "é", "漢字", "(", ")", ":", "\n", "    ", "42",
          "compress", "<|endoftext|>", "ü", "🙂", "data"]

@@ -4,7 +4,9 @@ import numpy as np
 import pytest
 import torch
 
-from memorymodels.data import IGNORE_INDEX, DataError, TokenDataset, pretokenize, train_tokenizer
+from memorymodels.data import IGNORE_INDEX, DataError, TokenDataset
+from memorymodels.data.pretokenize import pretokenize
+from memorymodels.data.train_tokenizer import train_tokenizer
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +48,9 @@ def test_opening_maps_the_shards_without_reading_them(packed):
     start = time.perf_counter()
     data = TokenDataset(packed, "test")
     assert time.perf_counter() - start < 1.0
-    assert all(isinstance(t, np.memmap) for t in data.tokens)
+    assert data.tokens.arrays == [None] * len(data.tokens)  # nothing mapped yet
+    first = data.tokens[0]
+    assert not first.flags.owndata and not first.flags.writeable  # a view of the mapped file, not a copy
 
 
 def test_works_with_a_dataloader(packed):

@@ -9,7 +9,8 @@ import time
 import numpy as np
 import pytest
 
-from memorymodels.data import EOS_ID, PAD_ID, DataError, load_tokenizer, open_corpus, pretokenize
+from memorymodels.data import EOS_ID, PAD_ID, DataError, load_tokenizer, open_corpus
+from memorymodels.data.pretokenize import pretokenize
 from memorymodels.data.shards import open_shard, read_header
 
 from .conftest import make_docs, write_txt_corpus

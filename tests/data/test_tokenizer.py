@@ -5,7 +5,7 @@ import pytest
 from transformers import AutoTokenizer
 
 from memorymodels.data import EOS_ID, EOS_TOKEN, PAD_ID, PAD_TOKEN, DataError, fingerprint, load_tokenizer
-from memorymodels.data import train_tokenizer
+from memorymodels.data.train_tokenizer import train_tokenizer
 
 
 def test_autotokenizer_loads_with_documented_special_ids(tokenizer_dir):
