@@ -19,9 +19,27 @@ from .memory import (
     copy_task,
 )
 from .mixer import CausalTokenMixer, FeedForward, LanguageMixer, MixerBlock, MixerHead
+from .transformer import (
+    AutoencodingTransfixer,
+    LlamaCLM,
+    LlamaStack,
+    MemoryTransformer,
+    RecurrentMemoryTransformer,
+    TransformerAutoencoder,
+    VariableMemoryTransformer,
+    attention_mask_4d,
+)
 from .registry import MODELS, PRESETS, ModelEntry, build_model, model_config
 
 __all__ = [
+    "AutoencodingTransfixer",
+    "LlamaCLM",
+    "LlamaStack",
+    "MemoryTransformer",
+    "RecurrentMemoryTransformer",
+    "TransformerAutoencoder",
+    "VariableMemoryTransformer",
+    "attention_mask_4d",
     "AutoencodingMixer",
     "FrozenMemoryMixer",
     "MemoryMixer",

@@ -167,6 +167,93 @@ class RecurrentMemoryMixerConfig(MixerConfig):
 
 
 @dataclass(kw_only=True)
+class LlamaCLMConfig(MixerConfig):
+    n_heads: int = 4
+    """Attention heads (must split dim into an even head size)."""
+    tie_weights: bool = False
+    """Share the token embedding and the output head."""
+
+    def headed_widths(self) -> tuple[str, ...]:
+        return ("dim",)
+
+
+@dataclass(kw_only=True)
+class TransformerAutoencoderConfig(MixerConfig):
+    n_heads: int = 4
+    """Attention heads."""
+    compression: int = 1
+    """Embedding compression factor (1: none)."""
+    unroll: bool = True
+    """Sliding-window unroll of the embedding for the decoder (False: repeat)."""
+
+
+@dataclass(kw_only=True)
+class AutoencodingTransfixerConfig(MixerConfig):
+    compression: int = 1
+    """Embedding compression factor (1: none)."""
+    use_transformer_encoder: bool = True
+    """Llama encoder + mixer decoder (False: mixer encoder + Llama decoder)."""
+    n_heads: int = 0
+    """Mixer token-mixing heads (0: flat)."""
+    kernel: int = 1
+    """Mixer taps on the feature axis."""
+    attention_heads: int = 4
+    """Llama attention heads."""
+
+
+@dataclass(kw_only=True)
+class VariableMemoryTransformerConfig(MixerConfig):
+    encoder_dim: int = 128
+    """Encoder width."""
+    compression: int = 1
+    """Memory compression factor (1: none)."""
+    n_heads: int = 4
+    """Attention heads of the encoder and the decoder."""
+    n_chunks: int = 4
+    """Chunks per input row; chunks 0..C-2 are encoded as memories."""
+    fixed_memory: bool = True
+    """Tokens at fixed positions after C memory slots (False: right after the c memories of chunk c)."""
+    no_memory: bool = False
+    """Baseline: all memory slots are ones (no encoder is built)."""
+    copy: bool = False
+    """Copy objective: the second half of each row repeats the first and only it is scored."""
+    blank_copy: bool = False
+    """With copy: the second half is blanked (pad_id)."""
+    pad_id: int = 1
+    """Token id for blank_copy."""
+
+    def headed_widths(self) -> tuple[str, ...]:
+        return ("dim", "encoder_dim")
+
+    def compressed_widths(self) -> tuple[str, ...]:
+        return ("encoder_dim",)
+
+
+@dataclass(kw_only=True)
+class RecurrentMemoryTransformerConfig(MixerConfig):
+    n_heads: int = 4
+    """Attention heads."""
+    n_chunks: int = 4
+    """Chunks per input row, decoded in order with the memory carried between them."""
+
+
+@dataclass(kw_only=True)
+class MemoryTransformerConfig(MemoryConfig):
+    combination_dim: Literal["token", "embedding"] = "token"
+    """How the decoder reads the memory: as a prepended token, or concatenated to every token's features."""
+    transformer_encoder: bool = False
+    """Llama encoder (False: mixer encoder shaped by n_heads and kernel)."""
+    random: bool = False
+    """Control experiment: the encoder sees uniformly random tokens."""
+    noise_embedding: bool = False
+    """Add uniform noise of width `noise` to the compressed memory during training (quantisation-aware)."""
+    noise: float = 0.125
+    """Width of the uniform training noise, centred on zero."""
+    attention_heads: int = 4
+    """Llama attention heads of the decoder (and of a transformer encoder)."""
+
+
+@dataclass(kw_only=True)
 class ModelEntry:
     """One registered model: its class, its config dataclass, and ``build(config) -> nn.Module``."""
 
@@ -193,7 +280,7 @@ def _frozen(path: str | None):
 
 
 def _entries() -> dict[str, ModelEntry]:
-    from . import memory
+    from . import memory, transformer
     from .autoencoder import AutoencodingMixer, TruncatedModel
     from .mixer import LanguageMixer
 
@@ -233,6 +320,16 @@ def _entries() -> dict[str, ModelEntry]:
         "variable_memory_mixer": ModelEntry(cls=memory.VariableMemoryMixer, config=VariableMemoryMixerConfig,
                                             build=lambda c: build_variable(c)),
         "recurrent_memory_mixer": ModelEntry(cls=memory.RecurrentMemoryMixer, config=RecurrentMemoryMixerConfig),
+        "llama_clm": ModelEntry(cls=transformer.LlamaCLM, config=LlamaCLMConfig),
+        "transformer_autoencoder": ModelEntry(cls=transformer.TransformerAutoencoder,
+                                              config=TransformerAutoencoderConfig),
+        "autoencoding_transfixer": ModelEntry(cls=transformer.AutoencodingTransfixer,
+                                              config=AutoencodingTransfixerConfig),
+        "variable_memory_transformer": memory_entry(transformer.VariableMemoryTransformer,
+                                                    VariableMemoryTransformerConfig),
+        "recurrent_memory_transformer": ModelEntry(cls=transformer.RecurrentMemoryTransformer,
+                                                   config=RecurrentMemoryTransformerConfig),
+        "memory_transformer": memory_entry(transformer.MemoryTransformer, MemoryTransformerConfig),
     }
     return entries
 
@@ -272,6 +369,36 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
         "cpu": {"encoder_dim": 128, "dim": 256, "depth": 4, "n_chunks": 4},
         "d1024": {"encoder_dim": 512, "dim": 1024, "depth": 8, "n_chunks": 4},
     },
+    "llama_clm": {
+        "debug": {"dim": 32, "depth": 2, "n_heads": 4},
+        "cpu": {"dim": 128, "depth": 8, "n_heads": 4},
+        "d512": {"dim": 512, "depth": 16, "n_heads": 4},
+    },
+    "transformer_autoencoder": {
+        "debug": {"dim": 32, "depth": 2, "n_heads": 4},
+        "cpu": {"dim": 256, "depth": 4, "n_heads": 4},
+        "d512": {"dim": 512, "depth": 8, "n_heads": 4},
+    },
+    "autoencoding_transfixer": {
+        "debug": {"dim": 32, "depth": 2},
+        "cpu": {"dim": 256, "depth": 4},
+        "d512": {"dim": 512, "depth": 8},
+    },
+    "variable_memory_transformer": {
+        "debug": {"encoder_dim": 16, "dim": 32, "depth": 2, "n_chunks": 2, "n_heads": 4},
+        "cpu": {"encoder_dim": 128, "dim": 256, "depth": 4, "n_chunks": 4, "n_heads": 4},
+        "d512": {"encoder_dim": 256, "dim": 512, "depth": 16, "n_chunks": 4, "n_heads": 4},
+    },
+    "recurrent_memory_transformer": {
+        "debug": {"dim": 32, "depth": 2, "n_chunks": 2, "n_heads": 4},
+        "cpu": {"dim": 256, "depth": 4, "n_chunks": 4, "n_heads": 4},
+        "d512": {"dim": 512, "depth": 16, "n_chunks": 4, "n_heads": 4},
+    },
+    "memory_transformer": {
+        "debug": {"encoder_dim": 32, "dim": 32, "depth": 2},
+        "cpu": {"encoder_dim": 256, "dim": 256, "depth": 4},
+        "d512": {"encoder_dim": 256, "dim": 512, "depth": 16},
+    },
     "recurrent_memory_mixer": {
         "debug": {"dim": 32, "depth": 2, "n_chunks": 2},
         "cpu": {"dim": 256, "depth": 4, "n_chunks": 4},
@@ -308,4 +435,8 @@ def model_config(name: str, *, preset: str | None = None, source: str | None = N
 def build_model(name: str, *, preset: str | None = None, source: str | None = None, **params) -> nn.Module:
     """Build model ``name`` (a key of ``MODELS``) from a preset and params; unknown params are a ConfigError."""
     config = model_config(name, preset=preset, source=source, **params)
-    return MODELS[name].build(config)
+    try:
+        return MODELS[name].build(config)
+    except (ValueError, FileNotFoundError) as exc:  # a combination the constructor rejects, a missing checkpoint
+        where = f"{source}: model '{name}'" if source else f"model '{name}'"
+        raise ConfigError(f"{where}: {exc}") from None

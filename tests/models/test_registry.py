@@ -5,6 +5,7 @@ import torch
 
 from memorymodels.configuration import ConfigError
 from memorymodels.models import MODELS, PRESETS, build_model, model_config
+from tests.models.helpers import assert_all_parameters_used
 
 V, L = 64, 8
 
@@ -52,4 +53,27 @@ def test_debug_preset_follows_the_common_interface(name):
     assert loss is None and logits.shape == (2, model.input_length, V)
     loss, logits = model(ids, labels=ids, attention_mask=torch.ones_like(ids))
     assert loss.dim() == 0 and torch.isfinite(loss)
-    assert model.embedding_values is None or model.embedding_values > 0
+    assert model.embedding_values is None or model.embedding_values >= 0
+    assert_all_parameters_used(model, ids)  # DDP needs no find_unused_parameters
+    assert not any(b.device.type != "cpu" for b in model.buffers())  # models never move themselves
+
+
+def test_constructor_rejections_become_config_errors():
+    with pytest.raises(ConfigError, match="model 'llama_clm': .*n_heads=3 must divide dim=32"):
+        build_model("llama_clm", preset="debug", n_vocab=V, length=L, n_heads=3)
+
+
+def test_missing_frozen_encoder_checkpoint_is_reported(tmp_path):
+    with pytest.raises(ConfigError, match="no such checkpoint file"):
+        build_model("variable_memory_mixer", preset="debug", n_vocab=V, length=L, frozen_encoder=str(tmp_path / "x.pt"))
+
+
+def test_frozen_encoder_checkpoint_round_trip(tmp_path):
+    torch.manual_seed(0)
+    trained = build_model("autoencoding_mixer", preset="debug", n_vocab=V, length=L, kernel=3)
+    torch.save(trained.state_dict(), tmp_path / "model.pt")
+    model = build_model("variable_memory_mixer", preset="debug", n_vocab=V, length=L, encoder_dim=32, kernel=3,
+                        frozen_encoder=str(tmp_path))
+    assert torch.equal(model.encoderblocks[1].conv.weight, trained.encoderblocks[1].conv.weight)
+    assert not any(p.requires_grad for p in model.encoderblocks.parameters())
+    assert_all_parameters_used(model, torch.randint(0, V, (2, model.input_length)))
