@@ -59,8 +59,10 @@ def test_debug_preset_follows_the_common_interface(name):
 
 
 def test_constructor_rejections_become_config_errors():
-    with pytest.raises(ConfigError, match="model 'llama_clm': .*n_heads=3 must divide dim=32"):
+    with pytest.raises(ConfigError, match="model 'llama_clm': 'n_heads' \\(3\\) must divide 'dim' \\(32\\)"):
         build_model("llama_clm", preset="debug", n_vocab=V, length=L, n_heads=3)
+    with pytest.raises(ConfigError, match="model 'llama_clm': .*n_heads=32 must divide dim=32 into an even head size"):
+        build_model("llama_clm", preset="debug", n_vocab=V, length=L, n_heads=32)
 
 
 def test_missing_frozen_encoder_checkpoint_is_reported(tmp_path):
