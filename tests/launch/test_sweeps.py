@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
@@ -204,3 +205,101 @@ def test_dry_run_of_2500_cells_with_max_array_size_1001_plans_three_arrays(tmp_p
     assert [len(a) for a in out["arrays"]] == [1001, 1001, 498]
     assert sum(out["arrays"], []) == list(range(2500))
     assert not (tmp_path / "runs").exists()  # a dry run writes nothing
+
+
+# --- real submissions to the local Slurm -----------------------------------------------------------------------------
+
+
+def submit(*args: str, env: dict | None = None) -> dict:
+    import json
+    import os
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, str(REPO / "launch" / "submit.py"), *args, "--json"],
+                          capture_output=True, text=True, cwd=REPO, timeout=120, env=env or dict(os.environ))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return json.loads(proc.stdout)
+
+
+def run_json(run_dir: str | Path) -> dict:
+    import json
+
+    return json.loads((Path(run_dir) / "run.json").read_text())
+
+
+@pytest.mark.slurm
+@pytest.mark.slow
+def test_six_cell_sweep_runs_as_one_array_and_resubmits_exactly_the_deleted_cells(slurm_cluster, wait_for_job,
+                                                                                   tmp_path):
+    import shutil
+
+    from launch import journal
+
+    path = debug_sweep(tmp_path, {"model.params.kernel": [1, 2, 4], "model.params.n_heads": [0, 4]}, name="six")
+    cells = dry_run("--profile", "local-slurm", "--sweep", str(path))["cells"]
+    start = time.monotonic()
+    first = submit("--profile", "local-slurm", "--sweep", str(path))
+    assert [a["cells"] for a in first["arrays"]] == [[0, 1, 2, 3, 4, 5]]
+    array = first["arrays"][0]["job_id"]
+    states = wait_for_job(array, timeout=300)
+    print(f"6-cell sweep: submitted and completed in {time.monotonic() - start:.0f} s")
+    assert states == {f"{array}_{i}": "COMPLETED" for i in range(6)}
+    entry = journal.load(first["sweep_id"])
+    assert entry["kind"] == "sweep" and [j["job_id"] for j in entry["jobs"]] == [f"{array}_{i}" for i in range(6)]
+    assert [j["cell"] for j in entry["jobs"]] == [c["overrides"] for c in cells]
+    run_dirs = [c["run_dir"] for c in cells]
+    assert len(set(run_dirs)) == 6
+    for cell in cells:
+        info = run_json(cell["run_dir"])
+        assert info["status"] == "completed"
+        assert info["attempts"][0]["slurm"]["array_job_id"] == array  # a task of the one array
+        assert info["config"]["model"]["params"] == {"kernel": cell["overrides"]["model.params.kernel"],
+                                                     "n_heads": cell["overrides"]["model.params.n_heads"]}
+        assert info["config"]["train"]["max_steps"] == 4
+
+    kept_before = {d: run_json(d)["attempts"] for d in run_dirs}
+    shutil.rmtree(run_dirs[1])
+    shutil.rmtree(run_dirs[4])
+    second = submit("--profile", "local-slurm", "--sweep", str(path))
+    assert [a["cells"] for a in second["arrays"]] == [[1, 4]]
+    states = wait_for_job(second["arrays"][0]["job_id"], timeout=300)
+    assert sorted(states.values()) == ["COMPLETED", "COMPLETED"]
+    for i, run_dir in enumerate(run_dirs):
+        info = run_json(run_dir)
+        assert info["status"] == "completed"
+        if i in (1, 4):
+            assert len(info["attempts"]) == 1 and info["attempts"] != kept_before[run_dir]
+        else:
+            assert info["attempts"] == kept_before[run_dir]  # complete cells never ran again
+
+    third = submit("--profile", "local-slurm", "--sweep", str(path))
+    assert third == {"sweep_id": None, "arrays": []}
+
+
+@pytest.mark.slurm
+def test_a_sweep_larger_than_max_array_size_is_submitted_as_several_arrays(slurm_cluster, tmp_path):
+    import subprocess
+
+    from launch.cluster_info import slurm_environ
+
+    profile = tmp_path / "tiny-arrays.yaml"  # held, so nothing trains: the arrays are inspected, then cancelled
+    profile.write_text("extends: local-slurm\nmax_array_size: 2\nsbatch_extra: {hold: true}\n")
+    path = debug_sweep(tmp_path, {"model.params.kernel": [1, 2, 3, 4, 5]}, name="chunked")
+    assert dry_run("--profile", str(profile), "--sweep", str(path))["arrays"] == [[0, 1], [2, 3], [4]]
+    result = submit("--profile", str(profile), "--sweep", str(path))
+    ids = [a["job_id"] for a in result["arrays"]]
+    env = slurm_environ()
+    try:
+        assert [a["cells"] for a in result["arrays"]] == [[0, 1], [2, 3], [4]]
+        assert len(set(ids)) == 3
+        queued = subprocess.run(["squeue", "-h", "-r", "-o", "%i %T", "-j", ",".join(ids)], env=env,
+                                capture_output=True, text=True, check=True).stdout.split("\n")
+        tasks = sorted(line.split()[0] for line in queued if line.strip())
+        # submitit submits a one-task chunk as a plain job
+        assert tasks == sorted([f"{ids[0]}_0", f"{ids[0]}_1", f"{ids[1]}_0", f"{ids[1]}_1", ids[2]])
+        assert all(line.split()[1] == "PENDING" for line in queued if line.strip())
+        # resubmitting while they wait submits nothing: the cells are queued already
+        assert submit("--profile", str(profile), "--sweep", str(path)) == {"sweep_id": None, "arrays": []}
+    finally:
+        subprocess.run(["scancel", *ids], env=env, check=False)
