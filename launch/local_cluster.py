@@ -516,9 +516,8 @@ def _net_plan(state: Path) -> dict:
                        "veth": f"mm{index}-node{i}"} for i in (1, 2)]}
 
 
-def _link_exists(name: str, netns: str | None = None) -> bool:
-    cmd = ["ip"] + (["-n", netns] if netns else []) + ["link", "show", name]
-    return _run(cmd, check=False).returncode == 0
+def _link_exists(name: str) -> bool:
+    return _run(["ip", "link", "show", name], check=False).returncode == 0
 
 
 def _net_up(net: dict, state: Path) -> None:
