@@ -34,6 +34,7 @@ if __name__ == "queue":  # pragma: no cover - imported as the standard library's
     _spec.loader.exec_module(sys.modules["queue"])
 
 import dataclasses
+import functools
 import getpass
 import json
 import os
@@ -116,6 +117,7 @@ def normalize_state(state: str | None) -> str:
     return COMPACT_STATES.get(word, word) or "UNKNOWN"
 
 
+@functools.lru_cache(maxsize=4096)
 def parse_duration(text: str | None) -> float | None:
     """Slurm durations (``1-02:03:04``, ``02:03:04``, ``3:04``, ``5``) in seconds; UNLIMITED/N/A/INVALID -> None."""
     text = (text or "").strip()
@@ -132,12 +134,13 @@ def parse_duration(text: str | None) -> float | None:
     return seconds + int(days or 0) * 86400.0
 
 
+@functools.lru_cache(maxsize=4096)
 def parse_time(text: str | None) -> float | None:
     """A Slurm timestamp (``2026-11-27T21:05:03``) as epoch seconds in local time; Unknown/None/N/A -> None."""
-    try:
-        return time.mktime(time.strptime((text or "").strip(), "%Y-%m-%dT%H:%M:%S"))
-    except ValueError:
+    match = re.fullmatch(r"(\d{4})-(\d\d)-(\d\d)T(\d\d):(\d\d):(\d\d)", (text or "").strip())
+    if not match:
         return None
+    return time.mktime(tuple(int(g) for g in match.groups()) + (0, 0, -1))
 
 
 def expand_array(spec: str) -> list[int] | None:
@@ -163,47 +166,61 @@ def _clean(value: str | None) -> str | None:
     return None if value in ("", "N/A", "(null)", "None", "Unknown") else value
 
 
-def parse_squeue(text: str, fields=SQUEUE_FIELDS) -> tuple[dict[str, dict], int]:
-    """``squeue -h -O`` lines (``SEP``-separated ``fields``) -> ({job_id: record}, count of unparseable lines).
+def parse_squeue(text: str, wanted: set[str] | None = None) -> tuple[dict[str, dict], int]:
+    """``squeue -h -O`` lines (``SEP``-separated ``SQUEUE_FIELDS``) -> ({job_id: record}, count of odd lines).
 
     The key is the display id: ``123`` for a plain job, ``123_4`` for an array task. An unexpanded pending array
-    (``123_[5-99]``, older Slurm or a huge array) is expanded here so every task gets its own record.
+    (``123_[5-99]``, older Slurm or a huge array) is expanded here so every task gets its own record. ``wanted``
+    (job or array ids) skips everything else cheaply. Tasks whose fields are the same (a queued array) share one
+    record object, which is never modified: 10,000 queued tasks parse as one.
     """
     records: dict[str, dict] = {}
+    shared: dict[str, dict] = {}
     bad = 0
+    count = len(SQUEUE_FIELDS)
     for line in text.splitlines():
-        if not line.strip():
+        head = line.split(SEP, 3)  # JobID, ArrayJobID, ArrayTaskID, then the rest (shared by a queued array's tasks)
+        if len(head) < 4:
+            bad += bool(line.strip())
             continue
-        parts = line.split(SEP)
-        if len(parts) < len(fields):
-            bad += 1
+        array_id = head[1].strip()
+        if wanted is not None and array_id not in wanted:
             continue
-        raw = dict(zip(fields, (p.strip() for p in parts[: len(fields) - 1])))
-        raw[fields[-1]] = SEP.join(parts[len(fields) - 1:]).strip()
-        record = {
-            "state": normalize_state(raw.get("State")),
-            "reason": _clean(raw.get("Reason")),
-            "elapsed_s": parse_duration(raw.get("TimeUsed")),
-            "time_limit_s": _limit(parse_duration(raw.get("TimeLimit"))),
-            "node": _clean(raw.get("NodeList")),
-            "restarts": int(raw["RestartCnt"]) if (raw.get("RestartCnt") or "").isdigit() else None,
-            "start": parse_time(raw.get("StartTime")),
-            "end": parse_time(raw.get("EndTime")),
-            "slurm_name": raw.get("Name"),
-        }
-        job_id, array_id, task = raw.get("JobID", ""), _clean(raw.get("ArrayJobID")), _clean(raw.get("ArrayTaskID"))
+        job_id, task, rest = head[0].strip(), _clean(head[2]), head[3]
+        record = shared.get(rest)
+        if record is None:
+            parts = rest.split(SEP, count - 4)  # the name comes last and may hold anything
+            if len(parts) < count - 3:
+                bad += 1
+                continue
+            record = shared[rest] = _squeue_record(dict(zip(SQUEUE_FIELDS[3:], parts)))
         if array_id and task:  # an array task, or an unexpanded range of them
             tasks = [int(task)] if task.isdigit() else expand_array(task)
             if tasks is None:
                 bad += 1
                 continue
             for t in tasks:
-                records[f"{array_id}_{t}"] = dict(record, raw_id=job_id if len(tasks) == 1 else None)
+                records[f"{array_id}_{t}"] = record
         elif job_id:
-            records[job_id] = dict(record, raw_id=job_id)
+            records[job_id] = record
         else:
             bad += 1
     return records, bad
+
+
+def _squeue_record(raw: dict[str, str]) -> dict:
+    restarts = raw["RestartCnt"].strip()
+    return {
+        "state": normalize_state(raw["State"]),
+        "reason": _clean(raw["Reason"]),
+        "elapsed_s": parse_duration(raw["TimeUsed"]),
+        "time_limit_s": _limit(parse_duration(raw["TimeLimit"])),
+        "node": _clean(raw["NodeList"]),
+        "restarts": int(restarts) if restarts.isdigit() else None,
+        "start": parse_time(raw["StartTime"]),
+        "end": parse_time(raw["EndTime"]),
+        "slurm_name": raw["Name"].strip(),
+    }
 
 
 def parse_sacct(text: str, fields=SACCT_FIELDS) -> tuple[dict[str, dict], dict[str, list[tuple[list[int], dict]]], int]:
@@ -425,13 +442,12 @@ def _journal_jobs(path: Path) -> tuple[float, list[dict]]:
         run_dir = job.get("run_dir")
         if run_dir and not Path(run_dir).is_absolute():
             run_dir = str(REPO / run_dir)
-        jobs.append({
-            "job_id": job_id, "name": str(job.get("name") or ""), "run_dir": run_dir,
-            "cell": job.get("cell") if isinstance(job.get("cell"), dict) else None,
-            "stdout": job.get("stdout"), "stderr": job.get("stderr"), "pid": pid,
-            "submission": submission, "sweep": sweep_name, "profile": data.get("profile"),
-            "slurm": not local,
-        })
+        row = {"job_id": job_id, "name": str(job.get("name") or ""), "run_dir": run_dir,
+               "cell": job.get("cell") if isinstance(job.get("cell"), dict) else None,
+               "stdout": job.get("stdout"), "stderr": job.get("stderr"), "submission": submission,
+               "sweep": sweep_name}
+        jobs.append({**row, "row": row, "pid": pid, "profile": data.get("profile"), "slurm": not local,
+                     "run_parent": os.path.split(run_dir.rstrip("/")) if run_dir else None})
     return _epoch(data.get("created")) or path.stat().st_mtime, jobs
 
 
@@ -448,9 +464,26 @@ def _epoch(value: Any) -> float | None:
     return None
 
 
-def run_progress(run_dir: str | None) -> dict:
-    """``memorymodels.runs.run_progress`` for ``run_dir``; {} when there is no run directory or it is unreadable."""
-    if not run_dir or not Path(run_dir, "run.json").exists():
+def run_progress(run_dir: str | None, listings: dict[str, set[str]] | None = None,
+                 split: tuple[str, str] | None = None) -> dict:
+    """``memorymodels.runs.run_progress`` for ``run_dir``; {} when there is no run directory or it is unreadable.
+
+    ``listings`` (parent directory -> names in it, filled as needed) saves a file-system call per row for the run
+    directories that do not exist yet: a 10,000-cell sweep lists its one parent directory instead. ``split`` is
+    ``os.path.split(run_dir)`` when the caller has it.
+    """
+    if not run_dir:
+        return {}
+    if listings is not None:
+        parent, name = split or os.path.split(run_dir.rstrip("/"))
+        if parent not in listings:
+            try:
+                listings[parent] = set(os.listdir(parent))
+            except OSError:
+                listings[parent] = set()
+        if name not in listings[parent]:
+            return {}
+    if not os.path.exists(os.path.join(run_dir, "run.json")):
         return {}
     from memorymodels.runs import run_progress as progress
 
@@ -562,7 +595,8 @@ class Collector:
         calls = {"squeue": 0, "sacct": 0}
         try:
             calls["squeue"] += 1
-            queue, bad = parse_squeue(self._run(squeue_command(self.user, self.squeue_states)))
+            wanted = None if self.all_jobs else {j["job_id"].split("_")[0] for j in jobs if j["slurm"]}
+            queue, bad = parse_squeue(self._run(squeue_command(self.user, self.squeue_states)), wanted)
         except SlurmError as exc:
             return self._stale(str(exc), jobs, warnings, calls, now)
         if bad:
@@ -570,7 +604,9 @@ class Collector:
         self._finished.update((k, dict(v, source="squeue")) for k, v in queue.items()
                               if v["state"] in TERMINAL_STATES)
         accounted, ranges, accounting = self._accounting(jobs, queue, calls, warnings, now)
-        rows = [self._journal_row(job, queue, accounted, ranges, accounting, now) for job in jobs]
+        listings: dict[str, set[str]] = {}
+        fields_of: dict[tuple, dict] = {}
+        rows = [self._journal_row(job, queue, accounted, ranges, listings, now, fields_of) for job in jobs]
         if self.all_jobs:
             known = {row.job_id for row in rows}
             extra = {**{k: dict(v, source=v.get("source", "sacct")) for k, v in accounted.items()},
@@ -609,32 +645,35 @@ class Collector:
                 self._finished[job_id] = record
         return {**self._finished, **records}, ranges, True
 
-    def _journal_row(self, job, queue, accounted, ranges, accounting, now) -> JobRow:
+    def _journal_row(self, job, queue, accounted, ranges, listings, now, fields_of) -> JobRow:
         job_id = job["job_id"]
         record = queue.get(job_id) if job["slurm"] else None
         source = "squeue"
         if record is None and job["slurm"]:
             record = accounted.get(job_id) or _in_ranges(job_id, ranges)
             source = record.get("source", "sacct") if record else "sacct"
-        progress = run_progress(job["run_dir"])
-        row = JobRow(job_id=job_id, state="UNKNOWN", name=job["name"], submission=job["submission"],
-                     sweep=job["sweep"], cell=job["cell"], run_dir=job["run_dir"], stdout=job["stdout"],
-                     stderr=job["stderr"])
+        progress = run_progress(job["run_dir"], listings, job["run_parent"])
         if record is not None:
-            _apply_record(row, record, source)
-        elif job["slurm"]:
-            row.state, row.reason_text = infer_state(progress, [job["stderr"], job["stdout"]])
-            row.source = "rundir"
+            key = (id(record), source)  # a queued array's tasks share one record: its fields are worked out once
+            if key not in fields_of:
+                fields_of[key] = record_fields(record, source)
+            row = JobRow(**job["row"], **fields_of[key])
+            if not row.name:
+                row.name = record.get("slurm_name") or ""
         else:
-            row.state, row.reason_text = _local_state(progress, job.get("pid"))
-            row.source = "local"
+            row = JobRow(**job["row"], state="UNKNOWN")
+            if job["slurm"]:
+                row.state, row.reason_text = infer_state(progress, [job["stderr"], job["stdout"]])
+                row.source = "rundir"
+            else:
+                row.state, row.reason_text = _local_state(progress, job.get("pid"))
+                row.source = "local"
         _apply_progress(row, progress, now)
         return row
 
     def _slurm_row(self, job_id: str, record: dict) -> JobRow:
-        row = JobRow(job_id=job_id, state="UNKNOWN", name=record.get("slurm_name") or "")
-        _apply_record(row, record, record.get("source", "squeue"))
-        return row
+        return JobRow(job_id=job_id, name=record.get("slurm_name") or "",
+                      **record_fields(record, record.get("source", "squeue")))
 
     def _add_tails(self, rows: list[JobRow]) -> None:
         """The last log lines of the most recent failures (newest end time first)."""
@@ -649,9 +688,7 @@ class Collector:
         else:  # nothing good yet: what the journal and run directories say, states unknown
             rows = []
             for job in jobs:
-                row = JobRow(job_id=job["job_id"], state="UNKNOWN", name=job["name"], submission=job["submission"],
-                             sweep=job["sweep"], cell=job["cell"], run_dir=job["run_dir"], stdout=job["stdout"],
-                             stderr=job["stderr"], source="rundir")
+                row = JobRow(**job["row"], state="UNKNOWN", source="rundir")
                 _apply_progress(row, run_progress(job["run_dir"]), now)
                 rows.append(row)
             sweeps = summarize_sweeps(rows)
@@ -674,18 +711,15 @@ def _in_ranges(job_id: str, ranges: dict) -> dict | None:
     return None
 
 
-def _apply_record(row: JobRow, record: dict, source: str) -> None:
-    row.source = source
-    row.state = record["state"]
-    row.reason = record.get("reason")
-    if row.state in ACTIVE_STATES or row.state in FAILED_STATES or row.state == "CANCELLED":
-        row.reason_text = explain_reason(row.reason)
-    for key in ("elapsed_s", "time_limit_s", "node", "exit_code", "end"):
-        if record.get(key) is not None:
-            setattr(row, key, record[key])
-    row.restarts = max(row.restarts, record.get("restarts") or 0)
-    if not row.name:
-        row.name = record.get("slurm_name") or ""
+def record_fields(record: dict, source: str) -> dict:
+    """The JobRow fields that a squeue/sacct record gives."""
+    state, reason = record["state"], record.get("reason")
+    explain = state in ACTIVE_STATES or state in FAILED_STATES or state == "CANCELLED"
+    fields = {"source": source, "state": state, "reason": reason,
+              "reason_text": explain_reason(reason) if explain else "", "restarts": record.get("restarts") or 0}
+    fields.update((key, record[key]) for key in ("elapsed_s", "time_limit_s", "node", "exit_code", "end")
+                  if record.get(key) is not None)
+    return fields
 
 
 def _local_state(progress: dict, pid: Any) -> tuple[str, str]:

@@ -35,6 +35,8 @@ from launch.queue import (ACTIVE_STATES, FAILED_STATES, Collector, JobRow, Slurm
                           read_journal, run_slurm, slurm_env, tail_lines)
 
 MIN_INTERVAL = 2.0
+# when rows must be cut from the screen, these states stay longest (failures rank 1, anything else 3)
+CUT_ORDER = {"RUNNING": 0, "COMPLETING": 0, "PENDING": 2, "REQUEUED": 2, "COMPLETED": 4, "CANCELLED": 4}
 STATE_STYLES = {"RUNNING": "green", "PENDING": "yellow", "COMPLETED": "blue", "CANCELLED": "magenta",
                 "INTERRUPTED": "yellow", "UNKNOWN": "dim", "REQUEUED": "yellow", "REQUEUE_HOLD": "yellow"}
 COLUMNS = ("job", "name", "cell", "state", "reason", "time/limit", "node", "rst", "step", "loss", "tok/s", "ckpt",
@@ -138,28 +140,31 @@ def render(rows: list[JobRow], *, width: int | None = None, title: str | None = 
     return table
 
 
-def fit_rows(rows: list[JobRow], max_rows: int | None) -> tuple[list[JobRow], int]:
-    """At most ``max_rows`` rows for the screen: pending array tasks without progress collapse into one range row
-    per array and reason (``123_[5-9999]``); beyond that, the rest is cut. Returns (rows, number cut)."""
-    if max_rows is None or len(rows) <= max_rows:
+def fit_rows(rows: list[JobRow], max_rows: int | None, *, collapse: bool = False) -> tuple[list[JobRow], int]:
+    """At most ``max_rows`` rows for the screen. Pending array tasks without progress collapse into one range row
+    per array and reason (``123_[5-9999]``) when the rows do not fit (or ``collapse``); if they still do not fit,
+    running and failed jobs are kept first and finished ones cut. Returns (rows, number cut)."""
+    if not collapse and (max_rows is None or len(rows) <= max_rows):
         return rows, 0
-    out: list[JobRow] = []
+    out: list[JobRow | list[JobRow]] = []
     groups: dict[tuple, list[JobRow]] = {}
     for row in rows:
         base, _, task = row.job_id.partition("_")
-        if row.state == "PENDING" and task.isdigit() and row.step is None:
+        if row.state == "PENDING" and row.step is None and task.isdigit():
             key = (base, row.reason, row.submission)
             if key not in groups:
                 groups[key] = []
-                out.append(row)  # placeholder, replaced below
+                out.append(groups[key])  # the group's place: where its first task was
             groups[key].append(row)
         else:
             out.append(row)
-    firsts = {id(members[0]): members for members in groups.values()}
-    fitted = [_range_row(firsts[id(row)]) if id(row) in firsts else row for row in out]
-    if len(fitted) <= max_rows:
+    fitted = [_range_row(item) if isinstance(item, list) else item for item in out]
+    if max_rows is None or len(fitted) <= max_rows:
         return fitted, 0
-    return fitted[: max(0, max_rows - 1)], len(fitted) - max(0, max_rows - 1)
+    keep = max(0, max_rows - 1)  # one line says how many were cut
+    order = sorted(range(len(fitted)), key=lambda i: CUT_ORDER.get(fitted[i].state, 3 - fitted[i].failed * 2))
+    kept = sorted(order[:keep])
+    return [fitted[i] for i in kept], len(fitted) - keep
 
 
 def _range_row(members: list[JobRow]) -> JobRow:
@@ -212,8 +217,12 @@ def render_failures(rows: list[JobRow]) -> list[Text]:
     return out
 
 
-def render_view(snapshot: Snapshot, *, now: float, width: int | None = None, max_rows: int | None = None) -> Group:
-    """Everything the live view shows: header (with the stale mark), sweep lines, the table, recent failures."""
+def render_view(snapshot: Snapshot, *, now: float, width: int | None = None, max_rows: int | None = None,
+                collapse: bool = True) -> Group:
+    """Everything the live view shows: header (with the stale mark), sweep lines, the table, recent failures.
+
+    ``max_rows``: the screen's height (rows beyond it are cut, see ``fit_rows``); ``collapse``: queued array tasks
+    as range rows even when everything fits (``--once``; ``--json`` gives every row)."""
     header = Text(f"jobs at {time.strftime('%H:%M:%S', time.localtime(snapshot.time))}: ", style="bold")
     header.append(state_counts(snapshot.rows) or "no jobs in the journal (run launch/submit.py, or use --all)")
     header.append(f"  [squeue {snapshot.calls.get('squeue', 0)}, sacct {snapshot.calls.get('sacct', 0)}]",
@@ -230,7 +239,7 @@ def render_view(snapshot: Snapshot, *, now: float, width: int | None = None, max
     failures = render_failures(snapshot.rows)
     if max_rows is not None:
         max_rows = max(3, max_rows - len(parts) - len(failures) - 1)
-    rows, cut = fit_rows(snapshot.rows, max_rows)
+    rows, cut = fit_rows(snapshot.rows, max_rows, collapse=collapse)
     parts.append(render(rows, width=width))
     if cut:
         parts.append(Text(f"... {cut} more rows (use a taller terminal, --json, or --once)", style="dim"))

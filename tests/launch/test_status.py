@@ -120,11 +120,28 @@ def test_fit_rows_range_names_gaps_and_cuts_what_still_does_not_fit():
 
 
 def test_view_fits_the_screen_with_ten_thousand_pending_tasks():
-    rows = pending_array(10_000) + [JobRow(job_id=str(900 + i), state="RUNNING") for i in range(100)]
+    rows = pending_array(10_000) + [JobRow(job_id=str(900 + i), state="RUNNING") for i in range(10)]
     snapshot = Snapshot(rows=rows, sweeps=summarize_sweeps(rows), time=0.0, calls={"squeue": 1})
     text = console_text(render_view(snapshot, now=0.0, width=120, max_rows=40), 120)
-    assert len(text.splitlines()) <= 40
-    assert "500_[0-9999]" in text and "(10000 tasks)" in text and "more rows" in text
+    assert len(text.splitlines()) == 2 + 1 + 11  # header, sweep line, table header, range row and 10 running
+    assert "500_[0-9999]" in text and "(10000 tasks)" in text and "more rows" not in text
+
+
+def test_view_cut_keeps_running_and_failed_jobs_before_finished_ones():
+    finished = [JobRow(job_id=str(100 + i), state="COMPLETED") for i in range(50)]
+    running = [JobRow(job_id=str(900 + i), state="RUNNING") for i in range(30)]
+    rows = finished + pending_array(1000) + running + [JobRow(job_id="999", state="FAILED")]
+    snapshot = Snapshot(rows=rows, sweeps=[], time=0.0, calls={"squeue": 1})
+    lines = console_text(render_view(snapshot, now=0.0, width=120, max_rows=40), 120).splitlines()
+    assert len(lines) == 40 and lines[-1].startswith("... 45 more rows")
+    shown = [line.split()[0] for line in lines[2:-1]]
+    assert shown[:1] == ["100"] and shown[-32:] == ["500_[0-999]", *[str(900 + i) for i in range(30)], "999"]
+
+
+def test_once_collapses_queued_tasks_even_when_the_screen_is_not_limited():
+    rows = pending_array(300)
+    fitted, cut = fit_rows(rows, None, collapse=True)
+    assert [r.job_id for r in fitted] == ["500_[0-299]"] and cut == 0
 
 
 def test_duration_format():
