@@ -183,6 +183,17 @@ def test_stub_run_json_matches_the_launchers_claim(tmp_path):
     assert ours == theirs
 
 
+@pytest.mark.parametrize("path", sorted((REPO / "sweeps").glob("*.yaml")), ids=lambda p: p.name)
+def test_shipped_sweeps_plan(path):
+    from launch.profiles import load_profile
+    from launch.sweeps import plan_sweep
+
+    sweep = load_sweep(path)
+    plan = plan_sweep(sweep, load_profile(sweep.profile))
+    assert len(plan.cells) >= 6 and len(plan.jobs) == len(plan.cells)
+    assert {"model.params.kernel", "model.params.n_heads"} <= set(sweep.axes)
+
+
 def dry_run(*args: str) -> dict:
     import json
     import subprocess
@@ -228,6 +239,19 @@ def run_json(run_dir: str | Path) -> dict:
     return json.loads((Path(run_dir) / "run.json").read_text())
 
 
+def run_report(*args: str) -> list[dict]:
+    """Run ``launch/sweep_report.py`` and return its CSV rows."""
+    import csv
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, str(REPO / "launch" / "sweep_report.py"), *args], capture_output=True,
+                          text=True, cwd=REPO, timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    csv_path = next(line.split(": ", 1)[1] for line in proc.stdout.splitlines() if line.startswith("csv: "))
+    return list(csv.DictReader(open(csv_path)))
+
+
 @pytest.mark.slurm
 @pytest.mark.slow
 def test_six_cell_sweep_runs_as_one_array_and_resubmits_exactly_the_deleted_cells(slurm_cluster, wait_for_job,
@@ -257,6 +281,14 @@ def test_six_cell_sweep_runs_as_one_array_and_resubmits_exactly_the_deleted_cell
         assert info["config"]["model"]["params"] == {"kernel": cell["overrides"]["model.params.kernel"],
                                                      "n_heads": cell["overrides"]["model.params.n_heads"]}
         assert info["config"]["train"]["max_steps"] == 4
+
+    report = run_report(str(path), "--plot", "model.params.kernel")
+    assert [(r["model.params.kernel"], r["model.params.n_heads"], r["status"], r["step"]) for r in report] == [
+        (str(c["overrides"]["model.params.kernel"]), str(c["overrides"]["model.params.n_heads"]), "completed", "4")
+        for c in cells]
+    assert all(float(r["eval_loss"]) > 0 and float(r["bits_per_byte"]) > 0 for r in report)
+    assert (tmp_path / "runs" / "six" / "eval_loss_vs_kernel.png").stat().st_size > 0
+    assert run_report(first["sweep_id"]) == report  # by submission id: the same cells
 
     kept_before = {d: run_json(d)["attempts"] for d in run_dirs}
     shutil.rmtree(run_dirs[1])
@@ -303,3 +335,67 @@ def test_a_sweep_larger_than_max_array_size_is_submitted_as_several_arrays(slurm
         assert submit("--profile", str(profile), "--sweep", str(path)) == {"sweep_id": None, "arrays": []}
     finally:
         subprocess.run(["scancel", *ids], env=env, check=False)
+
+
+# --- the report ------------------------------------------------------------------------------------------------------
+
+
+def fake_run(run_dir: Path, status: str | None, steps: list[tuple[int, float, float | None]], bpb: float | None = None):
+    """A run directory as the trainer leaves it: run.json, metrics.jsonl and (when evaluated) eval.json."""
+    from memorymodels.runs import append_metrics, write_json
+
+    run_dir.mkdir(parents=True)
+    write_json(run_dir / "run.json", {"status": status, "config": {"train": {"max_steps": 10}}, "attempts": []})
+    for step, loss, eval_loss in steps:
+        append_metrics(run_dir, {"step": step, "loss": loss, "eval_loss": eval_loss})
+    if bpb is not None:
+        write_json(run_dir / "eval.json", {"loss": steps[-1][2], "bits_per_byte": bpb})
+
+
+def report_rows(tmp_path: Path):
+    from launch.sweep_report import collect_rows
+
+    axes = ["model.params.kernel", "model.params.n_heads"]
+    cells = []
+    for i, (k, h) in enumerate([(1, 0), (1, 4), (2, 0), (2, 4)]):
+        cells.append({"index": i, "overrides": {axes[0]: k, axes[1]: h},
+                      "run_dir": str(tmp_path / f"kernel={k},n_heads={h}")})
+    fake_run(Path(cells[0]["run_dir"]), "completed", [(5, 3.0, None), (10, 2.5, 2.75)], bpb=1.25)
+    fake_run(Path(cells[1]["run_dir"]), "completed", [(5, 3.1, None), (10, 2.25, 2.5)], bpb=1.125)
+    fake_run(Path(cells[2]["run_dir"]), "running", [(5, 3.5, None)])
+    return axes, collect_rows(cells, axes)
+
+
+def test_report_table_reads_states_losses_and_bits_per_byte(tmp_path):
+    from rich.console import Console
+
+    from launch.sweep_report import render
+
+    axes, rows = report_rows(tmp_path)
+    assert [r["status"] for r in rows] == ["completed", "completed", "running", "not started"]
+    assert (rows[1]["step"], rows[1]["loss"], rows[1]["eval_loss"], rows[1]["bits_per_byte"]) == (10, 2.25, 2.5, 1.125)
+    console = Console(width=120, color_system=None, record=True)
+    console.print(render(rows, axes, "kh"))
+    text = console.export_text()
+    lines = [line for line in text.splitlines() if "│" in line]
+    cells = [[c.strip() for c in line.split("│")[1:9]] for line in lines]
+    assert cells == [["0", "1", "0", "completed", "10/10", "2.5000", "2.7500", "1.2500"],
+                     ["1", "1", "4", "completed", "10/10", "2.2500", "2.5000", "1.1250"],
+                     ["2", "2", "0", "running", "5/10", "3.5000", "-", "-"],
+                     ["3", "2", "4", "not started", "-", "-", "-", "-"]]
+
+
+def test_report_csv_and_plot(tmp_path):
+    import csv
+
+    from launch.sweep_report import plot, write_csv
+
+    axes, rows = report_rows(tmp_path)
+    write_csv(rows, axes, tmp_path / "report.csv")
+    table = list(csv.DictReader((tmp_path / "report.csv").open()))
+    assert [r["status"] for r in table] == ["completed", "completed", "running", "not started"]
+    assert table[0]["model.params.kernel"] == "1" and table[0]["eval_loss"] == "2.75" and table[3]["loss"] == ""
+    assert plot(rows, axes, "model.params.n_heads", "eval_loss", tmp_path / "plot.png") == 2
+    assert (tmp_path / "plot.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    with pytest.raises(ConfigError, match="not an axis of this sweep; axes: model.params.kernel"):
+        plot(rows, axes, "train.seed", "eval_loss", tmp_path / "x.png")
