@@ -301,9 +301,11 @@ def slurm_conf_text(lay: Layout, accounting: bool) -> str:
         f"AccountingStoragePass={lay.munge_socket}",
         "JobCompType=jobcomp/none",
         "ReturnToService=2",
-        # Thousands of array tasks in the sweep and dashboard tests.
+        # Thousands of array tasks in the sweep and dashboard tests. Every task of an array counts towards
+        # MaxJobCount until MinJobAge after it ended (cancelled held arrays too), and several test sessions share
+        # the cluster: 50000 ran out with a few 10000-task arrays; a pending array is still one record in memory.
         "MaxArraySize=20001",
-        "MaxJobCount=50000",
+        "MaxJobCount=200000",
         # Finished jobs stay visible in `squeue -t all` for 5 minutes: the squeue-only status path reads them.
         "MinJobAge=300",
         # Schedule at once, not on Slurm's one-minute default tick, so tests do not wait.
@@ -657,6 +659,8 @@ def _ensure(lay: Layout, name: str, start, restart: bool = False) -> None:
         pid = None
     if pid is None:
         start(lay)
+        # A restarted controller reports a node ready from its saved state before the new slurmd wrote its pid.
+        _wait_for(f"{name}'s pid file", lambda: _daemon_pid(lay, name) is not None, 30)
         print(f"local_cluster: started {name} (pid {_daemon_pid(lay, name)})", flush=True)
 
 
