@@ -652,6 +652,14 @@ class Collector:
         if record is None and job["slurm"]:
             record = accounted.get(job_id) or _in_ranges(job_id, ranges)
             source = record.get("source", "sacct") if record else "sacct"
+        if record is None and job["slurm"] and "_" in job_id:
+            # tasks that never started have no record of their own once the array ends (all cancelled while
+            # queued): Slurm keeps one record under the bare array id, which stands for them
+            base = job_id.split("_")[0]
+            record, source = queue.get(base), "squeue"
+            if record is None:
+                record = accounted.get(base)
+                source = record.get("source", "sacct") if record else "sacct"
         progress = run_progress(job["run_dir"], listings, job["run_parent"])
         if record is not None:
             key = (id(record), source)  # a queued array's tasks share one record: its fields are worked out once

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import dataclasses
 import io
-import textwrap
+from pathlib import Path
 
 import pytest
 from rich.console import Console
@@ -154,3 +153,105 @@ def test_interval_below_two_seconds_is_refused(capsys):
         parse_args(["--interval", "0.5"])
     assert "at most one refresh every 2 s" in capsys.readouterr().err
     assert parse_args(["--interval", "2"]).interval == 2.0
+
+
+# ---------------------------------------------------------------- the command against the real local Slurm
+
+
+class Terminal(io.StringIO):
+    """Typed answers on a terminal, for the confirmation prompt."""
+
+    def isatty(self) -> bool:
+        return True
+
+
+@pytest.fixture
+def journal_jobs(slurm_cluster, tmp_path, monkeypatch):
+    """A held 3-task sweep array, a held job and a failed job, recorded with launch.journal in a private state."""
+    import subprocess
+
+    from launch import journal
+    from launch.local_cluster import wait_for_job
+
+    monkeypatch.setenv("MEMORYMODELS_STATE", str(tmp_path / "state"))
+    logs = tmp_path / "logs"
+    logs.mkdir()
+
+    def sbatch(*args: str) -> str:
+        out = subprocess.run(["sbatch", "--parsable", *args], capture_output=True, text=True, check=True)
+        return out.stdout.strip().split(";")[0]
+
+    array = sbatch("--hold", "--array=0-2", "-J", "mm-status-cli", "-o", "/dev/null", "--wrap", "true")
+    held = sbatch("--hold", "-J", "mm-status-cli", "-o", "/dev/null", "--wrap", "true")
+    failed = sbatch("-J", "mm-status-cli", "-o", str(logs / "f.out"), "-e", str(logs / "f.err"), "--wrap",
+                    "echo step 1; echo 'Traceback (most recent call last):' >&2; echo 'ValueError: bad batch' >&2; "
+                    "exit 2")
+    ids = [array, held, failed]
+    try:
+        wait_for_job(failed, timeout=60)
+        journal.record(profile="local-slurm", kind="sweep", sweep={"name": "tiny", "file": "sweeps/tiny.yaml"},
+                       jobs=[{"job_id": f"{array}_{i}", "name": f"cell{i}", "run_dir": str(tmp_path / f"c{i}"),
+                              "cell": {"model.dim": 16 * (i + 1)}, "stdout": None, "stderr": None,
+                              "executor": "slurm"} for i in range(3)])
+        journal.record(profile="local-slurm", jobs=[
+            {"job_id": held, "name": "held", "run_dir": str(tmp_path / "h"), "stdout": None, "stderr": None},
+            {"job_id": failed, "name": "broken", "run_dir": str(tmp_path / "f"), "stdout": str(logs / "f.out"),
+             "stderr": str(logs / "f.err")}])
+        yield {"array": array, "held": held, "failed": failed}
+    finally:
+        subprocess.run(["scancel", *ids], capture_output=True)
+
+
+@pytest.mark.slurm
+def test_cli_json_once_logs_and_cancel_with_confirmation(journal_jobs, capsys, monkeypatch):
+    import json
+    import subprocess
+
+    from launch.status import main
+
+    ids = journal_jobs
+    assert main(["--json"]) == 0
+    rows = {row["job_id"]: row for row in json.loads(capsys.readouterr().out)}
+    assert {rows[f"{ids['array']}_{i}"]["state"] for i in range(3)} == {"PENDING"}
+    assert rows[f"{ids['array']}_1"]["cell"] == {"model.dim": 32}
+    assert (rows[ids["held"]]["state"], rows[ids["failed"]]["state"]) == ("PENDING", "FAILED")
+
+    assert main(["--once"]) == 0
+    out = capsys.readouterr().out
+    assert f"{ids['array']}_[0-2]" in out and "sweep tiny" in out and "3 pending" in out
+    assert "ValueError: bad batch" in out  # the recent failure, with its log tail
+
+    assert main(["--logs", ids["failed"], "--lines", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "step 1" in out and "ValueError: bad batch" in out and "Traceback" not in out
+
+    monkeypatch.setattr("sys.stdin", io.StringIO(""))  # not a terminal: nothing is cancelled without --yes
+    assert main(["--cancel", "tiny"]) == 1
+    assert "add --yes" in capsys.readouterr().out
+    monkeypatch.setattr("sys.stdin", Terminal("n\n"))
+    assert main(["--cancel", ids["held"]]) == 1
+    monkeypatch.setattr("sys.stdin", Terminal("y\n"))
+    assert main(["--cancel", "tiny"]) == 0  # the sweep by name: its three tasks, one scancel
+    assert "cancelled 3 job(s)" in capsys.readouterr().out
+    assert main(["--json"]) == 0
+    rows = {row["job_id"]: row["state"] for row in json.loads(capsys.readouterr().out)}
+    assert [rows[f"{ids['array']}_{i}"] for i in range(3)] == ["CANCELLED"] * 3 and rows[ids["held"]] == "PENDING"
+    squeue = subprocess.run(["squeue", "-h", "-t", "all", "-o", "%i %T", "-j", ids["array"]], capture_output=True,
+                            text=True).stdout.split()
+    assert squeue == [ids["array"], "CANCELLED"]  # Slurm keeps one record for tasks cancelled while queued
+
+
+@pytest.mark.slurm
+def test_script_entry_point_runs_from_anywhere(journal_jobs, tmp_path):
+    """``python launch/status.py`` as documented: launch/ first on sys.path must not hide the stdlib's queue."""
+    import subprocess
+    import sys
+
+    script = Path(__file__).resolve().parents[2] / "launch" / "status.py"
+    proc = subprocess.run([sys.executable, str(script), "--once"], capture_output=True, text=True, cwd=tmp_path,
+                          timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert f"{journal_jobs['array']}_[0-2]" in proc.stdout
+    proc = subprocess.run([sys.executable, "-c", "import sys; sys.path.insert(0, sys.argv[1]); import queue; "
+                           "print(queue.Queue)", str(script.parent)], capture_output=True, text=True, timeout=60)
+    assert proc.stdout.strip() == "<class 'queue.Queue'>", proc.stderr
