@@ -125,8 +125,8 @@ def parse_duration(text: str | None) -> float | None:
     if not match:
         return None
     days, a, b, c = match.groups()
-    if b is None and c is None:  # a bare number is minutes (sbatch --time syntax)
-        seconds = int(a) * 60.0
+    if b is None and c is None:  # a bare number is minutes (sbatch --time syntax), hours after a day count
+        seconds = int(a) * (3600.0 if days else 60.0)
     elif c is None:  # MM:SS, or HH:MM after a day count
         seconds = int(a) * 3600.0 + int(b) * 60.0 if days else int(a) * 60.0 + int(b)
     else:
@@ -528,6 +528,7 @@ def tail_lines(path: str | Path | None, count: int, max_bytes: int = 65536) -> l
 
 STEPD_END = re.compile(r"\*\*\* JOB \S+ ON \S+ CANCELLED AT \S+(?: DUE TO ([A-Z ]+?))?(?: \*\*\*|$)")
 STEPD_REASONS = {"TIME LIMIT": "TIMEOUT", "PREEMPTION": "PREEMPTED", "NODE FAILURE": "NODE_FAIL"}
+STALLED_S = 15 * 60  # a running job whose metrics and run.json have not changed for this long may hang
 RUN_STATES = {"completed": "COMPLETED", "failed": "FAILED", "running": "RUNNING", "interrupted": "INTERRUPTED"}
 
 
@@ -762,7 +763,11 @@ def _apply_progress(row: JobRow, progress: dict, now: float) -> None:
     checkpoint_time, updated = _epoch(progress.get("checkpoint_time")), _epoch(progress.get("updated"))
     row.checkpoint_age_s = max(0.0, now - checkpoint_time) if checkpoint_time else None
     row.updated_age_s = max(0.0, now - updated) if updated else None
-    if row.state == "RUNNING" and row.step is not None and row.max_steps and row.run_dir:
+    if row.state != "RUNNING":
+        return
+    if row.updated_age_s is not None and row.updated_age_s > STALLED_S and (row.elapsed_s or STALLED_S) >= STALLED_S:
+        row.reason_text = f"no new metrics for {int(row.updated_age_s // 60)} min: hung? (--logs {row.job_id})"
+    if row.step is not None and row.max_steps and row.run_dir:
         rate = progress.get("steps_per_s") or step_rate(row.run_dir)
         if rate:
             row.eta_s = max(0.0, (row.max_steps - row.step) / rate)

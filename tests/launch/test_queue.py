@@ -96,8 +96,8 @@ def test_words_durations_states_arrays():
     assert explain_reason("QOSMaxGRESPerUser") == "the QOS's limit on gres per user is reached"
     assert explain_reason("AssocGrpCPURunMinutesLimit") == "your account's limit on cpu run minutes is reached"
     assert explain_reason("SomethingNew") == "SomethingNew" and explain_reason("None") == ""
-    assert [parse_duration(t) for t in ("1-00:00:00", "02:03:04", "3:04", "5", "UNLIMITED", "Partition_Limit")] \
-        == [86400, 7384, 184, 300, None, None]
+    assert [parse_duration(t) for t in ("1-00:00:00", "02:03:04", "3:04", "5", "1-02", "1-02:03", "UNLIMITED",
+                                        "Partition_Limit")] == [86400, 7384, 184, 300, 93600, 93780, None, None]
     assert [normalize_state(s) for s in ("CANCELLED by 0", "PD", "completed", "", "RUNNING+")] \
         == ["CANCELLED", "PENDING", "COMPLETED", "UNKNOWN", "RUNNING"]
     assert expand_array("[0-6:3,10]") == [0, 3, 6, 10] and expand_array("x") is None
@@ -220,6 +220,39 @@ def test_journal_unreadable_file_is_a_warning_and_local_jobs_are_recognised(tmp_
     assert len(jobs) == 1 and not jobs[0]["slurm"] and jobs[0]["pid"] == 4242
     assert Path(jobs[0]["run_dir"]).is_absolute()
     assert len(warnings) == 1 and "broken.json" in warnings[0] and "fix or remove" in warnings[0]
+
+
+def test_local_runs_show_from_their_run_directory_and_process(tmp_path):
+    """Runs of the ``local`` profile (submitit's local executor: the job id is the process id)."""
+    import os
+
+    now = time.time()
+    for name, status in (("alive", "running"), ("gone", "running"), ("done", "completed"), ("stuck", "running")):
+        run = tmp_path / "runs" / name
+        run.mkdir(parents=True)
+        (run / "run.json").write_text(json.dumps({"status": status, "config": {"train": {"max_steps": 100}}}))
+        (run / "metrics.jsonl").write_text("".join(json.dumps({"step": s, "loss": 3.0, "tokens_per_s": 900.0,
+                                                               "time": now - 40 + s}) + "\n" for s in (10, 30)))
+    old = now - 3600
+    os.utime(tmp_path / "runs" / "stuck" / "run.json", (old, old))
+    os.utime(tmp_path / "runs" / "stuck" / "metrics.jsonl", (old, old))
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    write_journal(tmp_path / "journal", "local", [
+        {"job_id": str(os.getpid()), "name": "alive", "run_dir": str(tmp_path / "runs" / "alive"), "executor": "local"},
+        {"job_id": str(dead.pid), "name": "gone", "run_dir": str(tmp_path / "runs" / "gone"), "executor": "local"},
+        {"job_id": "1", "name": "done", "run_dir": str(tmp_path / "runs" / "done"), "executor": "local"},
+        {"job_id": str(os.getpid()), "name": "stuck", "run_dir": str(tmp_path / "runs" / "stuck"),
+         "executor": "local"}])
+    replay = Replay()
+    rows = {r.name: r for r in Collector(journal_dir=tmp_path / "journal", run=replay).refresh().rows}
+    assert replay.calls == ["squeue"]  # local jobs are never asked about in sacct
+    alive = rows["alive"]
+    assert (alive.state, alive.source, alive.step, alive.max_steps, alive.loss) == ("RUNNING", "local", 30, 100, 3.0)
+    assert alive.eta_s == pytest.approx(70, abs=1) and not alive.eta_past_limit  # 1 step/s, no time limit
+    assert rows["gone"].state == "UNKNOWN" and "is gone" in rows["gone"].reason_text
+    assert rows["done"].state == "COMPLETED"
+    assert rows["stuck"].reason_text.startswith("no new metrics for 60 min: hung?")
 
 
 def test_squeue_command_is_one_call_expanding_arrays():
