@@ -426,7 +426,9 @@ def _start_mariadbd(lay: Layout) -> None:
     _spawn([_which("mariadbd"), "--no-defaults", f"--datadir={data}", f"--socket={lay.mysql_socket}",
             f"--port={lay.mysql_port}", "--bind-address=127.0.0.1", f"--pid-file={lay.run}/mariadbd.pid",
             f"--log-error={lay.log}/mariadbd.log", "--user=root", "--skip-name-resolve", "--skip-log-bin",
-            "--innodb-buffer-pool-size=32M"], lay.log / "mariadbd.out", _daemon_env(lay))
+            # The values slurmdbd asks for at start-up (it warns otherwise).
+            "--innodb-buffer-pool-size=128M", "--innodb-lock-wait-timeout=900"], lay.log / "mariadbd.out",
+           _daemon_env(lay))
     _wait_for("mariadbd", lambda: _mysql(lay, "SELECT 1", check=False).returncode == 0, 60,
               lay.log / "mariadbd.log")
     password = lay.settings["db_password"]

@@ -152,6 +152,13 @@ def test_second_cluster_without_then_with_accounting_and_down_stops_every_pid(sl
     assert info["daemons"]["slurmdbd"] is None and info["daemons"]["mariadbd"] is None
     assert info["daemons"]["slurmctld"] and info["daemons"]["munged"]
 
+    # A daemon that died is started again by the next `up`, and nothing else is touched.
+    os.kill(info["daemons"][f"slurmd {slurm_cluster.host}"], 9)
+    proc = _cli("up", "--no-accounting", state=second_state)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert proc.stdout.count("started") == 1 and f"started slurmd {slurm_cluster.host}" in proc.stdout
+    assert local_cluster.status(slurm)["daemons"]["slurmctld"] == info["daemons"]["slurmctld"]
+
     # Without accounting: squeue (and scontrol) work, sacct does not.
     job = _slurm(["sbatch", "--parsable", f"--chdir={second_state}", "--wrap", "echo hi"], conf)
     assert job.returncode == 0, job.stderr
