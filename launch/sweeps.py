@@ -157,7 +157,7 @@ def canonical(overrides: dict[str, Any]) -> str:
 
 
 def short_keys(keys: list[str]) -> dict[str, str]:
-    """Dotted key -> the shortest dotted suffix that no other key in ``keys`` ends with (``model.kernel`` -> ``kernel``)."""
+    """Dotted key -> its shortest dotted suffix that no other key in ``keys`` ends with (``model.kernel`` -> ``kernel``)."""
     out = {}
     for key in keys:
         parts = key.split(".")
@@ -286,7 +286,7 @@ def checkpoint_root(sweep: SweepConfig, profile, overrides: list[str] = ()) -> P
 
 
 def cell_items(overrides: dict[str, Any]) -> list[str]:
-    """``{"model.params.kernel": 2}`` -> ``["model.params.kernel=2"]``, spelled so ``--set`` reads the same value back."""
+    """``{"model.params.kernel": 2}`` -> ``["model.params.kernel=2"]``, spelled so ``--set`` reads the value back."""
     items = []
     for key, value in overrides.items():
         text = json.dumps(value) if isinstance(value, (list, dict, bool)) or value is None else str(value)
@@ -305,13 +305,14 @@ def _reads_back(text: str) -> Any:
     return parse_override(f"k={text}")[1]
 
 
-def run_is_complete(run_dir: Path) -> bool:
-    """Whether ``run_dir`` holds a finished run (``run.json`` status ``completed``)."""
+def _read_run_json(run_dir: Path) -> dict | None:
+    """``run_dir/run.json`` (None when missing or unreadable)."""
     try:
         info = json.loads((Path(run_dir) / "run.json").read_text())
     except (OSError, ValueError):
-        return False
-    return isinstance(info, dict) and info.get("status") == "completed"
+        return None
+    return info if isinstance(info, dict) else None
+
 
 
 def plan_sweep(sweep: SweepConfig, profile, *, overrides: list[str] = (), launcher: str | None = None,
@@ -351,8 +352,9 @@ def plan_sweep(sweep: SweepConfig, profile, *, overrides: list[str] = (), launch
         except ConfigError as exc:
             raise ConfigError(f"{sweep.source}: cell {cell.index} ({', '.join(cell_items(cell.overrides))}): "
                               f"{exc}") from None
-    check_run_dirs(sweep, cells, jobs, experiments)
-    complete = [c.index for c in cells if run_is_complete(c.run_dir)]
+    runs = {c.index: info for c in cells if (info := _read_run_json(c.run_dir)) is not None}
+    check_run_dirs(sweep, cells, jobs, experiments, runs)
+    complete = [i for i, info in runs.items() if info.get("status") == "completed"]
     done = set(complete)
     pending = [c.index for c in cells if c.index not in done]
     return SweepPlan(sweep=sweep, profile=template.profile if template else profile, cells=cells, jobs=jobs,
@@ -360,7 +362,8 @@ def plan_sweep(sweep: SweepConfig, profile, *, overrides: list[str] = (), launch
                      log_folder=root / sweep.name / "slurm-logs")
 
 
-def check_run_dirs(sweep: SweepConfig, cells: list[Cell], jobs: list, experiments: list) -> None:
+def check_run_dirs(sweep: SweepConfig, cells: list[Cell], jobs: list, experiments: list,
+                   runs: dict[int, dict]) -> None:
     """Refuse cells whose run directory holds a run of another config (the sweep changed since it ran there):
     the trainer would refuse them one by one inside the job; here they are all named before anything is queued."""
     from memorymodels.experiment import NOT_IDENTITY, experiment_dict, identity
@@ -368,9 +371,8 @@ def check_run_dirs(sweep: SweepConfig, cells: list[Cell], jobs: list, experiment
     ignored = {f"{section}.{key}" for section, keys in NOT_IDENTITY.items() for key in keys}
     clashes = []
     for cell, job, experiment in zip(cells, jobs, experiments):
-        try:
-            info = json.loads((cell.run_dir / "run.json").read_text())
-        except (OSError, ValueError):
+        info = runs.get(cell.index)
+        if info is None:
             continue
         if info.get("identity") not in (None, identity(experiment, job.world_size)):
             changed = [d for d in _differences(info.get("config") or {}, experiment_dict(experiment))
