@@ -157,7 +157,7 @@ def canonical(overrides: dict[str, Any]) -> str:
 
 
 def short_keys(keys: list[str]) -> dict[str, str]:
-    """Dotted key -> its shortest dotted suffix that no other key in ``keys`` ends with (``model.kernel`` -> ``kernel``)."""
+    """Dotted key -> its shortest dotted suffix no other key ends with (``model.kernel`` -> ``kernel``)."""
     out = {}
     for key in keys:
         parts = key.split(".")
