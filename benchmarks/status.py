@@ -88,17 +88,19 @@ def time_refresh(collector: queue.Collector, counter: Counting, *, height: int, 
         calls.append(dict(counter.calls))
         rows = len(snapshot.rows)
         assert not snapshot.stale, snapshot.error
-    return {"median": statistics.median(times), "max": max(times), "first": times[0], "calls": calls, "rows": rows}
+    steady = times[1:] or times
+    return {"median": statistics.median(steady), "max": max(steady), "first": times[0], "calls": calls, "rows": rows}
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--tasks", type=int, default=10_000)
-    parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--repeat", type=int, default=6, help="refreshes per case (the first is reported apart)")
     parser.add_argument("--out", default=str(Path(__file__).with_suffix(".md")), help="markdown file, or - for stdout")
     args = parser.parse_args(argv)
     env = slurm_environ()
     counter = Counting(env)
+    load_before = os.getloadavg()[0]
     root = Path(tempfile.mkdtemp(prefix="mm-status-bench-"))
     array_id = submit_array(args.tasks, env)
     try:
@@ -118,16 +120,19 @@ def main(argv=None) -> int:
         "## Dashboard refresh (`launch/status.py`, issue 8)",
         "",
         f"Command: `.venv/bin/python benchmarks/status.py --tasks {args.tasks} --repeat {args.repeat}` on the local "
-        f"Slurm ({platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}); one held array "
+        f"Slurm ({platform.machine()}, {os.cpu_count()} CPUs, load average {load_before:.1f} before / "
+        f"{os.getloadavg()[0]:.1f} after, Python {platform.python_version()}); one held array "
         f"of {args.tasks} tasks, journal with one sweep cell per task. A refresh = `Collector.refresh()` + "
-        "rendering the view on a 200-column console; Slurm calls counted per refresh.",
+        "rendering the view on a 200-column console; Slurm calls counted per refresh. *first*: the first refresh "
+        "of a new dashboard (reads the 10,000-job journal); median/max: the refreshes after it, what the live view "
+        "repeats every interval. The target is judged on every refresh, the first included.",
         "",
         "| refresh | rows | first (s) | median (s) | max (s) | Slurm calls per refresh | target |",
         "|---|---:|---:|---:|---:|---|---|",
     ]
     for name, r in results.items():
         calls = sorted({", ".join(f"{k} {v}" for k, v in sorted(c.items())) for c in r["calls"]})
-        ok = r["max"] <= TARGET_S and all(c.get("squeue", 0) == 1 and c.get("sacct", 0) <= 1 for c in r["calls"])
+        ok = max(r["max"], r["first"]) <= TARGET_S and all(c.get("squeue", 0) == 1 and c.get("sacct", 0) <= 1 for c in r["calls"])
         lines.append(f"| {name} | {r['rows']} | {r['first']:.3f} | {r['median']:.3f} | {r['max']:.3f} | "
                      f"{' / '.join(calls)} | {'met' if ok else 'MISSED'} (<= {TARGET_S} s, 1 squeue, <= 1 sacct) |")
     text = "\n".join(lines) + "\n"

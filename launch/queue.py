@@ -440,8 +440,8 @@ def _journal_jobs(path: Path) -> tuple[float, list[dict]]:
         if local and pid is None and job_id.isdigit():
             pid = int(job_id)  # submitit's local executor uses the process id as the job id
         run_dir = job.get("run_dir")
-        if run_dir and not Path(run_dir).is_absolute():
-            run_dir = str(REPO / run_dir)
+        if run_dir and not os.path.isabs(run_dir):  # os.path, not Path: 10,000 cells per journal file
+            run_dir = os.path.join(REPO, run_dir)
         row = {"job_id": job_id, "name": str(job.get("name") or ""), "run_dir": run_dir,
                "cell": job.get("cell") if isinstance(job.get("cell"), dict) else None,
                "stdout": job.get("stdout"), "stderr": job.get("stderr"), "submission": submission,
@@ -587,6 +587,7 @@ class Collector:
         self._journal_cache: dict = {}
         self._finished: dict[str, dict] = {}  # records in a terminal state: they never change
         self._sacct_retry_at = 0.0
+        self._sacct_asked: float | None = None  # when sacct last answered (--all asks only for changes since)
         self.last: Snapshot | None = None
 
     def refresh(self) -> Snapshot:
@@ -623,8 +624,11 @@ class Collector:
         """sacct records for the jobs that left the queue (one call, or none when nothing is missing)."""
         if self.accounting == "off" or (self.accounting == "auto" and now < self._sacct_retry_at):
             return dict(self._finished), {}, False
-        if self.all_jobs:
+        since = self.since
+        if self.all_jobs:  # every job of the user: after the first answer, only what changed since the last one
             job_ids = None
+            if self._sacct_asked is not None:
+                since = time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(self._sacct_asked - 120))
         else:
             missing = {j["job_id"].split("_")[0] for j in jobs
                        if j["slurm"] and j["job_id"] not in queue and j["job_id"] not in self._finished}
@@ -633,12 +637,13 @@ class Collector:
             job_ids = sorted(missing, key=int)
         try:
             calls["sacct"] += 1
-            records, ranges, bad = parse_sacct(self._run(sacct_command(job_ids, self.user, self.since)))
+            records, ranges, bad = parse_sacct(self._run(sacct_command(job_ids, self.user, since)))
         except SlurmError as exc:
             self._sacct_retry_at = now + 60.0
             warnings.append(f"{exc}; finished jobs are inferred from their run directories and logs "
                             f"(set MEMORYMODELS_SACCT=off to stop asking)")
             return dict(self._finished), {}, False
+        self._sacct_asked = now
         if bad:
             warnings.append(f"sacct: {bad} line(s) not understood (Slurm version?)")
         for job_id, record in records.items():

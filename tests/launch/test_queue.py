@@ -452,3 +452,23 @@ def test_live_cluster_without_accounting(slurm_cluster, tmp_path_factory, monkey
         import shutil
 
         shutil.rmtree(state, ignore_errors=True)
+
+
+@pytest.mark.slurm
+def test_live_all_jobs_of_the_user_without_journal(live, tmp_path):
+    from launch.queue import run_slurm
+
+    ids, _ = live
+    argvs: list[list[str]] = []
+
+    def run(argv: list[str]) -> str:
+        argvs.append(argv)
+        return run_slurm(argv)
+
+    collector = Collector(journal_dir=tmp_path / "empty", all_jobs=True, run=run)
+    rows = {row.job_id: row for row in collector.refresh().rows}
+    assert (rows[ids["failed"]].state, rows[ids["running"]].state) == ("FAILED", "RUNNING")
+    assert rows[ids["held"]].name == "mm-status-held" and rows[f"{ids['array_held']}_4"].state == "PENDING"
+    assert [a[0] for a in argvs] == ["squeue", "sacct"] and argvs[1][argvs[1].index("-S") + 1] == "now-1days"
+    collector.refresh()  # the next sacct asks only about what changed since the last answer
+    assert argvs[3][0] == "sacct" and argvs[3][argvs[3].index("-S") + 1].startswith(time.strftime("%Y-"))
