@@ -182,24 +182,25 @@ def _range_row(members: list[JobRow]) -> JobRow:
     return dataclasses.replace(first, job_id=f"{base}_[{spans_text}]", name=f"({len(members)} tasks)", cell=None)
 
 
-def state_counts(rows: list[JobRow]) -> str:
+def state_counts(counts: dict[str, int]) -> str:
+    """``{"RUNNING": 3, "PENDING": 10}`` -> ``10 pending, 3 running`` (most first)."""
+    return ", ".join(f"{count} {state.lower()}" for state, count in sorted(counts.items(), key=lambda kv: -kv[1]))
+
+
+def count_states(rows: list[JobRow]) -> dict[str, int]:
     counts: dict[str, int] = {}
     for row in rows:
         counts[row.state] = counts.get(row.state, 0) + 1
-    return ", ".join(f"{count} {state.lower()}" for state, count in sorted(counts.items(), key=lambda kv: -kv[1]))
+    return counts
 
 
 def render_sweep(summary: SweepSummary) -> Text:
     text = Text(f"sweep {summary.name}", style="bold")
-    text.append(f" ({summary.submission}): {summary.total} cells: {state_counts_from(summary.counts)}")
+    text.append(f" ({summary.submission}): {summary.total} cells: {state_counts(summary.counts)}")
     if summary.best_eval_loss is not None:
         text.append(f"; best eval loss {summary.best_eval_loss:.4f} ({summary.best_job_id}"
                     f"{' ' + fmt_cell(summary.best_cell) if summary.best_cell else ''})")
     return text
-
-
-def state_counts_from(counts: dict[str, int]) -> str:
-    return ", ".join(f"{count} {state.lower()}" for state, count in sorted(counts.items(), key=lambda kv: -kv[1]))
 
 
 def render_failures(rows: list[JobRow]) -> list[Text]:
@@ -224,7 +225,7 @@ def render_view(snapshot: Snapshot, *, now: float, width: int | None = None, max
     ``max_rows``: the screen's height (rows beyond it are cut, see ``fit_rows``); ``collapse``: queued array tasks
     as range rows even when everything fits (``--once``; ``--json`` gives every row)."""
     header = Text(f"jobs at {time.strftime('%H:%M:%S', time.localtime(snapshot.time))}: ", style="bold")
-    header.append(state_counts(snapshot.rows) or "no jobs in the journal (run launch/submit.py, or use --all)")
+    header.append(state_counts(count_states(snapshot.rows)) or "no jobs in the journal (run launch/submit.py, or use --all)")
     header.append(f"  [squeue {snapshot.calls.get('squeue', 0)}, sacct {snapshot.calls.get('sacct', 0)}]",
                   style="dim")
     parts: list = [header]
@@ -309,7 +310,7 @@ def cancel(collector: Collector, target: str, yes: bool, console: Console) -> in
         if input(f"Cancel these {len(rows)} job(s)? [y/N] ").strip().lower() not in ("y", "yes"):
             console.print("nothing cancelled")
             return 1
-    slurm_ids = [row.job_id for row in rows if row.source != "local"]
+    slurm_ids = scancel_ids([row for row in rows if row.source != "local"], snapshot.rows)
     if slurm_ids:
         try:
             run_slurm(["scancel", *slurm_ids], env=slurm_env())
@@ -324,6 +325,25 @@ def cancel(collector: Collector, target: str, yes: bool, console: Console) -> in
                 pass
     console.print(f"cancelled {len(rows)} job(s)")
     return 0
+
+
+def scancel_ids(chosen: list[JobRow], every: list[JobRow]) -> list[str]:
+    """The ids to hand to one ``scancel``: an array whose every live task is chosen goes as its array id."""
+    live_tasks: dict[str, int] = {}
+    for row in every:
+        if "_" in row.job_id and row.state in ACTIVE_STATES:
+            base = row.job_id.split("_")[0]
+            live_tasks[base] = live_tasks.get(base, 0) + 1
+    chosen_tasks: dict[str, list[str]] = {}
+    ids = []
+    for row in chosen:
+        if "_" in row.job_id:
+            chosen_tasks.setdefault(row.job_id.split("_")[0], []).append(row.job_id)
+        else:
+            ids.append(row.job_id)
+    for base, tasks in chosen_tasks.items():
+        ids.extend([base] if len(tasks) == live_tasks.get(base) else tasks)
+    return ids
 
 
 def parse_args(argv=None) -> argparse.Namespace:

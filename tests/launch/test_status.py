@@ -9,7 +9,7 @@ import pytest
 from rich.console import Console
 
 from launch.queue import JobRow, Snapshot, summarize_sweeps
-from launch.status import fit_rows, fmt_duration, parse_args, render, render_view
+from launch.status import fit_rows, fmt_duration, parse_args, render, render_view, scancel_ids
 
 
 def console_text(renderable, width: int) -> str:
@@ -143,6 +143,13 @@ def test_once_collapses_queued_tasks_even_when_the_screen_is_not_limited():
     assert [r.job_id for r in fitted] == ["500_[0-299]"] and cut == 0
 
 
+def test_one_scancel_names_a_whole_array_by_its_id():
+    every = pending_array(4) + [JobRow(job_id="600_0", state="RUNNING"), JobRow(job_id="600_1", state="PENDING"),
+                                JobRow(job_id="600_2", state="COMPLETED"), JobRow(job_id="7", state="RUNNING")]
+    assert scancel_ids(every[:4] + every[4:6] + every[7:], every) == ["7", "500", "600"]
+    assert scancel_ids(every[1:3] + every[4:5], every) == ["500_1", "500_2", "600_0"]
+
+
 def test_duration_format():
     assert [fmt_duration(s) for s in (None, 5, 65, 3725, 2 * 86400 + 3 * 3600)] == ["-", "0:05", "1:05", "1:02:05",
                                                                                    "2d03h"]
@@ -238,7 +245,7 @@ def test_cli_json_once_logs_and_cancel_with_confirmation(journal_jobs, capsys, m
     assert [rows[f"{ids['array']}_{i}"] for i in range(3)] == ["CANCELLED"] * 3 and rows[ids["held"]] == "PENDING"
     squeue = subprocess.run(["squeue", "-h", "-t", "all", "-o", "%i %T", "-j", ids["array"]], capture_output=True,
                             text=True).stdout.split()
-    assert squeue == [ids["array"], "CANCELLED"]  # Slurm keeps one record for tasks cancelled while queued
+    assert squeue == [f"{ids['array']}_[0-2]", "CANCELLED"]  # one scancel named the whole array
 
 
 @pytest.mark.slurm
