@@ -177,7 +177,8 @@ def _text_field(record: dict, where: str) -> str:
                 raise DataError(f"{where}: field '{field}' is {type(value).__name__}, not a string")
             return value
     raise DataError(
-        f"{where}: no text field; expected one of {', '.join(TEXT_FIELDS)}, found {', '.join(map(str, record)) or 'none'}"
+        f"{where}: no text field; expected one of {', '.join(TEXT_FIELDS)}, "
+        f"found {', '.join(map(str, record)) or 'none'}"
     )
 
 
@@ -271,7 +272,9 @@ class HubCorpus(Corpus):
         try:
             import datasets
         except ImportError:
-            raise DataError(f"corpus '{self.spec}': needs the datasets package: pip install 'memorymodels[hub]'") from None
+            raise DataError(
+                f"corpus '{self.spec}': needs the datasets package: pip install 'memorymodels[hub]'"
+            ) from None
         local = Path(self.name)
         try:
             if (local / "dataset_dict.json").is_file() or (local / "state.json").is_file():

@@ -93,7 +93,8 @@ class TokenDataset(torch.utils.data.Dataset):
         self.eos_id = int(self.manifest["tokenizer"]["eos_id"])
         self.check(expect_tokenizer=expect_tokenizer, expect_context=expect_context)
         entries = splits[split]["shards"]
-        self.tokens = LazyShards([self.data_dir / e["file"] for e in entries], [e["rows"] for e in entries], self.context)
+        paths = [self.data_dir / e["file"] for e in entries]
+        self.tokens = LazyShards(paths, [e["rows"] for e in entries], self.context)
         self.offsets = np.cumsum([0] + [e["rows"] for e in entries]).tolist()  # first row of each shard
 
     def check(self, *, expect_tokenizer=None, expect_context=None) -> None:

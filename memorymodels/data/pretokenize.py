@@ -21,7 +21,8 @@ from memorymodels.data.pipeline import MODES, PADDING_SIDES, SHARD_TOKENS, preto
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m memorymodels.data.pretokenize", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m memorymodels.data.pretokenize",
+                                     description=__doc__.split("\n\n")[0])
     parser.add_argument("--corpus", default="stdlib", help="stdlib | stdlib-small | PATH/GLOB | hf:NAME[:CONFIG]")
     parser.add_argument("--tokenizer", required=True, help="tokenizer directory (from train_tokenizer)")
     parser.add_argument("--context", type=int, required=True, help="tokens per row")

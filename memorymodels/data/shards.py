@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from memorymodels.data.errors import DataError
+from memorymodels.data.tokenizer import PAD_ID
 
 TENSOR = "input_ids"
 DTYPES = {"U16": np.dtype("<u2"), "I32": np.dtype("<i4")}
@@ -105,3 +106,76 @@ def file_sha256(path: Path) -> str:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+# ------------------------------------------------------------------------------------ writing a split
+
+
+class ShardWriter:
+    """Collects rows into shards of ``shard_rows`` rows and writes each one atomically when full."""
+
+    def __init__(self, split_dir: Path, *, context: int, dtype, shard_rows: int, index: int, plan_hash: str):
+        self.split_dir, self.shard_rows, self.index, self.plan_hash = split_dir, shard_rows, index, plan_hash
+        self.buffer = np.empty((shard_rows, context), dtype=dtype)
+        self.count = self.docs = self.nbytes = 0
+        self.resume = (0, 0)
+        self.records: list[dict] = []
+
+    def add(self, rows) -> None:
+        """Append rows (a ``memorymodels.data.rows.Rows``), writing every shard that fills up."""
+        done = 0
+        while done < len(rows):
+            take = min(self.shard_rows - self.count, len(rows) - done)
+            part = slice(done, done + take)
+            self.buffer[self.count: self.count + take] = rows.ids[part]
+            self.docs += int(rows.docs[part].sum())
+            self.nbytes += int(rows.nbytes[part].sum())
+            self.resume = (int(rows.next_doc[done + take - 1]), int(rows.next_offset[done + take - 1]))
+            self.count += take
+            done += take
+            if self.count == self.shard_rows:
+                self.flush()
+
+    def flush(self) -> None:
+        if not self.count:
+            return
+        ids = self.buffer[: self.count]
+        meta = {
+            "rows": self.count,
+            "docs": self.docs,
+            "bytes": self.nbytes,
+            "tokens": int(np.count_nonzero(ids != PAD_ID)),
+            "next_doc": self.resume[0],
+            "next_offset": self.resume[1],
+            "plan": self.plan_hash,
+        }
+        path = self.split_dir / shard_name(self.index)
+        sha = write_shard(path, ids, meta)
+        self.records.append(_record(path, meta, sha))
+        self.index += 1
+        self.count = self.docs = self.nbytes = 0
+
+
+def _record(path: Path, meta: dict, sha: str) -> dict:
+    return {
+        "file": f"{path.parent.name}/{path.name}",
+        "rows": int(meta["rows"]),
+        "docs": int(meta["docs"]),
+        "tokens": int(meta["tokens"]),
+        "bytes": int(meta["bytes"]),
+        "sha256": sha,
+        "next_doc": int(meta["next_doc"]),
+        "next_offset": int(meta["next_offset"]),
+    }
+
+
+def finished_shards(split_dir: Path, plan_hash: str) -> list[dict]:
+    """Records of the shards already complete in ``split_dir`` (consecutive from 00000), checked against the plan."""
+    records = []
+    while (path := split_dir / shard_name(len(records))).is_file():
+        meta = shard_metadata(path)
+        if meta.get("plan") != plan_hash:
+            raise DataError(f"{path}: written for a different dataset; delete {split_dir.parent} or use another --out")
+        open_shard(path)  # checks the size
+        records.append(_record(path, meta, file_sha256(path)))
+    return records

@@ -39,7 +39,9 @@ INFO_FILE = "memorymodels_tokenizer.json"
 TRAIN_BATCH_BYTES = 1 << 20
 
 
-def _batches(texts: Iterable[str], max_bytes: int = TRAIN_BATCH_BYTES, max_docs: int | None = None) -> Iterator[list[str]]:
+def _batches(
+    texts: Iterable[str], max_bytes: int = TRAIN_BATCH_BYTES, max_docs: int | None = None
+) -> Iterator[list[str]]:
     """Group a stream of texts into lists of about ``max_bytes`` characters (the tokenizers trainer's input)."""
     batch, size = [], 0
     for count, text in enumerate(texts):

@@ -1,5 +1,4 @@
 import json
-import os
 import shutil
 import signal
 import subprocess
@@ -102,7 +101,7 @@ def test_rerun_skips_a_finished_dataset(tiny_corpus, tokenizer_dir, tmp_path):
 def test_resume_continues_inside_a_document(tiny_corpus, tokenizer_dir, tmp_path):
     """Remove the manifest and the later shards of a finished run: the rerun rewrites exactly what was removed."""
     full = tmp_path / "full"
-    pretokenize(str(tiny_corpus), tokenizer_dir, full, context=16, shard_rows=3)
+    pretokenize(str(tiny_corpus), tokenizer_dir, full, context=16, shard_rows=20)
     shards = sorted((full / "train").glob("*.safetensors"))
     from memorymodels.data.shards import shard_metadata
 
@@ -114,7 +113,7 @@ def test_resume_continues_inside_a_document(tiny_corpus, tokenizer_dir, tmp_path
         p.unlink()
     (partial / "train" / ".00099.safetensors.tmp-1").write_bytes(b"half")  # a killed write
     kept = {p.name: p.stat().st_mtime_ns for p in (partial / "train").glob("*.safetensors")}
-    pretokenize(str(tiny_corpus), tokenizer_dir, partial, context=16, shard_rows=3)
+    pretokenize(str(tiny_corpus), tokenizer_dir, partial, context=16, shard_rows=20)
     for path in full.rglob("*.safetensors"):
         assert path.read_bytes() == (partial / path.relative_to(full)).read_bytes(), path
     assert {p.name: p.stat().st_mtime_ns for p in (partial / "train").glob("*.safetensors") if p.name in kept} == kept
@@ -127,7 +126,7 @@ def test_resume_after_a_killed_run(tmp_path, tokenizer_dir):
     corpus = write_txt_corpus(tmp_path / "big", make_docs(1500, seed=3, max_words=200))
     out = tmp_path / "out"
     command = [sys.executable, "-m", "memorymodels.data.pretokenize", "--corpus", str(corpus), "--tokenizer",
-               str(tokenizer_dir), "--context", "32", "--shard-rows", "8", "--out", str(out)]
+               str(tokenizer_dir), "--context", "32", "--shard-rows", "32", "--out", str(out)]
     proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     deadline = time.time() + 60
     while len(list((out / "train").glob("*.safetensors"))) < 3 and proc.poll() is None and time.time() < deadline:
@@ -141,7 +140,7 @@ def test_resume_after_a_killed_run(tmp_path, tokenizer_dir):
     result = subprocess.run(command, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     clean = tmp_path / "clean"
-    pretokenize(str(corpus), tokenizer_dir, clean, context=32, shard_rows=8)
+    pretokenize(str(corpus), tokenizer_dir, clean, context=32, shard_rows=32)
     for split in ("train", "test"):
         assert np.array_equal(split_tokens(out, split), split_tokens(clean, split))
     assert json.loads((out / "manifest.json").read_text())["splits"] == json.loads(
