@@ -36,6 +36,7 @@ if __name__ == "queue":  # pragma: no cover - imported as the standard library's
 import dataclasses
 import functools
 import getpass
+import hashlib
 import json
 import os
 import re
@@ -566,16 +567,20 @@ class Collector:
     (always try it), "off" (never call it). ``$MEMORYMODELS_SACCT=off`` sets "off" for every dashboard.
     ``squeue_states``: "all" also lists jobs that ended within the controller's MinJobAge (no sacct needed for
     them); "pending,running,completing" keeps the output small on busy clusters (then sacct tells the endings).
+    ``shared_cache``: a folder where squeue's answer is kept for ``min_interval`` seconds, so that several
+    dashboards and status commands of one user cost the controller one squeue call per interval together.
     ``run`` runs a Slurm command (argv -> stdout, raising SlurmError); tests replay captured output through it.
     """
 
     def __init__(self, *, all_jobs: bool = False, accounting: str | None = None, journal_dir: Path | None = None,
                  user: str | None = None, since: str = "now-1days", failure_tails: int = 5, tail_lines: int = 12,
-                 squeue_states: str = "all", run: Callable[[list[str]], str] | None = None, timeout: float = 20.0):
+                 squeue_states: str = "all", shared_cache: Path | None = None, min_interval: float = 2.0,
+                 run: Callable[[list[str]], str] | None = None, timeout: float = 20.0):
         accounting = accounting or os.environ.get("MEMORYMODELS_SACCT", "auto").lower()
         if accounting not in ("auto", "on", "off"):
             raise ValueError(f"accounting={accounting!r} (or $MEMORYMODELS_SACCT): use auto, on or off")
         self.all_jobs, self.accounting, self.since, self.squeue_states = all_jobs, accounting, since, squeue_states
+        self.shared_cache, self.min_interval = (Path(shared_cache) if shared_cache else None), min_interval
         if journal_dir is None:
             from launch.journal import journal_dir as default_journal_dir
 
@@ -596,9 +601,8 @@ class Collector:
         jobs, warnings = read_journal(self.journal_dir, self._journal_cache)
         calls = {"squeue": 0, "sacct": 0}
         try:
-            calls["squeue"] += 1
             wanted = None if self.all_jobs else {j["job_id"].split("_")[0] for j in jobs if j["slurm"]}
-            queue, bad = parse_squeue(self._run(squeue_command(self.user, self.squeue_states)), wanted)
+            queue, bad = parse_squeue(self._squeue(calls, now), wanted)
         except SlurmError as exc:
             return self._stale(str(exc), jobs, warnings, calls, now)
         if bad:
@@ -619,6 +623,37 @@ class Collector:
         self.last = Snapshot(rows=rows, sweeps=summarize_sweeps(rows), time=now, accounting=accounting,
                              calls=calls, warnings=warnings)
         return self.last
+
+    def _squeue(self, calls: dict, now: float) -> str:
+        """squeue's answer: from the shared cache when another dashboard asked less than ``min_interval`` ago."""
+        argv = squeue_command(self.user, self.squeue_states)
+        path = None
+        if self.shared_cache is not None:
+            key = json.dumps([argv, os.environ.get("SLURM_CONF")]).encode()
+            path = self.shared_cache / f"squeue-{hashlib.sha1(key).hexdigest()[:16]}.txt"
+            try:
+                if now - path.stat().st_mtime < self.min_interval:
+                    calls["shared"] = 1
+                    return path.read_text()
+            except OSError:
+                pass
+        calls["squeue"] += 1
+        text = self._run(argv)
+        if path is not None:
+            try:  # a temporary name, then rename: another reader never sees half an answer
+                path.parent.mkdir(parents=True, exist_ok=True)
+                tmp = path.with_name(f".{path.name}.{os.getpid()}")
+                tmp.write_text(text)
+                os.replace(tmp, path)
+            except OSError:
+                pass
+        return text
+
+    def forget_shared(self) -> None:
+        """Drop the shared squeue answers (after scancel: the next refresh must ask the controller)."""
+        if self.shared_cache is not None:
+            for path in self.shared_cache.glob("squeue-*.txt"):
+                path.unlink(missing_ok=True)
 
     def _accounting(self, jobs, queue, calls, warnings, now) -> tuple[dict, dict, bool]:
         """sacct records for the jobs that left the queue (one call, or none when nothing is missing)."""

@@ -226,7 +226,8 @@ def render_view(snapshot: Snapshot, *, now: float, width: int | None = None, max
     as range rows even when everything fits (``--once``; ``--json`` gives every row)."""
     header = Text(f"jobs at {time.strftime('%H:%M:%S', time.localtime(snapshot.time))}: ", style="bold")
     header.append(state_counts(count_states(snapshot.rows)) or "no jobs in the journal (run launch/submit.py, or use --all)")
-    header.append(f"  [squeue {snapshot.calls.get('squeue', 0)}, sacct {snapshot.calls.get('sacct', 0)}]",
+    shared = " (shared answer)" if snapshot.calls.get("shared") else ""
+    header.append(f"  [squeue {snapshot.calls.get('squeue', 0)}{shared}, sacct {snapshot.calls.get('sacct', 0)}]",
                   style="dim")
     parts: list = [header]
     if snapshot.stale:
@@ -323,6 +324,7 @@ def cancel(collector: Collector, target: str, yes: bool, console: Console) -> in
                 os.kill(job["pid"], signal.SIGTERM)  # the trainer checkpoints and exits
             except ProcessLookupError:
                 pass
+    collector.forget_shared()
     console.print(f"cancelled {len(rows)} job(s)")
     return 0
 
@@ -382,7 +384,11 @@ def live(collector: Collector, interval: float, console: Console) -> int:
 def main(argv=None) -> int:
     args = parse_args(argv)
     console = Console()
-    collector = Collector(all_jobs=args.all)
+    from launch.journal import journal_dir
+
+    # several dashboards of one user share squeue's answer for MIN_INTERVAL seconds (.state/cache/queue)
+    collector = Collector(all_jobs=args.all, shared_cache=journal_dir().parent / "cache" / "queue",
+                          min_interval=MIN_INTERVAL)
     if args.logs:
         return show_logs(collector, args.logs, args.lines, console)
     if args.cancel:

@@ -255,6 +255,25 @@ def test_local_runs_show_from_their_run_directory_and_process(tmp_path):
     assert rows["stuck"].reason_text.startswith("no new metrics for 60 min: hung?")
 
 
+def test_dashboards_share_one_squeue_answer_per_interval(tmp_path):
+    fixture_journal(tmp_path / "journal")
+    replay = Replay()
+    shared = dict(journal_dir=tmp_path / "journal", run=replay, shared_cache=tmp_path / "cache", min_interval=0.5)
+    first, second = Collector(**shared), Collector(**shared)
+    rows = [(r.job_id, r.state) for r in first.refresh().rows]
+    snapshot = second.refresh()
+    assert replay.calls == ["squeue", "sacct", "sacct"]  # endings are remembered per collector, squeue is shared
+    assert snapshot.calls == {"squeue": 0, "sacct": 1, "shared": 1}
+    assert [(r.job_id, r.state) for r in snapshot.rows] == rows
+    time.sleep(0.6)
+    second.refresh()
+    assert replay.calls[-1] == "squeue"
+    second.forget_shared()
+    first.refresh()
+    assert replay.calls.count("squeue") == 3
+    assert not list((tmp_path / "cache").glob(".*"))  # no temporary file left behind
+
+
 def test_squeue_command_is_one_call_expanding_arrays():
     argv = squeue_command("me")
     assert argv[:3] == ["squeue", "-r", "-h"] and "-O" in argv and argv[argv.index("-u") + 1] == "me"
