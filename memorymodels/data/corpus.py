@@ -28,6 +28,7 @@ import glob
 import hashlib
 import json
 import os
+import platform
 import sysconfig
 from dataclasses import dataclass
 from pathlib import Path
@@ -78,6 +79,10 @@ class Corpus:
     def documents(self, split: str) -> Iterator[str]:
         raise NotImplementedError
 
+    def identity(self) -> str:
+        """What decides the corpus's contents, for cache keys: the spec, plus what a spec alone does not pin down."""
+        return self.spec
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.spec!r})"
 
@@ -112,6 +117,9 @@ class StdlibCorpus(Corpus):
     def __post_init__(self):
         self.spec = "stdlib-small" if self.small else "stdlib"
         self.root = Path(self.root) if self.root else stdlib_root()
+
+    def identity(self) -> str:
+        return f"{self.spec} {self.root} {platform.python_version()}"
 
     def files(self) -> list[tuple[str, Path]]:
         files = _stdlib_files(self.root)
@@ -227,6 +235,12 @@ class FileCorpus(Corpus):
 
     def __post_init__(self):
         self.root, self.files = _resolve_files(self.spec)
+
+    def identity(self) -> str:
+        """The absolute spec and each file's path, size and modification time (an edited file is a new corpus)."""
+        stats = [(str(p.relative_to(self.root)), p.stat().st_size, p.stat().st_mtime_ns) for p in self.files]
+        digest = hashlib.sha256(json.dumps(stats).encode()).hexdigest()[:16]
+        return f"{os.path.abspath(self.spec)} {digest}"
 
     def _keyed_documents(self) -> Iterator[tuple[str, str]]:
         for path in self.files:

@@ -20,9 +20,12 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from memorymodels.data.corpus import open_corpus
+from memorymodels.data.corpus import Corpus, FileCorpus, open_corpus
 from memorymodels.data.pipeline import FORMAT, MANIFEST_FILE, pretokenize
 from memorymodels.data.tokenizer import train_tokenizer
+
+
+TOKENIZER_MAX_DOCS = 2_000_000  # enough for a BPE vocabulary; a hub corpus of billions of tokens is not read whole
 
 
 @dataclass(frozen=True)
@@ -39,16 +42,18 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("MEMORYMODELS_STATE", ".state")) / "cache"
 
 
-def cache_name(corpus: str, *, vocab_size: int, context: int, mode: str, padding_side: str) -> str:
-    """The cache entry name for these arguments (readable prefix + hash of all of them)."""
-    key = json.dumps([FORMAT, corpus, vocab_size, context, mode, padding_side])
+def cache_name(corpus: Corpus, *, vocab_size: int, context: int, mode: str, padding_side: str) -> str:
+    """The cache entry name for these arguments: a readable prefix and a hash of all of them and of the corpus's
+    identity (for local files their absolute paths, sizes and times; for ``stdlib`` the Python installation)."""
+    key = json.dumps([FORMAT, corpus.identity(), vocab_size, context, mode, padding_side, TOKENIZER_MAX_DOCS])
     digest = hashlib.sha256(key.encode()).hexdigest()[:10]
-    slug = re.sub(r"[^A-Za-z0-9]+", "-", corpus).strip("-")[-40:] or "corpus"
+    readable = Path(corpus.spec).name if isinstance(corpus, FileCorpus) else corpus.spec
+    slug = re.sub(r"[^A-Za-z0-9]+", "-", readable).strip("-")[-40:] or "corpus"
     return f"{slug}-v{vocab_size}-c{context}-{mode}-{padding_side}-{digest}"
 
 
 def prepare_data(
-    corpus: str,
+    corpus: str | Corpus,
     *,
     vocab_size: int,
     context: int,
@@ -58,20 +63,20 @@ def prepare_data(
     progress: bool | None = False,
 ) -> PreparedData:
     """Train the tokenizer and pretokenize ``corpus`` once under ``cache_dir``; reuse the entry when complete."""
-    spec = open_corpus(corpus).spec  # checks the spec before taking any lock
+    corpus = open_corpus(corpus)  # checks the spec before taking any lock
     cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     cache_dir.mkdir(parents=True, exist_ok=True)
-    name = cache_name(spec, vocab_size=vocab_size, context=context, mode=mode, padding_side=padding_side)
+    name = cache_name(corpus, vocab_size=vocab_size, context=context, mode=mode, padding_side=padding_side)
     entry = cache_dir / name
     tokenizer_dir, data_dir = entry / "tokenizer", entry / "data"
     with open(cache_dir / f"{name}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes, also if this process dies
         if not (tokenizer_dir / "tokenizer.json").is_file():
             entry.mkdir(exist_ok=True)
-            train_tokenizer(spec, vocab_size, tokenizer_dir, progress=bool(progress))
+            train_tokenizer(corpus, vocab_size, tokenizer_dir, max_docs=TOKENIZER_MAX_DOCS, progress=bool(progress))
         if (data_dir / MANIFEST_FILE).is_file():
             manifest = json.loads((data_dir / MANIFEST_FILE).read_text())
         else:
-            manifest = pretokenize(spec, tokenizer_dir, data_dir, context=context, mode=mode,
+            manifest = pretokenize(corpus, tokenizer_dir, data_dir, context=context, mode=mode,
                                    padding_side=padding_side, progress=progress)
     return PreparedData(tokenizer_dir=tokenizer_dir, data_dir=data_dir, manifest=manifest)

@@ -34,3 +34,15 @@ def test_different_arguments_get_different_entries(tiny_corpus, tmp_path):
     assert a.data_dir != b.data_dir
     assert (a.manifest["mode"], a.manifest["padding_side"]) == ("padded", "right")
     assert "padded-right" in a.data_dir.parent.name
+
+
+def test_an_edited_local_corpus_is_prepared_again(tmp_path, monkeypatch):
+    from .conftest import make_docs, write_txt_corpus
+
+    corpus = write_txt_corpus(tmp_path / "c", make_docs(80, seed=5))
+    first = prepare_data(str(corpus), vocab_size=270, context=16, cache_dir=tmp_path / "cache")
+    monkeypatch.chdir(tmp_path)  # the same files named by a relative path: the same entry
+    assert prepare_data("c", vocab_size=270, context=16, cache_dir=tmp_path / "cache") == first
+    (corpus / "doc00000.txt").write_text("a different first document")
+    second = prepare_data(str(corpus), vocab_size=270, context=16, cache_dir=tmp_path / "cache")
+    assert second.data_dir != first.data_dir
