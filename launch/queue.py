@@ -763,7 +763,7 @@ def _in_ranges(job_id: str, ranges: dict) -> dict | None:
 def record_fields(record: dict, source: str) -> dict:
     """The JobRow fields that a squeue/sacct record gives."""
     state, reason = record["state"], record.get("reason")
-    explain = state in ACTIVE_STATES or state in FAILED_STATES or state == "CANCELLED"
+    explain = state in ACTIVE_STATES or state in FAILED_STATES  # a cancelled job's last reason is history
     fields = {"source": source, "state": state, "reason": reason,
               "reason_text": explain_reason(reason) if explain else "", "restarts": record.get("restarts") or 0}
     fields.update((key, record[key]) for key in ("elapsed_s", "time_limit_s", "node", "exit_code", "end")
