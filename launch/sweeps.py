@@ -7,17 +7,18 @@
 A sweep file names a base experiment and the cells to run::
 
     experiment: configs/experiments/autoencoder.yaml
-    profile: local-slurm            # optional; --profile wins
-    overrides: {train.max_steps: 200}        # set in every cell
-    grid: {model.kernel: [1, 2, 4], model.n_heads: [0, 4]}   # the product of the lists
-    zip: {model.dim: [64, 128], train.batch_size: [16, 8]}    # lists taken in parallel
-    cells: [{model.compression: 2}, {model.compression: 4}]   # explicit override sets
+    profile: local-slurm                                   # optional; --profile wins
+    overrides: {train.max_steps: 200}                      # set in every cell
+    grid: {model.params.kernel: [1, 2, 4], model.params.n_heads: [0, 4]}   # the product of the lists
+    zip: {model.params.dim: [64, 128], train.batch_size: [16, 8]}          # lists taken in parallel
+    cells: [{model.params.compression: 2}, {model.params.compression: 4}]  # explicit override sets
 
 The cells are the product of the three (an absent one counts once); duplicates are removed. Each cell runs in its own
 directory ``<checkpoint root>/<sweep name>/<cell name>``, the cell name spelled from its overrides
 (``kernel=2,n_heads=4``). A submission sends only the cells whose run is not complete (``run.json`` status
-``completed``) and splits them into arrays of at most ``max_array_size`` tasks; an incomplete cell resumes from its
-newest checkpoint because it runs in the same directory again.
+``completed``) and not queued from an earlier submission, as arrays of at most ``max_array_size`` tasks (one
+``sbatch`` each, ``array_parallelism`` tasks at once); an incomplete cell resumes from its newest checkpoint because it
+runs in the same directory again. With an ``executor: local`` profile the cells run here one after the other.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from typing import Any
 
 from memorymodels.configuration import ConfigError, from_dict, load_yaml
 
+REPO_ROOT = Path(__file__).resolve().parent.parent
 # Characters kept as they are in a cell's directory name; anything else becomes '_'.
 _UNSAFE = re.compile(r"[^A-Za-z0-9._+=,-]")
 MAX_NAME = 120  # longer cell names are cut and suffixed with a hash so every file system accepts them
@@ -125,15 +127,15 @@ def load_sweep(path: str | Path) -> SweepConfig:
 
 
 def resolve_experiment_path(sweep: SweepConfig) -> Path:
-    """The base experiment file: as written if it exists from here, else relative to the sweep file's folder."""
+    """The base experiment file: as written if it exists from here, else beside the sweep file, else in the project."""
     path = Path(sweep.experiment)
     if path.is_absolute() or path.exists():
         return path
-    beside = Path(sweep.source).parent / path
-    if beside.exists():
-        return beside
-    raise ConfigError(f"{sweep.source}: 'experiment: {sweep.experiment}' does not exist "
-                      f"(looked in the current directory and beside the sweep file)")
+    for base in (Path(sweep.source).parent, REPO_ROOT):
+        if (base / path).exists():
+            return base / path
+    raise ConfigError(f"{sweep.source}: 'experiment: {sweep.experiment}' does not exist (looked in the current "
+                      f"directory, beside the sweep file and in {REPO_ROOT})")
 
 
 def expand_cells(sweep: SweepConfig) -> list[dict[str, Any]]:
@@ -312,7 +314,6 @@ def _read_run_json(run_dir: Path) -> dict | None:
     except (OSError, ValueError):
         return None
     return info if isinstance(info, dict) else None
-
 
 
 def plan_sweep(sweep: SweepConfig, profile, *, overrides: list[str] = (), launcher: str | None = None,
@@ -494,6 +495,9 @@ def run_sweep_command(args) -> int:
     """
     import sys
 
+    from launch.cluster_info import SlurmUnavailable
+    from launch.submit import SubmitError
+
     out = sys.stdout
     try:
         plan = plan_from_args(args)
@@ -505,17 +509,12 @@ def run_sweep_command(args) -> int:
             return 0
         result = submit_sweep(plan, run_preflight=not getattr(args, "no_preflight", False),
                               log=sys.stderr if getattr(args, "json", False) else out)
-    except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except Exception as exc:  # noqa: BLE001 - SubmitError / SlurmUnavailable carry the full story
-        if type(exc).__name__ not in ("SubmitError", "SlurmUnavailable"):
-            raise
+    except (ConfigError, SubmitError, SlurmUnavailable) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     if getattr(args, "json", False):
-        print(json.dumps(result, indent=1), file=out)
-    return 0
+        print(json.dumps({k: v for k, v in result.items() if k != "failed"}, indent=1), file=out)
+    return 1 if result.get("failed") else 0
 
 
 main = run_sweep_command  # launch/submit.py calls ``launch.sweeps.main(args)``
@@ -586,6 +585,8 @@ def submit_sweep(plan: SweepPlan, *, run_preflight: bool = True, log=None) -> di
     if run_preflight:
         preflight(representatives(plan, todo), array_size=min(len(todo), plan.profile.max_array_size))
     claim_run_dirs(plan, todo)
+    if plan.profile.executor == "local":
+        return run_here(plan, todo, log)
     submission = submit_plans([plan.jobs[i] for i in todo], kind="sweep", sweep=sweep_record(plan),
                               cells=[plan.cells[i].overrides for i in todo], array_name=plan.sweep.name,
                               log_root=plan.log_folder, run_preflight=False)
@@ -634,3 +635,23 @@ def claim_run_dirs(plan: SweepPlan, todo: list[int]) -> None:
         tmp = path.with_name(f".run.json.tmp{os.getpid()}")
         tmp.write_text(json.dumps(stub, indent=1, sort_keys=True, default=str))
         tmp.replace(path)
+
+
+def run_here(plan: SweepPlan, todo: list[int], log) -> dict:
+    """An ``executor: local`` profile: run the cells on this machine one after the other, following each."""
+    from launch.submit import _jobs_in_flight, follow_local, submit_plans
+
+    arrays, failed, sweep_id = [], [], None
+    for n, i in enumerate(todo, 1):
+        print(f"sweep {plan.sweep.name}: cell {i} ({n} of {len(todo)}): {plan.cells[i].run_dir}", file=log)
+        submission = submit_plans([plan.jobs[i]], kind="sweep", sweep=sweep_record(plan),
+                                  cells=[plan.cells[i].overrides], run_preflight=False)
+        entry = submission["jobs"][0]
+        sweep_id = submission["submission_id"]
+        arrays.append({"job_id": entry["job_id"], "cells": [i]})
+        if follow_local(_jobs_in_flight[entry["job_id"]], entry, out=log) != 0:
+            failed.append(i)
+    print(f"sweep {plan.sweep.name}: {len(todo) - len(failed)} cell(s) completed"
+          + (f", failed: {', '.join(map(str, failed))}" if failed else "")
+          + f". Report: python launch/sweep_report.py {plan.sweep.source}", file=log)
+    return {"sweep_id": sweep_id, "arrays": arrays, "failed": failed}

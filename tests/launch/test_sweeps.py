@@ -399,3 +399,14 @@ def test_report_csv_and_plot(tmp_path):
     assert (tmp_path / "plot.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     with pytest.raises(ConfigError, match="not an axis of this sweep; axes: model.params.kernel"):
         plot(rows, axes, "train.seed", "eval_loss", tmp_path / "x.png")
+
+
+@pytest.mark.slow
+def test_a_local_profile_runs_the_cells_here_one_after_the_other(tmp_path):
+    path = debug_sweep(tmp_path, {"model.params.kernel": [1, 2]}, name="here")
+    result = submit("--profile", "local", "--sweep", str(path))
+    assert [a["cells"] for a in result["arrays"]] == [[0], [1]]
+    runs = [run_json(tmp_path / "runs" / "here" / f"kernel={k}") for k in (1, 2)]
+    assert [r["status"] for r in runs] == ["completed", "completed"]
+    assert runs[0]["attempts"][0]["end"] <= runs[1]["attempts"][0]["start"]  # one after the other
+    assert submit("--profile", "local", "--sweep", str(path)) == {"sweep_id": None, "arrays": []}
