@@ -1,0 +1,320 @@
+"""Submission: journal, preflight on recorded and live cluster output, worker discovery, and real jobs that train,
+get interrupted, requeue and finish, on the local Slurm cluster and with submitit's local executor."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from launch import journal
+from launch.cluster_info import ClusterInfo, check_plan, parse_config, parse_nodes, parse_partitions
+from launch.job import attempts, describe_attempts, read_events, record_event, worker_pids
+from launch.plan import plan_job
+from launch.profiles import REPO_ROOT, load_profile
+
+HERE = Path(__file__).parent
+SCONTROL = HERE / "recorded" / "scontrol"
+DEBUG = REPO_ROOT / "configs" / "experiments" / "debug.yaml"
+
+
+@pytest.fixture
+def state(tmp_path, monkeypatch):
+    monkeypatch.setenv("MEMORYMODELS_STATE", str(tmp_path / "state"))
+    return tmp_path / "state"
+
+
+# ---- journal ------------------------------------------------------------------------------------------------------
+
+
+def test_journal_records_and_loads_in_order(state):
+    first = journal.record(profile="local-slurm", jobs=[{"job_id": 12, "name": "a", "run_dir": "/r/a",
+                                                         "stdout": "/r/a/o", "stderr": "/r/a/e"}])
+    second = journal.record(profile="v100x8", kind="sweep", sweep={"name": "s"}, created=first["created"] + 1,
+                            jobs=[{"job_id": "13_0", "name": "s", "run_dir": "/r/s0", "cell": {"model.kernel": 2}}])
+    files = sorted((state / "journal").glob("*.json"))
+    assert [f.stem for f in files] == sorted([first["submission_id"], second["submission_id"]])
+    loaded = journal.load_all()
+    assert [s["submission_id"] for s in loaded] == [first["submission_id"], second["submission_id"]]
+    assert loaded[0]["jobs"][0] == {"job_id": "12", "name": "a", "run_dir": "/r/a", "cell": None,
+                                    "stdout": "/r/a/o", "stderr": "/r/a/e"}
+    assert loaded[1]["kind"] == "sweep" and loaded[1]["jobs"][0]["cell"] == {"model.kernel": 2}
+    assert journal.find_job("13")[1]["run_dir"] == "/r/s0" and journal.find_job("99") is None
+    with pytest.raises(FileExistsError):
+        journal.record(profile="x", jobs=[{"job_id": 1, "run_dir": "/r"}], submission_id=first["submission_id"])
+    with pytest.raises(ValueError, match="lacks job_id"):
+        journal.record(profile="x", jobs=[{"run_dir": "/r"}])
+    (state / "journal" / "broken.json").write_text("{")
+    assert len(journal.load_all()) == 2  # skipped with a warning
+
+
+# ---- cluster_info: parsers on output captured from the real local cluster, then the checks ------------------------
+
+
+def recorded_info() -> ClusterInfo:
+    return ClusterInfo(partitions=parse_partitions((SCONTROL / "show_partition.txt").read_text()),
+                       nodes=parse_nodes((SCONTROL / "show_node.txt").read_text()),
+                       max_array_size=parse_config((SCONTROL / "show_config.txt").read_text())["MaxArraySize"])
+
+
+def test_parsers_read_recorded_scontrol_output():
+    info = recorded_info()
+    assert list(info.partitions) == ["debug", "multinode"] and info.partitions["debug"].default
+    assert info.partitions["debug"].max_time_min is None and info.partitions["debug"].state == "UP"
+    assert info.partitions["multinode"].nodes == ["node1", "node2"] and not info.partitions["multinode"].default
+    assert sorted(info.nodes) == ["node1", "node2", "vm"]
+    vm = info.nodes["vm"]
+    assert vm.cpus == 16 and vm.memory_mb > 1000 and vm.gpus == 0 and vm.partitions == ["debug"]
+    assert info.nodes["node1"].cpus == 4 and info.nodes["node1"].partitions == ["multinode"]
+    assert info.max_array_size == 20001
+
+
+def test_gres_and_hostlists():
+    text = ("NodeName=gpu7 CPUTot=40 RealMemory=512000 Gres=gpu:v100:8(S:0-1) AvailableFeatures=v100,e5 "
+            "State=IDLE Partitions=gpu\n")
+    node = parse_nodes(text)["gpu7"]
+    assert (node.gpus, node.gpu_type, node.features) == (8, "V100", ["v100", "e5"])
+    part = parse_partitions("PartitionName=gpu Nodes=gpu[1-3,7] MaxTime=1-00:00:00 Default=NO State=UP\n")["gpu"]
+    assert part.nodes == ["gpu1", "gpu2", "gpu3", "gpu7"] and part.max_time_min == 1440
+
+
+def test_check_plan_fits_and_names_what_does_not(tmp_path, monkeypatch):
+    monkeypatch.setenv("CHECKPOINT_ROOT", str(tmp_path))
+    info = recorded_info()
+    fits = plan_job(load_profile("local-slurm", [f"checkpoint_root={tmp_path}"]), DEBUG)
+    assert check_plan(fits, info) == []
+    missing = plan_job(load_profile("local-slurm", [f"checkpoint_root={tmp_path}", "partition=gpu"]), DEBUG)
+    assert check_plan(missing, info) == [
+        "cluster_profiles/local-slurm.yaml (with --set profile.checkpoint_root=%s profile.partition=gpu): "
+        "'partition: gpu' does not exist on this cluster; partitions: debug, multinode" % tmp_path]
+    gpus = plan_job(load_profile("v100x8", ["partition=debug", "constraint=null"]), DEBUG)
+    (problem,) = check_plan(gpus, info)
+    assert "one node must offer 8 GPU(s) V100" in problem and "no node of partition 'debug' does" in problem
+    info.partitions["debug"].max_time_min = 20
+    (problem,) = check_plan(fits, info, array_size=30000)[:1]
+    assert "'time_limit: 30m' exceeds partition 'debug''s limit 00:20:00" in problem
+    assert "exceeds this cluster's MaxArraySize 20001" in check_plan(fits, info, array_size=30000)[-1]
+
+
+# ---- what runs inside the job: worker discovery and the attempt history -------------------------------------------
+
+
+def test_worker_pids_finds_the_training_processes_not_their_children(tmp_path):
+    # launcher (no LOCAL_RANK) -> worker (LOCAL_RANK=0) -> dataloader-like child (inherits LOCAL_RANK)
+    script = ("import os, subprocess, sys, time\n"
+              "if len(sys.argv) == 1:\n"
+              "    p = subprocess.Popen([sys.executable, __file__, 'w'], env={**os.environ, 'LOCAL_RANK': '0'})\n"
+              "elif sys.argv[1] == 'w':\n"
+              "    p = subprocess.Popen([sys.executable, __file__, 'd'])\n"
+              "time.sleep(30)\n")
+    path = tmp_path / "tree.py"
+    path.write_text(script)
+    env = {k: v for k, v in os.environ.items() if k != "LOCAL_RANK"}
+    root = subprocess.Popen([sys.executable, str(path)], env=env)
+    try:
+        deadline = time.time() + 20
+        while time.time() < deadline:
+            found = worker_pids(root.pid)
+            if found != [root.pid]:
+                break
+            time.sleep(0.1)
+        (worker,) = found
+        assert worker != root.pid
+        assert Path(f"/proc/{worker}/stat").read_text().rsplit(")", 1)[1].split()[1] == str(root.pid)
+    finally:
+        subprocess.run(["pkill", "-P", str(root.pid)], check=False)  # the tree this test started
+        root.kill()
+        root.wait()
+
+
+def test_attempts_tell_apart_preemption_timeout_node_failure_and_errors(tmp_path):
+    record_event(tmp_path, "start", job_id="7", restart_count=0, host="n1")
+    record_event(tmp_path, "signal", reason="preemption", signal="SIGUSR2")
+    record_event(tmp_path, "exit", code=1, outcome="stopped", step=30)
+    record_event(tmp_path, "requeue", reason="preemption")
+    record_event(tmp_path, "start", job_id="7", restart_count=1, host="n2")  # never ends: node failure
+    record_event(tmp_path, "start", job_id="7", restart_count=2, host="n1")
+    record_event(tmp_path, "signal", reason="timeout", signal="SIGUSR2")
+    record_event(tmp_path, "exit", code=1, outcome="stopped", step=60)
+    record_event(tmp_path, "requeue", reason="timeout")
+    record_event(tmp_path, "start", job_id="7", restart_count=3, host="n1")
+    record_event(tmp_path, "exit", code=1, outcome="failed", step=61, log_tail="ValueError: boom")
+    with open(tmp_path / "launch" / "events.jsonl", "a") as f:
+        f.write('{"event": "start", "job_id": "8", "tim')  # a line cut by a dying node is skipped
+    outcomes = [a["outcome"] for a in attempts(tmp_path)]
+    assert outcomes == ["requeued-preemption", "node-failure", "requeued-timeout", "failed"]
+    text = describe_attempts(tmp_path)
+    assert "was preempted: checkpointed and requeued at step 30" in text
+    assert "ended without a word (node failure" in text
+    assert "hit its time limit: checkpointed and requeued at step 60" in text
+    assert "failed (program error) at step 61 (exit 1)" in text and "ValueError: boom" in text
+    assert len(read_events(tmp_path)) == 11
+
+
+# ---- real jobs ----------------------------------------------------------------------------------------------------
+
+
+def submit_cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "launch/submit.py", *args], cwd=REPO_ROOT, capture_output=True, text=True,
+                          timeout=timeout, env=dict(os.environ))
+
+
+def wait_until(predicate, timeout: float, what: str):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.3)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+def last_step(run_dir: Path) -> int:
+    lines = (run_dir / "metrics.jsonl").read_text().splitlines() if (run_dir / "metrics.jsonl").exists() else []
+    return json.loads(lines[-1])["step"] if lines else 0
+
+
+def run_json(run_dir: Path) -> dict:
+    return json.loads((run_dir / "run.json").read_text())
+
+
+@pytest.mark.slurm
+def test_preflight_stops_a_job_the_cluster_cannot_run(slurm_cluster, state, tmp_path):
+    out = submit_cli("--profile", "local-slurm", "--experiment", str(DEBUG), "--set", f"profile.checkpoint_root={tmp_path}",
+                     "--set", "profile.partition=gpu")
+    assert out.returncode == 2, out.stdout + out.stderr
+    assert "preflight found problems; nothing was submitted" in out.stderr
+    assert "'partition: gpu' does not exist on this cluster; partitions: debug" in out.stderr
+    assert not (state / "journal").exists() or not list((state / "journal").glob("*.json"))
+
+
+@pytest.mark.slurm
+def test_local_slurm_trains_debug_to_completion_in_the_planned_run_dir(slurm_cluster, state, tmp_path):
+    args = ["--profile", "local-slurm", "--experiment", str(DEBUG), "--set", f"profile.checkpoint_root={tmp_path}",
+            "--set", "train.max_steps=20"]
+    planned = json.loads(submit_cli(*args, "--dry-run", "--json").stdout)["run_dir"]
+    out = submit_cli(*args, "--wait", "--json")
+    assert out.returncode == 0, out.stdout + out.stderr
+    result = json.loads(out.stdout)
+    run_dir = Path(result["run_dir"])
+    assert str(run_dir) == planned
+    info = run_json(run_dir)
+    assert info["status"] == "completed" and info["slurm_job_ids"] == [result["job_id"]]
+    assert (run_dir / "checkpoint-20").is_dir() and last_step(run_dir) == 20
+    assert (run_dir / "launch" / "job.sbatch").read_text().startswith("#!/bin/bash")
+    assert Path(result["stdout"]).exists() and result["stdout"].startswith(str(run_dir / "launch" / "slurm"))
+    (submission,) = journal.load_all()
+    assert submission["jobs"][0]["job_id"] == result["job_id"] and submission["profile"] == "local-slurm"
+    assert "completed at step 20" in describe_attempts(run_dir)
+
+
+@pytest.mark.slurm
+def test_scancel_signal_requeues_through_torchrun_and_finishes_exactly(slurm_cluster, state, tmp_path):
+    """Two workers under torchrun; USR2 from scancel reaches them, they checkpoint, the job requeues, resumes."""
+    max_steps = 120
+    out = submit_cli("--profile", "local-slurm", "--experiment", str(DEBUG), "--json",
+                     "--set", f"profile.checkpoint_root={tmp_path}", "--set", "profile.processes_per_node=2",
+                     "--set", f"train.max_steps={max_steps}", "--set", "train.save_steps=100000",
+                     "--set", "train.eval_steps=0", "--set", "train.logging_steps=2")
+    assert out.returncode == 0, out.stderr
+    job = json.loads(out.stdout)
+    job_id, run_dir = job["job_id"], Path(job["run_dir"])
+    env = slurm_cluster.environ()
+    wait_until(lambda: last_step(run_dir) >= 2, 120, "the first training steps")
+    subprocess.run(["scancel", "--signal=USR2", job_id], env=env, check=True)
+    wait_until(lambda: any(e["event"] == "requeue" for e in read_events(run_dir)), 60, "the requeue")
+    stopped_at = run_json(run_dir).get("attempts", [{}])[0]
+    assert 0 < last_step(run_dir) < max_steps, "the signal arrived after the run finished; raise max_steps"
+
+    def pending_then_release():
+        # Slurm holds a requeued job for about two minutes (BeginTime); let it start sooner to keep the test short,
+        # but not within the second of the requeue: slurmd refuses credentials issued in the second they were revoked
+        state_line = subprocess.run(["scontrol", "show", "job", "-o", job_id], env=env, capture_output=True,
+                                    text=True).stdout
+        if "JobState=PENDING" in state_line:
+            time.sleep(3)
+            subprocess.run(["scontrol", "update", f"JobId={job_id}", "StartTime=now"], env=env, check=False)
+            return True
+        return "JobState=RUNNING" in state_line and "Restarts=1" in state_line
+
+    wait_until(pending_then_release, 60, "the requeued job to be pending")
+    states = slurm_cluster_wait(job_id, env, 240)
+    assert states == {job_id: "COMPLETED"}, describe_attempts(run_dir)
+    info = run_json(run_dir)
+    assert info["status"] == "completed" and info["restart_count"] == 1
+    assert info["slurm_job_ids"] == [job_id, job_id]
+    assert last_step(run_dir) == max_steps and (run_dir / f"checkpoint-{max_steps}").is_dir()
+    assert stopped_at.get("status") == "interrupted"
+    outcomes = [a["outcome"] for a in attempts(run_dir)]
+    assert outcomes == ["requeued-preemption", "completed"], describe_attempts(run_dir)
+
+
+def slurm_cluster_wait(job_id: str, env: dict, timeout: float) -> dict:
+    from launch.local_cluster import wait_for_job
+
+    return wait_for_job(job_id, timeout=timeout, environ=env)
+
+
+@pytest.mark.slurm
+def test_submit_plans_sends_one_array_with_one_sbatch(slurm_cluster, state, tmp_path):
+    from launch.submit import submit_plans
+
+    profile = load_profile("local-slurm", [f"checkpoint_root={tmp_path}"])
+    plans = [plan_job(profile, DEBUG, overrides=[f"train.max_steps={n}"], run_dir=tmp_path / "sweep" / f"steps={n}")
+             for n in (6, 8)]
+    submission = submit_plans(plans, kind="sweep", sweep={"name": "sweep"},
+                              cells=[{"train.max_steps": 6}, {"train.max_steps": 8}])
+    ids = [j["job_id"] for j in submission["jobs"]]
+    array = ids[0].split("_")[0]
+    assert ids == [f"{array}_0", f"{array}_1"]
+    assert submission["kind"] == "sweep" and submission["jobs"][1]["cell"] == {"train.max_steps": 8}
+    states = slurm_cluster_wait(array, slurm_cluster.environ(), 240)
+    assert set(states.values()) == {"COMPLETED"}, states
+    assert [last_step(p.run_dir) for p in plans] == [6, 8]
+    assert all(Path(j["stdout"]).exists() for j in submission["jobs"])
+    assert "#SBATCH --array=0-1%4" in (plans[0].run_dir / "launch" / "job.sbatch").read_text()
+
+
+def submitit_task(controller: int) -> int:
+    """The pid of the submitit task process under the local controller."""
+    def find():
+        for pid in os.listdir("/proc"):
+            try:
+                cmd = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+                stat = Path(f"/proc/{pid}/stat").read_text()
+            except OSError:
+                continue
+            if b"submitit.core._submit" in cmd and stat.rsplit(")", 1)[1].split()[1] == str(controller):
+                return int(pid)
+        return None
+
+    return wait_until(find, 30, "the submitit task process")
+
+
+def test_local_profile_runs_the_same_job_without_slurm_and_requeues(state, tmp_path):
+    """submitit's local executor: the same NodeLaunch; an interrupt (USR2) checkpoints, requeues and resumes."""
+    from launch.submit import _jobs_in_flight, follow_local, submit_plans
+
+    env_before = os.environ.get("SLURM_CONF")
+    plan = plan_job(load_profile("local", [f"checkpoint_root={tmp_path}"]), DEBUG,
+                    overrides=["train.max_steps=120", "train.save_steps=100000", "train.eval_steps=0",
+                               "train.logging_steps=2"])
+    submission = submit_plans([plan])
+    entry = submission["jobs"][0]
+    job = _jobs_in_flight[entry["job_id"]]
+    wait_until(lambda: last_step(plan.run_dir) >= 2, 120, "the first training steps")
+    # what submitit's local controller sends its task before the time limit: the preemption signal (USR2)
+    os.kill(submitit_task(job._process.pid), signal.SIGUSR2)
+    wait_until(lambda: any(e["event"] == "requeue" for e in read_events(plan.run_dir)), 60, "the requeue")
+    assert follow_local(job, entry, out=open(os.devnull, "w")) == 0
+    info = run_json(plan.run_dir)
+    assert info["status"] == "completed" and len(info["attempts"]) == 2
+    assert last_step(plan.run_dir) == 120 and (plan.run_dir / "checkpoint-120").is_dir()
+    assert [a["outcome"] for a in attempts(plan.run_dir)] == ["requeued-preemption", "completed"]
+    assert os.environ.get("SLURM_CONF") == env_before
