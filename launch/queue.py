@@ -575,7 +575,7 @@ class Collector:
     def __init__(self, *, all_jobs: bool = False, accounting: str | None = None, journal_dir: Path | None = None,
                  user: str | None = None, since: str = "now-1days", failure_tails: int = 5, tail_lines: int = 12,
                  squeue_states: str = "all", shared_cache: Path | None = None, min_interval: float = 2.0,
-                 run: Callable[[list[str]], str] | None = None, timeout: float = 20.0):
+                 run: Callable[[list[str]], str] | None = None, timeout: float = 10.0):
         accounting = accounting or os.environ.get("MEMORYMODELS_SACCT", "auto").lower()
         if accounting not in ("auto", "on", "off"):
             raise ValueError(f"accounting={accounting!r} (or $MEMORYMODELS_SACCT): use auto, on or off")

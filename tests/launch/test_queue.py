@@ -458,7 +458,7 @@ def test_live_cluster_without_accounting(slurm_cluster, tmp_path_factory, monkey
             _slurm("sacct", "-X", "-n")
         ids, journal = submit_every_kind(tmp_path_factory.mktemp("status-noacct"), accounting=False)
         try:
-            collector = Collector(journal_dir=journal, squeue_states="pending,running,completing")
+            collector = Collector(journal_dir=journal, squeue_states="pending,running,completing", timeout=3)
             snapshot = collector.refresh()
             assert snapshot.calls == {"squeue": 1, "sacct": 1} and not snapshot.accounting
             assert any("accounting storage is disabled" in w for w in snapshot.warnings)
@@ -466,6 +466,10 @@ def test_live_cluster_without_accounting(slurm_cluster, tmp_path_factory, monkey
             assert collector.refresh().calls == {"squeue": 1, "sacct": 0}  # sacct is not asked again at once
         finally:
             subprocess.run(["scancel", *ids.values()], capture_output=True)
+        local_cluster.down(state=state)  # the controller stops answering: the last good rows, marked stale
+        stale = collector.refresh()
+        assert stale.stale and "no answer from the controller within 3 s" in stale.error
+        assert stale.rows == collector.last.rows and stale.time == collector.last.time
     finally:
         local_cluster.down(state=state)
         import shutil
