@@ -1,0 +1,190 @@
+"""Training-step throughput of the model library against the seed's formulation, and the fraction of matmul peak.
+
+    .venv/bin/python benchmarks/models.py                          # every family at its reference config (CPU)
+    .venv/bin/python benchmarks/models.py --only autoencoding_mixer --rounds 5
+    .venv/bin/python benchmarks/models.py --device cuda --dtype bf16 --dim 1024 --depth 8 --length 512 --batch 32
+
+A training step is forward + backward + AdamW step on one batch of random tokens. "Model FLOPs" are the matmul and
+convolution FLOPs of forward + backward, counted by ``torch.utils.flop_counter`` on the library's eager model (the
+same number is used for every implementation of an architecture, so the % of peak columns compare like with like;
+the token mixing is counted dense, masked half included, as it is computed). The peak is the best rate of a large
+matmul in the same dtype, measured in the same run. Implementations are timed in interleaved rounds (seed, eager,
+compiled, seed, ...) so that load from other processes hits them alike; the table reports the median round.
+
+The seed formulation of AutoencodingMixer (``tests/models/seed_reference.py``): causal mask written into
+``conv.weight.data`` every forward, the unroll as a Python loop of L slices + cat, cross entropy on [b, V, t] logits.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # for tests.models.seed_reference
+
+from memorymodels.models import build_model  # noqa: E402
+from tests.models.seed_reference import SeedAutoencodingMixer  # noqa: E402
+
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
+
+
+def sync(device: str) -> None:
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+def matmul_peak(device: str, dtype: torch.dtype, n: int, repeats: int = 5) -> float:
+    """Best FLOP/s of an n x n x n matmul (the machine's practical peak for this dtype)."""
+    a = torch.randn(n, n, device=device, dtype=dtype)
+    b = torch.randn(n, n, device=device, dtype=dtype)
+    best = 0.0
+    for _ in range(repeats + 1):
+        sync(device)
+        start = time.perf_counter()
+        a @ b
+        sync(device)
+        best = max(best, 2 * n**3 / (time.perf_counter() - start))
+    return best
+
+
+def count_flops(model, ids) -> int:
+    """Matmul/conv FLOPs of one forward + backward."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    counter = FlopCounterMode(display=False)
+    with counter:
+        loss, _ = model(ids, labels=ids)
+        loss.backward()
+    model.zero_grad(set_to_none=True)
+    return counter.get_total_flops()
+
+
+class Runner:
+    """One implementation: a model, its optimizer and a timed training step."""
+
+    def __init__(self, label, model, ids, device, dtype, compile=False, compile_mode=None):
+        self.label, self.ids, self.device = label, ids, device
+        self.model = model.to(device=device, dtype=dtype)
+        # fused AdamW for every implementation alike: the unfused update is ~15% of a CPU step at this size
+        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=1e-4, fused=True)
+        self.forward = torch.compile(self.model, mode=compile_mode) if compile else self.model
+        self.times: list[float] = []
+
+    def step(self) -> None:
+        loss, _ = self.forward(self.ids, labels=self.ids)
+        loss.backward()
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+
+    def timed(self, steps: int) -> None:
+        sync(self.device)
+        start = time.perf_counter()
+        for _ in range(steps):
+            self.step()
+        sync(self.device)
+        self.times.append((time.perf_counter() - start) / steps)
+
+
+def benchmark(name, runners, flops, tokens, peak_fn, rounds, steps, warmup) -> tuple[list[dict], float]:
+    """Interleaved rounds; each round also measures the matmul peak, so % of peak compares within one round."""
+    for runner in runners:  # compile and warm up first, outside the timing
+        for _ in range(warmup):
+            runner.step()
+    peaks = []
+    for _ in range(rounds):
+        peaks.append(peak_fn())
+        for runner in runners:
+            runner.timed(steps)
+    rows = []
+    base = None
+    for runner in runners:
+        seconds = statistics.median(runner.times)
+        fraction = statistics.median(flops / t / p for t, p in zip(runner.times, peaks))
+        rate = tokens / seconds
+        base = base or rate
+        rows.append({"family": name, "implementation": runner.label, "ms/step": seconds * 1e3, "tokens/s": rate,
+                     "GFLOP/s": flops / seconds / 1e9, "% of peak": 100 * fraction, "vs first": rate / base})
+    return rows, statistics.median(peaks)
+
+
+def families(args) -> dict:
+    """name -> (registry params, include the seed formulation): the reference configs."""
+    V, d, depth, L = args.vocab, args.dim, args.depth, args.length
+    return {
+        "autoencoding_mixer": (dict(dim=d, depth=depth, length=L), True),
+        "language_mixer": (dict(dim=d, depth=2 * depth, length=L), False),
+        "variable_memory_mixer": (dict(encoder_dim=d // 2, dim=d, depth=depth, length=L // 4, n_chunks=4), False),
+        "memory_mixer": (dict(encoder_dim=d, dim=d, depth=depth, length=L), False),
+        "llama_clm": (dict(dim=d, depth=2 * depth, length=L, n_heads=max(4, d // 64)), False),
+        "transformer_autoencoder": (dict(dim=d, depth=depth, length=L, n_heads=max(4, d // 64)), False),
+    }
+
+
+def main(argv=None) -> tuple[list[dict], float]:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--dtype", default="fp32", choices=sorted(DTYPES))
+    parser.add_argument("--vocab", type=int, default=8000)
+    parser.add_argument("--dim", type=int, default=256)
+    parser.add_argument("--depth", type=int, default=4, help="encoder blocks = decoder blocks")
+    parser.add_argument("--length", type=int, default=256)
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--steps", type=int, default=2, help="training steps per timed round")
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--peak-size", type=int, default=2048)
+    parser.add_argument("--only", nargs="*", help="families to run (default: all)")
+    parser.add_argument("--no-compile", action="store_true")
+    parser.add_argument("--compile-mode", default=None, help="torch.compile mode, e.g. max-autotune-no-cudagraphs")
+    args = parser.parse_args(argv)
+
+    torch.manual_seed(0)
+    if args.device == "cpu":
+        torch.set_num_threads(args.threads)
+    dtype = DTYPES[args.dtype]
+    rows, peaks = [], []
+    for name, (params, with_seed) in families(args).items():
+        if args.only and name not in args.only:
+            continue
+        model = build_model(name, n_vocab=args.vocab, **params)
+        ids = torch.randint(0, args.vocab, (args.batch, model.input_length), device=args.device)
+        flops = count_flops(model.to(args.device), ids)
+        runners = []
+        if with_seed:
+            seed = SeedAutoencodingMixer(args.vocab, params["dim"], params["depth"], params["length"])
+            runners.append(Runner("seed formulation (eager)", seed, ids, args.device, dtype))
+        runners.append(Runner("library (eager)", model, ids, args.device, dtype))
+        if not args.no_compile:
+            compiled = build_model(name, n_vocab=args.vocab, **params)
+            runners.append(Runner("library (torch.compile)", compiled, ids, args.device, dtype, compile=True,
+                                  compile_mode=args.compile_mode))
+        tokens = args.batch * model.input_length
+        new, peak = benchmark(name, runners, flops, tokens, lambda: matmul_peak(args.device, dtype, args.peak_size),
+                              args.rounds, args.steps, args.warmup)
+        rows += new
+        peaks.append(peak)
+        print_table(new, file=sys.stderr)  # progress
+    peak = statistics.median(peaks)
+    print(f"\nmatmul peak ({args.device}, {args.dtype}, n={args.peak_size}, median of rounds): {peak / 1e9:.1f} GFLOP/s; "
+          f"V={args.vocab}, d={args.dim}, depth={args.depth}, L={args.length}, batch={args.batch}\n")
+    print_table(rows)
+    return rows, peak
+
+
+def print_table(rows, file=sys.stdout) -> None:
+    print("| family | implementation | ms/step | tokens/s | GFLOP/s | % of matmul peak | tokens/s vs first row |",
+          file=file)
+    print("|---|---|---:|---:|---:|---:|---:|", file=file)
+    for r in rows:
+        print(f"| {r['family']} | {r['implementation']} | {r['ms/step']:.0f} | {r['tokens/s']:.0f} | "
+              f"{r['GFLOP/s']:.1f} | {r['% of peak']:.0f}% | {r['vs first']:.2f}x |", file=file)
+
+
+if __name__ == "__main__":
+    main()
