@@ -278,7 +278,7 @@ def parse_sacct(text: str, fields=SACCT_FIELDS) -> tuple[dict[str, dict], dict[s
     return records, ranges, bad
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(slots=True)
 class JobRow:
     """One job or array task, as the dashboard shows it (``--json`` prints these fields)."""
 
@@ -392,7 +392,6 @@ def sacct_command(job_ids: list[str] | None, user: str | None, since: str) -> li
 
 # ---------------------------------------------------------------- journal and run directories
 
-JOB_ID = re.compile(r"^\d+(_\d+)?$")
 LOCAL_EXECUTORS = {"local", "debug", "process", "subprocess"}
 
 
@@ -436,7 +435,7 @@ def _journal_jobs(path: Path) -> tuple[float, list[dict]]:
         if not job_id:
             continue
         job_executor = str(job.get("executor") or executor).lower()
-        local = not JOB_ID.match(job_id) or job_executor in LOCAL_EXECUTORS
+        local = not job_id.replace("_", "", 1).isdigit() or job_executor in LOCAL_EXECUTORS
         pid = job.get("pid")
         if local and pid is None and job_id.isdigit():
             pid = int(job_id)  # submitit's local executor uses the process id as the job id
@@ -447,8 +446,9 @@ def _journal_jobs(path: Path) -> tuple[float, list[dict]]:
                "cell": job.get("cell") if isinstance(job.get("cell"), dict) else None,
                "stdout": job.get("stdout"), "stderr": job.get("stderr"), "submission": submission,
                "sweep": sweep_name}
+        parent, _, name = run_dir.rstrip("/").rpartition("/") if run_dir else ("", "", "")
         jobs.append({**row, "row": row, "pid": pid, "profile": data.get("profile"), "slurm": not local,
-                     "run_parent": os.path.split(run_dir.rstrip("/")) if run_dir else None})
+                     "run_parent": (parent or "/", name) if run_dir else None})
     return _epoch(data.get("created")) or path.stat().st_mtime, jobs
 
 
