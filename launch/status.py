@@ -195,7 +195,7 @@ def count_states(rows: list[JobRow]) -> dict[str, int]:
 
 
 def render_sweep(summary: SweepSummary) -> Text:
-    text = Text(f"sweep {summary.name}", style="bold")
+    text = Text(f"sweep {summary.name}", style="bold", no_wrap=True, overflow="ellipsis")
     text.append(f" ({summary.submission}): {summary.total} cells: {state_counts(summary.counts)}")
     if summary.best_eval_loss is not None:
         text.append(f"; best eval loss {summary.best_eval_loss:.4f} ({summary.best_job_id}"
@@ -203,27 +203,45 @@ def render_sweep(summary: SweepSummary) -> Text:
     return text
 
 
-def render_failures(rows: list[JobRow]) -> list[Text]:
-    """Recent failures with the last lines of their logs (the collector read the tails)."""
-    out = []
-    for row in rows:
-        if row.log_tail is None:
-            continue
-        where = row.stderr or row.stdout
+def render_failures(rows: list[JobRow], budget: int | None = None) -> list[Text]:
+    """Recent failures with the last lines of their logs (the collector read the tails, newest first), in at most
+    ``budget`` lines: later failures get fewer log lines, then none."""
+    out: list[Text] = []
+    failed = [row for row in rows if row.log_tail is not None]
+    failed.sort(key=lambda row: row.end or 0.0, reverse=True)
+    for i, row in enumerate(failed):
+        left = None if budget is None else budget - len(out)
+        if left is not None and left < 2:
+            break
         head = Text(f"{row.state} {row.job_id} {row.name}", style="bold red")
         head.append(f"  exit {row.exit_code}" if row.exit_code else "")
-        head.append(f"  {where}", style="dim")
+        head.append(f"  {row.stderr or row.stdout}", style="dim")
+        tail = row.log_tail or ["(log is empty)"]
+        if left is not None:  # share what is left between this failure and the ones after it
+            tail = tail[-max(1, (left - 1) // (len(failed) - i) - 1):]
         out.append(head)
-        out.extend(Text("  " + line, style="dim") for line in row.log_tail or ["(log is empty)"])
+        out.extend(Text("  " + line, style="dim", no_wrap=True, overflow="ellipsis") for line in tail)
     return out
+
+
+def pick_sweeps(sweeps: list[SweepSummary], limit: int | None) -> tuple[list[SweepSummary], int]:
+    """The sweep lines worth a line on a screen: sweeps with queued or running cells first, then the newest."""
+    if limit is None or len(sweeps) <= limit:
+        return sweeps, 0
+    active = [i for i, sweep in enumerate(sweeps) if any(state in ACTIVE_STATES for state in sweep.counts)]
+    ended = [i for i in reversed(range(len(sweeps))) if i not in set(active)]
+    order = active[::-1] + ended
+    keep = max(1, limit - 1)
+    return [sweeps[i] for i in sorted(order[:keep])], len(sweeps) - keep
 
 
 def render_view(snapshot: Snapshot, *, now: float, width: int | None = None, max_rows: int | None = None,
                 collapse: bool = True) -> Group:
     """Everything the live view shows: header (with the stale mark), sweep lines, the table, recent failures.
 
-    ``max_rows``: the screen's height (rows beyond it are cut, see ``fit_rows``); ``collapse``: queued array tasks
-    as range rows even when everything fits (``--once``; ``--json`` gives every row)."""
+    ``max_rows``: the screen's height; the sweep lines, the failures and the table then share it (see
+    ``pick_sweeps``, ``render_failures``, ``fit_rows``). ``collapse``: queued array tasks as range rows even when
+    everything fits (``--once``; ``--json`` gives every row)."""
     header = Text(f"jobs at {time.strftime('%H:%M:%S', time.localtime(snapshot.time))}: ", style="bold")
     header.append(state_counts(count_states(snapshot.rows)) or "no jobs in the journal (run launch/submit.py, or use --all)")
     shared = " (shared answer)" if snapshot.calls.get("shared") else ""
@@ -236,9 +254,14 @@ def render_view(snapshot: Snapshot, *, now: float, width: int | None = None, max
     if not snapshot.accounting:
         parts.append(Text("accounting unavailable: finished jobs inferred from run directories and logs",
                           style="yellow"))
-    parts.extend(Text(warning, style="yellow") for warning in snapshot.warnings)
-    parts.extend(render_sweep(summary) for summary in snapshot.sweeps)
-    failures = render_failures(snapshot.rows)
+    warnings = snapshot.warnings if max_rows is None or len(snapshot.warnings) <= 3 else \
+        snapshot.warnings[:2] + [f"... {len(snapshot.warnings) - 2} more warnings (see --once)"]
+    parts.extend(Text(warning, style="yellow") for warning in warnings)
+    sweeps, hidden = pick_sweeps(snapshot.sweeps, None if max_rows is None else max(2, max_rows // 5))
+    parts.extend(render_sweep(summary) for summary in sweeps)
+    if hidden:
+        parts.append(Text(f"... {hidden} more sweeps (see --once)", style="dim"))
+    failures = render_failures(snapshot.rows, None if max_rows is None else max_rows // 3)
     if max_rows is not None:
         max_rows = max(3, max_rows - len(parts) - len(failures) - 1)
     rows, cut = fit_rows(snapshot.rows, max_rows, collapse=collapse)

@@ -137,6 +137,26 @@ def test_view_cut_keeps_running_and_failed_jobs_before_finished_ones():
     assert shown[:1] == ["100"] and shown[-32:] == ["500_[0-999]", *[str(900 + i) for i in range(30)], "999"]
 
 
+def test_live_view_on_a_small_screen_keeps_active_sweeps_and_shortens_failure_logs():
+    from launch.queue import SweepSummary
+
+    sweeps = [SweepSummary(name=f"old{i}", submission=f"s{i}", total=2, counts={"COMPLETED": 2}) for i in range(30)]
+    sweeps.insert(3, SweepSummary(name="busy", submission="b", total=5, counts={"RUNNING": 1, "PENDING": 4}))
+    failed = [JobRow(job_id=str(700 + i), state="FAILED", end=float(i), stderr=f"/logs/{i}.err",
+                     log_tail=[f"line {k} of {i}" for k in range(12)]) for i in range(5)]
+    snapshot = Snapshot(rows=pending_array(50) + failed, sweeps=sweeps, time=0.0, calls={"squeue": 1})
+    lines = console_text(render_view(snapshot, now=0.0, width=100, max_rows=30), 100).splitlines()
+    assert len(lines) <= 30
+    assert [line.split()[1] for line in lines if line.startswith("sweep ")] == ["busy", "old26", "old27", "old28",
+                                                                               "old29"]
+    assert "... 26 more sweeps (see --once)" in lines
+    failures = lines[lines.index("FAILED 704   /logs/4.err"):]  # newest first, the last line of each log
+    assert failures == [f"{head}" for i in (4, 3, 2, 1, 0) for head in (f"FAILED 70{i}   /logs/{i}.err",
+                                                                        f"  line 11 of {i}")]
+    full = console_text(render_view(snapshot, now=0.0, width=100), 100)
+    assert full.count("\nsweep ") == 31 and full.count("line 0 of") == 5  # --once: everything
+
+
 def test_once_collapses_queued_tasks_even_when_the_screen_is_not_limited():
     rows = pending_array(300)
     fitted, cut = fit_rows(rows, None, collapse=True)
