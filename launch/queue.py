@@ -774,16 +774,20 @@ def record_fields(record: dict, source: str) -> dict:
 def _local_state(progress: dict, pid: Any) -> tuple[str, str]:
     """A run started without Slurm (``local`` profile): its run.json status, checked against its process."""
     status = str(progress.get("status") or "")
-    if status == "running" and isinstance(pid, int):
+    if status in ("completed", "failed", "interrupted"):
+        return RUN_STATES[status], "local run"
+    alive = True
+    if isinstance(pid, int):
         try:
             os.kill(pid, 0)
         except ProcessLookupError:
-            return "UNKNOWN", f"process {pid} is gone but run.json says running (killed?)"
+            alive = False
         except PermissionError:
             pass
-    if status in RUN_STATES:
-        return RUN_STATES[status], "local run"
-    return "PENDING", "local run, not started yet"
+    if not alive:
+        said = "run.json says running" if status == "running" else "it never wrote run.json"
+        return "UNKNOWN", f"process {pid} is gone but {said} (killed?)"
+    return ("RUNNING", "local run") if status == "running" else ("PENDING", "local run, not started yet")
 
 
 def _apply_progress(row: JobRow, progress: dict, now: float) -> None:

@@ -213,7 +213,7 @@ def render_failures(rows: list[JobRow], budget: int | None = None) -> list[Text]
         left = None if budget is None else budget - len(out)
         if left is not None and left < 2:
             break
-        head = Text(f"{row.state} {row.job_id} {row.name}", style="bold red")
+        head = Text(f"{row.state} {row.job_id} {row.name}", style="bold red", no_wrap=True, overflow="ellipsis")
         head.append(f"  exit {row.exit_code}" if row.exit_code else "")
         head.append(f"  {row.stderr or row.stdout}", style="dim")
         tail = row.log_tail or ["(log is empty)"]
