@@ -24,6 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from transformers import Trainer, TrainerCallback, TrainingArguments
+from transformers.trainer_callback import PrinterCallback
 
 from memorymodels.configuration import ConfigError
 from memorymodels.data.errors import DataError
@@ -152,7 +154,7 @@ class _StopFlag:
     training: bool = False
 
 
-class Interrupted(Exception):
+class Interrupted(BaseException):
     """A stop signal arrived before training started (data preparation, model building): nothing to save."""
 
 
@@ -167,121 +169,128 @@ def install_signal_handlers() -> None:
         signal.signal(sig, _on_signal)
 
 
-def _make_callbacks():
-    from transformers import TrainerCallback
+class StopOnSignal(TrainerCallback):
+    """At each step end: all ranks agree whether a stop signal arrived; if so save and stop; save at max_steps."""
 
-    class StopOnSignal(TrainerCallback):
-        """At each step end: all ranks agree whether a stop signal arrived; if so save and stop; save at max_steps."""
+    def __init__(self):
+        self.stopped_by: int | None = None
 
-        def __init__(self):
-            self.stopped_by: int | None = None
+    def on_train_begin(self, args, state, control, **kwargs):
+        _StopFlag.training = True  # from now on a signal only sets the flag, read at the next step end
 
-        def on_step_end(self, args, state, control, **kwargs):
-            flag = _StopFlag.signum or 0
-            if args.world_size > 1 and torch.distributed.is_initialized():
-                t = torch.tensor([flag], device=args.device)
-                torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MAX)
-                flag = int(t.item())
-            if state.global_step >= state.max_steps:
-                control.should_save = True
-            elif flag:
-                self.stopped_by = flag
-                control.should_save = control.should_training_stop = control.should_log = True
-                control.should_evaluate = False
-            return control
+    def on_step_end(self, args, state, control, **kwargs):
+        flag = _StopFlag.signum or 0
+        if args.world_size > 1 and torch.distributed.is_initialized():
+            t = torch.tensor([flag], device=args.device)
+            torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MAX)
+            flag = int(t.item())
+        if state.global_step >= state.max_steps:
+            control.should_save = True
+        elif flag:
+            self.stopped_by = flag
+            control.should_save = control.should_training_stop = control.should_log = True
+            control.should_evaluate = False
+        return control
 
-    class MetricsWriter(TrainerCallback):
-        """Rank 0: one metrics.jsonl line per logging step (train and eval logs of a step merged)."""
+class MetricsWriter(TrainerCallback):
+    """Rank 0: one metrics.jsonl line per logging step (train and eval logs of a step merged)."""
 
-        def __init__(self, run_dir: Path, tokens_per_step: int, show: bool):
-            self.run_dir, self.tokens_per_step, self.show = run_dir, tokens_per_step, show
-            self.pending: dict | None = None
-            self.last_step, self.last_time = 0, time.time()
+    def __init__(self, run_dir: Path, tokens_per_step: int, show: bool):
+        self.run_dir, self.tokens_per_step, self.show = run_dir, tokens_per_step, show
+        self.pending: dict | None = None
+        self.last_step, self.last_time = 0, time.time()
 
-        def on_train_begin(self, args, state, control, **kwargs):
-            _StopFlag.training = True
-            self.last_step, self.last_time = state.global_step, time.time()
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.last_step, self.last_time = state.global_step, time.time()
 
-        def flush(self):
-            if self.pending is not None:
-                runs.append_metrics(self.run_dir, self.pending)
-                if self.show:
-                    p = self.pending
-                    fields = [f"step {p['step']}"] + [f"{k} {p[k]:.4g}" for k in ("loss", "eval_loss", "tokens_per_s")
-                                                      if p.get(k) is not None]
-                    print("  ".join(fields), flush=True)
-                self.pending = None
+    def flush(self):
+        if self.pending is not None:
+            runs.append_metrics(self.run_dir, self.pending)
+            if self.show:
+                p = self.pending
+                fields = [f"step {p['step']}"] + [f"{k} {p[k]:.4g}" for k in ("loss", "eval_loss", "tokens_per_s")
+                                                  if p.get(k) is not None]
+                print("  ".join(fields), flush=True)
+            self.pending = None
 
-        def on_log(self, args, state, control, logs=None, **kwargs):
-            if not state.is_world_process_zero or not logs:
-                return
-            step, now = state.global_step, time.time()
-            if "loss" in logs:
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if not state.is_world_process_zero or not logs:
+            return
+        step, now = state.global_step, time.time()
+        if "loss" in logs:
+            self.flush()
+            elapsed = now - self.last_time
+            rate = (step - self.last_step) * self.tokens_per_step / elapsed if elapsed > 0 else None
+            self.last_step, self.last_time = step, now
+            self.pending = {"step": step, "loss": logs["loss"], "eval_loss": None,
+                            "learning_rate": logs.get("learning_rate"), "grad_norm": logs.get("grad_norm"),
+                            "tokens_per_s": rate, "tokens": step * self.tokens_per_step, "time": now}
+        elif "eval_loss" in logs:
+            if self.pending is not None and self.pending["step"] == step:
+                self.pending["eval_loss"] = logs["eval_loss"]
+            else:
                 self.flush()
-                elapsed = now - self.last_time
-                rate = (step - self.last_step) * self.tokens_per_step / elapsed if elapsed > 0 else None
-                self.last_step, self.last_time = step, now
-                self.pending = {"step": step, "loss": logs["loss"], "eval_loss": None,
-                                "learning_rate": logs.get("learning_rate"), "grad_norm": logs.get("grad_norm"),
-                                "tokens_per_s": rate, "tokens": step * self.tokens_per_step, "time": now}
-            elif "eval_loss" in logs:
-                if self.pending is not None and self.pending["step"] == step:
-                    self.pending["eval_loss"] = logs["eval_loss"]
-                else:
-                    self.flush()
-                    self.pending = {"step": step, "loss": None, "eval_loss": logs["eval_loss"],
-                                    "learning_rate": None, "grad_norm": None, "tokens_per_s": None,
-                                    "tokens": step * self.tokens_per_step, "time": now}
-                self.flush()
-
-        def on_step_end(self, args, state, control, **kwargs):
-            if self.pending is not None and self.pending["step"] < state.global_step:
-                self.flush()
-
-        def on_save(self, args, state, control, **kwargs):
+                self.pending = {"step": step, "loss": None, "eval_loss": logs["eval_loss"],
+                                "learning_rate": None, "grad_norm": None, "tokens_per_s": None,
+                                "tokens": step * self.tokens_per_step, "time": now}
             self.flush()
 
-        def on_train_end(self, args, state, control, **kwargs):
+    def on_step_end(self, args, state, control, **kwargs):
+        if self.pending is not None and self.pending["step"] < state.global_step:
             self.flush()
 
-    return StopOnSignal, MetricsWriter
+    def on_save(self, args, state, control, **kwargs):
+        self.flush()
+
+    def on_train_end(self, args, state, control, **kwargs):
+        self.flush()
 
 
-def _make_trainer_class():
-    from transformers import Trainer
+class RunTrainer(Trainer):
+    """Trainer with the loss weighted by tokens across micro-batches and ranks, and marked-complete checkpoints.
 
-    class RunTrainer(Trainer):
-        """Trainer with the loss scaled correctly under gradient accumulation and marked-complete checkpoints.
+    Models return the mean loss over their micro-batch's targets and take no ``num_items_in_batch`` (the
+    seed's Trainer setup summed micro-batch means and logged 2x the loss with GA=2, digest §1.8.6). Here each
+    micro-batch's mean is weighted by its share of the targets (labels != -100) of the whole global batch,
+    counted by the Trainer over all accumulation steps and all ranks (``num_items_in_batch``), and multiplied by
+    the world size because DDP averages gradients over ranks. Gradients and the logged loss are therefore the
+    token mean over the global batch, as with GA=1 on one device, also when micro-batches hold different
+    numbers of targets (padded rows). Exact for same-position losses (autoencoders); for shifted losses
+    (causal, memory models) the count includes one position per row that the model does not predict, which
+    only matters when micro-batches differ in padding.
+    """
 
-        Models return the mean loss over the micro-batch's targets and take no ``num_items_in_batch``; the Trainer
-        divides each micro-batch loss by the accumulation steps (``loss_is_scaled_for_ga = False``), so gradients and
-        the logged loss are the mean over the global batch, as with GA=1 (the seed's driver logged 2x the loss with
-        GA=2, digest §1.8.6). Micro-batches are weighted equally, i.e. exactly the GA=1 loss when they hold equally
-        many targets (packed rows) and a mean of per-micro-batch means otherwise.
-        """
+    loss_is_scaled_for_ga = True
 
-        loss_is_scaled_for_ga = False
+    def __init__(self, *args, keep_checkpoints: int | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        # Makes the Trainer count the targets of each global batch; compute_loss below never passes the count
+        # on to the model (models take no loss kwargs).
+        self.model_accepts_loss_kwargs = True
+        self.keep_checkpoints = keep_checkpoints
 
-        def __init__(self, *args, keep_checkpoints: int | None = None, **kwargs):
-            super().__init__(*args, **kwargs)
-            self.model_accepts_loss_kwargs = False
-            self.keep_checkpoints = keep_checkpoints
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        outputs = model(inputs["input_ids"], labels=inputs.get("labels"),
+                        attention_mask=inputs.get("attention_mask"))
+        loss = outputs[0]
+        if model.training and num_items_in_batch is not None:
+            targets = (inputs["labels"] != -100).sum()
+            loss = loss * targets / num_items_in_batch * self.accelerator.num_processes
+        elif model.training:  # no count (cannot happen with labels): plain mean over micro-batches
+            loss = loss / self.current_gradient_accumulation_steps
+        return (loss, outputs) if return_outputs else loss
 
-        def _save_checkpoint(self, model, trial):
-            super()._save_checkpoint(model, trial)
-            folder = Path(self.args.output_dir) / f"checkpoint-{self.state.global_step}"
-            if self.args.world_size > 1 and torch.distributed.is_initialized():
-                torch.distributed.barrier()  # every rank's files (rng states) are written
-            if self.args.should_save:
-                runs.mark_complete(folder)
-                runs.rotate_checkpoints(self.args.output_dir, self.keep_checkpoints)
-
-    return RunTrainer
+    def _save_checkpoint(self, model, trial):
+        super()._save_checkpoint(model, trial)
+        folder = Path(self.args.output_dir) / f"checkpoint-{self.state.global_step}"
+        if self.args.world_size > 1 and torch.distributed.is_initialized():
+            torch.distributed.barrier()  # every rank's files (rng states) are written
+        if self.args.should_save:
+            runs.mark_complete(folder)
+            runs.rotate_checkpoints(self.args.output_dir, self.keep_checkpoints)
 
 
 def training_arguments(experiment: Experiment, run_dir: Path, precision: str, show_progress: bool):
-    from transformers import TrainingArguments
-
     t = experiment.train
     cuda = torch.cuda.is_available()
     return TrainingArguments(
@@ -314,7 +323,7 @@ def training_arguments(experiment: Experiment, run_dir: Path, precision: str, sh
         remove_unused_columns=False,
         prediction_loss_only=True,
         label_names=["labels"],
-        average_tokens_across_devices=False,
+        average_tokens_across_devices=True,  # count targets over all ranks (see RunTrainer)
     )
 
 
@@ -398,16 +407,13 @@ def _make_trainer(experiment: Experiment, run_dir: Path, model, data: Data, prec
     eval_rows = len(data.test) if t.eval_rows is None else min(t.eval_rows, len(data.test))
     eval_set = torch.utils.data.Subset(data.test, range(eval_rows)) if t.eval_steps else None
     tokens_per_step = t.batch_size * t.gradient_accumulation_steps * args.world_size * experiment.data.context
-    StopOnSignal, MetricsWriter = _make_callbacks()
     stopper = StopOnSignal()
-    trainer = _make_trainer_class()(
+    trainer = RunTrainer(
         model=model, args=args, train_dataset=data.train, eval_dataset=eval_set,
         callbacks=[stopper, MetricsWriter(run_dir, tokens_per_step, show=not show)],
         keep_checkpoints=t.save_total_limit,
     )
     if not show:
-        from transformers.trainer_callback import PrinterCallback
-
         trainer.remove_callback(PrinterCallback)  # MetricsWriter prints one line per logging step instead
     return trainer, stopper
 

@@ -24,12 +24,28 @@ def tiny_data(tmp_path_factory):
     return root / "tokenizer", root / "data"
 
 
+@pytest.fixture(scope="session")
+def padded_data(tiny_data, tmp_path_factory):
+    """(tokenizer_dir, data_dir): short documents of 2 to 28 words, one per row, right-padded to 32 tokens, so
+    micro-batches hold different numbers of targets."""
+    from memorymodels.data.pretokenize import pretokenize
+
+    root = tmp_path_factory.mktemp("padded_data")
+    words = "def return import class self value for while lambda yield with print".split()
+    for i in range(240):
+        n = 2 + (i * 7) % 27
+        (root / "docs").mkdir(exist_ok=True)
+        (root / "docs" / f"{i:03d}.txt").write_text(" ".join(words[(i + j * j) % len(words)] for j in range(n)))
+    pretokenize(str(root / "docs"), tiny_data[0], root / "data", context=32, mode="padded", padding_side="right")
+    return tiny_data[0], root / "data"
+
+
 @pytest.fixture
 def write_experiment(tiny_data, tmp_path):
     """Write an experiment YAML on the tiny data (debug autoencoder) with train overrides; returns its path."""
 
-    def write(name="exp", root=None, model=None, **train):
-        tokenizer, data = tiny_data
+    def write(name="exp", root=None, model=None, data=None, **train):
+        tokenizer, data = data or tiny_data
         config = {
             "model": model or {"name": "autoencoding_mixer", "preset": "debug"},
             "data": {"tokenizer": str(tokenizer), "train_dir": str(data), "context": 32},
