@@ -28,7 +28,7 @@ from rich.table import Table
 
 from memorymodels.configuration import ConfigError
 
-METRICS = ("step", "max_steps", "loss", "eval_loss", "bits_per_byte")
+METRICS = ("step", "max_steps", "loss", "eval_loss", "bits_per_byte", "total_bits_per_byte")
 STATE_STYLE = {"completed": "green", "running": "cyan", "interrupted": "yellow", "failed": "red"}
 
 
@@ -45,6 +45,8 @@ def read_cell(run_dir: Path) -> dict[str, Any]:
     evaluation = _read_json(run_dir / "eval.json")
     if evaluation:
         row["bits_per_byte"] = evaluation.get("bits_per_byte")
+        # autoencoders and memory models: the model's bits plus those of storing the embedding (digest §6.3)
+        row["total_bits_per_byte"] = (evaluation.get("embedding") or {}).get("total_bits_per_byte")
         if row["eval_loss"] is None:
             row["eval_loss"] = evaluation.get("loss")
     return row
@@ -79,19 +81,27 @@ def _fmt(value: Any) -> str:
 
 def render(rows: list[dict[str, Any]], axes: list[str], title: str = "") -> Table:
     """The report table (pure: no files, no cluster)."""
+    from launch.sweeps import short_keys
+
     table = Table(title=title or None)
     table.add_column("cell", justify="right")
     for axis in axes:
-        table.add_column(axis)
-    for col in ("state", "steps", "loss", "eval loss", "bits/byte"):
+        table.add_column(short_keys(axes)[axis])  # kernel, not model.params.kernel (the CSV has the full keys)
+    columns = ["state", "steps", "loss", "eval loss", "bits/byte"]
+    with_embedding = any(row["total_bits_per_byte"] is not None for row in rows)
+    if with_embedding:
+        columns.append("+embedding")
+    for col in columns:
         table.add_column(col, justify="left" if col == "state" else "right")
     for row in rows:
         steps = "-" if row["step"] is None else f"{row['step']}/{_fmt(row['max_steps'])}"
         state = row["status"]
         style = STATE_STYLE.get(state)
+        values = [_fmt(row["loss"]), _fmt(row["eval_loss"]), _fmt(row["bits_per_byte"])]
+        if with_embedding:
+            values.append(_fmt(row["total_bits_per_byte"]))
         table.add_row(str(row["cell"]), *(_fmt(row[a]) for a in axes),
-                      f"[{style}]{state}[/]" if style else state, steps,
-                      _fmt(row["loss"]), _fmt(row["eval_loss"]), _fmt(row["bits_per_byte"]))
+                      f"[{style}]{state}[/]" if style else state, steps, *values)
     return table
 
 
@@ -139,6 +149,8 @@ def plot(rows: list[dict[str, Any]], axes: list[str], axis: str, metric: str, pa
         ax.plot(xs, [y for _, y in points], marker="o", label=label)
     if not numeric:
         ax.set_xticks(range(len(categories)), categories)
+    elif 0 < len(categories) <= 12:
+        ax.set_xticks(sorted({x for points in series.values() for x, _ in points}))  # the swept values
     ax.set_xlabel(axis)
     ax.set_ylabel(metric)
     if len(series) > 1:
@@ -200,7 +212,9 @@ def main(argv: list[str] | None = None) -> int:
             evaluate_missing(rows)
             rows = collect_rows(cells, axes)
         folder = Path(cells[0]["run_dir"]).parent  # <checkpoint root>/<sweep name>
-        Console(width=max(100, 24 + 14 * len(axes) + 60)).print(render(rows, axes, title))
+        console = Console()
+        console.width = max(console.width, 100)  # a pipe reports 80 columns; the table needs about 100
+        console.print(render(rows, axes, title))
         csv_path = args.csv or folder / "report.csv"
         write_csv(rows, axes, csv_path)
         print(f"csv: {csv_path}")

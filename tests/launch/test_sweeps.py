@@ -349,7 +349,8 @@ def fake_run(run_dir: Path, status: str | None, steps: list[tuple[int, float, fl
     for step, loss, eval_loss in steps:
         append_metrics(run_dir, {"step": step, "loss": loss, "eval_loss": eval_loss})
     if bpb is not None:
-        write_json(run_dir / "eval.json", {"loss": steps[-1][2], "bits_per_byte": bpb})
+        write_json(run_dir / "eval.json", {"loss": steps[-1][2], "bits_per_byte": bpb,
+                                           "embedding": {"total_bits_per_byte": bpb + 0.5}})
 
 
 def report_rows(tmp_path: Path):
@@ -378,11 +379,11 @@ def test_report_table_reads_states_losses_and_bits_per_byte(tmp_path):
     console.print(render(rows, axes, "kh"))
     text = console.export_text()
     lines = [line for line in text.splitlines() if "│" in line]
-    cells = [[c.strip() for c in line.split("│")[1:9]] for line in lines]
-    assert cells == [["0", "1", "0", "completed", "10/10", "2.5000", "2.7500", "1.2500"],
-                     ["1", "1", "4", "completed", "10/10", "2.2500", "2.5000", "1.1250"],
-                     ["2", "2", "0", "running", "5/10", "3.5000", "-", "-"],
-                     ["3", "2", "4", "not started", "-", "-", "-", "-"]]
+    cells = [[c.strip() for c in line.split("│")[1:10]] for line in lines]
+    assert cells == [["0", "1", "0", "completed", "10/10", "2.5000", "2.7500", "1.2500", "1.7500"],
+                     ["1", "1", "4", "completed", "10/10", "2.2500", "2.5000", "1.1250", "1.6250"],
+                     ["2", "2", "0", "running", "5/10", "3.5000", "-", "-", "-"],
+                     ["3", "2", "4", "not started", "-", "-", "-", "-", "-"]]
 
 
 def test_report_csv_and_plot(tmp_path):
