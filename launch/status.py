@@ -141,17 +141,18 @@ def render(rows: list[JobRow], *, width: int | None = None, title: str | None = 
 
 
 def fit_rows(rows: list[JobRow], max_rows: int | None, *, collapse: bool = False) -> tuple[list[JobRow], int]:
-    """At most ``max_rows`` rows for the screen. Pending array tasks without progress collapse into one range row
-    per array and reason (``123_[5-9999]``) when the rows do not fit (or ``collapse``); if they still do not fit,
-    running and failed jobs are kept first and finished ones cut. Returns (rows, number cut)."""
+    """At most ``max_rows`` rows for the screen. Array tasks without progress (queued ones, or cancelled before
+    they started) collapse into one range row per array, state and reason (``123_[5-9999]``) when the rows do not
+    fit (or ``collapse``); if they still do not fit, running and failed jobs are kept first and finished ones cut.
+    Returns (rows, number cut)."""
     if not collapse and (max_rows is None or len(rows) <= max_rows):
         return rows, 0
     out: list[JobRow | list[JobRow]] = []
     groups: dict[tuple, list[JobRow]] = {}
     for row in rows:
         base, _, task = row.job_id.partition("_")
-        if row.state == "PENDING" and row.step is None and task.isdigit():
-            key = (base, row.reason, row.submission)
+        if row.step is None and row.log_tail is None and task.isdigit():  # nothing of its own to show
+            key = (base, row.state, row.reason_text, row.submission)
             if key not in groups:
                 groups[key] = []
                 out.append(groups[key])  # the group's place: where its first task was
