@@ -76,6 +76,10 @@ class LazyShards:
     def __iter__(self):
         return (self[i] for i in range(len(self)))
 
+    def __getstate__(self) -> dict:
+        # DataLoader workers started with spawn get a pickled copy: send paths, not the mapped data
+        return {**self.__dict__, "arrays": [None] * len(self.paths)}
+
 
 class TokenDataset(torch.utils.data.Dataset):
     """Rows of one split (``train`` or ``test``) of a pretokenized dataset directory."""
@@ -162,6 +166,14 @@ class TokenDataset(torch.utils.data.Dataset):
         located = [self._locate(int(i)) for i in indices]
         ids = np.stack([self.tokens[s][r] for s, r in located]) if located else np.zeros((0, self.context))
         return self.example(ids)
+
+    def verify(self) -> None:
+        """Read every shard of the split and compare its SHA-256 with the manifest (reads all the data)."""
+        for entry in self.manifest["splits"][self.split]["shards"]:
+            path = self.data_dir / entry["file"]
+            if shards.file_sha256(path) != entry["sha256"]:
+                raise DataError(f"{path}: checksum differs from {self.data_dir / 'manifest.json'}; the shard is damaged,"
+                                " pretokenize again into a new directory")
 
     def __repr__(self) -> str:
         return (f"TokenDataset({str(self.data_dir)!r}, {self.split!r}: {len(self)} rows x {self.context}, "

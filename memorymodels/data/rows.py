@@ -38,7 +38,7 @@ def padded_rows(encodings, texts, positions, nbytes, *, context: int, left: bool
         enc = encodings[i]
         tokens = enc.ids
         used_bytes[row] = nbytes[i]
-        if enc.overflowing:
+        if len(tokens) == context:  # maybe truncated (asking enc.overflowing would build its Python objects)
             used_bytes[row] = len(texts[i][: enc.offsets[-1][1]].encode("utf-8"))
         if left:
             ids[row, context - len(tokens):] = tokens

@@ -60,6 +60,27 @@ def test_works_with_a_dataloader(packed):
     assert batch["input_ids"].shape == (4, 16) and batch["labels"].dtype == torch.int64
 
 
+def test_pickles_without_the_mapped_data_and_verifies_checksums(packed, tmp_path):
+    import pickle
+    import shutil
+
+    data = TokenDataset(packed, "train")
+    unmapped = len(pickle.dumps(data))
+    data.rows()  # map every shard
+    blob = pickle.dumps(data)
+    assert len(blob) == unmapped  # paths and manifest, not rows
+    copy = pickle.loads(blob)
+    assert copy[len(copy) - 1]["input_ids"].tolist() == data[-1]["input_ids"].tolist()
+    data.verify()
+    damaged = shutil.copytree(packed, tmp_path / "damaged")
+    shard = damaged / data.manifest["splits"]["train"]["shards"][1]["file"]
+    raw = bytearray(shard.read_bytes())
+    raw[-1] ^= 0xFF
+    shard.write_bytes(bytes(raw))
+    with pytest.raises(DataError, match="checksum differs"):
+        TokenDataset(damaged, "train").verify()
+
+
 def test_expectation_mismatch_names_both_sides(packed, tiny_corpus, tokenizer_dir, tmp_path):
     with pytest.raises(DataError, match=r"context is 16 tokens per row, but the experiment expects 32"):
         TokenDataset(packed, expect_context=32)
