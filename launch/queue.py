@@ -430,6 +430,7 @@ def _journal_jobs(path: Path) -> tuple[float, list[dict]]:
         sweep_name = str(sweep.get("name") or (Path(sweep["file"]).stem if sweep.get("file") else submission))
     executor = str(data.get("executor") or data.get("scheduler") or "").lower()
     jobs = []
+    profile = data.get("profile")
     for job in data.get("jobs") or []:
         job_id = str(job.get("job_id") or "").strip()
         if not job_id:
@@ -440,15 +441,17 @@ def _journal_jobs(path: Path) -> tuple[float, list[dict]]:
         if local and pid is None and job_id.isdigit():
             pid = int(job_id)  # submitit's local executor uses the process id as the job id
         run_dir = job.get("run_dir")
-        if run_dir and not os.path.isabs(run_dir):  # os.path, not Path: 10,000 cells per journal file
-            run_dir = os.path.join(REPO, run_dir)
+        split = None
+        if run_dir:
+            if not os.path.isabs(run_dir):  # os.path and str, not Path: 10,000 cells per journal file
+                run_dir = os.path.join(REPO, run_dir)
+            parent, _, name = run_dir.rstrip("/").rpartition("/")
+            split = (parent or "/", name)
+        cell = job.get("cell")
         row = {"job_id": job_id, "name": str(job.get("name") or ""), "run_dir": run_dir,
-               "cell": job.get("cell") if isinstance(job.get("cell"), dict) else None,
-               "stdout": job.get("stdout"), "stderr": job.get("stderr"), "submission": submission,
-               "sweep": sweep_name}
-        parent, _, name = run_dir.rstrip("/").rpartition("/") if run_dir else ("", "", "")
-        jobs.append({**row, "row": row, "pid": pid, "profile": data.get("profile"), "slurm": not local,
-                     "run_parent": (parent or "/", name) if run_dir else None})
+               "cell": cell if isinstance(cell, dict) else None, "stdout": job.get("stdout"),
+               "stderr": job.get("stderr"), "submission": submission, "sweep": sweep_name}
+        jobs.append({**row, "row": row, "pid": pid, "profile": profile, "slurm": not local, "run_parent": split})
     return _epoch(data.get("created")) or path.stat().st_mtime, jobs
 
 
