@@ -325,7 +325,8 @@ def cancel(collector: Collector, target: str, yes: bool, console: Console) -> in
         row.job_id in wanted or row.job_id == target or row.job_id.split("_")[0] == target)]
     if not rows:
         console.print(f"--cancel {target}: no queued or running job matches (job id, array id, run name, "
-                      f"submission id or sweep name); see python launch/status.py --once")
+                      f"submission id or sweep name); see python launch/status.py --once"
+                      f"{'' if collector.all_jobs else ' (a job from outside the journal: add --all)'}")
         return 1
     console.print(render(rows, width=console.width, title=f"cancel {len(rows)} job(s)"))
     if not yes:
