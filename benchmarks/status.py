@@ -11,8 +11,8 @@ What it does, in one run:
    directory, so the dashboard sees what a real 10,000-cell sweep shows;
 2. times ``Collector.refresh()`` followed by rendering the live view onto a 200x50 console (the screen the
    dashboard fills: pending tasks collapse to one range row), ``--repeat`` times, counting every Slurm command
-   the collector runs; then the same for the full table of every row (``--once`` on a tall terminal) and for
-   ``--all`` (every job of the user, no journal);
+   the collector runs; then the same without a screen limit (``--once``) and for ``--all`` (every job of the
+   user from squeue and sacct, no journal: its size depends on what else ran on the cluster that day);
 3. cancels the array (also on failure) and writes the markdown table.
 
 Target (issue 8): one refresh <= 0.5 s with one ``squeue`` and at most one ``sacct`` call.
@@ -117,7 +117,7 @@ def main(argv=None) -> int:
         live = queue.Collector(journal_dir=root / "journal", run=counter)
         results["live view (journal, 200x50 screen)"] = time_refresh(live, counter, height=50, max_rows=48,
                                                                      repeat=args.repeat)
-        results["--once, every row rendered"] = time_refresh(live, counter, height=50, max_rows=None,
+        results["--once (no screen limit; queued tasks as one range row)"] = time_refresh(live, counter, height=50, max_rows=None,
                                                               repeat=max(1, args.repeat // 2))
         everyone = queue.Collector(journal_dir=root / "none", all_jobs=True, run=counter)
         results["--all (no journal), 200x50 screen"] = time_refresh(everyone, counter, height=50, max_rows=48,
