@@ -704,6 +704,8 @@ class Collector:
             if record is None:
                 record = accounted.get(base)
                 source = record.get("source", "sacct") if record else "sacct"
+            if record is not None and record["state"] in TERMINAL_STATES:
+                self._finished[job_id] = dict(record, source=source)  # settled: sacct is not asked again
         progress = run_progress(job["run_dir"], listings, job["run_parent"])
         if record is not None:
             key = (id(record), source)  # a queued array's tasks share one record: its fields are worked out once
