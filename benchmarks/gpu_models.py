@@ -49,9 +49,10 @@ def main() -> int:
     print("\n".join(lines))
     if os.environ.get("OUT"):
         out = Path(os.environ["OUT"]) / "gpu_models.md"
-        table = ["| family | implementation | ms/step | tokens/s | % of peak | vs first |", "|---|---|---:|---:|---:|---:|"]
-        table += [f"| {r['family']} | {r['implementation']} | {r['ms/step']:.1f} | {r['tokens/s']:.0f} | "
-                  f"{r['% of peak']:.0f}% | {r['vs first']:.2f}x |" for r in rows]
+        table = ["| family | implementation | GFLOP/step | ms/step | tokens/s | % of peak | vs first |",
+                 "|---|---|---:|---:|---:|---:|---:|"]
+        table += [f"| {r['family']} | {r['implementation']} | {r['GFLOP']:.0f} | {r['ms/step']:.1f} | "
+                  f"{r['tokens/s']:.0f} | {r['% of peak']:.0f}% | {r['vs first']:.2f}x |" for r in rows]
         tmp = out.with_suffix(".tmp")
         tmp.write_text("\n".join(lines + [""] + table) + "\n")
         tmp.rename(out)

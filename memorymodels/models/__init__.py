@@ -29,7 +29,7 @@ from .transformer import (
     VariableMemoryTransformer,
     attention_mask_4d,
 )
-from .registry import MODELS, PRESETS, ModelEntry, build_model, model_config
+from .registry import MODELS, PRESETS, ModelEntry, build_model, length_for_context, model_config
 
 __all__ = [
     "AutoencodingTransfixer",
@@ -60,6 +60,7 @@ __all__ = [
     "PRESETS",
     "TruncatedModel",
     "build_model",
+    "length_for_context",
     "model_config",
     "unroll_index",
 ]

@@ -253,85 +253,79 @@ class MemoryTransformerConfig(MemoryConfig):
     """Llama attention heads of the decoder (and of a transformer encoder)."""
 
 
+MIXER_ARGS = ("n_vocab", "dim", "depth", "length")
+MEMORY_ARGS = ("n_vocab", "encoder_dim", "dim", "depth", "length")
+
+
 @dataclass(kw_only=True)
 class ModelEntry:
-    """One registered model: its class, its config dataclass, and ``build(config) -> nn.Module``."""
+    """One registered model: its class, its config dataclass, and how a config becomes constructor arguments."""
 
     cls: Callable[..., nn.Module]
     config: type
-    build: Callable[[Any], nn.Module] | None = None
+    args: tuple[str, ...] = MIXER_ARGS
+    """Config fields passed positionally, in the constructor's (the seed's) order; the rest go by keyword."""
+    modules: Callable[[Any], dict[str, Any]] | None = None
+    """Builds constructor arguments that are modules (frozen encoders) from config fields (e.g. a checkpoint path)."""
+    drop: tuple[str, ...] = ()
+    """Config fields consumed by ``modules`` and not passed to the constructor."""
 
-    def __post_init__(self):
-        if self.build is None:
-            self.build = self.positional
-
-    def positional(self, config, names=("n_vocab", "dim", "depth", "length"), **extra) -> nn.Module:
-        """``cls(n_vocab, dim, depth, length, **rest)`` (memory mixers: ``n_vocab, encoder_dim, dim, ...``)."""
+    def build(self, config) -> nn.Module:
         values = dataclasses.asdict(config)
-        values.update(extra)
-        args = [values.pop(name) for name in names]
-        return self.cls(*args, **values)
+        if self.modules is not None:
+            values.update(self.modules(config))
+        for key in self.drop:
+            del values[key]
+        return self.cls(*[values.pop(name) for name in self.args], **values)
 
 
-def _frozen(path: str | None):
+def _frozen_encoder(config) -> dict[str, Any]:
+    """``frozen_encoder``: a checkpoint path in the config, the loaded frozen encoder for the constructor."""
     from .autoencoder import frozen_mixer_encoder
 
-    return None if path is None else frozen_mixer_encoder(path)
+    return {"frozen_encoder": frozen_mixer_encoder(config.frozen_encoder) if config.frozen_encoder else None}
+
+
+def _frozen_memory_encoder(config) -> dict[str, Any]:
+    """The encoder of ``frozen_memory_mixer``: loaded from ``encoder_checkpoint``, or random (the untrained control)."""
+    from .autoencoder import TruncatedModel, frozen_mixer_encoder
+
+    if config.encoder_checkpoint:
+        return {"encoder_model": frozen_mixer_encoder(config.encoder_checkpoint)}
+    encoder = TruncatedModel.empty(config.n_vocab, config.encoder_dim, config.depth, config.length,
+                                   n_heads=config.n_heads, kernel=config.kernel)
+    return {"encoder_model": encoder.requires_grad_(False)}
 
 
 def _entries() -> dict[str, ModelEntry]:
     from . import memory, transformer
-    from .autoencoder import AutoencodingMixer, TruncatedModel
+    from .autoencoder import AutoencodingMixer
     from .mixer import LanguageMixer
 
-    memory_args = ("n_vocab", "encoder_dim", "dim", "depth", "length")
-
-    def memory_entry(cls, config):
-        entry = ModelEntry(cls=cls, config=config)
-        entry.build = lambda c: entry.positional(c, memory_args)
-        return entry
-
-    def build_autoencoder(c):
-        return entries["autoencoding_mixer"].positional(c, frozen_encoder=_frozen(c.frozen_encoder))
-
-    def build_variable(c):
-        return entries["variable_memory_mixer"].positional(
-            c, memory_args, frozen_encoder=_frozen(c.frozen_encoder), encoder_ctx=c.encoder_ctx or None
-        )
-
-    def build_frozen_memory(c):
-        encoder = _frozen(c.encoder_checkpoint)
-        if encoder is None:  # the untrained-encoder control: a random encoder, frozen
-            encoder = TruncatedModel.empty(c.n_vocab, c.encoder_dim, c.depth, c.length, n_heads=c.n_heads,
-                                           kernel=c.kernel).requires_grad_(False)
-        values = dataclasses.asdict(c)
-        del values["encoder_checkpoint"]
-        args = [values.pop(k) for k in memory_args]
-        return memory.FrozenMemoryMixer(args[0], encoder, *args[1:], **values)
-
-    entries = {
+    return {
         "language_mixer": ModelEntry(cls=LanguageMixer, config=LanguageMixerConfig),
         "autoencoding_mixer": ModelEntry(cls=AutoencodingMixer, config=AutoencodingMixerConfig,
-                                         build=lambda c: build_autoencoder(c)),
-        "memory_mixer": memory_entry(memory.MemoryMixer, MemoryMixerConfig),
-        "proj_memory_mixer": memory_entry(memory.ProjMemoryMixer, ProjMemoryMixerConfig),
+                                         modules=_frozen_encoder),
+        "memory_mixer": ModelEntry(cls=memory.MemoryMixer, config=MemoryMixerConfig, args=MEMORY_ARGS),
+        "proj_memory_mixer": ModelEntry(cls=memory.ProjMemoryMixer, config=ProjMemoryMixerConfig, args=MEMORY_ARGS),
         "frozen_memory_mixer": ModelEntry(cls=memory.FrozenMemoryMixer, config=FrozenMemoryMixerConfig,
-                                          build=build_frozen_memory),
+                                          args=("n_vocab", "encoder_model", "encoder_dim", "dim", "depth", "length"),
+                                          modules=_frozen_memory_encoder, drop=("encoder_checkpoint",)),
         "variable_memory_mixer": ModelEntry(cls=memory.VariableMemoryMixer, config=VariableMemoryMixerConfig,
-                                            build=lambda c: build_variable(c)),
+                                            args=MEMORY_ARGS, modules=_frozen_encoder),
         "recurrent_memory_mixer": ModelEntry(cls=memory.RecurrentMemoryMixer, config=RecurrentMemoryMixerConfig),
         "llama_clm": ModelEntry(cls=transformer.LlamaCLM, config=LlamaCLMConfig),
         "transformer_autoencoder": ModelEntry(cls=transformer.TransformerAutoencoder,
                                               config=TransformerAutoencoderConfig),
         "autoencoding_transfixer": ModelEntry(cls=transformer.AutoencodingTransfixer,
                                               config=AutoencodingTransfixerConfig),
-        "variable_memory_transformer": memory_entry(transformer.VariableMemoryTransformer,
-                                                    VariableMemoryTransformerConfig),
+        "variable_memory_transformer": ModelEntry(cls=transformer.VariableMemoryTransformer,
+                                                  config=VariableMemoryTransformerConfig, args=MEMORY_ARGS),
         "recurrent_memory_transformer": ModelEntry(cls=transformer.RecurrentMemoryTransformer,
                                                    config=RecurrentMemoryTransformerConfig),
-        "memory_transformer": memory_entry(transformer.MemoryTransformer, MemoryTransformerConfig),
+        "memory_transformer": ModelEntry(cls=transformer.MemoryTransformer, config=MemoryTransformerConfig,
+                                         args=MEMORY_ARGS),
     }
-    return entries
 
 
 MODELS: dict[str, ModelEntry] = _entries()
@@ -440,3 +434,20 @@ def build_model(name: str, *, preset: str | None = None, source: str | None = No
     except (ValueError, FileNotFoundError) as exc:  # a combination the constructor rejects, a missing checkpoint
         where = f"{source}: model '{name}'" if source else f"model '{name}'"
         raise ConfigError(f"{where}: {exc}") from None
+
+
+def length_for_context(name: str, context: int, *, preset: str | None = None, source: str | None = None,
+                       **params) -> int:
+    """The ``length`` to build model ``name`` with so that one input row holds ``context`` tokens.
+
+    ``context`` for single-chunk models; ``context / n_chunks`` for chunked memory models (``n_chunks`` from the
+    params or the preset). The built model's ``input_length`` then equals ``context``.
+    """
+    entry = _entry(name, source or "models")
+    where = f"{source}: model '{name}'" if source else f"model '{name}'"
+    if "n_chunks" not in {f.name for f in dataclasses.fields(entry.config)}:
+        return context
+    n_chunks = params.get("n_chunks", PRESETS.get(name, {}).get(preset or "", {}).get("n_chunks", 4))
+    if n_chunks < 1 or context % n_chunks:
+        raise ConfigError(f"{where}: the data context ({context}) must be a multiple of n_chunks ({n_chunks})")
+    return context // n_chunks

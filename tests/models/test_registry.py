@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from memorymodels.configuration import ConfigError
-from memorymodels.models import MODELS, PRESETS, build_model, model_config
+from memorymodels.models import MODELS, PRESETS, build_model, length_for_context, model_config
 from tests.models.helpers import assert_all_parameters_used
 
 V, L = 64, 8
@@ -79,3 +79,13 @@ def test_frozen_encoder_checkpoint_round_trip(tmp_path):
     assert torch.equal(model.encoderblocks[1].conv.weight, trained.encoderblocks[1].conv.weight)
     assert not any(p.requires_grad for p in model.encoderblocks.parameters())
     assert_all_parameters_used(model, torch.randint(0, V, (2, model.input_length)))
+
+
+def test_length_for_context_fills_chunked_models():
+    assert length_for_context("autoencoding_mixer", 256) == 256
+    assert length_for_context("variable_memory_mixer", 256, preset="debug") == 128  # debug: 2 chunks
+    assert length_for_context("variable_memory_mixer", 256, n_chunks=4) == 64
+    length = length_for_context("recurrent_memory_transformer", 64, preset="debug")
+    assert build_model("recurrent_memory_transformer", preset="debug", n_vocab=V, length=length).input_length == 64
+    with pytest.raises(ConfigError, match=r"context \(30\) must be a multiple of n_chunks \(4\)"):
+        length_for_context("variable_memory_mixer", 30, n_chunks=4)
