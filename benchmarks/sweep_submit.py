@@ -8,7 +8,8 @@ It times ``python launch/submit.py --profile <held profile> --sweep <file> --jso
 included), the way a user runs it. The profile extends ``local-slurm`` with ``sbatch_extra: {hold: true}``, so no
 training starts; every array is cancelled (``scancel``) as soon as the ids are printed. ``sbatch`` calls are counted
 by a wrapper put first on PATH that appends one line to a file and then runs the real ``sbatch``. The run
-directories go to a temporary folder, deleted at the end.
+directories go to a temporary folder under ``runs/`` (the local-slurm profile's checkpoint root, so the file system
+is the one real sweeps write to), deleted at the end.
 """
 
 from __future__ import annotations
@@ -27,19 +28,32 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 
 
+def _children_cpu() -> float:
+    import resource
+
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def bench_root() -> Path:
+    root = REPO / "runs"
+    root.mkdir(exist_ok=True)
+    return root
+
+
 def write_inputs(folder: Path, cells: int, max_array_size: int) -> tuple[Path, Path]:
-    """A held profile and a sweep of ``cells`` cells (kernel x seeds) over the debug experiment."""
+    """A held profile and a sweep of ``cells`` cells over the debug experiment: a grid of 4 kernels x cells/4 seeds
+    (or a list of seeds when ``cells`` is not a multiple of 4)."""
     profile = folder / "held.yaml"
     profile.write_text(f"extends: local-slurm\nmax_array_size: {max_array_size}\narray_parallelism: 4\n"
                        "sbatch_extra: {hold: true}\n")
-    kernels = [1, 2, 4, 8]
-    seeds = list(range(-(-cells // len(kernels))))
-    combos = [(k, s) for s in seeds for k in kernels][:cells]
+    if cells % 4 == 0:
+        grid = f"{{model.params.kernel: [1, 2, 4, 8], train.seed: {list(range(cells // 4))}}}"
+    else:
+        grid = f"{{train.seed: {list(range(cells))}}}"
     sweep = folder / "bench.yaml"
-    lines = [f"experiment: {REPO / 'configs/experiments/debug.yaml'}",
-             f"overrides: {{output.checkpoint_root: {folder / 'runs'}}}", "cells:"]
-    lines += [f"  - {{model.params.kernel: {k}, train.seed: {s}}}" for k, s in combos]
-    sweep.write_text("\n".join(lines) + "\n")
+    sweep.write_text(f"experiment: {REPO / 'configs/experiments/debug.yaml'}\n"
+                     f"overrides: {{output.checkpoint_root: {folder / 'runs'}}}\ngrid: {grid}\n")
     return profile, sweep
 
 
@@ -56,7 +70,7 @@ def counting_sbatch(folder: Path) -> tuple[dict, Path]:
     wrapper.chmod(wrapper.stat().st_mode | stat.S_IEXEC)
     from launch.cluster_info import slurm_environ
 
-    env = slurm_environ()
+    env = slurm_environ()  # SLURM_CONF of the project's cluster, found before the state folder is moved
     env["PATH"] = f"{bin_dir}{os.pathsep}{env['PATH']}"
     return env, calls
 
@@ -89,15 +103,18 @@ def main() -> int:
     args = parser.parse_args()
     rows = []
     for attempt in range(args.repeat):
-        with tempfile.TemporaryDirectory(prefix="sweep-bench-") as tmp:
+        with tempfile.TemporaryDirectory(prefix=".sweep-bench-", dir=bench_root()) as tmp:
             folder = Path(tmp)
             profile, sweep = write_inputs(folder, args.cells, args.max_array_size)
             env, calls = counting_sbatch(folder)
+            env["MEMORYMODELS_STATE"] = str(folder / "state")  # its journal entries stay out of the project's
             cmd = [sys.executable, str(REPO / "launch/submit.py"), "--profile", str(profile), "--sweep", str(sweep),
                    "--json"]
+            cpu_before = _children_cpu()
             start = time.perf_counter()
             proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True)
             seconds = time.perf_counter() - start
+            cpu = _children_cpu() - cpu_before  # the command's own CPU time (user + sys), sbatch included
             if proc.returncode != 0:
                 print(proc.stdout, proc.stderr, file=sys.stderr)
                 return 1
@@ -106,15 +123,16 @@ def main() -> int:
             subprocess.run(["scancel", *ids], env=env, check=True)
             sbatch_calls = len(calls.read_text().splitlines())
             cells = sum(len(a["cells"]) for a in result["arrays"])
-            rows.append((attempt + 1, cells, len(ids), sbatch_calls, seconds))
+            rows.append((attempt + 1, cells, len(ids), sbatch_calls, seconds, cpu, os.getloadavg()[0]))
             print(f"run {attempt + 1}: {cells} cells, {len(ids)} arrays ({', '.join(ids)}), {sbatch_calls} sbatch "
-                  f"calls, {seconds:.2f} s from command to job ids", file=sys.stderr)
-    print("\n| run | cells | arrays | sbatch calls | command to job ids (s) |\n|---|---|---|---|---|")
-    for run, cells, arrays, calls, seconds in rows:
-        print(f"| {run} | {cells} | {arrays} | {calls} | {seconds:.2f} |")
+                  f"calls, {seconds:.2f} s from command to job ids ({cpu:.2f} s CPU)", file=sys.stderr)
+    print("\n| run | cells | arrays | sbatch calls | command to job ids (s) | its CPU time (s) | load average |\n"
+          "|---|---|---|---|---|---|---|")
+    for run, cells, arrays, calls, seconds, cpu, load in rows:
+        print(f"| {run} | {cells} | {arrays} | {calls} | {seconds:.2f} | {cpu:.2f} | {load:.1f} |")
     best = min(r[4] for r in rows)
     print(f"\nbest {best:.2f} s, median {sorted(r[4] for r in rows)[len(rows) // 2]:.2f} s (target: at most 5 s)")
-    with tempfile.TemporaryDirectory(prefix="sweep-bench-") as tmp:
+    with tempfile.TemporaryDirectory(prefix=".sweep-bench-", dir=bench_root()) as tmp:
         fast, per_cell = compare_planning(Path(tmp), args.cells, args.max_array_size)
     print(f"\nplanning {args.cells} cells in-process: plan_sweep {fast:.2f} s, plan_job per cell {per_cell:.2f} s "
           f"(ratio {per_cell / fast:.1f}x; identical plans)")

@@ -24,6 +24,7 @@ runs in the same directory again. With an ``executor: local`` profile the cells 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import itertools
 import json
@@ -419,18 +420,20 @@ def cell_job(template, overrides: list[str], run_dir: Path):
         return template
     log_folder = launch_dir(run_dir) / LOG_FOLDER
     sbatch = {**template.sbatch, "job_name": run_dir.name}
-    python = template.command.split(" ", 1)[0]
+    python = _python_of(template.command)
     return dataclasses.replace(
         template, name=run_dir.name, overrides=list(overrides), run_dir=run_dir, log_folder=log_folder,
-        sbatch=sbatch, script=render_sbatch(sbatch, folder=log_folder, python=_unquote(python)),
-        command=launch_command(template.profile, template.launcher, template.nodes, python=_unquote(python),
+        sbatch=sbatch, script=render_sbatch(sbatch, folder=log_folder, python=python),
+        command=launch_command(template.profile, template.launcher, template.nodes, python=python,
                                experiment=template.experiment, overrides=list(overrides), run_dir=run_dir))
 
 
-def _unquote(word: str) -> str:
+@functools.lru_cache(maxsize=8)
+def _python_of(command: str) -> str:
+    """The interpreter a planned command starts with (its first shell word)."""
     import shlex
 
-    return shlex.split(word)[0]
+    return shlex.split(command)[0]
 
 
 # ---- the journal and the live queue ---------------------------------------------------------------------------------
@@ -466,22 +469,28 @@ def journal_dir() -> Path:
 def active_cells(plan: SweepPlan) -> dict[int, str]:
     """Cells of ``plan`` whose job from an earlier submission is still queued or running: index -> job id.
 
-    One ``squeue`` call (array tasks expanded); the journal maps job ids to run directories.
+    One ``squeue`` call (array tasks expanded, with job names); only when some queued job carries this sweep's name
+    (arrays are named after the sweep) is the journal read to map job ids to cells.
     """
     from launch import journal
     from launch.cluster_info import run_slurm, slurm_environ
 
+    text = run_slurm(["squeue", "-h", "-r", "-o", "%i %j"], slurm_environ(plan.profile.slurm_conf))
+    queued = {}
+    for line in text.splitlines():
+        job_id, _, name = line.strip().partition(" ")
+        if job_id:
+            queued[job_id] = name
+    names = {plan.sweep.name} | {c.run_dir.name for c in plan.cells}  # a one-cell chunk is named after its cell
+    if not any(name in names for name in queued.values()):
+        return {}
     by_dir = {str(c.run_dir): c.index for c in plan.cells}
-    candidates: dict[str, int] = {}
+    busy: dict[int, str] = {}
     for submission in journal.load_all():
         for job in submission.get("jobs", []):
-            if job.get("run_dir") in by_dir and job.get("executor", "slurm") == "slurm":
-                candidates[str(job["job_id"])] = by_dir[job["run_dir"]]
-    if not candidates:
-        return {}
-    text = run_slurm(["squeue", "-h", "-r", "-o", "%i"], slurm_environ(plan.profile.slurm_conf))
-    queued = {line.strip() for line in text.splitlines() if line.strip()}
-    return {index: job_id for job_id, index in candidates.items() if job_id in queued}
+            if job.get("run_dir") in by_dir and str(job.get("job_id")) in queued:
+                busy[by_dir[job["run_dir"]]] = str(job["job_id"])
+    return busy
 
 
 # ---- the command ----------------------------------------------------------------------------------------------------
@@ -633,7 +642,7 @@ def claim_run_dirs(plan: SweepPlan, todo: list[int]) -> None:
                 "created": time.time(), "attempts": []}
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".run.json.tmp{os.getpid()}")
-        tmp.write_text(json.dumps(stub, indent=1, sort_keys=True, default=str))
+        tmp.write_text(json.dumps(stub, sort_keys=True, default=str))
         tmp.replace(path)
 
 

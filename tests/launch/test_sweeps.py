@@ -319,9 +319,9 @@ def test_a_sweep_larger_than_max_array_size_is_submitted_as_several_arrays(slurm
     profile.write_text("extends: local-slurm\nmax_array_size: 2\nsbatch_extra: {hold: true}\n")
     path = debug_sweep(tmp_path, {"model.params.kernel": [1, 2, 3, 4, 5]}, name="chunked")
     assert dry_run("--profile", str(profile), "--sweep", str(path))["arrays"] == [[0, 1], [2, 3], [4]]
-    result = submit("--profile", str(profile), "--sweep", str(path))
+    env = {**slurm_environ(), "MEMORYMODELS_STATE": str(tmp_path / "state")}  # a journal of its own
+    result = submit("--profile", str(profile), "--sweep", str(path), env=env)
     ids = [a["job_id"] for a in result["arrays"]]
-    env = slurm_environ()
     try:
         assert [a["cells"] for a in result["arrays"]] == [[0, 1], [2, 3], [4]]
         assert len(set(ids)) == 3
@@ -332,7 +332,8 @@ def test_a_sweep_larger_than_max_array_size_is_submitted_as_several_arrays(slurm
         assert tasks == sorted([f"{ids[0]}_0", f"{ids[0]}_1", f"{ids[1]}_0", f"{ids[1]}_1", ids[2]])
         assert all(line.split()[1] == "PENDING" for line in queued if line.strip())
         # resubmitting while they wait submits nothing: the cells are queued already
-        assert submit("--profile", str(profile), "--sweep", str(path)) == {"sweep_id": None, "arrays": []}
+        assert submit("--profile", str(profile), "--sweep", str(path), env=env) == {"sweep_id": None, "arrays": []}
+        assert len(list((tmp_path / "state" / "journal").glob("*.json"))) == 1
     finally:
         subprocess.run(["scancel", *ids], env=env, check=False)
 
