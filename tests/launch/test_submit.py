@@ -26,6 +26,13 @@ DEBUG = REPO_ROOT / "configs" / "experiments" / "debug.yaml"
 
 @pytest.fixture
 def state(tmp_path, monkeypatch):
+    """A private state directory (journal) sharing the project's cache of prepared data (the jobs inherit it)."""
+    from memorymodels.experiment import state_dir
+
+    cache = state_dir() / "cache"
+    cache.mkdir(parents=True, exist_ok=True)
+    (tmp_path / "state").mkdir()
+    (tmp_path / "state" / "cache").symlink_to(cache.resolve())
     monkeypatch.setenv("MEMORYMODELS_STATE", str(tmp_path / "state"))
     return tmp_path / "state"
 
@@ -176,8 +183,9 @@ def wait_until(predicate, timeout: float, what: str):
 
 
 def last_step(run_dir: Path) -> int:
-    lines = (run_dir / "metrics.jsonl").read_text().splitlines() if (run_dir / "metrics.jsonl").exists() else []
-    return json.loads(lines[-1])["step"] if lines else 0
+    from memorymodels.runs import run_progress
+
+    return run_progress(run_dir)["step"] or 0
 
 
 def run_json(run_dir: Path) -> dict:
@@ -217,7 +225,7 @@ def test_local_slurm_trains_debug_to_completion_in_the_planned_run_dir(slurm_clu
 @pytest.mark.slurm
 def test_scancel_signal_requeues_through_torchrun_and_finishes_exactly(slurm_cluster, state, tmp_path):
     """Two workers under torchrun; USR2 from scancel reaches them, they checkpoint, the job requeues, resumes."""
-    max_steps = 120
+    max_steps = 60
     out = submit_cli("--profile", "local-slurm", "--experiment", str(DEBUG), "--json",
                      "--set", f"profile.checkpoint_root={tmp_path}", "--set", "profile.processes_per_node=2",
                      "--set", f"train.max_steps={max_steps}", "--set", "train.save_steps=100000",
@@ -278,7 +286,7 @@ def test_submit_plans_sends_one_array_with_one_sbatch(slurm_cluster, state, tmp_
     assert set(states.values()) == {"COMPLETED"}, states
     assert [last_step(p.run_dir) for p in plans] == [6, 8]
     assert all(Path(j["stdout"]).exists() for j in submission["jobs"])
-    assert "#SBATCH --array=0-1%4" in (plans[0].run_dir / "launch" / "job.sbatch").read_text()
+    assert "#SBATCH --array=0-1%2" in (plans[0].run_dir / "launch" / "job.sbatch").read_text()
 
 
 def submitit_task(controller: int) -> int:
@@ -303,7 +311,7 @@ def test_local_profile_runs_the_same_job_without_slurm_and_requeues(state, tmp_p
 
     env_before = os.environ.get("SLURM_CONF")
     plan = plan_job(load_profile("local", [f"checkpoint_root={tmp_path}"]), DEBUG,
-                    overrides=["train.max_steps=120", "train.save_steps=100000", "train.eval_steps=0",
+                    overrides=["train.max_steps=60", "train.save_steps=100000", "train.eval_steps=0",
                                "train.logging_steps=2"])
     submission = submit_plans([plan])
     entry = submission["jobs"][0]
@@ -315,6 +323,6 @@ def test_local_profile_runs_the_same_job_without_slurm_and_requeues(state, tmp_p
     assert follow_local(job, entry, out=open(os.devnull, "w")) == 0
     info = run_json(plan.run_dir)
     assert info["status"] == "completed" and len(info["attempts"]) == 2
-    assert last_step(plan.run_dir) == 120 and (plan.run_dir / "checkpoint-120").is_dir()
+    assert last_step(plan.run_dir) == 60 and (plan.run_dir / "checkpoint-60").is_dir()
     assert [a["outcome"] for a in attempts(plan.run_dir)] == ["requeued-preemption", "completed"]
     assert os.environ.get("SLURM_CONF") == env_before
