@@ -95,12 +95,53 @@ def compare_planning(folder: Path, cells: int, max_array_size: int) -> tuple[flo
     return fast, per_cell
 
 
+def phases(folder: Path, cells: int, max_array_size: int) -> dict[str, float]:
+    """One submission in-process with the wall time of each phase (the functions are wrapped, not changed)."""
+    import io
+
+    from launch import submit, sweeps
+    from launch.profiles import load_profile
+
+    times: dict[str, float] = {}
+
+    def timed(name, fn):
+        def wrapper(*args, **kwargs):
+            start = time.perf_counter()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                times[name] = times.get(name, 0.0) + time.perf_counter() - start
+        return wrapper
+
+    wrapped = [(sweeps, "plan_sweep", "plan every cell"), (sweeps, "active_cells", "squeue (queued cells)"),
+               (submit, "preflight", "preflight (scontrol)"), (sweeps, "claim_run_dirs", "claim run dirs"),
+               (submit, "write_launch_files", "launcher: launch files"), (submit.journal, "record", "journal"),
+               (submit, "submit_plans", "launcher: submit_plans (all of it)")]
+    originals = [(module, attr, getattr(module, attr)) for module, attr, _ in wrapped]
+    for module, attr, name in wrapped:
+        setattr(module, attr, timed(name, getattr(module, attr)))
+    try:
+        profile, sweep = write_inputs(folder, cells, max_array_size)
+        start = time.perf_counter()
+        plan = sweeps.plan_sweep(sweeps.load_sweep(sweep), load_profile(profile))
+        result = sweeps.submit_sweep(plan, log=io.StringIO())
+        times["total"] = time.perf_counter() - start
+    finally:
+        for module, attr, fn in originals:
+            setattr(module, attr, fn)
+    subprocess.run(["scancel", *[a["job_id"] for a in result["arrays"]]], check=True)
+    return times
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--cells", type=int, default=1000)
     parser.add_argument("--max-array-size", type=int, default=1001)
     parser.add_argument("--repeat", type=int, default=3, help="submissions timed (each into a fresh folder)")
     args = parser.parse_args()
+    from launch.cluster_info import slurm_environ
+
+    os.environ["SLURM_CONF"] = slurm_environ()["SLURM_CONF"]
     rows = []
     for attempt in range(args.repeat):
         with tempfile.TemporaryDirectory(prefix=".sweep-bench-", dir=bench_root()) as tmp:
@@ -136,6 +177,12 @@ def main() -> int:
         fast, per_cell = compare_planning(Path(tmp), args.cells, args.max_array_size)
     print(f"\nplanning {args.cells} cells in-process: plan_sweep {fast:.2f} s, plan_job per cell {per_cell:.2f} s "
           f"(ratio {per_cell / fast:.1f}x; identical plans)")
+    with tempfile.TemporaryDirectory(prefix=".sweep-bench-", dir=bench_root()) as tmp:
+        os.environ["MEMORYMODELS_STATE"] = str(Path(tmp) / "state")
+        times = phases(Path(tmp), args.cells, args.max_array_size)
+    print("\none submission in-process, by phase:\n\n| phase | seconds |\n|---|---|")
+    for name, seconds in times.items():
+        print(f"| {name} | {seconds:.2f} |")
     return 0
 
 
