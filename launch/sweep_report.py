@@ -175,23 +175,30 @@ def evaluate_missing(rows: list[dict[str, Any]]) -> None:
 
 
 def load_cells(sweep: str, profile: str | None) -> tuple[str, list[str], list[dict]]:
-    """``(title, axes, cells)`` for a submission id or a sweep file (its latest submission, else planned afresh)."""
+    """``(title, axes, cells)`` of a submission id (the cells it recorded) or of a sweep file (its cells as the file
+    says now, under the checkpoint root of its latest submission, else of ``profile`` or the file's profile)."""
     from launch import sweeps
 
+    path = Path(sweep)
     record = sweeps.find_submission(sweep)
-    if record is not None:
+    if record is not None and not path.is_file():
         info = record["sweep"]
         return f"{info['name']} ({record['submission_id']})", info["axes"], info["cells"]
-    if not Path(sweep).is_file():
+    if not path.is_file():
         raise ConfigError(f"{sweep}: neither a sweep file nor a sweep submission id in the journal "
                           f"({sweeps.journal_dir()}); list sweeps with: ls {sweeps.journal_dir()}")
-    from launch.profiles import load_profile
-
     config = sweeps.load_sweep(sweep)
-    if not (profile or config.profile):
+    if record is not None and profile is None:
+        root, title = Path(record["sweep"]["root"]).parent, f"{config.name} ({record['submission_id']})"
+    elif profile or config.profile:
+        from launch.profiles import load_profile
+
+        root = sweeps.checkpoint_root(config, load_profile(profile or config.profile))
+        title = f"{config.name} ({'submitted' if record else 'not submitted'})"
+    else:
         raise ConfigError(f"{sweep}: never submitted and no profile to find its run directories; pass --profile")
-    cells = sweeps.plan_cells(config, sweeps.checkpoint_root(config, load_profile(profile or config.profile)))
-    return f"{config.name} (not submitted)", config.axes, [{"index": c.index, **c.as_json()} for c in cells]
+    cells = sweeps.plan_cells(config, root)
+    return title, config.axes, [{"index": c.index, **c.as_json()} for c in cells]
 
 
 def main(argv: list[str] | None = None) -> int:
