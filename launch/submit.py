@@ -161,8 +161,10 @@ def _executor(plan: JobPlan, folder: Path):
 
     if plan.executor == "local":
         executor = submitit.LocalExecutor(folder=folder, max_num_timeout=MAX_TIMEOUT_REQUEUES)
+        # gpus_per_node sets CUDA_VISIBLE_DEVICES for the task (0 hides every GPU)
         executor.update_parameters(timeout_min=plan.time_limit_s / 60, signal_delay_s=plan.profile.signal_before_end_s,
-                                   tasks_per_node=1, nodes=1, setup=list(plan.profile.setup))
+                                   tasks_per_node=1, nodes=1, gpus_per_node=plan.profile.gpus_per_node,
+                                   setup=list(plan.profile.setup))
         return executor
     executor = submitit.SlurmExecutor(folder=folder, max_num_timeout=MAX_TIMEOUT_REQUEUES)
     params = dict(plan.sbatch)
