@@ -24,13 +24,14 @@ from torch import nn
 from .mixer import MixerBlock, reconstruction_loss
 
 
-def unroll_index(length: int, dim: int) -> torch.Tensor:
+def unroll_index(length: int, dim: int, device=None) -> torch.Tensor:
     """(L, d//2) gather index of the seed's sliding-window unroll: row t holds ``((t mod d) + w) mod d``.
 
     Decoder position t receives the cyclic window ``e[t mod d : t mod d + d/2]`` of the embedding, e.g. for d=8:
     [0..3], [1..4], ..., [5, 6, 7, 0], [6, 7, 0, 1], [7, 0, 1, 2], [0..3], ... (period d).
     """
-    return (torch.arange(length)[:, None] % dim + torch.arange(dim // 2)[None, :]) % dim
+    positions, window = torch.arange(length, device=device), torch.arange(dim // 2, device=device)
+    return (positions[:, None] % dim + window[None, :]) % dim
 
 
 def encoder_parts(model: nn.Module) -> tuple[nn.Module, nn.ModuleList]:
@@ -137,7 +138,6 @@ class AutoencodingMixer(nn.Module):
             self.up = nn.Linear(dim // compression, dim)
         if unroll:
             self.projection = nn.Linear(dim // 2, dim)
-            self.register_buffer("unroll_index", unroll_index(length, dim), persistent=False)
         else:
             self.register_load_state_dict_pre_hook(_drop_unused_projection)
         self.n_vocab, self.dim, self.length = n_vocab, dim, length
@@ -161,7 +161,8 @@ class AutoencodingMixer(nn.Module):
         """(b, 1, d') embedding -> (b, L, V) logits."""
         e = self.up(embedding) if self.compression else embedding  # (b, 1, d)
         if self.unroll:
-            x = self.projection(e[:, 0, self.unroll_index])  # (b, L, d//2) windows -> (b, L, d)
+            windows = e[:, 0, unroll_index(self.length, self.dim, e.device)]  # (b, L, d//2)
+            x = self.projection(windows)  # (b, L, d)
         else:
             x = e.expand(-1, self.length, -1)  # (b, L, d) the repeated embedding
         for block in self.decoderblocks:

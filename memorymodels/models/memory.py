@@ -48,6 +48,11 @@ def chunked_lm_loss(logits: torch.Tensor, labels: torch.Tensor | None, n_chunks:
     return (per_chunk / count.clamp(min=1)).sum() / n_chunks
 
 
+def slot_mask(n_chunks: int, device=None, dtype=torch.float32) -> torch.Tensor:
+    """(C, C) with 1 where slot j of chunk c's decoder input holds memory j (j < c), 0 where it is padding."""
+    return torch.tril(torch.ones(n_chunks, n_chunks, device=device, dtype=dtype), diagonal=-1)
+
+
 class MixerMemoryModel(nn.Module):
     """Shared parts: the mixer encoder (``wte``, ``encoderblocks``), ``down``/``up``, ``decoder_proj``, ``encode``."""
 
@@ -213,8 +218,6 @@ class VariableMemoryMixer(MixerMemoryModel):
             [MixerBlock(dim, length + n_chunks, causal=True, n_heads=0, kernel=1) for _ in range(depth)]
         )
         self.lm_head = nn.Linear(dim, n_vocab, bias=False)
-        # slot j of chunk c's decoder input holds memory j when j < c, else zeros
-        self.register_buffer("slot_mask", torch.tril(torch.ones(n_chunks, n_chunks), diagonal=-1), persistent=False)
         self.input_length = length * n_chunks
         code = encoder_dim // compression if compression > 1 else encoder_dim
         self.embedding_values = 0 if no_memory else (n_chunks - 1) * code
@@ -238,7 +241,8 @@ class VariableMemoryMixer(MixerMemoryModel):
         if T != C * L:
             raise ValueError(f"VariableMemoryMixer: input has {T} tokens; expected n_chunks*length = {C}*{L} = {C * L}")
         chunks = input_ids.view(b, C, L)
-        slots = self.memories(chunks)[:, None, :, :] * self.slot_mask[None, :, :, None]  # (b, C, C, dim)
+        used = slot_mask(C, input_ids.device, self.decoder_wte.weight.dtype)  # (C, C)
+        slots = self.memories(chunks)[:, None, :, :] * used[None, :, :, None]  # (b, C, C, dim)
         x = torch.cat([slots, self.decoder_wte(chunks)], dim=2).view(b * C, C + L, self.dim)
         for block in self.decoderblocks:
             x = block(x)

@@ -75,13 +75,16 @@ class CausalTokenMixer(nn.Module):
         self.length, self.kernel, self.causal = length, kernel, causal
         self.weight = nn.Parameter(torch.empty(length, length, kernel))
         self.bias = nn.Parameter(torch.empty(length))
-        mask = torch.tril(torch.ones(length, length)) if causal else torch.ones(length, length)
-        self.register_buffer("mask", mask.unsqueeze(-1), persistent=False)  # (L, L, 1), broadcast over taps
+        self.register_buffer("mask", torch.empty(length, length, 1), persistent=False)  # broadcast over taps
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        # nn.Conv1d's default init (uniform, bound 1/sqrt(fan_in) with fan_in = L*k), then masked so that a freshly
-        # initialised model already stores causal weights.
+        # the mask is rebuilt here too, so meta-device construction + to_empty() + reset_parameters() (FSDP's
+        # deferred init) gives a real mask; then nn.Conv1d's default init (uniform, bound 1/sqrt(fan_in), fan_in =
+        # L*k), masked so that a freshly initialised model already stores causal weights.
+        with torch.no_grad():
+            ones = torch.ones(self.length, self.length, device=self.mask.device)
+            self.mask.copy_((torch.tril(ones) if self.causal else ones).unsqueeze(-1))
         bound = 1 / math.sqrt(self.length * self.kernel)
         nn.init.uniform_(self.weight, -bound, bound)
         nn.init.uniform_(self.bias, -bound, bound)

@@ -28,7 +28,7 @@ from transformers import LlamaConfig, LlamaModel
 from transformers.models.llama.modeling_llama import LlamaDecoderLayer, LlamaRMSNorm, LlamaRotaryEmbedding
 
 from .autoencoder import unroll_index
-from .memory import chunked_lm_loss, copy_task
+from .memory import chunked_lm_loss, copy_task, slot_mask
 from .mixer import MixerBlock, causal_lm_loss, reconstruction_loss
 
 
@@ -116,7 +116,7 @@ class TransformerAutoencoder(nn.Module):
         self.unroll, self.length = unroll, length
         if unroll:
             self.projection = nn.Linear(dim // 2, dim)
-            self.register_buffer("unroll_index", unroll_index(length, dim), persistent=False)
+        self.dim = dim
         self.input_length = length
         self.embedding_values = dim // compression if self.compression else dim
 
@@ -125,7 +125,10 @@ class TransformerAutoencoder(nn.Module):
         e = x[:, -1:]  # (b, 1, d); with left padding (the data's default) the last token is real
         if self.compression:
             e = self.up(self.down(e))
-        x = self.projection(e[:, 0, self.unroll_index]) if self.unroll else e.expand(-1, self.length, -1)
+        if self.unroll:
+            x = self.projection(e[:, 0, unroll_index(self.length, self.dim, e.device)])  # (b, L, d)
+        else:
+            x = e.expand(-1, self.length, -1)
         logits = self.lm_head(self.decoder(x))  # decoder positions are outputs, not tokens: causal mask only
         return reconstruction_loss(logits, labels), logits
 
@@ -203,8 +206,6 @@ class VariableMemoryTransformer(nn.Module):
         self.decoder_wte = nn.Embedding(n_vocab, dim)
         self.decoder = LlamaStack(llama_config(n_vocab, dim, depth, n_heads, length + n_chunks))
         self.lm_head = nn.Linear(dim, n_vocab, bias=False)
-        C = n_chunks
-        self.register_buffer("slot_mask", torch.tril(torch.ones(C, C), diagonal=-1), persistent=False)  # j < c
         self.input_length = length * n_chunks
         code = encoder_dim // compression if compression > 1 else encoder_dim
         self.embedding_values = 0 if no_memory else (n_chunks - 1) * code
@@ -231,7 +232,7 @@ class VariableMemoryTransformer(nn.Module):
         chunks = input_ids.view(b, C, L)
         keys = None if attention_mask is None else attention_mask.view(b, C, L)
         tokens = self.decoder_wte(chunks)  # (b, C, L, dim)
-        used = self.slot_mask[None, :, :, None]  # (1, C, C, 1): slot j of chunk c holds memory j
+        used = slot_mask(C, chunks.device, tokens.dtype)[None, :, :, None]  # (1, C, C, 1): slot j of chunk c holds m_j
         if self.no_memory:
             memory = tokens.new_ones((b, C, C, self.dim))
         else:
@@ -241,13 +242,13 @@ class VariableMemoryTransformer(nn.Module):
         token_keys = torch.ones_like(chunks) if keys is None else keys
         # memory j is read unless chunk j was all padding (its "memory" would encode pad ids only)
         real = token_keys.amax(dim=2).to(token_keys.dtype)[:, None, :]  # (b, 1, C)
-        used = self.slot_mask[None].to(token_keys.dtype)  # (1, C, C)
+        holds = slot_mask(C, chunks.device, token_keys.dtype)[None]  # (1, C, C)
         if self.no_memory:
-            slot_keys, position_ids = torch.ones_like(used * real), None
+            slot_keys, position_ids = torch.ones_like(holds * real), None
         elif self.fixed_memory:  # unused slots (ones) stay readable, as the seed
-            slot_keys, position_ids = used * real + (1 - used), None
+            slot_keys, position_ids = holds * real + (1 - holds), None
         else:  # variable layout: unused slots are masked fillers, tokens of chunk c start at position c
-            slot_keys = used * real
+            slot_keys = holds * real
             c = torch.arange(C, device=x.device)[:, None]
             slots = torch.arange(C, device=x.device).expand(C, C)
             token_pos = c + torch.arange(L, device=x.device)[None]
