@@ -238,11 +238,11 @@ def dry_run_json(cells: list[Cell], arrays: list[list[int]]) -> dict:
 
 
 def sweep_summary(sweep: SweepConfig) -> dict:
-    """The sweep as recorded in the journal (``sweep`` field of a ``kind: "sweep"`` submission)."""
-    data = dataclasses.asdict(sweep)
-    data["file"] = data.pop("source")
-    data["axes"] = sweep.axes
-    return data
+    """The sweep file in short: ``{"name", "file", "experiment", "profile", "axes", "spec"}`` (``spec``: the file's
+    ``overrides``, ``grid``, ``zip`` and ``cells``)."""
+    return {"name": sweep.name, "file": str(Path(sweep.source).resolve()), "experiment": sweep.experiment,
+            "profile": sweep.profile, "axes": sweep.axes,
+            "spec": {"overrides": sweep.overrides, "grid": sweep.grid, "zip": sweep.zip, "cells": sweep.cells}}
 
 
 # ---- planning a submission ------------------------------------------------------------------------------------------
@@ -440,8 +440,9 @@ def _python_of(command: str) -> str:
 
 
 def sweep_record(plan: SweepPlan) -> dict:
-    """The ``sweep`` field of the journal entry: the file's content plus every cell with its run directory."""
-    return {**sweep_summary(plan.sweep), "file": str(Path(plan.sweep.source).resolve()), "root": str(plan.root),
+    """The ``sweep`` field of a ``kind: "sweep"`` journal entry: :func:`sweep_summary`, the folder of the cells'
+    run directories (``root``), every cell (``cells``: index, overrides, run_dir) and those already complete."""
+    return {**sweep_summary(plan.sweep), "root": str(plan.root),
             "cells": [{"index": c.index, **c.as_json()} for c in plan.cells], "complete": plan.complete}
 
 

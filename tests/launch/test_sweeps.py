@@ -272,6 +272,9 @@ def test_six_cell_sweep_runs_as_one_array_and_resubmits_exactly_the_deleted_cell
     entry = journal.load(first["sweep_id"])
     assert entry["kind"] == "sweep" and [j["job_id"] for j in entry["jobs"]] == [f"{array}_{i}" for i in range(6)]
     assert [j["cell"] for j in entry["jobs"]] == [c["overrides"] for c in cells]
+    assert entry["sweep"]["cells"] == [{"index": i, **c} for i, c in enumerate(cells)]
+    assert entry["sweep"]["axes"] == ["model.params.kernel", "model.params.n_heads"]
+    assert entry["sweep"]["file"] == str(path.resolve()) and entry["sweep"]["root"] == str(tmp_path / "runs" / "six")
     run_dirs = [c["run_dir"] for c in cells]
     assert len(set(run_dirs)) == 6
     for cell in cells:
