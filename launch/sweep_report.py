@@ -174,19 +174,36 @@ def evaluate_missing(rows: list[dict[str, Any]]) -> None:
                            stdout=subprocess.DEVNULL)
 
 
+def find_submission(sweep: str) -> dict | None:
+    """The journal entry of a sweep: by submission id, or the latest submission of a sweep file; else None."""
+    from launch import journal
+
+    submissions = [s for s in journal.load_all() if s.get("kind") == "sweep" and isinstance(s.get("sweep"), dict)]
+    for submission in submissions:
+        if submission.get("submission_id") == sweep:
+            return submission
+    if not Path(sweep).is_file():
+        return None
+    path = str(Path(sweep).resolve())
+    matching = [s for s in submissions if s["sweep"].get("file") == path]
+    return matching[-1] if matching else None
+
+
 def load_cells(sweep: str, profile: str | None) -> tuple[str, list[str], list[dict]]:
     """``(title, axes, cells)`` of a submission id (the cells it recorded) or of a sweep file (its cells as the file
     says now, under the checkpoint root of its latest submission, else of ``profile`` or the file's profile)."""
     from launch import sweeps
 
+    from launch.journal import journal_dir
+
     path = Path(sweep)
-    record = sweeps.find_submission(sweep)
+    record = find_submission(sweep)
     if record is not None and not path.is_file():
         info = record["sweep"]
         return f"{info['name']} ({record['submission_id']})", info["axes"], info["cells"]
     if not path.is_file():
         raise ConfigError(f"{sweep}: neither a sweep file nor a sweep submission id in the journal "
-                          f"({sweeps.journal_dir()}); list sweeps with: ls {sweeps.journal_dir()}")
+                          f"({journal_dir()}); list sweeps with: ls {journal_dir()}")
     config = sweeps.load_sweep(sweep)
     if record is not None and profile is None:
         root, title = Path(record["sweep"]["root"]).parent, f"{config.name} ({record['submission_id']})"

@@ -446,27 +446,6 @@ def sweep_record(plan: SweepPlan) -> dict:
             "cells": [{"index": c.index, **c.as_json()} for c in plan.cells], "complete": plan.complete}
 
 
-def find_submission(sweep: str) -> dict | None:
-    """The journal entry of a sweep: by submission id, or the latest submission of a sweep file; else None."""
-    from launch import journal
-
-    submissions = [s for s in journal.load_all() if s.get("kind") == "sweep" and isinstance(s.get("sweep"), dict)]
-    for submission in submissions:
-        if submission.get("submission_id") == sweep:
-            return submission
-    if not Path(sweep).is_file():
-        return None
-    path = str(Path(sweep).resolve())
-    matching = [s for s in submissions if s["sweep"].get("file") == path]
-    return matching[-1] if matching else None
-
-
-def journal_dir() -> Path:
-    from launch import journal
-
-    return journal.journal_dir()
-
-
 def active_cells(plan: SweepPlan) -> dict[int, str]:
     """Cells of ``plan`` whose job from an earlier submission is still queued or running: index -> job id.
 
