@@ -63,6 +63,14 @@ def test_train_writes_run_manifest_metrics_checkpoint_and_evaluation(write_exper
     assert again.returncode == 0 and "already reached max_steps 12" in again.stdout
     assert _only_run_dir(tmp_path / "runs") == run_dir
 
+    evaluated = run_module("memorymodels.evaluate", str(run_dir), "--checkpoint", str(run_dir / "checkpoint-10"),
+                           "--rows", "8", "--embedding-bits", "4")
+    assert evaluated.returncode == 0, evaluated.stderr[-3000:]
+    assert "bz2 -9" in evaluated.stdout and "32 values x 4 bits" in evaluated.stdout
+    latest = json.loads((run_dir / "eval.json").read_text())
+    assert latest["checkpoint"] == "checkpoint-10" and latest["rows"] == 8
+    assert json.loads((run_dir / "eval-history.jsonl").read_text())["checkpoint"] == "checkpoint-12"  # kept
+
     plot = run_module("memorymodels.plot", str(run_dir), "--out", str(tmp_path / "loss.png"))
     assert plot.returncode == 0 and (tmp_path / "loss.png").stat().st_size > 10_000
 
