@@ -375,12 +375,12 @@ def run_slurm(argv: list[str], *, env: dict | None = None, timeout: float = 20.0
     return proc.stdout
 
 
-def squeue_command(user: str | None, states: str = "all") -> list[str]:
+def squeue_command(user: str | None, states: str | None = None) -> list[str]:
     """``squeue`` for every job of ``user``, one line per array task (``-r``), fields ``SEP``-separated and uncut
-    (``:0``). ``states="all"`` includes jobs that ended within the controller's MinJobAge (5 minutes by default),
-    so recent endings are known without ``sacct``."""
+    (``:0``). ``states=None``: squeue's default, the queued and running jobs; ``"all"`` adds the jobs that ended
+    within the controller's MinJobAge (5 minutes by default), so recent endings are known without ``sacct``."""
     fmt = ",".join(f"{name}:0{SEP}" if name != SQUEUE_FIELDS[-1] else f"{name}:0" for name in SQUEUE_FIELDS)
-    return ["squeue", "-r", "-h", "-t", states, *(["-u", user] if user else []), "-O", fmt]
+    return ["squeue", "-r", "-h", *(["-t", states] if states else []), *(["-u", user] if user else []), "-O", fmt]
 
 
 def sacct_command(job_ids: list[str] | None, user: str | None, since: str) -> list[str]:
@@ -568,8 +568,9 @@ class Collector:
 
     ``accounting``: "auto" (use ``sacct``; after it fails, use run directories and retry it a minute later), "on"
     (always try it), "off" (never call it). ``$MEMORYMODELS_SACCT=off`` sets "off" for every dashboard.
-    ``squeue_states``: "all" also lists jobs that ended within the controller's MinJobAge (no sacct needed for
-    them); "pending,running,completing" keeps the output small on busy clusters (then sacct tells the endings).
+    ``squeue_states``: None (default) asks squeue for the queued and running jobs while sacct works, and for
+    ``"all"`` states once it does not (jobs that ended within the controller's MinJobAge then keep their exact
+    end state); a string is passed to ``squeue -t`` as it is.
     ``shared_cache``: a folder where squeue's answer is kept for ``min_interval`` seconds, so that several
     dashboards and status commands of one user cost the controller one squeue call per interval together.
     ``run`` runs a Slurm command (argv -> stdout, raising SlurmError); tests replay captured output through it.
@@ -577,7 +578,7 @@ class Collector:
 
     def __init__(self, *, all_jobs: bool = False, accounting: str | None = None, journal_dir: Path | None = None,
                  user: str | None = None, since: str = "now-1days", failure_tails: int = 5, tail_lines: int = 12,
-                 squeue_states: str = "all", shared_cache: Path | None = None, min_interval: float = 2.0,
+                 squeue_states: str | None = None, shared_cache: Path | None = None, min_interval: float = 2.0,
                  run: Callable[[list[str]], str] | None = None, timeout: float = 10.0):
         accounting = accounting or os.environ.get("MEMORYMODELS_SACCT", "auto").lower()
         if accounting not in ("auto", "on", "off"):
@@ -629,7 +630,10 @@ class Collector:
 
     def _squeue(self, calls: dict, now: float) -> str:
         """squeue's answer: from the shared cache when another dashboard asked less than ``min_interval`` ago."""
-        argv = squeue_command(self.user, self.squeue_states)
+        states = self.squeue_states
+        if states is None and not self._accounting_usable(now):
+            states = "all"
+        argv = squeue_command(self.user, states)
         path = None
         if self.shared_cache is not None:
             key = json.dumps([argv, os.environ.get("SLURM_CONF")]).encode()
@@ -658,9 +662,12 @@ class Collector:
             for path in self.shared_cache.glob("squeue-*.txt"):
                 path.unlink(missing_ok=True)
 
+    def _accounting_usable(self, now: float) -> bool:
+        return self.accounting == "on" or (self.accounting == "auto" and now >= self._sacct_retry_at)
+
     def _accounting(self, jobs, queue, calls, warnings, now) -> tuple[dict, dict, bool]:
         """sacct records for the jobs that left the queue (one call, or none when nothing is missing)."""
-        if self.accounting == "off" or (self.accounting == "auto" and now < self._sacct_retry_at):
+        if not self._accounting_usable(now):
             return dict(self._finished), {}, False
         since = self.since
         if self.all_jobs:  # every job of the user: after the first answer, only what changed since the last one

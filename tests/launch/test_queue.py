@@ -411,23 +411,24 @@ def check_rows(snapshot, *, inferred: bool = False) -> dict:
 
 
 @pytest.mark.slurm
-def test_live_every_kind_of_job_one_squeue_call(live):
+def test_live_every_kind_of_job_one_squeue_one_sacct_call(live):
     ids, journal = live
-    snapshot = Collector(journal_dir=journal).refresh()
-    assert snapshot.calls == {"squeue": 1, "sacct": 0} and not snapshot.stale  # endings are recent: squeue has them
+    collector = Collector(journal_dir=journal)
+    snapshot = collector.refresh()
+    assert snapshot.calls == {"squeue": 1, "sacct": 1} and snapshot.accounting and not snapshot.stale
     rows = check_rows(snapshot)
-    assert rows["failed"].source == "squeue"
+    assert rows["failed"].source == "sacct" and rows["failed"].exit_code == "3:0"
+    assert rows["running"].source == "squeue"
+    assert collector.refresh().calls == {"squeue": 1, "sacct": 0}  # endings are final: asked once
 
 
 @pytest.mark.slurm
-def test_live_endings_from_one_sacct_call(live):
+def test_live_recent_endings_from_squeue_alone(live):
     ids, journal = live
-    collector = Collector(journal_dir=journal, squeue_states="pending,running,completing", accounting="on")
-    snapshot = collector.refresh()
-    assert snapshot.calls == {"squeue": 1, "sacct": 1} and snapshot.accounting
+    snapshot = Collector(journal_dir=journal, squeue_states="all", accounting="off").refresh()
+    assert snapshot.calls == {"squeue": 1, "sacct": 0}  # they ended within MinJobAge: squeue -t all has them
     rows = check_rows(snapshot)
-    assert rows["failed"].source == "sacct" and rows["failed"].exit_code == "3:0"
-    assert collector.refresh().calls == {"squeue": 1, "sacct": 0}  # endings are final: asked once
+    assert rows["failed"].source == "squeue"
 
 
 @pytest.mark.slurm
@@ -458,12 +459,14 @@ def test_live_cluster_without_accounting(slurm_cluster, tmp_path_factory, monkey
             _slurm("sacct", "-X", "-n")
         ids, journal = submit_every_kind(tmp_path_factory.mktemp("status-noacct"), accounting=False)
         try:
-            collector = Collector(journal_dir=journal, squeue_states="pending,running,completing", timeout=3)
+            collector = Collector(journal_dir=journal, timeout=3)
             snapshot = collector.refresh()
             assert snapshot.calls == {"squeue": 1, "sacct": 1} and not snapshot.accounting
             assert any("accounting storage is disabled" in w for w in snapshot.warnings)
-            check_rows(snapshot, inferred=True)
-            assert collector.refresh().calls == {"squeue": 1, "sacct": 0}  # sacct is not asked again at once
+            check_rows(snapshot, inferred=True)  # this time from run directories and logs
+            again = collector.refresh()  # sacct is not asked again for a minute; squeue now lists recent endings
+            assert again.calls == {"squeue": 1, "sacct": 0}
+            assert check_rows(again)["cancelled_pending"].source == "squeue"
         finally:
             subprocess.run(["scancel", *ids.values()], capture_output=True)
         local_cluster.down(state=state)  # the controller stops answering: the last good rows, marked stale
