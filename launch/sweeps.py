@@ -337,7 +337,10 @@ def plan_sweep(sweep: SweepConfig, profile, *, overrides: list[str] = (), launch
         if key in sweep.axes:
             raise ConfigError(f"--set {item}: '{key}' is an axis of {sweep.source}; every cell sets it")
     common = cell_items(sweep.overrides) + overrides
-    root = checkpoint_root(sweep, profile, overrides)
+    try:
+        root = checkpoint_root(sweep, profile, overrides)
+    except ConfigError as exc:  # the sweep's overrides or --set do not fit the experiment
+        raise ConfigError(f"{sweep.source}: {exc}") from None
     cells = plan_cells(sweep, root)
     jobs, experiments = [], []
     template = base_items = base_data = None

@@ -415,3 +415,22 @@ def test_a_local_profile_runs_the_cells_here_one_after_the_other(tmp_path):
     assert [r["status"] for r in runs] == ["completed", "completed"]
     assert runs[0]["attempts"][0]["end"] <= runs[1]["attempts"][0]["start"]  # one after the other
     assert submit("--profile", "local", "--sweep", str(path)) == {"sweep_id": None, "arrays": []}
+
+
+def test_command_line_errors_name_the_file_and_what_to_do(tmp_path, capsys):
+    import argparse
+
+    from launch.sweeps import run_sweep_command
+
+    path = debug_sweep(tmp_path, {"model.params.kernel": [1, 2]})
+    args = dict(sweep=str(path), profile=None, overrides=[], launcher=None, nodes=None, dry_run=True, json=True,
+                no_preflight=False, experiment=None)
+    assert run_sweep_command(argparse.Namespace(**args)) == 2
+    assert f"{path}: no profile; pass --profile or set 'profile:' in the file" in capsys.readouterr().err
+    assert run_sweep_command(argparse.Namespace(**{**args, "profile": "local-slurm", "experiment": "x.yaml"})) == 2
+    assert "a sweep names its experiment" in capsys.readouterr().err
+    assert run_sweep_command(argparse.Namespace(**{**args, "profile": "local-slurm",
+                                                   "overrides": ["train.max_stpes=3"]})) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {path}: {DEBUG} (with --set ")
+    assert "unknown key 'train.max_stpes'; did you mean 'max_steps'?" in err
