@@ -28,18 +28,21 @@ class Rows:
         return len(self.ids)
 
 
-def padded_rows(encodings, texts, positions, nbytes, *, context: int, left: bool, dtype) -> Rows:
-    """One row per non-empty document, padded on the left or right. The encodings come truncated to ``context``
-    tokens (``Tokenizer.enable_truncation``); a truncated document counts only the bytes up to its last kept token."""
+def padded_rows(encodings, positions, nbytes, *, context: int, left: bool, dtype, token_bytes: np.ndarray) -> Rows:
+    """One row per non-empty document, cut to ``context`` tokens and padded on the left or right.
+
+    A cut document counts the UTF-8 bytes of its kept tokens (``token_bytes[id]``: byte-level tokens stand for
+    fixed byte strings), so a character split by the cut counts the bytes of it that went into the row.
+    """
     keep = [i for i, enc in enumerate(encodings) if enc.ids]
     ids = np.full((len(keep), context), PAD_ID, dtype=dtype)
     used_bytes = np.empty(len(keep), dtype=np.int64)
     for row, i in enumerate(keep):
-        enc = encodings[i]
-        tokens = enc.ids
+        tokens = encodings[i].ids
         used_bytes[row] = nbytes[i]
-        if len(tokens) == context:  # maybe truncated (asking enc.overflowing would build its Python objects)
-            used_bytes[row] = len(texts[i][: enc.offsets[-1][1]].encode("utf-8"))
+        if len(tokens) > context:
+            tokens = tokens[:context]
+            used_bytes[row] = int(token_bytes[tokens].sum())
         if left:
             ids[row, context - len(tokens):] = tokens
         else:

@@ -117,7 +117,7 @@ class ShardWriter:
     def __init__(self, split_dir: Path, *, context: int, dtype, shard_rows: int, index: int, plan_hash: str):
         self.split_dir, self.shard_rows, self.index, self.plan_hash = split_dir, shard_rows, index, plan_hash
         self.buffer = np.empty((shard_rows, context), dtype=dtype)
-        self.count = self.docs = self.nbytes = 0
+        self.count = self.docs = self.nbytes = self.tokens = 0
         self.resume = (0, 0)
         self.records: list[dict] = []
 
@@ -130,6 +130,7 @@ class ShardWriter:
             self.buffer[self.count: self.count + take] = rows.ids[part]
             self.docs += int(rows.docs[part].sum())
             self.nbytes += int(rows.nbytes[part].sum())
+            self.tokens += int(np.count_nonzero(rows.ids[part] != PAD_ID))  # per batch: no shard-sized temporary
             self.resume = (int(rows.next_doc[done + take - 1]), int(rows.next_offset[done + take - 1]))
             self.count += take
             done += take
@@ -144,7 +145,7 @@ class ShardWriter:
             "rows": self.count,
             "docs": self.docs,
             "bytes": self.nbytes,
-            "tokens": int(np.count_nonzero(ids != PAD_ID)),
+            "tokens": self.tokens,
             "next_doc": self.resume[0],
             "next_offset": self.resume[1],
             "plan": self.plan_hash,
@@ -153,7 +154,7 @@ class ShardWriter:
         sha = write_shard(path, ids, meta)
         self.records.append(_record(path, meta, sha))
         self.index += 1
-        self.count = self.docs = self.nbytes = 0
+        self.count = self.docs = self.nbytes = self.tokens = 0
 
 
 def _record(path: Path, meta: dict, sha: str) -> dict:

@@ -26,6 +26,8 @@ import sys
 from pathlib import Path
 from typing import Iterable, Iterator
 
+import numpy as np
+
 from memorymodels.data.corpus import Corpus, open_corpus
 from memorymodels.data.errors import DataError
 
@@ -152,6 +154,19 @@ def load_tokenizer(tokenizer_dir: str | Path):
             "this tokenizer was not made by memorymodels.data.train_tokenizer"
         )
     return tokenizer
+
+
+def token_byte_lengths(tokenizer) -> np.ndarray:
+    """``lengths[id]``: how many bytes of text the token stands for (0 for the special tokens).
+
+    In a byte-level vocabulary every character of a token's string is one byte of text, so this is the string's
+    length; summing it over the ids of a row gives the row's UTF-8 bytes exactly, even where a cut splits a character.
+    """
+    lengths = np.zeros(tokenizer.get_vocab_size(), dtype=np.int64)
+    for token, index in tokenizer.get_vocab().items():
+        lengths[index] = len(token)
+    lengths[[PAD_ID, EOS_ID]] = 0
+    return lengths
 
 
 def fingerprint(tokenizer_dir: str | Path) -> str:
