@@ -324,12 +324,17 @@ def start_run(run_dir: Path, experiment: Experiment, world_size: int, *, command
     info = read_json(run_dir / RUN_JSON) or {}
     git = git_info(repo)
     attempts = list(info.get("attempts", []))
+    for previous in attempts:
+        if previous.get("status") == "running":  # it never recorded an end: killed (SIGKILL, node failure)
+            previous["status"] = "lost"
     attempt = attempt_record(world_size)
     attempt["command"] = command
     attempt["git_sha"] = git["sha"]
     if git["dirty"]:
         diff_name = f"git-attempt{len(attempts) + 1}.diff"
-        (run_dir / diff_name).write_text(git["diff"])
+        tmp = run_dir / f".{diff_name}.tmp-{os.getpid()}"
+        tmp.write_text(git["diff"])
+        os.replace(tmp, run_dir / diff_name)
         attempt["git_diff"] = diff_name
     attempts.append(attempt)
     info.update({
@@ -343,7 +348,9 @@ def start_run(run_dir: Path, experiment: Experiment, world_size: int, *, command
         "host": attempt["host"],
         "world_size": world_size,
         "model": model_summary,
-        "slurm_job_ids": [a["slurm"].get("job_id") for a in attempts if a["slurm"].get("job_id")],
+        # The job-id chain across attempts (a requeued job keeps its id; a resubmission adds one).
+        "slurm_job_ids": list(dict.fromkeys(a["slurm"]["job_id"] for a in attempts
+                                            if a.get("slurm", {}).get("job_id"))),
         "restart_count": int(attempt["slurm"].get("restart_count", 0)),
         "attempts": attempts,
         "created": info.get("created", attempt["start"]),

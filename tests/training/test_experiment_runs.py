@@ -152,3 +152,23 @@ def test_run_progress_reads_the_tail_and_tolerates_missing_files(tmp_path):
     assert progress["eval_loss"] == 3.0 and progress["tokens_per_s"] == 1000.0
     assert progress["checkpoint_step"] == 50000 and progress["checkpoint_time"] <= time.time()
     assert progress["updated"] >= os.path.getmtime(tmp_path / "run.json")
+
+
+def test_run_json_keeps_the_attempt_chain(tmp_path, monkeypatch):
+    experiment = _experiment(tmp_path)
+    run_dir = tmp_path / "run"
+    monkeypatch.setenv("SLURM_JOB_ID", "500")
+    monkeypatch.setenv("SLURM_RESTART_COUNT", "0")
+    first = runs.start_run(run_dir, experiment, 1, command=["train"], model_summary={"parameters": 1}, repo=REPO)
+    assert first["status"] == "running" and first["slurm_job_ids"] == ["500"]
+    # The first attempt was SIGKILLed (no end recorded); Slurm requeues the same job id, then a new job resumes.
+    monkeypatch.setenv("SLURM_RESTART_COUNT", "1")
+    runs.start_run(run_dir, experiment, 1, command=["train"], model_summary={"parameters": 1}, repo=REPO)
+    runs.update_run(run_dir, status="interrupted", end=time.time())
+    monkeypatch.setenv("SLURM_JOB_ID", "501")
+    monkeypatch.delenv("SLURM_RESTART_COUNT")
+    info = runs.start_run(run_dir, experiment, 1, command=["train"], model_summary={"parameters": 1}, repo=REPO)
+    assert [a["status"] for a in info["attempts"]] == ["lost", "interrupted", "running"]
+    assert [a["slurm"].get("restart_count") for a in info["attempts"]] == ["0", "1", None]
+    assert info["slurm_job_ids"] == ["500", "501"] and info["restart_count"] == 0
+    assert info["identity"] == identity(experiment, 1) and info["created"] == first["created"]
