@@ -6,9 +6,11 @@
     Collector(accounting="off")                       # never call sacct (clusters that restrict it)
 
 Where the rows come from:
-- ``squeue -r`` (one call, array tasks expanded) for every queued or running job of the user;
+- ``squeue -r`` (one call, array tasks expanded) for every queued or running job of the user; with ``-t all``
+  (jobs that ended within the controller's MinJobAge too) where sacct is off or failed, and for ``all_jobs``;
 - ``sacct -X -D`` (at most one call) for journal jobs that have left the queue; terminal answers are cached, so a
-  finished job is asked about once. ``-D`` keeps the records of earlier requeues, which counts restarts;
+  finished job is asked about once. ``-D`` keeps the records of earlier requeues, which counts restarts. With
+  ``all_jobs``, sacct is asked at most once a minute, for what changed since its last answer;
 - where accounting is off or ``sacct`` fails, finished jobs are inferred from their run directories
   (``run.json`` status) and the ``slurmstepd`` line in their logs (CANCELLED / TIME LIMIT / PREEMPTION);
 - progress (step, loss, tokens/s, checkpoint age, ETA) from each run's ``run.json``/``metrics.jsonl``/checkpoints.
@@ -563,6 +565,9 @@ def infer_state(progress: dict, logs: list[str | None]) -> tuple[str, str]:
 # ---------------------------------------------------------------- the collector
 
 
+ALL_SACCT_INTERVAL_S = 60.0  # --all asks sacct at most this often (squeue -t all covers the minutes between)
+
+
 class Collector:
     """Builds a Snapshot per ``refresh()``: one ``squeue``, at most one ``sacct``, the journal and run directories.
 
@@ -631,8 +636,8 @@ class Collector:
     def _squeue(self, calls: dict, now: float) -> str:
         """squeue's answer: from the shared cache when another dashboard asked less than ``min_interval`` ago."""
         states = self.squeue_states
-        if states is None and not self._accounting_usable(now):
-            states = "all"
+        if states is None and (self.all_jobs or not self._accounting_usable(now)):
+            states = "all"  # recent endings from squeue: without sacct, or between --all's sacct calls
         argv = squeue_command(self.user, states)
         path = None
         if self.shared_cache is not None:
@@ -673,6 +678,8 @@ class Collector:
         if self.all_jobs:  # every job of the user: after the first answer, only what changed since the last one
             job_ids = None
             if self._sacct_asked is not None:
+                if now - self._sacct_asked < ALL_SACCT_INTERVAL_S:  # squeue -t all shows the recent endings
+                    return dict(self._finished), {}, True
                 since = time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(self._sacct_asked - 120))
         else:
             missing = {j["job_id"].split("_")[0] for j in jobs

@@ -496,5 +496,9 @@ def test_live_all_jobs_of_the_user_without_journal(live, tmp_path):
     assert (rows[ids["failed"]].state, rows[ids["running"]].state) == ("FAILED", "RUNNING")
     assert rows[ids["held"]].name == "mm-status-held" and rows[f"{ids['array_held']}_4"].state == "PENDING"
     assert [a[0] for a in argvs] == ["squeue", "sacct"] and argvs[1][argvs[1].index("-S") + 1] == "now-1days"
+    assert argvs[0][argvs[0].index("-t") + 1] == "all"  # recent endings come from squeue between sacct calls
+    collector.refresh()
+    assert [a[0] for a in argvs] == ["squeue", "sacct", "squeue"]  # sacct at most once a minute
+    collector._sacct_asked -= 60
     collector.refresh()  # the next sacct asks only about what changed since the last answer
-    assert argvs[3][0] == "sacct" and argvs[3][argvs[3].index("-S") + 1].startswith(time.strftime("%Y-"))
+    assert argvs[4][0] == "sacct" and argvs[4][argvs[4].index("-S") + 1].startswith(time.strftime("%Y-"))
