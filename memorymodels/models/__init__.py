@@ -19,17 +19,28 @@ from .memory import (
     copy_task,
 )
 from .mixer import CausalTokenMixer, FeedForward, LanguageMixer, MixerBlock, MixerHead
-from .transformer import (
-    AutoencodingTransfixer,
-    LlamaCLM,
-    LlamaStack,
-    MemoryTransformer,
-    RecurrentMemoryTransformer,
-    TransformerAutoencoder,
-    VariableMemoryTransformer,
-    attention_mask_4d,
-)
 from .registry import MODELS, PRESETS, ModelEntry, build_model, length_for_context, model_config
+
+_TRANSFORMER = {
+    "AutoencodingTransfixer",
+    "LlamaCLM",
+    "LlamaStack",
+    "MemoryTransformer",
+    "RecurrentMemoryTransformer",
+    "TransformerAutoencoder",
+    "VariableMemoryTransformer",
+    "attention_mask_4d",
+}
+
+
+def __getattr__(name):
+    # the Llama baselines import transformers (seconds): loaded on first use, not with the package
+    if name in _TRANSFORMER:
+        from . import transformer
+
+        return getattr(transformer, name)
+    raise AttributeError(f"module 'memorymodels.models' has no attribute '{name}'")
+
 
 __all__ = [
     "AutoencodingTransfixer",

@@ -297,8 +297,21 @@ def _frozen_memory_encoder(config) -> dict[str, Any]:
     return {"encoder_model": encoder.requires_grad_(False)}
 
 
+def _transformer(name: str) -> Callable[..., nn.Module]:
+    """A transformer model class, imported when first built: importing transformers takes seconds, and the
+    launcher and the mixer-only paths should not pay for it."""
+
+    def construct(*args, **kwargs):
+        from . import transformer
+
+        return getattr(transformer, name)(*args, **kwargs)
+
+    construct.__name__ = construct.__qualname__ = name
+    return construct
+
+
 def _entries() -> dict[str, ModelEntry]:
-    from . import memory, transformer
+    from . import memory
     from .autoencoder import AutoencodingMixer
     from .mixer import LanguageMixer
 
@@ -314,16 +327,16 @@ def _entries() -> dict[str, ModelEntry]:
         "variable_memory_mixer": ModelEntry(cls=memory.VariableMemoryMixer, config=VariableMemoryMixerConfig,
                                             args=MEMORY_ARGS, modules=_frozen_encoder),
         "recurrent_memory_mixer": ModelEntry(cls=memory.RecurrentMemoryMixer, config=RecurrentMemoryMixerConfig),
-        "llama_clm": ModelEntry(cls=transformer.LlamaCLM, config=LlamaCLMConfig),
-        "transformer_autoencoder": ModelEntry(cls=transformer.TransformerAutoencoder,
+        "llama_clm": ModelEntry(cls=_transformer("LlamaCLM"), config=LlamaCLMConfig),
+        "transformer_autoencoder": ModelEntry(cls=_transformer("TransformerAutoencoder"),
                                               config=TransformerAutoencoderConfig),
-        "autoencoding_transfixer": ModelEntry(cls=transformer.AutoencodingTransfixer,
+        "autoencoding_transfixer": ModelEntry(cls=_transformer("AutoencodingTransfixer"),
                                               config=AutoencodingTransfixerConfig),
-        "variable_memory_transformer": ModelEntry(cls=transformer.VariableMemoryTransformer,
+        "variable_memory_transformer": ModelEntry(cls=_transformer("VariableMemoryTransformer"),
                                                   config=VariableMemoryTransformerConfig, args=MEMORY_ARGS),
-        "recurrent_memory_transformer": ModelEntry(cls=transformer.RecurrentMemoryTransformer,
+        "recurrent_memory_transformer": ModelEntry(cls=_transformer("RecurrentMemoryTransformer"),
                                                    config=RecurrentMemoryTransformerConfig),
-        "memory_transformer": ModelEntry(cls=transformer.MemoryTransformer, config=MemoryTransformerConfig,
+        "memory_transformer": ModelEntry(cls=_transformer("MemoryTransformer"), config=MemoryTransformerConfig,
                                          args=MEMORY_ARGS),
     }
 

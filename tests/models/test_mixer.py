@@ -119,3 +119,16 @@ def test_language_mixer_parameter_count(n_heads, kernel, tie):
     expected = V * D * (1 if tie else 2) + 3 * block_params(D, L, kernel, n_heads)
     assert sum(p.numel() for p in model.parameters()) == expected
     assert model.input_length == L and model.embedding_values is None
+
+
+def test_deferred_meta_device_init_rebuilds_the_mask(ids):
+    """FSDP-style deferred init: build on meta, to_empty, reset_parameters: the mask is real and the model causal."""
+    with torch.device("meta"):
+        model = LanguageMixer(V, D, 2, L, kernel=3)
+    model.to_empty(device="cpu")
+    torch.manual_seed(0)
+    for module in model.modules():
+        if hasattr(module, "reset_parameters"):
+            module.reset_parameters()
+    assert torch.equal(model.mixerblocks[0].conv.mask[..., 0], torch.tril(torch.ones(L, L)))
+    assert_causal(model, ids, V)
