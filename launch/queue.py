@@ -616,18 +616,16 @@ class Collector:
             return self._stale(str(exc), jobs, warnings, calls, now)
         if bad:
             warnings.append(f"squeue: {bad} line(s) not understood (Slurm version?); those jobs are missing")
-        self._finished.update((k, dict(v, source="squeue")) for k, v in queue.items()
-                              if v["state"] in TERMINAL_STATES)
+        finished = self._finished
+        for job_id, record in queue.items():
+            if job_id not in finished and record["state"] in TERMINAL_STATES:
+                finished[job_id] = dict(record, source="squeue")
         accounted, ranges, accounting = self._accounting(jobs, queue, calls, warnings, now)
         listings: dict[str, set[str]] = {}
         fields_of: dict[tuple, dict] = {}
         rows = [self._journal_row(job, queue, accounted, ranges, listings, now, fields_of) for job in jobs]
         if self.all_jobs:
-            known = {row.job_id for row in rows}
-            extra = {**{k: dict(v, source=v.get("source", "sacct")) for k, v in accounted.items()},
-                     **{k: dict(v, source="squeue") for k, v in queue.items()}}
-            rows += [self._slurm_row(job_id, record) for job_id, record in sorted(extra.items(), key=_id_order)
-                     if job_id not in known]
+            rows += self._other_rows({row.job_id for row in rows}, queue, accounted, fields_of)
         self._add_tails(rows)
         self.last = Snapshot(rows=rows, sweeps=summarize_sweeps(rows), time=now, accounting=accounting,
                              calls=calls, warnings=warnings)
@@ -739,9 +737,22 @@ class Collector:
         _apply_progress(row, progress, now)
         return row
 
-    def _slurm_row(self, job_id: str, record: dict) -> JobRow:
-        return JobRow(job_id=job_id, name=record.get("slurm_name") or "",
-                      **record_fields(record, record.get("source", "squeue")))
+    def _other_rows(self, known: set[str], queue: dict, accounted: dict, fields_of: dict) -> list[JobRow]:
+        """Rows for the user's jobs outside the journal (``all_jobs``), by job id; squeue's record wins."""
+        rows = []
+        for job_id in sorted(accounted.keys() | queue.keys(), key=_id_order):
+            if job_id in known:
+                continue
+            record = queue.get(job_id)
+            source = "squeue"
+            if record is None:
+                record = accounted[job_id]
+                source = record.get("source", "sacct")
+            key = (id(record), source)
+            if key not in fields_of:
+                fields_of[key] = record_fields(record, source)
+            rows.append(JobRow(job_id=job_id, name=record.get("slurm_name") or "", **fields_of[key]))
+        return rows
 
     def _add_tails(self, rows: list[JobRow]) -> None:
         """The last log lines of the most recent failures (newest end time first)."""
@@ -765,8 +776,8 @@ class Collector:
                         accounting=self.last.accounting if self.last else False, calls=calls, warnings=warnings)
 
 
-def _id_order(item: tuple[str, Any]) -> tuple[int, int]:
-    base, _, task = item[0].partition("_")
+def _id_order(job_id: str) -> tuple[int, int]:
+    base, _, task = job_id.partition("_")
     return (int(base) if base.isdigit() else 0, int(task) if task.isdigit() else -1)
 
 
