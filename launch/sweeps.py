@@ -483,7 +483,8 @@ def run_sweep_command(args) -> int:
     """``python launch/submit.py --sweep FILE [--profile P] [--set K=V] [--dry-run] [--json]``; returns the exit code.
 
     ``args`` is submit.py's argparse namespace (``sweep``, ``profile``, ``overrides``, ``launcher``, ``nodes``,
-    ``dry_run``, ``json``, ``no_preflight``).
+    ``dry_run``, ``json``, ``no_preflight``, ``wait``: follow the cells until none is queued or running; exit code 1
+    when one did not complete).
     """
     import sys
 
@@ -501,15 +502,45 @@ def run_sweep_command(args) -> int:
             return 0
         result = submit_sweep(plan, run_preflight=not getattr(args, "no_preflight", False),
                               log=sys.stderr if getattr(args, "json", False) else out)
+        if getattr(args, "json", False):
+            print(json.dumps({k: v for k, v in result.items() if k != "failed"}, indent=1), file=out, flush=True)
+        failed = result.get("failed", [])
+        if getattr(args, "wait", False) and plan.profile.executor == "slurm" and result["arrays"]:
+            failed = follow(plan, log=sys.stderr if getattr(args, "json", False) else out)
     except (ConfigError, SubmitError, SlurmUnavailable) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    if getattr(args, "json", False):
-        print(json.dumps({k: v for k, v in result.items() if k != "failed"}, indent=1), file=out)
-    return 1 if result.get("failed") else 0
+    return 1 if failed else 0
 
 
 main = run_sweep_command  # launch/submit.py calls ``launch.sweeps.main(args)``
+
+
+def follow(plan: SweepPlan, *, log, poll_s: float = 5.0) -> list[int]:
+    """``--wait``: one ``squeue`` every ``poll_s`` seconds until no cell of the sweep is queued or running, printing
+    the counts as they change, then the report table. Returns the cells that did not complete."""
+    import time
+
+    from rich.console import Console
+
+    from launch.sweep_report import collect_rows, render
+
+    last = ""
+    while True:
+        busy = active_cells(plan)
+        statuses = [(_read_run_json(c.run_dir) or {}).get("status") for c in plan.cells]
+        line = (f"{statuses.count('completed')} of {len(plan.cells)} cells complete, {len(busy)} queued or running, "
+                f"{statuses.count('failed')} failed")
+        if line != last:
+            print(f"  {time.strftime('%H:%M:%S')}  {line}", file=log, flush=True)
+            last = line
+        if not busy:
+            break
+        time.sleep(poll_s)
+    cells = [{"index": c.index, **c.as_json()} for c in plan.cells]
+    Console(file=log, width=max(100, Console(file=log).width)).print(
+        render(collect_rows(cells, plan.sweep.axes), plan.sweep.axes, plan.sweep.name))
+    return [i for i, status in enumerate(statuses) if status != "completed"]
 
 
 def plan_from_args(args) -> SweepPlan:

@@ -228,7 +228,7 @@ def submit(*args: str, env: dict | None = None) -> dict:
     import sys
 
     proc = subprocess.run([sys.executable, str(REPO / "launch" / "submit.py"), *args, "--json"],
-                          capture_output=True, text=True, cwd=REPO, timeout=120, env=env or dict(os.environ))
+                          capture_output=True, text=True, cwd=REPO, timeout=300, env=env or dict(os.environ))
     assert proc.returncode == 0, proc.stdout + proc.stderr
     return json.loads(proc.stdout)
 
@@ -296,10 +296,8 @@ def test_six_cell_sweep_runs_as_one_array_and_resubmits_exactly_the_deleted_cell
     kept_before = {d: run_json(d)["attempts"] for d in run_dirs}
     shutil.rmtree(run_dirs[1])
     shutil.rmtree(run_dirs[4])
-    second = submit("--profile", "local-slurm", "--sweep", str(path))
+    second = submit("--profile", "local-slurm", "--sweep", str(path), "--wait")  # returns once both have run
     assert [a["cells"] for a in second["arrays"]] == [[1, 4]]
-    states = wait_for_job(second["arrays"][0]["job_id"], timeout=300)
-    assert sorted(states.values()) == ["COMPLETED", "COMPLETED"]
     for i, run_dir in enumerate(run_dirs):
         info = run_json(run_dir)
         assert info["status"] == "completed"
