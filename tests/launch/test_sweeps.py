@@ -184,12 +184,12 @@ def test_stub_run_json_matches_the_launchers_claim(tmp_path):
 
 
 @pytest.mark.parametrize("path", sorted((REPO / "sweeps").glob("*.yaml")), ids=lambda p: p.name)
-def test_shipped_sweeps_plan(path):
+def test_shipped_sweeps_plan(path, tmp_path):
     from launch.profiles import load_profile
     from launch.sweeps import plan_sweep
 
     sweep = load_sweep(path)
-    plan = plan_sweep(sweep, load_profile(sweep.profile))
+    plan = plan_sweep(sweep, load_profile(sweep.profile), overrides=[f"output.checkpoint_root={tmp_path}"])
     assert len(plan.cells) >= 6 and len(plan.jobs) == len(plan.cells)
     assert {"model.params.kernel", "model.params.n_heads"} <= set(sweep.axes)
 
