@@ -1,14 +1,16 @@
 """The results of a sweep: one row per cell with its axis values, state, steps, losses and bits per byte.
 
-    python launch/sweep_report.py sweeps/kernel_heads_debug.yaml              # latest submission of that file
+    python launch/sweep_report.py sweeps/kernel_heads_debug.yaml              # the file's cells, as submitted last
     python launch/sweep_report.py 20261127-211500-ab12cd                      # a submission id from the journal
-    python launch/sweep_report.py sweeps/kernel_heads_debug.yaml --plot model.kernel --metric eval_loss
+    python launch/sweep_report.py sweeps/kernel_heads_debug.yaml --plot model.params.kernel --metric eval_loss
     python launch/sweep_report.py SWEEP --evaluate     # first run memorymodels.evaluate on complete cells
 
-It prints the table, writes it as CSV (``--csv``, default ``<sweep folder>/report.csv``) and, with ``--plot AXIS``,
-draws ``--metric`` against that axis, one line per combination of the other axes (default
-``<sweep folder>/<metric>_vs_<axis>.png``). A sweep file that was never submitted is read with ``--profile`` (or the
-file's ``profile``) to find its run directories.
+It prints the table (cell, axis values, state, steps, final training loss, eval loss, bits per byte from the run's
+eval.json and, for autoencoders and memory models, bits per byte with the stored embedding), writes it as CSV
+(``--csv``, default ``<sweep folder>/report.csv``) and, with ``--plot AXIS``, draws ``--metric`` against that axis,
+one line per combination of the other axes (default ``<sweep folder>/<metric>_vs_<axis>.png``). Metrics: step,
+max_steps, loss, eval_loss, bits_per_byte, total_bits_per_byte. A sweep file that was never submitted is read with
+``--profile`` (or the file's ``profile``) to find its run directories.
 """
 
 from __future__ import annotations
