@@ -11,8 +11,9 @@ the token mixing is counted dense, masked half included, as it is computed). The
 matmul in the same dtype, measured in the same run. Implementations are timed in interleaved rounds (seed, eager,
 compiled, seed, ...) so that load from other processes hits them alike; the table reports the median round.
 
-The seed formulation of AutoencodingMixer (``tests/models/seed_reference.py``): causal mask written into
-``conv.weight.data`` every forward, the unroll as a Python loop of L slices + cat, cross entropy on [b, V, t] logits.
+The seed formulations (``tests/models/seed_reference.py``): AutoencodingMixer with the causal mask written into
+``conv.weight.data`` every forward, the unroll as a Python loop of L slices + cat, cross entropy on [b, V, t] logits;
+VariableMemoryMixer encoding and decoding its chunks one at a time in Python loops.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # for tests.models.seed_reference
 
 from memorymodels.models import build_model  # noqa: E402
-from tests.models.seed_reference import SeedAutoencodingMixer  # noqa: E402
+from tests.models.seed_reference import SeedAutoencodingMixer, SeedVariableMemoryMixer  # noqa: E402
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
@@ -125,15 +126,19 @@ def benchmark(name, runners, flops, tokens, peak_fn, rounds, steps, warmup) -> t
 
 
 def families(args) -> dict:
-    """name -> (registry params, include the seed formulation): the reference configs."""
+    """name -> (registry params, the seed formulation's constructor or None): the reference configs."""
     V, d, depth, L = args.vocab, args.dim, args.depth, args.length
+    chunk = L // 4
     return {
-        "autoencoding_mixer": (dict(dim=d, depth=depth, length=L), True),
-        "language_mixer": (dict(dim=d, depth=2 * depth, length=L), False),
-        "variable_memory_mixer": (dict(encoder_dim=d // 2, dim=d, depth=depth, length=L // 4, n_chunks=4), False),
-        "memory_mixer": (dict(encoder_dim=d, dim=d, depth=depth, length=L), False),
-        "llama_clm": (dict(dim=d, depth=2 * depth, length=L, n_heads=max(4, d // 64)), False),
-        "transformer_autoencoder": (dict(dim=d, depth=depth, length=L, n_heads=max(4, d // 64)), False),
+        "autoencoding_mixer": (dict(dim=d, depth=depth, length=L), lambda: SeedAutoencodingMixer(V, d, depth, L)),
+        "language_mixer": (dict(dim=d, depth=2 * depth, length=L), None),
+        "variable_memory_mixer": (
+            dict(encoder_dim=d // 2, dim=d, depth=depth, length=chunk, n_chunks=4),
+            lambda: SeedVariableMemoryMixer(V, d // 2, d, depth, chunk, n_chunks=4),
+        ),
+        "memory_mixer": (dict(encoder_dim=d, dim=d, depth=depth, length=L), None),
+        "llama_clm": (dict(dim=d, depth=2 * depth, length=L, n_heads=max(4, d // 64)), None),
+        "transformer_autoencoder": (dict(dim=d, depth=depth, length=L, n_heads=max(4, d // 64)), None),
     }
 
 
@@ -161,16 +166,15 @@ def main(argv=None) -> tuple[list[dict], float]:
         torch.set_num_threads(args.threads)
     dtype = DTYPES[args.dtype]
     rows, peaks = [], []
-    for name, (params, with_seed) in families(args).items():
+    for name, (params, seed_model) in families(args).items():
         if args.only and name not in args.only:
             continue
         model = build_model(name, n_vocab=args.vocab, **params)
         ids = torch.randint(0, args.vocab, (args.batch, model.input_length), device=args.device)
         flops = count_flops(model.to(args.device), ids)
         runners = []
-        if with_seed:
-            seed = SeedAutoencodingMixer(args.vocab, params["dim"], params["depth"], params["length"])
-            runners.append(Runner("seed formulation (eager)", seed, ids, args.device, dtype))
+        if seed_model is not None:
+            runners.append(Runner("seed formulation (eager)", seed_model(), ids, args.device, dtype))
         runners.append(Runner("library (eager)", model, ids, args.device, dtype))
         if not args.no_compile:
             compiled = build_model(name, n_vocab=args.vocab, **params)

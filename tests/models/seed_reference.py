@@ -195,7 +195,7 @@ class SeedVariableMemoryMixer(nn.Module):
         tokens = self.decoder_wte(input_ids)
         total, outputs = 0, []
         for c in range(C):
-            pad = torch.zeros(input_ids.shape[0], C - c, tokens.shape[2])
+            pad = tokens.new_zeros(input_ids.shape[0], C - c, tokens.shape[2])  # the seed: zeros(...).to(device)
             x = torch.cat(memories[:c] + [pad] + [tokens[:, c * L : (c + 1) * L]], dim=1)
             for block in self.decoderblocks:
                 x = block(x)
@@ -220,7 +220,7 @@ class SeedRecurrentMemoryMixer(nn.Module):
 
     def forward(self, input_ids, labels):
         L, C = self.tokenized_length, self.n_chunks
-        memory = torch.zeros(input_ids.shape[0], 1, self.decoder_wte.weight.shape[1])
+        memory = self.decoder_wte.weight.new_zeros(input_ids.shape[0], 1, self.decoder_wte.weight.shape[1])
         total, outputs = 0, []
         for c in range(C):
             emb = self.decoder_wte(input_ids[:, c * L : (c + 1) * L]).clone()
