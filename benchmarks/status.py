@@ -25,6 +25,7 @@ import io
 import json
 import os
 import platform
+import shutil
 import statistics
 import subprocess
 import sys
@@ -130,6 +131,7 @@ def main(argv=None) -> int:
                                                                     repeat=args.repeat)
     finally:
         subprocess.run(["scancel", array_id], env=env, capture_output=True)
+        shutil.rmtree(root, ignore_errors=True)
     lines = [
         "## Dashboard refresh (`launch/status.py`, issue 8)",
         "",
