@@ -124,8 +124,8 @@ def main(argv=None) -> int:
         live = queue.Collector(journal_dir=root / "journal", run=counter)
         results["live view (journal, 200x50 screen)"] = time_refresh(live, counter, height=50, max_rows=48,
                                                                      repeat=args.repeat)
-        results["--once (no screen limit; queued tasks as one range row)"] = time_refresh(live, counter, height=50, max_rows=None,
-                                                              repeat=max(1, args.repeat // 2))
+        results["--once (no screen limit; queued tasks as one range row)"] = time_refresh(
+            live, counter, height=50, max_rows=None, repeat=max(1, args.repeat // 2))
         everyone = queue.Collector(journal_dir=root / "none", all_jobs=True, run=counter)
         results["--all (no journal), 200x50 screen"] = time_refresh(everyone, counter, height=50, max_rows=48,
                                                                     repeat=args.repeat)

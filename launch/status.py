@@ -31,7 +31,7 @@ from rich.console import Console, Group
 from rich.table import Table
 from rich.text import Text
 
-from launch.queue import (ACTIVE_STATES, FAILED_STATES, Collector, JobRow, SlurmError, Snapshot, SweepSummary,
+from launch.queue import (ACTIVE_STATES, Collector, JobRow, SlurmError, Snapshot, SweepSummary,
                           read_journal, run_slurm, slurm_env, tail_lines)
 
 MIN_INTERVAL = 2.0
@@ -244,7 +244,8 @@ def render_view(snapshot: Snapshot, *, now: float, width: int | None = None, max
     ``pick_sweeps``, ``render_failures``, ``fit_rows``). ``collapse``: queued array tasks as range rows even when
     everything fits (``--once``; ``--json`` gives every row)."""
     header = Text(f"jobs at {time.strftime('%H:%M:%S', time.localtime(snapshot.time))}: ", style="bold")
-    header.append(state_counts(count_states(snapshot.rows)) or "no jobs in the journal (run launch/submit.py, or use --all)")
+    header.append(state_counts(count_states(snapshot.rows))
+                  or "no jobs in the journal (run launch/submit.py, or use --all)")
     shared = " (shared answer)" if snapshot.calls.get("shared") else ""
     header.append(f"  [squeue {snapshot.calls.get('squeue', 0)}{shared}, sacct {snapshot.calls.get('sacct', 0)}]",
                   style="dim")

@@ -289,7 +289,9 @@ if [ -n "$SLURM_ARRAY_TASK_ID" ]; then
   if [ $((SLURM_ARRAY_TASK_ID % 2)) = 0 ]; then status=completed code=0; else status=failed code=1; fi
 fi
 mkdir -p "$run_dir"
-echo "{\\"step\\": 20, \\"loss\\": 2.5, \\"eval_loss\\": 2.$((75 + ${SLURM_ARRAY_TASK_ID:-0})), \\"tokens_per_s\\": 1000, \\"time\\": $(date +%s)}" >> "$run_dir/metrics.jsonl"
+eval_loss=2.$((75 + ${SLURM_ARRAY_TASK_ID:-0}))
+echo "{\\"step\\": 20, \\"loss\\": 2.5, \\"eval_loss\\": $eval_loss, \\"tokens_per_s\\": 1000, \\"time\\": $(date +%s)}" \\
+  >> "$run_dir/metrics.jsonl"
 echo "{\\"status\\": \\"$status\\", \\"config\\": {\\"train\\": {\\"max_steps\\": 20}}}" > "$run_dir/run.json.tmp"
 mv "$run_dir/run.json.tmp" "$run_dir/run.json"
 if [ "$status" = failed ]; then echo "RuntimeError: loss is nan" >&2; fi
@@ -364,7 +366,8 @@ def submit_every_kind(root: Path, accounting: bool = True) -> tuple[dict[str, st
     # The running job's trainer: 1 step/s, 980 steps to go, 2-minute limit: it will not finish in this allocation.
     now = time.time()
     (runs / "running").mkdir(parents=True)
-    (runs / "running" / "run.json").write_text(json.dumps({"status": "running", "config": {"train": {"max_steps": 1000}}}))
+    (runs / "running" / "run.json").write_text(
+        json.dumps({"status": "running", "config": {"train": {"max_steps": 1000}}}))
     (runs / "running" / "metrics.jsonl").write_text("".join(
         json.dumps({"step": s, "loss": 4.0 - s / 100, "tokens_per_s": 5000.0, "time": now - 20 + s}) + "\n"
         for s in (10, 20)))
