@@ -38,6 +38,7 @@ EVENTS = "launch/events.jsonl"
 EXIT_REQUEUE = 75  # the trainer's code after a signal-triggered checkpoint (memorymodels.train.EXIT_REQUEUE)
 TIMEOUT_MARGIN_S = 90  # Slurm may deliver the --signal up to a minute early
 IGNORE_USR2 = 'trap "" USR2; exec '  # ignored dispositions survive exec and fork, down to every worker
+MAX_ATTEMPTS_WITHOUT_PROGRESS = 3  # consecutive stopped attempts at the same step before requeueing stops
 
 
 def record_event(run_dir: Path, event: str, **fields: Any) -> dict:
@@ -94,6 +95,7 @@ _WORDS = {
     "interrupted-outside": "was stopped by a signal from outside the launcher (scancel?): checkpointed, not requeued",
     "stopped": "was stopped by the checkpoint signal: checkpointed, not requeued",
     "failed": "failed (program error)",
+    "no-progress": "was stopped again without training a step: not requeued (raise time_limit)",
     "node-failure": "ended without a word (node failure, or killed): Slurm requeued it",
     "running": "running",
 }
@@ -148,6 +150,17 @@ def worker_pids(root: int) -> list[int]:
             else:
                 todo.append(child)
     return sorted(found) or [root]
+
+
+def _attempts_without_progress(run_dir: Path, step: int | None) -> int:
+    """How many attempts right before this one were also stopped at ``step`` (no optimizer step in between)."""
+    count = 0
+    for attempt in reversed(attempts(run_dir)[:-1]):
+        if attempt["outcome"].startswith("requeued-") and (attempt["step"] or 0) == (step or 0):
+            count += 1
+        else:
+            break
+    return count
 
 
 def _log_tail(path: Path | None, lines: int = 20) -> str:
@@ -275,6 +288,13 @@ class NodeLaunch(submitit.helpers.Checkpointable):
             return
         if job_env.global_rank != 0:
             sys.exit(0)  # node 0 requeues the whole job
+        stalled = _attempts_without_progress(self.run_dir, step)
+        if stalled >= MAX_ATTEMPTS_WITHOUT_PROGRESS:
+            record_event(self.run_dir, "exit", code=code, outcome="no-progress", step=step)
+            raise LaunchFailed(
+                f"{self.name}: {stalled + 1} attempts in a row were stopped at step {step or 0} without training a "
+                f"step; not requeued again. The time left after startup is too short: raise the profile's time_limit "
+                f"or lower signal_before_end_s, then submit again (the run resumes from its checkpoint).")
         record_event(self.run_dir, "exit", code=code, outcome="stopped", step=step)
         if callable(submitit_handler):
             submitit_handler(usr_sig, None)  # calls checkpoint(), then scontrol requeue, then exits

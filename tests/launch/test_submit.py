@@ -164,6 +164,22 @@ def test_attempts_tell_apart_preemption_timeout_node_failure_and_errors(tmp_path
     assert len(read_events(tmp_path)) == 11
 
 
+def test_requeueing_stops_after_attempts_without_progress(tmp_path):
+    from launch.job import MAX_ATTEMPTS_WITHOUT_PROGRESS, _attempts_without_progress
+
+    for step in (None, 0, 0):  # a time limit shorter than the startup: stopped before the first step, again and again
+        record_event(tmp_path, "start", job_id="9")
+        record_event(tmp_path, "signal", reason="timeout")
+        record_event(tmp_path, "exit", code=1, outcome="stopped", step=step)
+        record_event(tmp_path, "requeue", reason="timeout")
+    record_event(tmp_path, "start", job_id="9")
+    record_event(tmp_path, "signal", reason="timeout")
+    assert _attempts_without_progress(tmp_path, None) == 3 == MAX_ATTEMPTS_WITHOUT_PROGRESS
+    assert _attempts_without_progress(tmp_path, 5) == 0  # this attempt trained: requeue it
+    record_event(tmp_path, "exit", code=1, outcome="no-progress", step=0)
+    assert "without training a step: not requeued (raise time_limit)" in describe_attempts(tmp_path)
+
+
 # ---- real jobs ----------------------------------------------------------------------------------------------------
 
 
@@ -326,3 +342,47 @@ def test_local_profile_runs_the_same_job_without_slurm_and_requeues(state, tmp_p
     assert last_step(plan.run_dir) == 60 and (plan.run_dir / "checkpoint-60").is_dir()
     assert [a["outcome"] for a in attempts(plan.run_dir)] == ["requeued-preemption", "completed"]
     assert os.environ.get("SLURM_CONF") == env_before
+
+
+@pytest.mark.multinode
+def test_two_node_job_trains_with_one_torchrun_per_node(multinode_cluster, state, tmp_path):
+    out = submit_cli("--profile", "local-slurm-2node", "--experiment", str(DEBUG), "--json", "--wait",
+                     "--set", f"profile.checkpoint_root={tmp_path}", "--set", "train.max_steps=12")
+    assert out.returncode == 0, out.stdout + out.stderr
+    job = json.loads(out.stdout)
+    info = run_json(Path(job["run_dir"]))
+    assert info["status"] == "completed" and info["world_size"] == 4
+    (start,) = [e for e in read_events(job["run_dir"]) if e["event"] == "start"]
+    assert start["nodes"] == ["node1", "node2"]
+
+
+@pytest.mark.slurm
+@pytest.mark.slow
+def test_time_limit_signal_checkpoints_requeues_and_finishes(slurm_cluster, state, tmp_path):
+    """A 2-minute time limit: sbatch --signal=USR2@60 stops the run, it requeues until max_steps (a few minutes)."""
+    max_steps = 1000
+    out = submit_cli("--profile", "local-slurm", "--experiment", str(DEBUG), "--json",
+                     "--set", f"profile.checkpoint_root={tmp_path}", "--set", "profile.time_limit=2m",
+                     "--set", "profile.signal_before_end_s=60", "--set", f"train.max_steps={max_steps}",
+                     "--set", "train.save_steps=100000", "--set", "train.eval_steps=0")
+    assert out.returncode == 0, out.stderr
+    job = json.loads(out.stdout)
+    job_id, run_dir = job["job_id"], Path(job["run_dir"])
+    env = slurm_cluster.environ()
+    released = 0
+    deadline = time.monotonic() + 1200
+    while time.monotonic() < deadline:
+        line = subprocess.run(["scontrol", "show", "job", "-o", job_id], env=env, capture_output=True,
+                              text=True).stdout
+        requeues = sum(e["event"] == "requeue" for e in read_events(run_dir))
+        if "JobState=PENDING" in line and requeues > released:
+            time.sleep(3)  # see test_scancel_signal_requeues_through_torchrun_and_finishes_exactly
+            subprocess.run(["scontrol", "update", f"JobId={job_id}", "StartTime=now"], env=env, check=False)
+            released = requeues
+        if any(f"JobState={s}" in line for s in ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT")):
+            break
+        time.sleep(2)
+    outcomes = [a["outcome"] for a in attempts(run_dir)]
+    assert "JobState=COMPLETED" in line, describe_attempts(run_dir)
+    assert outcomes[0] == "requeued-timeout" and outcomes[-1] == "completed", outcomes
+    assert last_step(run_dir) == max_steps and run_json(run_dir)["restart_count"] == len(outcomes) - 1
