@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
 import types
 import typing
 from pathlib import Path
@@ -25,7 +26,7 @@ import re
 import yaml
 
 
-class _Loader(yaml.SafeLoader):
+class _Loader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # the C (libyaml) loader where PyYAML has it
     """SafeLoader that also reads ``5e-4`` and ``1e6`` as floats (YAML 1.1 wants a dot; users do not write one)."""
 
 
@@ -159,6 +160,12 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
     return value
 
 
+@functools.lru_cache(maxsize=None)
+def _schema(cls: type) -> tuple[dict, dict]:
+    """The resolved annotations and init fields of a dataclass (cached: resolving string annotations is slow)."""
+    return typing.get_type_hints(cls), {f.name: f for f in dataclasses.fields(cls) if f.init}
+
+
 def from_dict(cls: type, data: Mapping[str, Any] | None, *, source: str, section: str = ""):
     """Build the ``kw_only`` dataclass ``cls`` from ``data``, recursing into dataclass-typed fields.
 
@@ -167,8 +174,7 @@ def from_dict(cls: type, data: Mapping[str, Any] | None, *, source: str, section
     ``section`` the dotted prefix of this mapping within it.
     """
     data = dict(data or {})
-    hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    hints, fields = _schema(cls)
     prefix = f"{section}." if section else ""
     for key in data:
         if key not in fields:
