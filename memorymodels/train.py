@@ -433,6 +433,14 @@ def _finish(run_dir: Path, status: str, code: int, evaluate: bool, checkpoint: P
     return code
 
 
+def close_process_group() -> None:
+    """Destroy the process group before the interpreter exits. Left to interpreter shutdown, gloo's threads can abort a
+    worker after a completed run ("terminate called without an active exception", SIGABRT; pytorch/pytorch#190489):
+    torchrun then reports the run failed and the other node's torchrun waits 300 s in its exit barrier."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m memorymodels.train", description=__doc__.split("\n\n")[0])
     parser.add_argument("--experiment", required=True, help="experiment YAML (configs/experiments/NAME.yaml)")
@@ -444,10 +452,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         experiment = load_experiment(args.experiment, args.overrides)
         command = [sys.executable, "-m", "memorymodels.train", *(argv if argv is not None else sys.argv[1:])]
-        return train(experiment, args.run_dir, command=command, evaluate_at_end=not args.no_eval)
+        code = train(experiment, args.run_dir, command=command, evaluate_at_end=not args.no_eval)
     except (ConfigError, DataError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    close_process_group()
+    return code
 
 
 if __name__ == "__main__":
