@@ -164,11 +164,20 @@ def _attempts_without_progress(run_dir: Path, step: int | None) -> int:
 
 
 def _log_tail(path: Path | None, lines: int = 20) -> str:
+    """The last words of a failed run from its log: what the training processes printed just before torchrun's
+    "failed (exitcode: N)" report when there is one (torchrun's own summary names no cause), else the last lines."""
     if path is None or not Path(path).exists():
         return ""
     with open(path, "rb") as f:
-        f.seek(max(0, f.seek(0, os.SEEK_END) - 16384))
-        return "\n".join(f.read().decode(errors="replace").splitlines()[-lines:])
+        f.seek(max(0, f.seek(0, os.SEEK_END) - 65536))
+        text = f.read().decode(errors="replace").splitlines()
+    marks = [i for i, line in enumerate(text) if "failed (exitcode:" in line]
+    if marks:
+        start = marks[0]
+        while start > 0 and "failed (exitcode:" not in text[start - 1] and marks[0] - start < lines:
+            start -= 1
+        return "\n".join(text[start:marks[0] + 1])
+    return "\n".join(text[-lines:])
 
 
 def _run_status(run_dir: Path) -> tuple[str | None, int | None]:

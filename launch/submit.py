@@ -37,7 +37,7 @@ if __package__ in (None, ""):  # run as a script: python launch/submit.py
 
 from launch import journal  # noqa: E402
 from launch.cluster_info import ClusterInfo, SlurmUnavailable, check_plan, slurm_environ  # noqa: E402
-from launch.job import NodeLaunch, describe_attempts  # noqa: E402
+from launch.job import NodeLaunch, attempts, describe_attempts  # noqa: E402
 from launch.plan import (ACCELERATE_CONFIG, MAX_TIMEOUT_REQUEUES, SBATCH_SCRIPT, JobPlan, launch_dir,  # noqa: E402
                          plan_job, render_sbatch, split_overrides)
 from launch.profiles import list_profiles, load_profile  # noqa: E402
@@ -52,13 +52,22 @@ class SubmitError(RuntimeError):
 
 
 def check_data(plan: JobPlan) -> list[str]:
-    """The experiment's data exist: explicit tokenizer/data directories, or a local corpus path/glob."""
+    """The experiment's model parameters are valid and its data exist (explicit tokenizer/data directories, or a
+    local corpus path/glob), so a typo fails here rather than in the queue."""
     import glob
 
     from memorymodels.experiment import load_experiment
+    from memorymodels.models import model_config
+    from memorymodels.train import model_build_args
 
-    data = load_experiment(plan.experiment, plan.overrides).data
+    experiment = load_experiment(plan.experiment, plan.overrides)
+    data = experiment.data
     problems = []
+    try:
+        args = model_build_args(experiment, data.vocab_size)  # the tokenizer's exact size is known only in the job
+        model_config(args["name"], preset=args["preset"], **args["params"])
+    except (ConfigError, TypeError, KeyError) as exc:
+        problems.append(f"{plan.experiment}: 'model': {exc}")
     for key in ("tokenizer", "train_dir", "test_dir"):
         value = getattr(data, key)
         if value is not None and not Path(value).exists():
@@ -355,7 +364,8 @@ def wait_slurm(entry: dict, *, timeout: float | None = None, out=sys.stdout) -> 
     history = describe_attempts(run_dir)
     if history:
         print(history, file=out)
-    if state not in ("COMPLETED", "UNKNOWN"):
+    explained = any(a.get("log_tail") for a in attempts(run_dir)[-1:])
+    if state not in ("COMPLETED", "UNKNOWN") and not explained:
         print(f"--- last lines of {entry['stderr']} ---\n{_log_tail(entry['stderr'])}", file=out)
     return state
 

@@ -359,8 +359,11 @@ def test_two_node_job_trains_with_one_torchrun_per_node(multinode_cluster, state
 @pytest.mark.slurm
 @pytest.mark.slow
 def test_time_limit_signal_checkpoints_requeues_and_finishes(slurm_cluster, state, tmp_path):
-    """A 2-minute time limit: sbatch --signal=USR2@60 stops the run, it requeues until max_steps (a few minutes)."""
-    max_steps = 1000
+    """A 2-minute time limit: sbatch --signal=USR2@60 stops the run mid-way; it requeues and finishes max_steps.
+
+    The first attempt can train at most about a minute; the requeued job gets 10 minutes so that the test ends
+    however fast this machine is (a few minutes)."""
+    max_steps = 3000
     out = submit_cli("--profile", "local-slurm", "--experiment", str(DEBUG), "--json",
                      "--set", f"profile.checkpoint_root={tmp_path}", "--set", "profile.time_limit=2m",
                      "--set", "profile.signal_before_end_s=60", "--set", f"train.max_steps={max_steps}",
@@ -377,7 +380,8 @@ def test_time_limit_signal_checkpoints_requeues_and_finishes(slurm_cluster, stat
         requeues = sum(e["event"] == "requeue" for e in read_events(run_dir))
         if "JobState=PENDING" in line and requeues > released:
             time.sleep(3)  # see test_scancel_signal_requeues_through_torchrun_and_finishes_exactly
-            subprocess.run(["scontrol", "update", f"JobId={job_id}", "StartTime=now"], env=env, check=False)
+            subprocess.run(["scontrol", "update", f"JobId={job_id}", "StartTime=now", "TimeLimit=10"], env=env,
+                           check=False)
             released = requeues
         if any(f"JobState={s}" in line for s in ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT")):
             break
@@ -386,3 +390,26 @@ def test_time_limit_signal_checkpoints_requeues_and_finishes(slurm_cluster, stat
     assert "JobState=COMPLETED" in line, describe_attempts(run_dir)
     assert outcomes[0] == "requeued-timeout" and outcomes[-1] == "completed", outcomes
     assert last_step(run_dir) == max_steps and run_json(run_dir)["restart_count"] == len(outcomes) - 1
+
+
+def test_preflight_catches_bad_model_parameters_before_queueing(state, tmp_path):
+    from launch.submit import SubmitError, preflight
+
+    plan = plan_job(load_profile("local", [f"checkpoint_root={tmp_path}"]), DEBUG, overrides=["model.params.bogus=1"])
+    with pytest.raises(SubmitError) as err:
+        preflight([plan])
+    assert "preflight found problems; nothing was submitted" in str(err.value)
+    assert "'model': model 'autoencoding_mixer': unknown key 'bogus'" in str(err.value)
+    missing = plan_job(load_profile("local", [f"checkpoint_root={tmp_path}"]), DEBUG,
+                       overrides=["data.corpus=/nonexistent/*.txt"])
+    with pytest.raises(SubmitError, match="'data.corpus: /nonexistent/\\*.txt' matches no file"):
+        preflight([missing])
+
+
+@pytest.mark.slurm
+def test_a_program_error_is_reported_with_its_cause(slurm_cluster, state, tmp_path):
+    out = submit_cli("--profile", "local-slurm", "--experiment", str(DEBUG), "--no-preflight", "--wait",
+                     "--set", f"profile.checkpoint_root={tmp_path}", "--set", "model.params.bogus=1")
+    assert out.returncode == 1, out.stdout + out.stderr
+    assert "FAILED" in out.stdout and "failed (program error) (exit 1)" in out.stdout
+    assert "unknown key 'bogus'" in out.stdout  # the trainer's own words, not only torchrun's summary
