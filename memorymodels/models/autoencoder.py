@@ -5,7 +5,7 @@ decoderblocks -> lm_head``, trained with the unshifted cross entropy (position t
 sees the input only through the embedding.
 
 Differences from the seed (``mixer_autoencoder.AutoencodingMixer``), on purpose:
-- the unroll is one gather with a precomputed index (the seed looped over L slices), same windows;
+- the unroll is one gather with an index built from ``arange`` (the seed looped over L slices), same windows;
 - ``projection`` exists only when ``unroll=True`` (the seed always built it, an unused parameter under DDP); a seed
   checkpoint of a repeat model still loads strictly: its unused ``projection.*`` entries are dropped on load;
 - the last encoder block computes only the token the embedding is read from (exact: no other output is used);
