@@ -165,8 +165,25 @@ def run_cli(*args: str) -> subprocess.CompletedProcess:
                           text=True, timeout=120)
 
 
-def test_cli_dry_run_json_has_exactly_the_plan_keys():
-    out = run_cli("--profile", "a100x4", "--experiment", str(EXPERIMENT), "--launcher", "deepspeed", "--nodes", "2",
+def run_main(capsys, *args: str) -> subprocess.CompletedProcess:
+    """``launch/submit.py``'s main() in this process (argparse errors exit 2), output captured."""
+    from launch.submit import main
+
+    try:
+        code = main(list(args))
+    except SystemExit as exc:
+        code = exc.code
+    out, err = capsys.readouterr()
+    return subprocess.CompletedProcess(args, code, out, err)
+
+
+def test_cli_script_runs_from_the_repository_root():
+    out = run_cli("--list-profiles")
+    assert out.returncode == 0 and "v100x8" in out.stdout and "local-slurm-2node" in out.stdout
+
+
+def test_cli_dry_run_json_has_exactly_the_plan_keys(capsys):
+    out = run_main(capsys, "--profile", "a100x4", "--experiment", str(EXPERIMENT), "--launcher", "deepspeed", "--nodes", "2",
                   "--set", "profile.time_limit=2h", "--dry-run", "--json")
     assert out.returncode == 0, out.stderr
     data = json.loads(out.stdout)
@@ -174,12 +191,14 @@ def test_cli_dry_run_json_has_exactly_the_plan_keys():
     assert data["sbatch"]["time"] == 120 and "num_processes: 8" in data["accelerate_config"]
 
 
-def test_cli_errors_exit_2_with_the_message():
-    out = run_cli("--profile", "v100x9", "--dry-run")
+def test_cli_errors_exit_2_with_the_message(capsys):
+    out = run_main(capsys, "--profile", "v100x9", "--dry-run")
     assert out.returncode == 2 and "unknown profile 'v100x9'" in out.stderr and "v100x8" in out.stderr
-    out = run_cli("--profile", "v100x8", "--set", "profile.precision=bf16", "--dry-run")
+    out = run_main(capsys, "--profile", "v100x8", "--set", "profile.precision=bf16", "--dry-run")
     assert out.returncode == 2 and "'precision: bf16' is not supported by V100 GPUs; use fp16" in out.stderr
-    out = run_cli("--profile", "v100x8", "--nodes", "0", "--dry-run")
+    out = run_main(capsys, "--profile", "v100x8", "--nodes", "0", "--dry-run")
     assert out.returncode == 2 and "--nodes 0: must be 1 or more" in out.stderr
-    out = run_cli("--profile", "v100x8", "--launcher", "mpi", "--dry-run")
+    out = run_main(capsys, "--dry-run")
+    assert out.returncode == 2 and "--profile is required; profiles: a100x4" in out.stderr
+    out = run_main(capsys, "--profile", "v100x8", "--launcher", "mpi", "--dry-run")
     assert out.returncode == 2 and "invalid choice: 'mpi'" in out.stderr

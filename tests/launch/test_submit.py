@@ -209,8 +209,10 @@ def run_json(run_dir: Path) -> dict:
 
 
 @pytest.mark.slurm
-def test_preflight_stops_a_job_the_cluster_cannot_run(slurm_cluster, state, tmp_path):
-    out = submit_cli("--profile", "local-slurm", "--experiment", str(DEBUG), "--set", f"profile.checkpoint_root={tmp_path}",
+def test_preflight_stops_a_job_the_cluster_cannot_run(slurm_cluster, state, tmp_path, capsys):
+    from tests.launch.test_plan import run_main
+
+    out = run_main(capsys, "--profile", "local-slurm", "--experiment", str(DEBUG), "--set", f"profile.checkpoint_root={tmp_path}",
                      "--set", "profile.partition=gpu")
     assert out.returncode == 2, out.stdout + out.stderr
     assert "preflight found problems; nothing was submitted" in out.stderr
@@ -272,7 +274,9 @@ def test_scancel_signal_requeues_through_torchrun_and_finishes_exactly(slurm_clu
     assert states == {job_id: "COMPLETED"}, describe_attempts(run_dir)
     info = run_json(run_dir)
     assert info["status"] == "completed" and info["restart_count"] == 1
-    assert info["slurm_job_ids"] == [job_id, job_id]
+    assert info["slurm_job_ids"] == [job_id]  # a requeued job keeps its id; the attempts count the restarts
+    assert [(a["slurm"]["job_id"], a["slurm"].get("restart_count", "0")) for a in info["attempts"]] == [
+        (job_id, "0"), (job_id, "1")]
     assert last_step(run_dir) == max_steps and (run_dir / f"checkpoint-{max_steps}").is_dir()
     assert stopped_at.get("status") == "interrupted"
     outcomes = [a["outcome"] for a in attempts(run_dir)]
