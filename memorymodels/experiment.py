@@ -11,7 +11,6 @@ take dotted keys and are applied before validation. The run directory a config t
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import os
@@ -249,9 +248,3 @@ def run_name(experiment: Experiment, world_size: int) -> str:
     parts.append(data_label(experiment.data))
     return "_".join(parts)
 
-
-def replace(experiment: Experiment, **sections) -> Experiment:
-    """A copy with whole sections replaced (keeps ``source``)."""
-    copy = dataclasses.replace(experiment, **sections)
-    copy.source = experiment.source
-    return copy
