@@ -139,6 +139,15 @@ def last_step(run_dir: Path) -> int:
     return run_progress(run_dir)["step"] or 0
 
 
+def training(run_dir: Path, steps: int = 3) -> bool:
+    """Whether the run has logged ``steps`` steps; fails at once (with how it ended) if the job ended before."""
+    if last_step(run_dir) >= steps:
+        return True
+    ended = [a for a in attempts(run_dir) if a["outcome"] != "running"]
+    assert not ended, f"the job ended before training {steps} steps:\n{describe_attempts(run_dir)}"
+    return False
+
+
 def wait_until(predicate, timeout: float, what: str):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -161,6 +170,17 @@ def assert_same_losses(run: list[dict], ref: list[dict], where: str) -> None:
         print(f"{where}: {len(want)} {key} values within {worst:.1e} (relative) of the single-process run")
 
 
+def print_phases(run_dir: Path, where: str) -> None:
+    """Seconds from each attempt's job start to the trainer's start (imports, rendezvous, data), to the end of
+    training, and to the launcher's exit record (rank 0's end-of-run evaluation): shown with ``pytest -s``."""
+    starts = [e for e in read_events(run_dir) if e["event"] == "start"]
+    exits = [e for e in read_events(run_dir) if e["event"] == "exit"]
+    for i, (start, attempt, end) in enumerate(zip(starts, run_json(run_dir)["attempts"], exits), 1):
+        t0 = start["time"]
+        print(f"{where}, attempt {i}: trainer started {attempt['start'] - t0:.1f} s after the job, trained until "
+              f"{attempt['end'] - t0:.1f} s, launcher exit record at {end['time'] - t0:.1f} s ({end['outcome']})")
+
+
 def assert_one_writer(run_dir: Path) -> list[dict]:
     """Rank 0 alone wrote metrics.jsonl: one train line per step, none twice; the metrics."""
     metrics = read_metrics(run_dir)
@@ -177,7 +197,7 @@ def test_interrupted_two_node_job_requeues_and_resumes_on_both_nodes(multinode_c
     job = submit(tmp_path, "train.save_steps=100000")
     job_id, run_dir = job["job_id"], Path(job["run_dir"])
     try:
-        wait_until(lambda: last_step(run_dir) >= 3, 180, "the first training steps of the two-node job")
+        wait_until(lambda: training(run_dir), 180, "the first training steps of the two-node job")
         # the launcher's checkpoint signal, to the job's step (one submitit task per node), as sbatch --signal sends it
         subprocess.run(["scancel", "--signal=USR2", job_id], env=env, check=True)
         wait_until(lambda: any(e["event"] == "requeue" for e in read_events(run_dir)), 90, "the requeue")
@@ -198,7 +218,7 @@ def test_interrupted_two_node_job_requeues_and_resumes_on_both_nodes(multinode_c
             # not yet requeued (COMPLETING, REQUEUED), running again, or already done (gone from the controller)
             return not line or ("Restarts=1" in line and "JobState=RUNNING" in line) or "JobState=COMPLETED" in line
 
-        wait_until(started_again, 90, "the requeued job to start again")
+        wait_until(started_again, 180, "the requeued job to start again")
         finished(job, env, timeout=240)
     finally:
         cancel_if_running(job_id, env)
@@ -214,6 +234,7 @@ def test_interrupted_two_node_job_requeues_and_resumes_on_both_nodes(multinode_c
     assert last_step(run_dir) == MAX_STEPS and (run_dir / f"checkpoint-{MAX_STEPS}" / "COMPLETE").exists()
     # the resumed attempt continued the data order and the optimizer state: step for step the uninterrupted losses
     assert_same_losses(assert_one_writer(run_dir), reference(), f"two-node run stopped at step {stop_step}")
+    print_phases(run_dir, "interrupted two-node run")
 
 
 def test_two_node_torchrun_matches_a_single_process_run(multinode_cluster, reference, completed_job):
@@ -231,3 +252,4 @@ def test_two_node_torchrun_matches_a_single_process_run(multinode_cluster, refer
         assert {"COMPLETE", "model.safetensors", "optimizer.pt"} <= names, names
         assert {n for n in names if n.startswith("rng_state")} == {f"rng_state_{r}.pth" for r in range(WORLD)}
     assert_same_losses(assert_one_writer(run_dir), reference(), "two-node run")
+    print_phases(run_dir, "two-node run")
