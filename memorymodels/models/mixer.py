@@ -103,8 +103,11 @@ class CausalTokenMixer(nn.Module):
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
-        with torch.no_grad():  # seed checkpoints were masked only in forward: zero their upper triangles now
-            self.weight.mul_(self.mask)
+        # seed checkpoints were masked only in forward: zero their upper triangles now (skipped for a sharded
+        # weight of another shape; forward applies the mask either way)
+        if self.weight.shape[:2] == self.mask.shape[:2]:
+            with torch.no_grad():
+                self.weight.mul_(self.mask)
 
     def extra_repr(self) -> str:
         return f"length={self.length}, kernel={self.kernel}, causal={self.causal}"
