@@ -160,7 +160,10 @@ def sbatch_parameters(profile: Profile, *, name: str, nodes: int) -> dict[str, A
                    "mem": f"{int(mem_gb)}G" if mem_gb == int(mem_gb) else f"{int(mem_gb * 1024)}M",  # Slurm 22.05 rejects "GB"
                    "time": profile.time_minutes,
                    "signal_delay_s": profile.signal_before_end_s,
-                   "additional_parameters": {"requeue": True, **profile.sbatch_extra}})
+                   "additional_parameters": {"requeue": True, **profile.sbatch_extra},
+                   # srun does not inherit --cpus-per-task from sbatch in Slurm 22.05-23.02: without this the step, so
+                   # torchrun and all its workers, may be bound to one core
+                   "srun_args": ["--cpus-per-task", str(profile.cpus_per_gpu * procs)]})
     if profile.setup:
         params["setup"] = list(profile.setup)
     return params
