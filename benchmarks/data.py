@@ -95,10 +95,13 @@ PEAK_HELPER = (
 )
 
 
-def run_pretokenize(corpus: str, tokenizer_dir: Path, out: Path, context: int, mode: str) -> dict:
-    """Run the command in a subprocess; its wall time, peak RSS (MB) and manifest."""
+def run_pretokenize(corpus: str, tokenizer_dir: Path, out: Path, context: int, mode: str,
+                    shard_rows: int | None = None) -> dict:
+    """Run the command in a subprocess; its wall time, peak RSS (MB), CPU seconds and manifest."""
     command = [sys.executable, "-m", "memorymodels.data.pretokenize", "--corpus", corpus, "--tokenizer",
                str(tokenizer_dir), "--context", str(context), "--mode", mode, "--out", str(out)]
+    if shard_rows:
+        command += ["--shard-rows", str(shard_rows)]
     start = time.perf_counter()
     result = subprocess.run([sys.executable, "-c", PEAK_HELPER, *command], capture_output=True, text=True, cwd=ROOT)
     wall = time.perf_counter() - start
@@ -159,16 +162,45 @@ def main() -> None:
     parser.add_argument("--vocab-size", type=int, default=8000)
     parser.add_argument("--context", type=int, default=512)
     parser.add_argument("--repeats", type=int, default=2, help="runs of each measurement; the best is reported")
+    parser.add_argument("--memory-shard-rows", type=int, default=None,
+                        help="only measure peak memory of pretokenize, with shards of this many rows")
     parser.add_argument("--work", type=Path, default=None, help="scratch directory (default: a temporary one)")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "data.md")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="data-bench-", dir=args.work))
     try:
-        report = run(args, work)
+        report = memory_only(args, work) if args.memory_shard_rows else run(args, work)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     args.out.write_text(report)
     print(report)
+
+
+def memory_only(args, work: Path) -> str:
+    """Peak RSS of pretokenize (packed) as the corpus grows, with small shards so that every size fills several."""
+    tokenizer_dir = train_tokenizer("stdlib-small", args.vocab_size, work / "tokenizer")
+    lines = ["| corpus | text + eos tokens | shards | peak RSS MB |", "|---|---|---|---|"]
+    for size in args.sizes_mb:
+        corpus = work / f"corpus-{size:g}mb.jsonl"
+        make_corpus(corpus, size)
+        result = run_pretokenize(str(corpus), tokenizer_dir, work / f"out-{size:g}", args.context, "packed",
+                                 shard_rows=args.memory_shard_rows)
+        splits = result["manifest"]["splits"].values()
+        lines.append(f"| {size:g} MB | {sum(s['tokens'] for s in splits):,} | "
+                     f"{sum(len(s['shards']) for s in splits)} | {result['peak_mb']:.0f} |")
+        print(lines[-1], flush=True)
+        corpus.unlink()
+    command = (f"    .venv/bin/python benchmarks/data.py --sizes-mb {' '.join(map('{:g}'.format, args.sizes_mb))} "
+               f"--vocab-size {args.vocab_size} --context {args.context} --memory-shard-rows {args.memory_shard_rows}")
+    return "\n".join([
+        f"Peak memory only, with shards of {args.memory_shard_rows} rows "
+        f"({args.memory_shard_rows * args.context * 2 / 1e6:.1f} MB of uint16), so that every size fills several shards:",
+        "",
+        command,
+        "",
+        *lines,
+        "",
+    ])
 
 
 def run(args, work: Path) -> str:

@@ -158,8 +158,10 @@ class TokenDataset(torch.utils.data.Dataset):
         return self.example(self.tokens[shard][local])
 
     def __getitems__(self, indices) -> list[dict[str, torch.Tensor]]:
-        """Many rows at once (what ``DataLoader`` calls for a batch when the dataset has it)."""
-        return [self[i] for i in indices]
+        """Many rows at once (what ``DataLoader`` calls for a batch when the dataset has it): built as one batch,
+        handed back as rows for the collate function."""
+        batch = self.batch(indices)
+        return [{key: value[i] for key, value in batch.items()} for i in range(len(indices))]
 
     def batch(self, indices) -> dict[str, torch.Tensor]:
         """Stacked rows ``[len(indices), context]`` for the given row indices."""

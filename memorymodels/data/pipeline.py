@@ -255,7 +255,7 @@ def pretokenize(
     with _exclusive(out):
         if (manifest := _check_out_dir(out, settings)) is not None:
             return manifest
-        _write_json(out / PLAN_FILE, {k: v for k, v in settings.items()})
+        _write_json(out / PLAN_FILE, settings)
         for stale in list(out.glob("*/.*.tmp-*")):
             stale.unlink()  # half-written shards of a killed run (we hold the lock, so no one is writing them)
         started = time.time()
@@ -265,7 +265,7 @@ def pretokenize(
             docs = sum(r["docs"] for r in records)
             if docs == 0:
                 hint = ""
-                if split == "test":
+                if split == "test" and not corpus.spec.startswith("hf:"):
                     hint = f" (the held-out {TEST_PERCENT}% of documents, chosen by a hash of their path)"
                 raise DataError(
                     f"corpus '{corpus.spec}': the {split} split{hint} has no documents; the corpus is empty or too "

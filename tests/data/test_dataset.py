@@ -58,6 +58,8 @@ def test_works_with_a_dataloader(packed):
     loader = torch.utils.data.DataLoader(data, batch_size=4, shuffle=True, generator=torch.Generator().manual_seed(0))
     batch = next(iter(loader))
     assert batch["input_ids"].shape == (4, 16) and batch["labels"].dtype == torch.int64
+    ordered = next(iter(torch.utils.data.DataLoader(data, batch_size=len(data))))
+    assert ordered["labels"].tolist() == [data[i]["labels"].tolist() for i in range(len(data))]
 
 
 def test_pickles_without_the_mapped_data_and_verifies_checksums(packed, tmp_path):
