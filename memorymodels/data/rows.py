@@ -68,6 +68,8 @@ class Packer:
         self.last_doc = -1
 
     def add(self, encodings, positions, nbytes, first_offset: int = 0) -> Rows:
+        """Append a batch of encoded documents (``positions``: their corpus positions; ``first_offset``: tokens of the
+        first one already in finished shards) and return the full rows that are ready."""
         flat, lengths, counted = [], [], []
         for k, enc in enumerate(encodings):
             if not enc.ids:
@@ -93,6 +95,7 @@ class Packer:
         ids = stream[: n_rows * self.context].reshape(n_rows, self.context)
         self.carry = stream[n_rows * self.context:].copy()
 
+        # where a shard ending at each row resumes: the first document that ends after the row's end
         row_ends = self.position + self.context * np.arange(1, n_rows + 1, dtype=np.int64)
         self.position += n_rows * self.context
         after = np.searchsorted(ends, row_ends, side="right")
@@ -100,6 +103,8 @@ class Packer:
         next_doc = doc_positions[after]
         next_offset = np.where(after < len(kept), row_ends - starts[np.minimum(after, len(kept) - 1)], 0)
 
+        # documents (and their bytes) are counted in the row where they start; the resumed document was counted
+        # before the interruption, and documents starting in the carry wait as pending for the next row
         counted = np.asarray(counted)
         counted_starts = starts[counted]
         counted_bytes = np.concatenate([[0], np.cumsum(np.asarray([nbytes[i] for i in kept], dtype=np.int64)[counted])])
