@@ -56,7 +56,8 @@ def _owner(run_dir: Path) -> str | None:
         return None
     info = read_json(run_dir / RUN_JSON)
     if info is None:
-        return "" if any(run_dir.iterdir()) else None  # an empty directory is free to use
+        # Free when empty (temporary files of a run.json being written aside): another rank may be creating it.
+        return "" if any(not p.name.startswith(".") for p in run_dir.iterdir()) else None
     return str(info.get("identity", ""))
 
 
@@ -331,11 +332,7 @@ def start_run(run_dir: Path, experiment: Experiment, world_size: int, *, command
     attempt["command"] = command
     attempt["git_sha"] = git["sha"]
     if git["dirty"]:
-        diff_name = f"git-attempt{len(attempts) + 1}.diff"
-        tmp = run_dir / f".{diff_name}.tmp-{os.getpid()}"
-        tmp.write_text(git["diff"])
-        os.replace(tmp, run_dir / diff_name)
-        attempt["git_diff"] = diff_name
+        attempt["git_diff"] = f"git-attempt{len(attempts) + 1}.diff"
     attempts.append(attempt)
     info.update({
         "identity": identity(experiment, world_size),
@@ -358,7 +355,13 @@ def start_run(run_dir: Path, experiment: Experiment, world_size: int, *, command
         "end": None,
         "status": "running",
     })
+    # run.json first: until it exists the directory stays empty, so other ranks deriving the run directory at the
+    # same time (run_dir_for) never mistake it for a foreign one.
     write_json(run_dir / RUN_JSON, info)
+    if git["dirty"]:
+        tmp = run_dir / f".{attempt['git_diff']}.tmp-{os.getpid()}"
+        tmp.write_text(git["diff"])
+        os.replace(tmp, run_dir / attempt["git_diff"])
     return info
 
 

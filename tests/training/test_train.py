@@ -154,18 +154,19 @@ def test_gradient_accumulation_and_two_process_ddp_log_the_same_loss_as_one_big_
     common = dict(max_steps=3, eval_steps=0, learning_rate=1e-2, warmup_steps=0, data=padded_data)
     one = write_experiment("one", batch_size=8, gradient_accumulation_steps=1, **common)
     ga = write_experiment("ga", batch_size=4, gradient_accumulation_steps=2, **common)
-    ddp = write_experiment("ddp", batch_size=4, gradient_accumulation_steps=1, **common)
+    ddp = write_experiment("ddp", root=tmp_path / "ddp_root", batch_size=4, gradient_accumulation_steps=1, **common)
     for name, path in (("one", one), ("ga", ga)):
         done = run_module("memorymodels.train", "--experiment", str(path), "--no-eval", "--run-dir",
                           str(tmp_path / name))
         assert done.returncode == 0, done.stderr[-3000:]
     done = run_module("torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517", "-m",
-                      "memorymodels.train", "--experiment", str(ddp), "--no-eval", "--run-dir", str(tmp_path / "ddp"),
-                      timeout=300)
+                      "memorymodels.train", "--experiment", str(ddp), "--no-eval", timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
+    ddp_dir = _only_run_dir(tmp_path / "ddp_root")  # both ranks derived the same directory
+    assert ddp_dir.name == "autoencoding_mixer_d32_n2_c32_b4x2_data"
     reference = _losses(tmp_path / "one", 3)
     assert len(reference) == 3 and reference[0] > 1.0
     assert _losses(tmp_path / "ga", 3) == pytest.approx(reference, rel=2e-5)
-    assert _losses(tmp_path / "ddp", 3) == pytest.approx(reference, rel=2e-5)
-    info = json.loads((tmp_path / "ddp" / "run.json").read_text())
+    assert _losses(ddp_dir, 3) == pytest.approx(reference, rel=2e-5)
+    info = json.loads((ddp_dir / "run.json").read_text())
     assert info["world_size"] == 2 and info["status"] == "completed"
