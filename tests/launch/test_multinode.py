@@ -92,21 +92,32 @@ def reference(state, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def completed_job(multinode_cluster, state, tmp_path_factory):
-    """The uninterrupted two-node job, submitted when first asked for and followed by the test that checks it."""
-    job = submit(tmp_path_factory.mktemp("completed"))
-    yield job
-    cancel_if_running(job["job_id"], multinode_cluster.environ())
+def jobs(multinode_cluster, state, tmp_path_factory):
+    """Both two-node jobs, submitted at once through the CLI: ``completed`` trains uninterrupted, ``interrupted`` is
+    stopped by its test (no step checkpoints: the one it has is the one the signal made). Cancelled at the end if
+    a failed test left one behind."""
+    extra = {"interrupted": ["train.save_steps=100000"], "completed": []}
+    procs = {name: start_submit(tmp_path_factory.mktemp(name), *items) for name, items in extra.items()}
+    submitted = {name: submitted_job(proc) for name, proc in procs.items()}
+    yield submitted
+    for job in submitted.values():
+        cancel_if_running(job["job_id"], multinode_cluster.environ())
 
 
-def submit(checkpoint_root: Path, *extra: str) -> dict:
-    """``python launch/submit.py --profile local-slurm-2node --launcher torchrun`` on debug.yaml; its --json line."""
+def start_submit(checkpoint_root: Path, *extra: str) -> subprocess.Popen:
+    """``python launch/submit.py --profile local-slurm-2node --launcher torchrun --experiment debug.yaml --json``."""
     overrides = [f"profile.checkpoint_root={checkpoint_root}", *TRAIN, f"train.batch_size={BATCH}", *extra]
     args = [sys.executable, "launch/submit.py", "--profile", "local-slurm-2node", "--launcher", "torchrun",
             "--experiment", str(DEBUG), "--json", *(arg for item in overrides for arg in ("--set", item))]
-    out = subprocess.run(args, cwd=REPO_ROOT, capture_output=True, text=True, timeout=120, env=dict(os.environ))
-    assert out.returncode == 0, f"submit.py exited {out.returncode}\n{out.stdout}\n{out.stderr}"
-    return json.loads(out.stdout)
+    return subprocess.Popen(args, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=dict(os.environ))
+
+
+def submitted_job(proc: subprocess.Popen) -> dict:
+    """The submission's --json line: job_id, run_dir, stdout, stderr."""
+    stdout, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 0, f"submit.py exited {proc.returncode}\n{stdout}\n{stderr}"
+    return json.loads(stdout)
 
 
 def cancel_if_running(job_id: str, env: dict) -> None:
@@ -190,38 +201,34 @@ def assert_one_writer(run_dir: Path) -> list[dict]:
     return metrics
 
 
-# The requeue test comes first: its job must be stopped mid-run, while the completed job trains alongside.
-def test_interrupted_two_node_job_requeues_and_resumes_on_both_nodes(multinode_cluster, state, reference,
-                                                                     completed_job, tmp_path):
+# The requeue test comes first: its job must be stopped mid-run; the completed job trains alongside.
+def test_interrupted_two_node_job_requeues_and_resumes_on_both_nodes(multinode_cluster, reference, jobs):
     env = multinode_cluster.environ()
-    job = submit(tmp_path, "train.save_steps=100000")
+    job = jobs["interrupted"]
     job_id, run_dir = job["job_id"], Path(job["run_dir"])
-    try:
-        wait_until(lambda: training(run_dir), 180, "the first training steps of the two-node job")
-        # the launcher's checkpoint signal, to the job's step (one submitit task per node), as sbatch --signal sends it
-        subprocess.run(["scancel", "--signal=USR2", job_id], env=env, check=True)
-        wait_until(lambda: any(e["event"] == "requeue" for e in read_events(run_dir)), 90, "the requeue")
-        stop_step = last_step(run_dir)
-        assert run_json(run_dir)["status"] == "interrupted" and 0 < stop_step < MAX_STEPS, (
-            f"stopped at step {stop_step} of {MAX_STEPS}: the signal came too late; raise MAX_STEPS")
-        assert (run_dir / f"checkpoint-{stop_step}" / "COMPLETE").exists()
+    wait_until(lambda: training(run_dir), 180, "the first training steps of the two-node job")
+    # the launcher's checkpoint signal, to the job's step (one submitit task per node), as sbatch --signal sends it
+    subprocess.run(["scancel", "--signal=USR2", job_id], env=env, check=True)
+    wait_until(lambda: any(e["event"] == "requeue" for e in read_events(run_dir)), 90, "the requeue")
+    stop_step = last_step(run_dir)
+    assert run_json(run_dir)["status"] == "interrupted" and 0 < stop_step < MAX_STEPS, (
+        f"stopped at step {stop_step} of {MAX_STEPS}: the signal came too late; raise MAX_STEPS")
+    assert (run_dir / f"checkpoint-{stop_step}" / "COMPLETE").exists()
 
-        def started_again():
-            # Slurm holds a requeued job back (BeginTime, about two minutes): start it now, but not within the
-            # second of the requeue (slurmd refuses credentials issued in the second they were revoked)
-            line = subprocess.run(["scontrol", "show", "job", "-o", job_id], env=env, capture_output=True,
-                                  text=True).stdout
-            if "JobState=PENDING" in line:
-                time.sleep(3)
-                subprocess.run(["scontrol", "update", f"JobId={job_id}", "StartTime=now"], env=env, check=False)
-                return False
-            # not yet requeued (COMPLETING, REQUEUED), running again, or already done (gone from the controller)
-            return not line or ("Restarts=1" in line and "JobState=RUNNING" in line) or "JobState=COMPLETED" in line
+    def started_again():
+        # Slurm holds a requeued job back (BeginTime, about two minutes): start it now, but not within the
+        # second of the requeue (slurmd refuses credentials issued in the second they were revoked)
+        line = subprocess.run(["scontrol", "show", "job", "-o", job_id], env=env, capture_output=True,
+                              text=True).stdout
+        if "JobState=PENDING" in line:
+            time.sleep(3)
+            subprocess.run(["scontrol", "update", f"JobId={job_id}", "StartTime=now"], env=env, check=False)
+            return False
+        # not yet requeued (COMPLETING, REQUEUED), running again, or already done (gone from the controller)
+        return not line or ("Restarts=1" in line and "JobState=RUNNING" in line) or "JobState=COMPLETED" in line
 
-        wait_until(started_again, 180, "the requeued job to start again")
-        finished(job, env, timeout=240)
-    finally:
-        cancel_if_running(job_id, env)
+    wait_until(started_again, 180, "the requeued job to start again")
+    finished(job, env, timeout=240)
 
     info = run_json(run_dir)
     assert info["status"] == "completed" and info["restart_count"] == 1, describe_attempts(run_dir)
@@ -237,7 +244,8 @@ def test_interrupted_two_node_job_requeues_and_resumes_on_both_nodes(multinode_c
     print_phases(run_dir, "interrupted two-node run")
 
 
-def test_two_node_torchrun_matches_a_single_process_run(multinode_cluster, reference, completed_job):
+def test_two_node_torchrun_matches_a_single_process_run(multinode_cluster, reference, jobs):
+    completed_job = jobs["completed"]
     run_dir = finished(completed_job, multinode_cluster.environ(), timeout=300)
     info = run_json(run_dir)
     assert info["status"] == "completed" and info["world_size"] == WORLD and info["restart_count"] == 0
