@@ -92,7 +92,7 @@ _WORDS = {
     "completed": "completed",
     "requeued-timeout": "hit its time limit: checkpointed and requeued",
     "requeued-preemption": "was preempted: checkpointed and requeued",
-    "interrupted-outside": "was stopped by a signal from outside the launcher (scancel?): checkpointed, not requeued",
+    "interrupted-outside": "was stopped (Ctrl-C, or scancel without --signal): checkpointed, not requeued",
     "stopped": "was stopped by the checkpoint signal: checkpointed, not requeued",
     "failed": "failed (program error)",
     "no-progress": "was stopped again without training a step: not requeued (raise time_limit)",
@@ -235,7 +235,10 @@ class NodeLaunch(submitit.helpers.Checkpointable):
         # The handler only notes the signal; the loop below acts on it (waiting on a child inside a signal handler
         # can deadlock on Popen's lock).
         signal.signal(usr_sig, lambda signum, frame: self._note_signal(signum))
-        self._proc = subprocess.Popen(["bash", "-c", IGNORE_USR2 + self.command], env=env)
+        # Ctrl-C on a foreground local run (make demo): the training processes live in their own session so the
+        # terminal's SIGINT does not kill them mid-step; this task asks them to checkpoint instead (no requeue).
+        signal.signal(signal.SIGINT, lambda signum, frame: self._note_signal(signum, "interrupt"))
+        self._proc = subprocess.Popen(["bash", "-c", IGNORE_USR2 + self.command], env=env, start_new_session=True)
         forwarded = False
         while (code := self._proc.poll()) is None:
             if self._stopped_for is not None and not forwarded:
@@ -271,10 +274,10 @@ class NodeLaunch(submitit.helpers.Checkpointable):
         due = self._started + self.time_limit_s - self.signal_before_end_s - TIMEOUT_MARGIN_S
         return time.time() >= due
 
-    def _note_signal(self, signum: int) -> None:
+    def _note_signal(self, signum: int, reason: str | None = None) -> None:
         if self._stopped_for is None:
             self._signum = signum
-            self._stopped_for = "timeout" if self._timed_out() else "preemption"
+            self._stopped_for = reason or ("timeout" if self._timed_out() else "preemption")
 
     def _forward_stop(self, rank0: bool) -> None:
         """SIGTERM to this node's training processes (not to torchrun, which would kill them 30 s later)."""
@@ -297,6 +300,10 @@ class NodeLaunch(submitit.helpers.Checkpointable):
             return
         if job_env.global_rank != 0:
             sys.exit(0)  # node 0 requeues the whole job
+        if self._stopped_for == "interrupt":
+            record_event(self.run_dir, "exit", code=code, outcome="interrupted-outside", step=step)
+            raise LaunchFailed(f"{self.name}: stopped by Ctrl-C; checkpoint at step {step} in {self.run_dir}. Run the "
+                               f"same command again to resume.")
         stalled = _attempts_without_progress(self.run_dir, step)
         if stalled >= MAX_ATTEMPTS_WITHOUT_PROGRESS:
             record_event(self.run_dir, "exit", code=code, outcome="no-progress", step=step)

@@ -300,23 +300,51 @@ def follow_local(job, entry: dict, out=sys.stdout) -> int:
     success, 1 on failure (with the log's last lines)."""
     run_dir = Path(entry["run_dir"])
     last = ""
-    while not job.done():
-        line = _progress_line(run_dir)
-        if line != last:
-            print(f"  {time.strftime('%H:%M:%S')}  {line}", file=out, flush=True)
-            last = line
-        time.sleep(1.0)
+    try:
+        while not job.done():
+            line = _progress_line(run_dir)
+            if line != last:
+                print(f"  {time.strftime('%H:%M:%S')}  {line}", file=out, flush=True)
+                last = line
+            time.sleep(1.0)
+    except KeyboardInterrupt:
+        return _stop_local(job, entry, out)
     try:
         job.result()
     except Exception as exc:  # noqa: BLE001 - submitit re-raises the job's error as text
-        print(f"job {entry['job_id']} failed: {str(exc).strip().splitlines()[-1] if str(exc).strip() else exc}",
-              file=out)
-        print(f"--- last lines of {entry['stderr']} ---\n{_log_tail(entry['stderr'])}", file=out)
+        text = str(exc)
+        reason = text[text.rfind("LaunchFailed:") + len("LaunchFailed:"):].strip() if "LaunchFailed:" in text else ""
+        if reason:
+            print(f"job {entry['job_id']}: {reason}", file=out)
+        else:
+            print(f"job {entry['job_id']} failed; --- last lines of {entry['stderr']} ---\n"
+                  f"{_log_tail(entry['stderr'])}", file=out)
         return 1
     print(f"  {time.strftime('%H:%M:%S')}  {_progress_line(run_dir)}", file=out)
     _print_evaluation(run_dir, out)
     print(f"run dir: {run_dir}", file=out)
     return 0
+
+
+def _stop_local(job, entry: dict, out) -> int:
+    """Ctrl-C: the job's task asks the training processes to checkpoint (see launch/job.py); wait for that."""
+    from memorymodels.runs import run_progress
+
+    run_dir = Path(entry["run_dir"])
+    print("\nCtrl-C: the training processes save a checkpoint and stop (Ctrl-C again to kill them)", file=out,
+          flush=True)
+    try:
+        deadline = time.monotonic() + 600
+        while time.monotonic() < deadline and run_progress(run_dir).get("status") == "running":
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        job.cancel(check=False)
+        print(f"killed; the run resumes from its last complete checkpoint in {run_dir}", file=out)
+        return 130
+    progress = run_progress(run_dir)
+    print(f"{progress.get('status')} at step {progress.get('step')}: {run_dir}\nrun the same command again to "
+          f"resume", file=out)
+    return 130
 
 
 def _print_evaluation(run_dir: Path, out) -> None:
