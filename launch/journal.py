@@ -10,7 +10,7 @@ Files live in ``<state>/journal/<submission_id>.json`` (``<state>`` is ``$MEMORY
                "stdout": ".../123_0_log.out", "stderr": ".../123_0_log.err"}]}
 
 Writers: ``launch/submit.py`` (``record``), once per submission, after the jobs are accepted. Readers: the dashboard
-(``launch/status.py``), ``launch/queue.py`` and the sweep report (``load_all``). Files are written to a temporary name
+(``launch/status.py``), ``launch/jobqueue.py`` and the sweep report (``load_all``). Files are written to a temporary name
 and renamed, so a reader never sees half a file; a file that cannot be parsed is skipped with a warning.
 """
 

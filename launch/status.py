@@ -8,7 +8,7 @@
     python launch/status.py --logs 123_4     # the last lines of a job's logs (job id or run name)
     python launch/status.py --cancel 123_4   # cancel a job, an array, or a whole sweep (submission id or sweep name)
 
-Each refresh makes one ``squeue`` call and at most one ``sacct`` call for all jobs together (``launch/queue.py``).
+Each refresh makes one ``squeue`` call and at most one ``sacct`` call for all jobs together (``launch/jobqueue.py``).
 ``MEMORYMODELS_SACCT=off`` never calls ``sacct``: finished jobs are then read from their run directories and logs.
 ``--once`` and ``--json`` exit with 1 when the controller did not answer (the rows are then the last known).
 """
@@ -31,7 +31,7 @@ from rich.console import Console, Group
 from rich.table import Table
 from rich.text import Text
 
-from launch.queue import (ACTIVE_STATES, Collector, JobRow, SlurmError, Snapshot, SweepSummary,
+from launch.jobqueue import (ACTIVE_STATES, Collector, JobRow, SlurmError, Snapshot, SweepSummary,
                           read_journal, run_slurm, slurm_env, tail_lines)
 
 MIN_INTERVAL = 2.0

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from launch.queue import (Collector, SlurmError, expand_array, explain_reason, infer_state, normalize_state,
+from launch.jobqueue import (Collector, SlurmError, expand_array, explain_reason, infer_state, normalize_state,
                           parse_duration, parse_sacct, parse_squeue, read_journal, squeue_command)
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -485,7 +485,7 @@ def test_live_cluster_without_accounting(slurm_cluster, tmp_path_factory, monkey
 
 @pytest.mark.slurm
 def test_live_all_jobs_of_the_user_without_journal(live, tmp_path):
-    from launch.queue import run_slurm
+    from launch.jobqueue import run_slurm
 
     ids, _ = live
     argvs: list[list[str]] = []

@@ -1,6 +1,6 @@
 """The state of the project's jobs, for the dashboard: one ``squeue`` and at most one ``sacct`` call per refresh.
 
-    from launch.queue import Collector
+    from launch.jobqueue import Collector
     snapshot = Collector().refresh()                  # the jobs in .state/journal/ (and local runs)
     snapshot = Collector(all_jobs=True).refresh()     # every job of this user
     Collector(accounting="off")                       # never call sacct (clusters that restrict it)
@@ -21,19 +21,6 @@ counted, missing columns become ``None``.
 """
 
 from __future__ import annotations
-
-import sys
-
-if __name__ == "queue":  # pragma: no cover - imported as the standard library's `queue`
-    # `python launch/<script>.py` puts launch/ first on sys.path, so `import queue` in the standard library
-    # (multiprocessing, concurrent.futures, logging.handlers) finds this file. Hand it the real module instead:
-    # the import system returns whatever sys.modules holds once this file has run.
-    import importlib.util
-    import sysconfig
-
-    _spec = importlib.util.spec_from_file_location("queue", f"{sysconfig.get_path('stdlib')}/queue.py")
-    sys.modules["queue"] = importlib.util.module_from_spec(_spec)
-    _spec.loader.exec_module(sys.modules["queue"])
 
 import dataclasses
 import functools
