@@ -330,7 +330,7 @@ def test_local_profile_runs_the_same_job_without_slurm_and_requeues(state, tmp_p
     from launch.submit import _jobs_in_flight, follow_local, submit_plans
 
     env_before = os.environ.get("SLURM_CONF")
-    plan = plan_job(load_profile("local", [f"checkpoint_root={tmp_path}"]), DEBUG,
+    plan = plan_job(load_profile("local", [f"checkpoint_root={tmp_path}", "cpus_per_gpu=1"]), DEBUG,  # 2 cores here
                     overrides=["train.max_steps=60", "train.save_steps=100000", "train.eval_steps=0",
                                "train.logging_steps=2"])
     submission = submit_plans([plan])
