@@ -288,7 +288,8 @@ def load_profile(name_or_path: str | Path, overrides: Iterable[str | tuple[str, 
     for key in ("name", "source"):
         if key in data:
             raise ConfigError(f"{path}: '{key}' is set from the file name, not a key of the file; remove it")
-    source = str(_display(path)) + (f" (with --set {' '.join(f'profile.{o}' if isinstance(o, str) else f'profile.{o[0]}={o[1]}' for o in overrides)})" if overrides else "")
+    items = [f"profile.{o}" if isinstance(o, str) else f"profile.{o[0]}={o[1]}" for o in overrides]
+    source = str(_display(path)) + (f" (with --set {' '.join(items)})" if items else "")
     try:
         return from_dict(Profile, {**data, "name": path.stem, "source": source}, source=source)
     except ConfigError as exc:

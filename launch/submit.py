@@ -30,7 +30,7 @@ import shlex
 import sys
 import time
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 if __package__ in (None, ""):  # run as a script: python launch/submit.py
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
