@@ -34,6 +34,8 @@ cluster: install
 cluster-down:
 	$(PY) launch/local_cluster.py down
 
+# Two nodes (network namespaces) when the machine allows it, so the multinode tests need no restart mid-run.
 test: install
-	@$(PY) launch/local_cluster.py up || echo "make test: the local Slurm cluster did not start (reason above); tests marked 'slurm' will be skipped"
+	@$(PY) launch/local_cluster.py up --nodes 2 || $(PY) launch/local_cluster.py up || \
+		echo "make test: the local Slurm cluster did not start (reason above); tests marked 'slurm' will be skipped"
 	$(PY) -m pytest $(PYTEST_ARGS)
