@@ -37,6 +37,18 @@ from launch.profiles import REPO_ROOT
 
 pytestmark = [pytest.mark.slurm, pytest.mark.multinode]
 
+
+def node_names(cluster) -> list[str]:
+    """The namespace nodes of this cluster: node1, node2 (c<k>-node1, ... when another local cluster runs beside)."""
+    return [node["name"] for node in cluster.net["nodes"]]
+
+
+def nodelist(cluster) -> str:
+    """Slurm's compressed node list of the two nodes, e.g. ``node[1-2]``."""
+    first = node_names(cluster)[0]
+    return f"{first[:-1]}[1-2]"
+
+
 DEBUG = REPO_ROOT / "configs" / "experiments" / "debug.yaml"
 WORLD = 4  # 2 nodes x 2 processes (cluster_profiles/local-slurm-2node.yaml)
 BATCH = 8  # per process; the single-process reference takes BATCH x WORLD
@@ -234,9 +246,11 @@ def test_interrupted_two_node_job_requeues_and_resumes_on_both_nodes(multinode_c
     assert info["status"] == "completed" and info["restart_count"] == 1, describe_attempts(run_dir)
     assert info["slurm_job_ids"] == [job_id] and info["world_size"] == WORLD  # a requeued job keeps its id
     assert [(a["slurm"]["job_id"], a["slurm"]["job_nodelist"], a["world_size"], a["resumed_from_step"])
-            for a in info["attempts"]] == [(job_id, "node[1-2]", WORLD, None), (job_id, "node[1-2]", WORLD, stop_step)]
+            for a in info["attempts"]] == [(job_id, nodelist(multinode_cluster), WORLD, None),
+                                           (job_id, nodelist(multinode_cluster), WORLD, stop_step)]
     starts = [e for e in read_events(run_dir) if e["event"] == "start"]
-    assert [(e["restart_count"], e["nodes"]) for e in starts] == [(0, ["node1", "node2"]), (1, ["node1", "node2"])]
+    nodes = node_names(multinode_cluster)
+    assert [(e["restart_count"], e["nodes"]) for e in starts] == [(0, nodes), (1, nodes)]
     assert [a["outcome"] for a in attempts(run_dir)] == ["requeued-preemption", "completed"], describe_attempts(run_dir)
     assert last_step(run_dir) == MAX_STEPS and (run_dir / f"checkpoint-{MAX_STEPS}" / "COMPLETE").exists()
     # the resumed attempt continued the data order and the optimizer state: step for step the uninterrupted losses
@@ -250,10 +264,10 @@ def test_two_node_torchrun_matches_a_single_process_run(multinode_cluster, refer
     info = run_json(run_dir)
     assert info["status"] == "completed" and info["world_size"] == WORLD and info["restart_count"] == 0
     (attempt,) = info["attempts"]
-    assert attempt["slurm"]["job_nodelist"] == "node[1-2]" and attempt["world_size"] == WORLD
+    assert attempt["slurm"]["job_nodelist"] == nodelist(multinode_cluster) and attempt["world_size"] == WORLD
     assert info["slurm_job_ids"] == [completed_job["job_id"]]
     (start,) = [e for e in read_events(run_dir) if e["event"] == "start"]
-    assert start["nodes"] == ["node1", "node2"] and start["host"] == "node1"
+    assert start["nodes"] == node_names(multinode_cluster) and start["host"] == node_names(multinode_cluster)[0]
     # the ranks of both nodes saved into the one shared run directory: the RNG states of all four ranks
     for step in (40, 80):
         names = {p.name for p in (run_dir / f"checkpoint-{step}").iterdir()}

@@ -348,18 +348,6 @@ def test_local_profile_runs_the_same_job_without_slurm_and_requeues(state, tmp_p
     assert os.environ.get("SLURM_CONF") == env_before
 
 
-@pytest.mark.multinode
-def test_two_node_job_trains_with_one_torchrun_per_node(multinode_cluster, state, tmp_path):
-    out = submit_cli("--profile", "local-slurm-2node", "--experiment", str(DEBUG), "--json", "--wait",
-                     "--set", f"profile.checkpoint_root={tmp_path}", "--set", "train.max_steps=12")
-    assert out.returncode == 0, out.stdout + out.stderr
-    job = json.loads(out.stdout)
-    info = run_json(Path(job["run_dir"]))
-    assert info["status"] == "completed" and info["world_size"] == 4
-    (start,) = [e for e in read_events(job["run_dir"]) if e["event"] == "start"]
-    assert start["nodes"] == ["node1", "node2"]
-
-
 @pytest.mark.slurm
 @pytest.mark.slow
 def test_time_limit_signal_checkpoints_requeues_and_finishes(slurm_cluster, state, tmp_path):
