@@ -144,8 +144,11 @@ def load_checkpoint(model: torch.nn.Module, checkpoint: Path) -> None:
         state = torch.load(checkpoint / "pytorch_model.bin", map_location="cpu", weights_only=True)
     else:
         raise SystemExit(f"{checkpoint}: no model.safetensors or pytorch_model.bin; is it a checkpoint directory?")
+    from memorymodels.train import tied_names
+
     missing, unexpected = model.load_state_dict(state, strict=False)
-    if unexpected or [k for k in missing if not k.endswith("mask")]:
+    tied = tied_names(model)  # saved once (see train.without_aliases); loading one restores both
+    if unexpected or [k for k in missing if not k.endswith("mask") and k not in tied]:
         raise SystemExit(f"{checkpoint}: weights do not fit the model in run.json "
                          f"(missing {missing[:5]}, unexpected {unexpected[:5]})")
 

@@ -246,6 +246,23 @@ class MetricsWriter(TrainerCallback):
         self.flush()
 
 
+def without_aliases(state_dict: dict) -> dict:
+    """The state dict with every tensor that shares memory with an earlier entry left out (``lm_head.weight`` of a
+    model whose head is tied to ``wte.weight``): loading it with ``strict=False`` restores both through the tie."""
+    kept, seen = {}, set()
+    for name, tensor in state_dict.items():
+        key = (tensor.untyped_storage().data_ptr(), tensor.storage_offset(), tuple(tensor.shape), tensor.dtype)
+        if tensor.device.type == "meta" or key not in seen:
+            seen.add(key)
+            kept[name] = tensor
+    return kept
+
+
+def tied_names(model: torch.nn.Module) -> set[str]:
+    """Names of parameters that are the same tensor as an earlier one (what ``without_aliases`` leaves out)."""
+    return set(model.state_dict()) - set(without_aliases(model.state_dict()))
+
+
 class RunTrainer(Trainer):
     """Trainer with the loss weighted by tokens across micro-batches and ranks, and marked-complete checkpoints.
 
@@ -279,6 +296,11 @@ class RunTrainer(Trainer):
         elif model.training:  # no count (cannot happen with labels): plain mean over micro-batches
             loss = loss / self.current_gradient_accumulation_steps
         return (loss, outputs) if return_outputs else loss
+
+    def _save(self, output_dir=None, state_dict=None):
+        # safetensors refuses tensors that share memory (tied embeddings, tie_weights=True): save each once.
+        state_dict = self.model.state_dict() if state_dict is None else state_dict
+        super()._save(output_dir, state_dict=without_aliases(state_dict))
 
     def _save_checkpoint(self, model, trial):
         super()._save_checkpoint(model, trial)
@@ -316,6 +338,7 @@ def training_arguments(experiment: Experiment, run_dir: Path, precision: str, sh
         fp16=precision == "fp16",
         use_cpu=not cuda,
         ddp_backend="gloo" if not cuda and world()[1] > 1 else None,
+        ddp_find_unused_parameters=False,  # every model uses all its parameters (tests/models checks each one)
         torch_compile=t.compile,
         report_to="none",
         disable_tqdm=not show_progress,

@@ -351,14 +351,15 @@ def test_local_profile_runs_the_same_job_without_slurm_and_requeues(state, tmp_p
 @pytest.mark.slurm
 @pytest.mark.slow
 def test_time_limit_signal_checkpoints_requeues_and_finishes(slurm_cluster, state, tmp_path):
-    """A 2-minute time limit: sbatch --signal=USR2@60 stops the run mid-way; it requeues and finishes max_steps.
+    """A 2-minute time limit: sbatch --signal=USR2@90 stops the run mid-way; it requeues and finishes max_steps.
 
-    The first attempt can train at most about a minute; the requeued job gets 10 minutes so that the test ends
-    however fast this machine is (a few minutes)."""
+    The signal comes about 30 s into the first attempt (Slurm checks limits every few seconds), long before 3,000
+    debug steps are done on any machine; the requeued job gets 10 minutes so that the test ends however slow this
+    machine is (a few minutes)."""
     max_steps = 3000
     out = submit_cli("--profile", "local-slurm", "--experiment", str(DEBUG), "--json",
                      "--set", f"profile.checkpoint_root={tmp_path}", "--set", "profile.time_limit=2m",
-                     "--set", "profile.signal_before_end_s=60", "--set", f"train.max_steps={max_steps}",
+                     "--set", "profile.signal_before_end_s=90", "--set", f"train.max_steps={max_steps}",
                      "--set", "train.save_steps=100000", "--set", "train.eval_steps=0")
     assert out.returncode == 0, out.stderr
     job = json.loads(out.stdout)
