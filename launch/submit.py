@@ -58,7 +58,7 @@ def check_data(plan: JobPlan) -> list[str]:
 
     from memorymodels.experiment import load_experiment
     from memorymodels.models import model_config
-    from memorymodels.train import model_build_args
+    from memorymodels.experiment import model_build_args
 
     experiment = load_experiment(plan.experiment, plan.overrides)
     data = experiment.data

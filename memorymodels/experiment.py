@@ -248,3 +248,23 @@ def run_name(experiment: Experiment, world_size: int) -> str:
     parts.append(data_label(experiment.data))
     return "_".join(parts)
 
+
+def model_build_args(experiment: Experiment, n_vocab: int) -> dict:
+    """``{"name", "preset", "params"}`` for ``build_model``: n_vocab and length filled in unless set.
+
+    ``length`` is the data context, or context / n_chunks for chunked memory models; the result is recorded in
+    run.json so evaluation rebuilds exactly the trained model.
+    """
+    params = dict(experiment.model.params)
+    merged = preset_params(experiment)
+    params.setdefault("n_vocab", n_vocab)
+    if "length" not in params:
+        context, chunks = experiment.data.context, merged.get("n_chunks")
+        if chunks:
+            if context % chunks:
+                raise ConfigError(f"{experiment.source}: 'data.context' {context} is not a multiple of "
+                                  f"'model.params.n_chunks' {chunks}; set model.params.length explicitly")
+            params["length"] = context // chunks
+        else:
+            params["length"] = context
+    return {"name": experiment.model.name, "preset": experiment.model.preset, "params": params}

@@ -29,7 +29,7 @@ from transformers.trainer_callback import PrinterCallback
 
 from memorymodels.configuration import ConfigError
 from memorymodels.data.errors import DataError
-from memorymodels.experiment import REPO_ROOT, Experiment, identity, load_experiment, preset_params, state_dir
+from memorymodels.experiment import REPO_ROOT, Experiment, identity, load_experiment, model_build_args, state_dir
 from memorymodels import runs
 
 EXIT_REQUEUE = 75
@@ -76,27 +76,6 @@ def load_data(experiment: Experiment) -> Data:
     train = TokenDataset(train_dir, "train", expect_tokenizer=tokenizer_dir, expect_context=cfg.context)
     test = TokenDataset(test_dir, "test", expect_tokenizer=tokenizer_dir, expect_context=cfg.context)
     return Data(tokenizer_dir, train, test, len(load_tokenizer(tokenizer_dir)))
-
-
-def model_build_args(experiment: Experiment, n_vocab: int) -> dict:
-    """``{"name", "preset", "params"}`` for ``build_model``: n_vocab and length filled in unless set.
-
-    ``length`` is the data context, or context / n_chunks for chunked memory models; the result is recorded in
-    run.json so evaluation rebuilds exactly the trained model.
-    """
-    params = dict(experiment.model.params)
-    merged = preset_params(experiment)
-    params.setdefault("n_vocab", n_vocab)
-    if "length" not in params:
-        context, chunks = experiment.data.context, merged.get("n_chunks")
-        if chunks:
-            if context % chunks:
-                raise ConfigError(f"{experiment.source}: 'data.context' {context} is not a multiple of "
-                                  f"'model.params.n_chunks' {chunks}; set model.params.length explicitly")
-            params["length"] = context // chunks
-        else:
-            params["length"] = context
-    return {"name": experiment.model.name, "preset": experiment.model.preset, "params": params}
 
 
 def build(args: dict, *, context: int | None = None, source: str = "") -> torch.nn.Module:

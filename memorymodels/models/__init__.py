@@ -8,37 +8,28 @@ Every model: ``forward(input_ids, labels=None, attention_mask=None) -> (loss, lo
 row) and ``embedding_values`` (numbers stored per row; None for causal LMs). Models never move themselves to a device.
 """
 
-from .autoencoder import AutoencodingMixer, TruncatedModel, frozen_mixer_encoder, load_state_dict_file, unroll_index
-from .memory import (
-    FrozenMemoryMixer,
-    MemoryMixer,
-    ProjMemoryMixer,
-    RecurrentMemoryMixer,
-    VariableMemoryMixer,
-    chunked_lm_loss,
-    copy_task,
-)
-from .mixer import CausalTokenMixer, FeedForward, LanguageMixer, MixerBlock, MixerHead
 from .registry import MODELS, PRESETS, ModelEntry, build_model, length_for_context, model_config
 
-_TRANSFORMER = {
-    "AutoencodingTransfixer",
-    "LlamaCLM",
-    "LlamaStack",
-    "MemoryTransformer",
-    "RecurrentMemoryTransformer",
-    "TransformerAutoencoder",
-    "VariableMemoryTransformer",
-    "attention_mask_4d",
+# The model classes import torch (and the Llama baselines transformers): seconds that the launcher, which only
+# validates configs through the registry, should not pay. They load on first use.
+_LAZY = {
+    "autoencoder": ["AutoencodingMixer", "TruncatedModel", "frozen_mixer_encoder", "load_state_dict_file",
+                    "unroll_index"],
+    "memory": ["FrozenMemoryMixer", "MemoryMixer", "ProjMemoryMixer", "RecurrentMemoryMixer", "VariableMemoryMixer",
+               "chunked_lm_loss", "copy_task"],
+    "mixer": ["CausalTokenMixer", "FeedForward", "LanguageMixer", "MixerBlock", "MixerHead"],
+    "transformer": ["AutoencodingTransfixer", "LlamaCLM", "LlamaStack", "MemoryTransformer",
+                    "RecurrentMemoryTransformer", "TransformerAutoencoder", "VariableMemoryTransformer",
+                    "attention_mask_4d"],
 }
+_MODULE_OF = {name: module for module, names in _LAZY.items() for name in names}
 
 
 def __getattr__(name):
-    # the Llama baselines import transformers (seconds): loaded on first use, not with the package
-    if name in _TRANSFORMER:
-        from . import transformer
+    if name in _MODULE_OF:
+        import importlib
 
-        return getattr(transformer, name)
+        return getattr(importlib.import_module(f".{_MODULE_OF[name]}", __name__), name)
     raise AttributeError(f"module 'memorymodels.models' has no attribute '{name}'")
 
 

@@ -15,9 +15,10 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any, Callable, Literal
+from typing import TYPE_CHECKING, Any, Callable, Literal
 
-from torch import nn
+if TYPE_CHECKING:  # the registry itself needs no torch: the launcher validates configs without importing it
+    from torch import nn
 
 from ..configuration import ConfigError, from_dict, unknown_key_message
 
@@ -297,47 +298,46 @@ def _frozen_memory_encoder(config) -> dict[str, Any]:
     return {"encoder_model": encoder.requires_grad_(False)}
 
 
-def _transformer(name: str) -> Callable[..., nn.Module]:
-    """A transformer model class, imported when first built: importing transformers takes seconds, and the
-    launcher and the mixer-only paths should not pay for it."""
+def _lazy(module: str, name: str) -> Callable[..., nn.Module]:
+    """A model class imported when first built: the classes import torch (and the Llama baselines transformers),
+    seconds that the launcher, which validates configs here before submitting, should not pay."""
 
     def construct(*args, **kwargs):
-        from . import transformer
+        import importlib
 
-        return getattr(transformer, name)(*args, **kwargs)
+        return getattr(importlib.import_module(f".{module}", __package__), name)(*args, **kwargs)
 
     construct.__name__ = construct.__qualname__ = name
     return construct
 
 
 def _entries() -> dict[str, ModelEntry]:
-    from . import memory
-    from .autoencoder import AutoencodingMixer
-    from .mixer import LanguageMixer
-
     return {
-        "language_mixer": ModelEntry(cls=LanguageMixer, config=LanguageMixerConfig),
-        "autoencoding_mixer": ModelEntry(cls=AutoencodingMixer, config=AutoencodingMixerConfig,
-                                         modules=_frozen_encoder),
-        "memory_mixer": ModelEntry(cls=memory.MemoryMixer, config=MemoryMixerConfig, args=MEMORY_ARGS),
-        "proj_memory_mixer": ModelEntry(cls=memory.ProjMemoryMixer, config=ProjMemoryMixerConfig, args=MEMORY_ARGS),
-        "frozen_memory_mixer": ModelEntry(cls=memory.FrozenMemoryMixer, config=FrozenMemoryMixerConfig,
+        "language_mixer": ModelEntry(cls=_lazy("mixer", "LanguageMixer"), config=LanguageMixerConfig),
+        "autoencoding_mixer": ModelEntry(cls=_lazy("autoencoder", "AutoencodingMixer"),
+                                         config=AutoencodingMixerConfig, modules=_frozen_encoder),
+        "memory_mixer": ModelEntry(cls=_lazy("memory", "MemoryMixer"), config=MemoryMixerConfig, args=MEMORY_ARGS),
+        "proj_memory_mixer": ModelEntry(cls=_lazy("memory", "ProjMemoryMixer"), config=ProjMemoryMixerConfig,
+                                        args=MEMORY_ARGS),
+        "frozen_memory_mixer": ModelEntry(cls=_lazy("memory", "FrozenMemoryMixer"), config=FrozenMemoryMixerConfig,
                                           args=("n_vocab", "encoder_model", "encoder_dim", "dim", "depth", "length"),
                                           modules=_frozen_memory_encoder, drop=("encoder_checkpoint",)),
-        "variable_memory_mixer": ModelEntry(cls=memory.VariableMemoryMixer, config=VariableMemoryMixerConfig,
-                                            args=MEMORY_ARGS, modules=_frozen_encoder),
-        "recurrent_memory_mixer": ModelEntry(cls=memory.RecurrentMemoryMixer, config=RecurrentMemoryMixerConfig),
-        "llama_clm": ModelEntry(cls=_transformer("LlamaCLM"), config=LlamaCLMConfig),
-        "transformer_autoencoder": ModelEntry(cls=_transformer("TransformerAutoencoder"),
+        "variable_memory_mixer": ModelEntry(cls=_lazy("memory", "VariableMemoryMixer"),
+                                            config=VariableMemoryMixerConfig, args=MEMORY_ARGS,
+                                            modules=_frozen_encoder),
+        "recurrent_memory_mixer": ModelEntry(cls=_lazy("memory", "RecurrentMemoryMixer"),
+                                             config=RecurrentMemoryMixerConfig),
+        "llama_clm": ModelEntry(cls=_lazy("transformer", "LlamaCLM"), config=LlamaCLMConfig),
+        "transformer_autoencoder": ModelEntry(cls=_lazy("transformer", "TransformerAutoencoder"),
                                               config=TransformerAutoencoderConfig),
-        "autoencoding_transfixer": ModelEntry(cls=_transformer("AutoencodingTransfixer"),
+        "autoencoding_transfixer": ModelEntry(cls=_lazy("transformer", "AutoencodingTransfixer"),
                                               config=AutoencodingTransfixerConfig),
-        "variable_memory_transformer": ModelEntry(cls=_transformer("VariableMemoryTransformer"),
+        "variable_memory_transformer": ModelEntry(cls=_lazy("transformer", "VariableMemoryTransformer"),
                                                   config=VariableMemoryTransformerConfig, args=MEMORY_ARGS),
-        "recurrent_memory_transformer": ModelEntry(cls=_transformer("RecurrentMemoryTransformer"),
+        "recurrent_memory_transformer": ModelEntry(cls=_lazy("transformer", "RecurrentMemoryTransformer"),
                                                    config=RecurrentMemoryTransformerConfig),
-        "memory_transformer": ModelEntry(cls=_transformer("MemoryTransformer"), config=MemoryTransformerConfig,
-                                         args=MEMORY_ARGS),
+        "memory_transformer": ModelEntry(cls=_lazy("transformer", "MemoryTransformer"),
+                                         config=MemoryTransformerConfig, args=MEMORY_ARGS),
     }
 
 

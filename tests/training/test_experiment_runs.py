@@ -18,7 +18,7 @@ EXPERIMENTS = sorted((REPO / "configs" / "experiments").glob("*.yaml"))
 @pytest.mark.parametrize("path", EXPERIMENTS, ids=lambda p: p.name)
 def test_shipped_experiments_load(path):
     from memorymodels.models import model_config
-    from memorymodels.train import model_build_args
+    from memorymodels.experiment import model_build_args
 
     experiment = load_experiment(path)
     assert experiment.train.max_steps >= 1
