@@ -422,6 +422,8 @@ def _make_trainer(experiment: Experiment, run_dir: Path, model, data: Data, prec
 
 def _finish(run_dir: Path, status: str, code: int, evaluate: bool, checkpoint: Path | None) -> int:
     """Record how this attempt ended; after a completed run print the evaluation table (rank 0)."""
+    # Every rank of a completed run gets here after the same step; an interrupted one may not have trained together.
+    close_process_group(synchronize=status == "completed")
     if world()[0] == 0:
         _StopFlag.training = True  # a signal during the evaluation no longer interrupts anything worth saving
         if (run_dir / runs.RUN_JSON).exists():
@@ -435,11 +437,16 @@ def _finish(run_dir: Path, status: str, code: int, evaluate: bool, checkpoint: P
     return code
 
 
-def close_process_group() -> None:
-    """Destroy the process group before the interpreter exits. Left to interpreter shutdown, gloo's threads can abort a
-    worker after a completed run ("terminate called without an active exception", SIGABRT; pytorch/pytorch#190489):
-    torchrun then reports the run failed and the other node's torchrun waits 300 s in its exit barrier."""
+def close_process_group(*, synchronize: bool = False) -> None:
+    """Destroy the process group before the interpreter exits, all ranks together when ``synchronize``.
+
+    Left to interpreter shutdown, or destroyed by some ranks while rank 0 still evaluates, gloo's threads can abort a
+    worker after a completed run ("terminate called without an active exception", SIGABRT; pytorch/pytorch#190489,
+    seen on the two-node cluster): torchrun then reports the run failed and the other node's torchrun waits 300 s in
+    its exit barrier. So a completed run's ranks meet at a barrier and shut down together before rank 0 evaluates."""
     if torch.distributed.is_available() and torch.distributed.is_initialized():
+        if synchronize:
+            torch.distributed.barrier()
         torch.distributed.destroy_process_group()
 
 
