@@ -339,14 +339,14 @@ class SlurmError(RuntimeError):
 
 
 def slurm_env() -> dict[str, str]:
-    """The environment for Slurm commands: the local cluster's ``SLURM_CONF`` when it runs and none is set."""
+    """The environment for Slurm commands (``launch.cluster_info.slurm_environ``: ``SLURM_CONF`` as set, else the
+    local cluster's when it runs), never raising: a broken local cluster must not stop the dashboard; the Slurm call
+    reports it."""
+    from launch.cluster_info import slurm_environ
+
     try:
-        from launch.local_cluster import slurm_environ
-    except ImportError:
-        return dict(os.environ)
-    try:
-        return dict(slurm_environ())
-    except Exception:  # a broken local cluster must not stop the dashboard; the Slurm call reports it
+        return slurm_environ()
+    except Exception:
         return dict(os.environ)
 
 
