@@ -14,6 +14,10 @@ compiled, seed, ...) so that load from other processes hits them alike; the tabl
 The seed formulations (``tests/models/seed_reference.py``): AutoencodingMixer with the causal mask written into
 ``conv.weight.data`` every forward, the unroll as a Python loop of L slices + cat, cross entropy on [b, V, t] logits;
 VariableMemoryMixer encoding and decoding its chunks one at a time in Python loops.
+
+On CPU the process keeps freed host memory (``memorymodels/hostmemory.py``, as the trainer does) for every
+implementation alike; ``--glibc-default-malloc`` measures glibc's defaults instead, under which a quarter of a step
+at the reference size is page faults on freshly mapped logits.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # for tests.models.seed_reference
 
+from memorymodels.hostmemory import keep_freed_host_memory  # noqa: E402
 from memorymodels.models import build_model  # noqa: E402
 from tests.models.seed_reference import SeedAutoencodingMixer, SeedVariableMemoryMixer  # noqa: E402
 
@@ -159,7 +164,11 @@ def main(argv=None) -> tuple[list[dict], float]:
     parser.add_argument("--only", nargs="*", help="families to run (default: all)")
     parser.add_argument("--no-compile", action="store_true")
     parser.add_argument("--compile-mode", default=None, help="torch.compile mode, e.g. max-autotune-no-cudagraphs")
+    parser.add_argument("--glibc-default-malloc", action="store_true",
+                        help="leave glibc's mmap/trim defaults (the trainer turns them off on CPU: hostmemory.py)")
     args = parser.parse_args(argv)
+    # as the trainer does on CPU, for every implementation alike: freed logits are reused, not faulted back in
+    kept = args.device == "cpu" and not args.glibc_default_malloc and keep_freed_host_memory()
 
     torch.manual_seed(0)
     if args.device == "cpu":
@@ -191,6 +200,7 @@ def main(argv=None) -> tuple[list[dict], float]:
         print_table(new, file=sys.stderr)  # progress
     peak = statistics.median(peaks)
     load = f"; load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs" if args.device == "cpu" else ""
+    load += "; host malloc keeps freed memory" if kept else "; host malloc: glibc defaults" if args.device == "cpu" else ""
     print(f"\nmatmul peak ({args.device}, {args.dtype}, n={args.peak_size}, median of rounds): {peak / 1e9:.1f} GFLOP/s"
           f"{load}; threads={args.threads}; V={args.vocab}, d={args.dim}, depth={args.depth}, L={args.length}, "
           f"batch={args.batch}\n")

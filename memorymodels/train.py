@@ -30,6 +30,7 @@ from transformers.trainer_callback import PrinterCallback
 from memorymodels.configuration import ConfigError
 from memorymodels.data.errors import DataError
 from memorymodels.experiment import REPO_ROOT, Experiment, identity, load_experiment, model_build_args, state_dir
+from memorymodels.hostmemory import keep_freed_host_memory
 from memorymodels import runs
 
 EXIT_REQUEUE = 75
@@ -355,6 +356,8 @@ def train(experiment: Experiment, run_dir: Path | None = None, *, command: list[
     run_dir = Path(run_dir)
     runs.check_run_dir(run_dir, identity(experiment, world_size))
     precision = resolve_precision(experiment.train.precision, experiment.source)
+    if not torch.cuda.is_available():
+        keep_freed_host_memory()  # a quarter of a CPU step was page faults on the freed logits (hostmemory.py)
     try:
         data = load_data(experiment)
         build_args = model_build_args(experiment, data.n_vocab)
