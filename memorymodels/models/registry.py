@@ -277,7 +277,22 @@ class ModelEntry:
             values.update(self.modules(config))
         for key in self.drop:
             del values[key]
-        return self.cls(*[values.pop(name) for name in self.args], **values)
+        return mark_blocks(self.cls(*[values.pop(name) for name in self.args], **values))
+
+
+BLOCK_CLASSES = ("MixerBlock", "LlamaDecoderLayer")
+
+
+def mark_blocks(model: nn.Module) -> nn.Module:
+    """Name the model's block classes in ``_no_split_modules`` (the transformers convention), for FSDP.
+
+    accelerate's ``TRANSFORMER_BASED_WRAP`` (``configs/fsdp_config.yaml``) shards each module of these classes as one
+    unit; with none named it wraps only the root, and every rank gathers the whole model at once. The classes present
+    depend on the configuration (a memory transformer's encoder is mixer or Llama blocks), so they are read from the
+    built model; accelerate refuses a named class that the model does not contain.
+    """
+    model._no_split_modules = sorted({type(m).__name__ for m in model.modules()} & set(BLOCK_CLASSES))
+    return model
 
 
 def _frozen_encoder(config) -> dict[str, Any]:
