@@ -134,17 +134,17 @@ def _latest_checkpoint(run_dir: Path) -> Path:
 
 
 def load_checkpoint(model: torch.nn.Module, checkpoint: Path) -> None:
-    """Load a Trainer checkpoint's weights (model.safetensors or pytorch_model.bin) into ``model``."""
-    checkpoint = Path(checkpoint)
-    if (checkpoint / "model.safetensors").exists():
-        from safetensors.torch import load_file
-
-        state = load_file(str(checkpoint / "model.safetensors"))
-    elif (checkpoint / "pytorch_model.bin").exists():
-        state = torch.load(checkpoint / "pytorch_model.bin", map_location="cpu", weights_only=True)
-    else:
-        raise SystemExit(f"{checkpoint}: no model.safetensors or pytorch_model.bin; is it a checkpoint directory?")
+    """Load a Trainer checkpoint's weights (model.safetensors, pytorch_model.bin or FSDP shards) into ``model``."""
+    from memorymodels.models import load_state_dict_file
     from memorymodels.train import tied_names
+
+    checkpoint = Path(checkpoint)
+    if not checkpoint.is_dir():
+        raise SystemExit(f"{checkpoint}: not a checkpoint directory (give RUN_DIR/checkpoint-STEP)")
+    try:
+        state = load_state_dict_file(checkpoint)
+    except FileNotFoundError as exc:
+        raise SystemExit(f"{exc}; is it a checkpoint directory?") from None
 
     missing, unexpected = model.load_state_dict(state, strict=False)
     tied = tied_names(model)  # saved once (see train.without_aliases); loading one restores both

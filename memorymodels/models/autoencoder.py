@@ -71,14 +71,23 @@ class TruncatedModel(nn.Module):
         return x
 
 
+FSDP_SHARDS = "pytorch_model_fsdp_0"  # accelerate's SHARDED_STATE_DICT model folder (configs/fsdp_config.yaml)
+
+
 def load_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:
-    """A state dict from a ``.safetensors`` / ``.bin`` / ``.pt`` file, or from a checkpoint directory holding one."""
+    """A state dict from a ``.safetensors`` / ``.bin`` / ``.pt`` file, or from a checkpoint directory holding one.
+
+    A checkpoint directory written under FSDP with sharded state dicts holds ``pytorch_model_fsdp_0/`` instead; its
+    shards are merged here on the CPU, without a process group, into the same full state dict.
+    """
     path = Path(path)
     if path.is_dir():
         names = ("model.safetensors", "pytorch_model.bin", "model.pt")
         found = [path / n for n in names if (path / n).is_file()]
+        if not found and (path / FSDP_SHARDS / ".metadata").is_file():
+            return load_sharded(path / FSDP_SHARDS)
         if not found:
-            raise FileNotFoundError(f"{path}: no {', '.join(names)} in this checkpoint directory")
+            raise FileNotFoundError(f"{path}: no {', '.join(names)} or {FSDP_SHARDS}/ in this checkpoint directory")
         path = found[0]
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such checkpoint file (give a .safetensors/.bin/.pt file or its directory)")
@@ -87,6 +96,19 @@ def load_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:
 
         return load_file(str(path))
     return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def load_sharded(folder: Path) -> dict[str, torch.Tensor]:
+    """The full state dict of a torch.distributed.checkpoint folder (accelerate saves ``{"model": state_dict}``)."""
+    import tempfile
+
+    from torch.distributed.checkpoint.format_utils import dcp_to_torch_save
+
+    with tempfile.TemporaryDirectory() as tmp:
+        merged = Path(tmp) / "model.pt"
+        dcp_to_torch_save(folder, merged)
+        state = torch.load(merged, map_location="cpu", weights_only=True)
+    return state["model"] if set(state) == {"model"} else state
 
 
 def frozen_mixer_encoder(path: str | Path) -> "TruncatedModel":
