@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from launch import local_cluster
+from launch.local_config import MULTINODE_PARTITION
 
 REPO = Path(local_cluster.__file__).resolve().parent.parent
 SCRIPT = [sys.executable, str(REPO / "launch" / "local_cluster.py")]
@@ -201,7 +202,7 @@ def _netns() -> list[str]:
 @pytest.mark.multinode
 def test_two_node_job_runs_srun_on_both_namespace_nodes(multinode_cluster, tmp_path, wait_for_job):
     nodes = [n["name"] for n in multinode_cluster.net["nodes"]]
-    job = _slurm(["sbatch", "--parsable", "-p", local_cluster.MULTINODE_PARTITION, "-N2", "--ntasks-per-node=1",
+    job = _slurm(["sbatch", "--parsable", "-p", MULTINODE_PARTITION, "-N2", "--ntasks-per-node=1",
                   f"--chdir={tmp_path}", "--output=out.txt", "--wrap", "srun hostname"], multinode_cluster.conf)
     assert job.returncode == 0, job.stderr
     job_id = job.stdout.strip()
@@ -215,14 +216,14 @@ def test_down_removes_exactly_the_namespaces_links_and_hosts_entries_up_created(
     hosts_before = Path("/etc/hosts").read_text()
     proc = _cli("up", "--nodes", "2", "--no-accounting", state=second_state)
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    settings = local_cluster._load_settings(second_state / "slurm")
+    settings = local_cluster.load_settings(second_state / "slurm")
     net = settings["net"]
     assert net["index"] != multinode_cluster.net["index"], "two clusters must not share a subnet"
     names = [n["name"] for n in net["nodes"]]
     for node in net["nodes"]:
         assert node["netns"] in _netns()
         assert f"{node['address']}\t{node['name']}" in Path("/etc/hosts").read_text()
-    sinfo = _slurm(["sinfo", "-h", "-N", "-p", local_cluster.MULTINODE_PARTITION, "-o", "%N %T"],
+    sinfo = _slurm(["sinfo", "-h", "-N", "-p", MULTINODE_PARTITION, "-o", "%N %T"],
                    second_state / "slurm" / "slurm.conf")
     assert sorted(line.split()[0] for line in sinfo.stdout.splitlines()) == sorted(names)
 
