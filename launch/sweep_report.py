@@ -83,7 +83,7 @@ def _fmt(value: Any) -> str:
 
 def render(rows: list[dict[str, Any]], axes: list[str], title: str = "") -> Table:
     """The report table (pure: no files, no cluster)."""
-    from launch.sweeps import short_keys
+    from launch.sweep_file import short_keys
 
     table = Table(title=title or None)
     table.add_column("cell", justify="right")

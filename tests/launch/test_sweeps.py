@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from launch.sweeps import chunk, expand_cells, load_sweep, plan_cells, short_keys
+from launch.sweep_file import chunk, expand_cells, load_sweep, plan_cells, short_keys
 from memorymodels.configuration import ConfigError
 
 REPO = Path(__file__).resolve().parents[2]
@@ -126,7 +126,8 @@ def debug_sweep(tmp_path: Path, grid: dict, name: str = "abl", **extra) -> Path:
 def test_every_cell_plan_equals_plan_job(tmp_path):
     from launch.plan import plan_job
     from launch.profiles import load_profile
-    from launch.sweeps import cell_items, plan_sweep
+    from launch.sweep_file import cell_items
+    from launch.sweeps import plan_sweep
     from memorymodels.experiment import load_experiment
 
     sweep = load_sweep(debug_sweep(tmp_path, {"model.params.kernel": [1, 2], "train.learning_rate": [1e-3, 2.5e-3]}))
