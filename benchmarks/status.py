@@ -38,6 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from rich.console import Console  # noqa: E402
 
 from launch import jobqueue as queue  # noqa: E402
+from launch.cluster_info import run_slurm  # noqa: E402
 from launch.local_cluster import slurm_environ  # noqa: E402
 from launch.status import render_view  # noqa: E402
 
@@ -54,7 +55,7 @@ class Counting:
         self.calls[argv[0]] = self.calls.get(argv[0], 0) + 1
         start = time.perf_counter()
         try:
-            return queue.run_slurm(argv, env=self.env)
+            return run_slurm(argv, env=self.env)
         finally:
             self.seconds += time.perf_counter() - start
 

@@ -23,8 +23,19 @@ if __package__ in (None, ""):  # run as a script: python launch/cluster_info.py
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 
-class SlurmUnavailable(RuntimeError):
-    """Slurm's commands are missing or cannot reach the controller; the message says what to do."""
+class SlurmError(RuntimeError):
+    """A Slurm client command is missing, failed or did not answer. The message names the command and Slurm's own
+    error in one line (the dashboard shows it in its stale-data banner); ``hint`` says what to do (the submitter
+    prints both: :func:`explain`)."""
+
+    def __init__(self, message: str, hint: str = ""):
+        super().__init__(message)
+        self.hint = hint
+
+
+def explain(exc: SlurmError) -> str:
+    """The error and what to do about it, on two lines."""
+    return f"{exc}\n{exc.hint}" if exc.hint else str(exc)
 
 
 def slurm_environ(slurm_conf: str | None = None) -> dict[str, str]:
@@ -44,19 +55,27 @@ def slurm_environ(slurm_conf: str | None = None) -> dict[str, str]:
 
 
 def run_slurm(args: list[str], env: dict[str, str] | None = None, timeout: float = 30) -> str:
-    """Run a Slurm command and return its stdout; SlurmUnavailable names the command and its error."""
+    """Run one Slurm client command and return its stdout; any failure is a :class:`SlurmError`."""
+    command = shlex.join(args) if len(shlex.join(args)) <= 80 else f"{args[0]} ..."
+    local_hint = "start the project's cluster with `python launch/local_cluster.py up`"
+    conf = (os.environ if env is None else env).get("SLURM_CONF")
+    if conf and not os.path.isfile(conf):  # Slurm's clients would retry for a minute before saying so
+        raise SlurmError(f"SLURM_CONF={conf}: no such file",
+                         "point the profile's slurm_conf (or SLURM_CONF) at the cluster's slurm.conf, or unset it "
+                         "to use the default")
     try:
         out = subprocess.run(args, env=env, capture_output=True, text=True, timeout=timeout)
     except FileNotFoundError:
-        raise SlurmUnavailable(f"'{args[0]}' is not installed here; submit from a Slurm login node, or start the "
-                               f"project's cluster with `python launch/local_cluster.py up`") from None
+        raise SlurmError(f"'{args[0]}' is not installed here",
+                         f"submit from a Slurm login node, or {local_hint}") from None
     except subprocess.TimeoutExpired:
-        raise SlurmUnavailable(f"'{shlex.join(args)}' did not answer in {timeout:.0f} s; is slurmctld up?") from None
+        raise SlurmError(f"'{command}': no answer from the controller within {timeout:.0f} s",
+                         "is slurmctld up? (`python launch/local_cluster.py status` for the project's cluster)") from None
     if out.returncode != 0:
-        conf = (env or os.environ).get("SLURM_CONF", "the default slurm.conf")
-        raise SlurmUnavailable(f"'{shlex.join(args)}' failed (SLURM_CONF={conf}): {out.stderr.strip() or out.stdout.strip()}"
-                               f"\nstart the local cluster with `python launch/local_cluster.py up`, or point "
-                               f"SLURM_CONF (or the profile's slurm_conf) at your cluster")
+        lines = (out.stderr.strip() or out.stdout.strip()).splitlines()
+        raise SlurmError(f"'{command}' exited with {out.returncode}: {lines[-1] if lines else 'no message'}",
+                         f"SLURM_CONF={conf or 'the default slurm.conf'}: {local_hint}, or point SLURM_CONF (or the profile's slurm_conf) "
+                         "at your cluster")
     return out.stdout
 
 
@@ -250,7 +269,11 @@ def check_plan(plan, info: ClusterInfo, array_size: int = 1) -> list[str]:
 
 def main() -> int:
     env = slurm_environ()
-    info = ClusterInfo.query(env)
+    try:
+        info = ClusterInfo.query(env)
+    except SlurmError as exc:
+        print(f"cluster_info: {explain(exc)}", file=sys.stderr)
+        return 1
     print(f"SLURM_CONF={env.get('SLURM_CONF', '(default)')}  MaxArraySize={info.max_array_size}")
     for p in info.partitions.values():
         print(f"partition {p.name}{' (default)' if p.default else ''}: {p.state}, max time "

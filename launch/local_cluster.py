@@ -42,9 +42,7 @@ from launch.local_config import (Layout, conf_path, init_settings, load_settings
 from launch.local_daemons import daemon_pid, start_daemons, stop_daemon  # noqa: E402
 from launch.local_network import NET_LOCK_DIR, net_down, net_plan, net_up  # noqa: E402
 from launch.local_processes import ClusterError, pid_of, preflight, run  # noqa: E402
-
-TERMINAL_STATES = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL", "PREEMPTED",
-                   "BOOT_FAIL", "DEADLINE", "REVOKED", "SPECIAL_EXIT"}
+from launch.slurm_output import TERMINAL_STATES  # noqa: E402
 
 
 # --------------------------------------------------------------------------------------------------------------------

@@ -31,8 +31,9 @@ from rich.console import Console, Group
 from rich.table import Table
 from rich.text import Text
 
-from launch.jobqueue import (ACTIVE_STATES, Collector, JobRow, SlurmError, Snapshot, SweepSummary,
-                          read_journal, run_slurm, slurm_env, tail_lines)
+from launch.cluster_info import SlurmError, run_slurm
+from launch.jobqueue import Collector, JobRow, Snapshot, SweepSummary, read_journal, slurm_env, tail_lines
+from launch.slurm_output import ACTIVE_STATES
 
 MIN_INTERVAL = 2.0
 # when rows must be cut from the screen, these states stay longest (failures rank 1, anything else 3)

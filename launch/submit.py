@@ -36,7 +36,7 @@ if __package__ in (None, ""):  # run as a script: python launch/submit.py
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from launch import journal  # noqa: E402
-from launch.cluster_info import ClusterInfo, SlurmUnavailable, check_plan, slurm_environ  # noqa: E402
+from launch.cluster_info import ClusterInfo, SlurmError, check_plan, explain, slurm_environ  # noqa: E402
 from launch.job import NodeLaunch, attempts, describe_attempts  # noqa: E402
 from launch.plan import (ACCELERATE_CONFIG, MAX_TIMEOUT_REQUEUES, SBATCH_SCRIPT, JobPlan, launch_dir,  # noqa: E402
                          plan_job, render_sbatch, split_overrides)
@@ -100,8 +100,8 @@ def preflight(plans: list[JobPlan], *, info: ClusterInfo | None = None, array_si
         if info is None:
             try:
                 info = ClusterInfo.query(slurm_environ(plans[0].profile.slurm_conf))
-            except SlurmUnavailable as exc:
-                raise SubmitError(f"preflight: {exc}") from None
+            except SlurmError as exc:
+                raise SubmitError(f"preflight: {explain(exc)}") from None
         seen = set()
         for plan in plans:
             key = json.dumps({k: v for k, v in plan.sbatch.items() if k != "job_name"}, sort_keys=True, default=str)
@@ -372,7 +372,7 @@ def wait_slurm(entry: dict, *, timeout: float | None = None, out=sys.stdout) -> 
         try:
             text = run_slurm(["scontrol", "show", "job", "-o", entry["job_id"]], env)
             state = next((f.split("=", 1)[1] for f in text.split() if f.startswith("JobState=")), "UNKNOWN")
-        except SlurmUnavailable:
+        except SlurmError:
             state = "UNKNOWN"  # the controller forgot the job (MinJobAge): decide from the run directory
         line = f"{state:<10} {_progress_line(run_dir)}"
         if line != last:

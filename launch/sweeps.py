@@ -251,7 +251,7 @@ def run_sweep_command(args) -> int:
     """
     import sys
 
-    from launch.cluster_info import SlurmUnavailable
+    from launch.cluster_info import SlurmError, explain
     from launch.submit import SubmitError
 
     out = sys.stdout
@@ -270,8 +270,8 @@ def run_sweep_command(args) -> int:
         failed = result.get("failed", [])
         if getattr(args, "wait", False) and plan.profile.executor == "slurm" and result["arrays"]:
             failed = follow(plan, log=sys.stderr if getattr(args, "json", False) else out)
-    except (ConfigError, SubmitError, SlurmUnavailable) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    except (ConfigError, SubmitError, SlurmError) as exc:
+        print(f"error: {explain(exc) if isinstance(exc, SlurmError) else exc}", file=sys.stderr)
         return 2
     return 1 if failed else 0
 

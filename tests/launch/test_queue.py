@@ -12,8 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from launch.jobqueue import (Collector, SlurmError, expand_array, explain_reason, infer_state, normalize_state,
-                          parse_duration, parse_sacct, parse_squeue, read_journal, squeue_command)
+from launch.cluster_info import SlurmError
+from launch.jobqueue import Collector, infer_state, read_journal
+from launch.slurm_output import (expand_array, explain_reason, normalize_state, parse_duration, parse_sacct,
+                                 parse_squeue, squeue_command)
 
 FIXTURES = Path(__file__).parent / "fixtures"
 RECORDED = json.loads((FIXTURES / "jobs.json").read_text())
@@ -485,7 +487,7 @@ def test_live_cluster_without_accounting(slurm_cluster, tmp_path_factory, monkey
 
 @pytest.mark.slurm
 def test_live_all_jobs_of_the_user_without_journal(live, tmp_path):
-    from launch.jobqueue import run_slurm
+    from launch.cluster_info import run_slurm
 
     ids, _ = live
     argvs: list[list[str]] = []
