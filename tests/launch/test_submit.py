@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 
 from launch import journal
-from launch.cluster_info import ClusterInfo, check_plan, parse_config, parse_nodes, parse_partitions
+from launch.cluster_info import (ClusterInfo, SlurmError, check_plan, explain, parse_config, parse_nodes,
+                                 parse_partitions, run_slurm)
 from launch.job import attempts, describe_attempts, read_events, record_event, worker_pids
 from launch.plan import plan_job
 from launch.profiles import REPO_ROOT, load_profile
@@ -107,6 +108,32 @@ def test_check_plan_fits_and_names_what_does_not(tmp_path, monkeypatch):
     (problem,) = check_plan(fits, info, array_size=30000)[:1]
     assert "'time_limit: 30m' exceeds partition 'debug''s limit 00:20:00" in problem
     assert "exceeds this cluster's MaxArraySize 20001" in check_plan(fits, info, array_size=30000)[-1]
+
+
+def test_slurm_calls_fail_in_one_line_naming_the_command_with_a_hint(tmp_path):
+    with pytest.raises(SlurmError, match=r"^'no-such-sbatch' is not installed here$") as missing:
+        run_slurm(["no-such-sbatch", "--parsable"])
+    assert "python launch/local_cluster.py up" in missing.value.hint
+    failing = [sys.executable, "-c", "import sys; sys.exit('squeue: error: Unable to contact slurm controller')"]
+    conf = tmp_path / "slurm.conf"
+    conf.write_text("ClusterName=x\n")
+    with pytest.raises(SlurmError, match=r"' exited with 1: squeue: error: Unable to contact slurm controller$") as err:
+        run_slurm(failing, env=dict(os.environ, SLURM_CONF=str(conf)))
+    assert explain(err.value).splitlines()[1].startswith(f"SLURM_CONF={conf}: start the project's cluster")
+    start = time.monotonic()
+    with pytest.raises(SlurmError, match=r"^SLURM_CONF=/nonexistent/slurm.conf: no such file$"):
+        run_slurm(["scontrol", "show", "config"], env=dict(os.environ, SLURM_CONF="/nonexistent/slurm.conf"))
+    assert time.monotonic() - start < 1, "a missing slurm.conf must not wait for Slurm's minute of retries"
+
+
+def test_preflight_names_a_missing_slurm_conf_and_submits_nothing(state, tmp_path, capsys):
+    from tests.launch.test_plan import run_main
+
+    out = run_main(capsys, "--profile", "local-slurm", "--experiment", str(DEBUG), "--set",
+                   f"profile.checkpoint_root={tmp_path}", "--set", "profile.slurm_conf=/nonexistent/slurm.conf")
+    assert out.returncode == 2, out.stdout + out.stderr
+    assert "preflight: SLURM_CONF=/nonexistent/slurm.conf: no such file\npoint the profile's slurm_conf" in out.stderr
+    assert not (state / "journal").exists() or not list((state / "journal").glob("*.json"))
 
 
 # ---- what runs inside the job: worker discovery and the attempt history -------------------------------------------
@@ -243,7 +270,7 @@ def test_local_slurm_trains_debug_to_completion_in_the_planned_run_dir(slurm_clu
 @pytest.mark.slurm
 def test_scancel_signal_requeues_through_torchrun_and_finishes_exactly(slurm_cluster, state, tmp_path):
     """Two workers under torchrun; USR2 from scancel reaches them, they checkpoint, the job requeues, resumes."""
-    max_steps = 60
+    max_steps = 600  # a debug step takes ~10 ms on a CPU: the run must outlast the signal's way to the workers
     out = submit_cli("--profile", "local-slurm", "--experiment", str(DEBUG), "--json",
                      "--set", f"profile.checkpoint_root={tmp_path}", "--set", "profile.processes_per_node=2",
                      "--set", f"train.max_steps={max_steps}", "--set", "train.save_steps=100000",
@@ -330,8 +357,9 @@ def test_local_profile_runs_the_same_job_without_slurm_and_requeues(state, tmp_p
     from launch.submit import _jobs_in_flight, follow_local, submit_plans
 
     env_before = os.environ.get("SLURM_CONF")
+    max_steps = 1000  # a debug step takes ~7 ms here: 60 steps were over before the signal reached the trainer
     plan = plan_job(load_profile("local", [f"checkpoint_root={tmp_path}", "cpus_per_gpu=1"]), DEBUG,  # 2 cores here
-                    overrides=["train.max_steps=60", "train.save_steps=100000", "train.eval_steps=0",
+                    overrides=[f"train.max_steps={max_steps}", "train.save_steps=100000", "train.eval_steps=0",
                                "train.logging_steps=2"])
     submission = submit_plans([plan])
     entry = submission["jobs"][0]
@@ -340,10 +368,11 @@ def test_local_profile_runs_the_same_job_without_slurm_and_requeues(state, tmp_p
     # what submitit's local controller sends its task before the time limit: the preemption signal (USR2)
     os.kill(submitit_task(job._process.pid), signal.SIGUSR2)
     wait_until(lambda: any(e["event"] == "requeue" for e in read_events(plan.run_dir)), 60, "the requeue")
+    assert 0 < last_step(plan.run_dir) < max_steps, "the signal arrived after the run finished; raise max_steps"
     assert follow_local(job, entry, out=open(os.devnull, "w")) == 0
     info = run_json(plan.run_dir)
     assert info["status"] == "completed" and len(info["attempts"]) == 2
-    assert last_step(plan.run_dir) == 60 and (plan.run_dir / "checkpoint-60").is_dir()
+    assert last_step(plan.run_dir) == max_steps and (plan.run_dir / f"checkpoint-{max_steps}").is_dir()
     assert [a["outcome"] for a in attempts(plan.run_dir)] == ["requeued-preemption", "completed"]
     assert os.environ.get("SLURM_CONF") == env_before
 
