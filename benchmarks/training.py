@@ -93,7 +93,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--steps", type=int, default=20)
     args = parser.parse_args()
-    print(f"| case | bare loop tokens/s | trainer tokens/s | trainer / bare |\n|---|---|---|---|")
+    print("| case | bare loop tokens/s | trainer tokens/s | trainer / bare |\n|---|---|---|---|")
     with tempfile.TemporaryDirectory() as root:
         for name, case in CASES.items():
             experiment = experiment_for(case, args.steps, root)
