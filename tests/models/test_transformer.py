@@ -13,7 +13,7 @@ from memorymodels.models import (
     TransformerAutoencoder,
     VariableMemoryTransformer,
 )
-from tests.models.helpers import assert_all_parameters_used, assert_causal, perturb_after, save_load, train_steps
+from tests.models.helpers import assert_all_parameters_used, assert_causal, save_load, train_steps
 
 V, E, D, L, C = 40, 16, 32, 6, 3
 
