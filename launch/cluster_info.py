@@ -79,6 +79,56 @@ def run_slurm(args: list[str], env: dict[str, str] | None = None, timeout: float
     return out.stdout
 
 
+def job_states(job_ids: list[str], env: dict[str, str] | None = None) -> dict[str, list[str]]:
+    """Job id -> the states of its jobs (an array: one per task) for every id Slurm knows: ``squeue -t all``
+    (queued, running, ended within MinJobAge), then ``sacct`` for the rest where accounting runs. Unknown ids are
+    absent (and the result is incomplete, not an error, where there is no accounting)."""
+    states: dict[str, list[str]] = {}
+
+    def add(text: str, wanted: list[str]) -> None:
+        for line in text.splitlines():
+            job, _, state = line.strip().partition("|")
+            for key in {job, job.split("_")[0]} & set(wanted):
+                states.setdefault(key, []).append(state.split(" ")[0].rstrip("+"))
+
+    try:
+        add(run_slurm(["squeue", "-h", "-t", "all", "-j", ",".join(job_ids), "-o", "%i|%T"], env), job_ids)
+    except SlurmError as exc:
+        if "Invalid job id" not in str(exc):  # squeue's answer when it knows none of them
+            raise
+    rest = [job for job in job_ids if job not in states]
+    if rest:
+        try:
+            add(run_slurm(["sacct", "-n", "-X", "-P", "-j", ",".join(rest), "-o", "JobID,State"], env), rest)
+        except SlurmError:
+            pass  # no accounting: what squeue does not know stays unknown
+    return states
+
+
+def check_dependency(dependency: str, states: dict[str, list[str]]) -> list[str]:
+    """Problems of a resolved ``--dependency`` given :func:`job_states` of its jobs, in words. Slurm itself counts a
+    job it does not know as done and starts the dependent job at once, and leaves a job whose condition can no
+    longer hold pending forever (DependencyNeverSatisfied)."""
+    from launch.plan import dependency_jobs
+    from launch.slurm_output import ACTIVE_STATES
+
+    problems = []
+    for job, kind in dependency_jobs(dependency).items():
+        if job not in states:
+            problems.append(f"--dependency {dependency}: Slurm knows no job {job} (not queued, not in accounting); "
+                            "Slurm would count it as done and start this job at once. Check the id with "
+                            "`python launch/status.py --all`")
+            continue
+        failed = sorted(set(states[job]) - ACTIVE_STATES - {"COMPLETED"})
+        if kind == "afterok" and failed:
+            problems.append(f"--dependency {dependency}: job {job} already ended {'/'.join(failed)}; 'afterok' can "
+                            f"never hold and this job would wait forever (use afterany, or resubmit {job} first)")
+        elif kind == "afternotok" and all(state == "COMPLETED" for state in states[job]):
+            problems.append(f"--dependency {dependency}: job {job} already COMPLETED; 'afternotok' can never hold "
+                            "and this job would wait forever")
+    return problems
+
+
 def _records(text: str) -> list[dict[str, str]]:
     """``scontrol show ... -o`` output (one record per line of ``Key=Value`` pairs) -> dicts."""
     records = []

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import shlex
 import sys
 from dataclasses import dataclass, field
@@ -47,6 +48,10 @@ LOG_FOLDER = "slurm"
 def launch_dir(run_dir: str | Path) -> Path:
     """``RUN_DIR/launch``: where the launcher keeps its files for a run."""
     return Path(run_dir) / LAUNCH_DIR
+DEPENDENCY_TYPES = ("after", "afterany", "afterok", "afternotok", "aftercorr")
+"""Slurm's job-to-job dependency types that ``--dependency`` accepts (``singleton`` too, which names no job)."""
+_JOB_ID = re.compile(r"\d+(?:_\d+)?")
+_SUBMISSION_ID = re.compile(r"\d{8}-\d{6}-[0-9a-f]{6}")
 MAX_TIMEOUT_REQUEUES = 100
 """How many times one run may be requeued after hitting its time limit (preemptions are not counted)."""
 
@@ -85,6 +90,8 @@ class JobPlan:
     """Extra environment of the launch command."""
     time_limit_s: int = 0
     """Seconds one attempt may run (the profile's time limit)."""
+    dependency: str | None = None
+    """Slurm's ``--dependency`` (job ids only, submission ids resolved), or None."""
 
     @property
     def world_size(self) -> int:
@@ -108,6 +115,7 @@ class JobPlan:
                  f"time limit {p.time_limit}",
                  f"experiment  {self.experiment}" + (f" --set {' '.join(self.overrides)}" if self.overrides else ""),
                  f"run dir     {self.run_dir}",
+                 *([f"starts      when {self.dependency} holds (Slurm --dependency)"] if self.dependency else []),
                  f"logs        {self.log_folder}/%j_0_log.out / .err",
                  "", "# command (one per node)", self.command]
         if self.accelerate_config is not None:
@@ -145,8 +153,63 @@ def profile_experiment_overrides(profile: Profile, experiment_path: Path) -> lis
     return items
 
 
-def sbatch_parameters(profile: Profile, *, name: str, nodes: int) -> dict[str, Any]:
-    """The profile in scheduler terms (submitit's parameter names). Pure."""
+def dependency_spec(spec: str, *, flag: str = "--dependency") -> str:
+    """A dependency in Slurm's syntax, checked, with journal submission ids replaced by their job ids.
+
+    ``afterok:1234``, ``afterany:1234:1240``, ``afterok:1234,afternotok:1250`` (all must hold), ``afterok:1?afterok:2``
+    (either), ``after:1234+10`` (10 minutes after 1234 started), ``singleton``; a job id may be an array task
+    (``1234_7``) or a submission id from ``.state/journal/`` (``afterok:20261128-001917-559a6a``: every job of that
+    submission). ConfigError names the flag and what is wrong. Reads the journal, nothing else.
+    """
+    from launch import journal
+
+    text = spec.strip()
+    if "," in text and "?" in text:
+        raise ConfigError(f"{flag} {spec}: mix of ',' (all of) and '?' (any of); Slurm takes one or the other")
+    separator = "?" if "?" in text else ","
+    terms = []
+    for term in text.split(separator):
+        kind, _, refs = term.strip().partition(":")
+        if kind == "singleton" and not refs:
+            terms.append(kind)
+            continue
+        if kind not in DEPENDENCY_TYPES or not refs:
+            raise ConfigError(f"{flag} {spec}: '{term}' is not TYPE:JOB[:JOB...] with TYPE one of "
+                              f"{', '.join(DEPENDENCY_TYPES)} (or 'singleton'); e.g. afterok:1234")
+        ids = []
+        for ref in refs.split(":"):
+            job, plus, delay = ref.partition("+")
+            if plus and not (kind == "after" and delay.isdigit()):
+                raise ConfigError(f"{flag} {spec}: '+{delay}' (minutes after the start) goes with 'after' only")
+            if _SUBMISSION_ID.fullmatch(job):
+                try:
+                    jobs = journal.load(job)["jobs"]
+                except FileNotFoundError as exc:
+                    raise ConfigError(f"{flag} {spec}: {exc}") from None
+                ids += [entry["job_id"].split("_")[0] + plus + delay for entry in jobs
+                        if entry.get("executor", "slurm") == "slurm"]  # a local run's id is a process id
+                if not ids:
+                    raise ConfigError(f"{flag} {spec}: submission {job} has no Slurm job (it ran here)")
+            elif _JOB_ID.fullmatch(job):
+                ids.append(ref)
+            else:
+                raise ConfigError(f"{flag} {spec}: '{ref}' is neither a Slurm job id (1234, 1234_7) nor a submission "
+                                  f"id from {journal.journal_dir()} (YYYYmmdd-HHMMSS-xxxxxx)")
+        terms.append(":".join([kind, *dict.fromkeys(ids)]))
+    return separator.join(terms)
+
+
+def dependency_jobs(spec: str | None) -> dict[str, str]:
+    """Job id -> dependency type for every job a resolved ``spec`` names (``+minutes`` left off)."""
+    jobs = {}
+    for term in re.split(r"[,?]", spec or ""):
+        kind, *refs = term.split(":")
+        jobs.update({ref.partition("+")[0]: kind for ref in refs})
+    return jobs
+
+
+def sbatch_parameters(profile: Profile, *, name: str, nodes: int, dependency: str | None = None) -> dict[str, Any]:
+    """The profile in scheduler terms (submitit's parameter names); ``dependency`` a resolved spec. Pure."""
     procs = profile.procs_per_node
     mem_gb = profile.mem_per_gpu_gb * procs
     params: dict[str, Any] = {"job_name": name}
@@ -160,7 +223,8 @@ def sbatch_parameters(profile: Profile, *, name: str, nodes: int) -> dict[str, A
                    "mem": f"{int(mem_gb)}G" if mem_gb == int(mem_gb) else f"{int(mem_gb * 1024)}M",  # Slurm 22.05 rejects "GB"
                    "time": profile.time_minutes,
                    "signal_delay_s": profile.signal_before_end_s,
-                   "additional_parameters": {"requeue": True, **profile.sbatch_extra},
+                   "additional_parameters": {"requeue": True, **profile.sbatch_extra,
+                                             **({"dependency": dependency} if dependency else {})},
                    # srun does not inherit --cpus-per-task from sbatch in Slurm 22.05-23.02: without this the step, so
                    # torchrun and all its workers, may be bound to one core
                    "srun_args": ["--cpus-per-task", str(profile.cpus_per_gpu * procs)]})
@@ -220,12 +284,14 @@ def render_sbatch(sbatch: dict[str, Any], *, folder: Path, python: str, array: i
 
 def plan_job(profile: Profile, experiment: str | Path | None = None, *, overrides: Iterable[str] = (),
              launcher: str | None = None, nodes: int | None = None, run_dir: str | Path | None = None,
-             log_folder: str | Path | None = None, python: str | None = None) -> JobPlan:
+             log_folder: str | Path | None = None, python: str | None = None,
+             dependency: str | None = None) -> JobPlan:
     """Plan one job of ``experiment`` (default ``configs/experiments/autoencoder.yaml``) on ``profile``.
 
     ``overrides`` are experiment ``KEY=VALUE`` items (``--set`` without ``profile.``); ``launcher`` and ``nodes``
     replace the profile's defaults; ``run_dir`` replaces the derived run directory (sweeps name their cells' own);
-    ``log_folder`` replaces ``RUN_DIR/launch/slurm``. Pure: reads files, never contacts the cluster.
+    ``log_folder`` replaces ``RUN_DIR/launch/slurm``; ``dependency`` is ``--dependency`` (:func:`dependency_spec`).
+    Pure: reads files, never contacts the cluster.
     """
     from memorymodels.experiment import load_experiment
     from memorymodels.runs import run_dir_for
@@ -250,7 +316,12 @@ def plan_job(profile: Profile, experiment: str | Path | None = None, *, override
     name = run_dir.name
     log_folder = Path(log_folder) if log_folder is not None else launch_dir(run_dir) / LOG_FOLDER
     python = python or sys.executable
-    sbatch = sbatch_parameters(profile, name=name, nodes=nodes)
+    if dependency is not None:
+        if profile.executor != "slurm":
+            raise ConfigError(f"--dependency {dependency}: profile '{profile.name}' runs jobs on this machine at once; "
+                              "dependencies need a Slurm profile (e.g. local-slurm)")
+        dependency = dependency_spec(dependency)
+    sbatch = sbatch_parameters(profile, name=name, nodes=nodes, dependency=dependency)
     return JobPlan(
         name=name, profile=profile, experiment=experiment, overrides=all_overrides, launcher=launcher,
         nodes=nodes, procs_per_node=profile.procs_per_node, run_dir=run_dir, log_folder=log_folder, sbatch=sbatch,
@@ -259,7 +330,7 @@ def plan_job(profile: Profile, experiment: str | Path | None = None, *, override
                                overrides=all_overrides, run_dir=run_dir),
         accelerate_config=None if launcher == "torchrun" else accelerate_config(profile, launcher, nodes),
         env={"OMP_NUM_THREADS": str(profile.cpus_per_gpu), "PYTHONUNBUFFERED": "1"},
-        time_limit_s=profile.time_minutes * 60,
+        time_limit_s=profile.time_minutes * 60, dependency=dependency,
     )
 
 

@@ -4,6 +4,7 @@
     python launch/submit.py --profile local-slurm --experiment configs/experiments/debug.yaml --wait
     python launch/submit.py --profile v100x8 --set train.max_steps=20000 --set profile.time_limit=12h
     python launch/submit.py --profile a100x8 --launcher fsdp --nodes 2 --dry-run [--json]
+    python launch/submit.py --profile a100x8 --experiment configs/experiments/memory_mixer_d1024.yaml --dependency afterok:1234
     python launch/submit.py --list-profiles
 
 Which value wins, lowest first: the experiment file; what the profile decides for the experiment (``train.precision``
@@ -13,8 +14,9 @@ under its ``data_root``); then ``--set``. ``--set profile.KEY=VALUE`` changes a 
 (``train.max_steps=100``) passed to the trainer. ``--launcher`` and ``--nodes`` replace the profile's defaults.
 
 Before submitting, a preflight asks the live cluster (``launch/cluster_info.py``) whether the partition exists, the
-GPUs, CPUs and memory fit a node, the time limit fits the partition and an array fits MaxArraySize; it checks that
-the data exist and the checkpoint root is writable. Then submitit submits; the job id, run directory, log paths and
+GPUs, CPUs and memory fit a node, the time limit fits the partition, an array fits MaxArraySize and every job a
+``--dependency`` names exists and can still satisfy it; it checks that the data exist and the checkpoint root is
+writable. Then submitit submits; the job id, run directory, log paths and
 how to watch it are printed (``--json``: one object) and the submission is recorded in the journal
 (``launch/journal.py``). With the ``local`` profile the run is followed in the foreground and evaluated at the end.
 
@@ -36,10 +38,11 @@ if __package__ in (None, ""):  # run as a script: python launch/submit.py
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from launch import journal  # noqa: E402
-from launch.cluster_info import ClusterInfo, SlurmError, check_plan, explain, slurm_environ  # noqa: E402
+from launch.cluster_info import (ClusterInfo, SlurmError, check_dependency, check_plan, explain, job_states,  # noqa: E402
+                                 slurm_environ)
 from launch.job import NodeLaunch, attempts, describe_attempts  # noqa: E402
-from launch.plan import (ACCELERATE_CONFIG, MAX_TIMEOUT_REQUEUES, SBATCH_SCRIPT, JobPlan, launch_dir,  # noqa: E402
-                         plan_job, render_sbatch, split_overrides)
+from launch.plan import (ACCELERATE_CONFIG, MAX_TIMEOUT_REQUEUES, SBATCH_SCRIPT, JobPlan, dependency_jobs,  # noqa: E402
+                         launch_dir, plan_job, render_sbatch, split_overrides)
 from launch.profiles import list_profiles, load_profile  # noqa: E402
 from memorymodels.configuration import ConfigError  # noqa: E402
 
@@ -97,11 +100,14 @@ def preflight(plans: list[JobPlan], *, info: ClusterInfo | None = None, array_si
     """Check planned jobs against the live cluster and the file system; SubmitError lists every problem."""
     problems: list[str] = []
     if plans[0].executor == "slurm":
-        if info is None:
-            try:
-                info = ClusterInfo.query(slurm_environ(plans[0].profile.slurm_conf))
-            except SlurmError as exc:
-                raise SubmitError(f"preflight: {explain(exc)}") from None
+        env = slurm_environ(plans[0].profile.slurm_conf)
+        try:
+            if info is None:
+                info = ClusterInfo.query(env)
+            for dependency in dict.fromkeys(plan.dependency for plan in plans if plan.dependency):
+                problems += check_dependency(dependency, job_states(list(dependency_jobs(dependency)), env))
+        except SlurmError as exc:
+            raise SubmitError(f"preflight: {explain(exc)}") from None
         seen = set()
         for plan in plans:
             key = json.dumps({k: v for k, v in plan.sbatch.items() if k != "job_name"}, sort_keys=True, default=str)
@@ -415,6 +421,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("--wait", action="store_true", help="follow a Slurm job until it ends (local always does)")
     parser.add_argument("--no-preflight", action="store_true", help="skip the checks against the live cluster")
+    parser.add_argument("--dependency", metavar="SPEC",
+                        help="start after other jobs, in Slurm's syntax: afterok:1234 (once 1234 succeeded), "
+                             "afterany:1234:1240, afterok:SUBMISSION_ID (every job of a journal submission), singleton")
     parser.add_argument("--sweep", help="a sweep file (sweeps/*.yaml): submit its cells as job arrays")
     parser.add_argument("--list-profiles", action="store_true", help="list the shipped profiles and exit")
     args = parser.parse_args(argv)
@@ -430,7 +439,7 @@ def plan_from_args(args: argparse.Namespace) -> JobPlan:
     profile_overrides, experiment_overrides = split_overrides(args.overrides)
     profile = load_profile(args.profile, profile_overrides)
     return plan_job(profile, args.experiment, overrides=experiment_overrides, launcher=args.launcher,
-                    nodes=args.nodes)
+                    nodes=args.nodes, dependency=args.dependency)
 
 
 def _print_submitted(entry: dict, plan: JobPlan, out=sys.stdout) -> None:
@@ -454,11 +463,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{name:<20} {load_profile(name).description}")
         return 0
     if args.sweep:
-        try:
-            from launch.sweeps import main as sweep_main  # the sweeps engineer's entry point
-        except ImportError:
-            print("error: --sweep needs launch/sweeps.py with a main(args) entry point", file=sys.stderr)
-            return 2
+        from launch.sweeps import main as sweep_main
+
         return sweep_main(args)
     try:
         plan = plan_from_args(args)

@@ -81,14 +81,14 @@ def _read_run_json(run_dir: Path) -> dict | None:
 
 
 def plan_sweep(sweep: SweepConfig, profile, *, overrides: list[str] = (), launcher: str | None = None,
-               nodes: int | None = None) -> SweepPlan:
+               nodes: int | None = None, dependency: str | None = None) -> SweepPlan:
     """Plan every cell of ``sweep`` on ``profile`` and the arrays of the cells still to run. Reads files only.
 
     ``overrides`` are experiment ``KEY=VALUE`` items from ``--set`` (applied in every cell, after the sweep's own
     ``overrides``); setting an axis of the sweep there is an error. Cell 0 is planned by ``launch.plan.plan_job``;
     the others are that plan with the cell's overrides, run directory and command swapped in (the same result as
     ``plan_job`` for each, which the tests check, at a fraction of the cost for thousands of cells); every cell's
-    experiment is still validated.
+    experiment is still validated. ``dependency`` (``--dependency``) holds for every array of the sweep.
     """
     from launch.plan import plan_job
     from memorymodels.configuration import parse_override
@@ -112,7 +112,7 @@ def plan_sweep(sweep: SweepConfig, profile, *, overrides: list[str] = (), launch
             items = cell_items(cell.overrides)
             if template is None:
                 template = plan_job(profile, experiment, overrides=common + items, launcher=launcher, nodes=nodes,
-                                    run_dir=cell.run_dir)
+                                    run_dir=cell.run_dir, dependency=dependency)
                 base_items = template.overrides[:len(template.overrides) - len(items)]
                 base_data = _experiment_data(experiment, base_items)
             jobs.append(cell_job(template, base_items + items, cell.run_dir))
@@ -324,7 +324,7 @@ def plan_from_args(args) -> SweepPlan:
     profile_items, experiment_items = split_overrides(getattr(args, "overrides", None) or [])
     profile = load_profile(name, profile_items)
     return plan_sweep(sweep, profile, overrides=experiment_items, launcher=getattr(args, "launcher", None),
-                      nodes=getattr(args, "nodes", None))
+                      nodes=getattr(args, "nodes", None), dependency=getattr(args, "dependency", None))
 
 
 def describe(plan: SweepPlan) -> str:

@@ -202,3 +202,52 @@ def test_cli_errors_exit_2_with_the_message(capsys):
     assert out.returncode == 2 and "--profile is required; profiles: a100x4" in out.stderr
     out = run_main(capsys, "--profile", "v100x8", "--launcher", "mpi", "--dry-run")
     assert out.returncode == 2 and "invalid choice: 'mpi'" in out.stderr
+
+
+# ---- --dependency ---------------------------------------------------------------------------------------------------
+
+
+def test_dependency_is_checked_resolved_from_the_journal_and_rendered(tmp_path, monkeypatch):
+    from launch import journal
+    from launch.plan import dependency_jobs, dependency_spec
+
+    monkeypatch.setenv("MEMORYMODELS_STATE", str(tmp_path))
+    sweep = journal.record(profile="local-slurm", kind="sweep", jobs=[
+        {"job_id": f"700_{i}", "run_dir": f"/r/{i}", "executor": "slurm"} for i in range(3)])
+    here = journal.record(profile="local", jobs=[{"job_id": "4242", "run_dir": "/r/l", "executor": "local"}])
+    assert dependency_spec("afterok:12:12_3") == "afterok:12:12_3"
+    assert dependency_spec(f"afterok:{sweep['submission_id']},afterany:9") == "afterok:700,afterany:9"
+    assert dependency_spec("after:5+10?afternotok:6") == "after:5+10?afternotok:6"
+    assert dependency_spec("singleton") == "singleton"
+    assert dependency_jobs("after:5+10?afternotok:6") == {"5": "after", "6": "afternotok"}
+    for spec, message in [
+            ("afterok", "'afterok' is not TYPE:JOB[:JOB...]"),
+            ("afterwards:12", "'afterwards:12' is not TYPE:JOB[:JOB...]"),
+            ("afterok:12,afterany:13?after:14", "mix of ',' (all of) and '?' (any of)"),
+            ("afterok:12+5", "'+5' (minutes after the start) goes with 'after' only"),
+            ("afterok:run-7", "'run-7' is neither a Slurm job id (1234, 1234_7) nor a submission id"),
+            ("afterok:20260101-000000-abcdef", "20260101-000000-abcdef.json: no such submission"),
+            (f"afterok:{here['submission_id']}", f"submission {here['submission_id']} has no Slurm job")]:
+        with pytest.raises(ConfigError, match="^--dependency " + spec.replace("?", r"\?").replace("+", r"\+")) as err:
+            dependency_spec(spec)
+        assert message in str(err.value)
+    job = plan_job(load_profile("local-slurm", [f"checkpoint_root={CKPT}"]), EXPERIMENT,
+                   dependency=f"afterok:{sweep['submission_id']}")
+    assert job.dependency == "afterok:700" and "#SBATCH --dependency=afterok:700\n" in job.script
+    assert "starts      when afterok:700 holds" in job.describe()
+    assert "--dependency" not in plan("local-slurm").script
+    with pytest.raises(ConfigError, match="profile 'local' runs jobs on this machine at once; dependencies need a "
+                                          "Slurm profile"):
+        plan_job(load_profile("local", [f"checkpoint_root={CKPT}"]), EXPERIMENT, dependency="afterok:1")
+
+
+def test_dependency_preflight_names_jobs_that_make_it_start_at_once_or_never():
+    from launch.cluster_info import check_dependency
+
+    states = {"10": ["RUNNING"], "11": ["FAILED"], "12": ["COMPLETED"], "13": ["COMPLETED", "PENDING"]}
+    assert check_dependency("afterok:10:12:13,afternotok:10:13,afterany:11", states) == []
+    problems = check_dependency("afterok:11:99,afternotok:12", states)
+    assert len(problems) == 3
+    assert "job 11 already ended FAILED; 'afterok' can never hold and this job would wait forever" in problems[0]
+    assert "Slurm knows no job 99 (not queued, not in accounting); Slurm would count it as done" in problems[1]
+    assert "job 12 already COMPLETED; 'afternotok' can never hold" in problems[2]

@@ -435,3 +435,41 @@ def test_a_program_error_is_reported_with_its_cause(slurm_cluster, state, tmp_pa
     assert out.returncode == 1, out.stdout + out.stderr
     assert "FAILED" in out.stdout and "failed (program error) (exit 1)" in out.stdout
     assert "unknown key 'bogus'" in out.stdout  # the trainer's own words, not only torchrun's summary
+
+
+@pytest.mark.slurm
+def test_dependency_holds_the_job_and_preflight_refuses_one_that_can_never_hold(slurm_cluster, state, tmp_path,
+                                                                                wait_for_job):
+    from launch.jobqueue import Collector
+
+    env = slurm_cluster.environ()
+
+    def sbatch(*args: str) -> str:
+        return subprocess.run(["sbatch", "--parsable", "-o", "/dev/null", *args], env=env, check=True,
+                              capture_output=True, text=True).stdout.strip()
+
+    held, failed = sbatch("--hold", "--wrap", "true"), sbatch("--wrap", "false")
+    waiting = None
+    try:
+        out = submit_cli("--profile", "local-slurm", "--experiment", str(DEBUG), "--json", "--dependency",
+                         f"afterok:{held}", "--set", f"profile.checkpoint_root={tmp_path}")
+        assert out.returncode == 0, out.stderr
+        waiting = json.loads(out.stdout)["job_id"]
+        script = (Path(json.loads(out.stdout)["run_dir"]) / "launch" / "job.sbatch").read_text()
+        assert f"#SBATCH --dependency=afterok:{held}\n" in script
+        time.sleep(1)  # let the scheduler look at it once
+        queued = subprocess.run(["squeue", "-h", "-j", waiting, "-o", "%T %r"], env=env, capture_output=True,
+                                text=True).stdout.split()
+        assert queued == ["PENDING", "Dependency"]
+        row = next(r for r in Collector().refresh().rows if r.job_id == waiting)
+        assert row.reason_text == "waiting for the job it depends on", row
+
+        assert wait_for_job(failed, timeout=60) == {failed: "FAILED"}
+        out = submit_cli("--profile", "local-slurm", "--experiment", str(DEBUG), "--dependency", f"afterok:{failed}",
+                         "--set", f"profile.checkpoint_root={tmp_path / 'second'}")
+        assert out.returncode == 2, out.stdout + out.stderr
+        assert (f"--dependency afterok:{failed}: job {failed} already ended FAILED; 'afterok' can never hold"
+                in out.stderr)
+        assert not any((tmp_path / "second").iterdir()) and len(list((state / "journal").glob("*.json"))) == 1
+    finally:
+        subprocess.run(["scancel", held, *([waiting] if waiting else [])], env=env, check=False)

@@ -140,6 +140,9 @@ def test_every_cell_plan_equals_plan_job(tmp_path):
         assert job == reference
         assert experiment == load_experiment(DEBUG, reference.overrides)
         assert f"--run-dir {cell.run_dir}" in job.command
+    after = plan_sweep(sweep, profile, dependency="afterok:41")
+    assert all(job.dependency == "afterok:41" and "#SBATCH --dependency=afterok:41\n" in job.script
+               for job in after.jobs)
 
 
 def test_set_on_an_axis_and_a_cell_of_a_changed_config_are_refused(tmp_path):
