@@ -4,6 +4,7 @@
     python launch/submit.py --profile local-slurm --experiment configs/experiments/debug.yaml --wait
     python launch/submit.py --profile v100x8 --set train.max_steps=20000 --set profile.time_limit=12h
     python launch/submit.py --profile a100x8 --launcher fsdp --nodes 2 --dry-run [--json]
+    python launch/submit.py --profile v100x8 --diff a100x8                  # what changes on the other node type
     python launch/submit.py --profile a100x8 --experiment configs/experiments/memory_mixer_d1024.yaml --dependency afterok:1234
     python launch/submit.py --list-profiles
 
@@ -42,7 +43,7 @@ from launch.cluster_info import (ClusterInfo, SlurmError, check_dependency, chec
                                  slurm_environ)
 from launch.job import NodeLaunch, attempts, describe_attempts  # noqa: E402
 from launch.plan import (ACCELERATE_CONFIG, MAX_TIMEOUT_REQUEUES, SBATCH_SCRIPT, JobPlan, dependency_jobs,  # noqa: E402
-                         launch_dir, plan_job, render_sbatch, split_overrides)
+                         diff_plans, launch_dir, plan_job, render_sbatch, split_overrides)
 from launch.profiles import list_profiles, load_profile  # noqa: E402
 from memorymodels.configuration import ConfigError  # noqa: E402
 
@@ -425,10 +426,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="start after other jobs, in Slurm's syntax: afterok:1234 (once 1234 succeeded), "
                              "afterany:1234:1240, afterok:SUBMISSION_ID (every job of a journal submission), singleton")
     parser.add_argument("--sweep", help="a sweep file (sweeps/*.yaml): submit its cells as job arrays")
+    parser.add_argument("--diff", metavar="PROFILE",
+                        help="show how the job planned on PROFILE differs from the one on --profile (the same "
+                             "experiment, --set, --launcher and --nodes); submits nothing")
     parser.add_argument("--list-profiles", action="store_true", help="list the shipped profiles and exit")
     args = parser.parse_args(argv)
     if args.nodes is not None and args.nodes < 1:
         parser.error(f"--nodes {args.nodes}: must be 1 or more")
+    if args.diff and args.sweep:
+        parser.error("--diff compares the job of one experiment on two profiles; drop --sweep (a sweep's cells share "
+                     "one profile: --sweep ... --dry-run shows them)")
     if not args.list_profiles and not args.profile and not args.sweep:
         parser.error(f"--profile is required; profiles: {', '.join(list_profiles())}")
     return args
@@ -468,6 +475,13 @@ def main(argv: list[str] | None = None) -> int:
         return sweep_main(args)
     try:
         plan = plan_from_args(args)
+        if args.diff:
+            try:
+                other = plan_from_args(argparse.Namespace(**{**vars(args), "profile": args.diff}))
+            except ConfigError as exc:
+                raise ConfigError(f"--diff {args.diff}: {exc}") from None
+            print(diff_plans(plan, other))
+            return 0
         if args.dry_run:
             print(json.dumps(plan.to_json(), indent=2, sort_keys=True) if args.json else plan.describe())
             return 0

@@ -251,3 +251,36 @@ def test_dependency_preflight_names_jobs_that_make_it_start_at_once_or_never():
     assert "job 11 already ended FAILED; 'afterok' can never hold and this job would wait forever" in problems[0]
     assert "Slurm knows no job 99 (not queued, not in accounting); Slurm would count it as done" in problems[1]
     assert "job 12 already COMPLETED; 'afternotok' can never hold" in problems[2]
+
+
+# ---- --diff ---------------------------------------------------------------------------------------------------------
+
+
+def test_diff_shows_only_what_changes_between_two_profiles(capsys):
+    from launch.plan import diff_plans
+
+    v100, a100 = plan("v100x8"), plan("a100x8")
+    text = diff_plans(v100, a100)
+    assert text.startswith("--- v100x8 (cluster_profiles/v100x8.yaml)\n+++ a100x8 (cluster_profiles/a100x8.yaml)\n")
+    sections = {part.splitlines()[0]: part.splitlines()[1:] for part in text.split("\n\n")[1:]}
+    assert list(sections) == ["# profile", "# sbatch parameters", "# trainer overrides (--set)",
+                              "# launch command, one argument per line", "# job.sbatch"]
+    assert "  precision       fp16 -> bf16" in sections["# profile"]
+    assert "  mem            480G -> 960G" in sections["# sbatch parameters"]
+    assert sections["# trainer overrides (--set)"] == ["  train.precision  fp16 -> bf16"]
+    assert {"-train.precision=fp16", "+train.precision=bf16"} <= set(sections["# launch command, one argument per line"])
+    assert "-#SBATCH --constraint=v100" in sections["# job.sbatch"] and "+#SBATCH --constraint=a100" in sections["# job.sbatch"]
+    assert not any(line.startswith(("-", "+")) and "job-name" in line for line in sections["# job.sbatch"])
+
+    fsdp = diff_plans(a100, plan("a100x8", launcher="fsdp", nodes=2))
+    assert "  launcher  torchrun -> fsdp" in fsdp and "\n# accelerate_config.yaml\n@@ -0,0 +1," in fsdp
+    assert "+--num_processes\n+16\n" in fsdp and "+$NODE_RANK\n" in fsdp
+    assert diff_plans(v100, plan("v100x8")).endswith("no differences: the two profiles plan the same job")
+
+    out = run_main(capsys, "--profile", "v100x8", "--diff", "a100x8", "--experiment", str(EXPERIMENT))
+    assert out.returncode == 0 and out.stdout.strip() == diff_plans(
+        plan_job(load_profile("v100x8"), EXPERIMENT), plan_job(load_profile("a100x8"), EXPERIMENT))
+    out = run_main(capsys, "--profile", "v100x8", "--diff", "nosuch")
+    assert out.returncode == 2 and out.stderr.startswith("error: --diff nosuch: unknown profile 'nosuch'")
+    out = run_main(capsys, "--profile", "v100x8", "--diff", "a100x8", "--sweep", "sweeps/kernel_heads_debug.yaml")
+    assert out.returncode == 2 and "--diff compares the job of one experiment on two profiles; drop --sweep" in out.stderr
