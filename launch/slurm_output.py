@@ -256,3 +256,33 @@ def sacct_command(job_ids: list[str] | None, user: str | None, since: str) -> li
     if job_ids is not None:
         return argv + ["-j", ",".join(job_ids)]
     return argv + [*(["-u", user] if user else ["-a"]), "-S", since]
+
+
+# ---- what jobs used: sacct's allocation per attempt ---------------------------------------------------------------
+
+USAGE_FIELDS = ("JobID", "State", "ElapsedRaw", "AllocTRES")
+LOST_STATES = {"FAILED", "CANCELLED", "NODE_FAIL", "OUT_OF_MEMORY", "BOOT_FAIL", "DEADLINE"}
+"""Attempts that ended without completing and without checkpointing for a requeue (a requeued attempt, REQUEUED,
+PREEMPTED or TIMEOUT, saved a checkpoint on its signal and the next attempt went on from it)."""
+
+
+def usage_command(job_ids: list[str]) -> list[str]:
+    """``sacct`` for every attempt (``-D``: requeues too) of these jobs (array ids cover their tasks)."""
+    return ["sacct", "-X", "-D", "-P", "-n", "-j", ",".join(job_ids), "-o", ",".join(USAGE_FIELDS)]
+
+
+def parse_usage(text: str) -> list[dict]:
+    """:func:`usage_command` output -> one record per attempt: ``job_id``, ``state``, ``elapsed_s``, ``gpus`` and
+    ``cpus`` (from AllocTRES: ``gres/gpu=8``, or the sum of ``gres/gpu:TYPE=N``). Pending jobs (no allocation) and
+    odd lines are left out."""
+    records = []
+    for line in text.splitlines():
+        parts = line.strip().split("|")
+        if len(parts) != len(USAGE_FIELDS) or not parts[2].isdigit() or not parts[3]:
+            continue
+        tres = {k: int(v) for k, v in (item.split("=", 1) for item in parts[3].split(",") if "=" in item)
+                if v.isdigit()}
+        gpus = tres.get("gres/gpu", sum(v for k, v in tres.items() if k.startswith("gres/gpu:")))
+        records.append({"job_id": parts[0], "state": normalize_state(parts[1]), "elapsed_s": int(parts[2]),
+                        "gpus": gpus, "cpus": tres.get("cpu", 0)})
+    return records

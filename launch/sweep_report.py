@@ -6,10 +6,13 @@
     python launch/sweep_report.py SWEEP --evaluate     # first run memorymodels.evaluate on complete cells
 
 It prints the table (cell, axis values, state, steps, final training loss, eval loss, bits per byte from the run's
-eval.json and, for autoencoders and memory models, bits per byte with the stored embedding), writes it as CSV
+eval.json and, for autoencoders and memory models, bits per byte with the stored embedding, and the GPU hours, or CPU
+hours, each cell's Slurm jobs used over all their attempts: one ``sacct`` call, where accounting runs) and what the
+whole sweep used and lost in attempts that failed or were cancelled, writes it as CSV
 (``--csv``, default ``<sweep folder>/report.csv``) and, with ``--plot AXIS``, draws ``--metric`` against that axis,
 one line per combination of the other axes (default ``<sweep folder>/<metric>_vs_<axis>.png``). Metrics: step,
-max_steps, loss, eval_loss, bits_per_byte, total_bits_per_byte. A sweep file that was never submitted is read with
+max_steps, loss, eval_loss, bits_per_byte, total_bits_per_byte, attempts, gpu_hours, cpu_hours, lost_gpu_hours,
+lost_cpu_hours. A sweep file that was never submitted is read with
 ``--profile`` (or the file's ``profile``) to find its run directories.
 """
 
@@ -30,7 +33,8 @@ from rich.table import Table
 
 from memorymodels.configuration import ConfigError
 
-METRICS = ("step", "max_steps", "loss", "eval_loss", "bits_per_byte", "total_bits_per_byte")
+USAGE = ("attempts", "gpu_hours", "cpu_hours", "lost_gpu_hours", "lost_cpu_hours")
+METRICS = ("step", "max_steps", "loss", "eval_loss", "bits_per_byte", "total_bits_per_byte", *USAGE)
 STATE_STYLE = {"completed": "green", "running": "cyan", "interrupted": "yellow", "failed": "red"}
 
 
@@ -73,6 +77,69 @@ def collect_rows(cells: list[dict], axes: list[str]) -> list[dict[str, Any]]:
     return rows
 
 
+def sweep_jobs(cells: list[dict]) -> list[dict]:
+    """The journal's Slurm jobs of these cells, from every submission of the sweep (a resubmitted cell has several)."""
+    from launch import journal
+
+    run_dirs = {str(cell["run_dir"]) for cell in cells}
+    return [job for submission in journal.load_all() if submission.get("kind") == "sweep"
+            for job in submission["jobs"] if job["run_dir"] in run_dirs and job.get("executor", "slurm") == "slurm"]
+
+
+def resource_usage(jobs: list[dict], run=None) -> tuple[dict[str, dict], str | None]:
+    """``({run_dir: {attempts, gpu_hours, cpu_hours, lost_gpu_hours, lost_cpu_hours}}, None)`` over every attempt of
+    these Slurm jobs, from one ``sacct`` call (``run``: argv -> stdout, for tests); ``({}, why)`` where sacct fails
+    (no accounting). "Lost" hours are those of attempts that ended failed, cancelled or on a failed node: an upper
+    bound on the waste, since a later attempt resumes from their last periodic checkpoint."""
+    from launch.cluster_info import SlurmError, run_slurm
+    from launch.jobqueue import slurm_env
+    from launch.slurm_output import LOST_STATES, parse_usage, usage_command
+
+    if not jobs:
+        return {}, None
+    run = run or (lambda argv: run_slurm(argv, slurm_env()))
+    run_dir_of = {job["job_id"]: job["run_dir"] for job in jobs}
+    try:
+        text = run(usage_command(list(dict.fromkeys(job["job_id"].split("_")[0] for job in jobs))))
+    except SlurmError as exc:
+        return {}, str(exc)
+    usage: dict[str, dict] = {}
+    for attempt in parse_usage(text):
+        run_dir = run_dir_of.get(attempt["job_id"])
+        if run_dir is None:
+            continue
+        cell = usage.setdefault(run_dir, dict.fromkeys(USAGE, 0))
+        hours = attempt["elapsed_s"] / 3600
+        cell["attempts"] += 1
+        cell["gpu_hours"] += hours * attempt["gpus"]
+        cell["cpu_hours"] += hours * attempt["cpus"]
+        if attempt["state"] in LOST_STATES:
+            cell["lost_gpu_hours"] += hours * attempt["gpus"]
+            cell["lost_cpu_hours"] += hours * attempt["cpus"]
+    return usage, None
+
+
+def add_usage(rows: list[dict[str, Any]], usage: dict[str, dict]) -> None:
+    """Put each cell's :func:`resource_usage` into its row (cells without a Slurm attempt keep None)."""
+    for row in rows:
+        row.update(usage.get(row["run_dir"], {}))
+
+
+def usage_summary(rows: list[dict[str, Any]], error: str | None = None) -> str | None:
+    """One line on what the sweep used and lost; None where no cell has accounting data and nothing failed."""
+    if error:
+        return f"resources: unknown ({error})"
+    counted = [row for row in rows if row.get("attempts")]
+    if not counted:
+        return None
+    unit = "gpu" if any(row["gpu_hours"] for row in counted) else "cpu"
+    used = sum(row[f"{unit}_hours"] for row in counted)
+    lost = sum(row[f"lost_{unit}_hours"] for row in counted)
+    share = f" ({lost / used:.0%})" if used else ""
+    return (f"resources: {used:.4g} {unit.upper()}-h used by {sum(row['attempts'] for row in counted)} attempt(s) of "
+            f"{len(counted)} cell(s); {lost:.4g} {unit.upper()}-h{share} in attempts that failed or were cancelled")
+
+
 def _fmt(value: Any) -> str:
     if value is None:
         return "-"
@@ -93,6 +160,9 @@ def render(rows: list[dict[str, Any]], axes: list[str], title: str = "") -> Tabl
     with_embedding = any(row["total_bits_per_byte"] is not None for row in rows)
     if with_embedding:
         columns.append("+embedding")
+    hours = next((unit for unit in ("gpu", "cpu") if any(row.get(f"{unit}_hours") for row in rows)), None)
+    if hours:
+        columns.append(f"{hours.upper()}-h")
     for col in columns:
         table.add_column(col, justify="left" if col == "state" else "right")
     for row in rows:
@@ -102,6 +172,8 @@ def render(rows: list[dict[str, Any]], axes: list[str], title: str = "") -> Tabl
         values = [_fmt(row["loss"]), _fmt(row["eval_loss"]), _fmt(row["bits_per_byte"])]
         if with_embedding:
             values.append(_fmt(row["total_bits_per_byte"]))
+        if hours:
+            values.append(_fmt(row.get(f"{hours}_hours")))
         table.add_row(str(row["cell"]), *(_fmt(row[a]) for a in axes),
                       f"[{style}]{state}[/]" if style else state, steps, *values)
     return table
@@ -237,10 +309,15 @@ def main(argv: list[str] | None = None) -> int:
         if args.evaluate:
             evaluate_missing(rows)
             rows = collect_rows(cells, axes)
+        usage, error = resource_usage(sweep_jobs(cells))
+        add_usage(rows, usage)
         folder = Path(cells[0]["run_dir"]).parent  # <checkpoint root>/<sweep name>
         console = Console()
         console.width = max(console.width, 100)  # a pipe reports 80 columns; the table needs about 100
         console.print(render(rows, axes, title))
+        summary = usage_summary(rows, error)
+        if summary:
+            print(summary)
         csv_path = args.csv or folder / "report.csv"
         write_csv(rows, axes, csv_path)
         print(f"csv: {csv_path}")

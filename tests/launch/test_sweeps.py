@@ -312,6 +312,17 @@ def test_six_cell_sweep_runs_as_one_array_and_resubmits_exactly_the_deleted_cell
 
     third = submit("--profile", "local-slurm", "--sweep", str(path))
     assert third == {"sweep_id": None, "arrays": []}
+    # sacct counts every attempt of both submissions: cells 1 and 4 ran twice (their first run was deleted)
+    deadline = time.monotonic() + 30  # slurmdbd records a job's end a moment after slurmctld
+    while True:
+        usage = {int(r["cell"]): (int(r["attempts"] or 0), float(r["cpu_hours"] or 0), float(r["lost_cpu_hours"] or 0))
+                 for r in run_report(str(path))}
+        attempts = {cell: attempts for cell, (attempts, _, _) in usage.items()}
+        if attempts == {0: 1, 1: 2, 2: 1, 3: 1, 4: 2, 5: 1} or time.monotonic() > deadline:
+            break
+        time.sleep(2)
+    assert attempts == {0: 1, 1: 2, 2: 1, 3: 1, 4: 2, 5: 1}
+    assert all(hours > 0 and lost == 0 for _, hours, lost in usage.values())
 
 
 @pytest.mark.slurm
@@ -436,3 +447,48 @@ def test_command_line_errors_name_the_file_and_what_to_do(tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.startswith(f"error: {path}: {DEBUG} (with --set ")
     assert "unknown key 'train.max_stpes'; did you mean 'max_steps'?" in err
+
+
+def test_report_counts_hours_of_every_attempt_and_what_failed_attempts_lost(tmp_path):
+    from rich.console import Console
+
+    from launch.slurm_output import parse_usage, usage_command
+    from launch.sweep_report import add_usage, render, resource_usage, usage_summary
+
+    axes, rows = report_rows(tmp_path)
+    # cell 0: requeued once (its checkpoint carried on), then completed; cell 1: failed on a node, then completed in a
+    # resubmission (job 90); cell 2 still running; job 88_3 pending (no allocation yet); one odd line
+    sacct = ("88_0|REQUEUED|3600|billing=8,cpu=32,gres/gpu=8,mem=960G,node=1\n"
+             "88_0|COMPLETED|1800|billing=8,cpu=32,gres/gpu=8,mem=960G,node=1\n"
+             "88_1|NODE_FAIL|900|billing=8,cpu=32,gres/gpu:a100=8,mem=960G,node=1\n"
+             "88_2|RUNNING|360|billing=4,cpu=16,gres/gpu=4,mem=480G,node=1\n"
+             "88_3|PENDING|0|\n"
+             "90_0|COMPLETED|2700|billing=8,cpu=32,gres/gpu=8,mem=960G,node=1\n"
+             "garbage\n")
+    assert parse_usage(sacct)[2] == {"job_id": "88_1", "state": "NODE_FAIL", "elapsed_s": 900, "gpus": 8, "cpus": 32}
+    assert len(parse_usage(sacct)) == 5
+    jobs = [{"job_id": f"88_{i}", "run_dir": rows[i]["run_dir"]} for i in range(4)]
+    jobs.append({"job_id": "90_0", "run_dir": rows[1]["run_dir"]})
+    calls = []
+    usage, error = resource_usage(jobs, run=lambda argv: calls.append(argv) or sacct)
+    assert error is None and calls == [usage_command(["88", "90"])]
+    assert usage[rows[0]["run_dir"]] == {"attempts": 2, "gpu_hours": 12.0, "cpu_hours": 48.0, "lost_gpu_hours": 0,
+                                         "lost_cpu_hours": 0}
+    assert usage[rows[1]["run_dir"]]["gpu_hours"] == 8.0 and usage[rows[1]["run_dir"]]["lost_gpu_hours"] == 2.0
+    add_usage(rows, usage)
+    assert usage_summary(rows) == ("resources: 20.4 GPU-h used by 5 attempt(s) of 3 cell(s); 2 GPU-h (10%) in "
+                                   "attempts that failed or were cancelled")
+    console = Console(width=140, color_system=None, record=True)
+    console.print(render(rows, axes, "kh"))
+    text = console.export_text()
+    lines = [line for line in text.splitlines() if "│" in line]
+    assert [line.split("│")[-2].strip() for line in lines] == ["12.0000", "8.0000", "0.4000", "-"]
+    assert "┃   GPU-h ┃" in text
+
+    def no_accounting(argv):
+        from launch.cluster_info import SlurmError
+        raise SlurmError("'sacct ...' exited with 1: Slurm accounting storage is disabled")
+
+    assert resource_usage(jobs, run=no_accounting) == ({}, "'sacct ...' exited with 1: Slurm accounting storage is "
+                                                           "disabled")
+    assert usage_summary(rows, "x") == "resources: unknown (x)" and resource_usage([]) == ({}, None)
