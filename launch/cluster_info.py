@@ -70,12 +70,13 @@ def run_slurm(args: list[str], env: dict[str, str] | None = None, timeout: float
                          f"submit from a Slurm login node, or {local_hint}") from None
     except subprocess.TimeoutExpired:
         raise SlurmError(f"'{command}': no answer from the controller within {timeout:.0f} s",
-                         "is slurmctld up? (`python launch/local_cluster.py status` for the project's cluster)") from None
+                         "is slurmctld up? (`python launch/local_cluster.py status` for the project's cluster)"
+                         ) from None
     if out.returncode != 0:
         lines = (out.stderr.strip() or out.stdout.strip()).splitlines()
         raise SlurmError(f"'{command}' exited with {out.returncode}: {lines[-1] if lines else 'no message'}",
-                         f"SLURM_CONF={conf or 'the default slurm.conf'}: {local_hint}, or point SLURM_CONF (or the profile's slurm_conf) "
-                         "at your cluster")
+                         f"SLURM_CONF={conf or 'the default slurm.conf'}: {local_hint}, or point SLURM_CONF (or the "
+                         "profile's slurm_conf) at your cluster")
     return out.stdout
 
 

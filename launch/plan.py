@@ -43,17 +43,17 @@ submitit's folder slurm/ (pickles and the job's stdout/stderr logs). The trainer
 ACCELERATE_CONFIG = "accelerate_config.yaml"
 SBATCH_SCRIPT = "job.sbatch"
 LOG_FOLDER = "slurm"
+MAX_TIMEOUT_REQUEUES = 100
+"""How many times one run may be requeued after hitting its time limit (preemptions are not counted)."""
+DEPENDENCY_TYPES = ("after", "afterany", "afterok", "afternotok", "aftercorr")
+"""Slurm's job-to-job dependency types that ``--dependency`` accepts (``singleton`` too, which names no job)."""
+_JOB_ID = re.compile(r"\d+(?:_\d+)?")
+_SUBMISSION_ID = re.compile(r"\d{8}-\d{6}-[0-9a-f]{6}")
 
 
 def launch_dir(run_dir: str | Path) -> Path:
     """``RUN_DIR/launch``: where the launcher keeps its files for a run."""
     return Path(run_dir) / LAUNCH_DIR
-DEPENDENCY_TYPES = ("after", "afterany", "afterok", "afternotok", "aftercorr")
-"""Slurm's job-to-job dependency types that ``--dependency`` accepts (``singleton`` too, which names no job)."""
-_JOB_ID = re.compile(r"\d+(?:_\d+)?")
-_SUBMISSION_ID = re.compile(r"\d{8}-\d{6}-[0-9a-f]{6}")
-MAX_TIMEOUT_REQUEUES = 100
-"""How many times one run may be requeued after hitting its time limit (preemptions are not counted)."""
 
 
 @dataclass
