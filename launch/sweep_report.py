@@ -82,22 +82,36 @@ def sweep_jobs(cells: list[dict]) -> list[dict]:
     from launch import journal
 
     run_dirs = {str(cell["run_dir"]) for cell in cells}
-    return [job for submission in journal.load_all() if submission.get("kind") == "sweep"
+    return [{**job, "profile": submission.get("profile")}
+            for submission in journal.load_all() if submission.get("kind") == "sweep"
             for job in submission["jobs"] if job["run_dir"] in run_dirs and job.get("executor", "slurm") == "slurm"]
+
+
+def _slurm_env(profile: str | None) -> dict[str, str]:
+    """The environment for Slurm commands about jobs submitted with ``profile`` (its ``slurm_conf``, if it has one)."""
+    from launch.cluster_info import slurm_environ
+    from launch.jobqueue import slurm_env
+    from launch.profiles import load_profile
+
+    try:
+        conf = load_profile(profile).slurm_conf if profile else None
+    except (ConfigError, OSError):  # a profile file that has gone since: the default cluster
+        conf = None
+    return slurm_environ(conf) if conf else slurm_env()
 
 
 def resource_usage(jobs: list[dict], run=None) -> tuple[dict[str, dict], str | None]:
     """``({run_dir: {attempts, gpu_hours, cpu_hours, lost_gpu_hours, lost_cpu_hours}}, None)`` over every attempt of
-    these Slurm jobs, from one ``sacct`` call (``run``: argv -> stdout, for tests); ``({}, why)`` where sacct fails
+    these Slurm jobs (:func:`sweep_jobs`), from one ``sacct`` call on the cluster of the newest submission's profile
+    (``run``: argv -> stdout, for tests); ``({}, why)`` where sacct fails
     (no accounting). "Lost" hours are those of attempts that ended failed, cancelled or on a failed node: an upper
     bound on the waste, since a later attempt resumes from their last periodic checkpoint."""
     from launch.cluster_info import SlurmError, run_slurm
-    from launch.jobqueue import slurm_env
     from launch.slurm_output import LOST_STATES, parse_usage, usage_command
 
     if not jobs:
         return {}, None
-    run = run or (lambda argv: run_slurm(argv, slurm_env()))
+    run = run or (lambda argv: run_slurm(argv, _slurm_env(jobs[-1].get("profile"))))
     run_dir_of = {job["job_id"]: job["run_dir"] for job in jobs}
     try:
         text = run(usage_command(list(dict.fromkeys(job["job_id"].split("_")[0] for job in jobs))))
