@@ -425,7 +425,8 @@ def claim_run_dirs(plan: SweepPlan, todo: list[int]) -> None:
 
 def run_here(plan: SweepPlan, todo: list[int], log) -> dict:
     """An ``executor: local`` profile: run the cells on this machine one after the other, following each."""
-    from launch.submit import _jobs_in_flight, follow_local, submit_plans
+    from launch.follow import follow_local
+    from launch.submit import _jobs_in_flight, submit_plans
 
     arrays, failed, sweep_id = [], [], None
     for n, i in enumerate(todo, 1):

@@ -354,7 +354,8 @@ def submitit_task(controller: int) -> int:
 
 def test_local_profile_runs_the_same_job_without_slurm_and_requeues(state, tmp_path):
     """submitit's local executor: the same NodeLaunch; an interrupt (USR2) checkpoints, requeues and resumes."""
-    from launch.submit import _jobs_in_flight, follow_local, submit_plans
+    from launch.follow import follow_local
+    from launch.submit import _jobs_in_flight, submit_plans
 
     env_before = os.environ.get("SLURM_CONF")
     max_steps = 1000  # a debug step takes ~7 ms here: 60 steps were over before the signal reached the trainer

@@ -1,0 +1,139 @@
+"""Following a submitted job until it ends (used by ``launch/submit.py`` and ``launch/sweeps.py``).
+
+A job of the ``local`` executor is followed in the foreground (:func:`follow_local`): a progress line whenever it
+changes, Ctrl-C asks the training processes to checkpoint and stop, and the evaluation table at the end. A Slurm job
+(``--wait``, :func:`wait_slurm`) is followed through ``scontrol`` across its requeues, and how each attempt ended is
+printed from the run's ``launch/events.jsonl``.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+from launch.cluster_info import SlurmError, run_slurm, slurm_environ
+from launch.job import attempts, describe_attempts
+
+def _progress_line(run_dir: Path) -> str:
+    from memorymodels.runs import run_progress
+
+    p = run_progress(run_dir)
+    parts = [f"{p.get('status') or 'starting'}", f"step {p.get('step') or 0}/{p.get('max_steps') or '?'}"]
+    if p.get("loss") is not None:
+        parts.append(f"loss {p['loss']:.3f}")
+    if p.get("eval_loss") is not None:
+        parts.append(f"eval {p['eval_loss']:.3f}")
+    if p.get("tokens_per_s"):
+        parts.append(f"{p['tokens_per_s']:.0f} tok/s")
+    return "  ".join(parts)
+
+
+def _log_tail(path: str | None, lines: int = 15) -> str:
+    if not path or not Path(path).exists():
+        return "(no log yet)"
+    return "\n".join(Path(path).read_text(errors="replace").splitlines()[-lines:])
+
+
+def follow_local(job, entry: dict, out=sys.stdout) -> int:
+    """Follow a local-executor job in the foreground: progress lines, then the evaluation table. Returns 0 on
+    success, 1 on failure (with the log's last lines)."""
+    run_dir = Path(entry["run_dir"])
+    last = ""
+    try:
+        while not job.done():
+            line = _progress_line(run_dir)
+            if line != last:
+                print(f"  {time.strftime('%H:%M:%S')}  {line}", file=out, flush=True)
+                last = line
+            time.sleep(1.0)
+    except KeyboardInterrupt:
+        return _stop_local(job, entry, out)
+    try:
+        job.result()
+    except Exception as exc:  # noqa: BLE001 - submitit re-raises the job's error as text
+        text = str(exc)
+        reason = text[text.rfind("LaunchFailed:") + len("LaunchFailed:"):].strip() if "LaunchFailed:" in text else ""
+        if reason:
+            print(f"job {entry['job_id']}: {reason}", file=out)
+        else:
+            print(f"job {entry['job_id']} failed; --- last lines of {entry['stderr']} ---\n"
+                  f"{_log_tail(entry['stderr'])}", file=out)
+        return 1
+    print(f"  {time.strftime('%H:%M:%S')}  {_progress_line(run_dir)}", file=out)
+    _print_evaluation(run_dir, out)
+    print(f"run dir: {run_dir}", file=out)
+    return 0
+
+
+def _stop_local(job, entry: dict, out) -> int:
+    """Ctrl-C: the job's task asks the training processes to checkpoint (see launch/job.py); wait for that."""
+    from memorymodels.runs import run_progress
+
+    run_dir = Path(entry["run_dir"])
+    print("\nCtrl-C: the training processes save a checkpoint and stop (Ctrl-C again to kill them)", file=out,
+          flush=True)
+    try:
+        deadline = time.monotonic() + 600
+        while time.monotonic() < deadline and run_progress(run_dir).get("status") == "running":
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        job.cancel(check=False)
+        print(f"killed; the run resumes from its last complete checkpoint in {run_dir}", file=out)
+        return 130
+    progress = run_progress(run_dir)
+    print(f"{progress.get('status')} at step {progress.get('step')}: {run_dir}\nrun the same command again to "
+          f"resume", file=out)
+    return 130
+
+
+def _print_evaluation(run_dir: Path, out) -> None:
+    path = run_dir / "eval.json"
+    if not path.exists():
+        return
+    try:
+        from memorymodels.evaluate import format_table
+
+        print(format_table(json.loads(path.read_text())), file=out)
+    except Exception as exc:  # noqa: BLE001 - the table is a courtesy; the run itself succeeded
+        print(f"(evaluation in {path}; could not format it: {exc})", file=out)
+
+
+def wait_slurm(entry: dict, *, env: dict[str, str] | None = None, timeout: float | None = None,
+               out=sys.stdout) -> str:
+    """Follow a Slurm job until it ends (requeues included); print progress and how each attempt ended. ``env``:
+    the Slurm environment (default: SLURM_CONF or the local cluster). Returns the final Slurm state (COMPLETED,
+    FAILED, ...)."""
+    env = env if env is not None else slurm_environ()
+    run_dir = Path(entry["run_dir"])
+    deadline = None if timeout is None else time.monotonic() + timeout
+    last, state = "", "UNKNOWN"
+    while True:
+        try:
+            text = run_slurm(["scontrol", "show", "job", "-o", entry["job_id"]], env)
+            state = next((f.split("=", 1)[1] for f in text.split() if f.startswith("JobState=")), "UNKNOWN")
+        except SlurmError:
+            state = "UNKNOWN"  # the controller forgot the job (MinJobAge): decide from the run directory
+        line = f"{state:<10} {_progress_line(run_dir)}"
+        if line != last:
+            print(f"  {time.strftime('%H:%M:%S')}  {line}", file=out, flush=True)
+            last = line
+        if state in ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL", "BOOT_FAIL",
+                     "DEADLINE"):
+            break
+        if state == "UNKNOWN":
+            from memorymodels.runs import run_progress
+
+            if run_progress(run_dir).get("status") in ("completed", "failed"):
+                break
+        if deadline is not None and time.monotonic() > deadline:
+            raise TimeoutError(f"job {entry['job_id']} still {state} after {timeout:.0f} s; logs {entry['stdout']}")
+        time.sleep(2.0)
+    history = describe_attempts(run_dir)
+    if history:
+        print(history, file=out)
+    explained = any(a.get("log_tail") for a in attempts(run_dir)[-1:])
+    if state not in ("COMPLETED", "UNKNOWN") and not explained:
+        print(f"--- last lines of {entry['stderr']} ---\n{_log_tail(entry['stderr'])}", file=out)
+    return state
