@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .mixer import MixerBlock, reconstruction_loss
+from .mixer import MixerBlock, reconstruction_loss, token_embedding
 
 
 def unroll_index(length: int, dim: int, device=None) -> torch.Tensor:
@@ -173,10 +173,7 @@ class AutoencodingMixer(nn.Module):
         """(b, L) token ids -> (b, 1, d') the stored embedding (after ``down`` when compressing)."""
         if self.random_input:  # the seed's "trivial encoding" control: the encoder sees random tokens
             input_ids = torch.randint(1, self.n_vocab, input_ids.shape, device=input_ids.device)
-        x = self.wte(input_ids)  # (b, L, d)
-        for block in self.encoderblocks[:-1]:
-            x = block(x)
-        e = self.encoderblocks[-1](x, position=self.embedding_position)  # (b, 1, d)
+        e = token_embedding(self.encoderblocks, self.wte(input_ids), self.embedding_position)  # (b, 1, d)
         return self.down(e) if self.compression else e
 
     def decode(self, embedding: torch.Tensor) -> torch.Tensor:

@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .autoencoder import encoder_parts
-from .mixer import IGNORE_INDEX, MixerBlock, causal_lm_loss
+from .mixer import IGNORE_INDEX, MixerBlock, causal_lm_loss, token_embedding
 
 
 def chunked_lm_loss(logits: torch.Tensor, labels: torch.Tensor | None, n_chunks: int) -> torch.Tensor | None:
@@ -80,10 +80,7 @@ class MixerMemoryModel(nn.Module):
 
     def encode(self, input_ids: torch.Tensor, up: bool = True) -> torch.Tensor:
         """(n, L) ids -> (n, 1, width) the memory: last-token embedding, [down, up], [decoder_proj]."""
-        x = self.wte(input_ids)
-        for block in self.encoderblocks[:-1]:
-            x = block(x)
-        e = self.encoderblocks[-1](x, position=-1)  # (n, 1, encoder_dim): only the last token is read
+        e = token_embedding(self.encoderblocks, self.wte(input_ids))  # (n, 1, encoder_dim): the last token
         if self.compression:
             e = self.down(e)
             if not up:

@@ -172,6 +172,14 @@ class MixerBlock(nn.Module):
         return self.patch_ff(self.patch_layernorm(x)) + x
 
 
+def token_embedding(blocks: nn.ModuleList, x: torch.Tensor, position: int = -1) -> torch.Tensor:
+    """(b, L, d) hidden states through ``blocks``, the last computing only token ``position``: (b, 1, d), the
+    embedding a mixer encoder stores."""
+    for block in blocks[:-1]:
+        x = block(x)
+    return blocks[-1](x, position=position)
+
+
 class LanguageMixer(nn.Module):
     """Causal language model: ``wte -> mixerblocks -> lm_head`` with the shifted next-token loss."""
 

@@ -29,7 +29,7 @@ from transformers.models.llama.modeling_llama import LlamaDecoderLayer, LlamaRMS
 
 from .autoencoder import unroll_index
 from .memory import chunked_lm_loss, copy_task, slot_mask
-from .mixer import MixerBlock, causal_lm_loss, reconstruction_loss
+from .mixer import MixerBlock, causal_lm_loss, reconstruction_loss, token_embedding
 
 
 def llama_config(n_vocab: int, dim: int, depth: int, n_heads: int, positions: int) -> LlamaConfig:
@@ -165,9 +165,7 @@ class AutoencodingTransfixer(nn.Module):
         if self.use_transformer_encoder:
             e = self.encoder(x, keys=attention_mask)[:, -1:]
         else:
-            for block in self.encoderblocks[:-1]:
-                x = block(x)
-            e = self.encoderblocks[-1](x, position=-1)
+            e = token_embedding(self.encoderblocks, x)
         if self.compression:
             e = self.up(self.down(e))
         x = e.expand(-1, self.length, -1)  # (b, L, d) repeated embedding
@@ -340,9 +338,7 @@ class MemoryTransformer(nn.Module):
         if hasattr(self, "encoder"):
             e = self.encoder(x, keys=attention_mask)[:, -1:]
         else:
-            for block in self.encoderblocks[:-1]:
-                x = block(x)
-            e = self.encoderblocks[-1](x, position=-1)
+            e = token_embedding(self.encoderblocks, x)
         if self.compression:
             e = self.down(e)
         if self.noise_embedding and self.training:  # noise-based quantisation-aware training of the stored code
