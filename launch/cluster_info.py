@@ -84,13 +84,15 @@ def job_states(job_ids: list[str], env: dict[str, str] | None = None) -> dict[st
     """Job id -> the states of its jobs (an array: one per task) for every id Slurm knows: ``squeue -t all``
     (queued, running, ended within MinJobAge), then ``sacct`` for the rest where accounting runs. Unknown ids are
     absent (and the result is incomplete, not an error, where there is no accounting)."""
+    from launch.slurm_output import normalize_state
+
     states: dict[str, list[str]] = {}
 
     def add(text: str, wanted: list[str]) -> None:
         for line in text.splitlines():
             job, _, state = line.strip().partition("|")
             for key in {job, job.split("_")[0]} & set(wanted):
-                states.setdefault(key, []).append(state.split(" ")[0].rstrip("+"))
+                states.setdefault(key, []).append(normalize_state(state))
 
     try:
         add(run_slurm(["squeue", "-h", "-t", "all", "-j", ",".join(job_ids), "-o", "%i|%T"], env), job_ids)
