@@ -26,7 +26,6 @@ import math
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -34,6 +33,7 @@ import pytest
 from launch.job import attempts, describe_attempts, read_events
 from launch.local_cluster import wait_for_job
 from launch.profiles import REPO_ROOT
+from tests.launch.helpers import job_line, last_step, release_requeued, run_json, wait_until
 
 pytestmark = [pytest.mark.slurm, pytest.mark.multinode]
 
@@ -152,16 +152,6 @@ def read_metrics(run_dir: Path) -> list[dict]:
     return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
 
 
-def run_json(run_dir: Path) -> dict:
-    return json.loads((run_dir / "run.json").read_text())
-
-
-def last_step(run_dir: Path) -> int:
-    from memorymodels.runs import run_progress
-
-    return run_progress(run_dir)["step"] or 0
-
-
 def training(run_dir: Path, steps: int = 3) -> bool:
     """Whether the run has logged ``steps`` steps; fails at once (with how it ended) if the job ended before."""
     if last_step(run_dir) >= steps:
@@ -169,16 +159,6 @@ def training(run_dir: Path, steps: int = 3) -> bool:
     ended = [a for a in attempts(run_dir) if a["outcome"] != "running"]
     assert not ended, f"the job ended before training {steps} steps:\n{describe_attempts(run_dir)}"
     return False
-
-
-def wait_until(predicate, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
 def assert_same_losses(run: list[dict], ref: list[dict], where: str) -> None:
@@ -228,13 +208,9 @@ def test_interrupted_two_node_job_requeues_and_resumes_on_both_nodes(multinode_c
     assert (run_dir / f"checkpoint-{stop_step}" / "COMPLETE").exists()
 
     def started_again():
-        # Slurm holds a requeued job back (BeginTime, about two minutes): start it now, but not within the
-        # second of the requeue (slurmd refuses credentials issued in the second they were revoked)
-        line = subprocess.run(["scontrol", "show", "job", "-o", job_id], env=env, capture_output=True,
-                              text=True).stdout
+        line = job_line(job_id, env)
         if "JobState=PENDING" in line:
-            time.sleep(3)
-            subprocess.run(["scontrol", "update", f"JobId={job_id}", "StartTime=now"], env=env, check=False)
+            release_requeued(job_id, env)
             return False
         # not yet requeued (COMPLETING, REQUEUED), running again, or already done (gone from the controller)
         return not line or ("Restarts=1" in line and "JobState=RUNNING" in line) or "JobState=COMPLETED" in line

@@ -19,6 +19,7 @@ from launch.cluster_info import (ClusterInfo, SlurmError, check_plan, explain, p
 from launch.job import attempts, describe_attempts, read_events, record_event, worker_pids
 from launch.plan import plan_job
 from launch.profiles import REPO_ROOT, load_profile
+from tests.launch.helpers import job_line, last_step, release_requeued, run_json, wait_until
 
 HERE = Path(__file__).parent
 SCONTROL = HERE / "recorded" / "scontrol"
@@ -215,26 +216,6 @@ def submit_cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
                           timeout=timeout, env=dict(os.environ))
 
 
-def wait_until(predicate, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.3)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
-
-
-def last_step(run_dir: Path) -> int:
-    from memorymodels.runs import run_progress
-
-    return run_progress(run_dir)["step"] or 0
-
-
-def run_json(run_dir: Path) -> dict:
-    return json.loads((run_dir / "run.json").read_text())
-
-
 @pytest.mark.slurm
 def test_preflight_stops_a_job_the_cluster_cannot_run(slurm_cluster, state, tmp_path, capsys):
     from tests.launch.test_plan import run_main
@@ -286,13 +267,9 @@ def test_scancel_signal_requeues_through_torchrun_and_finishes_exactly(slurm_clu
     assert 0 < last_step(run_dir) < max_steps, "the signal arrived after the run finished; raise max_steps"
 
     def pending_then_release():
-        # Slurm holds a requeued job for about two minutes (BeginTime); let it start sooner to keep the test short,
-        # but not within the second of the requeue: slurmd refuses credentials issued in the second they were revoked
-        state_line = subprocess.run(["scontrol", "show", "job", "-o", job_id], env=env, capture_output=True,
-                                    text=True).stdout
+        state_line = job_line(job_id, env)
         if "JobState=PENDING" in state_line:
-            time.sleep(3)
-            subprocess.run(["scontrol", "update", f"JobId={job_id}", "StartTime=now"], env=env, check=False)
+            release_requeued(job_id, env)
             return True
         return "JobState=RUNNING" in state_line and "Restarts=1" in state_line
 
@@ -398,13 +375,10 @@ def test_time_limit_signal_checkpoints_requeues_and_finishes(slurm_cluster, stat
     released = 0
     deadline = time.monotonic() + 1200
     while time.monotonic() < deadline:
-        line = subprocess.run(["scontrol", "show", "job", "-o", job_id], env=env, capture_output=True,
-                              text=True).stdout
+        line = job_line(job_id, env)
         requeues = sum(e["event"] == "requeue" for e in read_events(run_dir))
         if "JobState=PENDING" in line and requeues > released:
-            time.sleep(3)  # see test_scancel_signal_requeues_through_torchrun_and_finishes_exactly
-            subprocess.run(["scontrol", "update", f"JobId={job_id}", "StartTime=now", "TimeLimit=10"], env=env,
-                           check=False)
+            release_requeued(job_id, env, "TimeLimit=10")
             released = requeues
         if any(f"JobState={s}" in line for s in ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT")):
             break

@@ -9,6 +9,7 @@ import pytest
 import yaml
 
 from launch.sweep_file import chunk, expand_cells, load_sweep, plan_cells, short_keys
+from tests.launch.helpers import run_json, wait_until
 from memorymodels.configuration import ConfigError
 
 REPO = Path(__file__).resolve().parents[2]
@@ -237,12 +238,6 @@ def submit(*args: str, env: dict | None = None) -> dict:
     return json.loads(proc.stdout)
 
 
-def run_json(run_dir: str | Path) -> dict:
-    import json
-
-    return json.loads((Path(run_dir) / "run.json").read_text())
-
-
 def run_report(*args: str) -> list[dict]:
     """Run ``launch/sweep_report.py`` and return its CSV rows."""
     import csv
@@ -313,15 +308,15 @@ def test_six_cell_sweep_runs_as_one_array_and_resubmits_exactly_the_deleted_cell
     third = submit("--profile", "local-slurm", "--sweep", str(path))
     assert third == {"sweep_id": None, "arrays": []}
     # sacct counts every attempt of both submissions: cells 1 and 4 ran twice (their first run was deleted)
-    deadline = time.monotonic() + 30  # slurmdbd records a job's end a moment after slurmctld
-    while True:
+    def every_attempt_counted():
         usage = {int(r["cell"]): (int(r["attempts"] or 0), float(r["cpu_hours"] or 0), float(r["lost_cpu_hours"] or 0))
                  for r in run_report(str(path))}
         attempts = {cell: attempts for cell, (attempts, _, _) in usage.items()}
-        if attempts == {0: 1, 1: 2, 2: 1, 3: 1, 4: 2, 5: 1} or time.monotonic() > deadline:
-            break
-        time.sleep(2)
-    assert attempts == {0: 1, 1: 2, 2: 1, 3: 1, 4: 2, 5: 1}
+        return usage if attempts == {0: 1, 1: 2, 2: 1, 3: 1, 4: 2, 5: 1} else None
+
+    # slurmdbd records a job's end a moment after slurmctld
+    usage = wait_until(every_attempt_counted, 30, "sacct to count one attempt per cell, two for cells 1 and 4",
+                       interval=2)
     assert all(hours > 0 and lost == 0 for _, hours, lost in usage.values())
 
 
