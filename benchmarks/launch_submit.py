@@ -15,10 +15,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from launch.cluster_info import slurm_environ  # noqa: E402
-from launch.plan import plan_job  # noqa: E402
-from launch.profiles import load_profile  # noqa: E402
-from launch.submit import submit_plans  # noqa: E402
+from launch.slurm.client import slurm_environ  # noqa: E402
+from launch.planning.plan import plan_job  # noqa: E402
+from launch.planning.profiles import load_profile  # noqa: E402
+from launch.submission.submit import submit_plans  # noqa: E402
 
 N = int(os.environ.get("N", 20))
 EXPERIMENT = "configs/experiments/debug.yaml"

@@ -38,9 +38,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from rich.console import Console  # noqa: E402
 
 from launch import jobqueue as queue  # noqa: E402
-from launch.cluster_info import run_slurm  # noqa: E402
-from launch.local_cluster import slurm_environ  # noqa: E402
-from launch.status import render_view  # noqa: E402
+from launch.slurm.client import run_slurm  # noqa: E402
+from launch.localcluster.cluster import slurm_environ  # noqa: E402
+from launch.monitor.dashboard import render_view  # noqa: E402
 
 TARGET_S = 0.5
 

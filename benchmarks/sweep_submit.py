@@ -68,7 +68,7 @@ def counting_sbatch(folder: Path) -> tuple[dict, Path]:
     wrapper = bin_dir / "sbatch"
     wrapper.write_text(f'#!/bin/sh\necho "$*" >> {calls}\nexec {real} "$@"\n')
     wrapper.chmod(wrapper.stat().st_mode | stat.S_IEXEC)
-    from launch.cluster_info import slurm_environ
+    from launch.slurm.client import slurm_environ
 
     env = slurm_environ()  # SLURM_CONF of the project's cluster, found before the state folder is moved
     env["PATH"] = f"{bin_dir}{os.pathsep}{env['PATH']}"
@@ -77,9 +77,10 @@ def counting_sbatch(folder: Path) -> tuple[dict, Path]:
 
 def compare_planning(folder: Path, cells: int, max_array_size: int) -> tuple[float, float]:
     """Seconds to plan every cell: ``plan_sweep`` (plan_job once, cells derived) vs ``plan_job`` for each cell."""
-    from launch.plan import plan_job
-    from launch.profiles import load_profile
-    from launch.sweeps import cell_items, load_sweep, plan_sweep
+    from launch.planning.plan import plan_job
+    from launch.planning.profiles import load_profile
+    from launch.planning.sweep_file import cell_items, load_sweep
+    from launch.planning.sweep import plan_sweep
 
     profile_path, sweep_path = write_inputs(folder, cells, max_array_size)
     profile, sweep = load_profile(profile_path), load_sweep(sweep_path)
@@ -100,7 +101,7 @@ def phases(folder: Path, cells: int, max_array_size: int) -> dict[str, float]:
     import io
 
     from launch import submit, sweeps
-    from launch.profiles import load_profile
+    from launch.planning.profiles import load_profile
 
     times: dict[str, float] = {}
 
@@ -139,7 +140,7 @@ def main() -> int:
     parser.add_argument("--max-array-size", type=int, default=1001)
     parser.add_argument("--repeat", type=int, default=3, help="submissions timed (each into a fresh folder)")
     args = parser.parse_args()
-    from launch.cluster_info import slurm_environ
+    from launch.slurm.client import slurm_environ
 
     os.environ["SLURM_CONF"] = slurm_environ()["SLURM_CONF"]
     rows = []

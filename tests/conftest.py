@@ -7,7 +7,7 @@
   ``CI=true``, where they fail: CI must run them.
 - Fixtures: ``slurm_cluster`` / ``multinode_cluster`` (the cluster's ``Layout``: ``.conf``, ``.nodes()``,
   ``.environ()``), ``wait_for_job`` (``wait_for_job(job_id, timeout=120) -> {id: state}``, see
-  ``launch.local_cluster.wait_for_job``).
+  ``launch.localcluster.cluster.wait_for_job``).
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ _clusters: dict[int | None, tuple[object, str | None]] = {}
 def _cluster(nodes: int | None):
     """The local cluster's Layout (brought up once per session and node count), or skip/fail with the reason."""
     if nodes not in _clusters:
-        from launch import local_cluster
+        from launch.localcluster import cluster as local_cluster
 
         try:
             _clusters[nodes] = (local_cluster.up(nodes=nodes), None)
@@ -71,6 +71,6 @@ def multinode_cluster():
 @pytest.fixture
 def wait_for_job(slurm_cluster):
     """``wait_for_job(job_id, timeout=120) -> {"12": "COMPLETED"}`` (``"12_3"`` keys for array tasks)."""
-    from launch.local_cluster import wait_for_job as wait
+    from launch.localcluster.cluster import wait_for_job as wait
 
     return wait

@@ -15,10 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from launch import local_cluster
-from launch.local_config import MULTINODE_PARTITION
+from launch.localcluster import cluster as local_cluster
+from launch.localcluster.config import MULTINODE_PARTITION
 
-REPO = Path(local_cluster.__file__).resolve().parent.parent
+REPO = Path(local_cluster.__file__).resolve().parents[2]
 SCRIPT = [sys.executable, str(REPO / "launch" / "local_cluster.py")]
 
 
@@ -61,7 +61,7 @@ def test_not_root_says_why_and_exits_non_zero():
         proc = _cli("up")
     else:
         as_nobody = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
-        probe = subprocess.run(as_nobody + [sys.executable, "-c", "import launch.local_cluster"], capture_output=True,
+        probe = subprocess.run(as_nobody + [sys.executable, "-c", "import launch.localcluster.cluster"], capture_output=True,
                                cwd="/")
         if probe.returncode != 0:
             pytest.skip(f"user nobody cannot run {sys.executable} here")

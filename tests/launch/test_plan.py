@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from launch.plan import plan_job, sbatch_parameters, split_overrides
-from launch.profiles import REPO_ROOT, list_profiles, load_profile
+from launch.planning.plan import plan_job, sbatch_parameters, split_overrides
+from launch.planning.profiles import REPO_ROOT, list_profiles, load_profile
 from memorymodels.configuration import ConfigError
 
 HERE = Path(__file__).parent
@@ -85,6 +85,9 @@ def test_rendered_jobs_match_recorded(case, profile, launcher, nodes):
         compare_recorded(f"{case}.accelerate_config.yaml", p.accelerate_config)
 
 
+PLAN_KEYS = {"sbatch", "script", "command", "accelerate_config", "run_dir", "precision", "experiment"}
+
+
 def test_every_shipped_profile_plans_with_each_launcher_it_allows():
     for name in list_profiles():
         profile = load_profile(name, [f"checkpoint_root={CKPT}"] if name.startswith("local") else [])
@@ -92,7 +95,7 @@ def test_every_shipped_profile_plans_with_each_launcher_it_allows():
         for launcher in launchers:
             p = plan_job(profile, EXPERIMENT, launcher=launcher)
             data = p.to_json()
-            assert set(data) == {"sbatch", "script", "command", "accelerate_config", "run_dir"}
+            assert set(data) == PLAN_KEYS
             assert (data["accelerate_config"] is None) == (launcher == "torchrun")
             assert p.sbatch["ntasks_per_node"] == 1 and p.sbatch["nodes"] == p.nodes
             assert str(p.run_dir).startswith(CKPT)
@@ -135,10 +138,12 @@ def test_set_rule_profile_then_experiment():
     assert split_overrides(["profile.time_limit=2h", "train.max_steps=5"]) == (["time_limit=2h"],
                                                                                ["train.max_steps=5"])
     p = plan("v100x8", sets=["train.max_steps=7", "train.precision=fp32"])
-    # the profile's precision is set first, --set wins over it
-    assert p.overrides == ["train.precision=fp16", f"output.checkpoint_root={CKPT}", "train.max_steps=7",
+    # the profile decides the checkpoint root, --set wins over the file, and the plan's one precision comes last
+    assert p.overrides == [f"output.checkpoint_root={CKPT}", "train.max_steps=7", "train.precision=fp32",
                            "train.precision=fp32"]
-    assert p.command.endswith("--set train.max_steps=7 --set train.precision=fp32")
+    assert p.precision == "fp32" and p.settings.train.precision == "fp32" and p.settings.train.max_steps == 7
+    assert "max_steps: 7" in p.experiment_text and "precision: fp32" in p.experiment_text
+    assert p.command.endswith(f"--experiment {p.run_dir}/launch/experiment.yaml --run-dir {p.run_dir}")
 
 
 def test_relative_data_directories_live_under_data_root(tmp_path):
@@ -167,7 +172,7 @@ def run_cli(*args: str) -> subprocess.CompletedProcess:
 
 def run_main(capsys, *args: str) -> subprocess.CompletedProcess:
     """``launch/submit.py``'s main() in this process (argparse errors exit 2), output captured."""
-    from launch.submit import main
+    from launch.cli.submit import main
 
     try:
         code = main(list(args))
@@ -182,12 +187,14 @@ def test_cli_script_runs_from_the_repository_root():
     assert out.returncode == 0 and "v100x8" in out.stdout and "local-slurm-2node" in out.stdout
 
 
-def test_cli_dry_run_json_has_exactly_the_plan_keys(capsys):
+def test_cli_dry_run_json_has_exactly_the_plan_keys(capsys, monkeypatch, tmp_path):
+    monkeypatch.setenv("SLURM_CONF", str(tmp_path / "no-cluster.conf"))  # no cluster answers: a GPU profile here
     out = run_main(capsys, "--profile", "a100x4", "--experiment", str(EXPERIMENT), "--launcher", "deepspeed", "--nodes", "2",
                   "--set", "profile.time_limit=2h", "--dry-run", "--json")
     assert out.returncode == 0, out.stderr
     data = json.loads(out.stdout)
-    assert set(data) == {"sbatch", "script", "command", "accelerate_config", "run_dir"}
+    assert set(data) == PLAN_KEYS | {"cluster_checks"}
+    assert data["cluster_checks"] == f"the cluster checks were not run: SLURM_CONF={tmp_path / 'no-cluster.conf'}: no such file"
     assert data["sbatch"]["time"] == 120 and "num_processes: 8" in data["accelerate_config"]
 
 
@@ -208,8 +215,8 @@ def test_cli_errors_exit_2_with_the_message(capsys):
 
 
 def test_dependency_is_checked_resolved_from_the_journal_and_rendered(tmp_path, monkeypatch):
-    from launch import journal
-    from launch.plan import dependency_jobs, dependency_spec
+    from launch.records import journal
+    from launch.planning.dependency import dependency_jobs, dependency_spec
 
     monkeypatch.setenv("MEMORYMODELS_STATE", str(tmp_path))
     sweep = journal.record(profile="local-slurm", kind="sweep", jobs=[
@@ -242,7 +249,7 @@ def test_dependency_is_checked_resolved_from_the_journal_and_rendered(tmp_path, 
 
 
 def test_dependency_preflight_names_jobs_that_make_it_start_at_once_or_never():
-    from launch.cluster_info import check_dependency
+    from launch.submission.preflight import check_dependency
 
     states = {"10": ["RUNNING"], "11": ["FAILED"], "12": ["COMPLETED"], "13": ["COMPLETED", "PENDING"]}
     assert check_dependency("afterok:10:12:13,afternotok:10:13,afterany:11", states) == []
@@ -257,18 +264,18 @@ def test_dependency_preflight_names_jobs_that_make_it_start_at_once_or_never():
 
 
 def test_diff_shows_only_what_changes_between_two_profiles(capsys):
-    from launch.plan import diff_plans
+    from launch.planning.plan import diff_plans
 
     v100, a100 = plan("v100x8"), plan("a100x8")
     text = diff_plans(v100, a100)
     assert text.startswith("--- v100x8 (cluster_profiles/v100x8.yaml)\n+++ a100x8 (cluster_profiles/a100x8.yaml)\n")
     sections = {part.splitlines()[0]: part.splitlines()[1:] for part in text.split("\n\n")[1:]}
     assert list(sections) == ["# profile", "# sbatch parameters", "# trainer overrides (--set)",
-                              "# launch command, one argument per line", "# job.sbatch"]
+                              "# experiment.yaml", "# job.sbatch"]
     assert "  precision       fp16 -> bf16" in sections["# profile"]
     assert "  mem            480G -> 960G" in sections["# sbatch parameters"]
     assert sections["# trainer overrides (--set)"] == ["  train.precision  fp16 -> bf16"]
-    assert {"-train.precision=fp16", "+train.precision=bf16"} <= set(sections["# launch command, one argument per line"])
+    assert {"-  precision: fp16", "+  precision: bf16"} <= set(sections["# experiment.yaml"])
     assert "-#SBATCH --constraint=v100" in sections["# job.sbatch"] and "+#SBATCH --constraint=a100" in sections["# job.sbatch"]
     assert not any(line.startswith(("-", "+")) and "job-name" in line for line in sections["# job.sbatch"])
 

@@ -6,8 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from launch.profiles import (PROFILE_DIR, expand_path, format_minutes, list_profiles, load_profile,
-                             parse_time_limit)
+from launch.planning.profiles import PROFILE_DIR, expand_path, format_minutes, list_profiles, load_profile, parse_time_limit
 from memorymodels.configuration import ConfigError
 
 SHIPPED = ["a100x4", "a100x8", "h100x2", "h100x8", "local", "local-slurm", "local-slurm-2node", "v100x2", "v100x4",

@@ -12,10 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from launch.cluster_info import SlurmError
-from launch.jobqueue import Collector, infer_state, read_journal
-from launch.slurm_output import (expand_array, explain_reason, normalize_state, parse_duration, parse_sacct,
-                                 parse_squeue, squeue_command)
+from launch.slurm.client import SlurmError
+from launch.monitor.queue import Collector, infer_state, read_journal
+from launch.slurm.output import expand_array, explain_reason, normalize_state, parse_duration, parse_sacct, parse_squeue, squeue_command
 
 FIXTURES = Path(__file__).parent / "fixtures"
 RECORDED = json.loads((FIXTURES / "jobs.json").read_text())
@@ -453,7 +452,7 @@ def test_live_cluster_without_accounting(slurm_cluster, tmp_path_factory, monkey
     directory, about a second to start), so the shared cluster's accounting is never switched off under others."""
     import tempfile
 
-    from launch import local_cluster
+    from launch.localcluster import cluster as local_cluster
 
     state = Path(tempfile.mkdtemp(prefix="mm-noacct-"))
     state.chmod(0o755)  # munged insists that every directory above its socket be searchable
@@ -487,7 +486,7 @@ def test_live_cluster_without_accounting(slurm_cluster, tmp_path_factory, monkey
 
 @pytest.mark.slurm
 def test_live_all_jobs_of_the_user_without_journal(live, tmp_path):
-    from launch.cluster_info import run_slurm
+    from launch.slurm.client import run_slurm
 
     ids, _ = live
     argvs: list[list[str]] = []

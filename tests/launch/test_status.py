@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from launch.jobqueue import JobRow, Snapshot, summarize_sweeps
-from launch.status import fit_rows, fmt_duration, parse_args, render, render_view, scancel_ids
+from launch.monitor.queue import JobRow, Snapshot, summarize_sweeps
+from launch.monitor.dashboard import fit_rows, fmt_duration, render, render_view, scancel_ids
+from launch.cli.status import parse_args
 
 
 def console_text(renderable, width: int) -> str:
@@ -138,7 +139,7 @@ def test_view_cut_keeps_running_and_failed_jobs_before_finished_ones():
 
 
 def test_live_view_on_a_small_screen_keeps_active_sweeps_and_shortens_failure_logs():
-    from launch.jobqueue import SweepSummary
+    from launch.monitor.queue import SweepSummary
 
     sweeps = [SweepSummary(name=f"old{i}", submission=f"s{i}", total=2, counts={"COMPLETED": 2}) for i in range(30)]
     sweeps.insert(3, SweepSummary(name="busy", submission="b", total=5, counts={"RUNNING": 1, "PENDING": 4}))
@@ -197,8 +198,8 @@ def journal_jobs(slurm_cluster, tmp_path, monkeypatch):
     """A held 3-task sweep array, a held job and a failed job, recorded with launch.journal in a private state."""
     import subprocess
 
-    from launch import journal
-    from launch.local_cluster import wait_for_job
+    from launch.records import journal
+    from launch.localcluster.cluster import wait_for_job
 
     monkeypatch.setenv("MEMORYMODELS_STATE", str(tmp_path / "state"))
     logs = tmp_path / "logs"
@@ -234,7 +235,7 @@ def test_cli_json_once_logs_and_cancel_with_confirmation(journal_jobs, capsys, m
     import json
     import subprocess
 
-    from launch.status import main
+    from launch.cli.status import main
 
     ids = journal_jobs
     assert main(["--json"]) == 0

@@ -13,12 +13,15 @@ from pathlib import Path
 
 import pytest
 
-from launch import journal
-from launch.cluster_info import (ClusterInfo, SlurmError, check_plan, explain, parse_config, parse_nodes,
-                                 parse_partitions, run_slurm)
-from launch.job import attempts, describe_attempts, read_events, record_event, worker_pids
-from launch.plan import plan_job
-from launch.profiles import REPO_ROOT, load_profile
+from launch.records import journal
+from memorymodels.configuration import ConfigError
+from launch.slurm.cluster import ClusterInfo, parse_config, parse_nodes, parse_partitions
+from launch.slurm.client import SlurmError, explain, run_slurm
+from launch.submission.preflight import check_plan
+from launch.records.events import attempts, describe_attempts, read_events, record_event
+from launch.node.task import worker_pids
+from launch.planning.plan import plan_job
+from launch.planning.profiles import REPO_ROOT, load_profile
 from tests.launch.helpers import job_line, last_step, release_requeued, run_json, wait_until
 
 HERE = Path(__file__).parent
@@ -120,7 +123,7 @@ def test_slurm_calls_fail_in_one_line_naming_the_command_with_a_hint(tmp_path):
     conf.write_text("ClusterName=x\n")
     with pytest.raises(SlurmError, match=r"' exited with 1: squeue: error: Unable to contact slurm controller$") as err:
         run_slurm(failing, env=dict(os.environ, SLURM_CONF=str(conf)))
-    assert explain(err.value).splitlines()[1].startswith(f"SLURM_CONF={conf}: start the project's cluster")
+    assert explain(err.value).splitlines()[1].startswith(f"SLURM_CONF={conf}: for the project's development cluster run")
     start = time.monotonic()
     with pytest.raises(SlurmError, match=r"^SLURM_CONF=/nonexistent/slurm.conf: no such file$"):
         run_slurm(["scontrol", "show", "config"], env=dict(os.environ, SLURM_CONF="/nonexistent/slurm.conf"))
@@ -192,8 +195,9 @@ def test_attempts_tell_apart_preemption_timeout_node_failure_and_errors(tmp_path
     assert len(read_events(tmp_path)) == 11
 
 
-def test_requeueing_stops_after_attempts_without_progress(tmp_path):
-    from launch.job import MAX_ATTEMPTS_WITHOUT_PROGRESS, _attempts_without_progress
+def test_requeueing_stops_afterattempts_without_progress(tmp_path):
+    from launch.node.task import MAX_ATTEMPTS_WITHOUT_PROGRESS
+    from launch.records.events import attempts_without_progress
 
     for step in (None, 0, 0):  # a time limit shorter than the startup: stopped before the first step, again and again
         record_event(tmp_path, "start", job_id="9")
@@ -202,8 +206,8 @@ def test_requeueing_stops_after_attempts_without_progress(tmp_path):
         record_event(tmp_path, "requeue", reason="timeout")
     record_event(tmp_path, "start", job_id="9")
     record_event(tmp_path, "signal", reason="timeout")
-    assert _attempts_without_progress(tmp_path, None) == 3 == MAX_ATTEMPTS_WITHOUT_PROGRESS
-    assert _attempts_without_progress(tmp_path, 5) == 0  # this attempt trained: requeue it
+    assert attempts_without_progress(tmp_path, None) == 3 == MAX_ATTEMPTS_WITHOUT_PROGRESS
+    assert attempts_without_progress(tmp_path, 5) == 0  # this attempt trained: requeue it
     record_event(tmp_path, "exit", code=1, outcome="no-progress", step=0)
     assert "without training a step: not requeued (raise time_limit)" in describe_attempts(tmp_path)
 
@@ -288,29 +292,38 @@ def test_scancel_signal_requeues_through_torchrun_and_finishes_exactly(slurm_clu
 
 
 def slurm_cluster_wait(job_id: str, env: dict, timeout: float) -> dict:
-    from launch.local_cluster import wait_for_job
+    from launch.localcluster.cluster import wait_for_job
 
     return wait_for_job(job_id, timeout=timeout, environ=env)
 
 
 @pytest.mark.slurm
-def test_submit_plans_sends_one_array_with_one_sbatch(slurm_cluster, state, tmp_path):
-    from launch.submit import submit_plans
+def test_planned_arrays_go_to_sbatch_byte_for_byte_with_one_sbatch_each(slurm_cluster, state, tmp_path):
+    from launch.planning.sweep import plan_arrays, plan_sweep
+    from launch.planning.sweep_file import load_sweep
+    from launch.submission.submit import submit_arrays
+    from launch.submission.sweep import sweep_record
 
-    profile = load_profile("local-slurm", [f"checkpoint_root={tmp_path}"])
-    plans = [plan_job(profile, DEBUG, overrides=[f"train.max_steps={n}"], run_dir=tmp_path / "sweep" / f"steps={n}")
-             for n in (6, 8)]
-    submission = submit_plans(plans, kind="sweep", sweep={"name": "sweep"},
-                              cells=[{"train.max_steps": 6}, {"train.max_steps": 8}])
-    ids = [j["job_id"] for j in submission["jobs"]]
+    sweep_file = tmp_path / "steps.yaml"
+    sweep_file.write_text(f"experiment: {DEBUG}\noverrides: {{output.checkpoint_root: {tmp_path}}}\n"
+                          "grid: {train.max_steps: [6, 8]}\n")
+    plan = plan_sweep(load_sweep(sweep_file), load_profile("local-slurm"))
+    arrays = plan_arrays(plan, plan.pending, "test-submission")
+    submission = submit_arrays(plan, arrays, sweep=sweep_record(plan), submission_id="test-submission")
+    ids = [j["job_id"] for j in submission.jobs]
     array = ids[0].split("_")[0]
     assert ids == [f"{array}_0", f"{array}_1"]
-    assert submission["kind"] == "sweep" and submission["jobs"][1]["cell"] == {"train.max_steps": 8}
+    assert submission.record["kind"] == "sweep" and submission.jobs[1]["cell"] == {"train.max_steps": 8}
+    submitted = submission.handles[ids[0]].paths.submission_file.read_text()
+    assert submitted == arrays[0].script, "sbatch must receive the planned script byte for byte"
+    assert submitted.splitlines()[1].startswith("# Generated by launch/submit.py for profile local-slurm")
+    assert "#SBATCH --array=0-1%4" in submitted
     states = slurm_cluster_wait(array, slurm_cluster.environ(), 240)
     assert set(states.values()) == {"COMPLETED"}, states
-    assert [last_step(p.run_dir) for p in plans] == [6, 8]
-    assert all(Path(j["stdout"]).exists() for j in submission["jobs"])
-    assert "#SBATCH --array=0-1%2" in (plans[0].run_dir / "launch" / "job.sbatch").read_text()
+    assert [last_step(job.run_dir) for job in plan.jobs] == [6, 8]
+    assert all(Path(j["stdout"]).exists() for j in submission.jobs)
+    assert all((job.run_dir / "launch" / "job.sbatch").read_text() == arrays[0].script for job in plan.jobs)
+    assert all((job.run_dir / "launch" / "experiment.yaml").read_text() == job.experiment_text for job in plan.jobs)
 
 
 def submitit_task(controller: int) -> int:
@@ -331,17 +344,17 @@ def submitit_task(controller: int) -> int:
 
 def test_local_profile_runs_the_same_job_without_slurm_and_requeues(state, tmp_path):
     """submitit's local executor: the same NodeLaunch; an interrupt (USR2) checkpoints, requeues and resumes."""
-    from launch.follow import follow_local
-    from launch.submit import _jobs_in_flight, submit_plans
+    from launch.monitor.follow import follow_local
+    from launch.submission.submit import submit_job
 
     env_before = os.environ.get("SLURM_CONF")
     max_steps = 1000  # a debug step takes ~7 ms here: 60 steps were over before the signal reached the trainer
     plan = plan_job(load_profile("local", [f"checkpoint_root={tmp_path}", "cpus_per_gpu=1"]), DEBUG,  # 2 cores here
                     overrides=[f"train.max_steps={max_steps}", "train.save_steps=100000", "train.eval_steps=0",
                                "train.logging_steps=2"])
-    submission = submit_plans([plan])
-    entry = submission["jobs"][0]
-    job = _jobs_in_flight[entry["job_id"]]
+    submission = submit_job(plan)
+    entry = submission.jobs[0]
+    job = submission.handles[entry["job_id"]]
     wait_until(lambda: last_step(plan.run_dir) >= 2, 120, "the first training steps")
     # what submitit's local controller sends its task before the time limit: the preemption signal (USR2)
     os.kill(submitit_task(job._process.pid), signal.SIGUSR2)
@@ -390,17 +403,15 @@ def test_time_limit_signal_checkpoints_requeues_and_finishes(slurm_cluster, stat
 
 
 def test_preflight_catches_bad_model_parameters_before_queueing(state, tmp_path):
-    from launch.submit import SubmitError, preflight
+    from launch.submission.preflight import SubmitError, preflight
 
-    plan = plan_job(load_profile("local", [f"checkpoint_root={tmp_path}"]), DEBUG, overrides=["model.params.bogus=1"])
-    with pytest.raises(SubmitError) as err:
-        preflight([plan])
-    assert "preflight found problems; nothing was submitted" in str(err.value)
-    assert "'model': model 'autoencoding_mixer': unknown key 'bogus'" in str(err.value)
+    with pytest.raises(ConfigError, match="model 'autoencoding_mixer': unknown key 'bogus'"):
+        plan_job(load_profile("local", [f"checkpoint_root={tmp_path}"]), DEBUG, overrides=["model.params.bogus=1"])
     missing = plan_job(load_profile("local", [f"checkpoint_root={tmp_path}"]), DEBUG,
                        overrides=["data.corpus=/nonexistent/*.txt"])
-    with pytest.raises(SubmitError, match="'data.corpus: /nonexistent/\\*.txt' matches no file"):
-        preflight([missing])
+    with pytest.raises(SubmitError, match="'data.corpus: /nonexistent/\\*.txt' matches no file") as err:
+        preflight([missing]).raise_problems()
+    assert "preflight found problems; nothing was submitted" in str(err.value)
 
 
 @pytest.mark.slurm
@@ -415,7 +426,7 @@ def test_a_program_error_is_reported_with_its_cause(slurm_cluster, state, tmp_pa
 @pytest.mark.slurm
 def test_dependency_holds_the_job_and_preflight_refuses_one_that_can_never_hold(slurm_cluster, state, tmp_path,
                                                                                 wait_for_job):
-    from launch.jobqueue import Collector
+    from launch.monitor.queue import Collector
 
     env = slurm_cluster.environ()
 

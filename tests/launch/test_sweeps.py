@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from launch.sweep_file import chunk, expand_cells, load_sweep, plan_cells, short_keys
+from launch.planning.sweep_file import chunk, expand_cells, load_sweep, plan_cells, short_keys
 from tests.launch.helpers import run_json, wait_until
 from memorymodels.configuration import ConfigError
 
@@ -125,21 +125,21 @@ def debug_sweep(tmp_path: Path, grid: dict, name: str = "abl", **extra) -> Path:
 
 
 def test_every_cell_plan_equals_plan_job(tmp_path):
-    from launch.plan import plan_job
-    from launch.profiles import load_profile
-    from launch.sweep_file import cell_items
-    from launch.sweeps import plan_sweep
+    from launch.planning.plan import plan_job
+    from launch.planning.profiles import load_profile
+    from launch.planning.sweep_file import cell_items
+    from launch.planning.sweep import plan_sweep
     from memorymodels.experiment import load_experiment
 
     sweep = load_sweep(debug_sweep(tmp_path, {"model.params.kernel": [1, 2], "train.learning_rate": [1e-3, 2.5e-3]}))
     profile = load_profile("local-slurm")
     plan = plan_sweep(sweep, profile, overrides=["train.seed=3"])
     assert len(plan.jobs) == 4 and plan.arrays == [[0, 1, 2, 3]] and plan.complete == []
-    for cell, job, experiment in zip(plan.cells, plan.jobs, plan.experiments):
+    for cell, job in zip(plan.cells, plan.jobs):
         items = cell_items(sweep.overrides) + ["train.seed=3"] + cell_items(cell.overrides)
-        reference = plan_job(profile, DEBUG, overrides=items, run_dir=cell.run_dir)
+        reference = plan_job(profile, DEBUG, overrides=items, run_dir=cell.run_dir, request=plan.request)
         assert job == reference
-        assert experiment == load_experiment(DEBUG, reference.overrides)
+        assert job.settings == load_experiment(DEBUG, reference.overrides)
         assert f"--run-dir {cell.run_dir}" in job.command
     after = plan_sweep(sweep, profile, dependency="afterok:41")
     assert all(job.dependency == "afterok:41" and "#SBATCH --dependency=afterok:41\n" in job.script
@@ -149,8 +149,8 @@ def test_every_cell_plan_equals_plan_job(tmp_path):
 def test_set_on_an_axis_and_a_cell_of_a_changed_config_are_refused(tmp_path):
     import json
 
-    from launch.profiles import load_profile
-    from launch.sweeps import plan_sweep
+    from launch.planning.profiles import load_profile
+    from launch.planning.sweep import plan_sweep
     from memorymodels.experiment import experiment_dict
 
     path = debug_sweep(tmp_path, {"model.params.kernel": [1, 2]})
@@ -160,7 +160,7 @@ def test_set_on_an_axis_and_a_cell_of_a_changed_config_are_refused(tmp_path):
     plan = plan_sweep(load_sweep(path), profile)
     run_dir = plan.cells[1].run_dir
     run_dir.mkdir(parents=True)
-    config = experiment_dict(plan.experiments[1])
+    config = experiment_dict(plan.jobs[1].settings)
     config["train"].update(max_steps=99, eval_steps=50)  # eval_steps does not change the run's identity
     (run_dir / "run.json").write_text(json.dumps({"identity": "0123456789ab", "status": "completed",
                                                   "config": config}))
@@ -170,28 +170,10 @@ def test_set_on_an_axis_and_a_cell_of_a_changed_config_are_refused(tmp_path):
     assert "Give the sweep a new 'name:'" in str(err.value)
 
 
-def test_stub_run_json_matches_the_launchers_claim(tmp_path):
-    import json
-
-    from launch.profiles import load_profile
-    from launch.submit import claim_run_dir
-    from launch.sweeps import claim_run_dirs, plan_sweep
-
-    plan = plan_sweep(load_sweep(debug_sweep(tmp_path, {"model.params.kernel": [1, 2]})), load_profile("local-slurm"))
-    claim_run_dirs(plan, [0])
-    ours = json.loads((plan.cells[0].run_dir / "run.json").read_text())
-    job = plan.jobs[0]
-    (job.run_dir / "run.json").rename(tmp_path / "ours.json")
-    claim_run_dir(job)
-    theirs = json.loads((job.run_dir / "run.json").read_text())
-    ours.pop("created"), theirs.pop("created")
-    assert ours == theirs
-
-
 @pytest.mark.parametrize("path", sorted((REPO / "sweeps").glob("*.yaml")), ids=lambda p: p.name)
 def test_shipped_sweeps_plan(path, tmp_path):
-    from launch.profiles import load_profile
-    from launch.sweeps import plan_sweep
+    from launch.planning.profiles import load_profile
+    from launch.planning.sweep import plan_sweep
 
     sweep = load_sweep(path)
     plan = plan_sweep(sweep, load_profile(sweep.profile), overrides=[f"output.checkpoint_root={tmp_path}"])
@@ -215,7 +197,7 @@ def test_dry_run_of_2500_cells_with_max_array_size_1001_plans_three_arrays(tmp_p
     path = write_sweep(tmp_path, {"experiment": str(DEBUG), "cells": cells,
                                   "overrides": {"output.checkpoint_root": str(tmp_path / "runs")}}, "big.yaml")
     out = dry_run("--profile", "local-slurm", "--set", "profile.max_array_size=1001", "--sweep", str(path))
-    assert set(out) == {"cells", "arrays"}
+    assert set(out) == {"cells", "arrays", "cluster_checks"}
     assert len(out["cells"]) == 2500
     assert out["cells"][7] == {"overrides": {"train.seed": 7}, "run_dir": str(tmp_path / "runs" / "big" / "seed=7")}
     assert [len(a) for a in out["arrays"]] == [1001, 1001, 498]
@@ -257,7 +239,7 @@ def test_six_cell_sweep_runs_as_one_array_and_resubmits_exactly_the_deleted_cell
                                                                                    tmp_path):
     import shutil
 
-    from launch import journal
+    from launch.records import journal
 
     path = debug_sweep(tmp_path, {"model.params.kernel": [1, 2, 4], "model.params.n_heads": [0, 4]}, name="six")
     cells = dry_run("--profile", "local-slurm", "--sweep", str(path))["cells"]
@@ -324,7 +306,7 @@ def test_six_cell_sweep_runs_as_one_array_and_resubmits_exactly_the_deleted_cell
 def test_a_sweep_larger_than_max_array_size_is_submitted_as_several_arrays(slurm_cluster, tmp_path):
     import subprocess
 
-    from launch.cluster_info import slurm_environ
+    from launch.slurm.client import slurm_environ
 
     profile = tmp_path / "tiny-arrays.yaml"  # held, so nothing trains: the arrays are inspected, then cancelled
     profile.write_text("extends: local-slurm\nmax_array_size: 2\nsbatch_extra: {hold: true}\n")
@@ -366,7 +348,7 @@ def fake_run(run_dir: Path, status: str | None, steps: list[tuple[int, float, fl
 
 
 def report_rows(tmp_path: Path):
-    from launch.sweep_report import collect_rows
+    from launch.monitor.report import collect_rows
 
     axes = ["model.params.kernel", "model.params.n_heads"]
     cells = []
@@ -382,7 +364,7 @@ def report_rows(tmp_path: Path):
 def test_report_table_reads_states_losses_and_bits_per_byte(tmp_path):
     from rich.console import Console
 
-    from launch.sweep_report import render
+    from launch.monitor.report import render
 
     axes, rows = report_rows(tmp_path)
     assert [r["status"] for r in rows] == ["completed", "completed", "running", "not started"]
@@ -401,7 +383,7 @@ def test_report_table_reads_states_losses_and_bits_per_byte(tmp_path):
 def test_report_csv_and_plot(tmp_path):
     import csv
 
-    from launch.sweep_report import plot, write_csv
+    from launch.monitor.report import plot, write_csv
 
     axes, rows = report_rows(tmp_path)
     write_csv(rows, axes, tmp_path / "report.csv")
@@ -428,7 +410,7 @@ def test_a_local_profile_runs_the_cells_here_one_after_the_other(tmp_path):
 def test_command_line_errors_name_the_file_and_what_to_do(tmp_path, capsys):
     import argparse
 
-    from launch.sweeps import run_sweep_command
+    from launch.cli.sweep import run_sweep_command
 
     path = debug_sweep(tmp_path, {"model.params.kernel": [1, 2]})
     args = dict(sweep=str(path), profile=None, overrides=[], launcher=None, nodes=None, dry_run=True, json=True,
@@ -447,8 +429,8 @@ def test_command_line_errors_name_the_file_and_what_to_do(tmp_path, capsys):
 def test_report_counts_hours_of_every_attempt_and_what_failed_attempts_lost(tmp_path):
     from rich.console import Console
 
-    from launch.slurm_output import parse_usage, usage_command
-    from launch.sweep_report import add_usage, render, resource_usage, usage_summary
+    from launch.slurm.output import parse_usage, usage_command
+    from launch.monitor.report import add_usage, render, resource_usage, usage_summary
 
     axes, rows = report_rows(tmp_path)
     # cell 0: requeued once (its checkpoint carried on), then completed; cell 1: failed on a node, then completed in a
@@ -481,7 +463,7 @@ def test_report_counts_hours_of_every_attempt_and_what_failed_attempts_lost(tmp_
     assert "┃   GPU-h ┃" in text
 
     def no_accounting(argv):
-        from launch.cluster_info import SlurmError
+        from launch.slurm.client import SlurmError
         raise SlurmError("'sacct ...' exited with 1: Slurm accounting storage is disabled")
 
     assert resource_usage(jobs, run=no_accounting) == ({}, "'sacct ...' exited with 1: Slurm accounting storage is "

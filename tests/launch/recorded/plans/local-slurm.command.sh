@@ -1,1 +1,1 @@
-/venv/bin/python -m torch.distributed.run --standalone --nnodes 1 --nproc_per_node 1 -m memorymodels.train --experiment <EXPERIMENT> --run-dir /ckpt/autoencoding_mixer_d32_n2_c64_b8x1_stdlib-small-v512 --set train.precision=fp32 --set output.checkpoint_root=/ckpt
+/venv/bin/python -m torch.distributed.run --standalone --nnodes 1 --nproc_per_node 1 -m memorymodels.train --experiment /ckpt/autoencoding_mixer_d32_n2_c64_b8x1_stdlib-small-v512/launch/experiment.yaml --run-dir /ckpt/autoencoding_mixer_d32_n2_c64_b8x1_stdlib-small-v512

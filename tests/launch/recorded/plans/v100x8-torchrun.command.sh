@@ -1,1 +1,1 @@
-/venv/bin/python -m torch.distributed.run --standalone --nnodes 1 --nproc_per_node 8 -m memorymodels.train --experiment <EXPERIMENT> --run-dir /ckpt/autoencoding_mixer_d32_n2_c64_b8x8_stdlib-small-v512 --set train.precision=fp16 --set output.checkpoint_root=/ckpt
+/venv/bin/python -m torch.distributed.run --standalone --nnodes 1 --nproc_per_node 8 -m memorymodels.train --experiment /ckpt/autoencoding_mixer_d32_n2_c64_b8x8_stdlib-small-v512/launch/experiment.yaml --run-dir /ckpt/autoencoding_mixer_d32_n2_c64_b8x8_stdlib-small-v512

@@ -9,8 +9,9 @@ import os
 import shutil
 import subprocess
 
-from launch.local_config import Layout
-from launch.local_processes import SBIN_PATH, ClusterError, pid_of, run, spawn, stop_pid, wait_for, which
+from launch.localcluster.config import Layout
+from memorymodels.fileio import write_text_atomic
+from launch.localcluster.processes import SBIN_PATH, ClusterError, pid_of, run, spawn, stop_pid, wait_for, which
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -39,10 +40,7 @@ def _munge_works(lay: Layout) -> bool:
 def _start_munged(lay: Layout) -> None:
     key = lay.state / "munge-key" / "munge.key"
     if not key.exists():
-        tmp = key.with_name(".munge.key.tmp")
-        tmp.write_bytes(os.urandom(1024))
-        os.chmod(tmp, 0o400)
-        os.replace(tmp, key)
+        write_text_atomic(key, os.urandom(1024), mode=0o400)
     # --force: run even when a directory above the socket is not searchable by all (a 0700 home or pytest's
     # tmp_path); every client of this cluster runs as root, so nothing is lost.
     spawn([which("munged"), "--force", f"--socket={lay.munge_socket}", f"--key-file={key}",

@@ -1,9 +1,9 @@
-"""Following a submitted job until it ends (used by ``launch/submit.py`` and ``launch/sweeps.py``).
+"""Following submitted jobs until they end (``launch/submit.py``, ``--wait``, and the local executor).
 
 A job of the ``local`` executor is followed in the foreground (:func:`follow_local`): a progress line whenever it
 changes, Ctrl-C asks the training processes to checkpoint and stop, and the evaluation table at the end. A Slurm job
 (``--wait``, :func:`wait_slurm`) is followed through ``scontrol`` across its requeues, and how each attempt ended is
-printed from the run's ``launch/events.jsonl``.
+printed from the run's ``launch/events.jsonl``; a sweep (:func:`follow_sweep`) until none of its cells is queued.
 """
 
 from __future__ import annotations
@@ -13,12 +13,17 @@ import sys
 import time
 from pathlib import Path
 
-from launch.cluster_info import SlurmError, run_slurm, slurm_environ
-from launch.job import attempts, describe_attempts
+from rich.console import Console
+
+from launch.monitor.report import collect_rows, render
+from launch.planning.sweep import SweepPlan
+from launch.records.events import attempts, describe_attempts
+from launch.slurm.client import SlurmError, run_slurm, slurm_environ
+from launch.submission.sweep import active_cells
+from memorymodels.fileio import read_json, tail_lines
+from memorymodels.runs import run_progress
 
 def _progress_line(run_dir: Path) -> str:
-    from memorymodels.runs import run_progress
-
     p = run_progress(run_dir)
     parts = [f"{p.get('status') or 'starting'}", f"step {p.get('step') or 0}/{p.get('max_steps') or '?'}"]
     if p.get("loss") is not None:
@@ -31,9 +36,7 @@ def _progress_line(run_dir: Path) -> str:
 
 
 def _log_tail(path: str | None, lines: int = 15) -> str:
-    if not path or not Path(path).exists():
-        return "(no log yet)"
-    return "\n".join(Path(path).read_text(errors="replace").splitlines()[-lines:])
+    return "\n".join(tail_lines(path, lines)) or "(no log yet)"
 
 
 def follow_local(job, entry: dict, out=sys.stdout) -> int:
@@ -68,9 +71,7 @@ def follow_local(job, entry: dict, out=sys.stdout) -> int:
 
 
 def _stop_local(job, entry: dict, out) -> int:
-    """Ctrl-C: the job's task asks the training processes to checkpoint (see launch/job.py); wait for that."""
-    from memorymodels.runs import run_progress
-
+    """Ctrl-C: the job's task asks the training processes to checkpoint (``launch.node.task``); wait for that."""
     run_dir = Path(entry["run_dir"])
     print("\nCtrl-C: the training processes save a checkpoint and stop (Ctrl-C again to kill them)", file=out,
           flush=True)
@@ -93,6 +94,8 @@ def _print_evaluation(run_dir: Path, out) -> None:
     if not path.exists():
         return
     try:
+        # The launcher's one import of a torch-using library module, kept inside the function on purpose: the
+        # launcher plans, submits and watches without loading torch; the table is printed once, after a local run.
         from memorymodels.evaluate import format_table
 
         print(format_table(json.loads(path.read_text())), file=out)
@@ -103,7 +106,7 @@ def _print_evaluation(run_dir: Path, out) -> None:
 def wait_slurm(entry: dict, *, env: dict[str, str] | None = None, timeout: float | None = None,
                out=sys.stdout) -> str:
     """Follow a Slurm job until it ends (requeues included); print progress and how each attempt ended. ``env``:
-    the Slurm environment (default: SLURM_CONF or the local cluster). Returns the final Slurm state (COMPLETED,
+    the Slurm environment (default: SLURM_CONF as set). Returns the final Slurm state (COMPLETED,
     FAILED, ...)."""
     env = env if env is not None else slurm_environ()
     run_dir = Path(entry["run_dir"])
@@ -123,8 +126,6 @@ def wait_slurm(entry: dict, *, env: dict[str, str] | None = None, timeout: float
                      "DEADLINE"):
             break
         if state == "UNKNOWN":
-            from memorymodels.runs import run_progress
-
             if run_progress(run_dir).get("status") in ("completed", "failed"):
                 break
         if deadline is not None and time.monotonic() > deadline:
@@ -137,3 +138,24 @@ def wait_slurm(entry: dict, *, env: dict[str, str] | None = None, timeout: float
     if state not in ("COMPLETED", "UNKNOWN") and not explained:
         print(f"--- last lines of {entry['stderr']} ---\n{_log_tail(entry['stderr'])}", file=out)
     return state
+
+
+def follow_sweep(plan: SweepPlan, *, log, poll_s: float = 5.0) -> list[int]:
+    """``--wait`` for a sweep: one ``squeue`` every ``poll_s`` seconds until no cell of the sweep is queued or
+    running, printing the counts as they change, then the report table. Returns the cells that did not complete."""
+    last = ""
+    while True:
+        busy = active_cells(plan)
+        statuses = [(read_json(c.run_dir / "run.json") or {}).get("status") for c in plan.cells]
+        line = (f"{statuses.count('completed')} of {len(plan.cells)} cells complete, {len(busy)} queued or running, "
+                f"{statuses.count('failed')} failed")
+        if line != last:
+            print(f"  {time.strftime('%H:%M:%S')}  {line}", file=log, flush=True)
+            last = line
+        if not busy:
+            break
+        time.sleep(poll_s)
+    cells = [{"index": c.index, **c.as_json()} for c in plan.cells]
+    Console(file=log, width=max(100, Console(file=log).width)).print(
+        render(collect_rows(cells, plan.sweep.axes), plan.sweep.axes, plan.sweep.name))
+    return [i for i, status in enumerate(statuses) if status != "completed"]

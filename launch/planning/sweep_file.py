@@ -15,7 +15,7 @@ The cells are the product of the three (an absent one counts once); duplicates a
 directory ``<checkpoint root>/<sweep name>/<cell name>``, the cell name spelled from its overrides
 (``kernel=2,n_heads=4``). This module reads and checks the file (:func:`load_sweep`), expands and names the cells
 (:func:`expand_cells`, :func:`cell_names`, :func:`plan_cells`), spells overrides for ``--set`` (:func:`cell_items`)
-and cuts the cells into arrays (:func:`chunk`); planning and submitting a sweep is ``launch/sweeps.py``.
+and cuts the cells into arrays (:func:`chunk`); planning a sweep is ``launch.planning.sweep``, submitting it ``launch.submission.sweep``.
 """
 
 from __future__ import annotations
@@ -29,8 +29,9 @@ from pathlib import Path
 from typing import Any
 
 from memorymodels.configuration import ConfigError, from_dict, load_yaml, parse_override
+from memorymodels.experiment import REPO_ROOT
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+
 # Characters kept as they are in a cell's directory name; anything else becomes '_'.
 _UNSAFE = re.compile(r"[^A-Za-z0-9._+=,-]")
 MAX_NAME = 120  # longer cell names are cut and suffixed with a hash so every file system accepts them

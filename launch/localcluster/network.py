@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from launch.local_processes import ClusterError, read_file, run
+from launch.localcluster.processes import ClusterError, read_file, run
 
 HOSTS_MARKER = "# memorymodels-local-cluster"
 NET_LOCK_DIR = Path("/run/lock/memorymodels-local-cluster")

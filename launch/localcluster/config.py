@@ -11,9 +11,10 @@ import socket
 import zlib
 from pathlib import Path
 
-from launch.local_processes import ClusterError, read_file
+from launch.localcluster.processes import ClusterError, read_file
+from memorymodels.experiment import state_dir as project_state_dir
+from memorymodels.fileio import write_text_atomic
 
-REPO = Path(__file__).resolve().parent.parent
 MULTINODE_PARTITION = "multinode"
 
 
@@ -21,9 +22,9 @@ MULTINODE_PARTITION = "multinode"
 # Where things are
 
 def state_dir() -> Path:
-    """``$MEMORYMODELS_STATE/slurm``, or ``<repo>/.state/slurm``."""
-    root = os.environ.get("MEMORYMODELS_STATE")
-    return (Path(root).expanduser().resolve() if root else REPO / ".state") / "slurm"
+    """``<state>/slurm`` (``memorymodels.experiment.state_dir``: ``$MEMORYMODELS_STATE`` or ``<repo>/.state``); the
+    local profiles' ``slurm_conf`` names the ``slurm.conf`` in it."""
+    return project_state_dir().expanduser().resolve() / "slurm"
 
 
 def conf_path(state: Path | None = None) -> Path:
@@ -52,10 +53,7 @@ def write_atomic(path: Path, text: str, mode: int = 0o644) -> bool:
     """Write ``text`` to ``path`` through a temporary name; return whether the content changed."""
     if path.exists() and path.read_text() == text:
         return False
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    os.chmod(tmp, mode)
-    os.replace(tmp, path)
+    write_text_atomic(path, text, mode=mode)
     return True
 
 

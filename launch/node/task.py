@@ -1,7 +1,7 @@
 """What runs inside the job: one launcher process per node, and requeue that reaches through it to the trainer.
 
-    # not run by hand: launch/submit.py pickles a NodeLaunch and submitit runs it in each Slurm task (one per node)
-    python -c "from launch.job import describe_attempts; print(describe_attempts('runs/RUN_NAME'))"
+    # not run by hand: the submission pickles a NodeLaunch and submitit runs it in each Slurm task (one per node)
+    python launch/status.py --history JOB_ID      # how each attempt ended (launch.records.events)
 
 :class:`NodeLaunch` is a submitit ``Checkpointable``. In each Slurm task (one per node) its ``__call__`` sets
 ``HEAD_NODE``, ``HEAD_PORT``, ``NODE_RANK`` and ``RDZV_ID`` from Slurm's environment and runs the plan's launch
@@ -15,14 +15,14 @@ checkpoint and exited (code 75), and the task of node 0 then lets submitit reque
 The next attempt runs the same command; the trainer resumes from the newest complete checkpoint and records the job
 id chain and restart count in run.json.
 
-Every attempt leaves lines in ``RUN_DIR/launch/events.jsonl`` (start, signal with its reason, exit, requeue), so what
-happened is told apart afterwards (:func:`describe_attempts`): timeout, preemption, node failure (an attempt that
-started and never reported an end) and program error (exit code and the last lines of the log).
+The node reads what the submission wrote and nothing else: the command in the pickled task, the accelerate config
+and the resolved experiment in ``RUN_DIR/launch/``. Every attempt leaves lines in ``RUN_DIR/launch/events.jsonl``
+(``launch.records.events``), so what happened is told apart afterwards: timeout, preemption, node failure and
+program error.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import socket
@@ -34,85 +34,25 @@ from typing import Any
 
 import submitit
 
-EVENTS = "launch/events.jsonl"
+from launch.records.events import attempts_without_progress, record_event
+from launch.slurm.submitit_adapter import requeue_signal
+from memorymodels.fileio import tail_lines
+from memorymodels.runs import run_progress
+
 EXIT_REQUEUE = 75  # the trainer's code after a signal-triggered checkpoint (memorymodels.train.EXIT_REQUEUE)
 TIMEOUT_MARGIN_S = 90  # Slurm may deliver the --signal up to a minute early
 IGNORE_USR2 = 'trap "" USR2; exec '  # ignored dispositions survive exec and fork, down to every worker
 MAX_ATTEMPTS_WITHOUT_PROGRESS = 3  # consecutive stopped attempts at the same step before requeueing stops
 
 
-def record_event(run_dir: Path, event: str, **fields: Any) -> dict:
-    """Append one event line to ``RUN_DIR/launch/events.jsonl`` (a single write: lines from attempts never interleave)."""
-    entry = {"event": event, "time": time.time(), **fields}
-    (run_dir / EVENTS).parent.mkdir(parents=True, exist_ok=True)
-    with open(run_dir / EVENTS, "a") as f:
-        f.write(json.dumps(entry, sort_keys=True) + "\n")
-    return entry
 
 
-def read_events(run_dir: str | Path) -> list[dict]:
-    """The events of ``RUN_DIR/launch/events.jsonl`` (oldest first); unreadable lines are skipped."""
-    path = Path(run_dir) / EVENTS
-    if not path.exists():
-        return []
-    events = []
-    for line in path.read_text().splitlines():
-        try:
-            events.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue  # a line cut by a node that died mid-write
-    return events
 
 
-def attempts(run_dir: str | Path) -> list[dict]:
-    """One dict per attempt: ``job_id``, ``restart_count``, ``host``, ``start``, ``end`` and ``outcome`` (completed,
-    requeued-timeout, requeued-preemption, interrupted-outside, failed, node-failure, running) with details."""
-    result: list[dict] = []
-    for event in read_events(run_dir):
-        kind = event.get("event")
-        if kind == "start":
-            if result and result[-1]["outcome"] == "running":
-                result[-1]["outcome"] = "node-failure"  # a new attempt began while the last never reported an end
-            result.append({"job_id": event.get("job_id"), "restart_count": event.get("restart_count", 0),
-                           "host": event.get("host"), "start": event.get("time"), "end": None,
-                           "outcome": "running", "reason": None, "exit_code": None, "step": None, "log_tail": None})
-        elif result:
-            current = result[-1]
-            if kind == "signal":
-                current["reason"] = event.get("reason")
-            elif kind == "exit":
-                current.update(end=event.get("time"), exit_code=event.get("code"), step=event.get("step"),
-                               outcome=event.get("outcome"), log_tail=event.get("log_tail"))
-            elif kind == "requeue":
-                current["outcome"] = f"requeued-{current['reason'] or 'preemption'}"
-    return result
 
 
-_WORDS = {
-    "completed": "completed",
-    "requeued-timeout": "hit its time limit: checkpointed and requeued",
-    "requeued-preemption": "was preempted: checkpointed and requeued",
-    "interrupted-outside": "was stopped (Ctrl-C, or scancel without --signal): checkpointed, not requeued",
-    "stopped": "was stopped by the checkpoint signal: checkpointed, not requeued",
-    "failed": "failed (program error)",
-    "no-progress": "was stopped again without training a step: not requeued (raise time_limit)",
-    "node-failure": "ended without a word (node failure, or killed): Slurm requeued it",
-    "running": "running",
-}
 
 
-def describe_attempts(run_dir: str | Path) -> str:
-    """The attempts of a run in words, one line each (what ``submit.py --wait`` and the dashboard show)."""
-    lines = []
-    for i, a in enumerate(attempts(run_dir), 1):
-        when = time.strftime("%H:%M:%S", time.localtime(a["start"])) if a["start"] else "?"
-        step = f" at step {a['step']}" if a["step"] is not None else ""
-        code = f" (exit {a['exit_code']})" if a["outcome"] == "failed" else ""
-        lines.append(f"attempt {i}: job {a['job_id']} on {a['host']} from {when} "
-                     f"{_WORDS.get(a['outcome'], a['outcome'])}{step}{code}")
-        if a["outcome"] == "failed" and a["log_tail"]:
-            lines += ["    " + line for line in a["log_tail"].splitlines()]
-    return "\n".join(lines)
 
 
 def _children() -> dict[int, list[int]]:
@@ -152,25 +92,12 @@ def worker_pids(root: int) -> list[int]:
     return sorted(found) or [root]
 
 
-def _attempts_without_progress(run_dir: Path, step: int | None) -> int:
-    """How many attempts right before this one were also stopped at ``step`` (no optimizer step in between)."""
-    count = 0
-    for attempt in reversed(attempts(run_dir)[:-1]):
-        if attempt["outcome"].startswith("requeued-") and (attempt["step"] or 0) == (step or 0):
-            count += 1
-        else:
-            break
-    return count
 
 
 def _log_tail(path: Path | None, lines: int = 20) -> str:
     """The last words of a failed run from its log: what the training processes printed just before torchrun's
     "failed (exitcode: N)" report when there is one (torchrun's own summary names no cause), else the last lines."""
-    if path is None or not Path(path).exists():
-        return ""
-    with open(path, "rb") as f:
-        f.seek(max(0, f.seek(0, os.SEEK_END) - 65536))
-        text = f.read().decode(errors="replace").splitlines()
+    text = tail_lines(path, 1000)
     marks = [i for i, line in enumerate(text) if "failed (exitcode:" in line]
     if marks:
         start = marks[0]
@@ -183,8 +110,6 @@ def _log_tail(path: Path | None, lines: int = 20) -> str:
 def _run_status(run_dir: Path) -> tuple[str | None, int | None]:
     """(run.json status, last step) as the trainer left them."""
     try:
-        from memorymodels.runs import run_progress
-
         progress = run_progress(run_dir)
         return progress.get("status"), progress.get("step")
     except Exception:  # noqa: BLE001 - a half-written run dir must not hide the job's own outcome
@@ -199,14 +124,13 @@ class NodeLaunch(submitit.helpers.Checkpointable):
     """One node's share of a planned job; submitit runs it once per Slurm task (``ntasks_per_node=1``)."""
 
     def __init__(self, *, name: str, command: str, run_dir: str | Path, env: dict[str, str], time_limit_s: int,
-                 signal_before_end_s: int, accelerate_config: str | None = None):
+                 signal_before_end_s: int):
         self.name = name
         self.command = command
         self.run_dir = Path(run_dir)
         self.env = dict(env)
         self.time_limit_s = time_limit_s
         self.signal_before_end_s = signal_before_end_s
-        self.accelerate_config = accelerate_config
         self._proc: subprocess.Popen | None = None
         self._started = 0.0
         self._stopped_for: str | None = None
@@ -225,12 +149,11 @@ class NodeLaunch(submitit.helpers.Checkpointable):
         rank0 = job_env.global_rank == 0
         restart = int(os.environ.get("SLURM_RESTART_COUNT", 0) or 0)
         if rank0:
-            self._write_config()
             record_event(self.run_dir, "start", job_id=job_env.job_id, restart_count=restart,
                          host=socket.gethostname(), nodes=list(job_env.hostnames), cluster=job_env.cluster)
         env = {**os.environ, **self.env, **self._rendezvous(job_env, restart)}
         env.pop("LOCAL_RANK", None)  # LOCAL_RANK marks the workers (see worker_pids)
-        usr_sig = job_env._usr_sig()
+        usr_sig = requeue_signal(job_env)
         submitit_handler = signal.getsignal(usr_sig)
         # The handler only notes the signal; the loop below acts on it (waiting on a child inside a signal handler
         # can deadlock on Popen's lock).
@@ -255,19 +178,6 @@ class NodeLaunch(submitit.helpers.Checkpointable):
         port = 20000 + (int(raw) * 7 + restart * 131) % 20000  # a requeue on the same node gets a fresh port
         return {"HEAD_NODE": job_env.hostnames[0], "HEAD_PORT": str(port), "NODE_RANK": str(job_env.node),
                 "RDZV_ID": f"{job_env.job_id}-{restart}"}
-
-    def _write_config(self) -> None:
-        """The generated accelerate config, next to the run (written once per attempt, atomically)."""
-        if self.accelerate_config is None:
-            return
-        from launch.plan import ACCELERATE_CONFIG, launch_dir
-
-        path = launch_dir(self.run_dir) / ACCELERATE_CONFIG
-        path.parent.mkdir(parents=True, exist_ok=True)
-        if not path.exists() or path.read_text() != self.accelerate_config:
-            tmp = path.with_name(path.name + ".tmp")
-            tmp.write_text(self.accelerate_config)
-            tmp.replace(path)
 
     def _timed_out(self) -> bool:
         """Whether the signal came because the time limit is near (else: preemption or a manual signal)."""
@@ -304,7 +214,7 @@ class NodeLaunch(submitit.helpers.Checkpointable):
             record_event(self.run_dir, "exit", code=code, outcome="interrupted-outside", step=step)
             raise LaunchFailed(f"{self.name}: stopped by Ctrl-C; checkpoint at step {step} in {self.run_dir}. Run the "
                                f"same command again to resume.")
-        stalled = _attempts_without_progress(self.run_dir, step)
+        stalled = attempts_without_progress(self.run_dir, step)
         if stalled >= MAX_ATTEMPTS_WITHOUT_PROGRESS:
             record_event(self.run_dir, "exit", code=code, outcome="no-progress", step=step)
             raise LaunchFailed(

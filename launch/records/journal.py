@@ -1,6 +1,6 @@
 """The submission journal: one JSON file per submission, so later commands find jobs after the shell is gone.
 
-    python -c "from launch import journal; print(*[s['submission_id'] for s in journal.load_all()])"
+    python -c "from launch.records import journal; print(*[s['submission_id'] for s in journal.load_all()])"
 
 Files live in ``<state>/journal/<submission_id>.json`` (``<state>`` is ``$MEMORYMODELS_STATE`` or ``.state``)::
 
@@ -9,28 +9,30 @@ Files live in ``<state>/journal/<submission_id>.json`` (``<state>`` is ``$MEMORY
      "jobs": [{"job_id": "123", "name": "...", "run_dir": "...", "cell": {...} | null,
                "stdout": ".../123_0_log.out", "stderr": ".../123_0_log.err"}]}
 
-Writers: ``launch/submit.py`` (``record``), once per submission, after the jobs are accepted. Readers: the dashboard
-(``launch/status.py``), ``launch/jobqueue.py`` and the sweep report (``load_all``). Files are written to a temporary name
-and renamed, so a reader never sees half a file; a file that cannot be parsed is skipped with a warning.
+Writer: ``launch.submission.submit`` (``record``), once per submission, after the jobs are accepted; the entry
+names the cluster (``slurm_conf``) so later readers ask the same one. Readers: the dashboard
+(``launch.monitor.queue``), ``--dependency`` (``launch.planning.dependency``) and the sweep report (``load_all``).
+Files are written atomically (``memorymodels.fileio``), so a reader never sees half a file; a file that cannot be
+parsed is skipped with a warning.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import secrets
 import sys
 import time
 from pathlib import Path
 from typing import Any, Iterable
 
+from memorymodels.experiment import state_dir
+from memorymodels.fileio import write_json
+
 JOB_KEYS = ("job_id", "name", "run_dir", "cell", "stdout", "stderr")
 
 
 def journal_dir() -> Path:
     """``<state>/journal`` (``$MEMORYMODELS_STATE`` overrides ``<repo>/.state``)."""
-    from memorymodels.experiment import state_dir
-
     return state_dir() / "journal"
 
 
@@ -40,12 +42,13 @@ def new_submission_id() -> str:
 
 
 def record(*, profile: str, jobs: Iterable[dict[str, Any]], kind: str = "job", sweep: dict | None = None,
-           submission_id: str | None = None, created: float | None = None) -> dict:
+           submission_id: str | None = None, created: float | None = None, slurm_conf: str | None = None) -> dict:
     """Write one submission's journal file and return its content.
 
     ``jobs``: dicts with ``job_id``, ``name``, ``run_dir``, ``stdout``, ``stderr`` and optionally ``cell`` (the
     sweep cell's overrides); extra keys are kept. ``kind`` is ``"job"`` or ``"sweep"``; ``sweep`` describes the sweep
-    (``launch.sweeps.sweep_summary``). An existing ``submission_id`` is never overwritten.
+    (``launch.planning.sweep_file.sweep_summary``); ``slurm_conf`` the cluster's configuration file when the
+    profile names one. An existing ``submission_id`` is never overwritten.
     """
     if kind not in ("job", "sweep"):
         raise ValueError(f"journal.record: kind must be 'job' or 'sweep', got {kind!r}")
@@ -63,15 +66,14 @@ def record(*, profile: str, jobs: Iterable[dict[str, Any]], kind: str = "job", s
         entries.append(entry)
     submission_id = submission_id or new_submission_id()
     data = {"submission_id": submission_id, "created": created if created is not None else time.time(),
-            "profile": profile, "kind": kind, "sweep": sweep, "jobs": entries}
+            "profile": profile, "kind": kind, "sweep": sweep, "jobs": entries,
+            **({"slurm_conf": str(slurm_conf)} if slurm_conf else {})}
     folder = journal_dir()
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{submission_id}.json"
     if path.exists():
         raise FileExistsError(f"{path}: a submission with this id is already recorded; use a new id")
-    tmp = folder / f".{submission_id}.json.tmp{os.getpid()}"
-    tmp.write_text(json.dumps(data, indent=1, sort_keys=True, default=str))
-    tmp.replace(path)
+    write_json(path, data)
     return data
 
 

@@ -1,6 +1,6 @@
 """The state of the project's jobs, for the dashboard: one ``squeue`` and at most one ``sacct`` call per refresh.
 
-    from launch.jobqueue import Collector
+    from launch.monitor.queue import Collector
     snapshot = Collector().refresh()                  # the jobs in .state/journal/ (and local runs)
     snapshot = Collector(all_jobs=True).refresh()     # every job of this user
     Collector(accounting="off")                       # never call sacct (clusters that restrict it)
@@ -23,6 +23,7 @@ counted, missing columns become ``None``.
 from __future__ import annotations
 
 import dataclasses
+import datetime as _dt
 import getpass
 import hashlib
 import json
@@ -32,11 +33,13 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from launch.cluster_info import SlurmError, run_slurm, slurm_environ
-from launch.slurm_output import (ACTIVE_STATES, FAILED_STATES, TERMINAL_STATES, explain_reason, parse_sacct,
+from launch.records.journal import journal_dir as default_journal_dir
+from launch.slurm.client import SlurmError, run_slurm, slurm_environ
+from launch.slurm.output import (ACTIVE_STATES, FAILED_STATES, TERMINAL_STATES, explain_reason, parse_sacct,
                                  parse_squeue, sacct_command, squeue_command)
-
-REPO = Path(__file__).resolve().parents[1]
+from memorymodels.experiment import REPO_ROOT
+from memorymodels.fileio import tail_lines, write_text_atomic
+from memorymodels.runs import run_progress as progress
 
 @dataclasses.dataclass(slots=True)
 class JobRow:
@@ -105,14 +108,13 @@ class Snapshot:
     warnings: list[str] = dataclasses.field(default_factory=list)
 
 
-def slurm_env() -> dict[str, str]:
-    """The environment for Slurm commands (``launch.cluster_info.slurm_environ``: ``SLURM_CONF`` as set, else the
-    local cluster's when it runs), never raising: a broken local cluster must not stop the dashboard; the Slurm call
-    reports it."""
-    try:
-        return slurm_environ()
-    except Exception:
+def cluster_environ(jobs: list[dict]) -> dict[str, str]:
+    """The environment for the dashboard's Slurm calls: ``SLURM_CONF`` as set, else the cluster the newest
+    submission went to (the journal records the profile's ``slurm_conf``), else Slurm's default."""
+    if os.environ.get("SLURM_CONF"):
         return dict(os.environ)
+    conf = next((job["slurm_conf"] for job in reversed(jobs) if job.get("slurm_conf")), None)
+    return slurm_environ(conf)
 
 
 # ---------------------------------------------------------------- journal and run directories
@@ -169,14 +171,15 @@ def _journal_jobs(path: Path) -> tuple[float, list[dict]]:
         split = None
         if run_dir:
             if not os.path.isabs(run_dir):  # os.path and str, not Path: 10,000 cells per journal file
-                run_dir = os.path.join(REPO, run_dir)
+                run_dir = os.path.join(REPO_ROOT, run_dir)
             parent, _, name = run_dir.rstrip("/").rpartition("/")
             split = (parent or "/", name)
         cell = job.get("cell")
         row = {"job_id": job_id, "name": str(job.get("name") or ""), "run_dir": run_dir,
                "cell": cell if isinstance(cell, dict) else None, "stdout": job.get("stdout"),
                "stderr": job.get("stderr"), "submission": submission, "sweep": sweep_name}
-        jobs.append({**row, "row": row, "pid": pid, "profile": profile, "slurm": not local, "run_parent": split})
+        jobs.append({**row, "row": row, "pid": pid, "profile": profile, "slurm": not local, "run_parent": split,
+                     "slurm_conf": data.get("slurm_conf")})
     return _epoch(data.get("created")) or path.stat().st_mtime, jobs
 
 
@@ -185,9 +188,8 @@ def _epoch(value: Any) -> float | None:
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         return float(value)
     if isinstance(value, str) and value:
-        from datetime import datetime
         try:
-            return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+            return _dt.datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
         except ValueError:
             return None
     return None
@@ -214,8 +216,6 @@ def run_progress(run_dir: str | None, listings: dict[str, set[str]] | None = Non
             return {}
     if not os.path.exists(os.path.join(run_dir, "run.json")):
         return {}
-    from memorymodels.runs import run_progress as progress
-
     try:
         return progress(run_dir) or {}
     except (OSError, ValueError, KeyError, TypeError) as exc:
@@ -237,22 +237,6 @@ def step_rate(run_dir: str, window: int = 20) -> float | None:
     return (points[-1][0] - points[0][0]) / (points[-1][1] - points[0][1])
 
 
-def tail_lines(path: str | Path | None, count: int, max_bytes: int = 65536) -> list[str]:
-    """The last ``count`` lines of a text file (reading at most ``max_bytes`` from its end); [] when unreadable."""
-    if not path:
-        return []
-    try:
-        with open(path, "rb") as handle:
-            handle.seek(0, os.SEEK_END)
-            size = handle.tell()
-            handle.seek(max(0, size - max_bytes))
-            data = handle.read().decode("utf-8", "replace")
-    except OSError:
-        return []
-    lines = data.splitlines()
-    if size > max_bytes and lines:
-        lines = lines[1:]  # the first line is probably cut
-    return lines[-count:] if count > 0 else []
 
 
 STEPD_END = re.compile(r"\*\*\* JOB \S+ ON \S+ CANCELLED AT \S+(?: DUE TO ([A-Z ]+?))?(?: \*\*\*|$)")
@@ -313,14 +297,11 @@ class Collector:
             raise ValueError(f"accounting={accounting!r} (or $MEMORYMODELS_SACCT): use auto, on or off")
         self.all_jobs, self.accounting, self.since, self.squeue_states = all_jobs, accounting, since, squeue_states
         self.shared_cache, self.min_interval = (Path(shared_cache) if shared_cache else None), min_interval
-        if journal_dir is None:
-            from launch.journal import journal_dir as default_journal_dir
-
-            journal_dir = default_journal_dir()
-        self.journal_dir = Path(journal_dir)
+        self.journal_dir = Path(journal_dir) if journal_dir is not None else default_journal_dir()
         self.user = user or getpass.getuser()
         self.failure_tails, self.tail_lines = failure_tails, tail_lines
-        self._run = run or (lambda argv: run_slurm(argv, env=slurm_env(), timeout=timeout))
+        self._env: dict[str, str] = dict(os.environ)
+        self._run = run or (lambda argv: run_slurm(argv, env=self._env, timeout=timeout))
         self._journal_cache: dict = {}
         self._finished: dict[str, dict] = {}  # records in a terminal state: they never change
         self._sacct_retry_at = 0.0
@@ -331,6 +312,7 @@ class Collector:
         """Collect once. Never raises for a cluster problem: a failed squeue gives the last rows, marked stale."""
         now = time.time()
         jobs, warnings = read_journal(self.journal_dir, self._journal_cache)
+        self._env = cluster_environ(jobs)
         calls = {"squeue": 0, "sacct": 0}
         try:
             wanted = None if self.all_jobs else {j["job_id"].split("_")[0] for j in jobs if j["slurm"]}
@@ -362,7 +344,7 @@ class Collector:
         argv = squeue_command(self.user, states)
         path = None
         if self.shared_cache is not None:
-            key = json.dumps([argv, os.environ.get("SLURM_CONF")]).encode()
+            key = json.dumps([argv, self._env.get("SLURM_CONF")]).encode()
             path = self.shared_cache / f"squeue-{hashlib.sha1(key).hexdigest()[:16]}.txt"
             try:
                 if now - path.stat().st_mtime < self.min_interval:
@@ -373,14 +355,17 @@ class Collector:
         calls["squeue"] += 1
         text = self._run(argv)
         if path is not None:
-            try:  # a temporary name, then rename: another reader never sees half an answer
-                path.parent.mkdir(parents=True, exist_ok=True)
-                tmp = path.with_name(f".{path.name}.{os.getpid()}")
-                tmp.write_text(text)
-                os.replace(tmp, path)
+            try:  # atomic: another reader never sees half an answer
+                write_text_atomic(path, text)
             except OSError:
                 pass
         return text
+
+    def environ(self) -> dict[str, str]:
+        """The environment of this collector's Slurm calls (the cluster of the journal's newest submission)."""
+        if self.last is None:
+            self._env = cluster_environ(read_journal(self.journal_dir, self._journal_cache)[0])
+        return dict(self._env)
 
     def forget_shared(self) -> None:
         """Drop the shared squeue answers (after scancel: the next refresh must ask the controller)."""

@@ -1,7 +1,7 @@
 """Cluster profiles: one YAML file per node type in ``cluster_profiles/``, in user terms (GPUs, memory per GPU, hours).
 
     python launch/submit.py --profile v100x8 --dry-run          # how a profile turns into a job
-    python -c "from launch.profiles import list_profiles; print(list_profiles())"
+    python launch/submit.py --list-profiles
 
 A profile names the hardware of one node type and where things live on that cluster::
 
@@ -24,15 +24,17 @@ V100 GPUs; use fp16``.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Literal
 
-from memorymodels.configuration import ConfigError, apply_overrides, from_dict, load_yaml, to_dict
+from launch.slurm.output import parse_duration
+from memorymodels.configuration import ConfigError, apply_overrides, closest, from_dict, load_yaml, to_dict
+from memorymodels.experiment import REPO_ROOT
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
 PROFILE_DIR = REPO_ROOT / "cluster_profiles"
 
 # GPU types a profile may name: memory per GPU (GB), the largest node size sold, whether bf16 runs natively.
@@ -45,11 +47,31 @@ GPU_TYPES = {
     "L40S": {"max_per_node": 8, "bf16": True},
 }
 LAUNCHERS = ("torchrun", "fsdp", "deepspeed")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_SLURM_OPTION = re.compile(r"[a-z][a-z0-9-]*")
+
+
+def precision_problem(gpu_type: str | None, precision: str, key: str = "precision") -> str | None:
+    """Why ``precision`` (asked for as ``key``) cannot train on ``gpu_type`` (None: CPU-only), in words; None when
+    it can. The one rule for precision: profiles, ``--set profile.precision`` and ``--set train.precision`` are all
+    checked here."""
+    if gpu_type is None:
+        return None if precision == "fp32" else f"'{key}: {precision}' needs GPUs; CPU-only nodes train in fp32"
+    if precision == "bf16" and not GPU_TYPES[gpu_type]["bf16"]:
+        return f"'{key}: bf16' is not supported by {gpu_type} GPUs; use fp16"
+    return None
+
+
+def _check_text(src: str, key: str, value: Any) -> None:
+    """Refuse control characters (a newline in an sbatch option would end the #SBATCH block and run the rest as
+    shell in the job)."""
+    if isinstance(value, str) and _CONTROL.search(value):
+        raise ConfigError(f"{src}: '{key}' contains a control character ({value!r}); profile values are one line")
 
 
 @dataclass(kw_only=True)
 class Profile:
-    """One node type of one cluster, in user terms; :mod:`launch.plan` turns it into scheduler parameters."""
+    """One node type of one cluster, in user terms; ``launch.planning.plan`` turns it into scheduler parameters."""
 
     name: str = ""
     """The profile's name (its file's stem; set by ``load_profile``, not a key of the file)."""
@@ -100,7 +122,8 @@ class Profile:
     max_array_size: int = 1001
     """Largest array this cluster accepts (Slurm's MaxArraySize, default 1001); bigger sweeps are split."""
     slurm_conf: str | None = None
-    """SLURM_CONF to use for this cluster (null: the environment's, or the project's local cluster)."""
+    """The cluster's slurm.conf (null: SLURM_CONF as set, else Slurm's default); the local profiles name the
+    project's development cluster here. Variables and ``~`` are expanded; relative paths are under the project."""
     extends: str | None = None
     """Profile this one starts from (resolved by ``load_profile``; kept to show where values came from)."""
 
@@ -114,8 +137,6 @@ class Profile:
             if not 1 <= self.gpus_per_node <= limit:
                 raise ConfigError(f"{src}: 'gpus_per_node: {self.gpus_per_node}' is impossible for {self.gpu_type} "
                                   f"nodes; use 1 to {limit}")
-            if self.precision == "bf16" and not GPU_TYPES[self.gpu_type]["bf16"]:
-                raise ConfigError(f"{src}: 'precision: bf16' is not supported by {self.gpu_type} GPUs; use fp16")
             if self.processes_per_node is not None and self.processes_per_node != self.gpus_per_node:
                 raise ConfigError(f"{src}: 'processes_per_node: {self.processes_per_node}' must equal "
                                   f"'gpus_per_node: {self.gpus_per_node}' on GPU nodes (one process per GPU); "
@@ -127,11 +148,12 @@ class Profile:
             if self.processes_per_node is None or self.processes_per_node < 1:
                 raise ConfigError(f"{src}: 'processes_per_node' must be 1 or more on CPU-only nodes "
                                   f"(gpu_type: null), got {self.processes_per_node}")
-            if self.precision != "fp32":
-                raise ConfigError(f"{src}: 'precision: {self.precision}' needs GPUs; CPU-only nodes train in fp32")
             if self.launcher != "torchrun":
                 raise ConfigError(f"{src}: 'launcher: {self.launcher}' needs GPUs (accelerate's FSDP and DeepSpeed "
                                   f"stop with 'no available devices' on CPU); use launcher: torchrun")
+        problem = precision_problem(self.gpu_type, self.precision)
+        if problem:
+            raise ConfigError(f"{src}: {problem}")
         if self.nodes < 1:
             raise ConfigError(f"{src}: 'nodes: {self.nodes}' must be 1 or more")
         if self.executor == "local" and self.nodes != 1:
@@ -154,6 +176,18 @@ class Profile:
                               f"'time_limit: {self.time_limit}'; the job would be told to stop before it starts")
         if not isinstance(self.setup, list) or not all(isinstance(line, str) for line in self.setup):
             raise ConfigError(f"{src}: 'setup' must be a list of shell lines")
+        for f in dataclasses.fields(self):
+            if f.name not in ("source", "setup", "sbatch_extra"):
+                _check_text(src, f.name, getattr(self, f.name))
+        for i, line in enumerate(self.setup):
+            _check_text(src, f"setup[{i}]", line)
+        for key, value in self.sbatch_extra.items():
+            if not isinstance(key, str) or not _SLURM_OPTION.fullmatch(key):
+                raise ConfigError(f"{src}: 'sbatch_extra' key {key!r} is not an sbatch long option (lower-case "
+                                  f"letters, digits and '-', e.g. mail-type)")
+            if not isinstance(value, (str, int, float, bool)) or isinstance(value, float) and not math.isfinite(value):
+                raise ConfigError(f"{src}: 'sbatch_extra.{key}' must be one string, number or true, got {value!r}")
+            _check_text(src, f"sbatch_extra.{key}", value)
 
     @property
     def procs_per_node(self) -> int:
@@ -170,6 +204,12 @@ class Profile:
         """torch.distributed backend the workers use: nccl on GPUs, gloo on CPU-only nodes."""
         return "nccl" if self.gpu_type else "gloo"
 
+    def slurm_conf_path(self) -> Path | None:
+        """``slurm_conf`` expanded (variables, ``~``, relative to the project), or None."""
+        if not self.slurm_conf:
+            return None
+        return expand_path(self.slurm_conf, where=f"{self.source}: 'slurm_conf'")
+
     def as_dict(self) -> dict:
         """The resolved profile as plain data (what run dirs and ``--dry-run`` record)."""
         data = to_dict(self)
@@ -181,21 +221,11 @@ _TIME_UNITS = re.compile(r"(\d+(?:\.\d+)?)([dhms])")
 
 
 def parse_time_limit(text: Any, *, where: str = "time_limit") -> int:
-    """``'24h'`` -> 1440 minutes. Accepts 90m, 24h, 2d, 1d12h, 45s (rounded up), HH:MM:SS, MM:SS, D-HH:MM:SS."""
+    """``'24h'`` -> 1440 minutes. Accepts 90m, 24h, 2d, 1d12h, 45s (rounded up), and Slurm's own forms (a bare
+    number of minutes, MM:SS, HH:MM:SS, D-HH, D-HH:MM, D-HH:MM:SS; parsed by ``launch.slurm.output``)."""
     value = str(text).strip().lower()
-    seconds = None
-    if re.fullmatch(r"\d+", value):
-        seconds = int(value) * 60  # Slurm reads a bare number as minutes
-    elif re.fullmatch(r"(\d+-)?\d+(:\d+){1,2}", value):
-        days, _, clock = value.rpartition("-")
-        parts = [int(p) for p in clock.split(":")]
-        if len(parts) == 2 and not days:
-            parts = [0, *parts]  # MM:SS
-        elif len(parts) == 2:
-            parts = [*parts, 0]  # D-HH:MM
-        hours, minutes, secs = parts
-        seconds = (int(days or 0) * 24 + hours) * 3600 + minutes * 60 + secs
-    elif value and _TIME_UNITS.sub("", value) == "":
+    seconds = parse_duration(value) if value[:1].isdigit() and not _TIME_UNITS.search(value) else None
+    if seconds is None and value and _TIME_UNITS.sub("", value) == "":
         scale = {"d": 86400, "h": 3600, "m": 60, "s": 1}
         seconds = sum(float(n) * scale[u] for n, u in _TIME_UNITS.findall(value))
     if seconds is None or seconds <= 0:
@@ -242,8 +272,6 @@ def profile_path(name_or_path: str | Path) -> Path:
         return path
     path = PROFILE_DIR / f"{text}.yaml"
     if not path.is_file():
-        from memorymodels.configuration import closest
-
         guess = closest(text, list_profiles())
         hint = f"; did you mean '{guess}'?" if guess else ""
         raise ConfigError(f"unknown profile '{text}'{hint} valid profiles: {', '.join(list_profiles())} "

@@ -3,7 +3,7 @@
 The commands (:func:`squeue_command`, :func:`sacct_command`) ask for fixed fields separated by ``SEP`` (``squeue``)
 or ``|`` (``sacct -P``); the parsers turn their text into plain records and never raise: unknown states pass through
 upper-cased, odd lines are skipped and counted, missing columns become ``None``. Tests replay output captured from
-the real local cluster (``tests/launch/fixtures/``). ``launch/jobqueue.py`` makes the calls and builds the rows.
+the real local cluster (``tests/launch/fixtures/``). ``launch.monitor.queue`` makes the calls and builds the rows.
 """
 
 from __future__ import annotations

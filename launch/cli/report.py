@@ -1,0 +1,60 @@
+"""``python launch/sweep_report.py``: the results of a sweep, as a table, a CSV and a plot.
+
+    python launch/sweep_report.py sweeps/kernel_heads_debug.yaml              # the file's cells, as submitted last
+    python launch/sweep_report.py 20261127-211500-ab12cd                      # a submission id from the journal
+    python launch/sweep_report.py sweeps/kernel_heads_debug.yaml --plot model.params.kernel --metric eval_loss
+    python launch/sweep_report.py SWEEP --evaluate     # first run memorymodels.evaluate on complete cells
+
+What the columns hold is ``launch.monitor.report``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from rich.console import Console
+
+from launch.monitor.report import (METRICS, add_usage, collect_rows, evaluate_missing, load_cells, plot, render,
+                                   resource_usage, sweep_jobs, usage_summary, write_csv)
+from memorymodels.configuration import ConfigError
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("sweep", help="a sweep file (sweeps/NAME.yaml) or a submission id from the journal")
+    parser.add_argument("--profile", help="profile giving the checkpoint root of a sweep file never submitted")
+    parser.add_argument("--csv", type=Path, help="CSV output (default <sweep folder>/report.csv)")
+    parser.add_argument("--plot", metavar="AXIS", help="plot --metric against this axis (a dotted key of the sweep)")
+    parser.add_argument("--metric", default="eval_loss", help=f"one of {', '.join(METRICS)} (default eval_loss)")
+    parser.add_argument("--out", type=Path, help="plot file (default <sweep folder>/<metric>_vs_<axis>.png)")
+    parser.add_argument("--evaluate", action="store_true", help="evaluate completed cells lacking eval.json first")
+    args = parser.parse_args(argv)
+    try:
+        title, axes, cells = load_cells(args.sweep, args.profile)
+        rows = collect_rows(cells, axes)
+        if args.evaluate:
+            evaluate_missing(rows)
+            rows = collect_rows(cells, axes)
+        usage, error = resource_usage(sweep_jobs(cells))
+        add_usage(rows, usage)
+        folder = Path(cells[0]["run_dir"]).parent  # <checkpoint root>/<sweep name>
+        console = Console()
+        console.width = max(console.width, 100)  # a pipe reports 80 columns; the table needs about 100
+        console.print(render(rows, axes, title))
+        summary = usage_summary(rows, error)
+        if summary:
+            print(summary)
+        csv_path = args.csv or folder / "report.csv"
+        write_csv(rows, axes, csv_path)
+        print(f"csv: {csv_path}")
+        if args.plot:
+            out = args.out or folder / f"{args.metric}_vs_{args.plot.rsplit('.', 1)[-1]}.png"
+            points = plot(rows, axes, args.plot, args.metric, out)
+            print(f"plot: {out} ({points} points{'; no cell has this metric yet' if not points else ''})")
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0

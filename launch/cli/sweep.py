@@ -1,0 +1,111 @@
+"""``python launch/submit.py --sweep FILE``: plan, check and submit a sweep, or run it here, and follow it.
+
+    python launch/submit.py --profile local-slurm --sweep sweeps/kernel_heads_debug.yaml --dry-run [--json]
+    python launch/submit.py --profile local-slurm --sweep sweeps/kernel_heads_debug.yaml [--wait]
+    python launch/sweep_report.py sweeps/kernel_heads_debug.yaml --profile local-slurm
+
+Planning is ``launch.planning.sweep``, submission ``launch.submission.sweep``. With an ``executor: local`` profile
+the cells run here one after the other, each followed in the foreground.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+from launch.monitor.follow import follow_local, follow_sweep
+from launch.planning.plan import split_overrides
+from launch.planning.profiles import list_profiles, load_profile
+from launch.planning.sweep import SweepPlan, describe, plan_arrays, plan_sweep
+from launch.planning.sweep_file import load_sweep
+from launch.slurm.client import SlurmError, explain
+from launch.submission.preflight import SubmitError, preflight
+from launch.submission.submit import submit_job
+from launch.submission.sweep import active_cells, representatives, submit_sweep, sweep_record
+from memorymodels.configuration import ConfigError
+
+
+def plan_from_args(args) -> SweepPlan:
+    """The sweep plan the command line asks for."""
+    sweep = load_sweep(args.sweep)
+    if getattr(args, "experiment", None):
+        raise ConfigError(f"--experiment {args.experiment}: a sweep names its experiment ({sweep.source}: "
+                          f"'experiment: {sweep.experiment}'); drop --experiment")
+    name = getattr(args, "profile", None) or sweep.profile
+    if not name:
+        raise ConfigError(f"{sweep.source}: no profile; pass --profile or set 'profile:' in the file "
+                          f"(profiles: {', '.join(list_profiles())})")
+    profile_items, experiment_items = split_overrides(getattr(args, "overrides", None) or [])
+    profile = load_profile(name, profile_items)
+    return plan_sweep(sweep, profile, overrides=experiment_items, launcher=getattr(args, "launcher", None),
+                      nodes=getattr(args, "nodes", None), dependency=getattr(args, "dependency", None),
+                      request=getattr(args, "request", None))
+
+
+def dry_run(plan: SweepPlan, args, out) -> int:
+    """The checks a submission makes (cells already queued, the preflight on the planned arrays), then the plan."""
+    note = "data and checkpoint root checked; no cluster (executor: local)"
+    todo = list(plan.pending)
+    if plan.profile.executor == "slurm" and todo and not getattr(args, "no_preflight", False):
+        try:
+            busy = active_cells(plan)
+        except SlurmError as exc:
+            busy, note = {}, f"the cluster checks were not run: {exc}"
+        todo = [i for i in todo if i not in busy]
+    if todo and not getattr(args, "no_preflight", False):
+        arrays = plan_arrays(plan, todo, "dry-run")
+        checked = preflight(representatives(plan, todo), array_size=max(len(a.cells) for a in arrays),
+                            scripts=[arrays[0].script] if plan.profile.executor == "slurm" else (), dry_run=True)
+        checked.raise_problems()
+        if plan.profile.executor == "slurm":
+            note = checked.skipped or "data, checkpoint root and cluster checked"
+    if getattr(args, "json", False):
+        print(json.dumps({**plan.dry_run_json(), "cluster_checks": note}, indent=1), file=out)
+    else:
+        print(describe(plan), file=out)
+        print(f"\n# checks: {note}", file=out)
+    return 0
+
+
+def run_here(plan: SweepPlan, log) -> dict:
+    """An ``executor: local`` profile: run the pending cells on this machine one after the other, following each."""
+    arrays, failed, sweep_id = [], [], None
+    todo = list(plan.pending)
+    if todo:
+        preflight(representatives(plan, todo)).raise_problems()
+    for n, i in enumerate(todo, 1):
+        print(f"sweep {plan.sweep.name}: cell {i} ({n} of {len(todo)}): {plan.cells[i].run_dir}", file=log)
+        submission = submit_job(plan.jobs[i], kind="sweep", sweep=sweep_record(plan), cell=plan.cells[i].overrides)
+        entry = submission.jobs[0]
+        sweep_id = submission.submission_id
+        arrays.append({"job_id": entry["job_id"], "cells": [i]})
+        if follow_local(submission.handles[entry["job_id"]], entry, out=log) != 0:
+            failed.append(i)
+    print(f"sweep {plan.sweep.name}: {len(todo) - len(failed)} cell(s) completed"
+          + (f", failed: {', '.join(map(str, failed))}" if failed else "")
+          + f". Report: python launch/sweep_report.py {plan.sweep.source}", file=log)
+    return {"sweep_id": sweep_id, "arrays": arrays, "failed": failed}
+
+
+def run_sweep_command(args) -> int:
+    """``python launch/submit.py --sweep FILE [--profile P] [--set K=V] [--dry-run] [--json] [--wait]``; returns the
+    exit code (1 when a followed cell did not complete, 2 for a problem found before anything ran)."""
+    out = sys.stdout
+    log = sys.stderr if getattr(args, "json", False) else out
+    try:
+        plan = plan_from_args(args)
+        if args.dry_run:
+            return dry_run(plan, args, out)
+        if plan.profile.executor == "local":
+            result = run_here(plan, log)
+        else:
+            result = submit_sweep(plan, run_preflight=not getattr(args, "no_preflight", False), log=log)
+        if getattr(args, "json", False):
+            print(json.dumps({k: v for k, v in result.items() if k != "failed"}, indent=1), file=out, flush=True)
+        failed = result.get("failed", [])
+        if getattr(args, "wait", False) and plan.profile.executor == "slurm" and result["arrays"]:
+            failed = follow_sweep(plan, log=log)
+    except (ConfigError, SubmitError, SlurmError) as exc:
+        print(f"error: {explain(exc) if isinstance(exc, SlurmError) else exc}", file=sys.stderr)
+        return 2
+    return 1 if failed else 0

@@ -1,0 +1,419 @@
+"""Planning: a cluster profile and an experiment become one whole job, without touching the cluster.
+
+    python launch/submit.py --profile v100x8 --dry-run            # the plan, readable
+    python launch/submit.py --profile a100x8 --launcher fsdp --nodes 2 --dry-run --json
+
+:func:`plan_job` returns a frozen :class:`JobPlan` holding everything the job is: the validated experiment (read
+once) and its model config (built without weights, so every model check runs here), the one precision, the sbatch
+parameters, the sbatch script (with a header saying what made it and how to make it again), the launch command
+each node runs (one ``torchrun`` or ``accelerate launch`` per node, started by one Slurm task per node), the
+accelerate config generated from ``configs/fsdp_config.yaml`` or ``configs/zero_config.yaml`` (the templates are
+never edited), the resolved experiment the trainer reads and the run directory. Submission
+(``launch.submission.submit``) writes and submits exactly these bytes; the nodes read the files it wrote.
+Planning reads files (the experiment, the templates, existing run.json files) and never contacts the cluster.
+
+Inside the job (``launch.node.task``) four variables are set before the command runs, from Slurm's environment:
+``HEAD_NODE`` (first host of ``SLURM_JOB_NODELIST``), ``HEAD_PORT`` (derived from the job id and restart count),
+``NODE_RANK`` (``SLURM_NODEID``) and ``RDZV_ID``. The command refers to them as shell variables, so what
+``--dry-run`` prints is exactly what runs.
+
+Which settings win, lowest first: the experiment file; what the profile decides for the experiment
+(``train.precision`` from ``precision``, ``output.checkpoint_root`` from ``checkpoint_root``, relative
+``data.tokenizer`` / ``data.train_dir`` / ``data.test_dir`` taken relative to ``data_root``); then ``--set`` keys.
+Precision has one owner, :func:`plan_precision`: the profile's, or ``--set train.precision`` (or
+``--set profile.precision``) when the GPU can do it; the trainer, the accelerate config and the launch flags all
+receive that one value.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import functools
+import shlex
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable
+
+import yaml
+
+from launch.planning.dependency import dependency_spec
+from launch.planning.profiles import Profile, expand_path, precision_problem
+from launch.slurm.submitit_adapter import render_sbatch
+from memorymodels.configuration import ConfigError, apply_overrides, load_yaml, parse_override
+from memorymodels.experiment import REPO_ROOT, Experiment, experiment_dict, experiment_from_dict, model_build_args
+from memorymodels.models import model_config
+from memorymodels.runs import run_dir_for
+
+TEMPLATES = {"fsdp": REPO_ROOT / "configs" / "fsdp_config.yaml", "deepspeed": REPO_ROOT / "configs" / "zero_config.yaml"}
+EXPERIMENTS = REPO_ROOT / "configs" / "experiments"
+DEFAULT_EXPERIMENT = EXPERIMENTS / "autoencoder.yaml"
+LAUNCH_DIR = "launch"
+"""The launcher's files inside a run directory: job.sbatch, accelerate_config.yaml, experiment.yaml, plan.json,
+events.jsonl and submitit's folder slurm/ (pickles and the job's stdout/stderr logs). The trainer owns the rest."""
+ACCELERATE_CONFIG = "accelerate_config.yaml"
+SBATCH_SCRIPT = "job.sbatch"
+EXPERIMENT_FILE = "experiment.yaml"
+LOG_FOLDER = "slurm"
+MAX_TIMEOUT_REQUEUES = 100
+"""How many times one run may be requeued after hitting its time limit (preemptions are not counted)."""
+
+
+def launch_dir(run_dir: str | Path) -> Path:
+    """``RUN_DIR/launch``: where the launcher keeps its files for a run."""
+    return Path(run_dir) / LAUNCH_DIR
+
+
+@dataclass(frozen=True)
+class JobPlan:
+    """Everything about one job, decided before anything is submitted."""
+
+    name: str
+    """Slurm job name (the run directory's name)."""
+    profile: Profile
+    """The resolved profile (after ``--set profile.*``, ``--nodes``, ``--launcher``)."""
+    experiment: Path
+    """The experiment file the job was planned from (absolute)."""
+    overrides: list[str]
+    """``KEY=VALUE`` items applied to that file: profile-derived first, then ``--set``, then the precision."""
+    settings: Experiment
+    """The validated experiment: the file with every override applied (what the trainer reads)."""
+    model: Any
+    """The model's validated config dataclass (``memorymodels.models.model_config``; no weights)."""
+    precision: str
+    """fp32, fp16 or bf16: the one precision of the trainer, the accelerate config and the launch flags."""
+    launcher: str
+    """torchrun, fsdp or deepspeed."""
+    nodes: int
+    """Nodes of the job; one launcher process per node."""
+    procs_per_node: int
+    """Training processes per node (one per GPU)."""
+    run_dir: Path
+    """Where the run trains, checkpoints and logs."""
+    log_folder: Path
+    """submitit's folder: the job's pickles and its stdout/stderr logs."""
+    sbatch: dict[str, Any]
+    """Slurm parameters with submitit's names (``nodes``, ``gpus_per_node``, ``ntasks_per_node``, ...)."""
+    script: str
+    """The sbatch script, byte for byte what sbatch receives (also saved as RUN_DIR/launch/job.sbatch)."""
+    command: str
+    """The launch command one node runs (shell; uses $HEAD_NODE, $HEAD_PORT, $NODE_RANK set inside the job)."""
+    accelerate_config: str | None
+    """The generated accelerate YAML (None for torchrun); saved as RUN_DIR/launch/accelerate_config.yaml."""
+    experiment_text: str
+    """The resolved experiment the trainer reads, saved as RUN_DIR/launch/experiment.yaml."""
+    request: str
+    """The command that makes this plan again (``python launch/submit.py --profile ...``)."""
+    python: str
+    """The interpreter the job runs (the launch command's and the sbatch script's)."""
+    env: dict[str, str] = field(default_factory=dict)
+    """Extra environment of the launch command."""
+    time_limit_s: int = 0
+    """Seconds one attempt may run (the profile's time limit)."""
+    dependency: str | None = None
+    """Slurm's ``--dependency`` (job ids only, submission ids resolved), or None."""
+
+    @property
+    def world_size(self) -> int:
+        return self.nodes * self.procs_per_node
+
+    @property
+    def executor(self) -> str:
+        return self.profile.executor
+
+    def files(self) -> dict[str, str]:
+        """The files submission writes into ``RUN_DIR/launch/``: name -> text."""
+        files = {SBATCH_SCRIPT: self.script, EXPERIMENT_FILE: self.experiment_text}
+        if self.accelerate_config is not None:
+            files[ACCELERATE_CONFIG] = self.accelerate_config
+        return files
+
+    def to_json(self) -> dict:
+        """What ``--dry-run --json`` prints."""
+        return {"sbatch": self.sbatch, "script": self.script, "command": self.command, "precision": self.precision,
+                "accelerate_config": self.accelerate_config, "experiment": self.experiment_text,
+                "run_dir": str(self.run_dir)}
+
+    def describe(self) -> str:
+        """The plan for people (``--dry-run``)."""
+        p = self.profile
+        hardware = (f"{self.nodes} node(s) x {p.gpus_per_node} {p.gpu_type}" if p.gpu_type
+                    else f"{self.nodes} node(s) x {self.procs_per_node} CPU process(es)")
+        lines = [f"profile     {p.name} ({p.source}): {hardware}, {self.precision}, {self.launcher}, "
+                 f"time limit {p.time_limit}",
+                 f"experiment  {self.experiment}" + (f" --set {' '.join(self.overrides)}" if self.overrides else ""),
+                 f"model       {self.settings.model.name}"
+                 + (f" (preset {self.settings.model.preset})" if self.settings.model.preset else ""),
+                 f"run dir     {self.run_dir}",
+                 *([f"starts      when {self.dependency} holds (Slurm --dependency)"] if self.dependency else []),
+                 f"logs        {self.log_folder}/%j_0_log.out / .err",
+                 "", "# command (one per node)", self.command]
+        if self.accelerate_config is not None:
+            lines += ["", f"# {ACCELERATE_CONFIG}", self.accelerate_config.rstrip()]
+        if p.executor == "slurm":
+            lines += ["", f"# {SBATCH_SCRIPT}", self.script.rstrip()]
+        return "\n".join(lines)
+
+
+def split_overrides(items: Iterable[str]) -> tuple[list[str], list[str]]:
+    """``--set`` items -> (profile overrides without the ``profile.`` prefix, experiment overrides)."""
+    profile, experiment = [], []
+    for item in items:
+        key, _ = parse_override(item)
+        if key.startswith("profile."):
+            profile.append(item.split("=", 1)[0][len("profile."):].strip() + "=" + item.split("=", 1)[1])
+        else:
+            experiment.append(item)
+    return profile, experiment
+
+
+def sbatch_parameters(profile: Profile, *, name: str, nodes: int, dependency: str | None = None) -> dict[str, Any]:
+    """The profile in scheduler terms (submitit's parameter names); ``dependency`` a resolved spec. Pure."""
+    procs = profile.procs_per_node
+    mem_gb = profile.mem_per_gpu_gb * procs
+    params: dict[str, Any] = {"job_name": name}
+    for key in ("partition", "account", "qos", "constraint"):
+        if getattr(profile, key):
+            params[key] = getattr(profile, key)
+    params.update({"nodes": nodes, "ntasks_per_node": 1})
+    if profile.gpus_per_node:
+        params["gpus_per_node"] = profile.gpus_per_node
+    params.update({"cpus_per_task": profile.cpus_per_gpu * procs,
+                   "mem": f"{int(mem_gb)}G" if mem_gb == int(mem_gb) else f"{int(mem_gb * 1024)}M",  # Slurm 22.05 rejects "GB"
+                   "time": profile.time_minutes,
+                   "signal_delay_s": profile.signal_before_end_s,
+                   "additional_parameters": {"requeue": True, **profile.sbatch_extra,
+                                             **({"dependency": dependency} if dependency else {})},
+                   # srun does not inherit --cpus-per-task from sbatch in Slurm 22.05-23.02: without this the step, so
+                   # torchrun and all its workers, may be bound to one core
+                   "srun_args": ["--cpus-per-task", str(profile.cpus_per_gpu * procs)]})
+    if profile.setup:
+        params["setup"] = list(profile.setup)
+    return params
+
+
+def profile_items(profile: Profile, data: dict) -> list[str]:
+    """The experiment keys a profile decides (see the module docstring), as ``KEY=VALUE`` items, given the
+    experiment file's data."""
+    items = [f"output.checkpoint_root={expand_path(profile.checkpoint_root, where=f'{profile.source}: checkpoint_root')}"]
+    section = data.get("data") if isinstance(data.get("data"), dict) else {}
+    data_root = None
+    for key in ("tokenizer", "train_dir", "test_dir"):
+        value = section.get(key)
+        if isinstance(value, str) and not Path(value).expanduser().is_absolute():
+            data_root = data_root or expand_path(profile.data_root, where=f"{profile.source}: data_root")
+            items.append(f"data.{key}={data_root / value}")
+    return items
+
+
+def plan_precision(profile: Profile, overrides: Iterable[str]) -> str:
+    """The job's one precision: ``--set train.precision`` when given (``auto``: the profile's), else the profile's;
+    refused, naming the key, when the profile's GPUs cannot train in it."""
+    asked = None
+    for item in overrides:
+        key, value = parse_override(item)
+        if key == "train.precision":
+            asked = value
+    if asked in (None, "auto"):
+        return profile.precision
+    problem = precision_problem(profile.gpu_type, str(asked), key="train.precision")
+    if problem:
+        raise ConfigError(f"--set train.precision={asked}: {problem} (profile {profile.name}: {profile.source})")
+    return str(asked)
+
+
+def experiment_path(experiment: str | Path | None) -> Path:
+    """The experiment file (default ``configs/experiments/autoencoder.yaml``), absolute; a missing one is refused."""
+    path = Path(experiment or DEFAULT_EXPERIMENT).resolve()
+    if not path.is_file():
+        raise ConfigError(f"--experiment {path}: no such file; experiments: "
+                          f"{', '.join(sorted(p.name for p in EXPERIMENTS.glob('*.yaml')))}")
+    return path
+
+
+def plan_experiment(profile: Profile, path: Path, data: dict, overrides: list[str]) -> tuple[str, list[str], Experiment]:
+    """(precision, every override applied, the validated experiment) for the experiment file ``path`` (its content
+    ``data``) on ``profile`` with ``--set`` items ``overrides``."""
+    precision = plan_precision(profile, overrides)
+    items = profile_items(profile, data) + list(overrides) + [f"train.precision={precision}"]
+    source = f"{path} (with --set {' '.join(overrides)})" if overrides else str(path)
+    return precision, items, experiment_from_dict(apply_overrides(data, items), source)
+
+
+def planned_model(settings: Experiment) -> Any:
+    """The model config the trainer will build (the tokenizer's exact size is only known in the job; the
+    experiment's ``data.vocab_size`` stands in), validated without weights or torch."""
+    args = model_build_args(settings, settings.data.vocab_size)
+    return model_config(args["name"], preset=args["preset"], source=settings.source, **args["params"])
+
+
+def resolved_experiment(plan_source: str, settings: Experiment) -> str:
+    """The experiment the trainer reads, as YAML with a header naming where it came from."""
+    header = (f"# Resolved by launch/submit.py from {plan_source}; the job trains exactly this.\n"
+              "# Edit the experiment file and submit again rather than this file.\n")
+    return header + yaml.safe_dump(experiment_dict(settings), sort_keys=True)
+
+
+def script_header(request: str, profile: Profile) -> str:
+    """The comment lines after the sbatch script's shebang: what made it and how to make it again."""
+    return (f"# Generated by launch/submit.py for profile {profile.name} ({profile.source}); do not edit.\n"
+            f"# Run with: {request}\n")
+
+
+def with_header(script: str, header: str) -> str:
+    """``script`` with ``header`` right after its first line (the shebang), before the #SBATCH lines."""
+    first, _, rest = script.partition("\n")
+    return f"{first}\n{header}{rest}"
+
+
+def default_request(profile: Profile, experiment: Path, overrides: Iterable[str], launcher: str | None,
+                    nodes: int | None, dependency: str | None) -> str:
+    """``python launch/submit.py ...`` for a plan made from these arguments."""
+    args = ["python", "launch/submit.py", "--profile", profile.name, "--experiment", _relative(experiment)]
+    for item in overrides:
+        args += ["--set", item]
+    args += (["--launcher", launcher] if launcher else []) + (["--nodes", str(nodes)] if nodes else [])
+    args += ["--dependency", dependency] if dependency else []
+    return shlex.join(args)
+
+
+def _relative(path: Path) -> str:
+    try:
+        return str(Path(path).resolve().relative_to(REPO_ROOT))
+    except ValueError:
+        return str(path)
+
+
+def launch_shape(profile: Profile, launcher: str | None, nodes: int | None) -> Profile:
+    """``profile`` with ``--launcher`` / ``--nodes`` applied (validated again)."""
+    changes = {k: v for k, v in (("launcher", launcher), ("nodes", nodes)) if v is not None and getattr(profile, k) != v}
+    if not changes:
+        return profile
+    try:
+        return dataclasses.replace(profile, **changes)
+    except ConfigError as exc:
+        flags = " ".join(f"--{k} {v}" for k, v in changes.items())
+        raise ConfigError(f"{flags}: {exc}") from None
+
+
+def plan_job(profile: Profile, experiment: str | Path | None = None, *, overrides: Iterable[str] = (),
+             launcher: str | None = None, nodes: int | None = None, run_dir: str | Path | None = None,
+             log_folder: str | Path | None = None, python: str | None = None, dependency: str | None = None,
+             request: str | None = None, data: dict | None = None) -> JobPlan:
+    """Plan one job of ``experiment`` (default ``configs/experiments/autoencoder.yaml``) on ``profile``.
+
+    ``overrides`` are experiment ``KEY=VALUE`` items (``--set`` without ``profile.``); ``launcher`` and ``nodes``
+    replace the profile's defaults; ``run_dir`` replaces the derived run directory (sweeps name their cells' own);
+    ``log_folder`` replaces ``RUN_DIR/launch/slurm``; ``dependency`` is ``--dependency``
+    (``launch.planning.dependency``); ``request`` the command line for the script's header; ``data`` the
+    experiment file's content when the caller has read it already (a sweep reads it once for all its cells).
+    Pure: reads files, never contacts the cluster. Any problem is a ConfigError naming the file and key.
+    """
+    profile = launch_shape(profile, launcher, nodes)
+    path = experiment_path(experiment)
+    data = load_yaml(path) if data is None else data
+    user = list(overrides)
+    precision, items, settings = plan_experiment(profile, path, data, user)
+    model = planned_model(settings)
+    world = profile.nodes * profile.procs_per_node
+    run_dir = Path(run_dir).resolve() if run_dir is not None else run_dir_for(settings, world).resolve()
+    log_folder = Path(log_folder) if log_folder is not None else launch_dir(run_dir) / LOG_FOLDER
+    python = python or sys.executable
+    if dependency is not None:
+        if profile.executor != "slurm":
+            raise ConfigError(f"--dependency {dependency}: profile '{profile.name}' runs jobs on this machine at once; "
+                              "dependencies need a Slurm profile (e.g. local-slurm)")
+        dependency = dependency_spec(dependency)
+    request = request or default_request(profile, path, user, launcher, nodes, dependency)
+    sbatch = sbatch_parameters(profile, name=run_dir.name, nodes=profile.nodes, dependency=dependency)
+    return JobPlan(
+        name=run_dir.name, profile=profile, experiment=path, overrides=items, settings=settings, model=model,
+        precision=precision, launcher=profile.launcher, nodes=profile.nodes, procs_per_node=profile.procs_per_node,
+        run_dir=run_dir, log_folder=log_folder, sbatch=sbatch,
+        script=with_header(render_sbatch(sbatch, folder=log_folder, python=python), script_header(request, profile)),
+        command=launch_command(profile, precision, python=python, run_dir=run_dir),
+        accelerate_config=None if profile.launcher == "torchrun" else accelerate_config(profile, precision),
+        experiment_text=resolved_experiment(settings.source, settings), request=request, python=python,
+        env={"OMP_NUM_THREADS": str(profile.cpus_per_gpu), "PYTHONUNBUFFERED": "1"},
+        time_limit_s=profile.time_minutes * 60, dependency=dependency,
+    )
+
+
+@functools.lru_cache(maxsize=4)
+def _template(launcher: str) -> str:
+    return TEMPLATES[launcher].read_text()
+
+
+def accelerate_config(profile: Profile, precision: str) -> str:
+    """The accelerate YAML for ``fsdp``/``deepspeed``: the template with the profile's values filled in. Pure."""
+    template = TEMPLATES[profile.launcher]
+    data = yaml.safe_load(_template(profile.launcher))
+    nodes = profile.nodes
+    data.update({"num_processes": nodes * profile.procs_per_node, "num_machines": nodes, "machine_rank": 0,
+                 "mixed_precision": "no" if precision == "fp32" else precision})
+    data.pop("use_cpu", None)  # the seed's zero_config.yaml asked for CPU by mistake
+    header = (f"# Generated by launch/submit.py from {template.relative_to(REPO_ROOT)} for profile {profile.name}:\n"
+              f"# num_processes = {nodes} node(s) x {profile.procs_per_node} GPU(s). Each node passes its own\n"
+              f"# --machine_rank and the head node's --main_process_ip/--main_process_port (flags win over keys).\n")
+    return header + yaml.safe_dump(data, sort_keys=True)
+
+
+def launch_command(profile: Profile, precision: str, *, python: str, run_dir: Path) -> str:
+    """One node's launch command (shell): the trainer reads the resolved experiment the submission wrote. Pure."""
+    procs, nodes = profile.procs_per_node, profile.nodes
+    q = shlex.quote
+    files = launch_dir(run_dir)
+    train = ["-m", "memorymodels.train", "--experiment", str(files / EXPERIMENT_FILE), "--run-dir", str(run_dir)]
+    train_args = " ".join(q(a) for a in train)
+    if profile.launcher == "torchrun":
+        if nodes == 1:
+            rdzv = f"--standalone --nnodes 1 --nproc_per_node {procs}"
+        else:
+            rdzv = (f"--nnodes {nodes} --nproc_per_node {procs} --rdzv_backend c10d "
+                    f"--rdzv_endpoint \"$HEAD_NODE:$HEAD_PORT\" --rdzv_id \"$RDZV_ID\"")
+        return f"{q(python)} -m torch.distributed.run {rdzv} {train_args}"
+    mixed = "no" if precision == "fp32" else precision
+    return (f"{q(python)} -m accelerate.commands.launch --config_file {q(str(files / ACCELERATE_CONFIG))} "
+            f"--num_processes {nodes * procs} --num_machines {nodes} --machine_rank \"$NODE_RANK\" "
+            f"--main_process_ip \"$HEAD_NODE\" --main_process_port \"$HEAD_PORT\" --mixed_precision {mixed} "
+            f"{train_args}")
+
+
+def diff_plans(first: JobPlan, second: JobPlan) -> str:
+    """What changes when the same experiment runs on ``second``'s profile instead of ``first``'s, for people
+    (``--diff``): profile keys, sbatch parameters, trainer overrides, then line diffs of the launch command (one
+    argument per line), the accelerate config and the sbatch script. Only what differs is shown. Pure."""
+    def changes(title: str, a: dict, b: dict) -> list[str]:
+        keys = [k for k in dict.fromkeys([*a, *b]) if a.get(k, "(unset)") != b.get(k, "(unset)")]
+        width = max((len(k) for k in keys), default=0)
+        return [f"# {title}"] + [f"  {k:<{width}}  {a.get(k, '(unset)')} -> {b.get(k, '(unset)')}" for k in keys] \
+            if keys else []
+
+    def lines(title: str, a: str | None, b: str | None) -> list[str]:
+        diff = list(difflib.unified_diff((a or "").splitlines(), (b or "").splitlines(), lineterm="", n=1))[2:]
+        return [f"# {title}", *diff] if diff else []
+
+    def profile_keys(plan: JobPlan) -> dict:
+        return {k: v for k, v in dataclasses.asdict(plan.profile).items() if k not in ("name", "source", "description")}
+
+    def overrides(plan: JobPlan) -> dict:
+        return dict(item.split("=", 1) for item in plan.overrides)
+
+    def arguments(plan: JobPlan) -> str:
+        return "\n".join(shlex.split(plan.command))
+
+    sections = [
+        changes("profile", profile_keys(first), profile_keys(second)),
+        changes("job", {"processes per node": first.procs_per_node, "run dir": first.run_dir},
+                {"processes per node": second.procs_per_node, "run dir": second.run_dir}),
+        changes("sbatch parameters", {k: v for k, v in first.sbatch.items() if k != "job_name"},
+                {k: v for k, v in second.sbatch.items() if k != "job_name"}),
+        changes("trainer overrides (--set)", overrides(first), overrides(second)),
+        lines("launch command, one argument per line", arguments(first), arguments(second)),
+        lines(ACCELERATE_CONFIG, first.accelerate_config, second.accelerate_config),
+        lines(EXPERIMENT_FILE, first.experiment_text, second.experiment_text),
+        lines(SBATCH_SCRIPT, first.script, second.script)]
+    head = f"--- {first.profile.name} ({first.profile.source})\n+++ {second.profile.name} ({second.profile.source})"
+    body = "\n\n".join("\n".join(section) for section in sections if section)
+    return f"{head}\n\n{body}" if body else f"{head}\nno differences: the two profiles plan the same job"

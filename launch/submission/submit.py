@@ -1,0 +1,176 @@
+"""Submission: write the plan's files and hand sbatch the plan's scripts, byte for byte; record it in the journal.
+
+    python launch/submit.py --profile local-slurm --experiment configs/experiments/debug.yaml
+    python launch/submit.py --profile local-slurm --sweep sweeps/kernel_heads_debug.yaml
+
+:func:`submit_job` submits one planned job (:class:`launch.planning.plan.JobPlan`): it writes ``RUN_DIR/launch/``
+(the sbatch script, the resolved experiment the trainer reads, the accelerate config, ``plan.json``) and a stub
+``run.json`` naming the run's identity, then submits the plan's script through submitit
+(``launch.slurm.submitit_adapter.PlannedSlurmExecutor``), or runs the job here with submitit's local executor for an
+``executor: local`` profile. :func:`submit_arrays` submits planned sweep arrays
+(:class:`launch.planning.sweep.ArrayPlan`), one ``sbatch`` each. Both return a :class:`Submission`: the journal
+entry and submitit's job handles (the local executor's caller follows them). Nothing here re-derives the plan.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import submitit
+
+from launch.node.task import NodeLaunch
+from launch.planning.plan import MAX_TIMEOUT_REQUEUES, JobPlan, launch_dir
+from launch.planning.sweep import ArrayPlan, SweepPlan
+from launch.records import journal
+from launch.slurm.client import slurm_environ, without_allocation
+from launch.slurm.submitit_adapter import PlannedSlurmExecutor
+from launch.submission.preflight import SubmitError
+from memorymodels.experiment import experiment_dict, identity
+from memorymodels.fileio import write_json, write_text_atomic
+
+
+@dataclass
+class Submission:
+    """What one submission queued: its journal entry and submitit's handle of each job (by job id)."""
+
+    record: dict
+    """The journal entry (``launch.records.journal``): ``submission_id`` and one ``jobs`` entry per job."""
+    handles: dict[str, Any] = field(default_factory=dict)
+    """Job id -> ``submitit.Job`` (the local executor's jobs are followed through these)."""
+
+    @property
+    def submission_id(self) -> str:
+        return self.record["submission_id"]
+
+    @property
+    def jobs(self) -> list[dict]:
+        return self.record["jobs"]
+
+
+def write_launch_files(plan: JobPlan, script: str | None = None) -> None:
+    """``RUN_DIR/launch/``: the plan's files (``script``, when the job goes in an array, is the array's) and
+    ``plan.json`` (what ``--dry-run --json`` shows, with the profile)."""
+    claim_run_dir(plan)
+    folder = launch_dir(plan.run_dir)
+    files = plan.files()
+    if script is not None:
+        files["job.sbatch"] = script
+    for name, text in files.items():
+        write_text_atomic(folder / name, text)
+    write_json(folder / "plan.json", {**plan.to_json(), "profile": plan.profile.as_dict(),
+                                      "experiment_file": str(plan.experiment), "overrides": plan.overrides,
+                                      "launcher": plan.launcher, "nodes": plan.nodes,
+                                      "procs_per_node": plan.procs_per_node, "request": plan.request,
+                                      "submitted": time.time()})
+
+
+def claim_run_dir(plan: JobPlan) -> None:
+    """Write a stub ``RUN_DIR/run.json`` holding the run's identity when there is none yet.
+
+    The trainer refuses a ``--run-dir`` that holds files but no run.json of the same config, and the launcher's
+    own files (``launch/``) are there before the trainer starts; the stub says whose directory it is. It has no
+    ``status`` (the trainer writes that when it starts) and the trainer keeps its other keys.
+    """
+    path = plan.run_dir / "run.json"
+    if path.exists():
+        return
+    write_json(path, {"identity": identity(plan.settings, plan.world_size), "name": plan.run_dir.name,
+                      "config": experiment_dict(plan.settings), "source": plan.settings.source,
+                      "world_size": plan.world_size, "created": time.time(), "attempts": []})
+
+
+def make_job(plan: JobPlan) -> NodeLaunch:
+    """The callable submitit runs in each node's task."""
+    return NodeLaunch(name=plan.name, command=plan.command, run_dir=plan.run_dir, env=plan.env,
+                      time_limit_s=plan.time_limit_s, signal_before_end_s=plan.profile.signal_before_end_s)
+
+
+def _slurm_executor(plan: JobPlan, folder, sbatch: dict, script: str) -> PlannedSlurmExecutor:
+    executor = PlannedSlurmExecutor(folder, script=script, python=plan.python, max_num_timeout=MAX_TIMEOUT_REQUEUES)
+    params = {k: v for k, v in sbatch.items() if k != "map_count"}
+    mem = params.pop("mem")
+    executor.update_parameters(**params)
+    executor.parameters["mem"] = mem  # as planned ("64G"): submitit would write "64GB", which Slurm 22.05 rejects
+    return executor
+
+
+def _local_executor(plan: JobPlan) -> submitit.LocalExecutor:
+    executor = submitit.LocalExecutor(folder=plan.log_folder, max_num_timeout=MAX_TIMEOUT_REQUEUES)
+    # gpus_per_node sets CUDA_VISIBLE_DEVICES for the task (0 hides every GPU)
+    executor.update_parameters(timeout_min=plan.time_limit_s / 60, signal_delay_s=plan.profile.signal_before_end_s,
+                               tasks_per_node=1, nodes=1, gpus_per_node=plan.profile.gpus_per_node,
+                               setup=list(plan.profile.setup))
+    return executor
+
+
+@contextlib.contextmanager
+def _cluster_environment(plan: JobPlan):
+    """``os.environ`` while sbatch runs (submitit passes no environment of its own): the profile's cluster, and
+    none of an enclosing allocation's variables (submitting from inside ``salloc`` must not give the new job the
+    old one's ids and node list)."""
+    saved = dict(os.environ)
+    os.environ.clear()
+    os.environ.update(without_allocation(slurm_environ(plan.profile.slurm_conf_path(), base=saved)))
+    try:
+        yield
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
+def _refused(plan: JobPlan, exc: Exception) -> SubmitError:
+    return SubmitError(f"sbatch refused the job ({plan.profile.source}): {str(exc).strip()}")
+
+
+SUBMIT_ERRORS = (submitit.core.utils.FailedJobError, submitit.core.utils.FailedSubmissionError,
+                 subprocess.CalledProcessError)
+"""What submitit raises when sbatch refuses a script (the message holds sbatch's words)."""
+
+
+def _entry(plan: JobPlan, job, cell: dict | None) -> dict:
+    paths = job.paths
+    return {"job_id": str(job.job_id), "name": plan.name, "run_dir": str(plan.run_dir), "cell": cell,
+            "stdout": str(paths.stdout), "stderr": str(paths.stderr), "executor": plan.executor}
+
+
+def submit_job(plan: JobPlan, *, kind: str = "job", sweep: dict | None = None, cell: dict | None = None,
+               submission_id: str | None = None) -> Submission:
+    """Submit one planned job (the preflight is the caller's: ``launch.submission.preflight``)."""
+    write_launch_files(plan)
+    try:
+        if plan.executor == "local":
+            job = _local_executor(plan).submit(make_job(plan))
+        else:
+            with _cluster_environment(plan):
+                job = _slurm_executor(plan, plan.log_folder, plan.sbatch, plan.script).submit(make_job(plan))
+    except SUBMIT_ERRORS as exc:
+        raise _refused(plan, exc) from None
+    record = journal.record(profile=plan.profile.name, jobs=[_entry(plan, job, cell)], kind=kind, sweep=sweep,
+                            submission_id=submission_id, slurm_conf=plan.profile.slurm_conf_path())
+    return Submission(record, {str(job.job_id): job})
+
+
+def submit_arrays(plan: SweepPlan, arrays: list[ArrayPlan], *, sweep: dict, submission_id: str) -> Submission:
+    """Submit planned arrays of a sweep, one ``sbatch`` each, with exactly their planned scripts."""
+    entries, handles = [], {}
+    for array in arrays:
+        jobs = [plan.jobs[i] for i in array.cells]
+        for job in jobs:
+            write_launch_files(job, array.script)
+        executor = _slurm_executor(jobs[0], array.folder, array.sbatch, array.script)
+        try:
+            with _cluster_environment(jobs[0]), executor.batch():
+                submitted = [executor.submit(make_job(job)) for job in jobs]
+        except SUBMIT_ERRORS as exc:
+            raise _refused(jobs[0], exc) from None
+        for i, job, handle in zip(array.cells, jobs, submitted):
+            entries.append(_entry(job, handle, plan.cells[i].overrides))
+            handles[str(handle.job_id)] = handle
+    record = journal.record(profile=plan.profile.name, jobs=entries, kind="sweep", sweep=sweep,
+                            submission_id=submission_id, slurm_conf=plan.profile.slurm_conf_path())
+    return Submission(record, handles)

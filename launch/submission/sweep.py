@@ -1,0 +1,102 @@
+"""Submitting a planned sweep: the cells neither complete nor already queued, as the planned arrays.
+
+    python launch/submit.py --profile local-slurm --sweep sweeps/kernel_heads_debug.yaml [--wait]
+
+:func:`submit_sweep` asks the queue which cells still run from an earlier submission (:func:`active_cells`, one
+``squeue`` for this user's jobs), plans the arrays of the rest (``launch.planning.sweep.plan_arrays``), runs the
+preflight on them and submits exactly those scripts, one ``sbatch`` per array. An incomplete cell resumes from its
+newest checkpoint because it runs in the same directory again.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import getpass
+import json
+
+from launch.planning.sweep import SweepPlan, plan_arrays
+from launch.planning.sweep_file import sweep_summary
+from launch.records import journal
+from launch.slurm.client import run_slurm, slurm_environ
+from launch.submission.preflight import preflight
+from launch.submission.submit import submit_arrays
+
+
+def sweep_record(plan: SweepPlan) -> dict:
+    """The ``sweep`` field of a ``kind: "sweep"`` journal entry: :func:`sweep_summary`, the folder of the cells'
+    run directories (``root``), every cell (``cells``: index, overrides, run_dir) and those already complete."""
+    return {**sweep_summary(plan.sweep), "root": str(plan.root),
+            "cells": [{"index": c.index, **c.as_json()} for c in plan.cells], "complete": plan.complete}
+
+
+def active_cells(plan: SweepPlan) -> dict[int, str]:
+    """Cells of ``plan`` whose job from an earlier submission is still queued or running: index -> job id.
+
+    One ``squeue`` call for this user's jobs (array tasks expanded, with job names); only when some queued job
+    carries this sweep's name (arrays are named after the sweep, a one-cell array after its cell) is the journal
+    read to map job ids to cells.
+    """
+    env = slurm_environ(plan.profile.slurm_conf_path())
+    text = run_slurm(["squeue", "-h", "-r", "-u", getpass.getuser(), "-o", "%i %j"], env)
+    queued = {}
+    for line in text.splitlines():
+        job_id, _, name = line.strip().partition(" ")
+        if job_id:
+            queued[job_id] = name
+    names = {plan.sweep.name} | {c.run_dir.name for c in plan.cells}
+    if not any(name in names for name in queued.values()):
+        return {}
+    by_dir = {str(c.run_dir): c.index for c in plan.cells}
+    busy: dict[int, str] = {}
+    for submission in journal.load_all():
+        for job in submission.get("jobs", []):
+            if job.get("run_dir") in by_dir and str(job.get("job_id")) in queued:
+                busy[by_dir[job["run_dir"]]] = str(job["job_id"])
+    return busy
+
+
+def representatives(plan: SweepPlan, todo: list[int]) -> list:
+    """The jobs the preflight must see: the first, and one per distinct data section (cells may vary the data);
+    the sbatch parameters and the checkpoint root are the same for every cell."""
+    seen, chosen = set(), []
+    for i in todo:
+        key = json.dumps(dataclasses.asdict(plan.jobs[i].settings.data), sort_keys=True, default=str)
+        if key not in seen:
+            seen.add(key)
+            chosen.append(plan.jobs[i])
+    return chosen
+
+
+def submit_sweep(plan: SweepPlan, *, run_preflight: bool = True, log=None) -> dict:
+    """Submit the cells of ``plan`` (a Slurm profile) that are neither complete nor already queued.
+
+    Returns ``{"sweep_id", "arrays": [{"job_id", "cells": [index, ...]}, ...]}`` (``sweep_id`` None and ``arrays``
+    empty when there is nothing to do) and records the submission in the journal (``kind: "sweep"``, each job's
+    ``cell`` its overrides).
+    """
+    todo = list(plan.pending)
+    busy = active_cells(plan) if todo else {}
+    if busy:
+        print(f"{len(busy)} cell(s) still queued or running from an earlier submission, not submitted again: "
+              + ", ".join(f"{i} (job {j})" for i, j in sorted(busy.items())), file=log)
+        todo = [i for i in todo if i not in busy]
+    if not todo:
+        print(f"sweep {plan.sweep.name}: nothing to do: {len(plan.complete)} of {len(plan.cells)} cells complete, "
+              f"the rest queued or running. Report: python launch/sweep_report.py {plan.sweep.source}", file=log)
+        return {"sweep_id": None, "arrays": []}
+    submission_id = journal.new_submission_id()
+    arrays = plan_arrays(plan, todo, submission_id)
+    if run_preflight:
+        preflight(representatives(plan, todo), array_size=max(len(a.cells) for a in arrays),
+                  scripts=[arrays[0].script]).raise_problems()
+    submission = submit_arrays(plan, arrays, sweep=sweep_record(plan), submission_id=submission_id)
+    by_array: dict[str, list[int]] = {}
+    for i, job in zip([i for a in arrays for i in a.cells], submission.jobs):
+        by_array.setdefault(str(job["job_id"]).split("_")[0], []).append(i)
+    print(f"sweep {plan.sweep.name}: submitted {len(todo)} cell(s) in {len(by_array)} array(s) "
+          f"({', '.join(f'{j}: {len(c)} cells' for j, c in by_array.items())}); {len(plan.complete)} already complete",
+          file=log)
+    print(f"  run dirs  {plan.root}/<cell>\n  logs      {plan.log_folder}/{submission_id}/\n"
+          f"  watch     python launch/status.py\n"
+          f"  report    python launch/sweep_report.py {submission_id}", file=log)
+    return {"sweep_id": submission_id, "arrays": [{"job_id": j, "cells": c} for j, c in by_array.items()]}
