@@ -27,7 +27,21 @@ import yaml
 
 
 class _Loader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # the C (libyaml) loader where PyYAML has it
-    """SafeLoader that also reads ``5e-4`` and ``1e6`` as floats (YAML 1.1 wants a dot; users do not write one)."""
+    """SafeLoader that also reads ``5e-4`` and ``1e6`` as floats (YAML 1.1 wants a dot; users do not write one) and
+    refuses a key given twice in one mapping (YAML keeps the last silently; a doubled key is a mistake)."""
+
+    def construct_mapping(self, node, deep=False):
+        if isinstance(node, yaml.MappingNode):
+            seen = set()
+            for key_node, _ in node.value:
+                if not isinstance(key_node, yaml.ScalarNode) or key_node.tag == "tag:yaml.org,2002:merge":
+                    continue
+                key = self.construct_object(key_node)
+                if key in seen:
+                    raise yaml.constructor.ConstructorError(None, None, f"key '{key}' is given twice in one mapping; "
+                                                            "keep one", key_node.start_mark)
+                seen.add(key)
+        return super().construct_mapping(node, deep=deep)
 
 
 _Loader.add_implicit_resolver(
@@ -38,7 +52,7 @@ _Loader.add_implicit_resolver(
 
 
 def yaml_load(text: str):
-    """Parse YAML text with the project's loader (safe; exponent floats without a dot)."""
+    """Parse YAML text with the project's loader (safe; exponent floats without a dot; no doubled keys)."""
     return yaml.load(text, Loader=_Loader)
 
 
@@ -61,19 +75,73 @@ def unknown_key_message(source: str, key: str, valid: typing.Iterable[str], what
     return f"{source}: unknown {what} '{key}'{hint} valid {what}s: {', '.join(valid)}"
 
 
+def yaml_error_line(exc: yaml.YAMLError, text: str) -> str:
+    """A YAML parse error in one line: ``line 3, column 7: did not find expected ',' or ']'``."""
+    mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+    problem = getattr(exc, "problem", None) or getattr(exc, "context", None)
+    if isinstance(exc, yaml.reader.ReaderError):  # a character YAML refuses (control characters)
+        line = text.count("\n", 0, exc.position) + 1
+        code = ord(exc.character) if isinstance(exc.character, str) else exc.character
+        return f"line {line}: character #x{code:04x} is not allowed ({exc.reason}); remove it"
+    if mark is None:
+        return " ".join(str(exc).split())
+    return f"line {mark.line + 1}, column {mark.column + 1}: {problem or 'not valid YAML'}"
+
+
+def _repeated_container(data: Any, where: str = "", seen: set | None = None) -> str | None:
+    """The dotted key of the first list or mapping that occurs twice in ``data`` (a YAML alias ``*name``), else None.
+
+    Aliases are refused: a few nested ones expand exponentially when the data is copied or written to run.json.
+    """
+    seen = set() if seen is None else seen
+    if not isinstance(data, (dict, list)):
+        return None
+    if id(data) in seen:
+        return where or "(top level)"
+    seen.add(id(data))
+    items = data.items() if isinstance(data, dict) else enumerate(data)
+    for key, value in items:
+        found = _repeated_container(value, f"{where}.{key}" if where else str(key), seen)
+        if found:
+            return found
+    return None
+
+
 def load_yaml(path: str | Path) -> dict:
-    """Read a YAML mapping; a missing file, a parse error or a non-mapping is a ConfigError naming the file."""
+    """Read a YAML file holding a mapping; every problem is a one-line ConfigError naming the file.
+
+    Refused: a missing file, a directory, an unreadable or empty file, bytes that are not UTF-8 (named by offset), a
+    YAML syntax error (named by line), a key given twice, an alias repeating a list or mapping, a non-mapping.
+    """
     path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"{path}: is a directory; give a YAML file")
     if not path.is_file():
         raise ConfigError(f"{path}: no such file")
     try:
-        data = yaml_load(path.read_text())
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw.count(b"\n", 0, exc.start) + 1
+        raise ConfigError(f"{path}: not UTF-8: byte 0x{raw[exc.start]:02x} at offset {exc.start} (line {line}); "
+                          "save the file as UTF-8") from None
+    try:
+        data = yaml_load(text)
+        repeated = _repeated_container(data)
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+        raise ConfigError(f"{path}: not valid YAML: {yaml_error_line(exc, text)}") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: lists or mappings nested too deeply; a config needs a few levels") from None
     if data is None:
-        return {}
+        raise ConfigError(f"{path}: the file is empty (or only comments); expected a mapping of keys to values")
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping of keys to values at the top level, got {type(data).__name__}")
+    if repeated:
+        raise ConfigError(f"{path}: '{repeated}' repeats another list or mapping through a YAML alias (*name); "
+                          "write the value out")
     return data
 
 
