@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import functools
+import math
 import types
 import typing
 from pathlib import Path
@@ -43,6 +44,15 @@ class _Loader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # the C (libyaml)
                 seen.add(key)
         return super().construct_mapping(node, deep=deep)
 
+    def construct_yaml_int(self, node):
+        # Python refuses to convert more than 4300 digits (a ValueError, not a YAMLError); 40 is beyond any int64
+        if len(node.value) > 40:
+            raise yaml.constructor.ConstructorError(None, None, f"an integer of {len(node.value)} digits is too large",
+                                                    node.start_mark)
+        return super().construct_yaml_int(node)
+
+
+_Loader.add_constructor("tag:yaml.org,2002:int", _Loader.construct_yaml_int)
 
 _Loader.add_implicit_resolver(
     "tag:yaml.org,2002:float",
@@ -193,38 +203,94 @@ def _strip_optional(tp: Any) -> Any:
     return tp
 
 
+# The largest integer a config may hold: what torch tensors, numpy and Slurm take (int64); larger ones overflow there.
+MAX_INT = 2**63 - 1
+
+
+def _show(value: Any) -> str:
+    """A value as the user wrote it in YAML (``true``, ``null``, ``.nan``), for messages."""
+    if isinstance(value, bool) or value is None:
+        return {True: "true", False: "false", None: "null"}[value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return ".nan" if math.isnan(value) else ("-.inf" if value < 0 else ".inf")
+    if isinstance(value, int) and abs(value) > MAX_INT:  # never printed in full (str() of a huge int is slow or fails)
+        return f"an integer of about {int(value.bit_length() * math.log10(2)) + 1} digits"
+    text = repr(value)
+    return text if len(text) <= 80 else f"{text[:60]}... ({len(text)} characters)"
+
+
+def _item(where: str, suffix: str) -> str:
+    """``f.yaml: 'a.b'`` + ``[0]`` -> ``f.yaml: 'a.b[0]'`` (the key stays inside its quotes)."""
+    return f"{where[:-1]}{suffix}'" if where.endswith("'") else f"{where}{suffix}"
+
+
+def _check_values(value: Any, where: str) -> None:
+    """Inside free-form values (``Any``, untyped lists and mappings): no NaN or infinity, no integer beyond MAX_INT."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"{where}: {_show(value)} is not a finite number; give a finite value")
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) > MAX_INT:
+        raise ConfigError(f"{where}: {_show(value)} is too large (at most 2**63-1)")
+    if isinstance(value, Mapping):
+        for key, item in value.items():
+            _check_values(item, _item(where, f".{key}"))
+    elif isinstance(value, (list, tuple)):
+        for i, item in enumerate(value):
+            _check_values(item, _item(where, f"[{i}]"))
+
+
 def _coerce(value: Any, tp: Any, where: str) -> Any:
-    """Check ``value`` against the annotation ``tp``; ints are accepted for floats. Raise ConfigError on mismatch."""
+    """Check ``value`` against the annotation ``tp``; raise a ConfigError naming ``where`` on a mismatch.
+
+    The one place values are checked for their type, for every config: ints are accepted for floats and integral
+    floats (``1e6``) for ints; booleans are not numbers; NaN and infinities are refused in every numeric field (and
+    inside free-form values), integers beyond int64 too.
+    """
     if value is None:
         return None
     tp = _strip_optional(tp)
     if dataclasses.is_dataclass(tp):
         if not isinstance(value, Mapping):
-            raise ConfigError(f"{where}: expected a mapping (section), got {value!r}")
+            raise ConfigError(f"{where}: expected a mapping (section), got {_show(value)}")
         return value  # built by the caller, which knows the source
     origin = typing.get_origin(tp)
     if tp is Any or tp is object:
+        _check_values(value, where)
         return value
-    if tp is float and isinstance(value, (int, float)) and not isinstance(value, bool):
-        return float(value)
-    if tp is int and isinstance(value, bool):
-        raise ConfigError(f"{where}: expected an integer, got {value!r}")
-    if tp in (int, str, bool) and not isinstance(value, tp):
-        raise ConfigError(f"{where}: expected {tp.__name__}, got {value!r}")
-    if tp is float and not isinstance(value, float):
+    if tp is float:
+        if isinstance(value, bool):
+            raise ConfigError(f"{where}: expected a number, got {_show(value)}")
         try:
-            return float(value)  # YAML 1.1 reads '5e-4' (no dot) as a string
+            number = float(value)  # YAML 1.1 reads '5e-4' (no dot) as a string
         except (TypeError, ValueError):
-            raise ConfigError(f"{where}: expected a number, got {value!r}") from None
+            raise ConfigError(f"{where}: expected a number, got {_show(value)}") from None
+        except OverflowError:
+            raise ConfigError(f"{where}: {_show(value)} is too large for a number") from None
+        if not math.isfinite(number):
+            raise ConfigError(f"{where}: {_show(number)} is not a finite number; give a finite value")
+        return number
+    if tp is int:
+        if isinstance(value, float) and math.isfinite(value) and value.is_integer():
+            value = int(value)  # 1e6 reads as a float
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{where}: expected int, got {_show(value)}")
+        if abs(value) > MAX_INT:
+            raise ConfigError(f"{where}: {_show(value)} is too large (at most 2**63-1)")
+        return value
+    if tp in (str, bool) and not isinstance(value, tp):
+        raise ConfigError(f"{where}: expected {tp.__name__}, got {_show(value)}")
     if origin is typing.Literal:
         choices = typing.get_args(tp)
-        if value not in choices:
-            raise ConfigError(f"{where}: {value!r} is not one of {', '.join(map(repr, choices))}")
+        if isinstance(value, bool) or value not in choices:  # True == 1: a bool never matches a number choice
+            raise ConfigError(f"{where}: {_show(value)} is not one of {', '.join(map(repr, choices))}")
         return value
     if origin in (list, tuple) and not isinstance(value, (list, tuple)):
-        raise ConfigError(f"{where}: expected a list, got {value!r}")
+        raise ConfigError(f"{where}: expected a list, got {_show(value)}")
     if origin is dict and not isinstance(value, Mapping):
-        raise ConfigError(f"{where}: expected a mapping, got {value!r}")
+        raise ConfigError(f"{where}: expected a mapping, got {_show(value)}")
+    if origin in (list, tuple) and typing.get_args(tp) and typing.get_args(tp)[0] in (str, int, float, bool):
+        item = typing.get_args(tp)[0]
+        return type(value)(_coerce(v, item, _item(where, f"[{i}]")) for i, v in enumerate(value))
+    _check_values(value, where)
     return value
 
 
