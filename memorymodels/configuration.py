@@ -70,18 +70,19 @@ class ConfigError(ValueError):
     """A configuration file or override is invalid. The message names the file, the key and what to do."""
 
 
-def closest(name: str, options: typing.Iterable[str]) -> str | None:
-    """The option closest to ``name`` (for "did you mean"), or None when nothing is close."""
-    matches = difflib.get_close_matches(name, list(options), n=1, cutoff=0.6)
+def closest(name: str, options: typing.Iterable[str], cutoff: float = 0.6) -> str | None:
+    """The option closest to ``name`` (for "did you mean"), or None when nothing is within ``cutoff`` (0: always)."""
+    matches = difflib.get_close_matches(name, list(options), n=1, cutoff=cutoff)
     return matches[0] if matches else None
 
 
-def unknown_key_message(source: str, key: str, valid: typing.Iterable[str], what: str = "key") -> str:
+def unknown_key_message(source: str, key: str, valid: typing.Iterable[str], what: str = "key",
+                        cutoff: float = 0.6) -> str:
     """``source: unknown key 'a.b'; did you mean 'c'? valid keys: ...`` (``key`` may be dotted)."""
     valid = sorted(valid)
-    leaf = key.rsplit(".", 1)[-1]
-    guess = closest(leaf, valid)
-    hint = f"; did you mean '{guess}'?" if guess else ""
+    leaf = str(key).rsplit(".", 1)[-1]
+    guess = closest(leaf, valid, cutoff)
+    hint = f"; did you mean '{guess}'?" if guess else ";"
     return f"{source}: unknown {what} '{key}'{hint} valid {what}s: {', '.join(valid)}"
 
 

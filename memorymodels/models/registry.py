@@ -516,7 +516,7 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
 def model_entry(name: str, source: str = "models") -> ModelEntry:
     """The registered model ``name``; an unknown one is a ConfigError naming it first, with the closest valid one."""
     if name not in MODELS:
-        raise ConfigError(unknown_key_message(source, name, MODELS, what="model"))
+        raise ConfigError(unknown_key_message(source, name, MODELS, what="model", cutoff=0))  # always a suggestion
     return MODELS[name]
 
 
