@@ -214,8 +214,10 @@ def _show(value: Any) -> str:
         return {True: "true", False: "false", None: "null"}[value]
     if isinstance(value, float) and not math.isfinite(value):
         return ".nan" if math.isnan(value) else ("-.inf" if value < 0 else ".inf")
-    if isinstance(value, int) and abs(value) > MAX_INT:  # never printed in full (str() of a huge int is slow or fails)
-        return f"an integer of about {int(value.bit_length() * math.log10(2)) + 1} digits"
+    if isinstance(value, int) and abs(value) > MAX_INT:  # never printed in full; str() fails beyond 4300 digits
+        if value.bit_length() > 14000:
+            return f"an integer of about {int(value.bit_length() * math.log10(2)) + 1} digits"
+        return f"an integer of {len(str(abs(value)))} digits"
     text = repr(value)
     return text if len(text) <= 80 else f"{text[:60]}... ({len(text)} characters)"
 

@@ -210,7 +210,11 @@ def check_model(experiment: Experiment) -> None:
 def load_experiment(path: str | Path, overrides: Iterable[str] = ()) -> Experiment:
     """Read an experiment YAML file, apply ``--set`` overrides (``train.max_steps=20``) and validate it."""
     overrides = list(overrides)
-    data = apply_overrides(load_yaml(path), overrides)
+    data = load_yaml(path)
+    try:
+        data = apply_overrides(data, overrides)
+    except ConfigError as exc:  # a malformed --set item: name the file it was meant for too
+        raise ConfigError(f"{path}: {exc}") from None
     source = str(path) + (f" (with --set {' '.join(map(str, overrides))})" if overrides else "")
     return experiment_from_dict(data, source)
 
