@@ -5,7 +5,8 @@
     ('autoencoding_mixer', 64, 20)
 
 Unknown keys are rejected naming the file and the key (``memorymodels.configuration.from_dict``); ``--set`` overrides
-take dotted keys and are applied before validation. The run directory a config trains in is derived from it by
+take dotted keys and are applied before validation. The model section is checked against the registry when the
+experiment is loaded (:func:`check_model`, torch-free), so a dry run refuses what the model constructor would. The run directory a config trains in is derived from it by
 ``memorymodels.runs.run_dir_for``; :func:`run_name` and :func:`identity` here are the pure parts of that.
 """
 

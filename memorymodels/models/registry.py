@@ -9,6 +9,10 @@ Parameters keep the seed's argument names. Preset values are defaults that param
 ``length`` are always given by the caller (the trainer fills them from the tokenizer and the data context).
 Presets: ``debug`` trains on a CPU in seconds; ``cpu`` is the size of the demo on a 2-core machine; the rest are the
 seed's cluster sizes.
+
+Every rule between parameters (head counts per width, compression, the copy task, ...) lives in the model config's
+``check``, without torch: ``model_config`` runs it for the launcher's dry run, the experiment loader and
+``build_model`` alike, so a constructor never sees a combination it would refuse.
 """
 
 from __future__ import annotations
