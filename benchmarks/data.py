@@ -16,7 +16,7 @@ What it does, all in one run on the same machine:
    ``TokenDataset(...)`` (target < 1 s);
 5. reads random rows (``data[i]``, one at a time, and ``data.batch(...)`` of 128) and compares with what training
    the reference model consumes: the seed's FineWeb runs take 200k steps of 128 rows in ~24 h on 4 V100s
-   (seed digest 6.1/6.2), ~300 rows/s; the target is 100x that, 30 000 rows/s.
+   (docs/porting.md), ~300 rows/s; the target is 100x that, 30 000 rows/s.
 """
 
 from __future__ import annotations

@@ -5,7 +5,8 @@
     ('autoencoding_mixer', 64, 20)
 
 Unknown keys are rejected naming the file and the key (``memorymodels.configuration.from_dict``); ``--set`` overrides
-take dotted keys and are applied before validation. The run directory a config trains in is derived from it by
+take dotted keys and are applied before validation. The model section is checked against the registry when the
+experiment is loaded (:func:`check_model`, torch-free), so a dry run refuses what the model constructor would. The run directory a config trains in is derived from it by
 ``memorymodels.runs.run_dir_for``; :func:`run_name` and :func:`identity` here are the pure parts of that.
 """
 
@@ -39,8 +40,12 @@ class ModelConfig:
     """Parameters for ``build_model`` on top of the preset; ``n_vocab`` and ``length`` are filled in unless set."""
 
     def __post_init__(self):
+        from memorymodels.models.registry import model_entry, preset_values  # torch-free
+
         if not self.name:
             raise ConfigError("'model.name' must name a model of memorymodels.models.MODELS")
+        model_entry(self.name, "'model.name'")  # an unknown model is named before its preset
+        preset_values(self.name, self.preset, source="'model.preset'")
 
 
 @dataclass(kw_only=True)
@@ -63,6 +68,10 @@ class DataConfig:
     """Instead of ``corpus``: a pretokenized data directory holding the test split (default: ``train_dir``)."""
 
     def __post_init__(self):
+        for key in ("corpus", "tokenizer", "train_dir", "test_dir"):
+            value = getattr(self, key)
+            if value is not None and (not value.strip() or "\0" in value):
+                raise ConfigError(f"'data.{key}' must be a corpus spec or a path, got {value!r}; remove it or fill it in")
         explicit = self.tokenizer is not None or self.train_dir is not None
         if self.corpus is None and not explicit:
             raise ConfigError("'data': set either 'data.corpus' or 'data.tokenizer' and 'data.train_dir'")
@@ -74,6 +83,12 @@ class DataConfig:
             raise ConfigError(f"'data.context' must be at least 2 tokens, got {self.context}")
         if self.vocab_size < 2:
             raise ConfigError(f"'data.vocab_size' must be at least 2, got {self.vocab_size}")
+        if self.corpus is not None:  # the tokenizer is trained here: its limits apply now rather than in the job
+            from memorymodels.data.tokenizer import MIN_VOCAB
+
+            if not MIN_VOCAB <= self.vocab_size <= 2**31 - 1:  # the upper bound: train_tokenizer's int32 token ids
+                raise ConfigError(f"'data.vocab_size' must be {MIN_VOCAB} to {2**31 - 1} for a byte-level tokenizer "
+                                  f"(256 bytes + special tokens; int32 ids), got {self.vocab_size}")
 
 
 @dataclass(kw_only=True)
@@ -120,6 +135,11 @@ class TrainConfig:
                 raise ConfigError(f"'train.{key}' must be 0 or more, got {getattr(self, key)}")
         if self.learning_rate <= 0:
             raise ConfigError(f"'train.learning_rate' must be positive, got {self.learning_rate}")
+        for key in ("weight_decay", "max_grad_norm"):
+            if getattr(self, key) < 0:
+                raise ConfigError(f"'train.{key}' must be 0 (off) or more, got {getattr(self, key)}")
+        if not 0 <= self.seed < 2**32:  # numpy's seed range (transformers seeds numpy, torch and random with it)
+            raise ConfigError(f"'train.seed' must be 0 to 2**32-1, got {self.seed}")
         if self.save_total_limit is not None and self.save_total_limit < 1:
             raise ConfigError(f"'train.save_total_limit' must be at least 1 or null, got {self.save_total_limit}")
         if self.eval_rows is not None and self.eval_rows < 1:
@@ -132,6 +152,13 @@ class OutputConfig:
     """Directory holding run directories (relative paths are relative to the current directory)."""
     name: str | None = None
     """Run directory name; default derived from the config (model, dims, depth, context, batch x devices, data)."""
+
+    def __post_init__(self):
+        if not self.checkpoint_root.strip() or "\0" in self.checkpoint_root:
+            raise ConfigError(f"'output.checkpoint_root' must be a directory, got {self.checkpoint_root!r}")
+        if self.name is not None and not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9._=,+-]*", self.name):
+            raise ConfigError(f"'output.name' must be one directory name (letters, digits and ._=,+- , not starting "
+                              f"with a dot; no '/'), got {self.name!r}")
 
 
 @dataclass(kw_only=True)
@@ -149,20 +176,46 @@ class Experiment:
 
 
 def experiment_from_dict(data: dict, source: str = "<dict>") -> Experiment:
-    """Validate ``data`` into an Experiment; every error names ``source``."""
+    """Validate ``data`` into an Experiment, its model parameters included; every error names ``source``."""
     try:
         experiment = from_dict(Experiment, data, source=source)
     except ConfigError as exc:
         message = str(exc)
         raise ConfigError(message if message.startswith(source) else f"{source}: {message}") from None
     experiment.source = source
+    check_model(experiment)
     return experiment
+
+
+def check_model(experiment: Experiment) -> None:
+    """The model section checked against the registry, without torch: parameter names, types and the rules between
+    them (``memorymodels.models.model_config``), and that one data row fills the model (length x n_chunks =
+    data.context). ``data.vocab_size`` stands in for n_vocab: the tokenizer's exact size is known in the job."""
+    from memorymodels.models.registry import length_for_context, model_config
+
+    for key in experiment.model.params:
+        if not isinstance(key, str) or not key.isidentifier():
+            raise ConfigError(f"{experiment.source}: 'model.params': {key!r} is not a parameter name")
+    args = model_build_args(experiment, experiment.data.vocab_size)
+    model_config(args["name"], preset=args["preset"], source=experiment.source, **args["params"])
+    if "length" in experiment.model.params:
+        params = {k: v for k, v in preset_params(experiment).items() if k != "length"}
+        length, context = experiment.model.params["length"], experiment.data.context
+        wanted = length_for_context(args["name"], context, preset=args["preset"], source=experiment.source, **params)
+        if length != wanted:
+            raise ConfigError(f"{experiment.source}: 'model.params.length' ({length}) does not fill a row of "
+                              f"'data.context' ({context}) tokens; remove it (it is derived from data.context) or "
+                              f"set it to {wanted}")
 
 
 def load_experiment(path: str | Path, overrides: Iterable[str] = ()) -> Experiment:
     """Read an experiment YAML file, apply ``--set`` overrides (``train.max_steps=20``) and validate it."""
     overrides = list(overrides)
-    data = apply_overrides(load_yaml(path), overrides)
+    data = load_yaml(path)
+    try:
+        data = apply_overrides(data, overrides)
+    except ConfigError as exc:  # a malformed --set item: name the file it was meant for too
+        raise ConfigError(f"{path}: {exc}") from None
     source = str(path) + (f" (with --set {' '.join(map(str, overrides))})" if overrides else "")
     return experiment_from_dict(data, source)
 
@@ -176,18 +229,9 @@ def experiment_dict(experiment: Experiment) -> dict:
 
 def preset_params(experiment: Experiment) -> dict:
     """The preset's parameters merged with ``model.params`` (no n_vocab/length filling; no tokenizer needed)."""
-    params: dict = {}
-    if experiment.model.preset is not None:
-        from memorymodels.models import PRESETS
+    from memorymodels.models.registry import preset_values  # torch-free
 
-        presets = PRESETS.get(experiment.model.name, {})
-        if experiment.model.preset not in presets:
-            valid = ", ".join(sorted(presets)) or "none"
-            raise ConfigError(
-                f"{experiment.source}: 'model.preset': '{experiment.model.preset}' is not a preset of "
-                f"'{experiment.model.name}'; valid presets: {valid}"
-            )
-        params.update(presets[experiment.model.preset])
+    params = preset_values(experiment.model.name, experiment.model.preset, source=f"{experiment.source}: 'model'")
     params.update(experiment.model.params)
     return params
 

@@ -6,7 +6,7 @@
 
 Runs are overlaid and labelled (by run directory name, or ``--label``). ``--offset NATS`` adds a constant to every
 curve; ``--embedding-bits B`` adds each run's embedding-storage cost per token, ``embedding_values * B * ln 2 /
-context`` nats (the seed's "normalised loss", digest §6.3), so autoencoders and memory models compare with causal
+context`` nats (the seed's "normalised loss", docs/porting.md), so autoencoders and memory models compare with causal
 models at equal total bits.
 """
 

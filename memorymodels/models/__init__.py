@@ -8,7 +8,8 @@ Every model: ``forward(input_ids, labels=None, attention_mask=None) -> (loss, lo
 row) and ``embedding_values`` (numbers stored per row; None for causal LMs). Models never move themselves to a device.
 """
 
-from .registry import MODELS, PRESETS, ModelEntry, build_model, length_for_context, model_config
+from .registry import (MODELS, PRESETS, ModelEntry, build_model, length_for_context, model_config, model_entry,
+                       preset_values)
 
 # The model classes import torch (and the Llama baselines transformers): seconds that the launcher, which only
 # validates configs through the registry, should not pay. They load on first use.
@@ -64,5 +65,7 @@ __all__ = [
     "build_model",
     "length_for_context",
     "model_config",
+    "model_entry",
+    "preset_values",
     "unroll_index",
 ]

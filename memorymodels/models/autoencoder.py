@@ -2,16 +2,11 @@
 
 ``wte -> encoderblocks -> last-token embedding (b, 1, d) -> [down -> up] -> unroll or repeat to (b, L, d) ->
 decoderblocks -> lm_head``, trained with the unshifted cross entropy (position t reconstructs token t). The decoder
-sees the input only through the embedding.
+sees the input only through the embedding: ``embedding_values`` numbers per row (d, or d / compression).
 
-Differences from the seed (``mixer_autoencoder.AutoencodingMixer``), on purpose:
-- the unroll is one gather with an index built from ``arange`` (the seed looped over L slices), same windows;
-- ``projection`` exists only when ``unroll=True`` (the seed always built it, an unused parameter under DDP); a seed
-  checkpoint of a repeat model still loads strictly: its unused ``projection.*`` entries are dropped on load;
-- the last encoder block computes only the token the embedding is read from (exact: no other output is used);
-- ``double_tokens`` is not offered (broken in the seed: it applied ``Linear(V, d)`` to integer ids);
-- ``frozen_encoder`` takes the frozen model's ``wte`` as well as its blocks, so the frozen encoder is the whole
-  trained encoder, not trained blocks behind a fresh embedding.
+The unroll gives decoder position t the cyclic window ``e[t mod d : t mod d + d/2]`` (one gather, ``unroll_index``);
+``projection`` exists only when unrolling. ``frozen_encoder`` is a trained mixer's ``wte`` and blocks, frozen
+(``TruncatedModel``, ``frozen_mixer_encoder``). Seed checkpoints load strictly; docs/porting.md lists what differs.
 """
 
 from __future__ import annotations

@@ -14,10 +14,8 @@ Loss conventions (the seed's): next-token cross entropy shifted within each chun
 boundary is not trained), -100 ignored, chunks whose targets are all ignored are skipped, and the sum of chunk losses
 is divided by the number of chunks C. The returned logits hold the token positions only: (b, C*L, V).
 
-Differences from the seed, on purpose: chunks are encoded and decoded as batches instead of Python loops; no wasted
-full-sequence ``decoder_wte`` inside the loop; ``up`` is not built where it is unused (``'embedding'`` combination) and
-the encoder is not built with ``no_memory``; the copy task is built without mutating the caller's tensors;
-``RecurrentMemoryMixer(no_memory=True)`` carries no memory (the seed stored the flag and ignored it).
+Chunks are encoded and decoded as batches; only the modules a configuration uses are built (no ``up`` for the
+``'embedding'`` combination, no encoder with ``no_memory``). docs/porting.md lists what differs from the seed.
 """
 
 from __future__ import annotations

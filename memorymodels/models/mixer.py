@@ -1,18 +1,15 @@
 """Masked mixers: the causal token mixer, the mixer block and the causal language model built from them.
 
 A masked mixer replaces attention by a learned L x L lower-triangular matrix over the token axis (no positional
-encoding: position lives in the position-specific weights, so a block accepts exactly ``length`` tokens). As in the
-seed (``mixer_autoencoder.MixerBlock``), the mixing is a ``Conv1d(length, length, kernel, padding='same')`` applied to
-``x`` of shape (b, L, d): tokens are the conv's channels and the hidden dim its spatial axis, so ``kernel`` k > 1 does
-not widen a token window; it gives k causal L x L matrices, tap m mixing feature j + m - (k-1)//2 into feature j.
+encoding: position lives in the position-specific weights, so a block accepts exactly ``length`` tokens). The mixing
+is a ``Conv1d(length, length, kernel, padding='same')`` applied to ``x`` of shape (b, L, d): tokens are the conv's
+channels and the hidden dim its spatial axis, so ``kernel`` k > 1 does not widen a token window; it gives k causal
+L x L matrices, tap m mixing feature j + m - (k-1)//2 into feature j.
 
-Differences from the seed, on purpose:
-- the causal mask is a registered ``tril`` buffer multiplied into the weight inside ``forward`` (the seed rewrote
-  ``conv.weight.data`` every forward): gradients on masked entries are exactly zero, the stored weights stay causal
-  after optimizer steps, and a seed checkpoint (whose upper triangles are not zero) is re-masked when it loads;
-- ``MixerHead`` runs its heads as one grouped convolution instead of a Python loop over heads;
-- ``forward(input_ids, labels=None, attention_mask=None)`` returns ``(loss, logits)`` with logits (b, t, vocab), and
-  ``labels=None`` gives ``loss=None``.
+The causal mask is a registered ``tril`` buffer multiplied into the weight inside ``forward``: masked entries get
+exactly zero gradient and stay zero, and loading a state dict re-masks it. ``forward(input_ids, labels=None,
+attention_mask=None)`` returns ``(loss, logits)`` with logits (b, t, vocab); ``labels=None`` gives ``loss=None``.
+Parameter names and shapes are the seed's, so its checkpoints load (docs/porting.md says where the math differs).
 """
 
 from __future__ import annotations

@@ -9,6 +9,10 @@ Parameters keep the seed's argument names. Preset values are defaults that param
 ``length`` are always given by the caller (the trainer fills them from the tokenizer and the data context).
 Presets: ``debug`` trains on a CPU in seconds; ``cpu`` is the size of the demo on a 2-core machine; the rest are the
 seed's cluster sizes.
+
+Every rule between parameters (head counts per width, compression, the copy task, ...) lives in the model config's
+``check``, without torch: ``model_config`` runs it for the launcher's dry run, the experiment loader and
+``build_model`` alike, so a constructor never sees a combination it would refuse.
 """
 
 from __future__ import annotations
@@ -28,6 +32,25 @@ def _check(source: str, condition: bool, message: str) -> None:
         raise ConfigError(f"{source}: {message}")
 
 
+def head_counts(width: int, even: bool) -> list[int]:
+    """The head counts that split ``width`` evenly (into heads of an even size when ``even``: RoPE rotates pairs)."""
+    return [h for h in range(1, width + 1) if width % h == 0 and (not even or (width // h) % 2 == 0)]
+
+
+@dataclass(frozen=True)
+class HeadSplit:
+    """One layer stack that splits a width into heads: which key counts the heads and which width they split."""
+
+    heads: str
+    """The config key holding the head count (``n_heads``, ``attention_heads``)."""
+    width: str
+    """The width's name in messages (a config key, or an expression of keys)."""
+    value: int
+    """The width."""
+    attention: bool
+    """Llama attention (at least one head, even head size) rather than mixer heads (0: flat mixing)."""
+
+
 @dataclass(kw_only=True)
 class MixerConfig:
     """Fields shared by every model: vocabulary, width, depth and tokens per chunk."""
@@ -41,33 +64,45 @@ class MixerConfig:
     length: int = 0
     """Tokens per chunk (the whole input for non-chunked models); the trainer fills it from the data context."""
 
-    # n_vocab and length are checked here rather than in __post_init__: presets leave them to the caller
+    # Every rule between fields is checked here, without torch, so that a launcher's dry run refuses what the model
+    # constructors would; n_vocab and length are checked here rather than in __post_init__ because presets leave
+    # them to the caller.
 
     def check(self, source: str) -> None:
         for key in ("n_vocab", "length"):
             _check(source, getattr(self, key) > 0,
                    f"'{key}' is required and must be positive (the trainer fills it from the data; got {getattr(self, key)})")
-        for key in ("dim", "depth"):
-            _check(source, getattr(self, key) > 0, f"'{key}' must be positive, got {getattr(self, key)}")
+        for key in ("dim", "depth", "encoder_dim"):
+            if hasattr(self, key):
+                _check(source, getattr(self, key) > 0, f"'{key}' must be positive, got {getattr(self, key)}")
         for key in ("kernel", "compression", "n_chunks"):
             if hasattr(self, key):
                 _check(source, getattr(self, key) >= 1, f"'{key}' must be at least 1, got {getattr(self, key)}")
-        for key in ("dim", "encoder_dim"):
-            width = getattr(self, key, None)
-            heads = getattr(self, "n_heads", 0)
-            if width and heads > 0 and key in self.headed_widths():
-                _check(source, width % heads == 0, f"'n_heads' ({heads}) must divide '{key}' ({width})")
-            if width and getattr(self, "compression", 1) > 1 and key in self.compressed_widths():
-                _check(source, width % self.compression == 0,
-                       f"'compression' ({self.compression}) must divide '{key}' ({width})")
+        for split in self.head_splits():
+            heads = getattr(self, split.heads)
+            valid = head_counts(split.value, even=split.attention)
+            choices = ", ".join(map(str, valid[:12])) + (", ..." if len(valid) > 12 else "")
+            if split.attention:
+                _check(source, heads >= 1, f"'{split.heads}' must be at least 1 (attention heads), got {heads}")
+                _check(source, heads in valid, f"'{split.heads}' ({heads}) must divide '{split.width}' "
+                                               f"({split.value}) into heads of an even size (RoPE); use one of {choices}")
+            else:
+                _check(source, heads >= 0, f"'{split.heads}' must be 0 (flat mixing) or more, got {heads}")
+                _check(source, heads == 0 or heads in valid, f"'{split.heads}' ({heads}) must divide "
+                                                             f"'{split.width}' ({split.value}); use 0 or one of {choices}")
+        compression = getattr(self, "compression", 1)
+        for key in self.compressed_widths():
+            width = getattr(self, key)
+            _check(source, compression <= 1 or width % compression == 0,
+                   f"'compression' ({compression}) must divide '{key}' ({width})")
 
-    def headed_widths(self) -> tuple[str, ...]:
-        """Widths that multi-head mixing splits (must be divisible by ``n_heads``)."""
-        return ("dim",)
+    def head_splits(self) -> list[HeadSplit]:
+        """The widths that heads split: by default mixer heads (``n_heads``, 0: flat) over ``dim``."""
+        return [HeadSplit("n_heads", "dim", self.dim, attention=False)] if hasattr(self, "n_heads") else []
 
     def compressed_widths(self) -> tuple[str, ...]:
         """Widths that ``down`` divides by ``compression``."""
-        return ("dim",)
+        return ("dim",) if hasattr(self, "compression") else ()
 
 
 @dataclass(kw_only=True)
@@ -111,8 +146,9 @@ class MemoryConfig(MixerConfig):
     kernel: int = 1
     """Taps on the feature axis of the token mixing."""
 
-    def headed_widths(self) -> tuple[str, ...]:
-        return ("encoder_dim",)
+    def head_splits(self) -> list[HeadSplit]:
+        # the decoder mixes flat (one tap): n_heads shapes the encoder only
+        return [HeadSplit("n_heads", "encoder_dim", self.encoder_dim, attention=False)]
 
     def compressed_widths(self) -> tuple[str, ...]:
         return ("encoder_dim",)
@@ -128,7 +164,10 @@ class MemoryMixerConfig(MemoryConfig):
 
 @dataclass(kw_only=True)
 class ProjMemoryMixerConfig(MemoryConfig):
-    pass
+    def head_splits(self) -> list[HeadSplit]:
+        # n_heads shapes the encoder and the decoder blocks
+        return [HeadSplit("n_heads", "encoder_dim", self.encoder_dim, attention=False),
+                HeadSplit("n_heads", "dim", self.dim, attention=False)]
 
 
 @dataclass(kw_only=True)
@@ -154,6 +193,13 @@ class VariableMemoryMixerConfig(MemoryConfig):
     pad_id: int = 1
     """Token id used by encoder_ctx padding and blank_copy."""
 
+    def check(self, source: str) -> None:
+        super().check(source)
+        check_copy_task(self, source)
+        _check(source, self.encoder_ctx == 0 or self.encoder_ctx >= self.length,
+               f"'encoder_ctx' ({self.encoder_ctx}) must be 0 (the chunk length) or at least 'length' "
+               f"({self.length}); a shorter one would cut the chunks")
+
 
 @dataclass(kw_only=True)
 class RecurrentMemoryMixerConfig(MixerConfig):
@@ -174,8 +220,8 @@ class LlamaCLMConfig(MixerConfig):
     tie_weights: bool = False
     """Share the token embedding and the output head."""
 
-    def headed_widths(self) -> tuple[str, ...]:
-        return ("dim",)
+    def head_splits(self) -> list[HeadSplit]:
+        return [HeadSplit("n_heads", "dim", self.dim, attention=True)]
 
 
 @dataclass(kw_only=True)
@@ -186,6 +232,9 @@ class TransformerAutoencoderConfig(MixerConfig):
     """Embedding compression factor (1: none)."""
     unroll: bool = True
     """Sliding-window unroll of the embedding for the decoder (False: repeat)."""
+
+    def head_splits(self) -> list[HeadSplit]:
+        return [HeadSplit("n_heads", "dim", self.dim, attention=True)]
 
 
 @dataclass(kw_only=True)
@@ -200,6 +249,10 @@ class AutoencodingTransfixerConfig(MixerConfig):
     """Mixer taps on the feature axis."""
     attention_heads: int = 4
     """Llama attention heads."""
+
+    def head_splits(self) -> list[HeadSplit]:
+        return [HeadSplit("n_heads", "dim", self.dim, attention=False),
+                HeadSplit("attention_heads", "dim", self.dim, attention=True)]
 
 
 @dataclass(kw_only=True)
@@ -223,8 +276,15 @@ class VariableMemoryTransformerConfig(MixerConfig):
     pad_id: int = 1
     """Token id for blank_copy."""
 
-    def headed_widths(self) -> tuple[str, ...]:
-        return ("dim", "encoder_dim")
+    def check(self, source: str) -> None:
+        super().check(source)
+        check_copy_task(self, source)
+
+    def head_splits(self) -> list[HeadSplit]:
+        splits = [HeadSplit("n_heads", "dim", self.dim, attention=True)]
+        if not self.no_memory:  # no encoder is built without memories
+            splits.append(HeadSplit("n_heads", "encoder_dim", self.encoder_dim, attention=True))
+        return splits
 
     def compressed_widths(self) -> tuple[str, ...]:
         return ("encoder_dim",)
@@ -236,6 +296,9 @@ class RecurrentMemoryTransformerConfig(MixerConfig):
     """Attention heads."""
     n_chunks: int = 4
     """Chunks per input row, decoded in order with the memory carried between them."""
+
+    def head_splits(self) -> list[HeadSplit]:
+        return [HeadSplit("n_heads", "dim", self.dim, attention=True)]
 
 
 @dataclass(kw_only=True)
@@ -252,6 +315,31 @@ class MemoryTransformerConfig(MemoryConfig):
     """Width of the uniform training noise, centred on zero."""
     attention_heads: int = 4
     """Llama attention heads of the decoder (and of a transformer encoder)."""
+
+    def check(self, source: str) -> None:
+        super().check(source)
+        _check(source, self.noise >= 0, f"'noise' must be 0 or more (the width of the noise), got {self.noise}")
+
+    def head_splits(self) -> list[HeadSplit]:
+        if self.combination_dim == "token":
+            decoder = HeadSplit("attention_heads", "dim", self.dim, attention=True)
+        else:  # the compressed memory widens every token's features
+            code = self.encoder_dim // self.compression
+            decoder = HeadSplit("attention_heads", "dim + encoder_dim/compression", self.dim + code, attention=True)
+        if self.transformer_encoder:
+            return [HeadSplit("attention_heads", "encoder_dim", self.encoder_dim, attention=True), decoder]
+        return [HeadSplit("n_heads", "encoder_dim", self.encoder_dim, attention=False), decoder]
+
+
+def check_copy_task(config, source: str) -> None:
+    """The copy objective's rules (variable memory mixer and transformer): a row splits in two halves, the blank
+    and padding token is a token of the vocabulary, and blanking needs the copy objective."""
+    _check(source, 0 <= config.pad_id < config.n_vocab,
+           f"'pad_id' ({config.pad_id}) must be a token id, 0 to n_vocab-1 ({config.n_vocab - 1})")
+    _check(source, config.copy or not config.blank_copy, "'blank_copy' needs 'copy: true' (it blanks the copied half)")
+    tokens = config.n_chunks * config.length
+    _check(source, not config.copy or tokens % 2 == 0,
+           f"'copy' needs an even number of tokens per row; n_chunks x length is {tokens}")
 
 
 MIXER_ARGS = ("n_vocab", "dim", "depth", "length")
@@ -429,10 +517,23 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
 }
 
 
-def _entry(name: str, source: str) -> ModelEntry:
+def model_entry(name: str, source: str = "models") -> ModelEntry:
+    """The registered model ``name``; an unknown one is a ConfigError naming it first, with the closest valid one."""
     if name not in MODELS:
-        raise ConfigError(unknown_key_message(source, name, MODELS, what="model"))
+        raise ConfigError(unknown_key_message(source, name, MODELS, what="model", cutoff=0))  # always a suggestion
     return MODELS[name]
+
+
+def preset_values(name: str, preset: str | None, source: str | None = None) -> dict[str, Any]:
+    """The parameters of ``preset`` of model ``name`` ({} for None); the model is checked first, then the preset."""
+    model_entry(name, source or "models")
+    if preset is None:
+        return {}
+    presets = PRESETS.get(name, {})
+    if preset not in presets:
+        where = f"{source}: model '{name}'" if source else f"model '{name}'"
+        raise ConfigError(unknown_key_message(where, preset, presets, what="preset"))
+    return dict(presets[preset])
 
 
 def model_config(name: str, *, preset: str | None = None, source: str | None = None, **params):
@@ -440,14 +541,9 @@ def model_config(name: str, *, preset: str | None = None, source: str | None = N
 
     ``source`` names where the values came from (e.g. the experiment file) in every error message.
     """
-    entry = _entry(name, source or "models")
+    entry = model_entry(name, source or "models")
     where = f"{source}: model '{name}'" if source else f"model '{name}'"
-    values: dict[str, Any] = {}
-    if preset is not None:
-        presets = PRESETS.get(name, {})
-        if preset not in presets:
-            raise ConfigError(unknown_key_message(where, preset, presets, what="preset"))
-        values.update(presets[preset])
+    values = preset_values(name, preset, source)
     values.update(params)
     config = from_dict(entry.config, values, source=where)
     config.check(where)
@@ -471,7 +567,7 @@ def length_for_context(name: str, context: int, *, preset: str | None = None, so
     ``context`` for single-chunk models; ``context / n_chunks`` for chunked memory models (``n_chunks`` from the
     params or the preset). The built model's ``input_length`` then equals ``context``.
     """
-    entry = _entry(name, source or "models")
+    entry = model_entry(name, source or "models")
     where = f"{source}: model '{name}'" if source else f"model '{name}'"
     if "n_chunks" not in {f.name for f in dataclasses.fields(entry.config)}:
         return context

@@ -4,19 +4,11 @@ Llama layers as the seed configures them: ``hidden=d, intermediate=4d, layers=de
 SwiGLU, untied). Every attention mask is explicit: a 4-d additive mask (b, 1, T, T) built here from the causal
 pattern and the padding mask aligned with any prepended memory slots (a query with no real key reads itself, so no
 row is NaN; padded positions are never read by other positions nor scored). Memories of chunks without a real
-token are masked out like padding. Attention never
-falls back to a backend's implicit ``is_causal`` (the seed's encoder/decoder stacks were causal under sdpa and
-bidirectional under eager).
+token are masked out like padding. Attention never falls back to a backend's implicit ``is_causal``.
 
-Differences from the seed, on purpose:
-- encoder/decoder stacks are ``LlamaStack`` (layers, final norm, rotary embedding): no unused ``embed_tokens``;
-- ``VariableMemoryTransformer`` decodes all chunks as one batch with the padding mask aligned to each chunk's memory
-  slots (the seed extended one mask cumulatively, misaligning it whenever padding existed); ``fixed_memory=False``
-  keeps each chunk's variable layout exactly through per-row position ids and masked filler slots;
-- ``RecurrentMemoryTransformer`` passes its padding mask (the seed computed it and dropped it);
-- ``AutoencodingTransfixer``'s transformer-decoder direction works (the seed passed float embeddings as ids);
-- ``MemoryTransformer(noise_embedding=True)`` adds centred noise U(-noise/2, noise/2) during training, as the blog
-  describes (the seed added uncentred U[0, 1/8) always).
+Encoder and decoder stacks are ``LlamaStack`` (layers, final norm, rotary embedding; no token embedding of their own).
+Head counts must split each width into heads of an even size (RoPE); the registry checks this before anything is
+built. docs/porting.md lists what differs from the seed.
 """
 
 from __future__ import annotations

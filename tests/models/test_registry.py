@@ -58,11 +58,26 @@ def test_debug_preset_follows_the_common_interface(name):
     assert not any(b.device.type != "cpu" for b in model.buffers())  # models never move themselves
 
 
-def test_constructor_rejections_become_config_errors():
+def test_head_counts_are_checked_without_torch_naming_the_keys_and_the_valid_counts():
     with pytest.raises(ConfigError, match="model 'llama_clm': 'n_heads' \\(3\\) must divide 'dim' \\(32\\)"):
-        build_model("llama_clm", preset="debug", n_vocab=V, length=L, n_heads=3)
-    with pytest.raises(ConfigError, match="model 'llama_clm': .*n_heads=32 must divide dim=32 into an even head size"):
-        build_model("llama_clm", preset="debug", n_vocab=V, length=L, n_heads=32)
+        model_config("llama_clm", preset="debug", n_vocab=V, length=L, n_heads=3)
+    with pytest.raises(ConfigError, match=r"'n_heads' \(32\) must divide 'dim' \(32\) into heads of an even size "
+                                          r"\(RoPE\); use one of 1, 2, 4, 8, 16$"):
+        model_config("llama_clm", preset="debug", n_vocab=V, length=L, n_heads=32)
+    with pytest.raises(ConfigError, match="'n_heads' must be at least 1 \\(attention heads\\), got 0"):
+        model_config("recurrent_memory_transformer", preset="debug", n_vocab=V, length=L, n_heads=0)
+    with pytest.raises(ConfigError, match="'n_heads' \\(3\\) must divide 'dim' \\(32\\); use 0 or one of"):
+        model_config("proj_memory_mixer", preset="debug", n_vocab=V, length=L, encoder_dim=24, n_heads=3)
+    with pytest.raises(ConfigError, match="'attention_heads' \\(4\\) must divide 'dim \\+ encoder_dim/compression' "
+                                          "\\(36\\)"):
+        model_config("memory_transformer", preset="debug", n_vocab=V, length=L, combination_dim="embedding",
+                     encoder_dim=16, compression=4)
+
+
+def test_every_preset_passes_the_config_checks():
+    for name, presets in PRESETS.items():
+        for preset in presets:
+            model_config(name, preset=preset, n_vocab=V, length=L)
 
 
 def test_missing_frozen_encoder_checkpoint_is_reported(tmp_path):
