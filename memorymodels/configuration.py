@@ -70,6 +70,12 @@ class ConfigError(ValueError):
     """A configuration file or override is invalid. The message names the file, the key and what to do."""
 
 
+def one_line(text: str) -> str:
+    """``text`` with control characters escaped (a newline becomes ``\\n``): what an error message or a comment in
+    a generated file shows of a value, so a value cannot end the line it is quoted in."""
+    return "".join(ch if ch.isprintable() else ch.encode("unicode_escape").decode() for ch in str(text))
+
+
 def closest(name: str, options: typing.Iterable[str], cutoff: float = 0.6) -> str | None:
     """The option closest to ``name`` (for "did you mean"), or None when nothing is within ``cutoff`` (0: always)."""
     matches = difflib.get_close_matches(name, list(options), n=1, cutoff=cutoff)

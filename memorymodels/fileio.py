@@ -7,11 +7,15 @@ One home for these rules (the launcher, the local cluster and the trainer all us
   write fails (a full disk leaves nothing behind);
 - ``read_json`` returns ``None`` for a missing or unreadable file; callers that must tell the two apart (a damaged
   manifest is not a missing one) use ``load_json``, which raises :class:`CorruptFile` naming the file;
-- ``tail_lines`` reads only the end of a (possibly huge) log.
+- ``tail_lines`` reads only the end of a (possibly huge) log;
+- ``locked`` holds an exclusive ``flock`` on a lock file for a block: the operating system releases it when the
+  process dies, so a killed holder never leaves a stale lock.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 from pathlib import Path
@@ -84,3 +88,16 @@ def tail_lines(path: str | Path | None, count: int, max_bytes: int = 65536) -> l
     if len(data) == max_bytes and size > max_bytes:
         lines = lines[1:]  # the first line was cut by the window
     return lines[-count:]
+
+
+@contextlib.contextmanager
+def locked(path: str | Path):
+    """Hold an exclusive lock on ``path`` (created if missing) for the block; other holders wait."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)

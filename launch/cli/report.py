@@ -18,7 +18,7 @@ from rich.console import Console
 
 from launch.monitor.report import (METRICS, add_usage, collect_rows, evaluate_missing, load_cells, plot, render,
                                    resource_usage, sweep_jobs, usage_summary, write_csv)
-from memorymodels.configuration import ConfigError
+from memorymodels.configuration import ConfigError, one_line
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -55,6 +55,6 @@ def main(argv: list[str] | None = None) -> int:
             points = plot(rows, axes, args.plot, args.metric, out)
             print(f"plot: {out} ({points} points{'; no cell has this metric yet' if not points else ''})")
     except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {one_line(exc)}", file=sys.stderr)
         return 2
     return 0

@@ -6,6 +6,7 @@
     python launch/status.py --json           # the rows as JSON (job_id, state, step, loss, ...)
     python launch/status.py --all            # every job of yours, not only the journal's
     python launch/status.py --logs 123_4     # the last lines of a job's logs (job id or run name)
+    python launch/status.py --history 123    # the attempts of a job: start, node, how each ended, steps reached
     python launch/status.py --cancel 123_4   # cancel a job, an array, or a whole sweep (submission id or sweep name)
 
 Each refresh makes one ``squeue`` call and at most one ``sacct`` call for all jobs together (``launch.monitor.queue``);
@@ -30,6 +31,7 @@ from rich.live import Live
 
 from launch.monitor.dashboard import MIN_INTERVAL, render, render_view, scancel_ids
 from launch.monitor.queue import Collector, read_journal
+from launch.records.events import describe_attempts
 from launch.records.journal import journal_dir
 from launch.slurm.client import SlurmError, run_slurm
 from launch.slurm.output import ACTIVE_STATES
@@ -71,6 +73,20 @@ def show_logs(collector: Collector, target: str, lines: int, console: Console) -
             continue
         for line in tail_lines(path, lines, 1 << 20):
             console.print(line, markup=False, highlight=False)
+    return 0
+
+
+def show_history(collector: Collector, target: str, console: Console) -> int:
+    """How each attempt of the job(s) matching ``target`` ended (``RUN_DIR/launch/events.jsonl``)."""
+    jobs = find_jobs(collector, target)
+    if not jobs:
+        console.print(f"--history {target}: no job of the journal ({collector.journal_dir}) matches (job id, array "
+                      "id, run name, submission id or sweep name)")
+        return 1
+    for job in jobs:
+        console.rule(f"job {job['job_id']}  {job['run_dir']}")
+        console.print(describe_attempts(job["run_dir"]) or "(no attempt has started yet)", markup=False,
+                      highlight=False)
     return 0
 
 
@@ -122,6 +138,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--json", action="store_true", help="print the rows as JSON and exit")
     parser.add_argument("--all", action="store_true", help="every job of this user, not only the journal's")
     parser.add_argument("--logs", metavar="JOB", help="print the last lines of a job's stdout/stderr")
+    parser.add_argument("--history", metavar="JOB", help="how each attempt of a job ended (start, node, steps)")
     parser.add_argument("--lines", type=int, default=40, help="lines of log for --logs (default 40)")
     parser.add_argument("--cancel", metavar="JOB|SWEEP", help="cancel a job, an array or a sweep (asks first)")
     parser.add_argument("--yes", action="store_true", help="with --cancel: do not ask")
@@ -153,6 +170,8 @@ def main(argv=None) -> int:
                           min_interval=MIN_INTERVAL)
     if args.logs:
         return show_logs(collector, args.logs, args.lines, console)
+    if args.history:
+        return show_history(collector, args.history, console)
     if args.cancel:
         return cancel(collector, args.cancel, args.yes, console)
     if args.json or args.once:

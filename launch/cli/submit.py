@@ -37,7 +37,7 @@ from launch.planning.profiles import list_profiles, load_profile
 from launch.slurm.client import slurm_environ
 from launch.submission.preflight import SubmitError, preflight
 from launch.submission.submit import submit_job
-from memorymodels.configuration import ConfigError
+from memorymodels.configuration import ConfigError, one_line
 
 NOT_IN_REQUEST = ("--dry-run", "--json", "--wait", "--no-preflight")
 """Flags that change what the command does now, not the job it plans (left out of the script's "Run with")."""
@@ -150,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
             preflight([plan]).raise_problems()
         submission = submit_job(plan)
     except (ConfigError, SubmitError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {one_line(exc)}", file=sys.stderr)
         return 2
     entry = submission.jobs[0]
     if args.json:

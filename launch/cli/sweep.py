@@ -22,7 +22,7 @@ from launch.slurm.client import SlurmError, explain
 from launch.submission.preflight import SubmitError, preflight
 from launch.submission.submit import submit_job
 from launch.submission.sweep import active_cells, representatives, submit_sweep, sweep_record
-from memorymodels.configuration import ConfigError
+from memorymodels.configuration import ConfigError, one_line
 
 
 def plan_from_args(args) -> SweepPlan:
@@ -106,6 +106,6 @@ def run_sweep_command(args) -> int:
         if getattr(args, "wait", False) and plan.profile.executor == "slurm" and result["arrays"]:
             failed = follow_sweep(plan, log=log)
     except (ConfigError, SubmitError, SlurmError) as exc:
-        print(f"error: {explain(exc) if isinstance(exc, SlurmError) else exc}", file=sys.stderr)
+        print(f"error: {explain(exc) if isinstance(exc, SlurmError) else one_line(exc)}", file=sys.stderr)
         return 2
     return 1 if failed else 0

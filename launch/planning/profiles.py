@@ -179,6 +179,10 @@ class Profile:
         for f in dataclasses.fields(self):
             if f.name not in ("source", "setup", "sbatch_extra"):
                 _check_text(src, f.name, getattr(self, f.name))
+        for key in ("partition", "account", "qos", "constraint"):
+            value = getattr(self, key)
+            if value is not None and (not value.strip() or any(ch.isspace() for ch in value)):
+                raise ConfigError(f"{src}: '{key}: {value}' is not a Slurm name (no spaces; null for the default)")
         for i, line in enumerate(self.setup):
             _check_text(src, f"setup[{i}]", line)
         for key, value in self.sbatch_extra.items():

@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from launch.planning.dependency import dependency_spec
-from launch.planning.plan import (JobPlan, experiment_path, launch_shape, plan_experiment, plan_job, script_header,
-                                  with_header)
+from launch.planning.plan import (JobPlan, array_tag, experiment_path, launch_shape, plan_experiment, plan_job,
+                                  script_header, with_header)
 from launch.planning.profiles import Profile
 from launch.planning.sweep_file import (Cell, SweepConfig, cell_items, chunk, dry_run_json, plan_cells,
                                         resolve_experiment_path)
@@ -143,7 +143,7 @@ def plan_arrays(plan: SweepPlan, todo: list[int], submission_id: str) -> list[Ar
     for k, cells in enumerate(chunk(list(todo), profile.max_array_size)):
         folder = plan.log_folder / submission_id / f"array-{k}"
         name = plan.sweep.name if len(cells) > 1 else plan.jobs[cells[0]].name
-        sbatch = {**plan.jobs[cells[0]].sbatch, "job_name": name}
+        sbatch = {**plan.jobs[cells[0]].sbatch, "job_name": name, "comment": array_tag(submission_id, k)}
         if len(cells) > 1:
             sbatch.update(map_count=len(cells), array_parallelism=profile.array_parallelism)
         script = with_header(render_sbatch(sbatch, folder=folder, python=python), script_header(plan.request, profile))

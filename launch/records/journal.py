@@ -9,8 +9,10 @@ Files live in ``<state>/journal/<submission_id>.json`` (``<state>`` is ``$MEMORY
      "jobs": [{"job_id": "123", "name": "...", "run_dir": "...", "cell": {...} | null,
                "stdout": ".../123_0_log.out", "stderr": ".../123_0_log.err"}]}
 
-Writer: ``launch.submission.submit`` (``record``), once per submission, after the jobs are accepted; the entry
-names the cluster (``slurm_conf``) so later readers ask the same one. Readers: the dashboard
+Writer: ``launch.submission.submit``. A sweep's entry is written ahead (``status: "pending"``, with the planned
+``arrays``: each one's ``--comment`` tag and cells) before the first ``sbatch``, updated after each one, and
+``"confirmed"`` at the end; a single job's entry after sbatch accepted it (its tag finds it in the queue should the
+submitter die first). The entry names the cluster (``slurm_conf``) so later readers ask the same one. Readers: the dashboard
 (``launch.monitor.queue``), ``--dependency`` (``launch.planning.dependency``) and the sweep report (``load_all``).
 Files are written atomically (``memorymodels.fileio``), so a reader never sees half a file; a file that cannot be
 parsed is skipped with a warning.
@@ -42,16 +44,32 @@ def new_submission_id() -> str:
 
 
 def record(*, profile: str, jobs: Iterable[dict[str, Any]], kind: str = "job", sweep: dict | None = None,
-           submission_id: str | None = None, created: float | None = None, slurm_conf: str | None = None) -> dict:
+           submission_id: str | None = None, created: float | None = None, slurm_conf: str | None = None,
+           status: str = "confirmed", arrays: list[dict] | None = None) -> dict:
     """Write one submission's journal file and return its content.
 
     ``jobs``: dicts with ``job_id``, ``name``, ``run_dir``, ``stdout``, ``stderr`` and optionally ``cell`` (the
     sweep cell's overrides); extra keys are kept. ``kind`` is ``"job"`` or ``"sweep"``; ``sweep`` describes the sweep
     (``launch.planning.sweep_file.sweep_summary``); ``slurm_conf`` the cluster's configuration file when the
-    profile names one. An existing ``submission_id`` is never overwritten.
+    profile names one; ``status`` "pending" for an entry written ahead of its ``sbatch`` calls, with the planned
+    ``arrays`` (``[{"tag", "cells": [run_dir, ...]}]``). An existing ``submission_id`` is never overwritten.
     """
     if kind not in ("job", "sweep"):
         raise ValueError(f"journal.record: kind must be 'job' or 'sweep', got {kind!r}")
+    submission_id = submission_id or new_submission_id()
+    data = {"submission_id": submission_id, "created": created if created is not None else time.time(),
+            "profile": profile, "kind": kind, "sweep": sweep, "jobs": _entries(jobs), "status": status,
+            **({"slurm_conf": str(slurm_conf)} if slurm_conf else {}), **({"arrays": arrays} if arrays else {})}
+    folder = journal_dir()
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{submission_id}.json"
+    if path.exists():
+        raise FileExistsError(f"{path}: a submission with this id is already recorded; use a new id")
+    write_json(path, data)
+    return data
+
+
+def _entries(jobs: Iterable[dict[str, Any]]) -> list[dict]:
     entries = []
     for job in jobs:
         missing = [k for k in ("job_id", "run_dir") if not job.get(k)]
@@ -64,16 +82,20 @@ def record(*, profile: str, jobs: Iterable[dict[str, Any]], kind: str = "job", s
         for key in ("stdout", "stderr"):
             entry[key] = None if entry[key] is None else str(entry[key])
         entries.append(entry)
-    submission_id = submission_id or new_submission_id()
-    data = {"submission_id": submission_id, "created": created if created is not None else time.time(),
-            "profile": profile, "kind": kind, "sweep": sweep, "jobs": entries,
-            **({"slurm_conf": str(slurm_conf)} if slurm_conf else {})}
-    folder = journal_dir()
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"{submission_id}.json"
-    if path.exists():
-        raise FileExistsError(f"{path}: a submission with this id is already recorded; use a new id")
-    write_json(path, data)
+    return entries
+
+
+def update(submission_id: str, *, jobs: Iterable[dict[str, Any]] | None = None, add: Iterable[dict] = (),
+           status: str | None = None) -> dict:
+    """Rewrite a recorded submission (atomically): its ``jobs`` replaced or ``add``-ed to, its ``status`` set."""
+    data = load(submission_id)
+    if jobs is not None:
+        data["jobs"] = _entries(jobs)
+    known = {job["job_id"] for job in data["jobs"]}
+    data["jobs"] += [job for job in _entries(add) if job["job_id"] not in known]
+    if status is not None:
+        data["status"] = status
+    write_json(journal_dir() / f"{submission_id}.json", data)
     return data
 
 

@@ -15,6 +15,7 @@ entry and submitit's job handles (the local executor's caller follows them). Not
 from __future__ import annotations
 
 import contextlib
+import getpass
 import os
 import subprocess
 import time
@@ -24,14 +25,18 @@ from typing import Any
 import submitit
 
 from launch.node.task import NodeLaunch
-from launch.planning.plan import MAX_TIMEOUT_REQUEUES, JobPlan, launch_dir
+from launch.planning.plan import MAX_TIMEOUT_REQUEUES, TAG_PREFIX, JobPlan, launch_dir, run_tag
+from launch.planning.profiles import Profile
 from launch.planning.sweep import ArrayPlan, SweepPlan
 from launch.records import journal
-from launch.slurm.client import slurm_environ, without_allocation
+from launch.slurm.client import SlurmError, explain, run_slurm, slurm_environ, without_allocation
 from launch.slurm.submitit_adapter import PlannedSlurmExecutor
 from launch.submission.preflight import SubmitError
 from memorymodels.experiment import experiment_dict, identity
-from memorymodels.fileio import write_json, write_text_atomic
+from memorymodels.fileio import locked, write_json, write_text_atomic
+
+SUBMIT_LOCK = ".submit.lock"
+"""The lock file (in ``RUN_DIR/launch/``, or a sweep's folder) that makes queue check, sbatch and journal one step."""
 
 
 @dataclass
@@ -138,25 +143,77 @@ def _entry(plan: JobPlan, job, cell: dict | None) -> dict:
             "stdout": str(paths.stdout), "stderr": str(paths.stderr), "executor": plan.executor}
 
 
+def queued_tags(profile: Profile) -> dict[str, list[str]]:
+    """This user's queued and running jobs by ``--comment`` tag (``launch.planning.plan.run_tag`` / ``array_tag``):
+    tag -> job ids (array tasks one by one). One ``squeue`` call."""
+    env = slurm_environ(profile.slurm_conf_path())
+    text = run_slurm(["squeue", "-h", "-r", "-u", getpass.getuser(), "-o", "%i|%k"], env)
+    tags: dict[str, list[str]] = {}
+    for line in text.splitlines():
+        job_id, _, comment = line.strip().partition("|")
+        if comment.startswith(TAG_PREFIX):
+            tags.setdefault(comment, []).append(job_id)
+    return tags
+
+
+def _journaled(job_id: str) -> bool:
+    return journal.find_job(job_id) is not None
+
+
+def _already_queued(plan: JobPlan) -> None:
+    """Refuse a job whose run directory is queued or running already (found by its tag, journaled or not: a
+    submitter killed between sbatch and the journal left it unrecorded; it is recorded now)."""
+    try:
+        ids = queued_tags(plan.profile).get(run_tag(plan.run_dir), [])
+    except SlurmError as exc:
+        raise SubmitError(f"cannot ask the queue whether {plan.run_dir} is queued already: {explain(exc)}") from None
+    if not ids:
+        return
+    for job_id in ids:
+        if not _journaled(job_id):
+            journal.record(profile=plan.profile.name, kind="job", slurm_conf=plan.profile.slurm_conf_path(),
+                           jobs=[{"job_id": job_id, "name": plan.name, "run_dir": str(plan.run_dir), "cell": None,
+                                  "stdout": str(plan.log_folder / f"{job_id}_0_log.out"),
+                                  "stderr": str(plan.log_folder / f"{job_id}_0_log.err"), "executor": "slurm",
+                                  "adopted": True}])
+    raise SubmitError(f"{plan.run_dir} is already queued as job {', '.join(ids)}; nothing was submitted. Follow it "
+                      f"with `python launch/status.py`, or cancel it first (`python launch/status.py --cancel "
+                      f"{ids[0]}`) to submit again")
+
+
 def submit_job(plan: JobPlan, *, kind: str = "job", sweep: dict | None = None, cell: dict | None = None,
                submission_id: str | None = None) -> Submission:
-    """Submit one planned job (the preflight is the caller's: ``launch.submission.preflight``)."""
-    write_launch_files(plan)
-    try:
-        if plan.executor == "local":
-            job = _local_executor(plan).submit(make_job(plan))
-        else:
-            with _cluster_environment(plan):
-                job = _slurm_executor(plan, plan.log_folder, plan.sbatch, plan.script).submit(make_job(plan))
-    except SUBMIT_ERRORS as exc:
-        raise _refused(plan, exc) from None
-    record = journal.record(profile=plan.profile.name, jobs=[_entry(plan, job, cell)], kind=kind, sweep=sweep,
-                            submission_id=submission_id, slurm_conf=plan.profile.slurm_conf_path())
+    """Submit one planned job (the preflight is the caller's: ``launch.submission.preflight``).
+
+    Exactly once per run directory: checking the queue, writing the run's files, ``sbatch`` and the journal are one
+    step under the run's submission lock, and a run already queued (by anyone's submission of it) is refused."""
+    with locked(launch_dir(plan.run_dir) / SUBMIT_LOCK):
+        if plan.executor == "slurm":
+            _already_queued(plan)
+        write_launch_files(plan)
+        try:
+            if plan.executor == "local":
+                job = _local_executor(plan).submit(make_job(plan))
+            else:
+                with _cluster_environment(plan):
+                    job = _slurm_executor(plan, plan.log_folder, plan.sbatch, plan.script).submit(make_job(plan))
+        except SUBMIT_ERRORS as exc:
+            raise _refused(plan, exc) from None
+        record = journal.record(profile=plan.profile.name, jobs=[_entry(plan, job, cell)], kind=kind, sweep=sweep,
+                                submission_id=submission_id, slurm_conf=plan.profile.slurm_conf_path())
     return Submission(record, {str(job.job_id): job})
 
 
 def submit_arrays(plan: SweepPlan, arrays: list[ArrayPlan], *, sweep: dict, submission_id: str) -> Submission:
-    """Submit planned arrays of a sweep, one ``sbatch`` each, with exactly their planned scripts."""
+    """Submit planned arrays of a sweep, one ``sbatch`` each, with exactly their planned scripts.
+
+    The journal entry is written ahead (pending, with each array's tag and cells), updated after every ``sbatch``
+    and confirmed at the end: a submitter killed between two ``sbatch`` calls leaves a record that, with the tags
+    in the queue, tells a rerun which cells are queued (``launch.submission.sweep.active_cells``)."""
+    journal.record(profile=plan.profile.name, jobs=[], kind="sweep", sweep=sweep, submission_id=submission_id,
+                   slurm_conf=plan.profile.slurm_conf_path(), status="pending",
+                   arrays=[{"tag": array.sbatch.get("comment"), "cells": [str(plan.cells[i].run_dir) for i in
+                                                                          array.cells]} for array in arrays])
     entries, handles = [], {}
     for array in arrays:
         jobs = [plan.jobs[i] for i in array.cells]
@@ -171,6 +228,5 @@ def submit_arrays(plan: SweepPlan, arrays: list[ArrayPlan], *, sweep: dict, subm
         for i, job, handle in zip(array.cells, jobs, submitted):
             entries.append(_entry(job, handle, plan.cells[i].overrides))
             handles[str(handle.job_id)] = handle
-    record = journal.record(profile=plan.profile.name, jobs=entries, kind="sweep", sweep=sweep,
-                            submission_id=submission_id, slurm_conf=plan.profile.slurm_conf_path())
-    return Submission(record, handles)
+        journal.update(submission_id, jobs=entries)
+    return Submission(journal.update(submission_id, status="confirmed"), handles)

@@ -2,8 +2,9 @@
 
     python launch/submit.py --profile local-slurm --sweep sweeps/kernel_heads_debug.yaml [--wait]
 
-:func:`submit_sweep` asks the queue which cells still run from an earlier submission (:func:`active_cells`, one
-``squeue`` for this user's jobs), plans the arrays of the rest (``launch.planning.sweep.plan_arrays``), runs the
+:func:`submit_sweep` holds the sweep's submission lock (two copies of one sweep at once queue every cell once),
+asks the queue which cells still run from an earlier submission (:func:`active_cells`, one ``squeue`` for this
+user's jobs, by their tags), plans the arrays of the rest (``launch.planning.sweep.plan_arrays``), runs the
 preflight on them and submits exactly those scripts, one ``sbatch`` per array. An incomplete cell resumes from its
 newest checkpoint because it runs in the same directory again.
 """
@@ -11,15 +12,16 @@ newest checkpoint because it runs in the same directory again.
 from __future__ import annotations
 
 import dataclasses
-import getpass
 import json
+from pathlib import Path
 
+from launch.planning.plan import TAG_PREFIX, run_tag
 from launch.planning.sweep import SweepPlan, plan_arrays
 from launch.planning.sweep_file import sweep_summary
 from launch.records import journal
-from launch.slurm.client import run_slurm, slurm_environ
 from launch.submission.preflight import preflight
-from launch.submission.submit import submit_arrays
+from launch.submission.submit import SUBMIT_LOCK, queued_tags, submit_arrays
+from memorymodels.fileio import locked
 
 
 def sweep_record(plan: SweepPlan) -> dict:
@@ -32,26 +34,39 @@ def sweep_record(plan: SweepPlan) -> dict:
 def active_cells(plan: SweepPlan) -> dict[int, str]:
     """Cells of ``plan`` whose job from an earlier submission is still queued or running: index -> job id.
 
-    One ``squeue`` call for this user's jobs (array tasks expanded, with job names); only when some queued job
-    carries this sweep's name (arrays are named after the sweep, a one-cell array after its cell) is the journal
-    read to map job ids to cells.
+    One ``squeue`` call for this user's jobs with their ``--comment`` tags (``launch.submission.submit.queued_tags``).
+    An array's tag names its submission and array number, whose journal entry (written ahead of its ``sbatch``)
+    lists the array's cells; a task found in the queue but missing from that entry (its submitter was killed before
+    recording it) is added to it, so the dashboard shows it too.
     """
-    env = slurm_environ(plan.profile.slurm_conf_path())
-    text = run_slurm(["squeue", "-h", "-r", "-u", getpass.getuser(), "-o", "%i %j"], env)
-    queued = {}
-    for line in text.splitlines():
-        job_id, _, name = line.strip().partition(" ")
-        if job_id:
-            queued[job_id] = name
-    names = {plan.sweep.name} | {c.run_dir.name for c in plan.cells}
-    if not any(name in names for name in queued.values()):
-        return {}
-    by_dir = {str(c.run_dir): c.index for c in plan.cells}
+    tags = queued_tags(plan.profile)
+    index_of = {str(c.run_dir): c.index for c in plan.cells}
     busy: dict[int, str] = {}
-    for submission in journal.load_all():
-        for job in submission.get("jobs", []):
-            if job.get("run_dir") in by_dir and str(job.get("job_id")) in queued:
-                busy[by_dir[job["run_dir"]]] = str(job["job_id"])
+    for cell in plan.cells:
+        for job_id in tags.get(run_tag(cell.run_dir), []):
+            busy[cell.index] = job_id
+    for tag, job_ids in tags.items():
+        parts = tag[len(TAG_PREFIX):].split(":")
+        if len(parts) != 3 or parts[0] != "sweep":
+            continue
+        try:
+            entry = journal.load(parts[1])
+            run_dirs = entry["arrays"][int(parts[2])]["cells"]
+        except (FileNotFoundError, KeyError, IndexError, ValueError, TypeError):
+            continue  # another checkout's journal, or a record older than the tags
+        known = {job["job_id"] for job in entry["jobs"]}
+        adopted = []
+        for job_id in job_ids:
+            task = int(job_id.split("_")[1]) if "_" in job_id else 0
+            run_dir = run_dirs[task] if task < len(run_dirs) else None
+            if run_dir in index_of:
+                busy[index_of[run_dir]] = job_id
+            if run_dir is not None and job_id not in known:
+                adopted.append({"job_id": job_id, "name": Path(run_dir).name, "run_dir": run_dir,
+                                "cell": plan.cells[index_of[run_dir]].overrides if run_dir in index_of else None,
+                                "stdout": None, "stderr": None, "executor": "slurm", "adopted": True})
+        if adopted:
+            journal.update(parts[1], add=adopted)
     return busy
 
 
@@ -74,6 +89,11 @@ def submit_sweep(plan: SweepPlan, *, run_preflight: bool = True, log=None) -> di
     empty when there is nothing to do) and records the submission in the journal (``kind: "sweep"``, each job's
     ``cell`` its overrides).
     """
+    with locked(plan.root / SUBMIT_LOCK):  # two copies of one sweep at once: the second sees the first's jobs
+        return _submit_unqueued(plan, run_preflight, log)
+
+
+def _submit_unqueued(plan: SweepPlan, run_preflight: bool, log) -> dict:
     todo = list(plan.pending)
     busy = active_cells(plan) if todo else {}
     if busy:

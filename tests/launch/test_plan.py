@@ -291,3 +291,48 @@ def test_diff_shows_only_what_changes_between_two_profiles(capsys):
     assert out.returncode == 2 and out.stderr.startswith("error: --diff nosuch: unknown profile 'nosuch'")
     out = run_main(capsys, "--profile", "v100x8", "--diff", "a100x8", "--sweep", "sweeps/kernel_heads_debug.yaml")
     assert out.returncode == 2 and "--diff compares the job of one experiment on two profiles; drop --sweep" in out.stderr
+
+
+# ---- a dry run checks what a submission checks ------------------------------------------------------------------
+
+
+def _sweep_file(tmp_path, grid: str) -> str:
+    path = tmp_path / "bad_sweep.yaml"
+    path.write_text(f"experiment: {EXPERIMENT}\noverrides: {{output.checkpoint_root: {tmp_path}/runs}}\ngrid: {grid}\n")
+    return str(path)
+
+
+DRY_RUN_REFUSALS = [
+    # (arguments, text the one-line error must hold)
+    (["--profile", "v100x8", "--set", "model.params.dim=32", "--set", "model.params.n_heads=5"], "n_heads"),
+    (["--profile", "v100x8", "--set", "model.name=gpt5"], "unknown model 'gpt5'"),
+    (["--profile", "v100x8", "--set", "train.precision=bf16"],
+     "--set train.precision=bf16: 'train.precision: bf16' is not supported by V100 GPUs; use fp16"),
+    (["--profile", "local-slurm", "--set", "train.precision=fp16"],
+     "'train.precision: fp16' needs GPUs; CPU-only nodes train in fp32"),
+    (["--profile", "v100x8", "--set", "profile.precision=bf16"], "'precision: bf16' is not supported by V100 GPUs"),
+    (["--profile", "v100x8", "--set", "train.learning_rate=.nan"], "train.learning_rate"),
+    (["--profile", "v100x8", "--set", "profile.mem_per_gpu_gb=.nan"], "mem_per_gpu_gb"),
+    (["--profile", "v100x8", "--set", 'profile.partition="gpu\\nhostname"'], "'partition' contains a control character"),
+    (["--profile", "v100x8", "--set", "profile.partition=gpu\nhostname"], "'partition: gpu hostname' is not a Slurm name"),
+    (["--profile", "v100x8", "--set", 'profile.sbatch_extra={"mail-type": "END\\nrm -rf /"}'],
+     "'sbatch_extra.mail-type' contains a control character"),
+    (["--profile", "v100x8", "--set", "profile.sbatch_extra={'a b': 1}"], "'sbatch_extra' key 'a b' is not an sbatch"),
+    (["--profile", "v100x8", "--set", "output.name=../../x"], "output.name"),
+]
+
+
+@pytest.mark.parametrize("args, message", DRY_RUN_REFUSALS, ids=[" ".join(a[1:]) for a, _ in DRY_RUN_REFUSALS])
+def test_dry_run_refuses_what_a_submission_would(capsys, tmp_path, args, message):
+    out = run_main(capsys, *args, "--experiment", str(EXPERIMENT), "--dry-run", "--no-preflight")
+    assert out.returncode == 2, out.stdout
+    assert out.stdout == "" and len(out.stderr.strip().splitlines()) == 1, out.stderr
+    assert message in out.stderr and "Traceback" not in out.stderr
+
+
+def test_dry_run_of_a_sweep_refuses_a_cell_of_the_wrong_type(capsys, tmp_path):
+    out = run_main(capsys, "--profile", "local-slurm", "--sweep",
+                   _sweep_file(tmp_path, "{model.params.kernel: [1, 2, true]}"), "--dry-run", "--no-preflight")
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert "cell 2 (model.params.kernel=true)" in out.stderr and "model.params.kernel" in out.stderr
+    assert not (tmp_path / "runs").exists()
