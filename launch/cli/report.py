@@ -16,24 +16,27 @@ from pathlib import Path
 
 from rich.console import Console
 
-from launch.monitor.report import (METRICS, add_usage, collect_rows, evaluate_missing, load_cells, plot, render,
-                                   resource_usage, sweep_jobs, usage_summary, write_csv)
+from launch.cli.args import Parser
+from launch.monitor.report import (METRICS, add_usage, collect_rows, evaluate_missing, load_cells, plot, plot_axis,
+                                   render, resource_usage, sweep_jobs, usage_summary, write_csv)
 from memorymodels.configuration import ConfigError, one_line
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+    parser = Parser(prog="python launch/sweep_report.py", description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("sweep", help="a sweep file (sweeps/NAME.yaml) or a submission id from the journal")
     parser.add_argument("--profile", help="profile giving the checkpoint root of a sweep file never submitted")
     parser.add_argument("--csv", type=Path, help="CSV output (default <sweep folder>/report.csv)")
-    parser.add_argument("--plot", metavar="AXIS", help="plot --metric against this axis (a dotted key of the sweep)")
+    parser.add_argument("--plot", metavar="AXIS", help="plot --metric against this axis (as the table names it, "
+                        "kernel, or its dotted key, model.params.kernel)")
     parser.add_argument("--metric", default="eval_loss", help=f"one of {', '.join(METRICS)} (default eval_loss)")
     parser.add_argument("--out", type=Path, help="plot file (default <sweep folder>/<metric>_vs_<axis>.png)")
     parser.add_argument("--evaluate", action="store_true", help="evaluate completed cells lacking eval.json first")
     args = parser.parse_args(argv)
     try:
         title, axes, cells = load_cells(args.sweep, args.profile)
+        axis = plot_axis(axes, args.plot, args.metric) if args.plot else None  # before anything is written
         rows = collect_rows(cells, axes)
         if args.evaluate:
             evaluate_missing(rows)
@@ -50,9 +53,9 @@ def main(argv: list[str] | None = None) -> int:
         csv_path = args.csv or folder / "report.csv"
         write_csv(rows, axes, csv_path)
         print(f"csv: {csv_path}")
-        if args.plot:
-            out = args.out or folder / f"{args.metric}_vs_{args.plot.rsplit('.', 1)[-1]}.png"
-            points = plot(rows, axes, args.plot, args.metric, out)
+        if axis:
+            out = args.out or folder / f"{args.metric}_vs_{axis.rsplit('.', 1)[-1]}.png"
+            points = plot(rows, axes, axis, args.metric, out)
             print(f"plot: {out} ({points} points{'; no cell has this metric yet' if not points else ''})")
     except ConfigError as exc:
         print(f"error: {one_line(exc)}", file=sys.stderr)

@@ -29,13 +29,20 @@ import time
 from rich.console import Console
 from rich.live import Live
 
+from launch.cli.args import Parser
 from launch.monitor.dashboard import MIN_INTERVAL, render, render_view, scancel_ids
 from launch.monitor.queue import Collector, read_journal
 from launch.records.events import describe_attempts
 from launch.records.journal import journal_dir
 from launch.slurm.client import SlurmError, run_slurm
 from launch.slurm.output import ACTIVE_STATES
+from memorymodels.configuration import one_line
 from memorymodels.fileio import tail_lines
+
+
+def fail(message: str) -> None:
+    """An error of the dashboard's commands: one line on stderr."""
+    print(f"error: {one_line(message)}", file=sys.stderr)
 
 
 def find_jobs(collector: Collector, target: str) -> list[dict]:
@@ -62,7 +69,7 @@ def show_logs(collector: Collector, target: str, lines: int, console: Console) -
         try:
             text = run_slurm(["scontrol", "show", "job", target], env=collector.environ())
         except SlurmError as exc:
-            console.print(f"--logs {target}: not in the journal ({collector.journal_dir}) and {exc}")
+            fail(f"--logs {target}: not in the journal ({collector.journal_dir}) and {exc}")
             return 1
         fields = dict(part.split("=", 1) for part in text.split() if "=" in part)
         paths = [p for p in dict.fromkeys([fields.get("StdOut"), fields.get("StdErr")]) if p]
@@ -80,7 +87,7 @@ def show_history(collector: Collector, target: str, console: Console) -> int:
     """How each attempt of the job(s) matching ``target`` ended (``RUN_DIR/launch/events.jsonl``)."""
     jobs = find_jobs(collector, target)
     if not jobs:
-        console.print(f"--history {target}: no job of the journal ({collector.journal_dir}) matches (job id, array "
+        fail(f"--history {target}: no job of the journal ({collector.journal_dir}) matches (job id, array "
                       "id, run name, submission id or sweep name)")
         return 1
     for job in jobs:
@@ -94,20 +101,20 @@ def cancel(collector: Collector, target: str, yes: bool, console: Console) -> in
     """Cancel the live jobs matching ``target`` after confirmation: one ``scancel`` for all of them."""
     snapshot = collector.refresh()
     if snapshot.stale:
-        console.print(f"--cancel {target}: the controller did not answer ({snapshot.error}); nothing cancelled")
+        fail(f"--cancel {target}: the controller did not answer ({snapshot.error}); nothing cancelled")
         return 1
     wanted = {job["job_id"] for job in find_jobs(collector, target)}
     rows = [row for row in snapshot.rows if row.state in ACTIVE_STATES and (
         row.job_id in wanted or row.job_id == target or row.job_id.split("_")[0] == target)]
     if not rows:
-        console.print(f"--cancel {target}: no queued or running job matches (job id, array id, run name, "
+        fail(f"--cancel {target}: no queued or running job matches (job id, array id, run name, "
                       f"submission id or sweep name); see python launch/status.py --once"
                       f"{'' if collector.all_jobs else ' (a job from outside the journal: add --all)'}")
         return 1
     console.print(render(rows, width=console.width, title=f"cancel {len(rows)} job(s)"))
     if not yes:
         if not sys.stdin.isatty():
-            console.print("not a terminal: add --yes to cancel without asking")
+            fail("not a terminal: add --yes to cancel without asking")
             return 1
         if input(f"Cancel these {len(rows)} job(s)? [y/N] ").strip().lower() not in ("y", "yes"):
             console.print("nothing cancelled")
@@ -117,7 +124,7 @@ def cancel(collector: Collector, target: str, yes: bool, console: Console) -> in
         try:
             run_slurm(["scancel", *slurm_ids], env=collector.environ())
         except SlurmError as exc:
-            console.print(f"scancel failed: {exc}")
+            fail(f"scancel failed: {exc}")
             return 1
     for job in find_jobs(collector, target):
         if not job["slurm"] and isinstance(job.get("pid"), int):
@@ -131,7 +138,7 @@ def cancel(collector: Collector, target: str, yes: bool, console: Console) -> in
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+    parser = Parser(prog="python launch/status.py", description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--interval", type=float, default=5.0, help="seconds between refreshes (at least 2)")
     parser.add_argument("--once", action="store_true", help="print the table once and exit")

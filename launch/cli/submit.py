@@ -30,6 +30,7 @@ import json
 import shlex
 import sys
 
+from launch.cli.args import Parser
 from launch.cli.sweep import run_sweep_command
 from launch.monitor.follow import follow_local, wait_slurm
 from launch.planning.plan import JobPlan, diff_plans, plan_job, split_overrides
@@ -44,7 +45,7 @@ NOT_IN_REQUEST = ("--dry-run", "--json", "--wait", "--no-preflight")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python launch/submit.py", description=__doc__.split("\n\n")[0],
+    parser = Parser(prog="python launch/submit.py", description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter,
                                      epilog="Override rule: " + __doc__.split("\n\n")[2])
     parser.add_argument("--profile", help=f"cluster profile: {', '.join(list_profiles())}, or a .yaml path")

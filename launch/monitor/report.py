@@ -204,12 +204,22 @@ def _csv_value(value: Any) -> Any:
     return json.dumps(value) if isinstance(value, (list, dict)) else value
 
 
-def plot(rows: list[dict[str, Any]], axes: list[str], axis: str, metric: str, path: Path) -> int:
-    """Draw ``metric`` against ``axis``, one line per combination of the other axes; returns the points drawn."""
-    if axis not in axes:
-        raise ConfigError(f"--plot {axis}: not an axis of this sweep; axes: {', '.join(axes)}")
+def plot_axis(axes: list[str], axis: str, metric: str) -> str:
+    """The sweep axis ``--plot`` names, by its dotted key or by the short name the table shows (``kernel``);
+    ConfigError naming the flag when there is none, or when ``metric`` is unknown."""
+    short = short_keys(axes)
+    by_name = {**{s: a for a, s in short.items()}, **{a: a for a in axes}}
+    if axis not in by_name:
+        names = ", ".join(f"{short[a]} ({a})" if short[a] != a else a for a in axes)
+        raise ConfigError(f"--plot {axis}: not an axis of this sweep; axes: {names}")
     if metric not in METRICS:
         raise ConfigError(f"--metric {metric}: unknown metric; choose one of {', '.join(METRICS)}")
+    return by_name[axis]
+
+
+def plot(rows: list[dict[str, Any]], axes: list[str], axis: str, metric: str, path: Path) -> int:
+    """Draw ``metric`` against ``axis``, one line per combination of the other axes; returns the points drawn."""
+    axis = plot_axis(axes, axis, metric)
     others = [a for a in axes if a != axis]
     series: dict[str, list[tuple[Any, float]]] = {}
     for row in rows:

@@ -111,11 +111,18 @@ def _check_disjoint(sections: list[tuple[str, dict]]) -> None:
 def load_sweep(path: str | Path) -> SweepConfig:
     """Read and check a sweep file; errors are ConfigErrors naming the file and the key."""
     source = str(path)
+    data = load_yaml(path)
     try:
-        sweep = from_dict(SweepConfig, load_yaml(path), source=source)
+        sweep = from_dict(SweepConfig, data, source=source)
     except ConfigError as exc:
         message = str(exc)
         raise ConfigError(message if message.startswith(source) else f"{source}: {message}") from None
+    for key in ("grid", "zip", "cells"):
+        if key in data and not data[key]:
+            raise ConfigError(f"{source}: '{key}' is empty; list the values to sweep (or remove '{key}')")
+    if not (sweep.grid or sweep.zip or sweep.cells):
+        raise ConfigError(f"{source}: no 'grid', 'zip' or 'cells': a sweep needs at least one axis "
+                          f"(for one job, use launch/submit.py --experiment with --set)")
     sweep.source = source
     if sweep.name is None:
         sweep.name = Path(path).stem
