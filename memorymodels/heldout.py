@@ -17,12 +17,18 @@ Exact when every evaluation batch holds the same number of targets (packed data,
 (``copy: true``) score half the row and divide by all chunks: no conversion is offered (None).
 
 ``baselines`` are gzip -9, bz2 -9, xz -9 and zstd -19 on the held-out text (``evaluate.heldout_bytes``: the same
-rows, decoded), the numbers ``python -m memorymodels.evaluate`` prints beside the model.
+rows, decoded), the numbers ``python -m memorymodels.evaluate`` prints beside the model. That command divides the
+model's loss by the bytes of every real token of the rows; for autoencoders those are exactly the targets (the same
+number as here), for causal models they include each row's first token, which is never predicted (a difference of
+that token's share of the bytes).
 """
 
 from __future__ import annotations
 
 import math
+
+from memorymodels.evaluate import compression_baselines, heldout_bytes
+from memorymodels.models.registry import model_config
 
 LN2 = math.log(2)
 
@@ -75,8 +81,6 @@ def targets_of_row(labels: list[int], objective: str, n_chunks: int = 1) -> list
 
 def objective_of(build: dict) -> tuple[str, int] | None:
     """(objective, n_chunks) of a model from its build arguments; None where no per-token conversion holds."""
-    from memorymodels.models.registry import model_config
-
     config = model_config(build["name"], preset=build.get("preset"), **build.get("params", {}))
     if getattr(config, "copy", False):
         return None
@@ -102,8 +106,6 @@ def eval_bits_per_byte(loss: float | None, bytes_per_target: float | None) -> fl
 
 def heldout_summary(dataset, tokenizer, rows: int, build: dict) -> dict:
     """What run.json records as ``heldout``: rows, targets, their bytes, bytes per target and the baselines."""
-    from memorymodels.evaluate import compression_baselines, heldout_bytes
-
     rows = min(rows, len(dataset))
     text, _ = heldout_bytes(dataset, tokenizer, rows)
     summary = {"rows": rows, "text_bytes": len(text), "baselines": compression_baselines(text) if text else None,

@@ -98,3 +98,11 @@ def test_frozen_encoder_runs_forward_only():
     assert forward == BATCH * count.forward_per_row
     # the count gives the unroll projection after the frozen encoder an input gradient that is not computed
     assert backward == pytest.approx(BATCH * 2 * (count.forward_per_row - count.forward["encoder"]), rel=0.02)
+
+
+def test_the_count_imports_no_torch():
+    import subprocess
+    import sys
+
+    code = "import sys, memorymodels.compute; sys.exit('torch' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code]).returncode == 0  # the launcher can count without torch
