@@ -8,8 +8,9 @@ A training step is forward + backward + AdamW step on one batch of random tokens
 token-mixing FLOPs of forward + backward from the library's analytic count, ``memorymodels.compute`` (3 x forward;
 the token mixing dense, masked half included, as it is computed; Llama attention included). The same number is used
 for every implementation of an architecture, so the % of peak columns compare like with like. The peak is the best
-rate of a large matmul in the same dtype, measured in the same run. Implementations are timed in interleaved rounds (seed, eager,
-compiled, seed, ...) so that load from other processes hits them alike; the table reports the median round.
+rate of a large matmul in the same dtype, measured in the same run. Implementations are timed in interleaved rounds
+(seed, eager, compiled, seed, ...) so that load from other processes hits them alike; the table reports the median
+round.
 
 The seed formulations (``tests/models/seed_reference.py``): AutoencodingMixer with the causal mask written into
 ``conv.weight.data`` every forward, the unroll as a Python loop of L slices + cat, cross entropy on [b, V, t] logits;

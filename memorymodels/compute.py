@@ -12,7 +12,8 @@ This module owns the FLOP count: the trainer's ``flops`` in metrics.jsonl, ``pyt
 What is counted: the matrix products the model runs, 2 FLOPs per multiply-add, dense as they are computed:
 - a mixer's token mixing, a dense (L x L x k taps) product over d features: ``2 L^2 k d`` per row and block. The
   masked upper triangle is included: it is computed and multiplied by zero weights (half of it is useful work);
-  a headed mixer adds its d x d input projection and ``out_proj``; the feed-forward d -> 4d -> d is ``16 d^2`` per token;
+  a headed mixer adds its d x d input projection and ``out_proj``; the feed-forward d -> 4d -> d is ``16 d^2`` per
+  token;
 - a Llama layer: q, k, v, o (``8 d^2`` per token), the SwiGLU MLP of width 4d (``24 d^2`` per token) and the
   attention scores and values (``4 T^2 d`` per row, dense: masked scores are computed too);
 - the output head's vocabulary projection, ``2 d V`` per position it is applied to;
