@@ -5,11 +5,12 @@
     .venv/bin/python benchmarks/models.py --device cuda --dtype bf16 --dim 1024 --depth 8 --length 512 --batch 32
 
 A training step is forward + backward + AdamW step on one batch of random tokens. "Model FLOPs" are the matmul and
-convolution FLOPs of forward + backward, counted by ``torch.utils.flop_counter`` on the library's eager model (the
-same number is used for every implementation of an architecture, so the % of peak columns compare like with like;
-the token mixing is counted dense, masked half included, as it is computed). The peak is the best rate of a large
-matmul in the same dtype, measured in the same run. Implementations are timed in interleaved rounds (seed, eager,
-compiled, seed, ...) so that load from other processes hits them alike; the table reports the median round.
+token-mixing FLOPs of forward + backward from the library's analytic count, ``memorymodels.compute`` (3 x forward;
+the token mixing dense, masked half included, as it is computed; Llama attention included). The same number is used
+for every implementation of an architecture, so the % of peak columns compare like with like. The peak is the best
+rate of a large matmul in the same dtype, measured in the same run. Implementations are timed in interleaved rounds
+(seed, eager, compiled, seed, ...) so that load from other processes hits them alike; the table reports the median
+round.
 
 The seed formulations (``tests/models/seed_reference.py``): AutoencodingMixer with the causal mask written into
 ``conv.weight.data`` every forward, the unroll as a Python loop of L slices + cat, cross entropy on [b, V, t] logits;
@@ -33,6 +34,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # for tests.models.seed_reference
 
+from memorymodels.compute import model_flops  # noqa: E402
 from memorymodels.hostmemory import keep_freed_host_memory  # noqa: E402
 from memorymodels.models import build_model  # noqa: E402
 from tests.models.seed_reference import SeedAutoencodingMixer, SeedVariableMemoryMixer  # noqa: E402
@@ -58,18 +60,6 @@ def matmul_peak(device: str, dtype: torch.dtype, n: int, repeats: int = 5) -> tu
         best_wall = max(best_wall, 2 * n**3 / (time.perf_counter() - start))
         best_cpu = max(best_cpu, 2 * n**3 / max(time.process_time() - cpu, 1e-9))
     return best_wall, best_cpu
-
-
-def count_flops(model, ids) -> int:
-    """Matmul/conv FLOPs of one forward + backward."""
-    from torch.utils.flop_counter import FlopCounterMode
-
-    counter = FlopCounterMode(display=False)
-    with counter:
-        loss, _ = model(ids, labels=ids)
-        loss.backward()
-    model.zero_grad(set_to_none=True)
-    return counter.get_total_flops()
 
 
 class Runner:
@@ -180,7 +170,7 @@ def main(argv=None) -> tuple[list[dict], float]:
             continue
         model = build_model(name, n_vocab=args.vocab, **params)
         ids = torch.randint(0, args.vocab, (args.batch, model.input_length), device=args.device)
-        flops = count_flops(model.to(args.device), ids)
+        flops = args.batch * model_flops(name, n_vocab=args.vocab, **params).training_per_row
         runners = []
         if seed_model is not None:
             runners.append(Runner("seed formulation (eager)", seed_model(), ids, args.device, dtype))

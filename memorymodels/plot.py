@@ -1,13 +1,16 @@
-"""Plot training and eval loss of one or more runs against steps and against tokens.
+"""Plot the loss and the held-out bits per byte of one or more runs against optimizer steps.
 
     python -m memorymodels.plot runs/RUN_A runs/RUN_B --out losses.png
     python -m memorymodels.plot runs/ --out all.png                      # every run directly under runs/
     python -m memorymodels.plot RUN --embedding-bits 8 --out normalised.png
 
-Runs are overlaid and labelled (by run directory name, or ``--label``). ``--offset NATS`` adds a constant to every
-curve; ``--embedding-bits B`` adds each run's embedding-storage cost per token, ``embedding_values * B * ln 2 /
-context`` nats (the seed's "normalised loss", docs/porting.md), so autoencoders and memory models compare with causal
-models at equal total bits.
+The top panel is the cross entropy (nats/token) of training and of the evaluations; the bottom one, when the runs
+recorded it, the evaluations in bits per byte of the held-out text, with gzip -9 and xz -9 on the same held-out
+bytes as horizontal reference lines (``run.json`` ``heldout.baselines``). Runs are overlaid and labelled (by run
+directory name, or ``--label``); legends sit outside the axes. ``--offset NATS`` adds a constant to every loss curve;
+``--embedding-bits B`` adds each run's embedding-storage cost per token, ``embedding_values * B * ln 2 / context``
+nats (the seed's "normalised loss", docs/porting.md), so autoencoders and memory models compare with causal models at
+equal total bits. Compute on the x axis, over many runs: ``python -m memorymodels.frontier``.
 """
 
 from __future__ import annotations
@@ -20,9 +23,14 @@ from pathlib import Path
 from memorymodels import runs
 
 
+BASELINE_LABELS = {"gzip": "gzip -9", "bz2": "bz2 -9", "xz": "xz -9", "zstd": "zstd -19"}
+BASELINE_STYLES = {"gzip": ":", "bz2": "-.", "xz": "--", "zstd": (0, (5, 1, 1, 1))}
+
+
 def curves(run_dir: Path) -> dict:
-    """``{"train": [(step, tokens, loss)], "eval": [...]}`` from a run's metrics.jsonl."""
-    out: dict = {"train": [], "eval": []}
+    """``{"train": [(step, tokens, loss)], "eval": [...], "bits_per_byte": [(step, flops, eval_bits_per_byte)]}``
+    from a run's metrics.jsonl."""
+    out: dict = {"train": [], "eval": [], "bits_per_byte": []}
     for record in runs.read_metrics(run_dir):
         step, tokens = record.get("step"), record.get("tokens")
         if step is None:
@@ -31,6 +39,8 @@ def curves(run_dir: Path) -> dict:
             out["train"].append((step, tokens, record["loss"]))
         if record.get("eval_loss") is not None:
             out["eval"].append((step, tokens, record["eval_loss"]))
+        if record.get("eval_bits_per_byte") is not None:
+            out["bits_per_byte"].append((step, record.get("flops"), record["eval_bits_per_byte"]))
     return out
 
 
@@ -44,9 +54,57 @@ def embedding_offset(run_dir: Path, bits: int) -> float:
     return values * bits * math.log(2) / context
 
 
-def plot_runs(run_dirs: list[Path], out: Path, *, labels: list[str] | None = None, offset: float = 0.0,
-              embedding_bits: int | None = None, title: str | None = None) -> Path:
-    """Write a two-panel figure (loss vs steps, loss vs tokens) of ``run_dirs`` to ``out``; returns ``out``."""
+def baselines(run_dirs: list[Path]) -> list[dict]:
+    """The distinct compressor baselines (bits per byte) recorded in the runs' run.json, in order of first use."""
+    found: list[dict] = []
+    for run_dir in run_dirs:
+        info = runs.read_json(Path(run_dir) / runs.RUN_JSON) or {}
+        values = (info.get("heldout") or {}).get("baselines")
+        if values and values not in found:
+            found.append(values)
+    return found
+
+
+def draw_baselines(ax, sets: list[dict], names=("gzip", "xz")) -> None:
+    """Horizontal lines at each compressor's bits per byte on the held-out bytes (numbered when runs differ)."""
+    for i, values in enumerate(sets):
+        suffix = f" (held-out set {i + 1})" if len(sets) > 1 else " (same held-out bytes)"
+        for name in names:
+            if name in values:
+                ax.axhline(values[name], color="0.35", linestyle=BASELINE_STYLES[name], linewidth=1.2,
+                           label=BASELINE_LABELS[name] + suffix)
+
+
+def legend_outside(ax, **kwargs) -> None:
+    """The legend to the right of the axes, clear of the data."""
+    ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0, fontsize=8, **kwargs)
+
+
+def save_figure(fig, out: Path) -> Path:
+    """Write ``fig`` atomically (temporary name, then rename) and close it."""
+    import matplotlib.pyplot as plt
+
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.stem}.tmp{out.suffix}")
+    fig.savefig(tmp, dpi=120, bbox_inches="tight")
+    plt.close(fig)
+    tmp.replace(out)
+    return out
+
+
+def default_title(run_dirs: list[Path], last_step: int, what: str) -> str:
+    """``RUN: WHAT, steps 1-N`` for one run; ``FOLDER: WHAT of K runs, up to step N`` for several."""
+    if len(run_dirs) == 1:
+        return f"{Path(run_dirs[0]).name}: {what}, up to step {last_step}"
+    parents = {Path(r).resolve().parent.name for r in run_dirs}
+    where = parents.pop() if len(parents) == 1 else "runs"
+    return f"{where}: {what} of {len(run_dirs)} runs, up to step {last_step}"
+
+
+def loss_figure(run_dirs: list[Path], *, labels: list[str] | None = None, offset: float = 0.0,
+                embedding_bits: int | None = None, title: str | None = None):
+    """The figure of ``run_dirs``: loss (nats/token) against steps; eval bits/byte with gzip/xz when recorded."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -55,43 +113,48 @@ def plot_runs(run_dirs: list[Path], out: Path, *, labels: list[str] | None = Non
     if not run_dirs:
         raise SystemExit("no run directories to plot (a run directory holds run.json or metrics.jsonl)")
     labels = labels or [Path(r).name for r in run_dirs]
-    fig, (by_step, by_tokens) = plt.subplots(1, 2, figsize=(13, 5), constrained_layout=True)
-    plotted = 0
-    for i, (run_dir, label) in enumerate(zip(run_dirs, labels)):
-        data = curves(Path(run_dir))
+    data = [curves(Path(r)) for r in run_dirs]
+    if not any(d["train"] or d["eval"] for d in data):
+        raise SystemExit(f"no loss values in metrics.jsonl of {', '.join(map(str, run_dirs))}")
+    with_bpb = any(d["bits_per_byte"] for d in data)
+    fig, axes = plt.subplots(2 if with_bpb else 1, 1, figsize=(11, 8 if with_bpb else 4.5), sharex=True,
+                             constrained_layout=True, squeeze=False)
+    by_step = axes[0][0]
+    last_step = 0
+    for i, (run_dir, label, points) in enumerate(zip(run_dirs, labels, data)):
         shift = offset + (embedding_offset(run_dir, embedding_bits) if embedding_bits else 0.0)
         color = f"C{i % 10}"
         for kind, style in (("train", "-"), ("eval", "--")):
-            points = data[kind]
-            if not points:
-                continue
-            plotted += 1
-            steps = [p[0] for p in points]
-            losses = [p[2] + shift for p in points]
-            marker = "o" if kind == "eval" and len(points) < 30 else None
-            by_step.plot(steps, losses, style, color=color, marker=marker, label=f"{label} ({kind})")
-            if all(p[1] is not None for p in points):
-                by_tokens.plot([p[1] for p in points], losses, style, color=color, marker=marker,
-                               label=f"{label} ({kind})")
-    if not plotted:
-        raise SystemExit(f"no loss values in metrics.jsonl of {', '.join(map(str, run_dirs))}")
+            if points[kind]:
+                marker = "o" if kind == "eval" and len(points[kind]) < 30 else None
+                by_step.plot([p[0] for p in points[kind]], [p[2] + shift for p in points[kind]], style, color=color,
+                             marker=marker, label=f"{label} ({kind})")
+                last_step = max(last_step, points[kind][-1][0])
+        if points["bits_per_byte"]:
+            axes[1][0].plot([p[0] for p in points["bits_per_byte"]], [p[2] for p in points["bits_per_byte"]], "--",
+                            color=color, marker="o" if len(points["bits_per_byte"]) < 30 else None,
+                            label=f"{label} (eval)")
     ylabel = "cross entropy (nats/token)"
     if embedding_bits or offset:
         ylabel = "normalised loss (nats/token" + (f", embedding at {embedding_bits} bits" if embedding_bits else "") + ")"
-    for ax, xlabel in ((by_step, "optimizer steps"), (by_tokens, "tokens seen")):
-        ax.set_xlabel(xlabel)
-        ax.set_ylabel(ylabel)
+    by_step.set_ylabel(ylabel)
+    if with_bpb:
+        draw_baselines(axes[1][0], baselines(run_dirs))
+        axes[1][0].set_ylabel("held-out bits per byte (bits/byte)")
+    for (ax,) in axes:
         ax.grid(alpha=0.3)
-    by_step.legend(fontsize=8)
-    if title:
-        fig.suptitle(title)
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.stem}.tmp{out.suffix}")
-    fig.savefig(tmp, dpi=120)
-    plt.close(fig)
-    tmp.replace(out)
-    return out
+        legend_outside(ax)
+    axes[-1][0].set_xlabel("optimizer steps")
+    axes[-1][0].tick_params(labelbottom=True)
+    fig.suptitle(title or default_title(run_dirs, last_step, "loss" + (" and bits per byte" if with_bpb else "")))
+    return fig
+
+
+def plot_runs(run_dirs: list[Path], out: Path, *, labels: list[str] | None = None, offset: float = 0.0,
+              embedding_bits: int | None = None, title: str | None = None) -> Path:
+    """Write :func:`loss_figure` of ``run_dirs`` to ``out``; returns ``out``."""
+    fig = loss_figure(run_dirs, labels=labels, offset=offset, embedding_bits=embedding_bits, title=title)
+    return save_figure(fig, out)
 
 
 def main(argv: list[str] | None = None) -> int:

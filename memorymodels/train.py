@@ -25,8 +25,9 @@ from pathlib import Path
 
 import torch
 from transformers import Trainer, TrainerCallback, TrainingArguments
-from transformers.trainer_callback import PrinterCallback
+from transformers.trainer_callback import ExportableState, PrinterCallback
 
+from memorymodels.accounting import RunAccounting
 from memorymodels.configuration import ConfigError
 from memorymodels.data.errors import DataError
 from memorymodels.experiment import REPO_ROOT, Experiment, identity, load_experiment, model_build_args, state_dir
@@ -172,24 +173,42 @@ class StopOnSignal(TrainerCallback):
             control.should_evaluate = False
         return control
 
-class MetricsWriter(TrainerCallback):
-    """Rank 0: one metrics.jsonl line per logging step (train and eval logs of a step merged)."""
+class MetricsWriter(TrainerCallback, ExportableState):
+    """Rank 0: one metrics.jsonl line per logging step (train and eval logs of a step merged), with the run's
+    cumulative compute and eval bits per byte from ``accounting`` (``memorymodels.accounting``), whose device-seconds
+    total each checkpoint saves (``state``, in trainer_state.json) and a resumed attempt continues from."""
 
-    def __init__(self, run_dir: Path, tokens_per_step: int, show: bool):
+    def __init__(self, run_dir: Path, tokens_per_step: int, show: bool, accounting: RunAccounting | None = None):
         self.run_dir, self.tokens_per_step, self.show = run_dir, tokens_per_step, show
+        self.accounting = accounting
         self.pending: dict | None = None
         self.last_step, self.last_time = 0, time.time()
 
     def on_train_begin(self, args, state, control, **kwargs):
         self.last_step, self.last_time = state.global_step, time.time()
+        if self.accounting is not None:
+            saved = state.stateful_callbacks.get(type(self).__name__) or {}  # the resumed checkpoint's
+            self.accounting.begin(saved.get("attributes"), runs.read_metrics(self.run_dir), self.last_time)
+            state.stateful_callbacks[type(self).__name__] = self.state()  # absent in older checkpoints
+            self.record_totals(state)
+
+    def state(self) -> dict:
+        return {"args": {}, "attributes": self.accounting.state() if self.accounting is not None else {}}
+
+    def record_totals(self, state):
+        if self.accounting is not None and state.is_world_process_zero:
+            runs.update_run(self.run_dir, heldout=self.accounting.heldout, compute=self.accounting.summary(
+                state.global_step, state.global_step * self.tokens_per_step))
 
     def flush(self):
         if self.pending is not None:
+            if self.accounting is not None:
+                self.pending = self.accounting.fill(self.pending)
             runs.append_metrics(self.run_dir, self.pending)
             if self.show:
                 p = self.pending
-                fields = [f"step {p['step']}"] + [f"{k} {p[k]:.4g}" for k in ("loss", "eval_loss", "tokens_per_s")
-                                                  if p.get(k) is not None]
+                fields = [f"step {p['step']}"] + [f"{k} {p[k]:.4g}" for k in ("loss", "eval_loss", "eval_bits_per_byte",
+                                                                              "tokens_per_s") if p.get(k) is not None]
                 print("  ".join(fields), flush=True)
             self.pending = None
 
@@ -221,9 +240,11 @@ class MetricsWriter(TrainerCallback):
 
     def on_save(self, args, state, control, **kwargs):
         self.flush()
+        self.record_totals(state)
 
     def on_train_end(self, args, state, control, **kwargs):
         self.flush()
+        self.record_totals(state)
 
 
 def without_aliases(state_dict: dict) -> dict:
@@ -413,9 +434,11 @@ def _make_trainer(experiment: Experiment, run_dir: Path, model, data: Data, prec
     eval_set = torch.utils.data.Subset(data.test, range(eval_rows)) if t.eval_steps else None
     tokens_per_step = t.batch_size * t.gradient_accumulation_steps * args.world_size * experiment.data.context
     stopper = StopOnSignal()
+    accounting = RunAccounting.for_run(model_build_args(experiment, data.n_vocab), args.world_size, data.test,
+                                       load_tokenizer(data.tokenizer_dir), eval_rows)
     trainer = RunTrainer(
         model=model, args=args, train_dataset=data.train, eval_dataset=eval_set,
-        callbacks=[stopper, MetricsWriter(run_dir, tokens_per_step, show=not show)],
+        callbacks=[stopper, MetricsWriter(run_dir, tokens_per_step, show=not show, accounting=accounting)],
         keep_checkpoints=t.save_total_limit,
     )
     if not show:
