@@ -417,10 +417,11 @@ def test_preflight_catches_bad_model_parameters_before_queueing(state, tmp_path)
 @pytest.mark.slurm
 def test_a_program_error_is_reported_with_its_cause(slurm_cluster, state, tmp_path):
     out = submit_cli("--profile", "local-slurm", "--experiment", str(DEBUG), "--no-preflight", "--wait",
-                     "--set", f"profile.checkpoint_root={tmp_path}", "--set", "model.params.bogus=1")
+                     "--set", f"profile.checkpoint_root={tmp_path}",
+                     "--set", f"model.params.frozen_encoder={tmp_path}/no-such-encoder.safetensors")
     assert out.returncode == 1, out.stdout + out.stderr
     assert "FAILED" in out.stdout and "failed (program error) (exit 1)" in out.stdout
-    assert "unknown key 'bogus'" in out.stdout  # the trainer's own words, not only torchrun's summary
+    assert "no-such-encoder.safetensors" in out.stdout  # the trainer's own words, not only torchrun's summary
 
 
 @pytest.mark.slurm
@@ -456,6 +457,6 @@ def test_dependency_holds_the_job_and_preflight_refuses_one_that_can_never_hold(
         assert out.returncode == 2, out.stdout + out.stderr
         assert (f"--dependency afterok:{failed}: job {failed} already ended FAILED; 'afterok' can never hold"
                 in out.stderr)
-        assert not any((tmp_path / "second").iterdir()) and len(list((state / "journal").glob("*.json"))) == 1
+        assert not (tmp_path / "second").exists() and len(list((state / "journal").glob("*.json"))) == 1
     finally:
         subprocess.run(["scancel", held, *([waiting] if waiting else [])], env=env, check=False)
