@@ -37,7 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from rich.console import Console  # noqa: E402
 
-from launch import jobqueue as queue  # noqa: E402
+from launch.monitor import queue  # noqa: E402
 from launch.slurm.client import run_slurm  # noqa: E402
 from launch.localcluster.cluster import slurm_environ  # noqa: E402
 from launch.monitor.dashboard import render_view  # noqa: E402

@@ -68,7 +68,7 @@ def counting_sbatch(folder: Path) -> tuple[dict, Path]:
     wrapper = bin_dir / "sbatch"
     wrapper.write_text(f'#!/bin/sh\necho "$*" >> {calls}\nexec {real} "$@"\n')
     wrapper.chmod(wrapper.stat().st_mode | stat.S_IEXEC)
-    from launch.slurm.client import slurm_environ
+    from launch.localcluster.cluster import slurm_environ
 
     env = slurm_environ()  # SLURM_CONF of the project's cluster, found before the state folder is moved
     env["PATH"] = f"{bin_dir}{os.pathsep}{env['PATH']}"
@@ -76,7 +76,8 @@ def counting_sbatch(folder: Path) -> tuple[dict, Path]:
 
 
 def compare_planning(folder: Path, cells: int, max_array_size: int) -> tuple[float, float]:
-    """Seconds to plan every cell: ``plan_sweep`` (plan_job once, cells derived) vs ``plan_job`` for each cell."""
+    """Seconds to plan every cell: ``plan_sweep`` (the experiment file read once for all cells) vs ``plan_job`` for
+    each cell on its own (reading it each time)."""
     from launch.planning.plan import plan_job
     from launch.planning.profiles import load_profile
     from launch.planning.sweep_file import cell_items, load_sweep
@@ -89,8 +90,8 @@ def compare_planning(folder: Path, cells: int, max_array_size: int) -> tuple[flo
     fast = time.perf_counter() - start
     start = time.perf_counter()
     common = cell_items(sweep.overrides)
-    slow = [plan_job(profile, plan.jobs[0].experiment, overrides=common + cell_items(c.overrides), run_dir=c.run_dir)
-            for c in plan.cells]
+    slow = [plan_job(profile, plan.jobs[0].experiment, overrides=common + cell_items(c.overrides), run_dir=c.run_dir,
+                     request=plan.request) for c in plan.cells]
     per_cell = time.perf_counter() - start
     assert slow == plan.jobs
     return fast, per_cell
@@ -100,8 +101,11 @@ def phases(folder: Path, cells: int, max_array_size: int) -> dict[str, float]:
     """One submission in-process with the wall time of each phase (the functions are wrapped, not changed)."""
     import io
 
-    from launch import submit, sweeps
+    from launch.planning import sweep as sweeps
     from launch.planning.profiles import load_profile
+    from launch.planning.sweep_file import load_sweep
+    from launch.submission import submit
+    from launch.submission import sweep as submission
 
     times: dict[str, float] = {}
 
@@ -114,18 +118,18 @@ def phases(folder: Path, cells: int, max_array_size: int) -> dict[str, float]:
                 times[name] = times.get(name, 0.0) + time.perf_counter() - start
         return wrapper
 
-    wrapped = [(sweeps, "plan_sweep", "plan every cell"), (sweeps, "active_cells", "squeue (queued cells)"),
-               (submit, "preflight", "preflight (scontrol)"), (sweeps, "claim_run_dirs", "claim run dirs"),
-               (submit, "write_launch_files", "launcher: launch files"), (submit.journal, "record", "journal"),
-               (submit, "submit_plans", "launcher: submit_plans (all of it)")]
+    wrapped = [(sweeps, "plan_sweep", "plan every cell"), (submission, "active_cells", "squeue (queued cells)"),
+               (submission, "preflight", "preflight (scontrol, sbatch --test-only)"),
+               (submit, "write_launch_files", "launcher: launch files"), (submit.journal, "update", "journal"),
+               (submission, "submit_arrays", "launcher: submit_arrays (all of it)")]
     originals = [(module, attr, getattr(module, attr)) for module, attr, _ in wrapped]
     for module, attr, name in wrapped:
         setattr(module, attr, timed(name, getattr(module, attr)))
     try:
         profile, sweep = write_inputs(folder, cells, max_array_size)
         start = time.perf_counter()
-        plan = sweeps.plan_sweep(sweeps.load_sweep(sweep), load_profile(profile))
-        result = sweeps.submit_sweep(plan, log=io.StringIO())
+        plan = sweeps.plan_sweep(load_sweep(sweep), load_profile(profile))
+        result = submission.submit_sweep(plan, log=io.StringIO())
         times["total"] = time.perf_counter() - start
     finally:
         for module, attr, fn in originals:
@@ -140,7 +144,7 @@ def main() -> int:
     parser.add_argument("--max-array-size", type=int, default=1001)
     parser.add_argument("--repeat", type=int, default=3, help="submissions timed (each into a fresh folder)")
     args = parser.parse_args()
-    from launch.slurm.client import slurm_environ
+    from launch.localcluster.cluster import slurm_environ
 
     os.environ["SLURM_CONF"] = slurm_environ()["SLURM_CONF"]
     rows = []

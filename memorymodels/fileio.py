@@ -29,13 +29,14 @@ class CorruptFile(ValueError):
 def write_text_atomic(path: str | Path, text: str | bytes, *, mode: int | None = None) -> None:
     """Write ``text`` to ``path`` atomically (temporary file in the same directory, then rename)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    data = text if isinstance(text, bytes) else text.encode()
     try:
-        if isinstance(text, bytes):
-            tmp.write_bytes(text)
-        else:
-            tmp.write_text(text)
+        try:
+            tmp.write_bytes(data)
+        except FileNotFoundError:  # the folder is new (asked only then: a mkdir per file costs as much as the file)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp.write_bytes(data)
         if mode is not None:
             os.chmod(tmp, mode)
         os.replace(tmp, path)

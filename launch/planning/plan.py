@@ -42,7 +42,7 @@ import yaml
 from launch.planning.dependency import dependency_spec
 from launch.planning.profiles import Profile, expand_path, precision_problem
 from launch.slurm.submitit_adapter import render_sbatch
-from memorymodels.configuration import ConfigError, apply_overrides, load_yaml, one_line, parse_override
+from memorymodels.configuration import ConfigError, apply_overrides, load_yaml, one_line, parse_override, yaml_dump
 from memorymodels.experiment import REPO_ROOT, Experiment, experiment_dict, experiment_from_dict, model_build_args
 from memorymodels.models import model_config
 from memorymodels.runs import run_dir_for
@@ -273,7 +273,7 @@ def resolved_experiment(plan_source: str, settings: Experiment) -> str:
     """The experiment the trainer reads, as YAML with a header naming where it came from."""
     header = (f"# Resolved by launch/submit.py from {plan_source}; the job trains exactly this.\n"
               "# Edit the experiment file and submit again rather than this file.\n")
-    return header + yaml.safe_dump(experiment_dict(settings), sort_keys=True)
+    return header + yaml_dump(experiment_dict(settings))
 
 
 def script_header(request: str, profile: Profile) -> str:

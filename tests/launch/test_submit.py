@@ -322,7 +322,9 @@ def test_planned_arrays_go_to_sbatch_byte_for_byte_with_one_sbatch_each(slurm_cl
     assert set(states.values()) == {"COMPLETED"}, states
     assert [last_step(job.run_dir) for job in plan.jobs] == [6, 8]
     assert all(Path(j["stdout"]).exists() for j in submission.jobs)
-    assert all((job.run_dir / "launch" / "job.sbatch").read_text() == arrays[0].script for job in plan.jobs)
+    assert (arrays[0].folder / "job.sbatch").read_text() == arrays[0].script  # one copy for the array's cells
+    assert all(json.loads((job.run_dir / "launch" / "plan.json").read_text())["script_file"] ==
+               str(arrays[0].folder / "job.sbatch") for job in plan.jobs)
     assert all((job.run_dir / "launch" / "experiment.yaml").read_text() == job.experiment_text for job in plan.jobs)
 
 
