@@ -18,6 +18,7 @@ import sys
 from pathlib import Path
 
 from memorymodels import runs
+from memorymodels.fileio import CorruptFileError
 
 
 def curves(run_dir: Path) -> dict:
@@ -36,12 +37,19 @@ def curves(run_dir: Path) -> dict:
 
 def embedding_offset(run_dir: Path, bits: int) -> float:
     """Nats per token of storing the run's embedding at ``bits`` bits per value (0 for models without one)."""
-    info = runs.read_json(Path(run_dir) / runs.RUN_JSON) or {}
+    try:
+        info = runs.read_json(Path(run_dir) / runs.RUN_JSON) or {}
+    except CorruptFileError as exc:
+        raise NothingToPlot(f"{exc} (its embedding size is needed for --embedding-bits)") from None
     values = (info.get("model") or {}).get("embedding_values")
     context = ((info.get("config") or {}).get("data") or {}).get("context")
     if not values or not context:
         return 0.0
     return values * bits * math.log(2) / context
+
+
+class NothingToPlot(ValueError):
+    """No run directories, or no loss values in them."""
 
 
 def plot_runs(run_dirs: list[Path], out: Path, *, labels: list[str] | None = None, offset: float = 0.0,
@@ -53,7 +61,7 @@ def plot_runs(run_dirs: list[Path], out: Path, *, labels: list[str] | None = Non
     import matplotlib.pyplot as plt
 
     if not run_dirs:
-        raise SystemExit("no run directories to plot (a run directory holds run.json or metrics.jsonl)")
+        raise NothingToPlot("no run directories to plot (a run directory holds run.json or metrics.jsonl)")
     labels = labels or [Path(r).name for r in run_dirs]
     fig, (by_step, by_tokens) = plt.subplots(1, 2, figsize=(13, 5), constrained_layout=True)
     plotted = 0
@@ -74,7 +82,7 @@ def plot_runs(run_dirs: list[Path], out: Path, *, labels: list[str] | None = Non
                 by_tokens.plot([p[1] for p in points], losses, style, color=color, marker=marker,
                                label=f"{label} ({kind})")
     if not plotted:
-        raise SystemExit(f"no loss values in metrics.jsonl of {', '.join(map(str, run_dirs))}")
+        raise NothingToPlot(f"no loss values in metrics.jsonl of {', '.join(map(str, run_dirs))}")
     ylabel = "cross entropy (nats/token)"
     if embedding_bits or offset:
         ylabel = "normalised loss (nats/token" + (f", embedding at {embedding_bits} bits" if embedding_bits else "") + ")"
@@ -106,8 +114,12 @@ def main(argv: list[str] | None = None) -> int:
     run_dirs = runs.find_run_dirs(args.run_dirs)
     if args.label and len(args.label) != len(run_dirs):
         parser.error(f"{len(args.label)} --label for {len(run_dirs)} runs ({', '.join(map(str, run_dirs))})")
-    out = plot_runs(run_dirs, args.out, labels=args.label, offset=args.offset, embedding_bits=args.embedding_bits,
-                    title=args.title)
+    try:
+        out = plot_runs(run_dirs, args.out, labels=args.label, offset=args.offset,
+                        embedding_bits=args.embedding_bits, title=args.title)
+    except NothingToPlot as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     print(f"wrote {out} ({len(run_dirs)} runs)")
     return 0
 

@@ -1,4 +1,4 @@
-"""Experiments, run directories (naming, collisions), checkpoint completeness, metrics and run_progress."""
+"""Experiments, run directories (naming, collisions), metrics and run_progress."""
 
 import json
 import os
@@ -10,6 +10,8 @@ import pytest
 from memorymodels import runs
 from memorymodels.configuration import ConfigError
 from memorymodels.experiment import experiment_from_dict, identity, load_experiment, run_name
+
+from .conftest import make_checkpoint
 
 REPO = Path(__file__).resolve().parents[2]
 EXPERIMENTS = sorted((REPO / "configs" / "experiments").glob("*.yaml"))
@@ -83,12 +85,12 @@ def test_colliding_config_gets_a_distinct_directory_and_nothing_is_overwritten(t
     _claim(other_dir, other)
     assert runs.run_dir_for(other, 1) == other_dir and runs.run_dir_for(first, 1) == first_dir
     assert (first_dir / "metrics.jsonl").read_text() == '{"step": 1}\n'
-    with pytest.raises(SystemExit, match="refusing to overwrite"):
+    with pytest.raises(runs.RunDirError, match="refusing to overwrite"):
         runs.check_run_dir(first_dir, identity(other, 1))
     foreign = tmp_path / "foreign"
     foreign.mkdir()
     (foreign / "notes.txt").write_text("mine")
-    with pytest.raises(SystemExit, match="not a run"):
+    with pytest.raises(runs.RunDirError, match="not a run"):
         runs.check_run_dir(foreign, identity(first, 1))
 
 
@@ -96,30 +98,6 @@ def test_world_size_is_part_of_the_run(tmp_path):
     experiment = _experiment(tmp_path)
     assert runs.run_dir_for(experiment, 1) != runs.run_dir_for(experiment, 2)
     assert identity(experiment, 1) != identity(experiment, 2)
-
-
-def _checkpoint(run_dir, step, complete=True):
-    path = run_dir / f"checkpoint-{step}"
-    path.mkdir(parents=True)
-    (path / "model.safetensors").write_bytes(b"x")
-    if complete:
-        runs.mark_complete(path)
-    return path
-
-
-def test_partial_checkpoints_are_ignored_reported_and_kept(tmp_path):
-    _checkpoint(tmp_path, 10)
-    _checkpoint(tmp_path, 20)
-    _checkpoint(tmp_path, 30, complete=False)
-    complete, partial = runs.checkpoints(tmp_path)
-    assert [p.name for p in complete] == ["checkpoint-10", "checkpoint-20"]
-    assert [p.name for p in partial] == ["checkpoint-30"]
-    said = []
-    moved = runs.set_aside_partial(tmp_path, log=said.append)
-    assert [p.name for p in moved] == ["checkpoint-30.partial-1"] and "incomplete checkpoint" in said[0]
-    assert (tmp_path / "checkpoint-30.partial-1" / "model.safetensors").exists()
-    assert runs.rotate_checkpoints(tmp_path, 1) == [tmp_path / "checkpoint-10"]
-    assert [p.name for p in runs.checkpoints(tmp_path)[0]] == ["checkpoint-20"]
 
 
 def test_metrics_roll_back_to_the_resumed_checkpoint_without_losing_lines(tmp_path):
@@ -143,7 +121,7 @@ def test_run_progress_reads_the_tail_and_tolerates_missing_files(tmp_path):
             f.write(json.dumps({"step": step, "loss": 10.0 / step, "eval_loss": 3.0 if step == 49000 else None,
                                 "tokens_per_s": 1000.0}) + "\n")
         f.write('{"step": 50001, "lo')  # a line being written
-    _checkpoint(tmp_path, 50000)
+    make_checkpoint(tmp_path, 50000)
     start = time.perf_counter()
     progress = runs.run_progress(tmp_path)
     assert time.perf_counter() - start < 0.5  # only the tail is read
