@@ -150,3 +150,47 @@ def test_run_json_keeps_the_attempt_chain(tmp_path, monkeypatch):
     assert [a["slurm"].get("restart_count") for a in info["attempts"]] == ["0", "1", None]
     assert info["slurm_job_ids"] == ["500", "501"] and info["restart_count"] == 0
     assert info["identity"] == identity(experiment, 1) and info["created"] == first["created"]
+
+
+DAMAGED_RUN_JSON = {"garbage bytes": b"\x00\xff\xfe garbage", "truncated JSON": b'{"identity": "abc", "sta',
+                    "a JSON list": b'["identity", "abc"]'}
+
+
+@pytest.mark.parametrize("content", DAMAGED_RUN_JSON.values(), ids=DAMAGED_RUN_JSON)
+def test_a_damaged_run_json_stops_instead_of_starting_over_in_another_directory(tmp_path, content):
+    experiment = _experiment(tmp_path)
+    run_dir = runs.run_dir_for(experiment, 1)
+    _claim(run_dir, experiment)
+    runs.write_run_json(run_dir, {"identity": identity(experiment, 1), "status": "running"})  # keeps a .bak
+    (run_dir / "metrics.jsonl").write_text('{"step": 1}\n')
+    (run_dir / "run.json").write_bytes(content)
+    repair = rf"restore the previous version with 'cp {run_dir}/run.json.bak {run_dir}/run.json'"
+    with pytest.raises(runs.RunDirError, match=rf"^{run_dir}/run.json: .*nothing was changed. To resume it, "
+                                               rf"{repair}; to start fresh, move {run_dir} away$"):
+        runs.run_dir_for(experiment, 1)
+    with pytest.raises(runs.RunDirError, match=repair):
+        runs.check_run_dir(run_dir, identity(experiment, 1))
+    (run_dir / "run.json.bak").unlink()
+    with pytest.raises(runs.RunDirError, match=r"repair it by hand \(no usable run.json.bak\)"):
+        runs.run_dir_for(experiment, 1)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [run_dir.name]  # no second directory
+
+
+def test_run_json_backup_is_the_previous_version(tmp_path):
+    runs.write_run_json(tmp_path, {"status": "running"})
+    assert not (tmp_path / "run.json.bak").exists()
+    runs.write_run_json(tmp_path, {"status": "completed"})
+    assert json.loads((tmp_path / "run.json.bak").read_text()) == {"status": "running"}
+
+
+def test_the_run_lock_is_exclusive_names_its_holder_and_leaves_the_directory_free(tmp_path):
+    import socket
+
+    lock = runs.lock_run_dir(tmp_path / "run")
+    holder = rf"pid {os.getpid()} on host {socket.gethostname()} since "
+    with pytest.raises(runs.RunLockedError, match=rf"^{tmp_path}/run: another trainer is running in this run "
+                                                  rf"directory \({holder}.*; lock {tmp_path}/run/.trainer.lock\)"):
+        runs.lock_run_dir(tmp_path / "run")
+    assert runs._owner(tmp_path / "run") is None  # the lock file alone does not make it a foreign directory
+    lock.release()
+    runs.lock_run_dir(tmp_path / "run").release()
