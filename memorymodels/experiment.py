@@ -7,6 +7,8 @@
 Unknown keys are rejected naming the file and the key (``memorymodels.configuration.from_dict``); ``--set`` overrides
 take dotted keys and are applied before validation. The run directory a config trains in is derived from it by
 ``memorymodels.runs.run_dir_for``; :func:`run_name` and :func:`identity` here are the pure parts of that.
+:func:`load_data` and :func:`build` (at the end) build what an experiment names; the trainer and the evaluation
+share them.
 """
 
 from __future__ import annotations
@@ -95,7 +97,8 @@ class TrainConfig:
     save_steps: int = 1000
     """Save a checkpoint every this many steps (also saved at the end and on SIGTERM/SIGUSR1)."""
     save_total_limit: int | None = 2
-    """Keep at most this many complete checkpoints (oldest removed first; null: keep all)."""
+    """Keep at most this many complete checkpoints (oldest removed first; null: keep all); 2 or more leaves one to
+    fall back to when the newest turns out damaged (memorymodels.checkpoints)."""
     logging_steps: int = 10
     """Write a metrics.jsonl line every this many steps."""
     precision: Literal["auto", "fp16", "bf16", "fp32"] = "auto"

@@ -58,8 +58,8 @@ class CheckpointingTrainer(Trainer):
         """Called on every rank after the Trainer wrote ``folder`` (weights, optimizer, scheduler, RNG, state)."""
 
     def checkpoint_failed(self, folder: Path, error: Exception) -> None:
-        """Called on every rank when writing ``folder`` raised ``error``; the error is re-raised afterwards unless
-        this raises another one."""
+        """Called on every rank when writing ``folder`` (or ``checkpoint_written``) raised ``error``; the error is
+        re-raised afterwards unless this raises another one."""
 
     def checkpoint_folder(self) -> Path:
         """The folder the checkpoint of the current step goes to (the Trainer's naming)."""
@@ -75,7 +75,7 @@ class CheckpointingTrainer(Trainer):
         folder = self.checkpoint_folder()
         try:
             super()._save_checkpoint(model, trial)
+            self.checkpoint_written(folder)
         except Exception as exc:
             self.checkpoint_failed(folder, exc)
             raise
-        self.checkpoint_written(folder)
