@@ -66,7 +66,7 @@ reports ENOSPC without an errno ("file write failed", "unexpected pos")."""
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
 
 
-# ---- data and model ---------------------------------------------------------------------------------------------
+# ---- model summary ---------------------------------------------------------------------------------------------
 
 
 def model_summary(model: torch.nn.Module, build_args: dict) -> dict:
