@@ -107,3 +107,35 @@ def test_remove_unfinished_never_touches_a_complete_checkpoint(tmp_path):
     checkpoints.remove_unfinished(done)
     checkpoints.remove_unfinished(half)
     assert done.is_dir() and not half.exists()
+
+
+def test_sharded_fsdp_and_deepspeed_layouts_pass_and_a_lost_shard_index_is_named(tmp_path):
+    """What accelerate writes under FSDP SHARDED_STATE_DICT (dcp folders) and under DeepSpeed (a global_stepN folder,
+    ``latest``, ``zero_to_fp32.py``) is accepted as it is; a dcp folder without its .metadata is not."""
+    import warnings
+
+    import torch
+    import torch.distributed.checkpoint as dcp
+
+    fsdp = tmp_path / "fsdp" / "checkpoint-10"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # one process writes every shard
+        dcp.save({"model": {"w": torch.ones(4)}}, checkpoint_id=fsdp / "pytorch_model_fsdp_0")
+        dcp.save({"optimizer": {"state": {"w": torch.zeros(4)}}}, checkpoint_id=fsdp / "optimizer_0")
+    for rank in (0, 1):
+        torch.save({"python": 1}, fsdp / f"rng_state_{rank}.pth")
+    torch.save({"last_epoch": 10}, fsdp / "scheduler.pt")
+    (fsdp / "trainer_state.json").write_text('{"global_step": 10}')
+    checkpoints.mark_complete(fsdp)
+    checkpoints.verify_checkpoint(fsdp)
+    (fsdp / "optimizer_0" / ".metadata").unlink()
+    with pytest.raises(CheckpointError, match=r"optimizer_0/.metadata: missing \(sharded checkpoint"):
+        checkpoints.verify_checkpoint(fsdp)
+
+    deepspeed = make_checkpoint(tmp_path / "deepspeed", 10, complete=False)
+    (deepspeed / "global_step10").mkdir()
+    torch.save({"zero": 1}, deepspeed / "global_step10" / "zero_pp_rank_0_mp_rank_00_optim_states.pt")
+    (deepspeed / "latest").write_text("global_step10")
+    (deepspeed / "zero_to_fp32.py").write_text("# converter\n")
+    checkpoints.mark_complete(deepspeed)
+    checkpoints.verify_checkpoint(deepspeed)
