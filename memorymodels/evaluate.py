@@ -9,7 +9,7 @@ bits per byte = CE / ln 2 / (bytes per token of the held-out text, measured by d
 (the seed's "hamming" metric: argmax == target over non-ignored targets), and for the same bytes the bits per byte of
 gzip -9, bz2 -9, xz -9 and zstd -19 (``8 * compressed / original``). Models that store a compressed embedding per row
 (``embedding_values``: autoencoders, memory models) also get the cost of storing it at ``--embedding-bits`` bits per
-value, amortised over the row's bytes (digest §6.3), and that cost plus the model's own bits per byte.
+value, amortised over the row's bytes (docs/porting.md), and that cost plus the model's own bits per byte.
 The result is printed as a table and written to ``RUN_DIR/eval.json`` (the previous one is appended to
 ``RUN_DIR/eval-history.jsonl``).
 """
@@ -29,7 +29,13 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from memorymodels import runs
+from memorymodels import checkpoints, runs
+from memorymodels.checkpoints import CheckpointError
+from memorymodels.configuration import ConfigError
+from memorymodels.data.errors import DataError
+from memorymodels.experiment import build, experiment_from_dict, load_data, load_fast_tokenizer
+from memorymodels.fileio import CorruptFileError, read_json, write_json
+from memorymodels.runs import RunDirError
 
 LN2 = math.log(2)
 
@@ -115,7 +121,7 @@ def heldout_bytes(dataset, tokenizer, rows: int) -> tuple[bytes, int]:
 
 
 def bits_per_byte(loss: float, tokens: int, nbytes: int) -> float:
-    """``BPB = (L_t / L_b) * CE / ln 2`` (digest §6.3)."""
+    """``BPB = (L_t / L_b) * CE / ln 2`` (docs/porting.md)."""
     return loss / LN2 * tokens / nbytes
 
 
@@ -125,59 +131,78 @@ def embedding_cost(values: int, bits: int, rows: int, nbytes: int) -> float:
 
 
 def _latest_checkpoint(run_dir: Path) -> Path:
-    complete, partial = runs.checkpoints(run_dir)
+    """The newest complete checkpoint; CheckpointError when there is none or it is damaged (evaluating an older one
+    instead would be a surprise: the message names the one to ask for)."""
+    complete, partial = checkpoints.checkpoints(run_dir)
     if not complete:
         hint = f" ({len(partial)} incomplete ones ignored)" if partial else ""
-        raise SystemExit(f"{run_dir}: no complete checkpoint-STEP directory{hint}; train first "
-                         f"(python -m memorymodels.train --experiment ...)")
+        raise CheckpointError(run_dir, f"no complete checkpoint-STEP directory{hint}; train first "
+                                       f"(python -m memorymodels.train --experiment ...)")
+    try:
+        checkpoints.verify_checkpoint(complete[-1])
+    except CheckpointError as exc:
+        good = checkpoints.newest_usable(run_dir, set_aside=False, log=lambda line: None)
+        hint = f"; evaluate the newest intact one with --checkpoint {good}" if good else ""
+        raise CheckpointError(exc.path, exc.problem + hint) from None
     return complete[-1]
 
 
 def load_checkpoint(model: torch.nn.Module, checkpoint: Path) -> None:
-    """Load a Trainer checkpoint's weights (model.safetensors, pytorch_model.bin or FSDP shards) into ``model``."""
+    """Load a Trainer checkpoint's weights (model.safetensors, pytorch_model.bin or FSDP shards) into ``model``.
+
+    The checkpoint's files are checked first (``checkpoints.verify_checkpoint``, or only the files present for a
+    folder without a COMPLETE marker); every problem is a :class:`CheckpointError` naming the file.
+    """
     from memorymodels.models import load_state_dict_file
-    from memorymodels.train import tied_names
 
     checkpoint = Path(checkpoint)
-    if not checkpoint.is_dir():
-        raise SystemExit(f"{checkpoint}: not a checkpoint directory (give RUN_DIR/checkpoint-STEP)")
+    if (checkpoint / checkpoints.COMPLETE).exists():
+        checkpoints.verify_checkpoint(checkpoint)
+    else:
+        checkpoints.check_files(checkpoint)
     try:
         state = load_state_dict_file(checkpoint)
     except FileNotFoundError as exc:
-        raise SystemExit(f"{exc}; is it a checkpoint directory?") from None
+        raise CheckpointError(checkpoint, f"{exc}; is it a checkpoint directory?") from None
+    except Exception as exc:  # safetensors / torch.load on a file damaged in ways the cheap checks do not see
+        raise CheckpointError(checkpoint, f"cannot be loaded ({type(exc).__name__}: {exc})") from None
 
     missing, unexpected = model.load_state_dict(state, strict=False)
-    tied = tied_names(model)  # saved once (see train.without_aliases); loading one restores both
+    tied = checkpoints.tied_names(model)  # saved once (see checkpoints.without_aliases); loading one restores both
     if unexpected or [k for k in missing if not k.endswith("mask") and k not in tied]:
-        raise SystemExit(f"{checkpoint}: weights do not fit the model in run.json "
-                         f"(missing {missing[:5]}, unexpected {unexpected[:5]})")
+        raise CheckpointError(checkpoint, f"weights do not fit the model in run.json "
+                                          f"(missing {missing[:5]}, unexpected {unexpected[:5]})")
 
 
 def evaluate_run(run_dir: Path, *, checkpoint: Path | None = None, rows: int | None = None,
                  batch_size: int | None = None, embedding_bits: int = 8, device: str | None = None) -> dict:
-    """Evaluate a run's checkpoint (newest complete by default) and write ``RUN_DIR/eval.json``."""
-    from memorymodels.experiment import experiment_from_dict
-    from memorymodels.train import build, load_data, load_tokenizer
+    """Evaluate a run's checkpoint (newest complete by default) and write ``RUN_DIR/eval.json``.
 
+    Raises ValueError for arguments out of range, ``runs.RunDirError`` for a missing or damaged run.json and
+    :class:`CheckpointError` for a missing or damaged checkpoint.
+    """
+    for name, value in (("embedding_bits", embedding_bits), ("rows", rows), ("batch_size", batch_size)):
+        if value is not None and value < 1:
+            raise ValueError(f"{name} {value}: must be at least 1")
     run_dir = Path(run_dir)
-    info = runs.read_json(run_dir / runs.RUN_JSON)
-    if info is None or "config" not in info:
-        raise SystemExit(f"{run_dir}: no readable run.json; is this a run directory?")
+    info = runs.read_run_json(run_dir)
+    if info is None or "config" not in info or "model" not in info:
+        raise RunDirError(f"{run_dir}: no run.json with the run's config and model; is this a run directory?")
     checkpoint = Path(checkpoint) if checkpoint else _latest_checkpoint(run_dir)
     experiment = experiment_from_dict(info["config"], source=str(run_dir / runs.RUN_JSON))
-    data = load_data(experiment)
     model = build(info["model"]["build"])
-    load_checkpoint(model, checkpoint)
+    load_checkpoint(model, checkpoint)  # before the data: a damaged checkpoint is reported at once
+    data = load_data(experiment)
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     rows = rows if rows is not None else experiment.train.eval_rows  # the documented subset: the first rows
     rows = len(data.test) if rows is None else min(rows, len(data.test))
     scores = evaluate_model(model, data.test, rows=rows, batch_size=batch_size or experiment.train.batch_size,
                             device=device)
-    text, tokens = heldout_bytes(data.test, load_tokenizer(data.tokenizer_dir), rows)
+    text, tokens = heldout_bytes(data.test, load_fast_tokenizer(data.tokenizer_dir), rows)
     result = {
         "run_dir": str(run_dir),
         "checkpoint": checkpoint.name,
-        "step": runs.checkpoint_step(checkpoint) if runs.CHECKPOINT_RE.match(checkpoint.name) else None,
+        "step": checkpoints.checkpoint_step(checkpoint) if checkpoints.CHECKPOINT_RE.match(checkpoint.name) else None,
         "loss": scores["loss"],
         "bits_per_byte": bits_per_byte(scores["loss"], tokens, len(text)),
         "token_accuracy": scores["token_accuracy"],
@@ -194,12 +219,20 @@ def evaluate_run(run_dir: Path, *, checkpoint: Path | None = None, rows: int | N
         cost = embedding_cost(values, embedding_bits, rows, len(text))
         result["embedding"] = {"values": values, "bits": embedding_bits, "bits_per_byte": cost,
                                "total_bits_per_byte": cost + result["bits_per_byte"]}
-    previous = runs.read_json(run_dir / "eval.json")
+    _keep_previous_evaluation(run_dir)
+    write_json(run_dir / "eval.json", result)
+    return result
+
+
+def _keep_previous_evaluation(run_dir: Path) -> None:
+    """Append the current eval.json (if readable) to eval-history.jsonl before it is replaced."""
+    try:
+        previous = read_json(run_dir / "eval.json")
+    except CorruptFileError:
+        previous = None  # a damaged one is replaced, not kept
     if previous is not None:
         with open(run_dir / "eval-history.jsonl", "a") as f:
             f.write(json.dumps(previous) + "\n")
-    runs.write_json(run_dir / "eval.json", result)
-    return result
 
 
 def format_table(result: dict) -> str:
@@ -228,8 +261,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--embedding-bits", type=int, default=8, help="bits per stored embedding value (default 8)")
     parser.add_argument("--device", help="cpu, cuda, cuda:1 (default: cuda when available)")
     args = parser.parse_args(argv)
-    result = evaluate_run(args.run_dir, checkpoint=args.checkpoint, rows=args.rows, batch_size=args.batch_size,
-                          embedding_bits=args.embedding_bits, device=args.device)
+    for flag, value in (("--embedding-bits", args.embedding_bits), ("--rows", args.rows),
+                        ("--batch-size", args.batch_size)):
+        if value is not None and value < 1:
+            print(f"error: {flag} {value}: must be at least 1", file=sys.stderr)
+            return 2
+    try:
+        result = evaluate_run(args.run_dir, checkpoint=args.checkpoint, rows=args.rows, batch_size=args.batch_size,
+                              embedding_bits=args.embedding_bits, device=args.device)
+    except (CheckpointError, RunDirError, ConfigError, DataError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     print(format_table(result))
     print(f"wrote {args.run_dir / 'eval.json'}")
     return 0

@@ -8,6 +8,8 @@ Unknown keys are rejected naming the file and the key (``memorymodels.configurat
 take dotted keys and are applied before validation. The model section is checked against the registry when the
 experiment is loaded (:func:`check_model`, torch-free), so a dry run refuses what the model constructor would. The run directory a config trains in is derived from it by
 ``memorymodels.runs.run_dir_for``; :func:`run_name` and :func:`identity` here are the pure parts of that.
+:func:`load_data` and :func:`build` (at the end) build what an experiment names; the trainer and the evaluation
+share them.
 """
 
 from __future__ import annotations
@@ -110,7 +112,8 @@ class TrainConfig:
     save_steps: int = 1000
     """Save a checkpoint every this many steps (also saved at the end and on SIGTERM/SIGUSR1)."""
     save_total_limit: int | None = 2
-    """Keep at most this many complete checkpoints (oldest removed first; null: keep all)."""
+    """Keep at most this many complete checkpoints (oldest removed first; null: keep all); 2 or more leaves one to
+    fall back to when the newest turns out damaged (memorymodels.checkpoints)."""
     logging_steps: int = 10
     """Write a metrics.jsonl line every this many steps."""
     precision: Literal["auto", "fp16", "bf16", "fp32"] = "auto"
@@ -312,3 +315,55 @@ def model_build_args(experiment: Experiment, n_vocab: int) -> dict:
         else:
             params["length"] = context
     return {"name": experiment.model.name, "preset": experiment.model.preset, "params": params}
+
+
+# ---- what an experiment names, built: data, tokenizer, model (the trainer and the evaluation share these) -----
+
+
+@dataclass
+class Data:
+    tokenizer_dir: Path
+    train: object  # TokenDataset
+    test: object  # TokenDataset
+    n_vocab: int
+
+
+def load_fast_tokenizer(tokenizer_dir: str | Path):
+    """The prepared tokenizer as a ``transformers`` fast tokenizer (``memorymodels.data.load_tokenizer`` gives the
+    plain ``tokenizers`` one)."""
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(str(tokenizer_dir))
+
+
+def load_data(experiment: Experiment, *, progress: bool = False) -> Data:
+    """Prepare (or find in the cache) the tokenizer and the pretokenized splits of ``experiment.data``."""
+    from memorymodels.data import TokenDataset, prepare_data
+
+    cfg = experiment.data
+    if cfg.corpus is not None:
+        prepared = prepare_data(cfg.corpus, vocab_size=cfg.vocab_size, context=cfg.context, mode=cfg.mode,
+                                padding_side=cfg.padding_side, cache_dir=state_dir() / "cache", progress=progress)
+        tokenizer_dir, train_dir = Path(prepared.tokenizer_dir), Path(prepared.data_dir)
+        test_dir = train_dir
+    else:
+        tokenizer_dir, train_dir = Path(cfg.tokenizer), Path(cfg.train_dir)
+        test_dir = Path(cfg.test_dir) if cfg.test_dir else train_dir
+        for key, path in (("tokenizer", tokenizer_dir), ("train_dir", train_dir), ("test_dir", test_dir)):
+            if not path.exists():
+                raise ConfigError(f"{experiment.source}: 'data.{key}': {path} does not exist")
+    train = TokenDataset(train_dir, "train", expect_tokenizer=tokenizer_dir, expect_context=cfg.context)
+    test = TokenDataset(test_dir, "test", expect_tokenizer=tokenizer_dir, expect_context=cfg.context)
+    return Data(tokenizer_dir, train, test, len(load_fast_tokenizer(tokenizer_dir)))
+
+
+def build(args: dict, *, context: int | None = None, source: str = ""):
+    """Build the model from :func:`model_build_args`' output and check it takes ``context`` tokens per row."""
+    from memorymodels.models import build_model
+
+    model = build_model(args["name"], preset=args["preset"], **args["params"])
+    taken = getattr(model, "input_length", None)
+    if context is not None and taken is not None and taken != context:
+        raise ConfigError(f"{source}: model '{args['name']}' takes {taken} tokens per row but 'data.context' is "
+                          f"{context}; make them agree (model.params.length / n_chunks or data.context)")
+    return model

@@ -1,42 +1,68 @@
-"""Plumbing every writer and reader of project files shares: atomic writes, JSON that may be missing, log tails.
+"""Writing and reading the project's small state files: atomically, and telling a missing file from a damaged one.
 
-One home for these rules (the launcher, the local cluster and the trainer all use them):
+The one place for file writing in ``memorymodels/`` (run.json, checkpoint markers, eval.json, metrics rewrites) and
+in ``launch/`` (launch files, the journal, the local cluster's configuration). A write goes to a hidden temporary file in the same directory (``.NAME.tmp-PID``)
+and is renamed over the target, so a reader sees the old file or the new one, never half of one; when the write
+fails (disk full) the temporary file is removed and the error is raised.
 
-- a file is written to a temporary name in its own directory and renamed over the target, so a reader (or a
-  process killed mid-write) never leaves half a file under the real name; the temporary file is removed when the
-  write fails (a full disk leaves nothing behind);
-- ``read_json`` returns ``None`` for a missing or unreadable file; callers that must tell the two apart (a damaged
-  manifest is not a missing one) use ``load_json``, which raises :class:`CorruptFile` naming the file;
-- ``tail_lines`` reads only the end of a (possibly huge) log;
-- ``locked`` holds an exclusive ``flock`` on a lock file for a block: the operating system releases it when the
-  process dies, so a killed holder never leaves a stale lock.
+``read_json`` returns None for a missing file and raises :class:`CorruptFileError` (naming the file and what is
+wrong) for one that exists but does not hold the expected JSON: a caller never mistakes a damaged file for a
+missing one. ``tail_lines`` reads only the end of a (possibly huge) log; ``locked`` holds an exclusive ``flock`` for
+a block, which the operating system releases when the holder dies, so a killed holder never leaves a stale lock.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import json
 import os
+import shutil
 from pathlib import Path
 from typing import Any
 
-
-class CorruptFile(ValueError):
-    """A file exists but cannot be read as what it should be; the message names it and what to do."""
+DISK_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
 
 
-def write_text_atomic(path: str | Path, text: str | bytes, *, mode: int | None = None) -> None:
-    """Write ``text`` to ``path`` atomically (temporary file in the same directory, then rename)."""
+class CorruptFileError(ValueError):
+    """A file exists but its content is not what it should be (not JSON, truncated, wrong type)."""
+
+    def __init__(self, path: Path, problem: str):
+        self.path, self.problem = Path(path), problem
+        super().__init__(f"{path}: {problem}")
+
+
+class DiskFullError(OSError):
+    """The disk (or the quota) filled up while writing ``path``; ``free`` bytes were left; ``done`` says what was
+    cleaned up or kept."""
+
+    def __init__(self, path: Path, free: int | None, done: str = ""):
+        self.path, self.free = Path(path), free
+        super().__init__(f"{path}: no space left on device while writing it ({human_bytes(free)} free there)"
+                         + (f"; {done}" if done else "") + "; free some space and rerun the same command to resume")
+
+
+def temporary_name(path: Path) -> Path:
+    """The hidden name a file is written under before it is renamed to ``path``."""
+    return path.with_name(f".{path.name}.tmp-{os.getpid()}")
+
+
+def write_bytes_atomic(path: Path, data: bytes, *, mode: int | None = None) -> None:
+    """Write ``data`` to ``path`` through a temporary file and a rename (``mode``: its permissions); the temporary
+    file never outlives a failure. A missing folder is made (asked only then: a mkdir per file costs as much as
+    the file on a slow file system)."""
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    data = text if isinstance(text, bytes) else text.encode()
+    tmp = temporary_name(path)
     try:
         try:
-            tmp.write_bytes(data)
-        except FileNotFoundError:  # the folder is new (asked only then: a mkdir per file costs as much as the file)
+            handle = open(tmp, "wb")
+        except FileNotFoundError:
             path.parent.mkdir(parents=True, exist_ok=True)
-            tmp.write_bytes(data)
+            handle = open(tmp, "wb")
+        with handle:
+            handle.write(data)
+            handle.flush()
         if mode is not None:
             os.chmod(tmp, mode)
         os.replace(tmp, path)
@@ -45,33 +71,79 @@ def write_text_atomic(path: str | Path, text: str | bytes, *, mode: int | None =
         raise
 
 
-def write_json(path: str | Path, data: Any, *, indent: int | None = 1) -> None:
-    """Write ``data`` as JSON atomically (keys sorted, unknown types as text)."""
-    write_text_atomic(path, json.dumps(data, indent=indent, sort_keys=True, default=str) + "\n")
+def write_text_atomic(path: Path, text: str | bytes, *, mode: int | None = None) -> None:
+    """Write ``text`` (UTF-8; bytes as they are) to ``path`` atomically (see :func:`write_bytes_atomic`)."""
+    write_bytes_atomic(path, text if isinstance(text, bytes) else text.encode("utf-8"), mode=mode)
 
 
-def load_json(path: str | Path) -> Any:
-    """A JSON file's content; FileNotFoundError when missing, :class:`CorruptFile` (naming it) when unreadable."""
+def write_json(path: Path, data: Any) -> None:
+    """Write ``data`` as indented JSON to ``path`` atomically."""
+    write_text_atomic(path, json.dumps(data, indent=2, default=str) + "\n")
+
+
+def read_json(path: Path, *, expect: type = dict) -> Any:
+    """The JSON content of ``path``; None when the file does not exist.
+
+    Raises :class:`CorruptFileError` when it exists but cannot be read, is not JSON (garbage, truncated) or is not
+    an ``expect`` (a list where an object belongs).
+    """
     path = Path(path)
     try:
         raw = path.read_bytes()
     except FileNotFoundError:
-        raise
-    except OSError as exc:
-        raise CorruptFile(f"{path}: cannot be read ({exc.strerror or exc})") from None
-    try:
-        return json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError) as exc:
-        raise CorruptFile(f"{path}: not valid JSON ({exc})") from None
-
-
-def read_json(path: str | Path) -> dict | None:
-    """A JSON object from ``path``, or None when the file is missing, unreadable or not an object."""
-    try:
-        data = load_json(path)
-    except (OSError, CorruptFile):
         return None
-    return data if isinstance(data, dict) else None
+    except OSError as exc:
+        raise CorruptFileError(path, f"cannot be read ({exc.strerror or exc})") from None
+    try:
+        data = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError) as exc:
+        what = "empty" if not raw.strip() else f"not valid JSON ({exc})"
+        raise CorruptFileError(path, f"{what}; {len(raw)} bytes") from None
+    if expect is not None and not isinstance(data, expect):
+        raise CorruptFileError(path, f"holds a JSON {type(data).__name__}, not a JSON {expect.__name__}")
+    return data
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    """Whether ``exc`` (or an exception it was raised from) says the disk or the quota is full.
+
+    Libraries report it differently: ``OSError`` with ``errno`` ENOSPC/EDQUOT (Python), a message with "os error 28"
+    (safetensors), or a bare "file write failed" / "unexpected pos" (torch.save's zip writer, no errno at all);
+    callers check the free space themselves for the last kind (:func:`free_bytes`).
+    """
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, OSError) and exc.errno in DISK_FULL_ERRNOS:
+            return True
+        text = str(exc)
+        if "No space left on device" in text or "os error 28" in text or "Disk quota exceeded" in text:
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
+def free_bytes(path: Path) -> int | None:
+    """Free bytes (for this user) on the file system holding ``path`` or its nearest existing parent."""
+    path = Path(path)
+    for candidate in (path, *path.parents):
+        try:
+            return shutil.disk_usage(candidate).free
+        except OSError:
+            continue
+    return None
+
+
+def human_bytes(n: int | None) -> str:
+    """1536 -> '1.5 KiB'; None -> 'unknown'."""
+    if n is None:
+        return "unknown"
+    value = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if value < 1024 or unit == "TiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{n} B"
 
 
 def tail_lines(path: str | Path | None, count: int, max_bytes: int = 65536) -> list[str]:
@@ -86,7 +158,7 @@ def tail_lines(path: str | Path | None, count: int, max_bytes: int = 65536) -> l
     except OSError:
         return []
     lines = data.decode(errors="replace").splitlines()
-    if len(data) == max_bytes and size > max_bytes:
+    if size > max_bytes:
         lines = lines[1:]  # the first line was cut by the window
     return lines[-count:]
 

@@ -21,6 +21,7 @@ import sys
 from pathlib import Path
 
 from memorymodels import runs
+from memorymodels.fileio import CorruptFileError
 
 
 BASELINE_LABELS = {"gzip": "gzip -9", "bz2": "bz2 -9", "xz": "xz -9", "zstd": "zstd -19"}
@@ -44,9 +45,16 @@ def curves(run_dir: Path) -> dict:
     return out
 
 
+class NothingToPlot(ValueError):
+    """No run directories, or no loss values in them."""
+
+
 def embedding_offset(run_dir: Path, bits: int) -> float:
     """Nats per token of storing the run's embedding at ``bits`` bits per value (0 for models without one)."""
-    info = runs.read_json(Path(run_dir) / runs.RUN_JSON) or {}
+    try:
+        info = runs.read_json(Path(run_dir) / runs.RUN_JSON) or {}
+    except CorruptFileError as exc:
+        raise NothingToPlot(f"{exc} (its embedding size is needed for --embedding-bits)") from None
     values = (info.get("model") or {}).get("embedding_values")
     context = ((info.get("config") or {}).get("data") or {}).get("context")
     if not values or not context:
@@ -58,7 +66,10 @@ def baselines(run_dirs: list[Path]) -> list[dict]:
     """The distinct compressor baselines (bits per byte) recorded in the runs' run.json, in order of first use."""
     found: list[dict] = []
     for run_dir in run_dirs:
-        info = runs.read_json(Path(run_dir) / runs.RUN_JSON) or {}
+        try:
+            info = runs.read_json(Path(run_dir) / runs.RUN_JSON) or {}
+        except CorruptFileError:  # the reference lines are a courtesy; the curves come from metrics.jsonl
+            continue
         values = (info.get("heldout") or {}).get("baselines")
         if values and values not in found:
             found.append(values)
@@ -111,11 +122,11 @@ def loss_figure(run_dirs: list[Path], *, labels: list[str] | None = None, offset
     import matplotlib.pyplot as plt
 
     if not run_dirs:
-        raise SystemExit("no run directories to plot (a run directory holds run.json or metrics.jsonl)")
+        raise NothingToPlot("no run directories to plot (a run directory holds run.json or metrics.jsonl)")
     labels = labels or [Path(r).name for r in run_dirs]
     data = [curves(Path(r)) for r in run_dirs]
     if not any(d["train"] or d["eval"] for d in data):
-        raise SystemExit(f"no loss values in metrics.jsonl of {', '.join(map(str, run_dirs))}")
+        raise NothingToPlot(f"no loss values in metrics.jsonl of {', '.join(map(str, run_dirs))}")
     with_bpb = any(d["bits_per_byte"] for d in data)
     fig, axes = plt.subplots(2 if with_bpb else 1, 1, figsize=(11, 8 if with_bpb else 4.5), sharex=True,
                              constrained_layout=True, squeeze=False)
@@ -169,8 +180,12 @@ def main(argv: list[str] | None = None) -> int:
     run_dirs = runs.find_run_dirs(args.run_dirs)
     if args.label and len(args.label) != len(run_dirs):
         parser.error(f"{len(args.label)} --label for {len(run_dirs)} runs ({', '.join(map(str, run_dirs))})")
-    out = plot_runs(run_dirs, args.out, labels=args.label, offset=args.offset, embedding_bits=args.embedding_bits,
-                    title=args.title)
+    try:
+        out = plot_runs(run_dirs, args.out, labels=args.label, offset=args.offset,
+                        embedding_bits=args.embedding_bits, title=args.title)
+    except NothingToPlot as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     print(f"wrote {out} ({len(run_dirs)} runs)")
     return 0
 

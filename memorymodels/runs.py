@@ -1,62 +1,88 @@
-"""Run directories: naming and collisions, run.json, metrics.jsonl, complete checkpoints, progress for dashboards.
+"""Run directories: naming and collisions, the trainer's lock, run.json, metrics.jsonl, progress for dashboards.
 
 A run directory sits directly under the checkpoint root and holds::
 
     run.json              resolved config, command, git, versions, host, world size, Slurm attempts, times, status
+    run.json.bak          the previous version of run.json (to restore it from if run.json is ever damaged)
+    .trainer.lock         flock'ed by the trainer process that writes the directory; holds its pid and host
     metrics.jsonl         one JSON object per logging step (step, loss, eval_loss, learning_rate, tokens_per_s, ...)
     checkpoint-STEP/      a Trainer checkpoint; it counts only once its COMPLETE marker (written last) exists
+                          (rules in ``memorymodels.checkpoints``)
     eval.json             written by ``python -m memorymodels.evaluate``
 
-Every file here is written to a temporary name and renamed, so a reader never sees half a file.
+Every file here is written through ``memorymodels.fileio`` (a temporary name, then a rename), so a reader never sees
+half a file. A run.json that exists but cannot be read stops the trainer (:class:`RunDirError`, saying how to
+repair it) instead of letting it pick a fresh directory and silently start over.
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
-import re
-import shutil
+import socket
 import sys
 import time
 from pathlib import Path
 from typing import Any, Iterable
 
+from memorymodels.checkpoints import COMPLETE, checkpoint_step, checkpoints
 from memorymodels.experiment import Experiment, experiment_dict, identity, run_name
+from memorymodels.fileio import CorruptFileError, read_json, write_bytes_atomic, write_json, write_text_atomic
 
 RUN_JSON = "run.json"
+RUN_JSON_BACKUP = "run.json.bak"
 METRICS = "metrics.jsonl"
-COMPLETE = "COMPLETE"
-CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
+LOCK = ".trainer.lock"
 STATUSES = ("running", "interrupted", "completed", "failed")
 
 
-def write_json(path: Path, data: Any) -> None:
-    """Write JSON atomically: a temporary file in the same directory, then rename over ``path``."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(data, indent=2, default=str) + "\n")
-    os.replace(tmp, path)
+class RunDirError(Exception):
+    """A run directory cannot be used as asked: another config's run, foreign files, a damaged run.json."""
 
 
-def read_json(path: Path) -> dict | None:
-    """A JSON file's content, or None when it is missing or unreadable (a run being created, a foreign file)."""
-    try:
-        data = json.loads(Path(path).read_text())
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
+class RunLockedError(RunDirError):
+    """Another live process holds the run directory's lock (a second trainer on the same run)."""
 
 
 # ---- naming and collisions -------------------------------------------------------------------------------------
 
 
+def read_run_json(run_dir: Path) -> dict | None:
+    """``run_dir/run.json``, None when missing; a damaged one raises :class:`RunDirError` saying how to repair it."""
+    path = Path(run_dir) / RUN_JSON
+    try:
+        return read_json(path, expect=dict)
+    except CorruptFileError as exc:
+        raise RunDirError(damaged_run_json_message(exc)) from None
+
+
+def damaged_run_json_message(exc: CorruptFileError) -> str:
+    """One line: what is wrong with run.json, that nothing was touched, and how to repair it."""
+    path = exc.path
+    backup = path.with_name(RUN_JSON_BACKUP)
+    try:
+        usable = read_json(backup, expect=dict) is not None
+    except CorruptFileError:
+        usable = False
+    repair = (f"restore the previous version with 'cp {backup} {path}'" if usable
+              else f"repair it by hand (no usable {backup.name})")
+    return (f"{exc}: this run's record is damaged, so it is unclear whose run {path.parent} is; nothing was "
+            f"changed. To resume it, {repair}; to start fresh, move {path.parent} away")
+
+
 def _owner(run_dir: Path) -> str | None:
-    """The identity recorded in ``run_dir/run.json``; '' for a directory that exists but is not one of our runs."""
+    """The identity recorded in ``run_dir/run.json``; '' for a directory that exists but is not one of our runs.
+
+    Raises :class:`RunDirError` for a run.json that exists but is damaged: treating it as foreign would make the
+    same config choose another directory and start over without a word.
+    """
     if not run_dir.exists():
         return None
-    info = read_json(run_dir / RUN_JSON)
+    info = read_run_json(run_dir)
     if info is None:
-        # Free when empty (temporary files of a run.json being written aside): another rank may be creating it.
+        # Free when empty (temporary files of a run.json being written aside, the lock): another rank may be
+        # creating it.
         return "" if any(not p.name.startswith(".") for p in run_dir.iterdir()) else None
     return str(info.get("identity", ""))
 
@@ -79,7 +105,7 @@ def run_dir_for(experiment: Experiment, world_size: int) -> Path:
         owner = _owner(candidate)
         if owner is None or owner == ident:
             return candidate
-    raise RuntimeError(f"{root}: more than 1000 directories named {name}-{ident}-N; clean up the checkpoint root")
+    raise RunDirError(f"{root}: more than 1000 directories named {name}-{ident}-N; clean up the checkpoint root")
 
 
 def collision_message(experiment: Experiment, world_size: int, run_dir: Path) -> str | None:
@@ -97,66 +123,63 @@ def check_run_dir(run_dir: Path, ident: str) -> None:
     if owner is None or owner == ident:
         return
     what = "another config's run" if owner else "files that are not a run (no run.json)"
-    raise SystemExit(
+    raise RunDirError(
         f"{run_dir}: holds {what}; refusing to overwrite it. Pick another --run-dir, or omit --run-dir to let "
         f"the trainer choose a free directory."
     )
 
 
-# ---- checkpoints ---------------------------------------------------------------------------------------------
+# ---- the trainer's lock -------------------------------------------------------------------------------------
 
 
-def checkpoints(run_dir: Path) -> tuple[list[Path], list[Path]]:
-    """(complete, partial) checkpoint directories of a run, each sorted by step (oldest first)."""
-    complete, partial = [], []
+class RunLock:
+    """An exclusive ``flock`` on ``RUN_DIR/.trainer.lock`` held for a whole attempt by the process that writes the
+    run directory. The kernel releases it when that process ends, however it ends (exit, kill -9, OOM), so a stale
+    lock never blocks a rerun; the file's content (pid, host, time) only serves the message of a refused trainer."""
+
+    def __init__(self, path: Path, fd: int):
+        self.path, self.fd = path, fd
+
+    def release(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)  # closing the only descriptor drops the flock
+            self.fd = None
+
+    def __enter__(self) -> "RunLock":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+
+def _lock_holder(path: Path) -> str:
+    """'pid 123 on host h since 12:00:01' from the lock file (the holder may be writing it: retry briefly)."""
+    for _ in range(20):
+        try:
+            info = json.loads(path.read_text())
+            since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(info["time"]))
+            return f"pid {info['pid']} on host {info['host']} since {since}"
+        except (OSError, ValueError, KeyError, TypeError):
+            time.sleep(0.05)
+    return "pid unknown"
+
+
+def lock_run_dir(run_dir: Path) -> RunLock:
+    """Take the run directory's lock (creating the directory) or raise :class:`RunLockedError` at once."""
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    path = run_dir / LOCK
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)  # not inherited by subprocesses (PEP 446)
     try:
-        entries = list(Path(run_dir).iterdir())
-    except OSError:
-        return [], []
-    for path in entries:
-        if path.is_dir() and CHECKPOINT_RE.match(path.name):
-            (complete if (path / COMPLETE).is_file() else partial).append(path)
-    key = lambda p: int(CHECKPOINT_RE.match(p.name).group(1))  # noqa: E731
-    return sorted(complete, key=key), sorted(partial, key=key)
-
-
-def checkpoint_step(path: Path) -> int:
-    """``checkpoint-120`` -> 120."""
-    return int(CHECKPOINT_RE.match(Path(path).name).group(1))
-
-
-def mark_complete(checkpoint: Path) -> None:
-    """Write the marker that makes a checkpoint count; called after every file of it (all ranks) is written."""
-    files = sorted(p.name for p in Path(checkpoint).iterdir() if not p.name.startswith("."))
-    write_json(Path(checkpoint) / COMPLETE, {"step": checkpoint_step(checkpoint), "time": time.time(),
-                                             "files": files})
-
-
-def set_aside_partial(run_dir: Path, log=print) -> list[Path]:
-    """Rename partial checkpoints to ``checkpoint-STEP.partial-N`` (reported, never deleted, never resumed)."""
-    moved = []
-    for path in checkpoints(run_dir)[1]:
-        n = 1
-        while (target := path.with_name(f"{path.name}.partial-{n}")).exists():
-            n += 1
-        path.rename(target)
-        log(f"{path}: incomplete checkpoint (no {COMPLETE} marker; the process was killed while saving); "
-            f"ignored and kept as {target.name}")
-        moved.append(target)
-    return moved
-
-
-def rotate_checkpoints(run_dir: Path, limit: int | None) -> list[Path]:
-    """Delete the oldest complete checkpoints beyond ``limit``; returns what was deleted."""
-    complete = checkpoints(run_dir)[0]
-    if limit is None or len(complete) <= limit:
-        return []
-    doomed = complete[: len(complete) - limit]
-    for path in doomed:
-        # Remove the marker first: a crash half-way leaves a partial checkpoint, never a "complete" broken one.
-        (path / COMPLETE).unlink(missing_ok=True)
-        shutil.rmtree(path, ignore_errors=True)
-    return doomed
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise RunLockedError(
+            f"{run_dir}: another trainer is running in this run directory ({_lock_holder(path)}; lock {path}); "
+            f"refusing to train it twice at once. Wait for that one to end, or stop it first") from None
+    os.ftruncate(fd, 0)
+    os.write(fd, json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "time": time.time()}).encode())
+    return RunLock(path, fd)
 
 
 # ---- metrics ------------------------------------------------------------------------------------------------
@@ -203,9 +226,7 @@ def roll_back_metrics(run_dir: Path, step: int) -> int:
     if drop:
         with open(Path(run_dir) / "metrics.rolledback.jsonl", "a") as f:
             f.write("".join(line + "\n" for line in drop))
-        tmp = path.with_name(f".{METRICS}.tmp-{os.getpid()}")
-        tmp.write_text("".join(line + "\n" for line in keep))
-        os.replace(tmp, path)
+        write_text_atomic(path, "".join(line + "\n" for line in keep))
     return len(drop)
 
 
@@ -240,7 +261,10 @@ def run_progress(run_dir: Path) -> dict:
     (unknown values are None). Reads run.json, the tail of metrics.jsonl and the checkpoint markers only.
     """
     run_dir = Path(run_dir)
-    info = read_json(run_dir / RUN_JSON) or {}
+    try:
+        info = read_json(run_dir / RUN_JSON) or {}
+    except CorruptFileError:
+        info = {}
     progress: dict[str, Any] = {key: None for key in ("status", "step", "max_steps", "loss", "eval_loss",
                                                        "tokens_per_s", "checkpoint_step", "checkpoint_time",
                                                        "updated")}
@@ -258,7 +282,10 @@ def run_progress(run_dir: Path) -> dict:
             break
     complete = checkpoints(run_dir)[0]
     if complete:
-        marker = read_json(complete[-1] / COMPLETE) or {}
+        try:
+            marker = read_json(complete[-1] / COMPLETE) or {}
+        except CorruptFileError:
+            marker = {}
         progress["checkpoint_step"] = checkpoint_step(complete[-1])
         progress["checkpoint_time"] = marker.get("time")
         if progress["step"] is None or progress["checkpoint_step"] > progress["step"]:
@@ -322,7 +349,7 @@ def start_run(run_dir: Path, experiment: Experiment, world_size: int, *, command
     """Create or update run.json for a new attempt (rank 0 only) and return it."""
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    info = read_json(run_dir / RUN_JSON) or {}
+    info = read_run_json(run_dir) or {}
     git = git_info(repo)
     attempts = list(info.get("attempts", []))
     for previous in attempts:
@@ -357,26 +384,36 @@ def start_run(run_dir: Path, experiment: Experiment, world_size: int, *, command
     })
     # run.json first: until it exists the directory stays empty, so other ranks deriving the run directory at the
     # same time (run_dir_for) never mistake it for a foreign one.
-    write_json(run_dir / RUN_JSON, info)
+    write_run_json(run_dir, info)
     if git["dirty"]:
-        tmp = run_dir / f".{attempt['git_diff']}.tmp-{os.getpid()}"
-        tmp.write_text(git["diff"])
-        os.replace(tmp, run_dir / attempt["git_diff"])
+        write_text_atomic(run_dir / attempt["git_diff"], git["diff"])
     return info
 
 
 def update_run(run_dir: Path, **fields: Any) -> dict:
     """Update top-level run.json fields and the current (last) attempt's status/end; atomic."""
-    path = Path(run_dir) / RUN_JSON
-    info = read_json(path) or {}
+    info = read_run_json(run_dir) or {}
     info.update(fields)
     if info.get("attempts"):
         attempt = info["attempts"][-1]
         for key in ("status", "end", "resumed_from_step", "error"):
             if key in fields:
                 attempt[key] = fields[key]
-    write_json(path, info)
+    write_run_json(run_dir, info)
     return info
+
+
+def write_run_json(run_dir: Path, info: dict) -> None:
+    """Write run.json atomically, keeping the version it replaces (when readable) as run.json.bak."""
+    path = Path(run_dir) / RUN_JSON
+    try:
+        previous = path.read_bytes()
+        json.loads(previous)
+    except (OSError, ValueError):
+        previous = None
+    if previous is not None:
+        write_bytes_atomic(path.with_name(RUN_JSON_BACKUP), previous)
+    write_json(path, info)
 
 
 def find_run_dirs(paths: Iterable[Path]) -> list[Path]:

@@ -11,6 +11,15 @@ boundary and exits with ``EXIT_REQUEUE`` (75); exit 0 means the run reached max_
 traps the signal and the ranks agree (all-reduce) on stopping, so a signal reaching any rank stops all of them at the
 same step; rank 0 alone writes run.json and metrics.jsonl. torchrun itself reports a worker's 75 as a failure (exit
 1): read ``status`` in run.json (``interrupted``) to tell a requeue from an error.
+
+Rank 0 holds an exclusive lock on the run directory for the whole attempt (``runs.lock_run_dir``); a second trainer
+on the same directory, however launched, exits at once with ``EXIT_LOCKED`` (73) naming the pid and host holding
+it. Before resuming, checkpoints are verified (``memorymodels.checkpoints``): a damaged one is set aside with one
+line and the previous complete one is used. Other exits, each with one ``error:`` line on stderr: ``EXIT_CONFIG``
+(2) config or data, ``EXIT_RUN_DIR`` (65) a run directory that must not be used (another config's, a damaged
+run.json: the message says how to repair it) or a checkpoint that fails its checks right after being written,
+``EXIT_DISK_FULL`` (74) the disk filled up (the unfinished checkpoint is removed, older ones are intact, run.json
+says ``failed``; free space and rerun to resume).
 """
 
 from __future__ import annotations
@@ -20,76 +29,45 @@ import os
 import signal
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from transformers import Trainer, TrainerCallback, TrainingArguments
+from transformers import TrainerCallback, TrainingArguments
 from transformers.trainer_callback import ExportableState, PrinterCallback
 
+from memorymodels import checkpoints, runs
 from memorymodels.accounting import RunAccounting
+from memorymodels.checkpoints import CheckpointError, without_aliases
 from memorymodels.configuration import ConfigError
 from memorymodels.data.errors import DataError
-from memorymodels.experiment import REPO_ROOT, Experiment, identity, load_experiment, model_build_args, state_dir
+from memorymodels.evaluate import evaluate_run, format_table
+from memorymodels.experiment import (REPO_ROOT, Data, Experiment, build, identity, load_data, load_experiment,
+                                     load_fast_tokenizer, model_build_args)
+from memorymodels.fileio import DiskFullError, free_bytes, is_disk_full
+from memorymodels.hf_adapter import CheckpointingTrainer
 from memorymodels.hostmemory import keep_freed_host_memory
-from memorymodels import runs
+from memorymodels.runs import RunDirError, RunLockedError
 
+EXIT_CONFIG = 2
+"""Exit status for a config or data error (the message names the file and key)."""
+EXIT_RUN_DIR = 65
+"""Exit status when the run directory cannot be used (another config's, a damaged run.json) or a checkpoint just
+written fails its checks."""
+EXIT_LOCKED = 73
+"""Exit status when another trainer holds the run directory's lock: nothing was touched; not a requeue."""
+EXIT_DISK_FULL = 74
+"""Exit status when the disk filled up (checkpoint, run.json, metrics): older checkpoints are intact."""
 EXIT_REQUEUE = 75
 """Exit status after a signal-triggered checkpoint: the job should be requeued and will resume."""
+
+LOW_SPACE = 16 << 20
+"""A checkpoint write that fails with less free space than this is taken for a full disk: torch.save's zip writer
+reports ENOSPC without an errno ("file write failed", "unexpected pos")."""
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
 
 
-# ---- data and model ---------------------------------------------------------------------------------------------
-
-
-@dataclass
-class Data:
-    tokenizer_dir: Path
-    train: object  # TokenDataset
-    test: object  # TokenDataset
-    n_vocab: int
-
-
-def load_tokenizer(tokenizer_dir: str | Path):
-    """The prepared tokenizer (a ``transformers`` fast tokenizer directory)."""
-    from transformers import AutoTokenizer
-
-    return AutoTokenizer.from_pretrained(str(tokenizer_dir))
-
-
-def load_data(experiment: Experiment) -> Data:
-    """Prepare (or find in the cache) the tokenizer and the pretokenized splits of ``experiment.data``."""
-    from memorymodels.data import TokenDataset, prepare_data
-
-    cfg = experiment.data
-    if cfg.corpus is not None:
-        prepared = prepare_data(cfg.corpus, vocab_size=cfg.vocab_size, context=cfg.context, mode=cfg.mode,
-                                padding_side=cfg.padding_side, cache_dir=state_dir() / "cache",
-                                progress=sys.stderr.isatty() and world()[0] == 0)
-        tokenizer_dir, train_dir = Path(prepared.tokenizer_dir), Path(prepared.data_dir)
-        test_dir = train_dir
-    else:
-        tokenizer_dir, train_dir = Path(cfg.tokenizer), Path(cfg.train_dir)
-        test_dir = Path(cfg.test_dir) if cfg.test_dir else train_dir
-        for key, path in (("tokenizer", tokenizer_dir), ("train_dir", train_dir), ("test_dir", test_dir)):
-            if not path.exists():
-                raise ConfigError(f"{experiment.source}: 'data.{key}': {path} does not exist")
-    train = TokenDataset(train_dir, "train", expect_tokenizer=tokenizer_dir, expect_context=cfg.context)
-    test = TokenDataset(test_dir, "test", expect_tokenizer=tokenizer_dir, expect_context=cfg.context)
-    return Data(tokenizer_dir, train, test, len(load_tokenizer(tokenizer_dir)))
-
-
-def build(args: dict, *, context: int | None = None, source: str = "") -> torch.nn.Module:
-    """Build the model from :func:`model_build_args`' output and check it takes ``context`` tokens per row."""
-    from memorymodels.models import build_model
-
-    model = build_model(args["name"], preset=args["preset"], **args["params"])
-    taken = getattr(model, "input_length", None)
-    if context is not None and taken is not None and taken != context:
-        raise ConfigError(f"{source}: model '{args['name']}' takes {taken} tokens per row but 'data.context' is "
-                          f"{context}; make them agree (model.params.length / n_chunks or data.context)")
-    return model
+# ---- model summary ---------------------------------------------------------------------------------------------
 
 
 def model_summary(model: torch.nn.Module, build_args: dict) -> dict:
@@ -247,28 +225,11 @@ class MetricsWriter(TrainerCallback, ExportableState):
         self.record_totals(state)
 
 
-def without_aliases(state_dict: dict) -> dict:
-    """The state dict with every tensor that shares memory with an earlier entry left out (``lm_head.weight`` of a
-    model whose head is tied to ``wte.weight``): loading it with ``strict=False`` restores both through the tie."""
-    kept, seen = {}, set()
-    for name, tensor in state_dict.items():
-        key = (tensor.untyped_storage().data_ptr(), tensor.storage_offset(), tuple(tensor.shape), tensor.dtype)
-        if tensor.device.type == "meta" or key not in seen:
-            seen.add(key)
-            kept[name] = tensor
-    return kept
-
-
-def tied_names(model: torch.nn.Module) -> set[str]:
-    """Names of parameters that are the same tensor as an earlier one (what ``without_aliases`` leaves out)."""
-    return set(model.state_dict()) - set(without_aliases(model.state_dict()))
-
-
-class RunTrainer(Trainer):
+class RunTrainer(CheckpointingTrainer):
     """Trainer with the loss weighted by tokens across micro-batches and ranks, and marked-complete checkpoints.
 
     Models return the mean loss over their micro-batch's targets and take no ``num_items_in_batch`` (the
-    seed's Trainer setup summed micro-batch means and logged 2x the loss with GA=2, digest §1.8.6). Here each
+    seed's Trainer setup summed micro-batch means and logged 2x the loss with GA=2, docs/porting.md). Here each
     micro-batch's mean is weighted by its share of the targets (labels != -100) of the whole global batch,
     counted by the Trainer over all accumulation steps and all ranks (``num_items_in_batch``), and multiplied by
     the world size because DDP averages gradients over ranks. Gradients and the logged loss are therefore the
@@ -298,19 +259,26 @@ class RunTrainer(Trainer):
             loss = loss / self.current_gradient_accumulation_steps
         return (loss, outputs) if return_outputs else loss
 
-    def _save(self, output_dir=None, state_dict=None):
+    def weights_to_save(self, state_dict: dict) -> dict:
         # safetensors refuses tensors that share memory (tied embeddings, tie_weights=True): save each once.
-        state_dict = self.model.state_dict() if state_dict is None else state_dict
-        super()._save(output_dir, state_dict=without_aliases(state_dict))
+        return without_aliases(state_dict)
 
-    def _save_checkpoint(self, model, trial):
-        super()._save_checkpoint(model, trial)
-        folder = Path(self.args.output_dir) / f"checkpoint-{self.state.global_step}"
+    def checkpoint_written(self, folder: Path) -> None:
         if self.args.world_size > 1 and torch.distributed.is_initialized():
             torch.distributed.barrier()  # every rank's files (rng states) are written
         if self.args.should_save:
-            runs.mark_complete(folder)
-            runs.rotate_checkpoints(self.args.output_dir, self.keep_checkpoints)
+            checkpoints.mark_complete(folder)  # checks the files first: a bad one is never marked nor rotated in
+            checkpoints.rotate_checkpoints(self.args.output_dir, self.keep_checkpoints)
+            checkpoints.prune_set_aside(self.args.output_dir)
+
+    def checkpoint_failed(self, folder: Path, error: Exception) -> None:
+        free = free_bytes(folder)
+        if self.args.should_save:
+            checkpoints.remove_unfinished(folder)  # half a checkpoint is never resumed: give its space back
+        if is_disk_full(error) or (free is not None and free < LOW_SPACE):
+            complete = checkpoints.checkpoints(self.args.output_dir)[0]
+            intact = f"{complete[-1].name} is intact" if complete else "there is no earlier checkpoint"
+            raise DiskFullError(folder, free, f"the unfinished checkpoint was removed and {intact}") from error
 
 
 def training_arguments(experiment: Experiment, run_dir: Path, precision: str, show_progress: bool):
@@ -366,7 +334,13 @@ def _log(message: str) -> None:
 
 def train(experiment: Experiment, run_dir: Path | None = None, *, command: list[str] | None = None,
           evaluate_at_end: bool = True) -> int:
-    """Train (or resume) ``experiment``; returns 0 when max_steps is reached, EXIT_REQUEUE after a signal."""
+    """Train (or resume) ``experiment``; returns 0 when max_steps is reached, EXIT_REQUEUE after a signal.
+
+    Raises :class:`RunLockedError` at once when another trainer holds the run directory (rank 0 takes its lock
+    before touching anything and holds it to the end), :class:`RunDirError` for a directory it must not use,
+    :class:`DiskFullError` when the disk fills up (the attempt is recorded as failed where run.json can still be
+    written) and :class:`CheckpointError` when a checkpoint it has just written fails its checks.
+    """
     install_signal_handlers()
     rank, world_size = world()
     if run_dir is None:
@@ -376,16 +350,25 @@ def train(experiment: Experiment, run_dir: Path | None = None, *, command: list[
             _log(note)
     run_dir = Path(run_dir)
     runs.check_run_dir(run_dir, identity(experiment, world_size))
+    lock = runs.lock_run_dir(run_dir) if rank == 0 else None
+    try:
+        return _train_locked(experiment, run_dir, command, evaluate_at_end)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _train_locked(experiment: Experiment, run_dir: Path, command: list[str] | None, evaluate_at_end: bool) -> int:
     precision = resolve_precision(experiment.train.precision, experiment.source)
     if not torch.cuda.is_available():
         keep_freed_host_memory()  # a quarter of a CPU step was page faults on the freed logits (hostmemory.py)
     try:
-        data = load_data(experiment)
+        data = load_data(experiment, progress=sys.stderr.isatty() and world()[0] == 0)
         build_args = model_build_args(experiment, data.n_vocab)
         torch.manual_seed(experiment.train.seed)
         model = build(build_args, context=experiment.data.context, source=experiment.source)
         resume = _open_run(run_dir, experiment, model, build_args, command, precision)
-        if resume is not None and runs.checkpoint_step(resume) >= experiment.train.max_steps:
+        if resume is not None and checkpoints.checkpoint_step(resume) >= experiment.train.max_steps:
             _log(f"{run_dir} already reached max_steps {experiment.train.max_steps}; nothing to train")
             return _finish(run_dir, "completed", 0, evaluate_at_end, resume)
         trainer, stopper = _make_trainer(experiment, run_dir, model, data, precision)
@@ -394,34 +377,51 @@ def train(experiment: Experiment, run_dir: Path | None = None, *, command: list[
         _log(f"{exc} before training started: nothing new to save; exiting {EXIT_REQUEUE} to be requeued")
         return _finish(run_dir, "interrupted", EXIT_REQUEUE, False, None)
     except BaseException as exc:
-        if rank == 0 and (run_dir / runs.RUN_JSON).exists():
-            runs.update_run(run_dir, status="failed", end=time.time(), error=f"{type(exc).__name__}: {exc}")
-        raise
+        error = exc
+        if isinstance(exc, Exception) and not isinstance(exc, DiskFullError) and is_disk_full(exc):
+            error = DiskFullError(getattr(exc, "filename", None) or run_dir, free_bytes(run_dir))
+        _record_failure(run_dir, error)
+        if error is exc:
+            raise
+        raise error from exc
     if trainer.state.global_step >= experiment.train.max_steps:
-        last = runs.checkpoints(run_dir)[0]
+        last = checkpoints.checkpoints(run_dir)[0]
         return _finish(run_dir, "completed", 0, evaluate_at_end, last[-1] if last else None)
     why = signal.Signals(stopper.stopped_by).name if stopper.stopped_by else "stop"
     _log(f"{why}: saved checkpoint-{trainer.state.global_step} in {run_dir}; exiting {EXIT_REQUEUE} to be requeued")
     return _finish(run_dir, "interrupted", EXIT_REQUEUE, False, None)
 
 
+def _record_failure(run_dir: Path, exc: BaseException) -> None:
+    """Rank 0: mark this attempt failed in run.json; when even that cannot be written, say so in one line."""
+    if world()[0] != 0 or not (run_dir / runs.RUN_JSON).exists():
+        return
+    try:
+        runs.update_run(run_dir, status="failed", end=time.time(), error=f"{type(exc).__name__}: {exc}")
+    except (OSError, RunDirError) as again:
+        _log(f"could not record the failure in {run_dir / runs.RUN_JSON} ({again})")
+
+
 def _open_run(run_dir: Path, experiment: Experiment, model, build_args: dict, command: list[str] | None,
               precision: str) -> Path | None:
-    """Find the checkpoint to resume from; on rank 0 also set partial checkpoints aside and record the attempt."""
-    resume = (runs.checkpoints(run_dir)[0] or [None])[-1]
-    if world()[0] != 0:
+    """The newest usable checkpoint to resume from; rank 0 also sets partial and damaged checkpoints aside, records
+    the attempt and rolls metrics.jsonl back to the checkpoint (to 0 when starting over)."""
+    rank0 = world()[0] == 0
+    if rank0:
+        checkpoints.set_aside_partial(run_dir, log=_log)
+    resume = checkpoints.newest_usable(run_dir, set_aside=rank0, log=_log)
+    if not rank0:
         return resume
-    runs.set_aside_partial(run_dir, log=_log)
     info = runs.start_run(run_dir, experiment, world()[1], command=command or sys.argv,
                           model_summary=model_summary(model, build_args), repo=REPO_ROOT)
+    step = checkpoints.checkpoint_step(resume) if resume is not None else 0
+    moved = runs.roll_back_metrics(run_dir, step)  # lines an attempt logged after its last checkpoint
+    rolled = f"; {moved} metrics lines logged after it moved to metrics.rolledback.jsonl" if moved else ""
     if resume is None:
-        _log(f"starting {run_dir} ({info['model']['parameters']:,} parameters, {precision})")
+        _log(f"starting {run_dir} ({info['model']['parameters']:,} parameters, {precision}){rolled}")
         return None
-    step = runs.checkpoint_step(resume)
-    moved = runs.roll_back_metrics(run_dir, step)
     runs.update_run(run_dir, resumed_from_step=step)
-    _log(f"resuming {run_dir} from {resume.name} (step {step} of {experiment.train.max_steps})"
-         + (f"; {moved} metrics lines logged after it moved to metrics.rolledback.jsonl" if moved else ""))
+    _log(f"resuming {run_dir} from {resume.name} (step {step} of {experiment.train.max_steps}){rolled}")
     return resume
 
 
@@ -435,7 +435,7 @@ def _make_trainer(experiment: Experiment, run_dir: Path, model, data: Data, prec
     tokens_per_step = t.batch_size * t.gradient_accumulation_steps * args.world_size * experiment.data.context
     stopper = StopOnSignal()
     accounting = RunAccounting.for_run(model_build_args(experiment, data.n_vocab), args.world_size, data.test,
-                                       load_tokenizer(data.tokenizer_dir), eval_rows)
+                                       load_fast_tokenizer(data.tokenizer_dir), eval_rows)
     trainer = RunTrainer(
         model=model, args=args, train_dataset=data.train, eval_dataset=eval_set,
         callbacks=[stopper, MetricsWriter(run_dir, tokens_per_step, show=not show, accounting=accounting)],
@@ -455,8 +455,6 @@ def _finish(run_dir: Path, status: str, code: int, evaluate: bool, checkpoint: P
         if (run_dir / runs.RUN_JSON).exists():
             runs.update_run(run_dir, status=status, end=time.time())
         if evaluate and checkpoint is not None:
-            from memorymodels.evaluate import evaluate_run, format_table
-
             result = evaluate_run(run_dir, checkpoint=checkpoint)
             print(format_table(result), flush=True)
         _log(f"{status}: {run_dir}")
@@ -489,8 +487,16 @@ def main(argv: list[str] | None = None) -> int:
         command = [sys.executable, "-m", "memorymodels.train", *(argv if argv is not None else sys.argv[1:])]
         code = train(experiment, args.run_dir, command=command, evaluate_at_end=not args.no_eval)
     except (ConfigError, DataError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        code, message = EXIT_CONFIG, str(exc)
+    except RunLockedError as exc:
+        code, message = EXIT_LOCKED, str(exc)
+    except (RunDirError, CheckpointError) as exc:
+        code, message = EXIT_RUN_DIR, str(exc)
+    except DiskFullError as exc:
+        code, message = EXIT_DISK_FULL, str(exc)
+    else:
+        return code
+    print(f"error: {message}", file=sys.stderr)
     return code
 
 

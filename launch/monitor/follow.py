@@ -20,7 +20,7 @@ from launch.planning.sweep import SweepPlan
 from launch.records.events import attempts, describe_attempts
 from launch.slurm.client import SlurmError, run_slurm, slurm_environ
 from launch.submission.sweep import active_cells
-from memorymodels.fileio import read_json, tail_lines
+from memorymodels.fileio import CorruptFileError, read_json, tail_lines
 from memorymodels.runs import run_progress
 
 def _progress_line(run_dir: Path) -> str:
@@ -140,13 +140,21 @@ def wait_slurm(entry: dict, *, env: dict[str, str] | None = None, timeout: float
     return state
 
 
+def _status(run_dir: Path) -> str | None:
+    """run.json's status; "damaged" when it cannot be read (the trainer refuses such a directory, naming it)."""
+    try:
+        return (read_json(run_dir / "run.json") or {}).get("status")
+    except CorruptFileError:
+        return "damaged"
+
+
 def follow_sweep(plan: SweepPlan, *, log, poll_s: float = 5.0) -> list[int]:
     """``--wait`` for a sweep: one ``squeue`` every ``poll_s`` seconds until no cell of the sweep is queued or
     running, printing the counts as they change, then the report table. Returns the cells that did not complete."""
     last = ""
     while True:
         busy = active_cells(plan)
-        statuses = [(read_json(c.run_dir / "run.json") or {}).get("status") for c in plan.cells]
+        statuses = [_status(c.run_dir) for c in plan.cells]
         line = (f"{statuses.count('completed')} of {len(plan.cells)} cells complete, {len(busy)} queued or running, "
                 f"{statuses.count('failed')} failed")
         if line != last:

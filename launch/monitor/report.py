@@ -38,7 +38,7 @@ from launch.records import journal
 from launch.slurm.client import SlurmError, run_slurm, slurm_environ
 from launch.slurm.output import LOST_STATES, parse_usage, usage_command
 from memorymodels.configuration import ConfigError
-from memorymodels.fileio import read_json, write_text_atomic
+from memorymodels.fileio import CorruptFileError, read_json, write_text_atomic
 from memorymodels.runs import run_progress
 
 matplotlib.use("Agg")
@@ -57,7 +57,10 @@ def read_cell(run_dir: Path) -> dict[str, Any]:
     progress = run_progress(run_dir)
     row.update({k: progress.get(k) for k in METRICS if k in progress})
     row["status"] = progress.get("status") or "not started"  # run.json claimed at submission, no attempt yet
-    evaluation = read_json(run_dir / "eval.json")
+    try:
+        evaluation = read_json(run_dir / "eval.json")
+    except CorruptFileError:
+        evaluation = None  # a damaged evaluation is a missing one here: --evaluate writes it again
     if evaluation:
         row["bits_per_byte"] = evaluation.get("bits_per_byte")
         # autoencoders and memory models: the model's bits plus those of storing the embedding (docs/porting.md)

@@ -25,9 +25,9 @@ from launch.planning.profiles import Profile
 from launch.planning.sweep_file import (Cell, SweepConfig, cell_items, chunk, dry_run_json, plan_cells,
                                         resolve_experiment_path)
 from launch.slurm.submitit_adapter import render_sbatch
-from memorymodels.configuration import ConfigError, load_yaml, parse_override
+from memorymodels.configuration import ConfigError, load_yaml, one_line, parse_override
 from memorymodels.experiment import NOT_IDENTITY, experiment_dict, identity
-from memorymodels.fileio import read_json
+from memorymodels.fileio import CorruptFileError, read_json
 
 
 @dataclass(frozen=True)
@@ -115,7 +115,15 @@ def plan_sweep(sweep: SweepConfig, profile: Profile, *, overrides: list[str] = (
         except ConfigError as exc:
             raise ConfigError(f"{sweep.source}: cell {cell.index} ({', '.join(cell_items(cell.overrides))}): "
                               f"{exc}") from None
-    runs = {c.index: info for c in cells if (info := read_json(c.run_dir / "run.json")) is not None}
+    runs = {}
+    for cell in cells:
+        try:
+            info = read_json(cell.run_dir / "run.json")
+        except CorruptFileError as exc:  # never plan over a run whose manifest cannot be read: it would start over
+            raise ConfigError(f"{sweep.source}: cell {cell.index}: {one_line(exc)}; repair it (run.json.bak holds the "
+                              "previous version) or move the run directory away") from None
+        if info is not None:
+            runs[cell.index] = info
     check_run_dirs(sweep, cells, jobs, runs)
     complete = [i for i, info in runs.items() if info.get("status") == "completed"]
     done = set(complete)

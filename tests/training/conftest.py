@@ -1,5 +1,6 @@
 """Shared fixtures: a tiny tokenizer and pretokenized stdlib-small data, made once per test session."""
 
+import json
 import os
 import subprocess
 import sys
@@ -65,3 +66,20 @@ def run_module(*args, timeout=180, env=None, **kwargs):
     full_env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1", **(env or {})}
     return subprocess.run([PYTHON, "-m", *args], cwd=REPO, capture_output=True, text=True, timeout=timeout,
                           env=full_env, **kwargs)
+
+
+def make_checkpoint(run_dir: Path, step: int, complete: bool = True) -> Path:
+    """A small but real checkpoint-STEP folder (weights, optimizer, trainer state), marked complete unless not."""
+    import torch
+    from safetensors.torch import save_file
+
+    from memorymodels import checkpoints
+
+    path = Path(run_dir) / f"checkpoint-{step}"
+    path.mkdir(parents=True)
+    save_file({"w": torch.arange(64, dtype=torch.float32).reshape(8, 8)}, str(path / "model.safetensors"))
+    torch.save({"state": {0: {"exp_avg": torch.ones(64)}}, "param_groups": []}, path / "optimizer.pt")
+    (path / "trainer_state.json").write_text(json.dumps({"global_step": step, "log_history": []}))
+    if complete:
+        checkpoints.mark_complete(path)
+    return path

@@ -8,7 +8,7 @@ import torch.distributed.checkpoint as dcp
 
 from memorymodels.evaluate import load_checkpoint
 from memorymodels.models import build_model, frozen_mixer_encoder
-from memorymodels.train import without_aliases
+from memorymodels.checkpoints import CheckpointError, without_aliases
 
 V, L = 64, 8
 
@@ -53,8 +53,8 @@ def test_a_full_checkpoint_loads_as_before(tmp_path):
 
 def test_a_folder_without_weights_says_what_it_expected(tmp_path):
     (tmp_path / "checkpoint-10").mkdir()
-    with pytest.raises(SystemExit, match=r"checkpoint-10: no model.safetensors, pytorch_model.bin, model.pt or "
-                                         r"pytorch_model_fsdp_0/ in this checkpoint directory; is it a checkpoint"):
+    with pytest.raises(CheckpointError, match=r"checkpoint-10: no model.safetensors, pytorch_model.bin, model.pt or "
+                                              r"pytorch_model_fsdp_0/ in this checkpoint directory"):
         load_checkpoint(debug_model(0), tmp_path / "checkpoint-10")
-    with pytest.raises(SystemExit, match="checkpoint-11: not a checkpoint directory"):
+    with pytest.raises(CheckpointError, match="checkpoint-11: not a checkpoint directory"):
         load_checkpoint(debug_model(0), tmp_path / "checkpoint-11")

@@ -1,4 +1,4 @@
-"""Experiments, run directories (naming, collisions), checkpoint completeness, metrics and run_progress."""
+"""Experiments, run directories (naming, collisions), metrics and run_progress."""
 
 import json
 import os
@@ -10,6 +10,8 @@ import pytest
 from memorymodels import runs
 from memorymodels.configuration import ConfigError
 from memorymodels.experiment import experiment_from_dict, identity, load_experiment, run_name
+
+from .conftest import make_checkpoint
 
 REPO = Path(__file__).resolve().parents[2]
 EXPERIMENTS = sorted((REPO / "configs" / "experiments").glob("*.yaml"))
@@ -83,12 +85,12 @@ def test_colliding_config_gets_a_distinct_directory_and_nothing_is_overwritten(t
     _claim(other_dir, other)
     assert runs.run_dir_for(other, 1) == other_dir and runs.run_dir_for(first, 1) == first_dir
     assert (first_dir / "metrics.jsonl").read_text() == '{"step": 1}\n'
-    with pytest.raises(SystemExit, match="refusing to overwrite"):
+    with pytest.raises(runs.RunDirError, match="refusing to overwrite"):
         runs.check_run_dir(first_dir, identity(other, 1))
     foreign = tmp_path / "foreign"
     foreign.mkdir()
     (foreign / "notes.txt").write_text("mine")
-    with pytest.raises(SystemExit, match="not a run"):
+    with pytest.raises(runs.RunDirError, match="not a run"):
         runs.check_run_dir(foreign, identity(first, 1))
 
 
@@ -96,30 +98,6 @@ def test_world_size_is_part_of_the_run(tmp_path):
     experiment = _experiment(tmp_path)
     assert runs.run_dir_for(experiment, 1) != runs.run_dir_for(experiment, 2)
     assert identity(experiment, 1) != identity(experiment, 2)
-
-
-def _checkpoint(run_dir, step, complete=True):
-    path = run_dir / f"checkpoint-{step}"
-    path.mkdir(parents=True)
-    (path / "model.safetensors").write_bytes(b"x")
-    if complete:
-        runs.mark_complete(path)
-    return path
-
-
-def test_partial_checkpoints_are_ignored_reported_and_kept(tmp_path):
-    _checkpoint(tmp_path, 10)
-    _checkpoint(tmp_path, 20)
-    _checkpoint(tmp_path, 30, complete=False)
-    complete, partial = runs.checkpoints(tmp_path)
-    assert [p.name for p in complete] == ["checkpoint-10", "checkpoint-20"]
-    assert [p.name for p in partial] == ["checkpoint-30"]
-    said = []
-    moved = runs.set_aside_partial(tmp_path, log=said.append)
-    assert [p.name for p in moved] == ["checkpoint-30.partial-1"] and "incomplete checkpoint" in said[0]
-    assert (tmp_path / "checkpoint-30.partial-1" / "model.safetensors").exists()
-    assert runs.rotate_checkpoints(tmp_path, 1) == [tmp_path / "checkpoint-10"]
-    assert [p.name for p in runs.checkpoints(tmp_path)[0]] == ["checkpoint-20"]
 
 
 def test_metrics_roll_back_to_the_resumed_checkpoint_without_losing_lines(tmp_path):
@@ -143,7 +121,7 @@ def test_run_progress_reads_the_tail_and_tolerates_missing_files(tmp_path):
             f.write(json.dumps({"step": step, "loss": 10.0 / step, "eval_loss": 3.0 if step == 49000 else None,
                                 "tokens_per_s": 1000.0}) + "\n")
         f.write('{"step": 50001, "lo')  # a line being written
-    _checkpoint(tmp_path, 50000)
+    make_checkpoint(tmp_path, 50000)
     start = time.perf_counter()
     progress = runs.run_progress(tmp_path)
     assert time.perf_counter() - start < 0.5  # only the tail is read
@@ -172,3 +150,47 @@ def test_run_json_keeps_the_attempt_chain(tmp_path, monkeypatch):
     assert [a["slurm"].get("restart_count") for a in info["attempts"]] == ["0", "1", None]
     assert info["slurm_job_ids"] == ["500", "501"] and info["restart_count"] == 0
     assert info["identity"] == identity(experiment, 1) and info["created"] == first["created"]
+
+
+DAMAGED_RUN_JSON = {"garbage bytes": b"\x00\xff\xfe garbage", "truncated JSON": b'{"identity": "abc", "sta',
+                    "a JSON list": b'["identity", "abc"]'}
+
+
+@pytest.mark.parametrize("content", DAMAGED_RUN_JSON.values(), ids=DAMAGED_RUN_JSON)
+def test_a_damaged_run_json_stops_instead_of_starting_over_in_another_directory(tmp_path, content):
+    experiment = _experiment(tmp_path)
+    run_dir = runs.run_dir_for(experiment, 1)
+    _claim(run_dir, experiment)
+    runs.write_run_json(run_dir, {"identity": identity(experiment, 1), "status": "running"})  # keeps a .bak
+    (run_dir / "metrics.jsonl").write_text('{"step": 1}\n')
+    (run_dir / "run.json").write_bytes(content)
+    repair = rf"restore the previous version with 'cp {run_dir}/run.json.bak {run_dir}/run.json'"
+    with pytest.raises(runs.RunDirError, match=rf"^{run_dir}/run.json: .*nothing was changed. To resume it, "
+                                               rf"{repair}; to start fresh, move {run_dir} away$"):
+        runs.run_dir_for(experiment, 1)
+    with pytest.raises(runs.RunDirError, match=repair):
+        runs.check_run_dir(run_dir, identity(experiment, 1))
+    (run_dir / "run.json.bak").unlink()
+    with pytest.raises(runs.RunDirError, match=r"repair it by hand \(no usable run.json.bak\)"):
+        runs.run_dir_for(experiment, 1)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [run_dir.name]  # no second directory
+
+
+def test_run_json_backup_is_the_previous_version(tmp_path):
+    runs.write_run_json(tmp_path, {"status": "running"})
+    assert not (tmp_path / "run.json.bak").exists()
+    runs.write_run_json(tmp_path, {"status": "completed"})
+    assert json.loads((tmp_path / "run.json.bak").read_text()) == {"status": "running"}
+
+
+def test_the_run_lock_is_exclusive_names_its_holder_and_leaves_the_directory_free(tmp_path):
+    import socket
+
+    lock = runs.lock_run_dir(tmp_path / "run")
+    holder = rf"pid {os.getpid()} on host {socket.gethostname()} since "
+    with pytest.raises(runs.RunLockedError, match=rf"^{tmp_path}/run: another trainer is running in this run "
+                                                  rf"directory \({holder}.*; lock {tmp_path}/run/.trainer.lock\)"):
+        runs.lock_run_dir(tmp_path / "run")
+    assert runs._owner(tmp_path / "run") is None  # the lock file alone does not make it a foreign directory
+    lock.release()
+    runs.lock_run_dir(tmp_path / "run").release()

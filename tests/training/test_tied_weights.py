@@ -4,7 +4,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from memorymodels.models import build_model
-from memorymodels.train import tied_names, without_aliases
+from memorymodels.checkpoints import tied_names, without_aliases
 
 
 def test_tied_head_is_saved_once_and_restored_through_the_tie(tmp_path):

@@ -1,0 +1,141 @@
+"""Checkpoint rules (memorymodels/checkpoints.py): completeness, verification of damaged files, set-aside and pruning."""
+
+import json
+
+import pytest
+
+from memorymodels import checkpoints
+from memorymodels.checkpoints import CheckpointError
+
+from .conftest import make_checkpoint
+
+
+def truncate(path, keep=0.5):
+    data = path.read_bytes()
+    path.write_bytes(data[: int(len(data) * keep)])
+
+
+# Each kind of damage: what is done to a complete checkpoint, and the message (file, problem) that must say so.
+DAMAGE = {
+    "truncated model.safetensors": (lambda c: truncate(c / "model.safetensors"),
+                                    r"model.safetensors: truncated \(\d+ bytes; its header"),
+    "safetensors header garbage": (lambda c: (c / "model.safetensors").write_bytes(
+                                       (20).to_bytes(8, "little") + b"not json at all!!!!!" + b"\0" * 64),
+                                   r"model.safetensors: damaged safetensors header"),
+    "missing optimizer.pt": (lambda c: (c / "optimizer.pt").unlink(),
+                             r"optimizer.pt: missing \(the checkpoint's COMPLETE marker lists it\)"),
+    "truncated optimizer.pt": (lambda c: truncate(c / "optimizer.pt"),
+                               r"optimizer.pt: damaged or truncated torch file"),
+    "garbage trainer_state.json": (lambda c: (c / "trainer_state.json").write_bytes(b"\x00\xff garbage"),
+                                   r"trainer_state.json: not valid JSON"),
+    "trainer_state.json of another step": (lambda c: (c / "trainer_state.json").write_text('{"global_step": 3}'),
+                                           r"trainer_state.json: says global_step 3, not 20"),
+    "garbage COMPLETE marker": (lambda c: (c / "COMPLETE").write_text("[1, 2"), r"COMPLETE: not valid JSON"),
+}
+
+
+@pytest.mark.parametrize("kind", DAMAGE)
+def test_damage_is_found_and_named(tmp_path, kind):
+    damage, message = DAMAGE[kind]
+    good = make_checkpoint(tmp_path, 10)
+    bad = make_checkpoint(tmp_path, 20)
+    checkpoints.verify_checkpoint(bad)  # intact before
+    damage(bad)
+    with pytest.raises(CheckpointError, match=message) as caught:
+        checkpoints.verify_checkpoint(bad)
+    assert str(caught.value).startswith(str(bad))
+
+    said = []
+    assert checkpoints.newest_usable(tmp_path, set_aside=False, log=said.append) == good
+    assert bad.is_dir() and len(said) == 1  # other ranks only skip it
+    assert checkpoints.newest_usable(tmp_path, set_aside=True, log=said.append) == good
+    assert len(said) == 2 and "\n" not in said[1] and str(bad) in said[1]
+    assert "set aside as checkpoint-20.damaged-1" in said[1]
+    assert not bad.exists() and (tmp_path / "checkpoint-20.damaged-1").is_dir()
+
+
+def test_no_usable_checkpoint_when_all_are_damaged(tmp_path):
+    truncate(make_checkpoint(tmp_path, 10) / "model.safetensors")
+    said = []
+    assert checkpoints.newest_usable(tmp_path, set_aside=True, log=said.append) is None and len(said) == 1
+
+
+def test_a_damaged_checkpoint_is_never_marked_complete(tmp_path):
+    folder = make_checkpoint(tmp_path, 30, complete=False)
+    truncate(folder / "optimizer.pt")
+    with pytest.raises(CheckpointError, match="optimizer.pt: damaged or truncated"):
+        checkpoints.mark_complete(folder)
+    assert not (folder / "COMPLETE").exists()
+
+
+def test_the_marker_lists_the_files_it_vouches_for(tmp_path):
+    folder = make_checkpoint(tmp_path, 10)
+    marker = json.loads((folder / "COMPLETE").read_text())
+    assert marker["files"] == ["model.safetensors", "optimizer.pt", "trainer_state.json"] and marker["step"] == 10
+
+
+def test_partial_checkpoints_are_ignored_set_aside_then_pruned(tmp_path):
+    make_checkpoint(tmp_path, 10)
+    make_checkpoint(tmp_path, 20)
+    make_checkpoint(tmp_path, 30, complete=False)
+    complete, partial = checkpoints.checkpoints(tmp_path)
+    assert [p.name for p in complete] == ["checkpoint-10", "checkpoint-20"]
+    assert [p.name for p in partial] == ["checkpoint-30"]
+    said = []
+    moved = checkpoints.set_aside_partial(tmp_path, log=said.append)
+    assert [p.name for p in moved] == ["checkpoint-30.partial-1"] and "incomplete checkpoint" in said[0]
+    assert (tmp_path / "checkpoint-30.partial-1" / "model.safetensors").exists()  # newer than any complete: kept
+    assert checkpoints.rotate_checkpoints(tmp_path, 1) == [tmp_path / "checkpoint-10"]
+    assert [p.name for p in checkpoints.checkpoints(tmp_path)[0]] == ["checkpoint-20"]
+
+
+def test_set_aside_checkpoints_go_once_a_complete_one_at_their_step_exists_and_only_the_newest_stays(tmp_path):
+    make_checkpoint(tmp_path, 10)
+    for step in (15, 40, 40, 50):  # killed while saving, again and again
+        make_checkpoint(tmp_path, step, complete=False)
+        checkpoints.set_aside_partial(tmp_path, log=lambda line: None)
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert names == ["checkpoint-10", "checkpoint-50.partial-1"]
+    make_checkpoint(tmp_path, 50)
+    assert checkpoints.prune_set_aside(tmp_path) == [tmp_path / "checkpoint-50.partial-1"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint-10", "checkpoint-50"]
+
+
+def test_remove_unfinished_never_touches_a_complete_checkpoint(tmp_path):
+    done = make_checkpoint(tmp_path, 10)
+    half = make_checkpoint(tmp_path, 20, complete=False)
+    checkpoints.remove_unfinished(done)
+    checkpoints.remove_unfinished(half)
+    assert done.is_dir() and not half.exists()
+
+
+def test_sharded_fsdp_and_deepspeed_layouts_pass_and_a_lost_shard_index_is_named(tmp_path):
+    """What accelerate writes under FSDP SHARDED_STATE_DICT (dcp folders) and under DeepSpeed (a global_stepN folder,
+    ``latest``, ``zero_to_fp32.py``) is accepted as it is; a dcp folder without its .metadata is not."""
+    import warnings
+
+    import torch
+    import torch.distributed.checkpoint as dcp
+
+    fsdp = tmp_path / "fsdp" / "checkpoint-10"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # one process writes every shard
+        dcp.save({"model": {"w": torch.ones(4)}}, checkpoint_id=fsdp / "pytorch_model_fsdp_0")
+        dcp.save({"optimizer": {"state": {"w": torch.zeros(4)}}}, checkpoint_id=fsdp / "optimizer_0")
+    for rank in (0, 1):
+        torch.save({"python": 1}, fsdp / f"rng_state_{rank}.pth")
+    torch.save({"last_epoch": 10}, fsdp / "scheduler.pt")
+    (fsdp / "trainer_state.json").write_text('{"global_step": 10}')
+    checkpoints.mark_complete(fsdp)
+    checkpoints.verify_checkpoint(fsdp)
+    (fsdp / "optimizer_0" / ".metadata").unlink()
+    with pytest.raises(CheckpointError, match=r"optimizer_0/.metadata: missing \(sharded checkpoint"):
+        checkpoints.verify_checkpoint(fsdp)
+
+    deepspeed = make_checkpoint(tmp_path / "deepspeed", 10, complete=False)
+    (deepspeed / "global_step10").mkdir()
+    torch.save({"zero": 1}, deepspeed / "global_step10" / "zero_pp_rank_0_mp_rank_00_optim_states.pt")
+    (deepspeed / "latest").write_text("global_step10")
+    (deepspeed / "zero_to_fp32.py").write_text("# converter\n")
+    checkpoints.mark_complete(deepspeed)
+    checkpoints.verify_checkpoint(deepspeed)
