@@ -151,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
             preflight([plan]).raise_problems()
         submission = submit_job(plan)
     except (ConfigError, SubmitError) as exc:
-        print(f"error: {one_line(exc)}", file=sys.stderr)
+        print(f"error: {one_line(exc) if isinstance(exc, ConfigError) else exc}", file=sys.stderr)
         return 2
     entry = submission.jobs[0]
     if args.json:

@@ -106,6 +106,7 @@ def run_sweep_command(args) -> int:
         if getattr(args, "wait", False) and plan.profile.executor == "slurm" and result["arrays"]:
             failed = follow_sweep(plan, log=log)
     except (ConfigError, SubmitError, SlurmError) as exc:
-        print(f"error: {explain(exc) if isinstance(exc, SlurmError) else one_line(exc)}", file=sys.stderr)
+        message = one_line(exc) if isinstance(exc, ConfigError) else explain(exc) if isinstance(exc, SlurmError) else exc
+        print(f"error: {message}", file=sys.stderr)
         return 2
     return 1 if failed else 0

@@ -42,6 +42,11 @@ from memorymodels.runs import run_progress
 EXIT_REQUEUE = 75  # the trainer's code after a signal-triggered checkpoint (memorymodels.train.EXIT_REQUEUE)
 TIMEOUT_MARGIN_S = 90  # Slurm may deliver the --signal up to a minute early
 IGNORE_USR2 = 'trap "" USR2; exec '  # ignored dispositions survive exec and fork, down to every worker
+TRAINER_EXITS = {2: " (a config or data error)",
+                 65: " (the run directory cannot be used; the log says how to repair it)",
+                 73: " (another trainer holds this run directory)",
+                 74: " (the disk is full; free space, then resubmit)"}
+"""What the trainer's exit codes mean (``memorymodels.train.EXIT_*``); none of them is requeued."""
 MAX_ATTEMPTS_WITHOUT_PROGRESS = 3  # consecutive stopped attempts at the same step before requeueing stops
 
 
@@ -247,7 +252,8 @@ class NodeLaunch(submitit.helpers.Checkpointable):
                        f"{step} in {self.run_dir}. Submit the same command again to resume.")
             outcome = "interrupted-outside"
         else:
-            message = (f"{self.name}: training failed with exit code {code} on {socket.gethostname()}; "
+            message = (f"{self.name}: training failed with exit code {code}{TRAINER_EXITS.get(code, '')} on "
+                       f"{socket.gethostname()}; "
                        f"log {log}\n--- last lines ---\n{tail}")
             outcome = "failed"
         if rank0:

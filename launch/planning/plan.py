@@ -45,7 +45,7 @@ from launch.slurm.submitit_adapter import render_sbatch
 from memorymodels.configuration import ConfigError, apply_overrides, load_yaml, one_line, parse_override, yaml_dump
 from memorymodels.experiment import REPO_ROOT, Experiment, experiment_dict, experiment_from_dict, model_build_args
 from memorymodels.models import model_config
-from memorymodels.runs import run_dir_for
+from memorymodels.runs import RunDirError, run_dir_for
 
 TEMPLATES = {"fsdp": REPO_ROOT / "configs" / "fsdp_config.yaml", "deepspeed": REPO_ROOT / "configs" / "zero_config.yaml"}
 EXPERIMENTS = REPO_ROOT / "configs" / "experiments"
@@ -339,7 +339,10 @@ def plan_job(profile: Profile, experiment: str | Path | None = None, *, override
     precision, items, settings = plan_experiment(profile, path, data, user)
     model = planned_model(settings)
     world = profile.nodes * profile.procs_per_node
-    run_dir = Path(run_dir).resolve() if run_dir is not None else run_dir_for(settings, world).resolve()
+    try:
+        run_dir = Path(run_dir).resolve() if run_dir is not None else run_dir_for(settings, world).resolve()
+    except RunDirError as exc:  # a damaged run.json where this run would go: never plan a fresh directory instead
+        raise ConfigError(str(exc)) from None
     log_folder = Path(log_folder) if log_folder is not None else launch_dir(run_dir) / LOG_FOLDER
     python = python or sys.executable
     if dependency is not None:

@@ -391,8 +391,9 @@ def test_report_csv_and_plot(tmp_path):
     assert [r["status"] for r in table] == ["completed", "completed", "running", "not started"]
     assert table[0]["model.params.kernel"] == "1" and table[0]["eval_loss"] == "2.75" and table[3]["loss"] == ""
     assert plot(rows, axes, "model.params.n_heads", "eval_loss", tmp_path / "plot.png") == 2
+    assert plot(rows, axes, "n_heads", "eval_loss", tmp_path / "short.png") == 2  # the name the table shows
     assert (tmp_path / "plot.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    with pytest.raises(ConfigError, match="not an axis of this sweep; axes: model.params.kernel"):
+    with pytest.raises(ConfigError, match="not an axis of this sweep; axes: kernel (model.params.kernel), n_heads"):
         plot(rows, axes, "train.seed", "eval_loss", tmp_path / "x.png")
 
 

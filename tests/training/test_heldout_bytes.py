@@ -8,7 +8,7 @@ from memorymodels.data import TokenDataset
 from memorymodels.evaluate import heldout_bytes
 from memorymodels.heldout import (NEXT_TOKEN, NEXT_TOKEN_IN_CHUNKS, SAME_POSITION, eval_bits_per_byte, target_bytes,
                                   targets_of_row, token_byte_lengths)
-from memorymodels.train import load_tokenizer
+from memorymodels.experiment import load_fast_tokenizer as load_tokenizer
 
 
 def test_targets_of_each_objective():
