@@ -393,7 +393,7 @@ def test_report_csv_and_plot(tmp_path):
     assert plot(rows, axes, "model.params.n_heads", "eval_loss", tmp_path / "plot.png") == 2
     assert plot(rows, axes, "n_heads", "eval_loss", tmp_path / "short.png") == 2  # the name the table shows
     assert (tmp_path / "plot.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    with pytest.raises(ConfigError, match="not an axis of this sweep; axes: kernel (model.params.kernel), n_heads"):
+    with pytest.raises(ConfigError, match=r"not an axis of this sweep; axes: kernel \(model.params.kernel\), n_heads"):
         plot(rows, axes, "train.seed", "eval_loss", tmp_path / "x.png")
 
 
