@@ -33,6 +33,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
+from launch.records import journal
 from launch.records.journal import journal_dir as default_journal_dir
 from launch.slurm.client import SlurmError, run_slurm, slurm_environ
 from launch.slurm.output import (ACTIVE_STATES, FAILED_STATES, TERMINAL_STATES, explain_reason, parse_sacct,
@@ -139,7 +140,7 @@ def read_journal(directory: Path, cache: dict | None = None) -> tuple[list[dict]
             else:
                 created, jobs = _journal_jobs(path)
                 cache[path] = (mtime, created, jobs)
-        except (OSError, ValueError, TypeError, AttributeError) as exc:
+        except (OSError, ValueError, TypeError, AttributeError) as exc:  # CorruptFileError is a ValueError
             warnings.append(f"{path}: unreadable journal entry ({exc}); fix or remove the file")
             continue
         found.append((created, path.stem, jobs))
@@ -148,7 +149,7 @@ def read_journal(directory: Path, cache: dict | None = None) -> tuple[list[dict]
 
 
 def _journal_jobs(path: Path) -> tuple[float, list[dict]]:
-    data = json.loads(path.read_text())
+    data = journal.read_entry(path)
     submission = str(data.get("submission_id") or path.stem)
     sweep = data.get("sweep") if data.get("kind") == "sweep" else None
     sweep_name = None

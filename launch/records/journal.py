@@ -20,7 +20,6 @@ parsed is skipped with a warning.
 
 from __future__ import annotations
 
-import json
 import secrets
 import sys
 import time
@@ -28,7 +27,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from memorymodels.experiment import state_dir
-from memorymodels.fileio import write_json
+from memorymodels.fileio import CorruptFileError, read_json, write_json
 
 JOB_KEYS = ("job_id", "name", "run_dir", "cell", "stdout", "stderr")
 
@@ -99,12 +98,20 @@ def update(submission_id: str, *, jobs: Iterable[dict[str, Any]] | None = None, 
     return data
 
 
+def read_entry(path: Path) -> dict:
+    """One journal file, checked: the one parser every reader uses (the dashboard's too). CorruptFileError names the
+    file when it is not a submission (damaged, or not written by this journal)."""
+    data = read_json(path)
+    if data is None:
+        raise FileNotFoundError(f"{path}: no such submission; see {path.parent} for recorded ones")
+    if not isinstance(data.get("jobs"), list) or not all(isinstance(job, dict) for job in data["jobs"]):
+        raise CorruptFileError(path, "not a journal entry (its 'jobs' is not a list of jobs)")
+    return data
+
+
 def load(submission_id: str) -> dict:
     """One submission by id (FileNotFoundError names the journal folder)."""
-    path = journal_dir() / f"{submission_id}.json"
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: no such submission; see {journal_dir()} for recorded ones")
-    return json.loads(path.read_text())
+    return read_entry(journal_dir() / f"{submission_id}.json")
 
 
 def load_all() -> list[dict]:
@@ -115,12 +122,9 @@ def load_all() -> list[dict]:
     submissions = []
     for path in sorted(folder.glob("*.json")):
         try:
-            data = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError) as exc:
+            submissions.append(read_entry(path))
+        except (OSError, CorruptFileError) as exc:
             print(f"journal: skipping {path}: {exc}", file=sys.stderr)
-            continue
-        if isinstance(data, dict) and isinstance(data.get("jobs"), list):
-            submissions.append(data)
     return sorted(submissions, key=lambda s: (s.get("created") or 0, s.get("submission_id", "")))
 
 
