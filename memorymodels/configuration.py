@@ -66,12 +66,6 @@ def yaml_load(text: str):
     return yaml.load(text, Loader=_Loader)
 
 
-def yaml_dump(data: Any) -> str:
-    """``data`` as block-style YAML, keys sorted (libyaml's emitter where PyYAML has it: ten times the pure one)."""
-    return yaml.dump(data, Dumper=getattr(yaml, "CSafeDumper", yaml.SafeDumper), sort_keys=True,
-                     default_flow_style=False)
-
-
 class ConfigError(ValueError):
     """A configuration file or override is invalid. The message names the file, the key and what to do."""
 

@@ -31,6 +31,7 @@ import dataclasses
 import difflib
 import functools
 import hashlib
+import json
 import shlex
 import sys
 from dataclasses import dataclass, field
@@ -42,7 +43,7 @@ import yaml
 from launch.planning.dependency import dependency_spec
 from launch.planning.profiles import Profile, expand_path, precision_problem
 from launch.slurm.submitit_adapter import render_sbatch
-from memorymodels.configuration import ConfigError, apply_overrides, load_yaml, one_line, parse_override, yaml_dump
+from memorymodels.configuration import ConfigError, apply_overrides, load_yaml, one_line, parse_override
 from memorymodels.experiment import REPO_ROOT, Experiment, experiment_dict, experiment_from_dict, model_build_args
 from memorymodels.models import model_config
 from memorymodels.runs import RunDirError, run_dir_for
@@ -270,10 +271,12 @@ def planned_model(settings: Experiment) -> Any:
 
 
 def resolved_experiment(plan_source: str, settings: Experiment) -> str:
-    """The experiment the trainer reads, as YAML with a header naming where it came from."""
-    header = (f"# Resolved by launch/submit.py from {plan_source}; the job trains exactly this.\n"
+    """The experiment the trainer reads: the validated settings as JSON (which YAML reads as it is: the trainer
+    loads it with the same loader as any experiment file; JSON is written twenty times faster than YAML, which a
+    thousand-cell sweep notices), under a header naming where it came from."""
+    header = (f"# Resolved by launch/submit.py from {one_line(plan_source)}; the job trains exactly this.\n"
               "# Edit the experiment file and submit again rather than this file.\n")
-    return header + yaml_dump(experiment_dict(settings))
+    return header + json.dumps(experiment_dict(settings), indent=1, sort_keys=True) + "\n"
 
 
 def script_header(request: str, profile: Profile) -> str:

@@ -142,8 +142,16 @@ def test_set_rule_profile_then_experiment():
     assert p.overrides == [f"output.checkpoint_root={CKPT}", "train.max_steps=7", "train.precision=fp32",
                            "train.precision=fp32"]
     assert p.precision == "fp32" and p.settings.train.precision == "fp32" and p.settings.train.max_steps == 7
-    assert "max_steps: 7" in p.experiment_text and "precision: fp32" in p.experiment_text
+    assert '"max_steps": 7' in p.experiment_text and '"precision": "fp32"' in p.experiment_text
+    assert load_experiment_text(p.experiment_text) == p.settings  # the trainer reads it back as it was planned
     assert p.command.endswith(f"--experiment {p.run_dir}/launch/experiment.yaml --run-dir {p.run_dir}")
+
+
+def load_experiment_text(text: str):
+    from memorymodels.configuration import yaml_load
+    from memorymodels.experiment import experiment_from_dict
+
+    return experiment_from_dict(yaml_load(text), "cli")
 
 
 def test_relative_data_directories_live_under_data_root(tmp_path):
@@ -275,7 +283,7 @@ def test_diff_shows_only_what_changes_between_two_profiles(capsys):
     assert "  precision       fp16 -> bf16" in sections["# profile"]
     assert "  mem            480G -> 960G" in sections["# sbatch parameters"]
     assert sections["# trainer overrides (--set)"] == ["  train.precision  fp16 -> bf16"]
-    assert {"-  precision: fp16", "+  precision: bf16"} <= set(sections["# experiment.yaml"])
+    assert {'-  "precision": "fp16",', '+  "precision": "bf16",'} <= set(sections["# experiment.yaml"])
     assert "-#SBATCH --constraint=v100" in sections["# job.sbatch"] and "+#SBATCH --constraint=a100" in sections["# job.sbatch"]
     assert not any(line.startswith(("-", "+")) and "job-name" in line for line in sections["# job.sbatch"])
 
