@@ -52,6 +52,8 @@ import numpy as np
 import torch
 
 from memorymodels import runs
+from memorymodels.configuration import ConfigError
+from memorymodels.data.errors import DataError
 from memorymodels.data.tokenizer import EOS_ID, PAD_ID
 
 MAGIC = b"MMZ"
@@ -419,7 +421,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         print(run(args))
-    except (CodecError, OSError) as exc:
+    except (CodecError, ConfigError, DataError, OSError) as exc:
         print(f"{parser.prog}: error: {exc}", file=sys.stderr)
         return 1
     except SystemExit as exc:  # the loaders' one-line refusals (evaluate.load_checkpoint)
