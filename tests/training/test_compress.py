@@ -175,3 +175,17 @@ def test_truncated_or_corrupt_files_are_refused_in_one_line(causal_run, coder, t
         err = _one_line_error(capsys, ["-d", str(causal_run), str(path), "-o", str(tmp_path / "out")])
         assert str(path) in err, (case, err)
     assert not (tmp_path / "out").exists()
+
+
+def test_benchmark_prints_the_table_and_the_overlap_estimates(causal_run, tmp_path, capsys):
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+    import compress as benchmark
+
+    (tmp_path / "a.py").write_bytes(b"x = [i * i for i in range(10)]\nprint(x)\n")
+    assert benchmark.main([str(causal_run), str(tmp_path / "a.py"), "--overlaps", "0", "31"]) == 0
+    out = capsys.readouterr().out
+    assert "| a.py | 40 |" in out and "| xz -9 | zstd -19 | gzip -9 |" in out
+    assert "| a.py | overlap 31 |" in out and "L-1 new tokens" in out
