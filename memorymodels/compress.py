@@ -15,7 +15,7 @@ goes through text: every token id maps to the bytes its byte-level string stands
 Windows. The model takes exactly L tokens. The token stream is ``<|endoftext|>`` followed by the file's tokens, cut
 into windows of L positions; position p of a window predicts the token after it. Window after window, the first
 ``overlap`` positions are context already coded (0: each window starts at the last token of the previous one), the
-rest predict new tokens. The encoder runs the model once per window on the real tokens; the decoder, for each token,
+rest predict new tokens, except the last position, whose logits training never scores. The encoder runs the model once per window on the real tokens; the decoder, for each token,
 runs the same (1, L) window with the tokens known so far and ``<|pad|>`` after them. A causal model's logits at p do
 not depend on later positions, bit for bit: the masked weights multiply them by exact zeros and the reduction order
 depends only on the shapes (tests/training/test_compress.py checks it). Probabilities are a float32 softmax of one
@@ -208,17 +208,19 @@ def deterministic(threads: int):
 
 
 def windows(n: int, length: int, overlap: int) -> list[tuple[int, int, int]]:
-    """``(start, first, last)`` per window: stream positions start..start+L-1 predict tokens first..last.
+    """``(start, first, last)`` per window: stream positions start..start+L-2 predict tokens first..last.
 
     The stream is BOS then the n tokens (token k at stream position k+1); the first window predicts from position 0,
-    later ones keep ``overlap`` positions of coded context before the position that predicts their first token.
+    later ones keep ``overlap`` positions of coded context before the position that predicts their first token. The
+    last position of a window predicts nothing: training never scores it (its label is past the row), so its
+    logits are untrained.
     """
-    if not 0 <= overlap < length:
-        raise CodecError(f"overlap must be between 0 and the window length - 1 ({length - 1}), got {overlap}")
+    if not 0 <= overlap <= length - 2:
+        raise CodecError(f"overlap must be between 0 and the window length - 2 ({length - 2}), got {overlap}")
     plan, first = [], 1
     while first <= n:
         start = max(0, first - 1 - overlap)
-        last = min(start + length, n)
+        last = min(start + length - 1, n)
         plan.append((start, first, last))
         first = last + 1
     return plan
@@ -413,7 +415,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--checkpoint", type=Path, help="checkpoint directory (default: the newest complete one; "
                                                         "when decompressing, the one the file names)")
     parser.add_argument("--overlap", type=int, default=0,
-                        help="context positions carried into each window after the first (0..L-1; default 0): "
+                        help="context positions carried into each window after the first (0..L-2; default 0): "
                              "more compresses better and costs encoder time, not decoder time")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch CPU threads (default 1); recorded, and used again when decompressing")

@@ -69,15 +69,17 @@ def test_any_bytes_map_to_tokens_and_back_exactly(tiny_data):
 
 def test_windows_cover_every_token_once_with_the_overlap_as_context():
     assert codec.windows(0, 8, 0) == []
-    assert codec.windows(20, 8, 0) == [(0, 1, 8), (8, 9, 16), (16, 17, 20)]
-    assert codec.windows(20, 8, 3) == [(0, 1, 8), (5, 9, 13), (10, 14, 18), (15, 19, 20)]
-    for n, length, overlap in ((1, 4, 0), (50, 8, 7), (97, 16, 5)):
+    assert codec.windows(20, 8, 0) == [(0, 1, 7), (7, 8, 14), (14, 15, 20)]
+    assert codec.windows(20, 8, 3) == [(0, 1, 7), (4, 8, 11), (8, 12, 15), (12, 16, 19), (16, 20, 20)]
+    for n, length, overlap in ((1, 4, 0), (50, 8, 6), (97, 16, 5)):
         plan = codec.windows(n, length, overlap)
         assert [j for _, first, last in plan for j in range(first, last + 1)] == list(range(1, n + 1))
+        for start, first, last in plan:
+            assert last - 1 - start <= length - 2  # the window's last position, never trained, predicts nothing
         for start, first, last in plan[1:]:
-            assert first - 1 - start == overlap and last - start <= length
+            assert first - 1 - start == overlap
     with pytest.raises(codec.CodecError, match="overlap must be between 0 and"):
-        codec.windows(10, 8, 8)
+        codec.windows(10, 8, 7)
 
 
 @pytest.mark.parametrize("case", ["empty", "one byte", "non-UTF-8", "several windows", "special tokens",
@@ -185,7 +187,7 @@ def test_benchmark_prints_the_table_and_the_overlap_estimates(causal_run, tmp_pa
     import compress as benchmark
 
     (tmp_path / "a.py").write_bytes(b"x = [i * i for i in range(10)]\nprint(x)\n")
-    assert benchmark.main([str(causal_run), str(tmp_path / "a.py"), "--overlaps", "0", "31"]) == 0
+    assert benchmark.main([str(causal_run), str(tmp_path / "a.py"), "--overlaps", "0", "30"]) == 0
     out = capsys.readouterr().out
     assert "| a.py | 40 |" in out and "| xz -9 | zstd -19 | gzip -9 |" in out
-    assert "| a.py | overlap 31 |" in out and "L-1 new tokens" in out
+    assert "| a.py | overlap 30 |" in out and "L-1 new tokens" in out
