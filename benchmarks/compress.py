@@ -110,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--checkpoint", type=Path, help="checkpoint directory (default: the newest complete one)")
     parser.add_argument("--rows", type=int, help="held-out rows (default: the run's train.eval_rows)")
     parser.add_argument("--max-bytes", type=int, default=16384, help="cut each input to this many bytes")
-    parser.add_argument("--overlap", type=int, default=0, help="window overlap for the main table")
+    parser.add_argument("--overlap", type=int, help="window overlap for the main table (default: the codec's, L/4)")
     parser.add_argument("--overlaps", type=int, nargs="*", default=[], help="overlaps for the estimate table")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
     args = parser.parse_args(argv)
@@ -121,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
         files = [("held-out rows", heldout(args.run_dir, args.rows, args.max_bytes))]
     print(f"{args.run_dir} checkpoint-{coder.step}: {type(coder.model).__name__}, "
           f"{sum(p.numel() for p in coder.model.parameters()):,} parameters, L = {coder.length}, "
-          f"overlap {args.overlap}, {args.threads} thread(s)\n")
+          f"overlap {args.overlap if args.overlap is not None else 'L/4 (default)'}, {args.threads} thread(s)\n")
     print(table([measure(coder, name, data, args.overlap, args.threads) for name, data in files]))
     if args.overlaps:
         print()
