@@ -1,13 +1,14 @@
 """The model codec against xz, zstd and gzip: real .mmz sizes, the model's own estimate, encode/decode seconds.
 
     .venv/bin/python benchmarks/compress.py RUN_DIR                       # held-out bytes of the run's test split
-    .venv/bin/python benchmarks/compress.py RUN_DIR FILE [FILE ...] --overlaps 0 32 64 96 127
+    .venv/bin/python benchmarks/compress.py RUN_DIR FILE [FILE ...] --overlaps 0 32 64 96 126
 
 For each file (by default the first ``--rows`` held-out rows of the run's test split, decoded as in
 ``memorymodels.evaluate``, cut to ``--max-bytes``) it compresses with ``memorymodels.compress``, decompresses,
-checks the bytes are the same, and prints a markdown table: bytes, .mmz bytes, bits per byte of the .mmz file, the
-model's estimate (sum of -log2 p over the tokens plus the header, in bits per byte), xz -9, zstd -19 and gzip -9 on the
-same bytes, and the encode and decode seconds (one CPU thread by default; model loading not included).
+checks the bytes are the same, and prints a markdown table: bytes, .mmz bytes ("stored" where the model would have
+expanded the file and the codec kept its bytes), bits per byte of the .mmz file, the model's estimate (sum of -log2 p
+over the tokens plus the header, in bits per byte), xz -9, zstd -19 and gzip -9 on the same bytes, and the encode and
+decode seconds (one CPU thread by default; model loading not included).
 
 ``--overlaps`` adds a second table: the model's estimate for each window overlap, and for windows that each start
 with ``<|endoftext|>`` instead of carried context, with the encoder's seconds (the decoder's are the same for all:
@@ -73,7 +74,7 @@ def measure(coder: codec.Coder, name: str, data: bytes, overlap: int, threads: i
     back, decoded = codec.decompress(coder, blob, name)
     if back != data:
         raise SystemExit(f"{name}: the round trip changed the bytes")
-    return {"file": name, "bytes": len(data), "tokens": stats["tokens"], "mmz": len(blob),
+    return {"file": name, "bytes": len(data), "tokens": stats["tokens"], "mmz": len(blob), "stored": stats["stored"],
             "estimate": stats["estimate_bits"] / 8 + codec.HEADER_BYTES, "baselines": baselines(data),
             "encode_s": stats["seconds"], "decode_s": decoded["seconds"]}
 
@@ -84,7 +85,8 @@ def table(rows: list[dict]) -> str:
              "| encode s | decode s | decode ms/token |", "|---" * 12 + "|"]
     for r in rows:
         b = r["baselines"]
-        lines.append(f"| {r['file']} | {r['bytes']:,} | {r['tokens']:,} | {r['mmz']:,} | {bpb(r['mmz'], r)} "
+        stored = " (stored)" if r["stored"] else ""
+        lines.append(f"| {r['file']} | {r['bytes']:,} | {r['tokens']:,} | {r['mmz']:,}{stored} | {bpb(r['mmz'], r)} "
                      f"| {bpb(r['estimate'], r)} | {bpb(b['xz -9'], r)} | {bpb(b['zstd -19'], r)} "
                      f"| {bpb(b['gzip -9'], r)} | {r['encode_s']:.1f} | {r['decode_s']:.1f} "
                      f"| {1000 * r['decode_s'] / max(r['tokens'], 1):.2f} |")

@@ -24,10 +24,10 @@ logits row, quantized by ``constriction``'s ``Categorical(perfect=False)``, iden
 on the CPU in float32 with a fixed thread count (recorded in the header) and deterministic algorithms: decode on the
 same kind of CPU and the same torch as the encoder.
 
-File format (version 1, little-endian): an 88-byte header (``FIELDS``, then a CRC-32), then the range coder's
-32-bit words.
+File format (version 1, little-endian): an 89-byte header (``FIELDS``, then a CRC-32), then the payload: the range
+coder's 32-bit words, or the original bytes where coding them would not be smaller (method STORED).
 
-    magic "MMZ" + version byte | run identity (16 bytes, ASCII, NUL-padded) | checkpoint step (u64)
+    magic "MMZ" + version byte | method (u8: 0 model, 1 stored) | run identity (16 bytes, ASCII, NUL-padded) | checkpoint step (u64)
     | weights hash (8 bytes: SHA-256 of the loaded state dict) | tokenizer fingerprint (8 bytes)
     | window length L (u32) | overlap (u32) | torch threads (u16) | original bytes (u64) | tokens (u64)
     | SHA-256 of the original (first 8 bytes) | payload bytes (u64) | CRC-32 of header fields and payload (u32)
@@ -60,10 +60,13 @@ from memorymodels.data.tokenizer import EOS_ID, PAD_ID
 
 MAGIC = b"MMZ"
 VERSION = 1
-# magic, version, identity, step, weights hash, tokenizer fingerprint, L, overlap, threads, bytes, tokens,
+# magic, version, method, identity, step, weights hash, tokenizer fingerprint, L, overlap, threads, bytes, tokens,
 # data hash, payload bytes; then the CRC-32 of these fields and the payload
-FIELDS = struct.Struct("<3sB16sQ8s8sIIHQQ8sQ")
+FIELDS = struct.Struct("<3sBB16sQ8s8sIIHQQ8sQ")
 HEADER_BYTES = FIELDS.size + 4
+MODEL, STORED = 0, 1
+"""Methods: the payload is the range coder's words, or the original bytes when coding would not make them smaller
+(what a text model does to most binary files: about 20 bits per byte)."""
 CAUSAL_MODELS = ("language_mixer", "llama_clm")
 """Registry names of plain next-token models (logits at p predict token p+1 from tokens <= p)."""
 FILLER = PAD_ID
@@ -250,6 +253,7 @@ def probabilities(row: torch.Tensor) -> np.ndarray:
 
 @dataclass
 class Header:
+    method: int
     identity: str
     step: int
     weights: bytes
@@ -263,7 +267,7 @@ class Header:
     payload: int
 
     def pack(self, payload: bytes) -> bytes:
-        fields = FIELDS.pack(MAGIC, VERSION, self.identity.encode("ascii"), self.step, self.weights, self.tokenizer,
+        fields = FIELDS.pack(MAGIC, VERSION, self.method, self.identity.encode("ascii"), self.step, self.weights, self.tokenizer,
                              self.length, self.overlap, self.threads, self.nbytes, self.ntokens, self.checksum,
                              self.payload)
         return fields + struct.pack("<I", zlib.crc32(payload, zlib.crc32(fields)))
@@ -278,21 +282,25 @@ class Header:
         if len(blob) < HEADER_BYTES:
             raise CodecError(f"{name}: truncated ({len(blob)} bytes, the header alone is {HEADER_BYTES})")
         values = FIELDS.unpack_from(blob)
-        header = cls(values[2].rstrip(b"\0").decode("ascii", "replace"), *values[3:])
+        header = cls(values[2], values[3].rstrip(b"\0").decode("ascii", "replace"), *values[4:])
         if len(blob) != HEADER_BYTES + header.payload:
             raise CodecError(f"{name}: truncated or extended: {len(blob)} bytes, the header says "
                              f"{HEADER_BYTES + header.payload}")
         (crc,) = struct.unpack_from("<I", blob, FIELDS.size)
         if crc != zlib.crc32(blob[HEADER_BYTES:], zlib.crc32(blob[:FIELDS.size])):
             raise CodecError(f"{name}: corrupt (CRC-32 mismatch)")
-        if header.ntokens > header.nbytes or header.payload % 4:
-            raise CodecError(f"{name}: corrupt header ({header.ntokens} tokens for {header.nbytes} bytes)")
+        stored = header.method == STORED and header.payload == header.nbytes and header.ntokens == 0
+        if not stored and (header.method != MODEL or header.ntokens > header.nbytes or header.payload % 4):
+            raise CodecError(f"{name}: corrupt header (method {header.method}, {header.ntokens} tokens for "
+                             f"{header.nbytes} bytes)")
         return header
 
 
-def compress(coder: Coder, data: bytes, *, overlap: int | None = None, threads: int = 1) -> tuple[bytes, dict]:
-    """``data`` as a .mmz file, and stats: tokens, overlap, payload and header bytes, the model's estimate in bits,
-    seconds. ``overlap`` defaults to ``DEFAULT_OVERLAP`` of the window length."""
+def compress(coder: Coder, data: bytes, *, overlap: int | None = None, threads: int = 1,
+             store: bool = True) -> tuple[bytes, dict]:
+    """``data`` as a .mmz file, and stats: tokens, overlap, stored, payload and header bytes, the model's estimate in
+    bits, seconds. ``overlap`` defaults to ``DEFAULT_OVERLAP`` of the window length; ``store``: keep the bytes as
+    they are (method STORED) when the coded payload would not be smaller."""
     import constriction
 
     if len(coder.identity) > 16:
@@ -310,11 +318,14 @@ def compress(coder: Coder, data: bytes, *, overlap: int | None = None, threads: 
             symbols = stream[first:last + 1].astype(np.int32)
             encoder.encode(symbols, family, probs)
             estimate -= np.log2(probs[np.arange(len(symbols)), symbols].astype(np.float64)).sum()
-    payload = encoder.get_compressed().astype("<u4").tobytes()
-    header = Header(coder.identity, coder.step, coder.weights, coder.tokenizer, coder.length, overlap, threads,
-                    len(data), len(tokens), hashlib.sha256(data).digest()[:8], len(payload))
-    stats = {"bytes": len(data), "tokens": len(tokens), "overlap": overlap, "header_bytes": HEADER_BYTES, "payload_bytes": len(payload),
-             "estimate_bits": float(estimate), "seconds": time.perf_counter() - began}
+    payload, method, coded = encoder.get_compressed().astype("<u4").tobytes(), MODEL, len(tokens)
+    if store and len(payload) >= len(data):
+        payload, method, coded = data, STORED, 0
+    header = Header(method, coder.identity, coder.step, coder.weights, coder.tokenizer, coder.length, overlap,
+                    threads, len(data), coded, hashlib.sha256(data).digest()[:8], len(payload))
+    stats = {"bytes": len(data), "tokens": len(tokens), "overlap": overlap, "stored": method == STORED,
+             "header_bytes": HEADER_BYTES, "payload_bytes": len(payload), "estimate_bits": float(estimate),
+             "seconds": time.perf_counter() - began}
     return header.pack(payload) + payload, stats
 
 
@@ -329,33 +340,41 @@ def check_match(header: Header, coder: Coder, name: str) -> None:
                          f"tokenizer {coder.tokenizer.hex()} and L={coder.length} of {coder.run_dir}")
 
 
-def decompress(coder: Coder, blob: bytes, name: str = "input") -> tuple[bytes, dict]:
-    """The original bytes of a .mmz file, and stats (tokens, seconds); CodecError when it cannot be trusted."""
+def decode_tokens(coder: Coder, header: Header, blob: bytes, name: str) -> np.ndarray:
+    """The ``header.ntokens`` token ids coded in the payload, one forward pass each."""
     import constriction
 
-    began = time.perf_counter()
-    header = Header.unpack(blob, name)
-    check_match(header, coder, name)
     n = header.ntokens
     stream = np.full(n + 1, FILLER, dtype=np.int64)
     stream[0] = EOS_ID
-    if n:
-        words = np.frombuffer(blob, dtype="<u4", offset=HEADER_BYTES).astype(np.uint32)
-        decoder, family = constriction.stream.queue.RangeDecoder(words), constriction.stream.model.Categorical(
-            perfect=False)
-        with deterministic(header.threads):
-            for start, first, last in windows(n, header.length, header.overlap):
-                for j in range(first, last + 1):  # positions j.. of the stream still hold FILLER
-                    logits = window_logits(coder.model, stream, start, header.length)
-                    try:
-                        stream[j] = decoder.decode(family, probabilities(logits[j - 1 - start])[None])[0]
-                    except Exception as exc:  # constriction reports an exhausted or invalid stream
-                        raise CodecError(f"{name}: corrupt payload at token {j} ({exc})") from None
-    data = coder.tokens.decode(stream[1:].tolist())
+    if not n:
+        return stream[1:]
+    words = np.frombuffer(blob, dtype="<u4", offset=HEADER_BYTES).astype(np.uint32)
+    decoder, family = constriction.stream.queue.RangeDecoder(words), constriction.stream.model.Categorical(perfect=False)
+    with deterministic(header.threads):
+        for start, first, last in windows(n, header.length, header.overlap):
+            for j in range(first, last + 1):  # positions j.. of the stream still hold FILLER
+                logits = window_logits(coder.model, stream, start, header.length)
+                try:
+                    stream[j] = decoder.decode(family, probabilities(logits[j - 1 - start])[None])[0]
+                except Exception as exc:  # constriction reports an exhausted or invalid stream
+                    raise CodecError(f"{name}: corrupt payload at token {j} ({exc})") from None
+    return stream[1:]
+
+
+def decompress(coder: Coder, blob: bytes, name: str = "input") -> tuple[bytes, dict]:
+    """The original bytes of a .mmz file, and stats (tokens, seconds); CodecError when it cannot be trusted."""
+    began = time.perf_counter()
+    header = Header.unpack(blob, name)
+    check_match(header, coder, name)
+    if header.method == STORED:
+        data = blob[HEADER_BYTES:]
+    else:
+        data = coder.tokens.decode(decode_tokens(coder, header, blob, name).tolist())
     if len(data) != header.nbytes or hashlib.sha256(data).digest()[:8] != header.checksum:
         raise CodecError(f"{name}: decoded {len(data)} bytes that do not match the recorded {header.nbytes} bytes "
                          f"and checksum; the file is corrupt or this machine computes different probabilities")
-    return data, {"bytes": len(data), "tokens": n, "seconds": time.perf_counter() - began}
+    return data, {"bytes": len(data), "tokens": header.ntokens, "seconds": time.perf_counter() - began}
 
 
 def read_header(path: Path) -> Header:
@@ -409,8 +428,9 @@ def run(args: argparse.Namespace) -> str:
     encoded, stats = compress(coder, blob, overlap=args.overlap, threads=args.threads)
     write_atomic(out, encoded)
     rate = 8 * len(encoded) / len(blob) if blob else float("nan")
-    estimate = (stats["estimate_bits"] / 8 + HEADER_BYTES)
-    return (f"{source} -> {out}: {len(blob):,} -> {len(encoded):,} bytes ({rate:.3f} bits/byte; model estimate "
+    estimate = stats["estimate_bits"] / 8 + HEADER_BYTES
+    how = "stored as is: the model would not make it smaller; " if stats["stored"] else ""
+    return (f"{source} -> {out}: {len(blob):,} -> {len(encoded):,} bytes ({rate:.3f} bits/byte; {how}model estimate "
             f"{estimate:,.0f} bytes with the header), {stats['tokens']:,} tokens in {stats['seconds']:.1f} s")
 
 

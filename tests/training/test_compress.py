@@ -86,14 +86,23 @@ def test_windows_cover_every_token_once_with_the_overlap_as_context():
                                   "several windows, overlap 0", "several windows, overlap L-2"])
 def test_round_trip_is_exact(coder, case):
     text = (b"import os\nfor name in sorted(os.listdir('.')):\n    print(name.upper())\n" * 6)  # ~ 8 windows of 32
-    data, overlap = {"empty": (b"", None), "one byte": (b"\x7f", None), "non-UTF-8": (NON_UTF8, None),
+    broken = text[:100] + b"\x80\xff caf\xc3\xa9 \xed\xa0\x80 \xe2\x82" + text[100:]  # stray, surrogate, cut
+    data, overlap = {"empty": (b"", None), "one byte": (b"\x7f", None), "non-UTF-8": (broken, None),
                      "several windows": (text, None), "special tokens": (SPECIAL_TEXT, None),
                      "several windows, overlap 0": (text, 0), "several windows, overlap L-2": (text, 30)}[case]
-    blob, stats = codec.compress(coder, data, overlap=overlap)
+    blob, stats = codec.compress(coder, data, overlap=overlap, store=False)  # always through the model
     assert codec.decompress(coder, blob)[0] == data
     assert stats["tokens"] <= len(data) and len(blob) == codec.HEADER_BYTES + stats["payload_bytes"]
     if case == "several windows":
         assert stats["tokens"] > 4 * coder.length
+
+
+def test_bytes_the_model_would_expand_are_stored(coder):
+    data = np.random.default_rng(1).integers(0, 256, 600, dtype=np.uint8).tobytes()
+    blob, stats = codec.compress(coder, data)
+    assert stats["stored"] and stats["estimate_bits"] > 8 * len(data)
+    assert len(blob) == codec.HEADER_BYTES + len(data) and codec.decompress(coder, blob)[0] == data
+    assert codec.compress(coder, b"")[1]["stored"] and codec.decompress(coder, codec.compress(coder, b"")[0])[0] == b""
 
 
 def test_size_is_the_models_cross_entropy_plus_the_header(coder):
@@ -118,10 +127,10 @@ def test_size_is_the_models_cross_entropy_plus_the_header(coder):
 @pytest.mark.slow  # two interpreters that import transformers: about 40 s on a busy 2-core machine
 def test_cli_round_trip_through_the_entry_point(causal_run, tmp_path):
     source = tmp_path / "data.bin"
-    source.write_bytes(NON_UTF8 + SPECIAL_TEXT)
+    source.write_bytes(b"import os\n" * 20 + SPECIAL_TEXT + b"\xff\xfe")
     done = run_module("memorymodels.compress", str(causal_run), str(source))
     assert done.returncode == 0, done.stderr[-3000:]
-    assert "bits/byte" in done.stdout and (tmp_path / "data.bin.mmz").is_file()
+    assert "bits/byte" in done.stdout and "stored" not in done.stdout and (tmp_path / "data.bin.mmz").is_file()
     back = run_module("memorymodels.compress", "--decompress", str(causal_run), str(tmp_path / "data.bin.mmz"),
                       "-o", str(tmp_path / "back.bin"))
     assert back.returncode == 0, back.stderr[-3000:]
