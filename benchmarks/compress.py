@@ -89,7 +89,7 @@ def table(rows: list[dict]) -> str:
         lines.append(f"| {r['file']} | {r['bytes']:,} | {r['tokens']:,} | {r['mmz']:,}{stored} | {bpb(r['mmz'], r)} "
                      f"| {bpb(r['estimate'], r)} | {bpb(b['xz -9'], r)} | {bpb(b['zstd -19'], r)} "
                      f"| {bpb(b['gzip -9'], r)} | {r['encode_s']:.1f} | {r['decode_s']:.1f} "
-                     f"| {1000 * r['decode_s'] / max(r['tokens'], 1):.2f} |")
+                     f"| {'-' if r['stored'] else format(1000 * r['decode_s'] / max(r['tokens'], 1), '.2f')} |")
     return "\n".join(lines)
 
 
