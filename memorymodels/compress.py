@@ -15,20 +15,20 @@ goes through text: every token id maps to the bytes its byte-level string stands
 Windows. The model takes exactly L tokens. The token stream is ``<|endoftext|>`` followed by the file's tokens, cut
 into windows of L positions; position p of a window predicts the token after it. Window after window, the first
 ``overlap`` positions (L/4 by default) are context already coded (0: each window starts at the last token of the
-previous one), the
-rest predict new tokens, except the last position, whose logits training never scores. The encoder runs the model once per window on the real tokens; the decoder, for each token,
-runs the same (1, L) window with the tokens known so far and ``<|pad|>`` after them. A causal model's logits at p do
-not depend on later positions, bit for bit: the masked weights multiply them by exact zeros and the reduction order
-depends only on the shapes (tests/training/test_compress.py checks it). Probabilities are a float32 softmax of one
-logits row, quantized by ``constriction``'s ``Categorical(perfect=False)``, identically on both sides. Everything runs
-on the CPU in float32 with a fixed thread count (recorded in the header) and deterministic algorithms: decode on the
-same kind of CPU and the same torch as the encoder.
+previous one), the rest predict new tokens, except the last position, whose logits training never scores. The encoder
+runs the model once per window on the real tokens; the decoder, for each token, runs the same (1, L) window with the
+tokens known so far and ``<|pad|>`` after them. A causal model's logits at p do not depend on later positions, bit
+for bit: the masked weights multiply them by exact zeros and the reduction order depends only on the shapes
+(tests/training/test_compress.py checks it). Probabilities are a float32 softmax of one logits row, quantized by
+``constriction``'s ``Categorical(perfect=False)``, identically on both sides. Everything runs on the CPU in float32
+with a fixed thread count (recorded in the header) and deterministic algorithms: decode on the same kind of CPU with
+the same torch and constriction as the encoder (a mismatch ends in the checksum error, never in wrong bytes).
 
 File format (version 1, little-endian): an 89-byte header (``FIELDS``, then a CRC-32), then the payload: the range
 coder's 32-bit words, or the original bytes where coding them would not be smaller (method STORED).
 
-    magic "MMZ" + version byte | method (u8: 0 model, 1 stored) | run identity (16 bytes, ASCII, NUL-padded) | checkpoint step (u64)
-    | weights hash (8 bytes: SHA-256 of the loaded state dict) | tokenizer fingerprint (8 bytes)
+    magic "MMZ" + version byte | method (u8: 0 model, 1 stored) | run identity (16 bytes, ASCII, NUL-padded)
+    | checkpoint step (u64) | weights hash (8 bytes: SHA-256 of the loaded state dict) | tokenizer fingerprint (8 bytes)
     | window length L (u32) | overlap (u32) | torch threads (u16) | original bytes (u64) | tokens (u64)
     | SHA-256 of the original (first 8 bytes) | payload bytes (u64) | CRC-32 of header fields and payload (u32)
 
@@ -267,9 +267,9 @@ class Header:
     payload: int
 
     def pack(self, payload: bytes) -> bytes:
-        fields = FIELDS.pack(MAGIC, VERSION, self.method, self.identity.encode("ascii"), self.step, self.weights, self.tokenizer,
-                             self.length, self.overlap, self.threads, self.nbytes, self.ntokens, self.checksum,
-                             self.payload)
+        fields = FIELDS.pack(MAGIC, VERSION, self.method, self.identity.encode("ascii"), self.step, self.weights,
+                             self.tokenizer, self.length, self.overlap, self.threads, self.nbytes, self.ntokens,
+                             self.checksum, self.payload)
         return fields + struct.pack("<I", zlib.crc32(payload, zlib.crc32(fields)))
 
     @classmethod
@@ -350,7 +350,8 @@ def decode_tokens(coder: Coder, header: Header, blob: bytes, name: str) -> np.nd
     if not n:
         return stream[1:]
     words = np.frombuffer(blob, dtype="<u4", offset=HEADER_BYTES).astype(np.uint32)
-    decoder, family = constriction.stream.queue.RangeDecoder(words), constriction.stream.model.Categorical(perfect=False)
+    decoder = constriction.stream.queue.RangeDecoder(words)
+    family = constriction.stream.model.Categorical(perfect=False)
     with deterministic(header.threads):
         for start, first, last in windows(n, header.length, header.overlap):
             for j in range(first, last + 1):  # positions j.. of the stream still hold FILLER
