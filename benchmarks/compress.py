@@ -46,14 +46,13 @@ def heldout(run_dir: Path, rows: int | None, max_bytes: int) -> bytes:
     """The held-out text ``memorymodels.evaluate`` scores: the first rows of the run's test split, decoded."""
     from memorymodels import runs
     from memorymodels.evaluate import heldout_bytes
-    from memorymodels.experiment import experiment_from_dict
-    from memorymodels.train import load_data, load_tokenizer
+    from memorymodels.experiment import experiment_from_dict, load_data, load_fast_tokenizer
 
     info = runs.read_json(run_dir / runs.RUN_JSON)
     experiment = experiment_from_dict(info["config"], source=str(run_dir / runs.RUN_JSON))
     data = load_data(experiment)
     rows = rows or experiment.train.eval_rows or 64
-    return heldout_bytes(data.test, load_tokenizer(data.tokenizer_dir), rows)[0][:max_bytes]
+    return heldout_bytes(data.test, load_fast_tokenizer(data.tokenizer_dir), rows)[0][:max_bytes]
 
 
 def bos_windows_bits(coder: codec.Coder, data: bytes, threads: int) -> tuple[float, float]:

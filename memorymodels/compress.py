@@ -53,10 +53,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from memorymodels import runs
+from memorymodels import checkpoints, runs
+from memorymodels.checkpoints import CheckpointError
 from memorymodels.configuration import ConfigError
 from memorymodels.data.errors import DataError
-from memorymodels.data.tokenizer import EOS_ID, PAD_ID
+from memorymodels.data.tokenizer import EOS_ID, PAD_ID, fingerprint, load_tokenizer
+from memorymodels.evaluate import load_checkpoint
+from memorymodels.experiment import build, experiment_from_dict, load_data
+from memorymodels.fileio import CorruptFileError
 
 MAGIC = b"MMZ"
 VERSION = 1
@@ -165,7 +169,10 @@ def weights_hash(model: torch.nn.Module) -> bytes:
 
 
 def run_identity(run_dir: Path) -> tuple[str, dict]:
-    info = runs.read_json(Path(run_dir) / runs.RUN_JSON)
+    try:
+        info = runs.read_json(Path(run_dir) / runs.RUN_JSON)
+    except CorruptFileError as exc:
+        raise CodecError(f"{exc}; the run's manifest names the model that codes") from None
     if info is None or "config" not in info or "model" not in info:
         raise CodecError(f"{run_dir}: no readable run.json with a model; is this a trained run directory?")
     return str(info.get("identity", "")), info
@@ -173,11 +180,6 @@ def run_identity(run_dir: Path) -> tuple[str, dict]:
 
 def load_coder(run_dir: Path, checkpoint: Path | None = None) -> Coder:
     """The run's model (from ``checkpoint``, by default its newest complete one) and tokenizer, ready to code."""
-    from memorymodels.data.tokenizer import fingerprint, load_tokenizer
-    from memorymodels.evaluate import load_checkpoint
-    from memorymodels.experiment import experiment_from_dict
-    from memorymodels.train import build, load_data
-
     run_dir = Path(run_dir)
     identity, info = run_identity(run_dir)
     build_args = info["model"]["build"]
@@ -190,7 +192,7 @@ def load_coder(run_dir: Path, checkpoint: Path | None = None) -> Coder:
             raise CodecError(f"{run_dir}: no complete checkpoint-STEP directory; train first")
         checkpoint = complete[-1]
     checkpoint = Path(checkpoint)
-    if not runs.CHECKPOINT_RE.match(checkpoint.name):
+    if not checkpoints.CHECKPOINT_RE.match(checkpoint.name):
         raise CodecError(f"{checkpoint}: not a checkpoint-STEP directory")
     experiment = experiment_from_dict(info["config"], source=str(run_dir / runs.RUN_JSON))
     tokenizer_dir = load_data(experiment).tokenizer_dir
@@ -452,14 +454,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         print(run(args))
-    except (CodecError, ConfigError, DataError, OSError) as exc:
+    except (CodecError, CheckpointError, ConfigError, DataError, OSError) as exc:
         print(f"{parser.prog}: error: {exc}", file=sys.stderr)
         return 1
-    except SystemExit as exc:  # the loaders' one-line refusals (evaluate.load_checkpoint)
-        if isinstance(exc.code, str):
-            print(f"{parser.prog}: error: {exc.code}", file=sys.stderr)
-            return 1
-        raise
     return 0
 
 
