@@ -33,7 +33,8 @@ import sys
 from launch.cli.args import Parser
 from launch.cli.sweep import run_sweep_command
 from launch.monitor.follow import follow_local, wait_slurm
-from launch.planning.plan import JobPlan, diff_plans, plan_job, split_overrides
+from launch.planning.diff import diff_plans
+from launch.planning.plan import JobPlan, plan_job, split_overrides
 from launch.planning.profiles import list_profiles, load_profile
 from launch.slurm.client import slurm_environ
 from launch.submission.preflight import SubmitError, preflight

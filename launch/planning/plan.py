@@ -28,7 +28,6 @@ receive that one value.
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import functools
 import hashlib
 import json
@@ -407,42 +406,3 @@ def launch_command(profile: Profile, precision: str, *, python: str, run_dir: Pa
             f"--num_processes {nodes * procs} --num_machines {nodes} --machine_rank \"$NODE_RANK\" "
             f"--main_process_ip \"$HEAD_NODE\" --main_process_port \"$HEAD_PORT\" --mixed_precision {mixed} "
             f"{train_args}")
-
-
-def diff_plans(first: JobPlan, second: JobPlan) -> str:
-    """What changes when the same experiment runs on ``second``'s profile instead of ``first``'s, for people
-    (``--diff``): profile keys, sbatch parameters, trainer overrides, then line diffs of the launch command (one
-    argument per line), the accelerate config and the sbatch script. Only what differs is shown. Pure."""
-    def changes(title: str, a: dict, b: dict) -> list[str]:
-        keys = [k for k in dict.fromkeys([*a, *b]) if a.get(k, "(unset)") != b.get(k, "(unset)")]
-        width = max((len(k) for k in keys), default=0)
-        return [f"# {title}"] + [f"  {k:<{width}}  {a.get(k, '(unset)')} -> {b.get(k, '(unset)')}" for k in keys] \
-            if keys else []
-
-    def lines(title: str, a: str | None, b: str | None) -> list[str]:
-        diff = list(difflib.unified_diff((a or "").splitlines(), (b or "").splitlines(), lineterm="", n=1))[2:]
-        return [f"# {title}", *diff] if diff else []
-
-    def profile_keys(plan: JobPlan) -> dict:
-        return {k: v for k, v in dataclasses.asdict(plan.profile).items() if k not in ("name", "source", "description")}
-
-    def overrides(plan: JobPlan) -> dict:
-        return dict(item.split("=", 1) for item in plan.overrides)
-
-    def arguments(plan: JobPlan) -> str:
-        return "\n".join(shlex.split(plan.command))
-
-    sections = [
-        changes("profile", profile_keys(first), profile_keys(second)),
-        changes("job", {"processes per node": first.procs_per_node, "run dir": first.run_dir},
-                {"processes per node": second.procs_per_node, "run dir": second.run_dir}),
-        changes("sbatch parameters", {k: v for k, v in first.sbatch.items() if k != "job_name"},
-                {k: v for k, v in second.sbatch.items() if k != "job_name"}),
-        changes("trainer overrides (--set)", overrides(first), overrides(second)),
-        lines("launch command, one argument per line", arguments(first), arguments(second)),
-        lines(ACCELERATE_CONFIG, first.accelerate_config, second.accelerate_config),
-        lines(EXPERIMENT_FILE, first.experiment_text, second.experiment_text),
-        lines(SBATCH_SCRIPT, first.script, second.script)]
-    head = f"--- {first.profile.name} ({first.profile.source})\n+++ {second.profile.name} ({second.profile.source})"
-    body = "\n\n".join("\n".join(section) for section in sections if section)
-    return f"{head}\n\n{body}" if body else f"{head}\nno differences: the two profiles plan the same job"

@@ -176,6 +176,12 @@ class Profile:
                               f"'time_limit: {self.time_limit}'; the job would be told to stop before it starts")
         if not isinstance(self.setup, list) or not all(isinstance(line, str) for line in self.setup):
             raise ConfigError(f"{src}: 'setup' must be a list of shell lines")
+        self._check_text_values()
+
+    def _check_text_values(self) -> None:
+        """What ends up in the sbatch script as text: one line each, Slurm names without spaces, sbatch_extra keys
+        that look like sbatch long options (a newline there would end the #SBATCH block and run the rest)."""
+        src = self.source
         for f in dataclasses.fields(self):
             if f.name not in ("source", "setup", "sbatch_extra"):
                 _check_text(src, f.name, getattr(self, f.name))

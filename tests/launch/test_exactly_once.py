@@ -61,6 +61,10 @@ def test_the_same_job_submitted_twice_at_once_is_queued_once(slurm_cluster, stat
     assert f"is already queued as job {accepted['job_id']}; nothing was submitted" in refused
     assert len(refused.strip().splitlines()) == 1 and "Traceback" not in refused
     assert queued_with(run_tag(accepted["run_dir"])) == [accepted["job_id"]]
+    launch = Path(accepted["run_dir"]) / "launch"
+    submitted = (launch / "slurm" / f"{accepted['job_id']}_submission.sh").read_text()
+    assert submitted == (launch / "job.sbatch").read_text(), "sbatch receives the planned script byte for byte"
+    assert submitted.splitlines()[2].startswith("# Run with: python launch/submit.py --profile local-slurm")
     # and a third, later, is refused the same way
     late = subprocess.run([*SUBMIT, *args], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
     assert late.returncode == 2 and f"already queued as job {accepted['job_id']}" in late.stderr

@@ -272,7 +272,7 @@ def test_dependency_preflight_names_jobs_that_make_it_start_at_once_or_never():
 
 
 def test_diff_shows_only_what_changes_between_two_profiles(capsys):
-    from launch.planning.plan import diff_plans
+    from launch.planning.diff import diff_plans
 
     v100, a100 = plan("v100x8"), plan("a100x8")
     text = diff_plans(v100, a100)
