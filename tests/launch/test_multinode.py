@@ -4,7 +4,7 @@
 
 ``python launch/submit.py --profile local-slurm-2node --launcher torchrun`` runs one torchrun per node (node1 and
 node2, network namespaces at 10.231.0.11/.12; 2 processes each, world size 4), the rendezvous address and node ranks
-worked out inside the job from Slurm's environment (``launch/job.py``). What the tests hold it to:
+worked out inside the job from Slurm's environment (``launch/node/task.py``). What the tests hold it to:
 
 - every logged loss (and eval loss) equals a single-process ``python -m memorymodels.train`` run with the same global
   batch (batch_size x 4) and seed: same data order, gradients averaged correctly over the four ranks;

@@ -120,7 +120,7 @@ def test_finished_state_inferred_from_slurmstepd_lines_and_run_json():
 
 def write_journal(folder: Path, submission: str, jobs: list[dict], *, sweep: dict | None = None,
                   created: float | None = None) -> None:
-    """A journal file in the documented format (what launch/journal.py's record() writes)."""
+    """A journal file in the documented format (what launch/records/journal.py's record() writes)."""
     folder.mkdir(parents=True, exist_ok=True)
     data = {"submission_id": submission, "created": created or time.time(), "profile": "local-slurm",
             "kind": "sweep" if sweep is not None else "job", "sweep": sweep,

@@ -195,7 +195,7 @@ class Terminal(io.StringIO):
 
 @pytest.fixture
 def journal_jobs(slurm_cluster, tmp_path, monkeypatch):
-    """A held 3-task sweep array, a held job and a failed job, recorded with launch.journal in a private state."""
+    """A held 3-task sweep array, a held job and a failed job, recorded with launch.records.journal in a private state."""
     import subprocess
 
     from launch.records import journal
