@@ -123,8 +123,9 @@ def _cluster_environment(plan: JobPlan):
     none of an enclosing allocation's variables (submitting from inside ``salloc`` must not give the new job the
     old one's ids and node list)."""
     saved = dict(os.environ)
+    env = without_allocation(slurm_environ(plan.profile.slurm_conf_path(), base=saved))  # before the environment goes
     os.environ.clear()
-    os.environ.update(without_allocation(slurm_environ(plan.profile.slurm_conf_path(), base=saved)))
+    os.environ.update(env)
     try:
         yield
     finally:

@@ -462,3 +462,20 @@ def test_dependency_holds_the_job_and_preflight_refuses_one_that_can_never_hold(
         assert not (tmp_path / "second").exists() and len(list((state / "journal").glob("*.json"))) == 1
     finally:
         subprocess.run(["scancel", held, *([waiting] if waiting else [])], env=env, check=False)
+
+
+def test_sbatch_runs_with_the_profiles_cluster_and_without_an_enclosing_allocation(tmp_path, monkeypatch):
+    """The local profiles' ``slurm_conf: ${SLURM_CONF:-...}`` is expanded in the submitter's environment (not in the
+    one sbatch gets), and the variables of an enclosing ``salloc`` never reach the new job."""
+    from launch.submission.submit import _cluster_environment
+
+    conf = tmp_path / "elsewhere.conf"
+    monkeypatch.setenv("SLURM_CONF", str(conf))
+    monkeypatch.setenv("SLURM_JOB_ID", "999")
+    monkeypatch.setenv("SLURM_NODELIST", "old-node")
+    plan = plan_job(load_profile("local-slurm", [f"checkpoint_root={tmp_path}"]), DEBUG)
+    with _cluster_environment(plan):
+        inside = dict(os.environ)
+    assert inside["SLURM_CONF"] == str(conf)
+    assert "SLURM_JOB_ID" not in inside and "SLURM_NODELIST" not in inside
+    assert os.environ["SLURM_JOB_ID"] == "999", "the submitter's own environment is restored"
