@@ -26,23 +26,24 @@ STATE_STYLES = {"RUNNING": "green", "PENDING": "yellow", "COMPLETED": "blue", "C
 COLUMNS = ("job", "name", "state", "reason", "step", "loss", "eta", "time/limit", "node", "requeues", "tok/s",
            "ckpt age")
 FLEXIBLE = ("name", "reason")  # these share what the fixed columns leave of the width
-MIN_FLEXIBLE = 8
+MIN_FLEXIBLE = {"name": 20, "reason": 12}  # narrower than this, columns of lower priority make room
+SMALL_FLEXIBLE = 8  # ... and then, before progress columns go, name and reason shrink to this
+PROGRESS = ("eta", "loss", "step")
 DROP_ORDER = ("ckpt age", "tok/s", "requeues", "node", "time/limit", "eta", "loss", "step")  # on narrow consoles
 NUMERIC = ("requeues", "step", "loss", "tok/s", "ckpt age", "eta")
 COLUMN_HELP = {
-    "job": "Slurm job id (an array task is ARRAY_TASK; a range of queued tasks ARRAY_[a-b])",
-    "name": "a sweep cell's values, or the run's name and the settings in which it differs from its namesakes",
-    "state": "Slurm's state; finished runs whose Slurm record is gone: from run.json and the log",
-    "reason": "why it waits or ended, in words (the job it depends on, the array's task limit, ...)",
-    "step": "training step reached / max_steps (run.json, metrics.jsonl)",
+    "job": "Slurm job id; array task ARRAY_TASK; queued tasks ARRAY_[a-b]",
+    "name": "a sweep cell's values, or the run and the settings it differs in",
+    "state": "Slurm's state (once Slurm forgot it: from run.json and the log)",
+    "reason": "why it waits or how it ended, in words",
+    "step": "training step reached / max_steps",
     "loss": "the latest training loss",
-    "eta": "running: time left to max_steps at the current rate (! = past the time limit: it will be requeued); "
-           "pending: Slurm's expected start time",
-    "time/limit": "time used / time limit of the current attempt",
+    "eta": "time left to max_steps (! past the time limit); pending: expected start",
+    "time/limit": "time used / time limit of this attempt",
     "node": "the node(s) it runs on",
-    "requeues": "how many times Slurm restarted it (timeout, preemption, node failure)",
-    "tok/s": "training throughput, tokens per second",
-    "ckpt age": "how long ago the newest complete checkpoint was written (what a restart resumes from)",
+    "requeues": "restarts by Slurm (time limit, preemption, node failure)",
+    "tok/s": "training tokens per second",
+    "ckpt age": "age of the newest complete checkpoint (a restart resumes from it)",
 }
 
 
@@ -124,18 +125,22 @@ def render(rows: list[JobRow], *, width: int | None = None, title: str | None = 
     widths = {name: max([len(name)] + [len(str(c[i])) for c in cells]) for i, name in enumerate(COLUMNS)}
     shown, limits = list(COLUMNS), {name: None for name in COLUMNS}
     if width is not None:
+        mins = dict(MIN_FLEXIBLE)
+
         def room() -> int:
             fixed = sum(widths[n] for n in shown if n not in FLEXIBLE) + 2 * (len(shown) - 1)
-            return width - fixed - sum(min(widths[n], MIN_FLEXIBLE) for n in shown if n in FLEXIBLE)
+            return width - fixed - sum(min(widths[n], mins[n]) for n in shown if n in FLEXIBLE)
 
         for name in DROP_ORDER:
+            if name in PROGRESS and room() < 0:  # before progress goes, name and reason make do with less
+                mins = {n: SMALL_FLEXIBLE for n in FLEXIBLE}
             if room() >= 0:
                 break
             shown.remove(name)
-        spare = room() + sum(min(widths[n], MIN_FLEXIBLE) for n in shown if n in FLEXIBLE)
+        spare = room() + sum(min(widths[n], mins[n]) for n in shown if n in FLEXIBLE)
         flexible = sorted((n for n in shown if n in FLEXIBLE), key=lambda n: widths[n])
         for i, name in enumerate(flexible):  # smallest first: what it leaves goes to the larger ones
-            limits[name] = max(min(widths[name], MIN_FLEXIBLE), min(widths[name], spare // (len(flexible) - i)))
+            limits[name] = max(min(widths[name], mins[name]), min(widths[name], spare // (len(flexible) - i)))
             spare -= limits[name]
     table = Table(title=title, expand=False, pad_edge=False, box=None, header_style="bold")
     for name in shown:
@@ -300,8 +305,8 @@ def render_view(snapshot: Snapshot, *, now: float, width: int | None = None, max
     rows, cut = fit_rows(snapshot.rows, max_rows, collapse=collapse, keep=selected)
     parts.append(render(rows, width=width, selected=selected, now=now))
     if cut:
-        parts.append(Text(f"... {cut} more rows, the oldest finished first (a taller terminal, --state, --json "
-                          f"or --once show them)", style="dim"))
+        parts.append(Text(f"... {cut} more rows (the oldest finished go first; --once shows all)", style="dim",
+                          no_wrap=True, overflow="ellipsis"))
     parts.extend(failures)
     return Group(*parts)
 

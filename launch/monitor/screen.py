@@ -95,21 +95,22 @@ def footer(state: ScreenState, snapshot: Snapshot, rows: list[JobRow], interval:
     return text
 
 
+HELP_KEYS = (("↑ ↓  k j", "select a job (the selected row always stays on the screen)"),
+             ("l  enter", "its log, followed as it grows (tab: the other file)"),
+             ("c", "cancel it (asks first)"), ("?", "this help"), ("q  ctrl-c", "quit"))
+
+
 def render_help(width: int) -> Group:
-    """What each column means, and the keys."""
+    """The keys, then what each column means (plain text: no markup is read in them)."""
     table = Table(box=None, show_header=False, pad_edge=False)
     table.add_column(no_wrap=True, style="bold")
-    table.add_column(max_width=max(20, width - 12))
+    table.add_column(max_width=max(20, width - 13))
+    for key, words in HELP_KEYS:
+        table.add_row(Text(key), Text(words))
+    table.add_row(Text(""), Text(""))
     for name, words in COLUMN_HELP.items():
-        table.add_row(name, words)
-    keys = Table(box=None, show_header=False, pad_edge=False)
-    keys.add_column(no_wrap=True, style="bold")
-    keys.add_column()
-    for key, words in (("↑ ↓ (k j)", "select a job"), ("l, enter", "its log, followed as it grows (tab: the other "
-                       "file)"), ("c", "cancel it (asks first)"), ("?", "this help"), ("q, ctrl-c", "quit")):
-        keys.add_row(key, words)
-    return Group(Text("columns", style="bold underline"), table, Text(""), Text("keys", style="bold underline"),
-                 keys)
+        table.add_row(Text(name), Text(words))
+    return Group(Text("keys, then the columns", style="bold underline"), table)
 
 
 def render_log(state: ScreenState, height: int) -> Group:

@@ -134,7 +134,7 @@ def test_view_cut_drops_the_oldest_finished_rows_first_and_keeps_the_selected_on
     rows = running + pending_array(1000) + [JobRow(job_id="999", state="FAILED", end=60.0)] + finished[::-1]
     snapshot = Snapshot(rows=rows, sweeps=[], time=0.0, calls={"squeue": 1})
     lines = console_text(render_view(snapshot, now=0.0, width=120, max_rows=40), 120).splitlines()
-    assert len(lines) == 40 and lines[-1].startswith("... 45 more rows, the oldest finished first")
+    assert len(lines) == 40 and lines[-1].startswith("... 45 more rows (the oldest finished go first")
     shown = [line.split()[0] for line in lines[2:-1]]
     assert shown == [*[str(900 + i) for i in range(30)], "500_[0-999]", "999", "149", "148", "147", "146", "145"]
     lines = console_text(render_view(snapshot, now=0.0, width=120, max_rows=40, selected="100"), 120).splitlines()
