@@ -27,8 +27,7 @@ COLUMNS = ("job", "name", "state", "reason", "step", "loss", "eta", "time/limit"
            "ckpt age")
 FLEXIBLE = ("name", "reason")  # these share what the fixed columns leave of the width
 MIN_FLEXIBLE = {"name": 20, "reason": 12}  # narrower than this, columns of lower priority make room
-SMALL_FLEXIBLE = 8  # ... and then, before progress columns go, name and reason shrink to this
-PROGRESS = ("eta", "loss", "step")
+SMALL_FLEXIBLE = 8  # ... and when nothing is left to drop, name and reason shrink to this
 DROP_ORDER = ("ckpt age", "tok/s", "requeues", "node", "time/limit", "eta", "loss", "step")  # on narrow consoles
 NUMERIC = ("requeues", "step", "loss", "tok/s", "ckpt age", "eta")
 COLUMN_HELP = {
@@ -129,14 +128,14 @@ def render(rows: list[JobRow], *, width: int | None = None, title: str | None = 
 
         def room() -> int:
             fixed = sum(widths[n] for n in shown if n not in FLEXIBLE) + 2 * (len(shown) - 1)
-            return width - fixed - sum(min(widths[n], mins[n]) for n in shown if n in FLEXIBLE)
+            return width - 1 - fixed - sum(min(widths[n], mins[n]) for n in shown if n in FLEXIBLE)  # 1: slack rich wants
 
         for name in DROP_ORDER:
-            if name in PROGRESS and room() < 0:  # before progress goes, name and reason make do with less
-                mins = {n: SMALL_FLEXIBLE for n in FLEXIBLE}
             if room() >= 0:
                 break
             shown.remove(name)
+        if room() < 0:  # only job, name, state and reason are left: name and reason make do with less
+            mins = {n: SMALL_FLEXIBLE for n in FLEXIBLE}
         spare = room() + sum(min(widths[n], mins[n]) for n in shown if n in FLEXIBLE)
         flexible = sorted((n for n in shown if n in FLEXIBLE), key=lambda n: widths[n])
         for i, name in enumerate(flexible):  # smallest first: what it leaves goes to the larger ones
@@ -204,7 +203,8 @@ def _range_row(members: list[JobRow]) -> JobRow:
             start = task
     spans_text = ",".join(spans) if len(spans) <= 3 else f"{tasks[0]}-{tasks[-1]}"
     first = members[0]
-    return dataclasses.replace(first, job_id=f"{base}_[{spans_text}]", name=f"({len(members)} tasks)", cell=None)
+    return dataclasses.replace(first, job_id=f"{base}_[{spans_text}]", name=f"({len(members)} tasks)",
+                               label=f"({len(members)} tasks)", cell=None)
 
 
 def state_counts(counts: dict[str, int]) -> str:

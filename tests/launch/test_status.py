@@ -40,25 +40,26 @@ def sample_rows() -> list[JobRow]:
 
 
 WIDE = """\
-job    name                       state      reason                          step   loss        eta  time/limit       node   requeues  tok/s  ckpt age
-101_0  learning_rate=0.001 dim=…  RUNNING                               1200/5000  3.215  2:30:00 !  1:02:05/2:00:00  node1         1  45.2k        5m
-101_1  learning_rate=0.003 dim=…  PENDING    waiting behind higher-pr…          -      -          -  -/2:00:00        -             -      -         -
-101_2  learning_rate=0.01 dim=2…  FAILED                                        -      -          -  1:05/2:00:00     node1         -      -         -
-102    debug                      COMPLETED                                 20/20  5.000       0:00  0:30/10:00       -             -      -         -"""
+job    name                      state      reason                          step   loss        eta  time/limit       node   requeues  tok/s  ckpt age
+101_0  learning_rate=0.001 dim…  RUNNING                               1200/5000  3.215  2:30:00 !  1:02:05/2:00:00  node1         1  45.2k        5m
+101_1  learning_rate=0.003 dim…  PENDING    waiting behind higher-pr…          -      -          -  -/2:00:00        -             -      -         -
+101_2  learning_rate=0.01 dim=…  FAILED                                        -      -          -  1:05/2:00:00     node1         -      -         -
+102    debug                     COMPLETED                                 20/20  5.000       0:00  0:30/10:00       -             -      -         -"""
 
+# a narrow console keeps the columns of highest priority: job, name, state, reason
 NARROW = """\
-job    name         state      reason            step   loss
-101_0  learning_r…  RUNNING                 1200/5000  3.215
-101_1  learning_r…  PENDING    waiting be…          -      -
-101_2  learning_r…  FAILED                          -      -
-102    debug        COMPLETED                   20/20  5.000"""
+job    name                  state      reason
+101_0  learning_rate=0.001…  RUNNING
+101_1  learning_rate=0.003…  PENDING    waiting behind hig…
+101_2  learning_rate=0.01 …  FAILED
+102    debug                 COMPLETED"""
 
 
 def test_render_wide_console_shows_every_column_on_one_line_per_job():
     assert console_text(render(sample_rows(), width=150), 150) == WIDE
 
 
-def test_render_narrow_console_keeps_ids_states_and_numbers():
+def test_render_narrow_console_keeps_the_columns_of_highest_priority():
     assert console_text(render(sample_rows(), width=60), 60) == NARROW
 
 
@@ -258,7 +259,7 @@ def test_cli_json_once_logs_and_cancel_with_confirmation(journal_jobs, capsys, m
 
     monkeypatch.setattr("sys.stdin", io.StringIO(""))  # not a terminal: nothing is cancelled without --yes
     assert main(["--cancel", "tiny"]) == 1
-    assert "add --yes" in capsys.readouterr().out
+    assert "add --yes" in "".join(capsys.readouterr())
     monkeypatch.setattr("sys.stdin", Terminal("n\n"))
     assert main(["--cancel", ids["held"]]) == 1
     monkeypatch.setattr("sys.stdin", Terminal("y\n"))
