@@ -15,20 +15,35 @@ from rich.console import Group
 from rich.table import Table
 from rich.text import Text
 
-from launch.monitor.queue import JobRow, Snapshot, SweepSummary
-from launch.slurm.output import ACTIVE_STATES
+from launch.monitor.queue import JobRow, Snapshot, SweepSummary, fmt_values, summarize_sweeps
+from launch.slurm.output import ACTIVE_STATES, FAILED_STATES
 
 MIN_INTERVAL = 2.0
-# when rows must be cut from the screen, these states stay longest (failures rank 1, anything else 3)
-CUT_ORDER = {"RUNNING": 0, "COMPLETING": 0, "PENDING": 2, "REQUEUED": 2, "COMPLETED": 4, "CANCELLED": 4}
+DAY = 86400.0
 STATE_STYLES = {"RUNNING": "green", "PENDING": "yellow", "COMPLETED": "blue", "CANCELLED": "magenta",
                 "INTERRUPTED": "yellow", "UNKNOWN": "dim", "REQUEUED": "yellow", "REQUEUE_HOLD": "yellow"}
-COLUMNS = ("job", "name", "cell", "state", "reason", "time/limit", "node", "rst", "step", "loss", "tok/s", "ckpt",
-           "eta")
-FLEXIBLE = ("name", "cell", "reason")  # these share what the fixed columns leave of the width
-MIN_FLEXIBLE = 8
-DROP_ORDER = ("node", "ckpt", "tok/s", "rst", "name", "time/limit", "cell", "reason", "loss")  # on narrow consoles
-NUMERIC = ("rst", "step", "loss", "tok/s", "ckpt", "eta")
+# by priority: what a narrow console keeps (the first seven) and what it drops first (the last ones)
+COLUMNS = ("job", "name", "state", "reason", "step", "loss", "eta", "time/limit", "node", "requeues", "tok/s",
+           "ckpt age")
+FLEXIBLE = ("name", "reason")  # these share what the fixed columns leave of the width
+MIN_FLEXIBLE = {"name": 20, "reason": 12}  # narrower than this, columns of lower priority make room
+SMALL_FLEXIBLE = 8  # ... and when nothing is left to drop, name and reason shrink to this
+DROP_ORDER = ("ckpt age", "tok/s", "requeues", "node", "time/limit", "eta", "loss", "step")  # on narrow consoles
+NUMERIC = ("requeues", "step", "loss", "tok/s", "ckpt age", "eta")
+COLUMN_HELP = {
+    "job": "Slurm job id; array task ARRAY_TASK; queued tasks ARRAY_[a-b]",
+    "name": "a sweep cell's values, or the run and the settings it differs in",
+    "state": "Slurm's state (once Slurm forgot it: from run.json and the log)",
+    "reason": "why it waits or how it ended, in words",
+    "step": "training step reached / max_steps",
+    "loss": "the latest training loss",
+    "eta": "time left to max_steps (! past the time limit); pending: expected start",
+    "time/limit": "time used / time limit of this attempt",
+    "node": "the node(s) it runs on",
+    "requeues": "restarts by Slurm (time limit, preemption, node failure)",
+    "tok/s": "training tokens per second",
+    "ckpt age": "age of the newest complete checkpoint (a restart resumes from it)",
+}
 
 
 # ---------------------------------------------------------------- formatting (pure)
@@ -68,13 +83,17 @@ def fmt_rate(value: float | None) -> str:
 
 def fmt_cell(cell: dict | None) -> str:
     """Sweep cell axis values, ``lr=0.001 dim=512``; the last part of a dotted key is enough."""
-    if not cell:
-        return ""
-    return " ".join(f"{str(key).rsplit('.', 1)[-1]}={value}" for key, value in cell.items())
+    return fmt_values(cell)
 
 
-def row_cells(row: JobRow) -> list[Text | str]:
-    """The table cells of one row, in ``COLUMNS`` order."""
+def fmt_clock(epoch: float, now: float) -> str:
+    """A time of day (``14:05``), with the date when it is not within the next day (``12-03 14:05``)."""
+    fmt = "%H:%M" if abs(epoch - now) < DAY else "%m-%d %H:%M"
+    return time.strftime(fmt, time.localtime(epoch))
+
+
+def row_cells(row: JobRow, now: float | None = None) -> list[Text | str]:
+    """The table cells of one row, in ``COLUMNS`` order (``now`` dates a pending job's start estimate)."""
     style = "red" if row.failed else STATE_STYLES.get(row.state, "")
     time_limit = f"{fmt_duration(row.elapsed_s)}/{fmt_duration(row.time_limit_s)}" if row.elapsed_s is not None \
         or row.time_limit_s is not None else "-"
@@ -83,52 +102,62 @@ def row_cells(row: JobRow) -> list[Text | str]:
     eta = Text(fmt_duration(row.eta_s) if row.eta_s is not None else "-")
     if row.eta_past_limit:
         eta.append(" !", style="bold red")  # will not finish inside this allocation's time limit
-    return [row.job_id, row.name, fmt_cell(row.cell), Text(row.state, style=style), row.reason_text, time_limit,
-            row.node or "-", str(row.restarts) if row.restarts else "-", step, loss, fmt_rate(row.tokens_per_s),
-            fmt_age(row.checkpoint_age_s), eta]
+    if row.state == "PENDING" and row.start_estimate:
+        eta = Text(f"start {fmt_clock(row.start_estimate, row.start_estimate if now is None else now)}")
+    return [row.job_id, row.label or row.name, Text(row.state, style=style), row.reason_text, step, loss, eta,
+            time_limit, row.node or "-", str(row.restarts) if row.restarts else "-", fmt_rate(row.tokens_per_s),
+            fmt_age(row.checkpoint_age_s)]
 
 
 # ---------------------------------------------------------------- rendering (pure)
 
 
-def render(rows: list[JobRow], *, width: int | None = None, title: str | None = None) -> Table:
+def render(rows: list[JobRow], *, width: int | None = None, title: str | None = None, selected: str | None = None,
+           now: float | None = None) -> Table:
     """The job table: one line per job or array task (or collapsed range, see ``fit_rows``).
 
-    With ``width`` (the console's), ids, states and numbers are never cut: name, cell and reason share what the
-    fixed columns leave, cut with an ellipsis, and on a narrow console the least useful columns are left out.
+    With ``width`` (a terminal's), ids, states and numbers are never cut: name and reason share what the other
+    columns leave, cut with an ellipsis, and on a narrow console the columns of least priority are left out.
+    Without ``width`` nothing is ever cut (what piped output gets). ``selected``: that job's row is highlighted.
     """
-    cells = [row_cells(row) for row in rows]
+    cells = [row_cells(row, now) for row in rows]
     widths = {name: max([len(name)] + [len(str(c[i])) for c in cells]) for i, name in enumerate(COLUMNS)}
     shown, limits = list(COLUMNS), {name: None for name in COLUMNS}
     if width is not None:
+        mins = dict(MIN_FLEXIBLE)
+
         def room() -> int:
             fixed = sum(widths[n] for n in shown if n not in FLEXIBLE) + 2 * (len(shown) - 1)
-            return width - fixed - sum(min(widths[n], MIN_FLEXIBLE) for n in shown if n in FLEXIBLE)
+            return width - 1 - fixed - sum(min(widths[n], mins[n]) for n in shown if n in FLEXIBLE)  # 1: slack rich wants
 
         for name in DROP_ORDER:
             if room() >= 0:
                 break
             shown.remove(name)
-        spare = room() + sum(min(widths[n], MIN_FLEXIBLE) for n in shown if n in FLEXIBLE)
+        if room() < 0:  # only job, name, state and reason are left: name and reason make do with less
+            mins = {n: SMALL_FLEXIBLE for n in FLEXIBLE}
+        spare = room() + sum(min(widths[n], mins[n]) for n in shown if n in FLEXIBLE)
         flexible = sorted((n for n in shown if n in FLEXIBLE), key=lambda n: widths[n])
         for i, name in enumerate(flexible):  # smallest first: what it leaves goes to the larger ones
-            limits[name] = max(min(widths[name], MIN_FLEXIBLE), min(widths[name], spare // (len(flexible) - i)))
+            limits[name] = max(min(widths[name], mins[name]), min(widths[name], spare // (len(flexible) - i)))
             spare -= limits[name]
     table = Table(title=title, expand=False, pad_edge=False, box=None, header_style="bold")
     for name in shown:
         table.add_column(name, no_wrap=True, overflow="ellipsis", max_width=limits[name], min_width=len(name),
                          justify="right" if name in NUMERIC else "left")
     index = [COLUMNS.index(name) for name in shown]
-    for row_text in cells:
-        table.add_row(*(row_text[i] for i in index))
+    for row, row_text in zip(rows, cells):
+        table.add_row(*(row_text[i] for i in index), style="reverse" if row.job_id == selected else None)
     return table
 
 
-def fit_rows(rows: list[JobRow], max_rows: int | None, *, collapse: bool = False) -> tuple[list[JobRow], int]:
+def fit_rows(rows: list[JobRow], max_rows: int | None, *, collapse: bool = False,
+             keep: str | None = None) -> tuple[list[JobRow], int]:
     """At most ``max_rows`` rows for the screen. Array tasks without progress (queued ones, or cancelled before
     they started) collapse into one range row per array, state and reason (``123_[5-9999]``) when the rows do not
-    fit (or ``collapse``); if they still do not fit, running and failed jobs are kept first and finished ones cut.
-    Returns (rows, number cut)."""
+    fit (or ``collapse``); if they still do not fit, finished rows are cut first, those that ended longest ago
+    first, then queued rows from the bottom (the oldest submissions); running ones last. The row of job ``keep``
+    (the selected one) stays. Returns (rows, number cut)."""
     if not collapse and (max_rows is None or len(rows) <= max_rows):
         return rows, 0
     out: list[JobRow | list[JobRow]] = []
@@ -146,10 +175,20 @@ def fit_rows(rows: list[JobRow], max_rows: int | None, *, collapse: bool = False
     fitted = [_range_row(item) if isinstance(item, list) else item for item in out]
     if max_rows is None or len(fitted) <= max_rows:
         return fitted, 0
-    keep = max(0, max_rows - 1)  # one line says how many were cut
-    order = sorted(range(len(fitted)), key=lambda i: CUT_ORDER.get(fitted[i].state, 3 - fitted[i].failed * 2))
-    kept = sorted(order[:keep])
-    return [fitted[i] for i in kept], len(fitted) - keep
+    room = max(0, max_rows - 1)  # one line says how many were cut
+    order = sorted(range(len(fitted)), key=lambda i: _cut_rank(fitted[i], i, keep), reverse=True)
+    kept = sorted(order[:room])
+    return [fitted[i] for i in kept], len(fitted) - room
+
+
+def _cut_rank(row: JobRow, position: int, keep: str | None) -> tuple:
+    """Higher stays longer: the selected row, running jobs, queued ones (newer first), finished ones (the most
+    recent ending first)."""
+    if row.job_id == keep:
+        return (3, 0.0)
+    if row.state in ACTIVE_STATES:
+        return (2 if row.state != "PENDING" else 1, -position)
+    return (0, row.end or row.submitted or 0.0, -position)
 
 
 def _range_row(members: list[JobRow]) -> JobRow:
@@ -164,7 +203,8 @@ def _range_row(members: list[JobRow]) -> JobRow:
             start = task
     spans_text = ",".join(spans) if len(spans) <= 3 else f"{tasks[0]}-{tasks[-1]}"
     first = members[0]
-    return dataclasses.replace(first, job_id=f"{base}_[{spans_text}]", name=f"({len(members)} tasks)", cell=None)
+    return dataclasses.replace(first, job_id=f"{base}_[{spans_text}]", name=f"({len(members)} tasks)",
+                               label=f"({len(members)} tasks)", cell=None)
 
 
 def state_counts(counts: dict[str, int]) -> str:
@@ -220,48 +260,95 @@ def pick_sweeps(sweeps: list[SweepSummary], limit: int | None) -> tuple[list[Swe
     return [sweeps[i] for i in sorted(order[:keep])], len(sweeps) - keep
 
 
-def render_view(snapshot: Snapshot, *, now: float, width: int | None = None, max_rows: int | None = None,
-                collapse: bool = True) -> Group:
-    """Everything the live view shows: header (with the stale mark), sweep lines, the table, recent failures.
-
-    ``max_rows``: the screen's height; the sweep lines, the failures and the table then share it (see
-    ``pick_sweeps``, ``render_failures``, ``fit_rows``). ``collapse``: queued array tasks as range rows even when
-    everything fits (``--once``; ``--json`` gives every row)."""
-    header = Text(f"jobs at {time.strftime('%H:%M:%S', time.localtime(snapshot.time))}: ", style="bold")
+def header_lines(snapshot: Snapshot, now: float, hidden: int = 0) -> list[Text]:
+    """What the rows are and how fresh: the counts, the stale banner with the true age of the answer shown (or that
+    there never was one), accounting, warnings."""
+    header = Text(f"jobs at {time.strftime('%H:%M:%S', time.localtime(now if snapshot.stale else snapshot.time))}: ",
+                  style="bold")
     header.append(state_counts(count_states(snapshot.rows))
                   or "no jobs in the journal (run launch/submit.py, or use --all)")
-    shared = " (shared answer)" if snapshot.calls.get("shared") else ""
-    header.append(f"  [squeue {snapshot.calls.get('squeue', 0)}{shared}, sacct {snapshot.calls.get('sacct', 0)}]",
-                  style="dim")
-    parts: list = [header]
+    if hidden:
+        header.append(f"  ({hidden} older hidden: --since, --all)", style="dim")
+    lines = [header]
     if snapshot.stale:
-        parts.append(Text(f"STALE: the controller did not answer ({snapshot.error}); showing data from "
-                          f"{fmt_age(now - snapshot.time)} ago", style="bold red"))
-    if not snapshot.accounting:
-        parts.append(Text("accounting unavailable: finished jobs inferred from run directories and logs",
+        if snapshot.answered is not None:
+            said = (f"states from its answer of {time.strftime('%H:%M:%S', time.localtime(snapshot.answered))} "
+                    f"({fmt_age(now - snapshot.answered)} ago) and the run directories")
+        else:
+            said = "no answer received yet: states from the run directories alone"
+        lines.append(Text(f"STALE: the controller did not answer ({snapshot.error}); {said}", style="bold red"))
+    elif not snapshot.accounting:
+        lines.append(Text("accounting unavailable: finished jobs inferred from run directories and logs",
                           style="yellow"))
+    return lines
+
+
+def render_view(snapshot: Snapshot, *, now: float, width: int | None = None, max_rows: int | None = None,
+                collapse: bool = True, selected: str | None = None, hidden: int = 0) -> Group:
+    """Everything the dashboard shows: header (with the stale mark), sweep lines, the table, recent failures.
+
+    ``max_rows``: the lines there are; the sweep lines, the failures and the table then share them (see
+    ``pick_sweeps``, ``render_failures``, ``fit_rows``). ``collapse``: queued array tasks as range rows even when
+    everything fits (``--once``; ``--json`` gives every row). ``selected``: the highlighted job, kept on screen.
+    ``hidden``: how many rows the filters left out (said in the header)."""
+    parts: list = header_lines(snapshot, now, hidden)
     warnings = snapshot.warnings if max_rows is None or len(snapshot.warnings) <= 3 else \
         snapshot.warnings[:2] + [f"... {len(snapshot.warnings) - 2} more warnings (see --once)"]
     parts.extend(Text(warning, style="yellow") for warning in warnings)
-    sweeps, hidden = pick_sweeps(snapshot.sweeps, None if max_rows is None else max(2, max_rows // 5))
+    sweeps, hidden_sweeps = pick_sweeps(snapshot.sweeps, None if max_rows is None else max(2, max_rows // 5))
     parts.extend(render_sweep(summary) for summary in sweeps)
-    if hidden:
-        parts.append(Text(f"... {hidden} more sweeps (see --once)", style="dim"))
+    if hidden_sweeps:
+        parts.append(Text(f"... {hidden_sweeps} more sweeps (see --once)", style="dim"))
     failures = render_failures(snapshot.rows, None if max_rows is None else max_rows // 3)
     if max_rows is not None:
         max_rows = max(3, max_rows - len(parts) - len(failures) - 1)
-    rows, cut = fit_rows(snapshot.rows, max_rows, collapse=collapse)
-    parts.append(render(rows, width=width))
+    rows, cut = fit_rows(snapshot.rows, max_rows, collapse=collapse, keep=selected)
+    parts.append(render(rows, width=width, selected=selected, now=now))
     if cut:
-        parts.append(Text(f"... {cut} more rows (use a taller terminal, --json, or --once)", style="dim"))
+        parts.append(Text(f"... {cut} more rows (the oldest finished go first; --once shows all)", style="dim",
+                          no_wrap=True, overflow="ellipsis"))
     parts.extend(failures)
     return Group(*parts)
 
 
+def parse_since(text: str) -> float:
+    """``--since``: ``90m``, ``36h``, ``3d``, ``2w`` (a bare number is hours) -> seconds; ValueError otherwise."""
+    units = {"m": 60.0, "h": 3600.0, "d": DAY, "w": 7 * DAY}
+    text = text.strip().lower()
+    number, unit = (text[:-1], text[-1]) if text[-1:] in units else (text, "h")
+    value = float(number)
+    if not value > 0 or value != value or value == float("inf"):
+        raise ValueError(text)
+    return value * units[unit]
 
 
+def state_matches(row: JobRow, states: set[str]) -> bool:
+    """``--state``: Slurm state names (``RUNNING``, ``PENDING``, ``FAILED``...), or ``active``, ``failed`` (every
+    failure: FAILED, TIMEOUT, OUT_OF_MEMORY, NODE_FAIL...), ``ended``."""
+    return row.state.lower() in states or ("active" in states and row.state in ACTIVE_STATES) or \
+        ("failed" in states and row.state in FAILED_STATES) or ("ended" in states and row.state not in ACTIVE_STATES)
 
 
+def select_rows(snapshot: Snapshot, *, now: float, since_s: float | None = DAY, job: str | None = None,
+                sweep: str | None = None, states: set[str] | None = None) -> tuple[Snapshot, int]:
+    """The rows the dashboard shows (pure): queued and running jobs, and those that ended within ``since_s``
+    (None: all); ``job`` (a job, array or array task id), ``sweep`` (name or submission id), ``states``
+    (lower-case, see :func:`state_matches`). Returns (the snapshot with those rows and their sweeps, how many rows
+    the time window alone left out)."""
+    def recent(row: JobRow) -> bool:
+        if since_s is None or row.state in ACTIVE_STATES or (row.state == "UNKNOWN" and snapshot.stale):
+            return True
+        ended = row.end or (now - row.updated_age_s if row.updated_age_s is not None else None) or row.submitted
+        return ended is None or ended >= now - since_s
+
+    rows = [row for row in snapshot.rows
+            if (job is None or job in (row.job_id, row.job_id.split("_")[0]))
+            and (sweep is None or sweep in (row.sweep, row.submission))
+            and (not states or state_matches(row, states))]
+    shown = [row for row in rows if recent(row)]
+    wanted = {row.submission for row in shown if row.sweep}
+    sweeps = [summary for summary in snapshot.sweeps if summary.submission in wanted]
+    return dataclasses.replace(snapshot, rows=shown, sweeps=sweeps), len(rows) - len(shown)
 
 
 def scancel_ids(chosen: list[JobRow], every: list[JobRow]) -> list[str]:
@@ -283,11 +370,32 @@ def scancel_ids(chosen: list[JobRow], every: list[JobRow]) -> list[str]:
     return ids
 
 
+OUTCOMES = {"completed": "completed", "requeued-timeout": "time limit: checkpointed, requeued",
+            "requeued-preemption": "preempted: checkpointed, requeued",
+            "interrupted-outside": "stopped from outside: checkpointed", "stopped": "stopped by the checkpoint signal",
+            "failed": "program error", "no-progress": "stopped again without a step: not requeued",
+            "node-failure": "no end reported (node failure or killed)", "running": "running"}
 
 
-
-
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+def render_history(attempts: list[dict], now: float | None = None) -> Group:
+    """``--history``: one line per attempt (``launch.records.events.attempts``): job, node, start, end, how long,
+    how it ended, the step reached and the exit code; a failed attempt's last log lines below the table."""
+    if not attempts:
+        return Group(Text("(no attempt has started yet)"))
+    table = Table(box=None, pad_edge=False, header_style="bold")
+    for name in ("attempt", "job", "node", "start", "end", "ran", "how it ended", "step", "exit"):
+        table.add_column(name, no_wrap=True, justify="right" if name in ("attempt", "step", "exit") else "left")
+    tails = []
+    for number, attempt in enumerate(attempts, 1):
+        start, end = attempt.get("start"), attempt.get("end")
+        ran = (end or (now if attempt["outcome"] == "running" and now else None) or 0) - start if start else None
+        clock = lambda t: time.strftime("%m-%d %H:%M:%S", time.localtime(t)) if t else "-"  # noqa: E731
+        table.add_row(str(number), str(attempt.get("job_id") or "-"), str(attempt.get("host") or "-"), clock(start),
+                      clock(end), fmt_duration(ran) if ran and ran > 0 else "-",
+                      OUTCOMES.get(attempt["outcome"], str(attempt["outcome"])),
+                      "-" if attempt.get("step") is None else str(attempt["step"]),
+                      "-" if attempt.get("exit_code") is None else str(attempt["exit_code"]))
+        if attempt["outcome"] == "failed" and attempt.get("log_tail"):
+            tails.append(Text(f"attempt {number}, last lines of its log:", style="bold red"))
+            tails.extend(Text("    " + line) for line in str(attempt["log_tail"]).splitlines())
+    return Group(table, *tails)

@@ -2,8 +2,10 @@
 
 A job of the ``local`` executor is followed in the foreground (:func:`follow_local`): a progress line whenever it
 changes, Ctrl-C asks the training processes to checkpoint and stop, and the evaluation table at the end. A Slurm job
-(``--wait``, :func:`wait_slurm`) is followed through ``scontrol`` across its requeues, and how each attempt ended is
-printed from the run's ``launch/events.jsonl``; a sweep (:func:`follow_sweep`) until none of its cells is queued.
+(``--wait``, :func:`wait_slurm`) is followed across its requeues, and how each attempt ended is printed from the
+run's ``launch/events.jsonl``; a sweep (:func:`follow_sweep`) until none of its cells is queued. Both ask Slurm the
+way the dashboard does (``launch.monitor.queue.queue_states``: one ``squeue`` for this user's jobs, through
+``run_slurm``, its answer shared with the dashboards and other pollers for two seconds).
 """
 
 from __future__ import annotations
@@ -18,8 +20,10 @@ from rich.console import Console
 from launch.monitor.report import collect_rows, render
 from launch.planning.sweep import SweepPlan
 from launch.records.events import attempts, describe_attempts
-from launch.slurm.client import SlurmError, run_slurm, slurm_environ
-from launch.submission.sweep import active_cells
+from launch.monitor.queue import default_shared_cache, queue_states, read_journal
+from launch.records.journal import journal_dir
+from launch.slurm.client import SlurmError, slurm_environ
+from launch.slurm.output import ACTIVE_STATES, TERMINAL_STATES
 from memorymodels.fileio import CorruptFileError, read_json, tail_lines
 from memorymodels.runs import run_progress
 
@@ -114,16 +118,15 @@ def wait_slurm(entry: dict, *, env: dict[str, str] | None = None, timeout: float
     last, state = "", "UNKNOWN"
     while True:
         try:
-            text = run_slurm(["scontrol", "show", "job", "-o", entry["job_id"]], env)
-            state = next((f.split("=", 1)[1] for f in text.split() if f.startswith("JobState=")), "UNKNOWN")
+            state = queue_states([entry["job_id"]], env=env, shared_cache=default_shared_cache()).get(
+                entry["job_id"], "UNKNOWN")  # absent: the controller forgot the job (MinJobAge)
         except SlurmError:
-            state = "UNKNOWN"  # the controller forgot the job (MinJobAge): decide from the run directory
+            state = "UNKNOWN"  # no answer: decide from the run directory
         line = f"{state:<10} {_progress_line(run_dir)}"
         if line != last:
             print(f"  {time.strftime('%H:%M:%S')}  {line}", file=out, flush=True)
             last = line
-        if state in ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL", "BOOT_FAIL",
-                     "DEADLINE"):
+        if state in TERMINAL_STATES - {"PREEMPTED"}:  # a preempted job is requeued
             break
         if state == "UNKNOWN":
             if run_progress(run_dir).get("status") in ("completed", "failed"):
@@ -148,12 +151,23 @@ def _status(run_dir: Path) -> str | None:
         return "damaged"
 
 
+def busy_cells(plan: SweepPlan, env: dict[str, str] | None = None) -> list[int]:
+    """The cells of ``plan`` with a job (of any submission in the journal) still queued or running: one squeue."""
+    cells = {str(cell.run_dir): cell.index for cell in plan.cells}
+    jobs = [job for job in read_journal(journal_dir())[0] if job["slurm"] and job["run_dir"] in cells]
+    if not jobs:
+        return []
+    states = queue_states([job["job_id"] for job in jobs], env=env, shared_cache=default_shared_cache())
+    return sorted({cells[job["run_dir"]] for job in jobs if states.get(job["job_id"]) in ACTIVE_STATES})
+
+
 def follow_sweep(plan: SweepPlan, *, log, poll_s: float = 5.0) -> list[int]:
     """``--wait`` for a sweep: one ``squeue`` every ``poll_s`` seconds until no cell of the sweep is queued or
     running, printing the counts as they change, then the report table. Returns the cells that did not complete."""
     last = ""
+    env = slurm_environ(plan.profile.slurm_conf_path())
     while True:
-        busy = active_cells(plan)
+        busy = busy_cells(plan, env)
         statuses = [_status(c.run_dir) for c in plan.cells]
         line = (f"{statuses.count('completed')} of {len(plan.cells)} cells complete, {len(busy)} queued or running, "
                 f"{statuses.count('failed')} failed")

@@ -15,8 +15,14 @@ Where the rows come from:
   (``run.json`` status) and the ``slurmstepd`` line in their logs (CANCELLED / TIME LIMIT / PREEMPTION);
 - progress (step, loss, tokens/s, checkpoint age, ETA) from each run's ``run.json``/``metrics.jsonl``/checkpoints.
 
-When the controller does not answer, the last good rows are returned with ``stale=True`` and the error; a refresh
-never raises for a cluster problem. Parsing is defensive: unknown states pass through, odd lines are skipped and
+When the controller does not answer, the rows are built from the last answer really received (this collector's, or
+the one several dashboards share in ``.state/cache/queue``) and marked ``stale`` with that answer's time; a run whose
+``run.json`` says completed or failed is shown so whatever the old answer said. With no answer at all, states come
+from the run directories alone. A refresh never raises for a cluster problem.
+
+Every poller of the queue (this collector, ``submit.py --wait``, ``--sweep ... --wait``) asks through
+:func:`ask_queue`: one ``squeue`` for this user's jobs (the command spelled in ``launch.slurm.output``), through
+``launch.slurm.client.run_slurm``, shared between processes for ``min_interval`` seconds. Parsing is defensive: unknown states pass through, odd lines are skipped and
 counted, missing columns become ``None``.
 """
 
@@ -36,10 +42,10 @@ from typing import Any, Callable
 from launch.records import journal
 from launch.records.journal import journal_dir as default_journal_dir
 from launch.slurm.client import SlurmError, run_slurm, slurm_environ
-from launch.slurm.output import (ACTIVE_STATES, FAILED_STATES, TERMINAL_STATES, explain_reason, parse_sacct,
-                                 parse_squeue, sacct_command, squeue_command)
-from memorymodels.experiment import REPO_ROOT
-from memorymodels.fileio import tail_lines, write_text_atomic
+from launch.slurm.output import (ACTIVE_STATES, FAILED_STATES, TERMINAL_STATES, explain_dependency, explain_reason,
+                                 parse_sacct, parse_squeue, sacct_command, squeue_command)
+from memorymodels.experiment import REPO_ROOT, state_dir
+from memorymodels.fileio import CorruptFileError, read_json, tail_lines, write_text_atomic
 from memorymodels.runs import run_progress as progress
 
 @dataclasses.dataclass(slots=True)
@@ -49,6 +55,8 @@ class JobRow:
     job_id: str
     state: str
     name: str = ""
+    label: str = ""  # what the dashboard calls it: a sweep cell's values, or the name and the settings that differ
+    submitted: float | None = None
     submission: str | None = None
     sweep: str | None = None
     cell: dict | None = None
@@ -60,6 +68,7 @@ class JobRow:
     restarts: int = 0
     exit_code: str | None = None
     end: float | None = None
+    start_estimate: float | None = None  # a pending job's expected start (Slurm's estimate), epoch seconds
     step: int | None = None
     max_steps: int | None = None
     loss: float | None = None
@@ -104,6 +113,7 @@ class Snapshot:
     time: float
     stale: bool = False
     error: str | None = None
+    answered: float | None = None  # when the queue answer the rows come from was received; None: never
     accounting: bool = True
     calls: dict[str, int] = dataclasses.field(default_factory=dict)
     warnings: list[str] = dataclasses.field(default_factory=list)
@@ -159,6 +169,7 @@ def _journal_jobs(path: Path) -> tuple[float, list[dict]]:
     executor = str(data.get("executor") or data.get("scheduler") or "").lower()
     jobs = []
     profile = data.get("profile")
+    created = _epoch(data.get("created")) or path.stat().st_mtime
     for job in data.get("jobs") or []:
         job_id = str(job.get("job_id") or "").strip()
         if not job_id:
@@ -178,10 +189,10 @@ def _journal_jobs(path: Path) -> tuple[float, list[dict]]:
         cell = job.get("cell")
         row = {"job_id": job_id, "name": str(job.get("name") or ""), "run_dir": run_dir,
                "cell": cell if isinstance(cell, dict) else None, "stdout": job.get("stdout"),
-               "stderr": job.get("stderr"), "submission": submission, "sweep": sweep_name}
+               "stderr": job.get("stderr"), "submission": submission, "sweep": sweep_name, "submitted": created}
         jobs.append({**row, "row": row, "pid": pid, "profile": profile, "slurm": not local, "run_parent": split,
                      "slurm_conf": data.get("slurm_conf")})
-    return _epoch(data.get("created")) or path.stat().st_mtime, jobs
+    return created, jobs
 
 
 def _epoch(value: Any) -> float | None:
@@ -246,11 +257,12 @@ STALLED_S = 15 * 60  # a running job whose metrics and run.json have not changed
 RUN_STATES = {"completed": "COMPLETED", "failed": "FAILED", "running": "RUNNING", "interrupted": "INTERRUPTED"}
 
 
-def infer_state(progress: dict, logs: list[str | None]) -> tuple[str, str]:
+def infer_state(progress: dict, logs: list[str | None], queue_known: bool = True) -> tuple[str, str]:
     """The state of a job that is no longer queued, from its run directory and logs (no accounting needed).
 
     Returns (state, plain-words note). The ``slurmstepd`` line in the log wins (it is written when Slurm ends the
-    job); then ``run.json`` status; a job with neither never started.
+    job); then ``run.json`` status; a job with neither never started. ``queue_known=False``: Slurm has not answered
+    at all, so a job absent from the queue may well be queued or running.
     """
     for log in logs:
         for line in reversed(tail_lines(log, 30)):
@@ -263,11 +275,87 @@ def infer_state(progress: dict, logs: list[str | None]) -> tuple[str, str]:
     status = str(progress.get("status") or "")
     if status in ("completed", "failed"):
         return RUN_STATES[status], "from run.json (no accounting)"
+    if not queue_known:
+        said = f"run.json says {status}" if status else "no run.json yet"
+        return "UNKNOWN", f"{said}; Slurm did not answer"
     if status == "interrupted":
         return "INTERRUPTED", "saved a checkpoint to be requeued, but is no longer queued"
     if status == "running":
         return "UNKNOWN", "no longer queued, but run.json still says running (killed?)"
     return "UNKNOWN", "no longer queued and never started (cancelled while pending?)"
+
+
+# ---------------------------------------------------------------- the one queue call of every poller
+
+
+def default_shared_cache() -> Path:
+    """Where the dashboards and pollers of one user share squeue's answer: ``<state>/cache/queue``."""
+    return state_dir() / "cache" / "queue"
+
+
+@dataclasses.dataclass
+class QueueAnswer:
+    """squeue's text and when Slurm gave it (``shared``: another process asked, less than ``min_interval`` ago)."""
+
+    text: str
+    time: float
+    shared: bool = False
+
+
+def _answer_path(folder: Path, argv: list[str], env: dict[str, str]) -> Path:
+    key = json.dumps([argv, env.get("SLURM_CONF")]).encode()
+    return folder / f"squeue-{hashlib.sha1(key).hexdigest()[:16]}.txt"
+
+
+def ask_queue(user: str, states: str | None = None, *, env: dict[str, str] | None = None,
+              run: Callable[[list[str]], str] | None = None, shared_cache: Path | None = None,
+              min_interval: float = 2.0, now: float | None = None, timeout: float = 10.0) -> QueueAnswer:
+    """``squeue`` for ``user``'s jobs (``launch.slurm.output.squeue_command``) through ``run_slurm``: the queue call
+    of the dashboard and of every poller. With ``shared_cache``, an answer less than ``min_interval`` seconds old
+    is read from there instead, and each new one is kept there (atomically) for the others. Raises SlurmError."""
+    env = dict(os.environ) if env is None else env
+    argv = squeue_command(user, states)
+    now = time.time() if now is None else now
+    path = _answer_path(shared_cache, argv, env) if shared_cache is not None else None
+    if path is not None:
+        try:
+            answered = path.stat().st_mtime
+            if now - answered < min_interval:
+                return QueueAnswer(path.read_text(), answered, shared=True)
+        except OSError:
+            pass
+    text = (run or (lambda argv: run_slurm(argv, env=env, timeout=timeout)))(argv)
+    if path is not None:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            write_text_atomic(path, text)
+        except OSError:
+            pass
+    return QueueAnswer(text, now)
+
+
+def last_answer(user: str, env: dict[str, str], shared_cache: Path | None) -> QueueAnswer | None:
+    """The newest answer any poller of ``user`` received and kept in ``shared_cache`` (either squeue variant), with
+    the time it was received; None when there is none."""
+    found = []
+    for states in (None, "all"):
+        path = _answer_path(shared_cache, squeue_command(user, states), env) if shared_cache is not None else None
+        try:
+            found.append(QueueAnswer(path.read_text(), path.stat().st_mtime, shared=True))
+        except (OSError, AttributeError):
+            continue
+    return max(found, key=lambda answer: answer.time, default=None)
+
+
+def queue_states(job_ids: list[str], *, env: dict[str, str] | None = None, user: str | None = None,
+                 shared_cache: Path | None = None, min_interval: float = 2.0) -> dict[str, str]:
+    """The state of each of ``job_ids`` (job ids, array tasks, or array ids: their tasks) that squeue knows, from
+    one :func:`ask_queue` call (``-t all``: jobs that ended within MinJobAge too). Raises SlurmError."""
+    wanted = {job_id.split("_")[0] for job_id in job_ids}
+    answer = ask_queue(user or getpass.getuser(), "all", env=env, shared_cache=shared_cache,
+                       min_interval=min_interval)
+    records, _ = parse_squeue(answer.text, wanted)
+    return {job_id: record["state"] for job_id, record in records.items()}
 
 
 # ---------------------------------------------------------------- the collector
@@ -307,60 +395,66 @@ class Collector:
         self._finished: dict[str, dict] = {}  # records in a terminal state: they never change
         self._sacct_retry_at = 0.0
         self._sacct_asked: float | None = None  # when sacct last answered (--all asks only for changes since)
+        self._answer: QueueAnswer | None = None  # the last squeue answer really received
+        self._configs: dict[str, dict | None] = {}  # run_dir -> its run.json config (for readable names)
         self.last: Snapshot | None = None
 
     def refresh(self) -> Snapshot:
-        """Collect once. Never raises for a cluster problem: a failed squeue gives the last rows, marked stale."""
+        """Collect once. Never raises for a cluster problem: when squeue fails, the rows come from the last answer
+        really received (marked stale, with its time), or from the run directories alone."""
         now = time.time()
         jobs, warnings = read_journal(self.journal_dir, self._journal_cache)
         self._env = cluster_environ(jobs)
         calls = {"squeue": 0, "sacct": 0}
+        error = None
         try:
-            wanted = None if self.all_jobs else {j["job_id"].split("_")[0] for j in jobs if j["slurm"]}
-            queue, bad = parse_squeue(self._squeue(calls, now), wanted)
+            answer = self._squeue(calls, now)
+            self._answer = answer
         except SlurmError as exc:
-            return self._stale(str(exc), jobs, warnings, calls, now)
+            error = str(exc)
+            answer = max([a for a in (self._answer, last_answer(self.user, self._env, self.shared_cache)) if a],
+                         key=lambda a: a.time, default=None)
+        wanted = None if self.all_jobs else {j["job_id"].split("_")[0] for j in jobs if j["slurm"]}
+        queue, bad = parse_squeue(answer.text, wanted) if answer is not None else ({}, 0)
         if bad:
             warnings.append(f"squeue: {bad} line(s) not understood (Slurm version?); those jobs are missing")
         finished = self._finished
         for job_id, record in queue.items():
             if job_id not in finished and record["state"] in TERMINAL_STATES:
                 finished[job_id] = dict(record, source="squeue")
-        accounted, ranges, accounting = self._accounting(jobs, queue, calls, warnings, now)
+        if error is None:
+            accounted, ranges, accounting = self._accounting(jobs, queue, calls, warnings, now)
+        else:  # the controller is down: no sacct either (it would wait its own timeout); what is settled stays
+            accounted, ranges, accounting = dict(finished), {}, self.last.accounting if self.last else True
         listings: dict[str, set[str]] = {}
         fields_of: dict[tuple, dict] = {}
-        rows = [self._journal_row(job, queue, accounted, ranges, listings, now, fields_of) for job in jobs]
+        rows = [self._journal_row(job, queue, accounted, ranges, listings, now, fields_of, answer is not None)
+                for job in jobs]
         if self.all_jobs:
             rows += self._other_rows({row.job_id for row in rows}, queue, accounted, fields_of)
+        if error is not None:
+            run_json_wins(rows)
+        explain_array_limits(rows)
+        label_rows(rows, self._configs)
+        rows.sort(key=lambda row: (-(row.submitted or 0.0), _id_order(row.job_id)))  # newest submissions first
         self._add_tails(rows)
-        self.last = Snapshot(rows=rows, sweeps=summarize_sweeps(rows), time=now, accounting=accounting,
-                             calls=calls, warnings=warnings)
+        self.last = Snapshot(rows=rows, sweeps=summarize_sweeps(rows), time=now if error is None else (
+            answer.time if answer else now), accounting=accounting, calls=calls, warnings=warnings,
+            stale=error is not None, error=error, answered=answer.time if answer else None)
         return self.last
 
-    def _squeue(self, calls: dict, now: float) -> str:
+    def _squeue(self, calls: dict, now: float) -> QueueAnswer:
         """squeue's answer: from the shared cache when another dashboard asked less than ``min_interval`` ago."""
         states = self.squeue_states
         if states is None and (self.all_jobs or not self._accounting_usable(now)):
             states = "all"  # recent endings from squeue: without sacct, or between --all's sacct calls
-        argv = squeue_command(self.user, states)
-        path = None
-        if self.shared_cache is not None:
-            key = json.dumps([argv, self._env.get("SLURM_CONF")]).encode()
-            path = self.shared_cache / f"squeue-{hashlib.sha1(key).hexdigest()[:16]}.txt"
-            try:
-                if now - path.stat().st_mtime < self.min_interval:
-                    calls["shared"] = 1
-                    return path.read_text()
-            except OSError:
-                pass
-        calls["squeue"] += 1
-        text = self._run(argv)
-        if path is not None:
-            try:  # atomic: another reader never sees half an answer
-                write_text_atomic(path, text)
-            except OSError:
-                pass
-        return text
+        answer = ask_queue(self.user, states, env=self._env, run=self._run, shared_cache=self.shared_cache,
+                           min_interval=self.min_interval, now=now)
+        if answer.shared:
+            calls["shared"] = 1
+        else:
+            calls["squeue"] += 1
+        return answer
 
     def environ(self) -> dict[str, str]:
         """The environment of this collector's Slurm calls (the cluster of the journal's newest submission)."""
@@ -410,7 +504,7 @@ class Collector:
                 self._finished[job_id] = record
         return {**self._finished, **records}, ranges, True
 
-    def _journal_row(self, job, queue, accounted, ranges, listings, now, fields_of) -> JobRow:
+    def _journal_row(self, job, queue, accounted, ranges, listings, now, fields_of, queue_known) -> JobRow:
         job_id = job["job_id"]
         record = queue.get(job_id) if job["slurm"] else None
         source = "squeue"
@@ -438,7 +532,7 @@ class Collector:
         else:
             row = JobRow(**job["row"], state="UNKNOWN")
             if job["slurm"]:
-                row.state, row.reason_text = infer_state(progress, [job["stderr"], job["stdout"]])
+                row.state, row.reason_text = infer_state(progress, [job["stderr"], job["stdout"]], queue_known)
                 row.source = "rundir"
             else:
                 row.state, row.reason_text = _local_state(progress, job.get("pid"))
@@ -460,7 +554,8 @@ class Collector:
             key = (id(record), source)
             if key not in fields_of:
                 fields_of[key] = record_fields(record, source)
-            rows.append(JobRow(job_id=job_id, name=record.get("slurm_name") or "", **fields_of[key]))
+            rows.append(JobRow(job_id=job_id, name=record.get("slurm_name") or "", submitted=record.get("submit"),
+                               **fields_of[key]))
         return rows
 
     def _add_tails(self, rows: list[JobRow]) -> None:
@@ -469,20 +564,6 @@ class Collector:
         failed.sort(key=lambda row: row.end or 0.0, reverse=True)
         for row in failed[: self.failure_tails]:
             row.log_tail = tail_lines(row.stderr, self.tail_lines) or tail_lines(row.stdout, self.tail_lines)
-
-    def _stale(self, error, jobs, warnings, calls, now) -> Snapshot:
-        if self.last is not None:
-            rows, sweeps = self.last.rows, self.last.sweeps
-        else:  # nothing good yet: what the journal and run directories say, states unknown
-            rows = []
-            for job in jobs:
-                row = JobRow(**job["row"], state="UNKNOWN", source="rundir")
-                _apply_progress(row, run_progress(job["run_dir"]), now)
-                rows.append(row)
-            sweeps = summarize_sweeps(rows)
-        since = self.last.time if self.last is not None else None
-        return Snapshot(rows=rows, sweeps=sweeps, time=since or now, stale=True, error=error,
-                        accounting=self.last.accounting if self.last else False, calls=calls, warnings=warnings)
 
 
 def _id_order(job_id: str) -> tuple[int, int]:
@@ -505,6 +586,10 @@ def record_fields(record: dict, source: str) -> dict:
     explain = state in ACTIVE_STATES or state in FAILED_STATES  # a cancelled job's last reason is history
     fields = {"source": source, "state": state, "reason": reason,
               "reason_text": explain_reason(reason) if explain else "", "restarts": record.get("restarts") or 0}
+    if explain and reason == "Dependency" and record.get("dependency"):
+        fields["reason_text"] = explain_dependency(record["dependency"])
+    if state == "PENDING" and record.get("start"):
+        fields["start_estimate"] = record["start"]
     fields.update((key, record[key]) for key in ("elapsed_s", "time_limit_s", "node", "exit_code", "end")
                   if record.get(key) is not None)
     return fields
@@ -556,6 +641,89 @@ def _apply_progress(row: JobRow, progress: dict, now: float) -> None:
             row.eta_s = max(0.0, (row.max_steps - row.step) / rate)
             if row.time_limit_s is not None and row.elapsed_s is not None:
                 row.eta_past_limit = row.eta_s > row.time_limit_s - row.elapsed_s
+
+
+def run_json_wins(rows: list[JobRow]) -> None:
+    """Rows built from an old queue answer: a run whose run.json says it completed or failed since is shown so."""
+    for row in rows:
+        if row.run_status in ("completed", "failed") and row.state in ACTIVE_STATES | {"UNKNOWN"}:
+            row.state = RUN_STATES[row.run_status]
+            row.reason_text = f"run.json says {row.run_status} (Slurm did not answer)"
+            row.eta_s, row.start_estimate = None, None
+
+
+def explain_array_limits(rows: list[JobRow]) -> None:
+    """Tasks held back by their array's ``%N`` limit: say how many of its tasks run (the limit squeue -r hides)."""
+    running: dict[str, int] = {}
+    for row in rows:
+        if "_" in row.job_id and row.state in ("RUNNING", "COMPLETING"):
+            base = row.job_id.split("_")[0]
+            running[base] = running.get(base, 0) + 1
+    for row in rows:
+        if row.reason == "JobArrayTaskLimit" and row.state == "PENDING":
+            count = running.get(row.job_id.split("_")[0], 0)
+            row.reason_text = (f"waiting for a free slot: the array runs at most {count} task{'s' * (count != 1)} "
+                               f"at once" if count else explain_reason(row.reason))
+
+
+def _flat(data: dict, prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        if isinstance(value, dict):
+            out.update(_flat(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def _short_keys(keys: list[str]) -> dict[str, str]:
+    """Dotted keys by their last part (``train.learning_rate`` -> ``learning_rate``), longer where two collide."""
+    short = {key: key.rsplit(".", 1)[-1] for key in keys}
+    clashes = {name for name in short.values() if list(short.values()).count(name) > 1}
+    return {key: key if name in clashes else name for key, name in short.items()}
+
+
+def fmt_values(values: dict | None) -> str:
+    """``{"train.learning_rate": 0.001, "model.dim": 512}`` -> ``learning_rate=0.001 dim=512``."""
+    if not values:
+        return ""
+    short = _short_keys(list(values))
+    return " ".join(f"{short[key]}={value}" for key, value in values.items())
+
+
+BASE_NAME = re.compile(r"^(.*?)(?:-[0-9a-f]{12})?(?:-\d+)?$")  # run_dir_for's NAME-<identity>[-N]
+
+
+def label_rows(rows: list[JobRow], configs: dict[str, dict | None]) -> None:
+    """Each row's readable name: a sweep cell's values; for runs of one experiment under one name (the run
+    directory's name, or that name with a hash), the name and the settings in which they differ. ``configs``
+    caches each run directory's config (run.json's ``config``; it never changes)."""
+    groups: dict[str, list[JobRow]] = {}
+    for row in rows:
+        if row.cell:
+            row.label = fmt_values(row.cell)
+        else:
+            row.label = row.name
+            if row.run_dir:
+                groups.setdefault(BASE_NAME.match(row.name).group(1) if row.name else "", []).append(row)
+    for base, group in groups.items():
+        if len({row.run_dir for row in group}) < 2:
+            continue
+        flat = {}
+        for row in group:
+            if row.run_dir not in configs:
+                try:
+                    config = (read_json(Path(row.run_dir, "run.json")) or {}).get("config")
+                except (CorruptFileError, OSError):
+                    config = None
+                configs[row.run_dir] = config if isinstance(config, dict) else None
+            flat[row.run_dir] = _flat(configs[row.run_dir] or {})
+        keys = sorted({key for values in flat.values() for key in values
+                       if len({json.dumps(v.get(key), sort_keys=True, default=str) for v in flat.values()}) > 1})
+        keys = [key for key in keys if not key.startswith("output.")]  # the run's folder, not its settings
+        for row in group:
+            values = {key: flat[row.run_dir].get(key, "-") for key in keys}
+            row.label = f"{base} {fmt_values(values)}".strip() if values else row.name
 
 
 def summarize_sweeps(rows: list[JobRow]) -> list[SweepSummary]:

@@ -12,9 +12,14 @@ import functools
 import re
 import time
 
-# squeue --Format fields, in order; the name goes last because it is the one free-text field.
+# squeue --Format fields, in order; the name goes last because it is the one free-text field. StartTime is a pending
+# job's expected start (what ``squeue --start`` prints), so the start estimate costs no extra call. SubmitTime and
+# Dependency came later: output without them (recorded earlier) still parses, with None for them.
 SQUEUE_FIELDS = ("JobID", "ArrayJobID", "ArrayTaskID", "State", "Reason", "TimeUsed", "TimeLimit", "NodeList",
-                 "RestartCnt", "StartTime", "EndTime", "Name")
+                 "RestartCnt", "StartTime", "EndTime", "SubmitTime", "Dependency", "Name")
+SQUEUE_BEFORE_LATER = ("JobID", "ArrayJobID", "ArrayTaskID", "State", "Reason", "TimeUsed", "TimeLimit", "NodeList",
+                       "RestartCnt", "StartTime", "EndTime", "Name")
+_TIME_OR_NONE = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d|N/A|Unknown|None|")
 SACCT_FIELDS = ("JobID", "JobIDRaw", "State", "ExitCode", "Elapsed", "Timelimit", "NodeList", "Reason", "Submit",
                 "Start", "End", "JobName")
 SEP = "\x1f"  # unit separator: never in a job name or a state
@@ -40,7 +45,7 @@ REASONS = {
     "BeginTime": "its start time (--begin) is not reached yet",
     "JobHeldUser": "held by you (scontrol release JOBID)",
     "JobHeldAdmin": "held by an administrator",
-    "JobArrayTaskLimit": "the array's limit of tasks running at once (%N) is reached",
+    "JobArrayTaskLimit": "the array's limit of tasks running at once is reached",
     "ReqNodeNotAvail": "a requested node is down, drained or reserved",
     "NodeDown": "a node it needs is down",
     "PartitionDown": "the partition is down",
@@ -75,6 +80,33 @@ def explain_reason(reason: str | None) -> str:
             words = re.sub(r"(?<=[a-z])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])", " ", limit).lower()
             return f"{who} limit on {words or 'jobs'} is reached"
     return reason
+
+
+DEPENDENCY_WORDS = {"afterok": "to complete", "afterany": "to end", "afternotok": "to fail", "after": "to start",
+                    "aftercorr": "(the same task) to complete", "afterburstbuffer": "to stage out"}
+
+
+def explain_dependency(dependency: str | None) -> str:
+    """squeue's Dependency field in words, naming the jobs: ``afterok:142(unfulfilled)`` -> 'waiting for job 142 to
+    complete'; a condition that can no longer hold (``(failed)``) says the job will never start."""
+    text = (dependency or "").strip()
+    if not text or text in ("(null)", "N/A"):
+        return REASONS["Dependency"]
+    parts, never = [], []
+    for item in re.split(r"[,?]", text):
+        match = re.fullmatch(r"(\w+):([\w+:\[\]*-]+?)(?:\((\w+)\))?", item.strip())
+        if not match:
+            if item.strip() == "singleton":
+                parts.append("the other jobs of the same name and user to end")
+            continue
+        kind, jobs, status = match.groups()
+        jobs = [job.split("+")[0].replace("_*", " (every task)") for job in jobs.split(":")]
+        what = f"job{'s' if len(jobs) > 1 else ''} {', '.join(jobs)} {DEPENDENCY_WORDS.get(kind, f'({kind})')}"
+        (never if status == "failed" else parts).append(what)
+    if never:
+        return f"its dependency cannot be met any more ({'; '.join(never)}): it will never start (cancel it)"
+    joiner = " or " if "?" in text else " and "
+    return f"waiting for {joiner.join(parts)}" if parts else f"waiting for {text}"
 
 
 def normalize_state(state: str | None) -> str:
@@ -156,10 +188,15 @@ def parse_squeue(text: str, wanted: set[str] | None = None) -> tuple[dict[str, d
         record = shared.get(rest)
         if record is None:
             parts = rest.split(SEP, count - 4)  # the name comes last and may hold anything
-            if len(parts) < count - 3:
-                bad += 1
-                continue
-            record = shared[rest] = _squeue_record(dict(zip(SQUEUE_FIELDS[3:], parts)))
+            fields = SQUEUE_FIELDS
+            if len(parts) < count - 3 or not _TIME_OR_NONE.fullmatch(parts[SQUEUE_FIELDS.index("SubmitTime") - 3]):
+                fields = SQUEUE_BEFORE_LATER  # output of the earlier command (recorded fixtures)
+                parts = rest.split(SEP, len(fields) - 4)
+                if len(parts) < len(fields) - 3:
+                    bad += 1
+                    continue
+            raw = dict(zip(fields[3:], parts))
+            record = shared[rest] = _squeue_record({"SubmitTime": "", "Dependency": "", **raw})
         if array_id and task:  # an array task, or an unexpanded range of them
             tasks = [int(task)] if task.isdigit() else expand_array(task)
             if tasks is None:
@@ -186,6 +223,8 @@ def _squeue_record(raw: dict[str, str]) -> dict:
         "start": parse_time(raw["StartTime"]),
         "end": parse_time(raw["EndTime"]),
         "slurm_name": raw["Name"].strip(),
+        "submit": parse_time(raw["SubmitTime"]),
+        "dependency": _clean(raw["Dependency"]),
     }
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from launch.monitor.queue import JobRow, Snapshot, summarize_sweeps
+from launch.monitor.queue import JobRow, Snapshot, label_rows, summarize_sweeps
 from launch.monitor.dashboard import fit_rows, fmt_duration, render, render_view, scancel_ids
 from launch.cli.status import parse_args
 
@@ -20,7 +20,7 @@ def console_text(renderable, width: int) -> str:
 
 
 def sample_rows() -> list[JobRow]:
-    return [
+    rows = [
         JobRow(job_id="101_0", state="RUNNING", name="mixer-lr1e-3", submission="s1", sweep="lr-sweep",
                cell={"train.learning_rate": 0.001, "model.dim": 256}, elapsed_s=3725, time_limit_s=7200,
                node="node1", restarts=1, step=1200, max_steps=5000, loss=3.21456, eval_loss=3.3,
@@ -35,28 +35,31 @@ def sample_rows() -> list[JobRow]:
         JobRow(job_id="102", state="COMPLETED", name="debug", elapsed_s=30, time_limit_s=600, step=20, max_steps=20,
                loss=5.0, eta_s=0.0, source="sacct"),
     ]
+    label_rows(rows, {})
+    return rows
 
 
 WIDE = """\
-job    name          cell                    state      reason                   time/limit       node   rst       step   loss  tok/s  ckpt        eta
-101_0  mixer-lr1e-3  learning_rate=0.001 d…  RUNNING                             1:02:05/2:00:00  node1    1  1200/5000  3.215  45.2k    5m  2:30:00 !
-101_1  mixer-lr3e-3  learning_rate=0.003 d…  PENDING    waiting behind higher-…  -/2:00:00        -        -          -      -      -     -          -
-101_2  mixer-lr1e-2  learning_rate=0.01 di…  FAILED                              1:05/2:00:00     node1    -          -      -      -     -          -
-102    debug                                 COMPLETED                           0:30/10:00       -        -      20/20  5.000      -     -       0:00"""
+job    name                      state      reason                          step   loss        eta  time/limit       node   requeues  tok/s  ckpt age
+101_0  learning_rate=0.001 dim…  RUNNING                               1200/5000  3.215  2:30:00 !  1:02:05/2:00:00  node1         1  45.2k        5m
+101_1  learning_rate=0.003 dim…  PENDING    waiting behind higher-pr…          -      -          -  -/2:00:00        -             -      -         -
+101_2  learning_rate=0.01 dim=…  FAILED                                        -      -          -  1:05/2:00:00     node1         -      -         -
+102    debug                     COMPLETED                                 20/20  5.000       0:00  0:30/10:00       -             -      -         -"""
 
+# a narrow console keeps the columns of highest priority: job, name, state, reason
 NARROW = """\
-job    state      reason              step   loss        eta
-101_0  RUNNING                   1200/5000  3.215  2:30:00 !
-101_1  PENDING    waiting behi…          -      -          -
-101_2  FAILED                            -      -          -
-102    COMPLETED                     20/20  5.000       0:00"""
+job    name                  state      reason
+101_0  learning_rate=0.001…  RUNNING
+101_1  learning_rate=0.003…  PENDING    waiting behind hig…
+101_2  learning_rate=0.01 …  FAILED
+102    debug                 COMPLETED"""
 
 
 def test_render_wide_console_shows_every_column_on_one_line_per_job():
     assert console_text(render(sample_rows(), width=150), 150) == WIDE
 
 
-def test_render_narrow_console_keeps_ids_states_and_numbers():
+def test_render_narrow_console_keeps_the_columns_of_highest_priority():
     assert console_text(render(sample_rows(), width=60), 60) == NARROW
 
 
@@ -79,19 +82,18 @@ def utc(monkeypatch):
 def test_render_view_stale_no_accounting_sweep_and_failure_tail(utc):
     rows = sample_rows()
     snapshot = Snapshot(rows=rows, sweeps=summarize_sweeps(rows), time=0.0, calls={"squeue": 1, "sacct": 0},
-                        stale=True, error="squeue exited with 1: Unable to contact slurm controller",
-                        accounting=False)
+                        stale=True, error="squeue exited with 1: no controller",
+                        accounting=False, answered=0.0)
     lines = console_text(render_view(snapshot, now=200.0, width=150), 150).splitlines()
-    assert lines[:4] == [
-        "jobs at 00:00:00: 1 running, 1 pending, 1 failed, 1 completed  [squeue 1, sacct 0]",
-        "STALE: the controller did not answer (squeue exited with 1: Unable to contact slurm controller); "
-        "showing data from 3m ago",
-        "accounting unavailable: finished jobs inferred from run directories and logs",
+    assert lines[:3] == [
+        "jobs at 00:03:20: 1 running, 1 pending, 1 failed, 1 completed",
+        "STALE: the controller did not answer (squeue exited with 1: no controller); states "
+        "from its answer of 00:00:00 (3m ago) and the run directories",
         "sweep lr-sweep (s1): 3 cells: 1 running, 1 pending, 1 failed; best eval loss 3.3000 (101_0 "
         "learning_rate=0.001 dim=256)",
     ]
-    assert lines[4:9] == WIDE.splitlines()
-    assert lines[9:] == ["FAILED 101_2 mixer-lr1e-2  exit 1:0  /runs/x/101_2.err",
+    assert lines[3:8] == WIDE.splitlines()
+    assert lines[8:] == ["FAILED 101_2 mixer-lr1e-2  exit 1:0  /runs/x/101_2.err",
                          "  Traceback (most recent call last):", "  RuntimeError: loss is nan"]
 
 
@@ -127,15 +129,17 @@ def test_view_fits_the_screen_with_ten_thousand_pending_tasks():
     assert "500_[0-9999]" in text and "(10000 tasks)" in text and "more rows" not in text
 
 
-def test_view_cut_keeps_running_and_failed_jobs_before_finished_ones():
-    finished = [JobRow(job_id=str(100 + i), state="COMPLETED") for i in range(50)]
+def test_view_cut_drops_the_oldest_finished_rows_first_and_keeps_the_selected_one():
+    finished = [JobRow(job_id=str(100 + i), state="COMPLETED", end=float(i)) for i in range(50)]
     running = [JobRow(job_id=str(900 + i), state="RUNNING") for i in range(30)]
-    rows = finished + pending_array(1000) + running + [JobRow(job_id="999", state="FAILED")]
+    rows = running + pending_array(1000) + [JobRow(job_id="999", state="FAILED", end=60.0)] + finished[::-1]
     snapshot = Snapshot(rows=rows, sweeps=[], time=0.0, calls={"squeue": 1})
     lines = console_text(render_view(snapshot, now=0.0, width=120, max_rows=40), 120).splitlines()
-    assert len(lines) == 40 and lines[-1].startswith("... 45 more rows")
+    assert len(lines) == 40 and lines[-1].startswith("... 45 more rows (the oldest finished go first")
     shown = [line.split()[0] for line in lines[2:-1]]
-    assert shown[:1] == ["100"] and shown[-32:] == ["500_[0-999]", *[str(900 + i) for i in range(30)], "999"]
+    assert shown == [*[str(900 + i) for i in range(30)], "500_[0-999]", "999", "149", "148", "147", "146", "145"]
+    lines = console_text(render_view(snapshot, now=0.0, width=120, max_rows=40, selected="100"), 120).splitlines()
+    assert [line.split()[0] for line in lines[2:-1]][-2:] == ["146", "100"]
 
 
 def test_live_view_on_a_small_screen_keeps_active_sweeps_and_shortens_failure_logs():
@@ -255,7 +259,7 @@ def test_cli_json_once_logs_and_cancel_with_confirmation(journal_jobs, capsys, m
 
     monkeypatch.setattr("sys.stdin", io.StringIO(""))  # not a terminal: nothing is cancelled without --yes
     assert main(["--cancel", "tiny"]) == 1
-    assert "add --yes" in capsys.readouterr().out
+    assert "add --yes" in "".join(capsys.readouterr())
     monkeypatch.setattr("sys.stdin", Terminal("n\n"))
     assert main(["--cancel", ids["held"]]) == 1
     monkeypatch.setattr("sys.stdin", Terminal("y\n"))
