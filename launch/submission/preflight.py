@@ -8,7 +8,8 @@ Two kinds of checks, run by a submission and by ``--dry-run`` alike:
   when the job was planned;
 - against the live cluster (:func:`cluster_problems`): the partition exists, one node offers the GPUs, CPUs and
   memory, the time limit fits the partition, an array fits MaxArraySize, every job a ``--dependency`` names exists
-  and can still satisfy it, and ``sbatch --test-only`` accepts the script. A dry run with no cluster answering says
+  and can still satisfy it, and ``sbatch --test-only`` accepts the script (asked also when an earlier check found a
+  problem, so Slurm's reason stands beside ours). A dry run with no cluster answering says
   plainly that these were not run.
 
 :class:`SubmitError` lists every problem found, one per line, and says that nothing was submitted.
@@ -179,9 +180,9 @@ def cluster_problems(plans: list[JobPlan], info: ClusterInfo, env: dict[str, str
         if key not in seen:
             seen.add(key)
             problems += check_plan(plan, info, array_size=array_size)
-    if not problems:
-        for script in dict.fromkeys(scripts or [plans[0].script]):
-            problems += test_only(script, env)
+    # Slurm's own verdict, also when ours found problems: the two reasons side by side (which key, and Slurm's words)
+    for script in dict.fromkeys(scripts or [plans[0].script]):
+        problems += test_only(script, env)
     return problems
 
 
