@@ -41,6 +41,7 @@ from launch.submission.preflight import SubmitError
 from launch.submission.snapshot import SnapshotError, code_problem, materialize
 from memorymodels.experiment import experiment_dict, identity
 from memorymodels.fileio import locked, read_json, write_json, write_text_atomic
+from memorymodels.tracking import tracker_identity
 
 SUBMIT_LOCK = ".submit.lock"
 """The lock file (in ``RUN_DIR/launch/``, or a sweep's folder) that makes queue check, sbatch and journal one step."""
@@ -265,6 +266,8 @@ def submit_arrays(plan: SweepPlan, arrays: list[ArrayPlan], *, sweep: dict, subm
         write_text_atomic(script_file, array.script)
         for job in jobs:
             write_launch_files(job, script_file, new_code=new_code)
+            if job.settings.train.report_to:  # the sweep's cells share one tracker group
+                tracker_identity(job.run_dir, group=plan.sweep.name)
         executor = _slurm_executor(jobs[0], array.folder, array.sbatch, array.script)
         try:
             with _cluster_environment(jobs[0]), executor.batch():
