@@ -220,14 +220,16 @@ def submit_job(plan: JobPlan, *, kind: str = "job", sweep: dict | None = None, c
     Exactly once per run directory: checking the queue, writing the run's files, ``sbatch`` and the journal are one
     step under the run's submission lock, and a run already queued (by anyone's submission of it) is refused.
     ``new_code``: continue a run submitted with other code with this plan's (``--new-code``)."""
+    problem = code_problem(plan, new_code)
+    if problem:
+        raise SubmitError(f"{problem}; nothing was submitted")
+    # Before the lock: the copy takes a moment, and the run directory (its launch/ folder, made by the lock) must not
+    # stand without run.json meanwhile (a planner would take it for another's). Copies of one hash meet safely.
+    snapshot_code([plan])
     with locked(launch_dir(plan.run_dir) / SUBMIT_LOCK):
         if plan.executor == "slurm":
             _already_queued(plan)
-        problem = code_problem(plan, new_code)
-        if problem:
-            raise SubmitError(f"{problem}; nothing was submitted")
-        snapshot_code([plan])
-        write_launch_files(plan, new_code=new_code)
+        write_launch_files(plan, new_code=new_code)  # checks the run's code again, under the lock
         try:
             if plan.executor == "local":
                 job = _local_executor(plan).submit(make_job(plan))
