@@ -128,6 +128,9 @@ class TrainConfig:
     """Gradient clipping norm (0: off)."""
     dataloader_workers: int = 0
     """DataLoader worker processes per rank."""
+    report_to: list[str] = field(default_factory=list)
+    """Trackers that also get the metrics: tensorboard (RUN_DIR/tensorboard/) and/or wandb (WANDB_MODE=offline
+    works without network); one curve per run across requeues (memorymodels.tracking)."""
 
     def __post_init__(self):
         for key in ("max_steps", "batch_size", "gradient_accumulation_steps", "logging_steps", "save_steps"):
@@ -145,6 +148,10 @@ class TrainConfig:
             raise ConfigError(f"'train.seed' must be 0 to 2**32-1, got {self.seed}")
         if self.save_total_limit is not None and self.save_total_limit < 1:
             raise ConfigError(f"'train.save_total_limit' must be at least 1 or null, got {self.save_total_limit}")
+        unknown = [name for name in self.report_to if name not in ("tensorboard", "wandb")]
+        if unknown or len(set(self.report_to)) != len(self.report_to):
+            raise ConfigError(f"'train.report_to' takes tensorboard and/or wandb (a list, each once), got "
+                              f"{self.report_to!r}")
         if self.eval_rows is not None and self.eval_rows < 1:
             raise ConfigError(f"'train.eval_rows' must be at least 1 or null, got {self.eval_rows}")
 
@@ -242,7 +249,7 @@ def preset_params(experiment: Experiment) -> dict:
 # Settings that change how often things are logged or kept, not what is trained: a run whose config differs only in
 # these is the same run (it finds the same directory and resumes).
 NOT_IDENTITY = {"train": ("eval_steps", "eval_rows", "save_steps", "save_total_limit", "logging_steps",
-                          "dataloader_workers"), "output": ("checkpoint_root", "name")}
+                          "dataloader_workers", "report_to"), "output": ("checkpoint_root", "name")}
 
 
 def identity(experiment: Experiment, world_size: int) -> str:

@@ -334,6 +334,47 @@ def package_versions() -> dict:
     return versions
 
 
+CODE_MANIFEST = ".memorymodels-code.json"
+"""What a code snapshot of the launcher (``launch.planning.code``) says about itself: hash and git of the checkout."""
+ENVIRONMENT_KEYS = ("CUDA_VISIBLE_DEVICES", "NCCL_DEBUG", "NCCL_SOCKET_IFNAME", "NCCL_IB_DISABLE", "NCCL_P2P_DISABLE",
+                    "TORCH_NCCL_ASYNC_ERROR_HANDLING", "OMP_NUM_THREADS", "APPTAINER_NAME", "SINGULARITY_NAME",
+                    "APPTAINER_CONTAINER", "ENROOT_ROOTFS", "PYXIS_VERSION")
+
+
+def code_manifest(repo: Path) -> dict | None:
+    """The snapshot manifest of the code running from ``repo`` (None: a plain checkout)."""
+    try:
+        data = read_json(Path(repo) / CODE_MANIFEST)
+    except CorruptFileError:
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def runtime_environment(environ: dict | None = None) -> dict:
+    """What this attempt ran on, beyond the package versions: the interpreter, torch's CUDA, cuDNN and NCCL, the GPUs
+    and the NVIDIA driver, and the environment variables that change distributed runs. Reads torch only when the
+    process has loaded it (the launcher never does)."""
+    environ = os.environ if environ is None else environ
+    env = {"python": sys.version.split()[0], "executable": sys.executable,
+           "variables": {key: environ[key] for key in ENVIRONMENT_KEYS if key in environ}}
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        env.update(torch=torch.__version__, cuda=torch.version.cuda, gpus=[])
+        if torch.cuda.is_available():
+            env["cudnn"] = torch.backends.cudnn.version()
+            env["gpus"] = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+            try:
+                env["nccl"] = ".".join(map(str, torch.cuda.nccl.version()))
+            except (AttributeError, RuntimeError):
+                env["nccl"] = None
+    try:
+        first = Path("/proc/driver/nvidia/version").read_text().splitlines()[0]
+        env["driver"] = next((w for w in first.split() if w[:1].isdigit() and "." in w), first)
+    except (OSError, IndexError):
+        env["driver"] = None
+    return env
+
+
 def attempt_record(world_size: int, environ: dict | None = None) -> dict:
     """One attempt of a run (a Slurm job, a requeue, a local rerun): host, world size, Slurm ids, start time."""
     import socket
@@ -350,15 +391,18 @@ def start_run(run_dir: Path, experiment: Experiment, world_size: int, *, command
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     info = read_run_json(run_dir) or {}
-    git = git_info(repo)
+    snapshot = code_manifest(repo)  # running from a launcher's code snapshot: its checkout's git, not git here
+    git = {**snapshot.get("git", {}), "diff": None} if snapshot else git_info(repo)
     attempts = list(info.get("attempts", []))
     for previous in attempts:
         if previous.get("status") == "running":  # it never recorded an end: killed (SIGKILL, node failure)
             previous["status"] = "lost"
     attempt = attempt_record(world_size)
     attempt["command"] = command
-    attempt["git_sha"] = git["sha"]
-    if git["dirty"]:
+    attempt["git_sha"] = git.get("sha")
+    attempt["code"] = snapshot.get("hash") if snapshot else None
+    attempt["environment"] = runtime_environment()
+    if git.get("diff"):
         attempt["git_diff"] = f"git-attempt{len(attempts) + 1}.diff"
     attempts.append(attempt)
     info.update({
@@ -367,7 +411,7 @@ def start_run(run_dir: Path, experiment: Experiment, world_size: int, *, command
         "config": experiment_dict(experiment),
         "source": experiment.source,
         "command": command,
-        "git": {"sha": git["sha"], "dirty": git["dirty"], "diff_file": attempt.get("git_diff")},
+        "git": {"sha": git.get("sha"), "dirty": git.get("dirty"), "diff_file": attempt.get("git_diff")},
         "versions": package_versions(),
         "host": attempt["host"],
         "world_size": world_size,
@@ -385,7 +429,7 @@ def start_run(run_dir: Path, experiment: Experiment, world_size: int, *, command
     # run.json first: until it exists the directory stays empty, so other ranks deriving the run directory at the
     # same time (run_dir_for) never mistake it for a foreign one.
     write_run_json(run_dir, info)
-    if git["dirty"]:
+    if git.get("diff"):
         write_text_atomic(run_dir / attempt["git_diff"], git["diff"])
     return info
 

@@ -41,12 +41,13 @@ from memorymodels.checkpoints import CheckpointError, without_aliases
 from memorymodels.configuration import ConfigError
 from memorymodels.data.errors import DataError
 from memorymodels.evaluate import evaluate_run, format_table
-from memorymodels.experiment import (REPO_ROOT, Data, Experiment, build, identity, load_data, load_experiment,
-                                     load_fast_tokenizer, model_build_args)
+from memorymodels.experiment import (REPO_ROOT, Data, Experiment, build, experiment_dict, identity, load_data,
+                                     load_experiment, load_fast_tokenizer, model_build_args)
 from memorymodels.fileio import DiskFullError, free_bytes, is_disk_full
 from memorymodels.hf_adapter import CheckpointingTrainer
 from memorymodels.hostmemory import keep_freed_host_memory
 from memorymodels.runs import RunDirError, RunLockedError
+from memorymodels.tracking import Trackers
 
 EXIT_CONFIG = 2
 """Exit status for a config or data error (the message names the file and key)."""
@@ -156,9 +157,11 @@ class MetricsWriter(TrainerCallback, ExportableState):
     cumulative compute and eval bits per byte from ``accounting`` (``memorymodels.accounting``), whose device-seconds
     total each checkpoint saves (``state``, in trainer_state.json) and a resumed attempt continues from."""
 
-    def __init__(self, run_dir: Path, tokens_per_step: int, show: bool, accounting: RunAccounting | None = None):
+    def __init__(self, run_dir: Path, tokens_per_step: int, show: bool, accounting: RunAccounting | None = None,
+                 trackers: Trackers | None = None):
         self.run_dir, self.tokens_per_step, self.show = run_dir, tokens_per_step, show
         self.accounting = accounting
+        self.trackers = trackers  # TensorBoard / wandb: fed the same lines as metrics.jsonl (memorymodels.tracking)
         self.pending: dict | None = None
         self.last_step, self.last_time = 0, time.time()
 
@@ -169,6 +172,8 @@ class MetricsWriter(TrainerCallback, ExportableState):
             self.accounting.begin(saved.get("attributes"), runs.read_metrics(self.run_dir), self.last_time)
             state.stateful_callbacks[type(self).__name__] = self.state()  # absent in older checkpoints
             self.record_totals(state)
+        if self.trackers is not None and state.is_world_process_zero:
+            self.trackers.begin(runs.read_metrics(self.run_dir))  # metrics.jsonl as rolled back to the checkpoint
 
     def state(self) -> dict:
         return {"args": {}, "attributes": self.accounting.state() if self.accounting is not None else {}}
@@ -183,6 +188,8 @@ class MetricsWriter(TrainerCallback, ExportableState):
             if self.accounting is not None:
                 self.pending = self.accounting.fill(self.pending)
             runs.append_metrics(self.run_dir, self.pending)
+            if self.trackers is not None:
+                self.trackers.log(self.pending)
             if self.show:
                 p = self.pending
                 fields = [f"step {p['step']}"] + [f"{k} {p[k]:.4g}" for k in ("loss", "eval_loss", "eval_bits_per_byte",
@@ -223,6 +230,8 @@ class MetricsWriter(TrainerCallback, ExportableState):
     def on_train_end(self, args, state, control, **kwargs):
         self.flush()
         self.record_totals(state)
+        if self.trackers is not None:
+            self.trackers.close()
 
 
 class RunTrainer(CheckpointingTrainer):
@@ -438,12 +447,20 @@ def _make_trainer(experiment: Experiment, run_dir: Path, model, data: Data, prec
                                        load_fast_tokenizer(data.tokenizer_dir), eval_rows)
     trainer = RunTrainer(
         model=model, args=args, train_dataset=data.train, eval_dataset=eval_set,
-        callbacks=[stopper, MetricsWriter(run_dir, tokens_per_step, show=not show, accounting=accounting)],
+        callbacks=[stopper, MetricsWriter(run_dir, tokens_per_step, show=not show, accounting=accounting,
+                                          trackers=_trackers(experiment, run_dir))],
         keep_checkpoints=t.save_total_limit,
     )
     if not show:
         trainer.remove_callback(PrinterCallback)  # MetricsWriter prints one line per logging step instead
     return trainer, stopper
+
+
+def _trackers(experiment: Experiment, run_dir: Path) -> Trackers | None:
+    """Rank 0's TensorBoard / wandb writers when ``train.report_to`` names any (memorymodels.tracking)."""
+    if not experiment.train.report_to or world()[0] != 0:
+        return None
+    return Trackers(run_dir, experiment.train.report_to, experiment_dict(experiment))
 
 
 def _finish(run_dir: Path, status: str, code: int, evaluate: bool, checkpoint: Path | None) -> int:

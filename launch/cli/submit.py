@@ -7,6 +7,7 @@
     python launch/submit.py --profile v100x8 --diff a100x8                  # what changes on the other node type
     python launch/submit.py --profile a100x8 --experiment configs/experiments/memory_mixer_d1024.yaml --dependency afterok:1234
     python launch/submit.py --list-profiles
+    python launch/submit.py --profile local-slurm --no-snapshot        # run from the checkout, not a code snapshot
 
 Which value wins, lowest first: the experiment file; what the profile decides for the experiment (``train.precision``
 from its ``precision``, ``output.checkpoint_root`` from its ``checkpoint_root``, relative data directories taken
@@ -41,7 +42,7 @@ from launch.submission.preflight import SubmitError, preflight
 from launch.submission.submit import submit_job
 from memorymodels.configuration import ConfigError, one_line
 
-NOT_IN_REQUEST = ("--dry-run", "--json", "--wait", "--no-preflight")
+NOT_IN_REQUEST = ("--dry-run", "--json", "--wait", "--no-preflight", "--new-code")
 """Flags that change what the command does now, not the job it plans (left out of the script's "Run with")."""
 
 
@@ -62,6 +63,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--dependency", metavar="SPEC",
                         help="start after other jobs, in Slurm's syntax: afterok:1234 (once 1234 succeeded), "
                              "afterany:1234:1240, afterok:SUBMISSION_ID (every job of a journal submission), singleton")
+    parser.add_argument("--no-snapshot", action="store_true",
+                        help="run the job from the checkout as it is when each attempt starts, instead of a snapshot "
+                             "of the code taken now (<checkpoint_root>/.code/<hash>); for iterating on a branch")
+    parser.add_argument("--new-code", action="store_true",
+                        help="continue a run that was submitted with other code with the checkout's code now")
     parser.add_argument("--sweep", help="a sweep file (sweeps/*.yaml): submit its cells as job arrays")
     parser.add_argument("--diff", metavar="PROFILE",
                         help="show how the job planned on PROFILE differs from the one on --profile (the same "
@@ -89,7 +95,8 @@ def plan_from_args(args: argparse.Namespace) -> JobPlan:
     profile_overrides, experiment_overrides = split_overrides(args.overrides)
     profile = load_profile(args.profile, profile_overrides)
     return plan_job(profile, args.experiment, overrides=experiment_overrides, launcher=args.launcher,
-                    nodes=args.nodes, dependency=args.dependency, request=getattr(args, "request", None))
+                    nodes=args.nodes, dependency=args.dependency, request=getattr(args, "request", None),
+                    snapshot=not getattr(args, "no_snapshot", False))
 
 
 def _print_submitted(entry: dict, plan: JobPlan, out=sys.stdout) -> None:
@@ -107,7 +114,7 @@ def _print_submitted(entry: dict, plan: JobPlan, out=sys.stdout) -> None:
 
 def dry_run(plan: JobPlan, args: argparse.Namespace) -> int:
     """``--dry-run``: the checks a submission makes, then the plan. Exit 2 on a problem (one line each)."""
-    checked = preflight([plan], dry_run=True) if not args.no_preflight else None
+    checked = preflight([plan], dry_run=True, new_code=args.new_code) if not args.no_preflight else None
     if checked is not None:
         checked.raise_problems()
     if args.json:
@@ -149,8 +156,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.dry_run:
             return dry_run(plan, args)
         if not args.no_preflight:
-            preflight([plan]).raise_problems()
-        submission = submit_job(plan)
+            preflight([plan], new_code=args.new_code).raise_problems()
+        submission = submit_job(plan, new_code=args.new_code)
     except (ConfigError, SubmitError) as exc:
         print(f"error: {one_line(exc) if isinstance(exc, ConfigError) else exc}", file=sys.stderr)
         return 2

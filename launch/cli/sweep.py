@@ -39,7 +39,7 @@ def plan_from_args(args) -> SweepPlan:
     profile = load_profile(name, profile_items)
     return plan_sweep(sweep, profile, overrides=experiment_items, launcher=getattr(args, "launcher", None),
                       nodes=getattr(args, "nodes", None), dependency=getattr(args, "dependency", None),
-                      request=getattr(args, "request", None))
+                      request=getattr(args, "request", None), snapshot=not getattr(args, "no_snapshot", False))
 
 
 def dry_run(plan: SweepPlan, args, out) -> int:
@@ -55,7 +55,8 @@ def dry_run(plan: SweepPlan, args, out) -> int:
     if todo and not getattr(args, "no_preflight", False):
         arrays = plan_arrays(plan, todo, "dry-run")
         checked = preflight(representatives(plan, todo), array_size=max(len(a.cells) for a in arrays),
-                            scripts=[arrays[0].script] if plan.profile.executor == "slurm" else (), dry_run=True)
+                            scripts=[arrays[0].script] if plan.profile.executor == "slurm" else (), dry_run=True,
+                            new_code=getattr(args, "new_code", False))
         checked.raise_problems()
         if plan.profile.executor == "slurm":
             note = checked.skipped or "data, checkpoint root and cluster checked"
@@ -67,15 +68,16 @@ def dry_run(plan: SweepPlan, args, out) -> int:
     return 0
 
 
-def run_here(plan: SweepPlan, log) -> dict:
+def run_here(plan: SweepPlan, log, new_code: bool = False) -> dict:
     """An ``executor: local`` profile: run the pending cells on this machine one after the other, following each."""
     arrays, failed, sweep_id = [], [], None
     todo = list(plan.pending)
     if todo:
-        preflight(representatives(plan, todo)).raise_problems()
+        preflight(representatives(plan, todo), new_code=new_code).raise_problems()
     for n, i in enumerate(todo, 1):
         print(f"sweep {plan.sweep.name}: cell {i} ({n} of {len(todo)}): {plan.cells[i].run_dir}", file=log)
-        submission = submit_job(plan.jobs[i], kind="sweep", sweep=sweep_record(plan), cell=plan.cells[i].overrides)
+        submission = submit_job(plan.jobs[i], kind="sweep", sweep=sweep_record(plan), cell=plan.cells[i].overrides,
+                                new_code=new_code)
         entry = submission.jobs[0]
         sweep_id = submission.submission_id
         arrays.append({"job_id": entry["job_id"], "cells": [i]})
@@ -97,9 +99,10 @@ def run_sweep_command(args) -> int:
         if args.dry_run:
             return dry_run(plan, args, out)
         if plan.profile.executor == "local":
-            result = run_here(plan, log)
+            result = run_here(plan, log, new_code=getattr(args, "new_code", False))
         else:
-            result = submit_sweep(plan, run_preflight=not getattr(args, "no_preflight", False), log=log)
+            result = submit_sweep(plan, run_preflight=not getattr(args, "no_preflight", False), log=log,
+                                  new_code=getattr(args, "new_code", False))
         if getattr(args, "json", False):
             print(json.dumps({k: v for k, v in result.items() if k != "failed"}, indent=1), file=out, flush=True)
         failed = result.get("failed", [])

@@ -3,6 +3,7 @@
     python launch/local_cluster.py up                  # one node with accounting (sacct works)
     python launch/local_cluster.py up --no-accounting  # no slurmdbd: sacct fails, squeue works
     python launch/local_cluster.py up --nodes 2        # plus node1, node2 in network namespaces (partition multinode)
+    python launch/local_cluster.py up --gpu-shaped     # node1, node2 look like 8-GPU nodes (partition gpu)
     python launch/local_cluster.py status              # what runs (exit 0 when up, 3 when not)
     python launch/local_cluster.py down                # stop what `up` started, by process id
 
@@ -10,6 +11,12 @@ Everything lives in ``<state>/slurm`` (``<repo>/.state`` unless ``$MEMORYMODELS_
 ``slurmdbd.conf``, a MUNGE key and socket, a MariaDB data directory on a private port, Slurm's state, spool, pid and
 log files. Clients find it through ``SLURM_CONF`` (see ``slurm_environ()``); ``/etc/slurm`` is never touched. Ports
 are chosen once per state directory, so a second state directory runs a second, independent cluster beside it.
+
+The GPU-shaped mode (``--gpu-shaped``, implies ``--nodes 2``) makes the two namespace nodes advertise what the
+shipped GPU profiles ask for (``config.GPU_SHAPE``: 8 GPUs backed by stand-in character devices, 128 CPUs, 2 TB,
+``Features=v100,a100,h100``, partition ``gpu``), so slurmctld itself judges their scripts (``sbatch --test-only``,
+held submissions); nothing runs on GPUs. Use it in a separate state directory
+(``MEMORYMODELS_STATE=/tmp/gpu-state python launch/local_cluster.py up --gpu-shaped --no-accounting``).
 
 ``up`` is idempotent: a running cluster in the asked-for mode is found in about a second; a changed mode (accounting
 on or off, node count) restarts only the daemons whose configuration changed. When the Debian packages are missing,
@@ -31,13 +38,15 @@ import argparse
 import contextlib
 import fcntl
 import os
+import stat
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-from launch.localcluster.config import (Layout, conf_path, init_settings, load_settings, save_settings, settings_path,
-                                        slurm_conf_text, slurmdbd_conf_text, state_dir, write_atomic)
+from launch.localcluster.config import (GPU_SHAPE, Layout, conf_path, fake_gpu_dir, gres_conf_text, init_settings,
+                                        load_settings, save_settings, settings_path, slurm_conf_text,
+                                        slurmdbd_conf_text, state_dir, write_atomic)
 from launch.localcluster.daemons import daemon_pid, start_daemons, stop_daemon
 from launch.localcluster.network import NET_LOCK_DIR, net_down, net_plan, net_up
 from launch.localcluster.processes import ClusterError, pid_of, preflight, run
@@ -60,14 +69,20 @@ def _locked(state: Path):
         yield
 
 
-def up(*, accounting: bool = True, nodes: int | None = None, state: Path | None = None) -> Layout:
+def up(*, accounting: bool = True, nodes: int | None = None, state: Path | None = None,
+       gpu_shaped: bool | None = None) -> Layout:
     """Start the cluster, or find it running; restart only what a changed mode needs.
 
     ``nodes``: 1 (this host), 2 (this host plus two namespace nodes in partition ``multinode``), or None to keep
-    what runs (1 when nothing does)."""
+    what runs (1 when nothing does). ``gpu_shaped``: the namespace nodes look like 8-GPU nodes (partition ``gpu``;
+    implies 2 nodes), False: plain CPU nodes, None: keep what runs."""
     state = (state or state_dir()).resolve()
     if nodes not in (None, 1, 2):
         raise ClusterError(f"--nodes {nodes}: the local cluster has 1 or 2 nodes")
+    if gpu_shaped and nodes == 1:
+        raise ClusterError("--gpu-shaped needs the two namespace nodes (--nodes 2)")
+    if gpu_shaped:
+        nodes = 2
     preflight(multinode=nodes == 2)
     with _locked(state):
         for sub in ("munge", "mysql", "run", "log", "ctld", "spool"):
@@ -75,15 +90,45 @@ def up(*, accounting: bool = True, nodes: int | None = None, state: Path | None 
         # munged wants the socket's directories searchable by all, and the key's not writable by others.
         os.chmod(state, 0o755)
         (state / "munge-key").mkdir(mode=0o700, exist_ok=True)
-        lay = _configure_nodes(state, accounting, nodes)
+        lay = _configure_nodes(state, accounting, nodes, gpu_shaped)
         (state / "plugstack.conf").touch()
-        conf_changed = write_atomic(lay.conf, slurm_conf_text(lay, accounting))
+        if lay.gpu_shaped:
+            _make_fake_gpus(state)
+        gres_changed = _write_gres_conf(lay)
+        conf_changed = write_atomic(lay.conf, slurm_conf_text(lay, accounting)) or gres_changed
         dbd_changed = write_atomic(lay.dbd_conf, slurmdbd_conf_text(lay), 0o600)
         start_daemons(lay, accounting, conf_changed, dbd_changed)
     return lay
 
 
-def _configure_nodes(state: Path, accounting: bool, nodes: int | None) -> Layout:
+def _write_gres_conf(lay: Layout) -> bool:
+    """``gres.conf`` in the GPU-shaped mode, none otherwise; whether it changed."""
+    path = lay.state / "gres.conf"
+    if lay.gpu_shaped:
+        return write_atomic(path, gres_conf_text(lay))
+    if path.exists():
+        path.unlink()
+        return True
+    return False
+
+
+def _make_fake_gpus(state: Path) -> None:
+    """Character devices with the null device's numbers (1, 3) standing in for GPUs: slurmd counts the GRES files it
+    finds, and refuses a node whose configured GPUs it cannot count ("gres/gpu count reported lower than
+    configured")."""
+    folder = fake_gpu_dir(state)
+    folder.mkdir(exist_ok=True)
+    for i in range(GPU_SHAPE["gpus"]):
+        path = folder / f"nvidia{i}"
+        if not path.exists():
+            try:
+                os.mknod(path, 0o666 | stat.S_IFCHR, os.makedev(1, 3))
+            except OSError as err:
+                raise ClusterError(f"cannot create the stand-in GPU device {path} ({err.strerror}); the GPU-shaped "
+                                   f"mode needs root on a file system that allows device files") from err
+
+
+def _configure_nodes(state: Path, accounting: bool, nodes: int | None, gpu_shaped: bool | None = None) -> Layout:
     """Record the wanted mode in ``cluster.json`` and create (or remove) the namespace nodes' network."""
     settings = init_settings(state)
     old = Layout(state, dict(settings))
@@ -94,6 +139,8 @@ def _configure_nodes(state: Path, accounting: bool, nodes: int | None) -> Layout
         else:
             settings.pop("net", None)
         settings["accounting"] = accounting
+        if gpu_shaped is not None or want_nodes != 2:
+            settings["gpu_shaped"] = bool(gpu_shaped) and want_nodes == 2
         save_settings(state, settings)  # before creating anything, so that `down` knows what to remove
         lay = Layout(state, settings)
         for node in set(old.nodes()) - set(lay.nodes()):
@@ -219,12 +266,15 @@ def main(argv: list[str] | None = None) -> int:
     p_up.add_argument("--no-accounting", action="store_true", help="no slurmdbd/MariaDB: sacct fails, squeue works")
     p_up.add_argument("--nodes", type=int, choices=(1, 2), default=None,
                       help="1: this host; 2: plus node1/node2 in network namespaces (default: keep what runs)")
+    p_up.add_argument("--gpu-shaped", action="store_true", default=None,
+                      help="node1/node2 advertise 8 stand-in GPUs, 128 CPUs, 2 TB, features v100,a100,h100 in "
+                           "partition gpu, so the GPU profiles' scripts meet a real slurmctld (implies --nodes 2)")
     sub.add_parser("down", help="stop what `up` started and remove its network namespaces and /etc/hosts entries")
     sub.add_parser("status", help="print what runs; exit 0 when the cluster is up, 3 when not")
     args = parser.parse_args(argv)
     try:
         if args.command == "up":
-            lay = up(accounting=not args.no_accounting, nodes=args.nodes)
+            lay = up(accounting=not args.no_accounting, nodes=args.nodes, gpu_shaped=args.gpu_shaped)
             print(f"local_cluster: up; export SLURM_CONF={lay.conf}")
         elif args.command == "down":
             down()

@@ -16,6 +16,12 @@ from memorymodels.experiment import state_dir as project_state_dir
 from memorymodels.fileio import write_text_atomic
 
 MULTINODE_PARTITION = "multinode"
+GPU_PARTITION = "gpu"
+GPU_SHAPE = {"gpus": 8, "cpus": 128, "memory_mb": 2_000_000, "features": ("v100", "a100", "h100")}
+"""What each namespace node advertises in the GPU-shaped mode (``up --gpu-shaped``): the largest shipped GPU
+profile's request fits (a100x8: 8 GPUs, 128 CPUs; h100x8: 1600 GB), every profile's ``constraint`` matches, and the
+partition is the one the profiles name. The sizes are believed because of ``SlurmdParameters=config_overrides``; the
+GPUs are stand-in character devices (:func:`fake_gpu_files`), since count-only GRES is refused at registration."""
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -25,6 +31,11 @@ def state_dir() -> Path:
     """``<state>/slurm`` (``memorymodels.experiment.state_dir``: ``$MEMORYMODELS_STATE`` or ``<repo>/.state``); the
     local profiles' ``slurm_conf`` names the ``slurm.conf`` in it."""
     return project_state_dir().expanduser().resolve() / "slurm"
+
+
+def fake_gpu_dir(state: Path) -> Path:
+    """Where the GPU-shaped mode's stand-in device files live (``nvidia0`` ... ``nvidia7``)."""
+    return state / "fakegpu"
 
 
 def conf_path(state: Path | None = None) -> Path:
@@ -84,6 +95,10 @@ class Layout:
     @property
     def net(self) -> dict | None:
         return self.settings.get("net")
+
+    @property
+    def gpu_shaped(self) -> bool:
+        return bool(self.settings.get("gpu_shaped")) and self.net is not None
 
     def nodes(self) -> list[str]:
         """All node names: this host, then the namespace nodes."""
@@ -150,11 +165,26 @@ def _node_lines(lay: Layout) -> list[str]:
              f"PartitionName=debug Nodes={lay.host} Default=YES MaxTime=INFINITE State=UP"]
     if lay.net:
         names = [n["name"] for n in lay.net["nodes"]]
+        shape = GPU_SHAPE
+        size = (f"CPUs={shape['cpus']} RealMemory={shape['memory_mb']} Gres=gpu:{shape['gpus']} "
+                f"Features={','.join(shape['features'])}") if lay.gpu_shaped else f"CPUs=4 RealMemory={memory // 4}"
         for node in lay.net["nodes"]:
-            lines.append(f"NodeName={node['name']} NodeAddr={node['address']} CPUs=4 RealMemory={memory // 4} "
-                         "State=UNKNOWN")
+            lines.append(f"NodeName={node['name']} NodeAddr={node['address']} {size} State=UNKNOWN")
         lines.append(f"PartitionName={MULTINODE_PARTITION} Nodes={','.join(names)} MaxTime=INFINITE State=UP")
+        if lay.gpu_shaped:
+            lines.append(f"PartitionName={GPU_PARTITION} Nodes={','.join(names)} MaxTime=INFINITE State=UP")
     return lines
+
+
+def gres_conf_text(lay: Layout) -> str:
+    """``gres.conf`` beside ``slurm.conf``: in the GPU-shaped mode the namespace nodes' GPUs are the stand-in device
+    files (pure; written by ``up``)."""
+    lines = ["# Written by `python launch/local_cluster.py up`; do not edit.", "AutoDetect=off"]
+    if lay.gpu_shaped:
+        names = ",".join(n["name"] for n in lay.net["nodes"])
+        last = GPU_SHAPE["gpus"] - 1
+        lines.append(f"NodeName={names} Name=gpu File={fake_gpu_dir(lay.state)}/nvidia[0-{last}]")
+    return "\n".join(lines) + "\n"
 
 
 def slurm_conf_text(lay: Layout, accounting: bool) -> str:
@@ -212,6 +242,7 @@ def slurm_conf_text(lay: Layout, accounting: bool) -> str:
         "SlurmctldTimeout=30",
         "SlurmdTimeout=60",
         "MessageTimeout=20",
+        *(["GresTypes=gpu"] if lay.gpu_shaped else []),
         *_node_lines(lay),
     ]
     return "\n".join(lines) + "\n"

@@ -23,6 +23,13 @@ Which settings win, lowest first: the experiment file; what the profile decides 
 Precision has one owner, :func:`plan_precision`: the profile's, or ``--set train.precision`` (or
 ``--set profile.precision``) when the GPU can do it; the trainer, the accelerate config and the launch flags all
 receive that one value.
+
+The code the job runs (``launch.planning.code``): unless planned with ``snapshot=False`` (``--no-snapshot``), the
+project's files are hashed here and the job runs from ``<checkpoint_root>/.code/<hash>/``, which the submission
+fills: the sbatch script says ``--chdir`` to it (so submitit's task loads the launcher from it) and the launch
+command starts with ``env --chdir=... PYTHONPATH=...`` (so the trainer does). Site settings of a profile reach the
+job here too: ``exclusive`` (``--exclusive --mem=0``), ``srun_args``, ``wckey`` and ``container`` (pyxis:
+``srun --container-image ...``; apptainer/singularity: the launch command under ``apptainer exec --nv``).
 """
 
 from __future__ import annotations
@@ -39,6 +46,7 @@ from typing import Any, Iterable
 
 import yaml
 
+from launch.planning.code import CodeSnapshot, project_code
 from launch.planning.dependency import dependency_spec
 from launch.planning.profiles import Profile, expand_path, precision_problem
 from launch.slurm.submitit_adapter import render_sbatch
@@ -114,6 +122,8 @@ class JobPlan:
     """Seconds one attempt may run (the profile's time limit)."""
     dependency: str | None = None
     """Slurm's ``--dependency`` (job ids only, submission ids resolved), or None."""
+    code: CodeSnapshot | None = None
+    """The code snapshot every attempt runs from (``.path``); None: the checkout as it is when the job starts."""
 
     @property
     def world_size(self) -> int:
@@ -134,7 +144,7 @@ class JobPlan:
         """What ``--dry-run --json`` prints."""
         return {"sbatch": self.sbatch, "script": self.script, "command": self.command, "precision": self.precision,
                 "accelerate_config": self.accelerate_config, "experiment": self.experiment_text,
-                "run_dir": str(self.run_dir)}
+                "run_dir": str(self.run_dir), "code": code_json(self.code)}
 
     def describe(self) -> str:
         """The plan for people (``--dry-run``)."""
@@ -147,6 +157,8 @@ class JobPlan:
                  f"model       {self.settings.model.name}"
                  + (f" (preset {self.settings.model.preset})" if self.settings.model.preset else ""),
                  f"run dir     {self.run_dir}",
+                 f"code        {describe_code(self.code)}",
+                 *([f"container   {p.container.runtime} {p.container.image}"] if p.container else []),
                  *([f"starts      when {self.dependency} holds (Slurm --dependency)"] if self.dependency else []),
                  f"logs        {self.log_folder}/%j_0_log.out / .err",
                  "", "# command (one per node)", self.command]
@@ -155,6 +167,20 @@ class JobPlan:
         if p.executor == "slurm":
             lines += ["", f"# {SBATCH_SCRIPT}", self.script.rstrip()]
         return "\n".join(lines)
+
+
+def code_json(code: CodeSnapshot | None) -> dict | None:
+    """The plan's code as plain data (``--dry-run --json``, plan.json, run.json)."""
+    if code is None:
+        return None
+    return {"hash": code.hash, "path": str(code.path), "git": code.git}
+
+
+def describe_code(code: CodeSnapshot | None) -> str:
+    if code is None:
+        return "the checkout as it is when each attempt starts (--no-snapshot)"
+    return (f"snapshot {code.hash} of {code.source} ({len(code.files)} files), every attempt runs from "
+            f"{code.path}")
 
 
 def split_overrides(items: Iterable[str]) -> tuple[list[str], list[str]]:
@@ -186,9 +212,11 @@ def array_tag(submission_id: str, k: int) -> str:
 
 
 def sbatch_parameters(profile: Profile, *, name: str, nodes: int, dependency: str | None = None,
-                      comment: str | None = None) -> dict[str, Any]:
+                      comment: str | None = None, code_dir: Path | None = None,
+                      mounts: Iterable[Path] = ()) -> dict[str, Any]:
     """The profile in scheduler terms (submitit's parameter names); ``dependency`` a resolved spec; ``comment``
-    the job's tag (:func:`run_tag`). Pure."""
+    the job's tag (:func:`run_tag`); ``code_dir`` the code snapshot the job runs from (``--chdir``); ``mounts``
+    folders a container must see at the same path (the checkpoint and data roots). Pure."""
     procs = profile.procs_per_node
     mem_gb = profile.mem_per_gpu_gb * procs
     params: dict[str, Any] = {"job_name": name}
@@ -204,14 +232,35 @@ def sbatch_parameters(profile: Profile, *, name: str, nodes: int, dependency: st
                    "mem": f"{int(mem_gb)}G" if mem_gb == int(mem_gb) else f"{int(mem_gb * 1024)}M",  # Slurm 22.05 rejects "GB"
                    "time": profile.time_minutes,
                    "signal_delay_s": profile.signal_before_end_s,
-                   "additional_parameters": {"requeue": True, **profile.sbatch_extra,
+                   "additional_parameters": {"requeue": True, **({"chdir": str(code_dir)} if code_dir else {}),
+                                             **profile.sbatch_extra,
                                              **({"dependency": dependency} if dependency else {})},
                    # srun does not inherit --cpus-per-task from sbatch in Slurm 22.05-23.02: without this the step, so
                    # torchrun and all its workers, may be bound to one core
-                   "srun_args": ["--cpus-per-task", str(profile.cpus_per_gpu * procs)]})
+                   "srun_args": ["--cpus-per-task", str(profile.cpus_per_gpu * procs), *profile.srun_args,
+                                 *pyxis_args(profile, code_dir, mounts)],
+                   "wckey": profile.wckey})  # None: no --wckey line (submitit's default is 'submitit')
+    if profile.exclusive:  # whole nodes, all their memory
+        params.update(exclusive=True, mem="0")
     if profile.setup:
         params["setup"] = list(profile.setup)
     return params
+
+
+def container_mounts(profile: Profile, mounts: Iterable[Path]) -> list[str]:
+    """The container's mounts: the profile's, then ``mounts`` (the checkpoint and data roots) at the same path."""
+    extra = [f"{path}:{path}" for path in dict.fromkeys(str(m) for m in mounts)]
+    return list(dict.fromkeys([*profile.container.mounts, *extra]))
+
+
+def pyxis_args(profile: Profile, code_dir: Path | None, mounts: Iterable[Path]) -> list[str]:
+    """srun's pyxis flags for a ``runtime: pyxis`` container (the job's task runs in the image), else []."""
+    box = profile.container
+    if box is None or box.runtime != "pyxis":
+        return []
+    workdir = box.workdir or (str(code_dir) if code_dir else None)
+    return [f"--container-image={box.image}", f"--container-mounts={','.join(container_mounts(profile, mounts))}",
+            *([f"--container-workdir={workdir}"] if workdir else [])]
 
 
 def profile_items(profile: Profile, data: dict) -> list[str]:
@@ -324,14 +373,17 @@ def launch_shape(profile: Profile, launcher: str | None, nodes: int | None) -> P
 def plan_job(profile: Profile, experiment: str | Path | None = None, *, overrides: Iterable[str] = (),
              launcher: str | None = None, nodes: int | None = None, run_dir: str | Path | None = None,
              log_folder: str | Path | None = None, python: str | None = None, dependency: str | None = None,
-             request: str | None = None, data: dict | None = None) -> JobPlan:
+             request: str | None = None, data: dict | None = None, snapshot: bool = True,
+             code: CodeSnapshot | None = None) -> JobPlan:
     """Plan one job of ``experiment`` (default ``configs/experiments/autoencoder.yaml``) on ``profile``.
 
     ``overrides`` are experiment ``KEY=VALUE`` items (``--set`` without ``profile.``); ``launcher`` and ``nodes``
     replace the profile's defaults; ``run_dir`` replaces the derived run directory (sweeps name their cells' own);
     ``log_folder`` replaces ``RUN_DIR/launch/slurm``; ``dependency`` is ``--dependency``
     (``launch.planning.dependency``); ``request`` the command line for the script's header; ``data`` the
-    experiment file's content when the caller has read it already (a sweep reads it once for all its cells).
+    experiment file's content when the caller has read it already (a sweep reads it once for all its cells);
+    ``snapshot=False`` runs the job from the checkout instead of a snapshot of the code (``--no-snapshot``), and
+    ``code`` is the project's code when the caller has hashed it already (``launch.planning.code.project_code``).
     Pure: reads files, never contacts the cluster. Any problem is a ConfigError naming the file and key.
     """
     profile = launch_shape(profile, launcher, nodes)
@@ -347,6 +399,13 @@ def plan_job(profile: Profile, experiment: str | Path | None = None, *, override
         raise ConfigError(str(exc)) from None
     log_folder = Path(log_folder) if log_folder is not None else launch_dir(run_dir) / LOG_FOLDER
     python = python or sys.executable
+    if profile.container is not None and profile.container.runtime == "pyxis":
+        python = profile.container.python  # the whole task runs in the image
+    checkpoint_root = Path(settings.output.checkpoint_root).resolve()
+    code = ((code or project_code()).under(checkpoint_root)) if snapshot else None
+    code_dir = code.path if code is not None else None
+    mounts = [checkpoint_root, expand_path(profile.data_root, where=f"{profile.source}: data_root")] \
+        if profile.container is not None else []
     if dependency is not None:
         if profile.executor != "slurm":
             raise ConfigError(f"--dependency {dependency}: profile '{profile.name}' runs jobs on this machine at once; "
@@ -354,17 +413,18 @@ def plan_job(profile: Profile, experiment: str | Path | None = None, *, override
         dependency = dependency_spec(dependency)
     request = request or default_request(profile, path, user, launcher, nodes, dependency)
     sbatch = sbatch_parameters(profile, name=run_dir.name, nodes=profile.nodes, dependency=dependency,
-                               comment=run_tag(run_dir))
+                               comment=run_tag(run_dir), code_dir=code_dir, mounts=mounts)
     return JobPlan(
         name=run_dir.name, profile=profile, experiment=path, overrides=items, settings=settings, model=model,
         precision=precision, launcher=profile.launcher, nodes=profile.nodes, procs_per_node=profile.procs_per_node,
         run_dir=run_dir, log_folder=log_folder, sbatch=sbatch,
         script=with_header(render_sbatch(sbatch, folder=log_folder, python=python), script_header(request, profile)),
-        command=launch_command(profile, precision, python=python, run_dir=run_dir),
+        command=launch_command(profile, precision, python=python, run_dir=run_dir, code_dir=code_dir,
+                               mounts=mounts),
         accelerate_config=None if profile.launcher == "torchrun" else accelerate_config(profile, precision),
         experiment_text=resolved_experiment(settings.source, settings), request=request, python=python,
         env={"OMP_NUM_THREADS": str(profile.cpus_per_gpu), "PYTHONUNBUFFERED": "1"},
-        time_limit_s=profile.time_minutes * 60, dependency=dependency,
+        time_limit_s=profile.time_minutes * 60, dependency=dependency, code=code,
     )
 
 
@@ -387,10 +447,35 @@ def accelerate_config(profile: Profile, precision: str) -> str:
     return header + yaml.safe_dump(data, sort_keys=True)
 
 
-def launch_command(profile: Profile, precision: str, *, python: str, run_dir: Path) -> str:
-    """One node's launch command (shell): the trainer reads the resolved experiment the submission wrote. Pure."""
+def launch_command(profile: Profile, precision: str, *, python: str, run_dir: Path, code_dir: Path | None = None,
+                   mounts: Iterable[Path] = ()) -> str:
+    """One node's launch command (shell): the trainer reads the resolved experiment the submission wrote; from
+    ``code_dir`` when given (working directory and PYTHONPATH), inside an apptainer/singularity container when the
+    profile names one. Pure."""
+    return command_prefix(profile, code_dir, mounts) + trainer_command(profile, precision, python=python,
+                                                                        run_dir=run_dir)
+
+
+def command_prefix(profile: Profile, code_dir: Path | None, mounts: Iterable[Path]) -> str:
+    """``env --chdir=CODE PYTHONPATH=CODE `` and ``apptainer exec --nv --bind ... IMAGE `` as the plan needs them
+    (the command is exec'd by the node's shell, so a prefix that execs the rest keeps its process id)."""
+    q = shlex.quote
+    prefix = f"env --chdir={q(str(code_dir))} PYTHONPATH={q(str(code_dir))} " if code_dir else ""
+    box = profile.container
+    if box is not None and box.runtime != "pyxis":
+        workdir = box.workdir or (str(code_dir) if code_dir else None)
+        prefix += " ".join([box.runtime, "exec", *(["--nv"] if profile.gpu_type else []),
+                            "--bind", q(",".join(container_mounts(profile, mounts))),
+                            *(["--pwd", q(workdir)] if workdir else []), q(box.image)]) + " "
+    return prefix
+
+
+def trainer_command(profile: Profile, precision: str, *, python: str, run_dir: Path) -> str:
+    """torchrun or ``accelerate launch`` of the trainer (the image's interpreter in a container). Pure."""
     procs, nodes = profile.procs_per_node, profile.nodes
     q = shlex.quote
+    if profile.container is not None:
+        python = profile.container.python
     files = launch_dir(run_dir)
     train = ["-m", "memorymodels.train", "--experiment", str(files / EXPERIMENT_FILE), "--run-dir", str(run_dir)]
     train_args = " ".join(q(a) for a in train)

@@ -13,6 +13,13 @@ A profile names the hardware of one node type and where things live on that clus
     time_limit: 24h              # 90m, 24h, 2d, 1d12h, HH:MM:SS or D-HH:MM:SS
     precision: fp16
     checkpoint_root: ${CHECKPOINT_ROOT:-~/memorymodels/runs}
+    exclusive: true              # whole nodes: --exclusive --mem=0
+    srun_args: [--mpi=pmix]      # added to the job's srun line
+    wckey: null                  # a --wckey only where the cluster wants one (submitit would write 'submitit')
+    container:                   # run in an image: pyxis/enroot (srun --container-image) or apptainer exec
+      image: nvcr.io#nvidia/pytorch:24.05-py3
+      runtime: pyxis
+      mounts: [/scratch:/scratch]
 
 Values may use ``$VAR``, ``${VAR}``, ``${VAR:-default}`` and ``~``; they are expanded when a job is planned
 (:func:`expand_path`), so a variable that is not set is an error naming the file and the key. ``--set
@@ -47,6 +54,7 @@ GPU_TYPES = {
     "L40S": {"max_per_node": 8, "bf16": True},
 }
 LAUNCHERS = ("torchrun", "fsdp", "deepspeed")
+CONTAINER_RUNTIMES = ("pyxis", "apptainer", "singularity")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _SLURM_OPTION = re.compile(r"[a-z][a-z0-9-]*")
 
@@ -67,6 +75,25 @@ def _check_text(src: str, key: str, value: Any) -> None:
     shell in the job)."""
     if isinstance(value, str) and _CONTROL.search(value):
         raise ConfigError(f"{src}: '{key}' contains a control character ({value!r}); profile values are one line")
+
+
+@dataclass(kw_only=True)
+class Container:
+    """A profile's ``container:``: the image every node runs the job in (checked by ``Profile``, which names the file)."""
+
+    image: str = ""
+    """pyxis/enroot: an image name (nvcr.io#nvidia/pytorch:24.05-py3) or a .sqsh file; apptainer: a .sif file."""
+    runtime: Literal["pyxis", "apptainer", "singularity"] = "pyxis"
+    """pyxis: srun --container-image (the whole task runs in the image); apptainer/singularity: the launch command
+    runs under ``apptainer exec --nv``."""
+    mounts: list[str] = field(default_factory=list)
+    """Host folders seen in the container, SRC:DST[:FLAGS]; the checkpoint and data roots are always added (same
+    path inside, so the planned paths hold)."""
+    workdir: str | None = None
+    """Working directory inside the container (default: the job's code snapshot, or the project)."""
+    python: str = "python"
+    """The image's interpreter: it runs the trainer (and, under pyxis, the job's submitit task, so the image needs
+    submitit)."""
 
 
 @dataclass(kw_only=True)
@@ -121,6 +148,15 @@ class Profile:
     """How many tasks of one sweep array may run at once."""
     max_array_size: int = 1001
     """Largest array this cluster accepts (Slurm's MaxArraySize, default 1001); bigger sweeps are split."""
+    container: Container | None = None
+    """Run the job in an image (pyxis/enroot or Apptainer); null: on the nodes' own software."""
+    exclusive: bool = False
+    """Whole nodes: ``--exclusive`` and ``--mem=0`` (all of each node's memory) instead of the per-GPU share."""
+    srun_args: list[str] = field(default_factory=list)
+    """Further arguments of the job's srun line, e.g. [--mpi=pmix, --cpu-bind=cores]."""
+    wckey: str | None = None
+    """Slurm workload characterization key (--wckey); null: none (submitit would otherwise write --wckey=submitit,
+    which clusters that enforce wckeys refuse)."""
     slurm_conf: str | None = None
     """The cluster's slurm.conf (null: SLURM_CONF as set, else Slurm's default); the local profiles name the
     project's development cluster here. Variables and ``~`` are expanded; relative paths are under the project."""
@@ -176,6 +212,7 @@ class Profile:
                               f"'time_limit: {self.time_limit}'; the job would be told to stop before it starts")
         if not isinstance(self.setup, list) or not all(isinstance(line, str) for line in self.setup):
             raise ConfigError(f"{src}: 'setup' must be a list of shell lines")
+        self._check_site()
         self._check_text_values()
 
     def _check_text_values(self) -> None:
@@ -185,7 +222,7 @@ class Profile:
         for f in dataclasses.fields(self):
             if f.name not in ("source", "setup", "sbatch_extra"):
                 _check_text(src, f.name, getattr(self, f.name))
-        for key in ("partition", "account", "qos", "constraint"):
+        for key in ("partition", "account", "qos", "constraint", "wckey"):
             value = getattr(self, key)
             if value is not None and (not value.strip() or any(ch.isspace() for ch in value)):
                 raise ConfigError(f"{src}: '{key}: {value}' is not a Slurm name (no spaces; null for the default)")
@@ -198,6 +235,33 @@ class Profile:
             if not isinstance(value, (str, int, float, bool)) or isinstance(value, float) and not math.isfinite(value):
                 raise ConfigError(f"{src}: 'sbatch_extra.{key}' must be one string, number or true, got {value!r}")
             _check_text(src, f"sbatch_extra.{key}", value)
+
+    def _check_site(self) -> None:
+        """``container``, ``srun_args`` (``exclusive`` and ``wckey`` are checked with the other keys)."""
+        src = self.source
+        if not isinstance(self.srun_args, list) or not all(isinstance(a, str) and a.strip() for a in self.srun_args):
+            raise ConfigError(f"{src}: 'srun_args' must be a list of srun arguments (strings), got {self.srun_args!r}")
+        for i, arg in enumerate(self.srun_args):
+            _check_text(src, f"srun_args[{i}]", arg)
+            if arg.split("=", 1)[0] in ("--output", "--error", "-o", "-e", "--cpus-per-task", "-c"):
+                raise ConfigError(f"{src}: 'srun_args[{i}]: {arg}' is set by the launcher (logs, CPUs per task); "
+                                  f"remove it")
+        box = self.container
+        if box is None:
+            return
+        for key in ("image", "python", "workdir", "runtime"):
+            _check_text(src, f"container.{key}", getattr(box, key))
+        if not box.image.strip() or any(ch.isspace() for ch in box.image):
+            raise ConfigError(f"{src}: 'container.image' must name one image (no spaces), got {box.image!r}")
+        if not box.python.strip():
+            raise ConfigError(f"{src}: 'container.python' must name the image's interpreter, got {box.python!r}")
+        for i, mount in enumerate(box.mounts):
+            _check_text(src, f"container.mounts[{i}]", mount)
+            if not mount.strip() or "," in mount or any(ch.isspace() for ch in mount):
+                raise ConfigError(f"{src}: 'container.mounts[{i}]: {mount}' is not one SRC[:DST[:FLAGS]] mount "
+                                  f"(no commas or spaces; one list item per mount)")
+        if box.workdir is not None and not box.workdir.startswith("/"):
+            raise ConfigError(f"{src}: 'container.workdir: {box.workdir}' must be an absolute path inside the image")
 
     @property
     def procs_per_node(self) -> int:

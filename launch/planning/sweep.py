@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from launch.planning.dependency import dependency_spec
+from launch.planning.code import project_code
 from launch.planning.plan import (JobPlan, array_tag, experiment_path, launch_shape, plan_experiment, plan_job,
                                   script_header, with_header)
 from launch.planning.profiles import Profile
@@ -82,12 +83,14 @@ class SweepPlan:
 
 
 def plan_sweep(sweep: SweepConfig, profile: Profile, *, overrides: list[str] = (), launcher: str | None = None,
-               nodes: int | None = None, dependency: str | None = None, request: str | None = None) -> SweepPlan:
+               nodes: int | None = None, dependency: str | None = None, request: str | None = None,
+               snapshot: bool = True) -> SweepPlan:
     """Plan every cell of ``sweep`` on ``profile``. Reads files only.
 
     ``overrides`` are experiment ``KEY=VALUE`` items from ``--set`` (applied in every cell, after the sweep's own
     ``overrides``); setting an axis of the sweep there is an error. ``dependency`` (``--dependency``) holds for
-    every array of the sweep.
+    every array of the sweep. The project's code is hashed once for all cells (``snapshot=False``: the cells run
+    from the checkout, ``--no-snapshot``).
     """
     experiment = experiment_path(resolve_experiment_path(sweep))
     overrides = list(overrides)
@@ -107,11 +110,13 @@ def plan_sweep(sweep: SweepConfig, profile: Profile, *, overrides: list[str] = (
     dependency = dependency_spec(dependency) if dependency is not None else None
     root = Path(settings.output.checkpoint_root).resolve()
     cells = plan_cells(sweep, root)
+    code = project_code() if snapshot else None
     jobs = []
     for cell in cells:
         try:
             jobs.append(plan_job(profile, experiment, overrides=common + cell_items(cell.overrides), data=data,
-                                 run_dir=cell.run_dir, dependency=dependency, request=request))
+                                 run_dir=cell.run_dir, dependency=dependency, request=request, snapshot=snapshot,
+                                 code=code))
         except ConfigError as exc:
             raise ConfigError(f"{sweep.source}: cell {cell.index} ({', '.join(cell_items(cell.overrides))}): "
                               f"{exc}") from None

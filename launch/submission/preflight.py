@@ -3,11 +3,13 @@
 Two kinds of checks, run by a submission and by ``--dry-run`` alike:
 
 - on this machine (:func:`local_problems`): the experiment's data exist (explicit tokenizer/data directories, or
-  a local corpus path or glob) and the checkpoint root is writable; the model and every config value were checked
+  a local corpus path or glob), the checkpoint root is writable and a run submitted before ran the same code (or
+  ``--new-code`` says to continue it with this code: ``launch.submission.snapshot.code_problem``); the model and every config value were checked
   when the job was planned;
 - against the live cluster (:func:`cluster_problems`): the partition exists, one node offers the GPUs, CPUs and
   memory, the time limit fits the partition, an array fits MaxArraySize, every job a ``--dependency`` names exists
-  and can still satisfy it, and ``sbatch --test-only`` accepts the script. A dry run with no cluster answering says
+  and can still satisfy it, and ``sbatch --test-only`` accepts the script (asked also when an earlier check found a
+  problem, so Slurm's reason stands beside ours). A dry run with no cluster answering says
   plainly that these were not run.
 
 :class:`SubmitError` lists every problem found, one per line, and says that nothing was submitted.
@@ -27,6 +29,7 @@ from launch.planning.profiles import format_minutes
 from launch.slurm.client import SlurmError, explain, job_states, run_slurm, slurm_environ
 from launch.slurm.cluster import ClusterInfo, mem_mb
 from launch.slurm.output import ACTIVE_STATES
+from launch.submission.snapshot import code_problem
 
 
 class SubmitError(RuntimeError):
@@ -77,11 +80,12 @@ def check_writable(plan: JobPlan) -> list[str]:
     return []
 
 
-def local_problems(plans: list[JobPlan]) -> list[str]:
+def local_problems(plans: list[JobPlan], new_code: bool = False) -> list[str]:
     """The checks that need no cluster, for every plan."""
     problems = []
     for plan in plans:
         problems += check_data(plan) + check_writable(plan)
+        problems += [p for p in [code_problem(plan, new_code)] if p]
     return problems
 
 
@@ -176,18 +180,18 @@ def cluster_problems(plans: list[JobPlan], info: ClusterInfo, env: dict[str, str
         if key not in seen:
             seen.add(key)
             problems += check_plan(plan, info, array_size=array_size)
-    if not problems:
-        for script in dict.fromkeys(scripts or [plans[0].script]):
-            problems += test_only(script, env)
+    # Slurm's own verdict, also when ours found problems: the two reasons side by side (which key, and Slurm's words)
+    for script in dict.fromkeys(scripts or [plans[0].script]):
+        problems += test_only(script, env)
     return problems
 
 
 def preflight(plans: list[JobPlan], *, array_size: int = 1, scripts: list[str] = (), dry_run: bool = False,
-              info: ClusterInfo | None = None) -> Preflight:
+              info: ClusterInfo | None = None, new_code: bool = False) -> Preflight:
     """Every check for planned jobs (all of one profile). A submission raises :class:`SubmitError` on any problem,
     a Slurm that does not answer included; a dry run reports what it found and, when no cluster answers, that the
     cluster checks were not run. ``scripts`` are the sbatch scripts to test (default: the first plan's)."""
-    result = Preflight(problems=local_problems(plans))
+    result = Preflight(problems=local_problems(plans, new_code))
     profile = plans[0].profile
     if profile.executor == "slurm":
         env = slurm_environ(profile.slurm_conf_path())

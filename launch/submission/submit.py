@@ -10,6 +10,10 @@
 ``executor: local`` profile. :func:`submit_arrays` submits planned sweep arrays
 (:class:`launch.planning.sweep.ArrayPlan`), one ``sbatch`` each. Both return a :class:`Submission`: the journal
 entry and submitit's job handles (the local executor's caller follows them). Nothing here re-derives the plan.
+
+The plan's code snapshot (``plan.code``) is copied under the checkpoint root before ``sbatch`` runs
+(``launch.submission.snapshot``), and its hash goes into ``plan.json`` and run.json's ``code``; a run whose
+run.json names other code is refused unless ``new_code`` (``--new-code``) says to continue it with this code.
 """
 
 from __future__ import annotations
@@ -26,15 +30,18 @@ from typing import Any
 import submitit
 
 from launch.node.task import NodeLaunch
-from launch.planning.plan import MAX_TIMEOUT_REQUEUES, SBATCH_SCRIPT, TAG_PREFIX, JobPlan, launch_dir, run_tag
+from launch.planning.plan import (MAX_TIMEOUT_REQUEUES, SBATCH_SCRIPT, TAG_PREFIX, JobPlan, code_json, launch_dir,
+                                  run_tag)
 from launch.planning.profiles import Profile
 from launch.planning.sweep import ArrayPlan, SweepPlan
 from launch.records import journal
 from launch.slurm.client import SlurmError, explain, run_slurm, slurm_environ, without_allocation
 from launch.slurm.submitit_adapter import PlannedSlurmExecutor
 from launch.submission.preflight import SubmitError
+from launch.submission.snapshot import SnapshotError, code_problem, materialize
 from memorymodels.experiment import experiment_dict, identity
-from memorymodels.fileio import locked, write_json, write_text_atomic
+from memorymodels.fileio import locked, read_json, write_json, write_text_atomic
+from memorymodels.tracking import tracker_identity
 
 SUBMIT_LOCK = ".submit.lock"
 """The lock file (in ``RUN_DIR/launch/``, or a sweep's folder) that makes queue check, sbatch and journal one step."""
@@ -58,11 +65,11 @@ class Submission:
         return self.record["jobs"]
 
 
-def write_launch_files(plan: JobPlan, script_file: Path | None = None) -> None:
+def write_launch_files(plan: JobPlan, script_file: Path | None = None, *, new_code: bool = False) -> None:
     """``RUN_DIR/launch/``: the plan's files and ``plan.json`` (the profile, the overrides, the sbatch parameters and
     the command that plans it again). A job in an array names the array's script (``script_file``, written once for
     all its cells) instead of a copy of its own: a thousand cells are a thousand files fewer."""
-    claim_run_dir(plan)
+    claim_run_dir(plan, new_code=new_code)
     folder = launch_dir(plan.run_dir)
     files = plan.files()
     if script_file is not None:
@@ -75,22 +82,42 @@ def write_launch_files(plan: JobPlan, script_file: Path | None = None) -> None:
                                       "launcher": plan.launcher, "nodes": plan.nodes,
                                       "procs_per_node": plan.procs_per_node, "request": plan.request,
                                       "script_file": str(script_file or folder / SBATCH_SCRIPT),
-                                      "submitted": time.time()})
+                                      "code": code_json(plan.code), "submitted": time.time()})
 
 
-def claim_run_dir(plan: JobPlan) -> None:
+def claim_run_dir(plan: JobPlan, *, new_code: bool = False) -> None:
     """Write a stub ``RUN_DIR/run.json`` holding the run's identity when there is none yet.
 
     The trainer refuses a ``--run-dir`` that holds files but no run.json of the same config, and the launcher's
     own files (``launch/``) are there before the trainer starts; the stub says whose directory it is. It has no
-    ``status`` (the trainer writes that when it starts) and the trainer keeps its other keys.
+    ``status`` (the trainer writes that when it starts) and the trainer keeps its other keys. It records the code
+    the run is submitted with (``code``: hash, snapshot folder, git); a run that has one keeps it, unless
+    ``new_code``, which records this plan's instead (the earlier ones in ``code_history``). A plan whose code
+    differs from the run's without ``new_code`` is refused (:func:`launch.submission.snapshot.code_problem`).
     """
     path = plan.run_dir / "run.json"
+    problem = code_problem(plan, new_code)
+    if problem:
+        raise SubmitError(f"{problem}; nothing was submitted")
+    code = code_json(plan.code)
     if path.exists():
+        info = read_json(path) or {}
+        if code is not None and (info.get("code") or {}).get("hash") != code["hash"]:
+            history = list(info.get("code_history", [])) + ([info["code"]] if info.get("code") else [])
+            write_json(path, {**info, "code": code, "code_history": history})
         return
     write_json(path, {"identity": identity(plan.settings, plan.world_size), "name": plan.run_dir.name,
                       "config": experiment_dict(plan.settings), "source": plan.settings.source,
-                      "world_size": plan.world_size, "created": time.time(), "attempts": []})
+                      "world_size": plan.world_size, "code": code, "created": time.time(), "attempts": []})
+
+
+def snapshot_code(plans: list[JobPlan]) -> None:
+    """Copy every distinct code snapshot the plans run from (one for a whole sweep) before anything is queued."""
+    for code in {plan.code.path: plan.code for plan in plans if plan.code is not None}.values():
+        try:
+            materialize(code)
+        except SnapshotError as exc:
+            raise SubmitError(str(exc)) from None
 
 
 def make_job(plan: JobPlan) -> NodeLaunch:
@@ -187,15 +214,22 @@ def _already_queued(plan: JobPlan) -> None:
 
 
 def submit_job(plan: JobPlan, *, kind: str = "job", sweep: dict | None = None, cell: dict | None = None,
-               submission_id: str | None = None) -> Submission:
+               submission_id: str | None = None, new_code: bool = False) -> Submission:
     """Submit one planned job (the preflight is the caller's: ``launch.submission.preflight``).
 
     Exactly once per run directory: checking the queue, writing the run's files, ``sbatch`` and the journal are one
-    step under the run's submission lock, and a run already queued (by anyone's submission of it) is refused."""
+    step under the run's submission lock, and a run already queued (by anyone's submission of it) is refused.
+    ``new_code``: continue a run submitted with other code with this plan's (``--new-code``)."""
+    problem = code_problem(plan, new_code)
+    if problem:
+        raise SubmitError(f"{problem}; nothing was submitted")
+    # Before the lock: the copy takes a moment, and the run directory (its launch/ folder, made by the lock) must not
+    # stand without run.json meanwhile (a planner would take it for another's). Copies of one hash meet safely.
+    snapshot_code([plan])
     with locked(launch_dir(plan.run_dir) / SUBMIT_LOCK):
         if plan.executor == "slurm":
             _already_queued(plan)
-        write_launch_files(plan)
+        write_launch_files(plan, new_code=new_code)  # checks the run's code again, under the lock
         try:
             if plan.executor == "local":
                 job = _local_executor(plan).submit(make_job(plan))
@@ -209,12 +243,20 @@ def submit_job(plan: JobPlan, *, kind: str = "job", sweep: dict | None = None, c
     return Submission(record, {str(job.job_id): job})
 
 
-def submit_arrays(plan: SweepPlan, arrays: list[ArrayPlan], *, sweep: dict, submission_id: str) -> Submission:
+def submit_arrays(plan: SweepPlan, arrays: list[ArrayPlan], *, sweep: dict, submission_id: str,
+                  new_code: bool = False) -> Submission:
     """Submit planned arrays of a sweep, one ``sbatch`` each, with exactly their planned scripts.
 
     The journal entry is written ahead (pending, with each array's tag and cells), updated after every ``sbatch``
     and confirmed at the end: a submitter killed between two ``sbatch`` calls leaves a record that, with the tags
-    in the queue, tells a rerun which cells are queued (``launch.submission.sweep.active_cells``)."""
+    in the queue, tells a rerun which cells are queued (``launch.submission.sweep.active_cells``). Every cell's
+    code is checked and the snapshot copied before the first ``sbatch``."""
+    cells = [plan.jobs[i] for array in arrays for i in array.cells]
+    problems = [p for p in (code_problem(job, new_code) for job in cells) if p]
+    if problems:
+        raise SubmitError(f"{len(problems)} cell(s) ran with other code; nothing was submitted:\n  - "
+                          + "\n  - ".join(problems[:5]))
+    snapshot_code(cells)
     journal.record(profile=plan.profile.name, jobs=[], kind="sweep", sweep=sweep, submission_id=submission_id,
                    slurm_conf=plan.profile.slurm_conf_path(), status="pending",
                    arrays=[{"tag": array.sbatch.get("comment"), "cells": [str(plan.cells[i].run_dir) for i in
@@ -225,7 +267,9 @@ def submit_arrays(plan: SweepPlan, arrays: list[ArrayPlan], *, sweep: dict, subm
         script_file = array.folder / SBATCH_SCRIPT
         write_text_atomic(script_file, array.script)
         for job in jobs:
-            write_launch_files(job, script_file)
+            write_launch_files(job, script_file, new_code=new_code)
+            if job.settings.train.report_to:  # the sweep's cells share one tracker group
+                tracker_identity(job.run_dir, group=plan.sweep.name)
         executor = _slurm_executor(jobs[0], array.folder, array.sbatch, array.script)
         try:
             with _cluster_environment(jobs[0]), executor.batch():

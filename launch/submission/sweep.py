@@ -82,18 +82,18 @@ def representatives(plan: SweepPlan, todo: list[int]) -> list:
     return chosen
 
 
-def submit_sweep(plan: SweepPlan, *, run_preflight: bool = True, log=None) -> dict:
+def submit_sweep(plan: SweepPlan, *, run_preflight: bool = True, log=None, new_code: bool = False) -> dict:
     """Submit the cells of ``plan`` (a Slurm profile) that are neither complete nor already queued.
 
     Returns ``{"sweep_id", "arrays": [{"job_id", "cells": [index, ...]}, ...]}`` (``sweep_id`` None and ``arrays``
     empty when there is nothing to do) and records the submission in the journal (``kind: "sweep"``, each job's
-    ``cell`` its overrides).
+    ``cell`` its overrides). ``new_code``: cells submitted before with other code continue with this plan's.
     """
     with locked(plan.root / SUBMIT_LOCK):  # two copies of one sweep at once: the second sees the first's jobs
-        return _submit_unqueued(plan, run_preflight, log)
+        return _submit_unqueued(plan, run_preflight, log, new_code)
 
 
-def _submit_unqueued(plan: SweepPlan, run_preflight: bool, log) -> dict:
+def _submit_unqueued(plan: SweepPlan, run_preflight: bool, log, new_code: bool = False) -> dict:
     todo = list(plan.pending)
     busy = active_cells(plan) if todo else {}
     if busy:
@@ -109,7 +109,8 @@ def _submit_unqueued(plan: SweepPlan, run_preflight: bool, log) -> dict:
     if run_preflight:
         preflight(representatives(plan, todo), array_size=max(len(a.cells) for a in arrays),
                   scripts=[arrays[0].script]).raise_problems()
-    submission = submit_arrays(plan, arrays, sweep=sweep_record(plan), submission_id=submission_id)
+    submission = submit_arrays(plan, arrays, sweep=sweep_record(plan), submission_id=submission_id,
+                               new_code=new_code)
     by_array: dict[str, list[int]] = {}
     for i, job in zip([i for a in arrays for i in a.cells], submission.jobs):
         by_array.setdefault(str(job["job_id"]).split("_")[0], []).append(i)

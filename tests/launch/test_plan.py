@@ -10,6 +10,7 @@ from __future__ import annotations
 import difflib
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -42,7 +43,9 @@ def plan(profile: str, *, launcher=None, nodes=None, profile_sets=(), sets=()):
 
 
 def normalize(text: str) -> str:
-    return text.replace(str(EXPERIMENT), "<EXPERIMENT>").replace(str(REPO_ROOT), "<ROOT>")
+    """Paths of this checkout and the code snapshot's hash (it changes with every commit) as placeholders."""
+    text = text.replace(str(EXPERIMENT), "<EXPERIMENT>").replace(str(REPO_ROOT), "<ROOT>")
+    return re.sub(r"/\.code/[0-9a-f]{16}", "/.code/<HASH>", text)
 
 
 def compare_recorded(name: str, text: str) -> None:
@@ -85,7 +88,71 @@ def test_rendered_jobs_match_recorded(case, profile, launcher, nodes):
         compare_recorded(f"{case}.accelerate_config.yaml", p.accelerate_config)
 
 
-PLAN_KEYS = {"sbatch", "script", "command", "accelerate_config", "run_dir", "precision", "experiment"}
+SITE_CASES = [  # (case name, profile, profile keys, nodes): a container cluster's settings, recorded
+    ("a100x8-pyxis-exclusive-2nodes", "a100x8",
+     ["container={image: nvcr.io#nvidia/pytorch:24.05-py3, mounts: [/scratch:/scratch]}", "exclusive=true",
+      "srun_args=[--mpi=pmix, --cpu-bind=cores]", "wckey=lab"], 2),
+    ("v100x8-apptainer", "v100x8", ["container={image: /images/torch.sif, runtime: apptainer}"], 1),
+]
+
+
+@pytest.mark.parametrize("case, profile, sets, nodes", SITE_CASES, ids=[c[0] for c in SITE_CASES])
+def test_site_settings_match_recorded(case, profile, sets, nodes):
+    p = plan(profile, nodes=nodes, profile_sets=sets)
+    compare_recorded(f"{case}.sbatch", p.script)
+    compare_recorded(f"{case}.command.sh", p.command + "\n")
+
+
+def test_site_settings_reach_the_planned_script_and_command():
+    pyxis = plan("a100x8", nodes=2, profile_sets=SITE_CASES[0][2])
+    srun = next(line for line in pyxis.script.splitlines() if line.startswith("srun "))
+    assert "#SBATCH --exclusive" in pyxis.script and "#SBATCH --mem=0" in pyxis.script
+    assert "#SBATCH --wckey=lab" in pyxis.script
+    assert "--mpi=pmix --cpu-bind=cores" in srun and "'--container-image=nvcr.io#nvidia/pytorch:24.05-py3'" in srun
+    # the checkpoint and data roots are mounted at the same path; the task starts in the code snapshot
+    assert f"--container-mounts=/scratch:/scratch,{CKPT}:{CKPT},/data:/data" in srun
+    assert f"--container-workdir={pyxis.code.path}" in srun and f"--chdir={pyxis.code.path}" in pyxis.script
+    assert srun.endswith(f"python -u -m submitit.core._submit {pyxis.log_folder}")  # the image's interpreter
+    assert pyxis.command.startswith(f"env --chdir={pyxis.code.path} PYTHONPATH={pyxis.code.path} python -m torch")
+    box = plan("v100x8", profile_sets=SITE_CASES[1][2])
+    assert f"apptainer exec --nv --bind {CKPT}:{CKPT},/data:/data --pwd {box.code.path} /images/torch.sif python -m " \
+           "torch.distributed.run" in box.command
+    assert "--container" not in box.script and "/venv/bin/python -u -m submitit" in box.script
+    # no site settings: no --wckey (submitit writes --wckey=submitit unless told otherwise), no --exclusive
+    plain = plan("v100x8")
+    assert "--wckey" not in plain.script and "--exclusive" not in plain.script and "#SBATCH --mem=480G" in plain.script
+    assert "container" not in plain.describe().split("# command")[0]
+
+
+@pytest.mark.parametrize("key, value, message", [
+    ("container", "{image: 'a b'}", "'container.image' must name one image"),
+    ("container", "{image: x, runtime: docker}", "container.runtime"),
+    ("container", "{image: x, mounts: ['/a:/a,/b:/b']}", "'container.mounts[0]: /a:/a,/b:/b' is not one"),
+    ("container", "{image: x, workdir: rel}", "'container.workdir: rel' must be an absolute path"),
+    ("container", "{image: \"x\\ny\"}", "'container.image' contains a control character"),
+    ("container", "{imag: x}", "container.imag"),
+    ("srun_args", "[--output=x]", "'srun_args[0]: --output=x' is set by the launcher"),
+    ("srun_args", "--mpi=pmix", "srun_args"),
+    ("srun_args", "[\"--a\\tb\"]", "'srun_args[0]' contains a control character"),
+    ("exclusive", "2", "exclusive"),
+    ("wckey", "'a b'", "'wckey: a b' is not a Slurm name"),
+])
+def test_site_keys_are_validated_naming_the_file_and_key(key, value, message):
+    with pytest.raises(ConfigError) as err:
+        load_profile("v100x8", [f"{key}={value}"])
+    assert "cluster_profiles/v100x8.yaml" in str(err.value) and message in str(err.value), str(err.value)
+
+
+def test_diff_shows_the_site_keys():
+    from launch.planning.plan import diff_plans
+
+    text = diff_plans(plan("v100x8"), plan("v100x8", profile_sets=["exclusive=true", "srun_args=[--mpi=pmix]",
+                                                                   "container={image: i.sif, runtime: apptainer}"]))
+    assert "exclusive" in text and "False -> True" in text and "srun_args" in text and "container" in text
+    assert "+#SBATCH --exclusive" in text and "+#SBATCH --mem=0" in text and "apptainer" in text
+
+
+PLAN_KEYS = {"sbatch", "script", "command", "accelerate_config", "run_dir", "precision", "experiment", "code"}
 
 
 def test_every_shipped_profile_plans_with_each_launcher_it_allows():

@@ -1,0 +1,95 @@
+"""Submission's half of the code snapshot (``launch.planning.code``): copy the planned code to
+``<checkpoint_root>/.code/<hash>/`` once, and refuse to resubmit a run with other code than its own unless asked.
+
+    python launch/submit.py --profile local-slurm --experiment configs/experiments/debug.yaml             # snapshot
+    python launch/submit.py --profile local-slurm --experiment configs/experiments/debug.yaml --new-code  # the run
+                                                                          # continues with the checkout's code now
+
+:func:`materialize` copies the files the plan hashed into a temporary folder beside the snapshot, hashing what it
+copied; only when that hash is the planned one does the folder get its final name (a rename: a snapshot is either
+complete or absent, and two submitters of the same code meet at the same folder). The copies are read-only.
+:func:`code_problem` says why a run directory's recorded code (``run.json``'s ``code``) forbids a plan.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import uuid
+from pathlib import Path
+
+from launch.planning.code import HASH_LENGTH, MANIFEST, CodeSnapshot, file_record
+from launch.planning.plan import JobPlan
+from memorymodels.fileio import CorruptFileError, read_json, write_json
+
+
+class SnapshotError(RuntimeError):
+    """The code could not be snapshotted (changed since planning, no room); the message says what to do."""
+
+
+def materialize(code: CodeSnapshot) -> Path:
+    """The snapshot's folder, filled from ``code.source`` when it is not there yet."""
+    target = code.path
+    if (target / MANIFEST).exists():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    work = target.parent / f".{code.hash}.partial-{uuid.uuid4().hex[:8]}"
+    try:
+        digest = hashlib.sha256()
+        for name in code.files:
+            digest.update(file_record(code.source, name))  # what is copied is what is hashed
+            source, copy = code.source / name, work / name
+            copy.parent.mkdir(parents=True, exist_ok=True)
+            if source.is_symlink():
+                os.symlink(os.readlink(source), copy)
+            else:
+                shutil.copy2(source, copy)
+                os.chmod(copy, os.stat(copy).st_mode & ~0o222)  # read-only: nobody edits a job's code in place
+        if digest.hexdigest()[:HASH_LENGTH] != code.hash:
+            raise SnapshotError(f"{code.source} changed between planning and submission (code {code.hash} was "
+                                f"planned); nothing was submitted: submit again")
+        write_json(work / MANIFEST, code.manifest())
+        try:
+            os.rename(work, target)
+        except OSError:
+            if not (target / MANIFEST).exists():  # not another submitter's identical copy: a real failure
+                raise
+    except OSError as exc:
+        raise SnapshotError(f"cannot snapshot the code into {target}: {exc.strerror or exc}; free space or fix "
+                            f"permissions, or submit with --no-snapshot") from None
+    finally:
+        if work.exists():
+            _remove(work)
+    return target
+
+
+def _remove(folder: Path) -> None:
+    for path in folder.rglob("*"):  # read-only copies: make them removable first
+        if path.is_file() and not path.is_symlink():
+            os.chmod(path, 0o644)
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+def recorded_code(run_dir: Path) -> dict | None:
+    """The ``code`` a run directory's run.json records (None: no run there yet, or one without a snapshot)."""
+    try:
+        info = read_json(Path(run_dir) / "run.json")
+    except CorruptFileError:
+        return None  # planning refuses a damaged run.json already, with how to repair it
+    code = (info or {}).get("code")
+    return code if isinstance(code, dict) and code.get("hash") else None
+
+
+def code_problem(plan: JobPlan, new_code: bool = False) -> str | None:
+    """Why ``plan`` may not run in its run directory: the run was submitted with other code (its snapshot) and
+    ``--new-code`` was not given. None when it may."""
+    if plan.code is None or new_code:
+        return None
+    old = recorded_code(plan.run_dir)
+    if old is None or old["hash"] == plan.code.hash:
+        return None
+    return (f"{plan.run_dir} was submitted with code {old['hash']} ({old.get('path')}); the checkout is now "
+            f"{plan.code.hash}. To continue this run with the new code pass --new-code; to keep its code, submit "
+            f"from a checkout of that code (git {((old.get('git') or {}).get('sha') or 'unknown')[:12]}); or start "
+            f"a new run (--set output.name=...)")

@@ -1,0 +1,142 @@
+"""Experiment trackers that continue across requeues: TensorBoard and Weights & Biases (``train.report_to``).
+
+    python -m memorymodels.train --experiment configs/experiments/debug.yaml --set 'train.report_to=[tensorboard]'
+    tensorboard --logdir runs/                      # every run's curve, under RUN_DIR/tensorboard/
+    WANDB_MODE=offline ... --set 'train.report_to=[wandb]'; wandb sync RUN_DIR/wandb/offline-run-*   # no network
+
+A run's tracker identity lives in its run directory (``RUN_DIR/tracking.json``: ``id``, ``name``, ``group``), so
+every attempt of a requeued or resubmitted run writes to the same curve; the launcher sets ``group`` to the sweep's
+name for a sweep's cells (:func:`tracker_identity`).
+
+One curve, each logged step once, whatever interrupted the run: ``metrics.jsonl`` is the record (on resume the
+trainer moves lines logged after the checkpoint aside, ``memorymodels.runs.roll_back_metrics``), and the trackers
+follow it:
+
+- TensorBoard: each attempt rewrites ``RUN_DIR/tensorboard/`` from metrics.jsonl as resumed (one events file, the
+  original wall times), then appends as it logs; an attempt killed after its checkpoint leaves no extra steps behind.
+- wandb (``wandb.init(id=..., resume="allow")``): wandb keeps a step once it has it, so an attempt logs only the
+  steps after the last one the earlier attempts logged (those between a checkpoint and a kill stay as first logged);
+  the first attempt with wandb sends the run's earlier lines. Offline mode (``WANDB_MODE=offline``) needs no network.
+
+The trackers' packages are imported only when asked for (``pip install -e '.[tracking]'``); the launcher reads this
+module without torch.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import shutil
+from pathlib import Path
+
+from memorymodels.fileio import read_json, write_json
+
+TRACKERS = ("tensorboard", "wandb")
+TRACKING_FILE = "tracking.json"
+TENSORBOARD_DIR = "tensorboard"
+ROLLED_BACK = "metrics.rolledback.jsonl"
+SCALARS = {"loss": "train/loss", "learning_rate": "train/learning_rate", "grad_norm": "train/grad_norm",
+           "tokens_per_s": "train/tokens_per_s", "eval_loss": "eval/loss", "eval_bits_per_byte": "eval/bits_per_byte",
+           "tokens": "compute/tokens", "flops": "compute/flops", "device_seconds": "compute/device_seconds"}
+"""metrics.jsonl keys -> tracker names."""
+
+
+def tracker_identity(run_dir: Path, group: str | None = None) -> dict:
+    """``RUN_DIR/tracking.json``, created on first use (a random id, the run's name); ``group`` (a sweep's name)
+    recorded when given."""
+    path = Path(run_dir) / TRACKING_FILE
+    info = read_json(path) or {}
+    before = dict(info)
+    info.setdefault("id", secrets.token_hex(8))
+    info.setdefault("name", Path(run_dir).name)
+    if group is not None:
+        info["group"] = group
+    if info != before:
+        Path(run_dir).mkdir(parents=True, exist_ok=True)
+        write_json(path, info)
+    return info
+
+
+def scalars(record: dict) -> dict[str, float]:
+    """A metrics.jsonl line's values, by tracker name (missing and null values left out)."""
+    return {name: float(record[key]) for key, name in SCALARS.items() if record.get(key) is not None}
+
+
+class Trackers:
+    """Rank 0's trackers for one attempt: :meth:`begin` with metrics.jsonl as resumed, :meth:`log` per line,
+    :meth:`close` at the end."""
+
+    def __init__(self, run_dir: Path, report_to: list[str], config: dict):
+        self.run_dir, self.report_to, self.config = Path(run_dir), list(report_to), config
+        self.tensorboard = None
+        self.wandb = None
+        self.wandb_after = 0
+
+    def begin(self, records: list[dict]) -> None:
+        identity = tracker_identity(self.run_dir)
+        if "tensorboard" in self.report_to:
+            self._begin_tensorboard(records)
+        if "wandb" in self.report_to:
+            self._begin_wandb(records, identity)
+
+    def _begin_tensorboard(self, records: list[dict]) -> None:
+        from torch.utils.tensorboard import SummaryWriter  # needs the tensorboard package (the tracking extra)
+
+        folder = self.run_dir / TENSORBOARD_DIR
+        shutil.rmtree(folder, ignore_errors=True)  # rebuilt from metrics.jsonl, which the resume rolled back
+        self.tensorboard = SummaryWriter(log_dir=str(folder))
+        for record in records:
+            self._write_tensorboard(record)
+        self.tensorboard.flush()
+
+    def _write_tensorboard(self, record: dict) -> None:
+        for name, value in scalars(record).items():
+            self.tensorboard.add_scalar(name, value, global_step=int(record["step"]), walltime=record.get("time"))
+
+    def _begin_wandb(self, records: list[dict], identity: dict) -> None:
+        import wandb  # the tracking extra; WANDB_MODE=offline works without network
+
+        earlier = records + _read_lines(self.run_dir / ROLLED_BACK)
+        self.wandb = wandb.init(id=identity["id"], name=identity["name"], group=identity.get("group"),
+                                resume="allow", dir=str(self.run_dir), config=self.config, project="memorymodels")
+        if identity.get("wandb_started"):
+            self.wandb_after = max((int(r.get("step", 0)) for r in earlier), default=0)
+        else:  # the first attempt with wandb: the run's lines so far
+            for record in records:
+                self._write_wandb(record)
+            write_json(self.run_dir / TRACKING_FILE, {**identity, "wandb_started": True})
+
+    def _write_wandb(self, record: dict) -> None:
+        step = int(record["step"])
+        if step > self.wandb_after:
+            self.wandb.log(scalars(record), step=step)
+            self.wandb_after = step
+
+    def log(self, record: dict) -> None:
+        if self.tensorboard is not None:
+            self._write_tensorboard(record)
+            self.tensorboard.flush()  # the line is in metrics.jsonl now; the curve shows it too
+        if self.wandb is not None:
+            self._write_wandb(record)
+
+    def close(self) -> None:
+        if self.tensorboard is not None:
+            self.tensorboard.close()
+            self.tensorboard = None
+        if self.wandb is not None:
+            self.wandb.finish()
+            self.wandb = None
+
+
+def _read_lines(path: Path) -> list[dict]:
+    try:
+        lines = path.read_text().splitlines()
+    except OSError:
+        return []
+    out = []
+    for line in lines:
+        try:
+            out.append(json.loads(line))
+        except ValueError:
+            continue
+    return out

@@ -1,0 +1,155 @@
+"""The code a job runs is the code it was submitted with (``launch.planning.code``, ``launch.submission.snapshot``).
+
+    .venv/bin/pytest tests/launch/test_code_snapshot.py -q
+
+On the local cluster, from a temporary copy of the repository: a held job is submitted, the copy's trainer is broken,
+the job is released and finishes with the submitted code; interrupted and requeued, it resumes from the same snapshot;
+resubmitting the run from the changed checkout is refused until ``--new-code``. Without a cluster: the hash covers
+content, executable bits and untracked files, and ignores what git ignores; the copy is checked against the plan.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from launch.localcluster.cluster import wait_for_job
+from launch.planning.code import MANIFEST, project_code
+from launch.submission.snapshot import SnapshotError, materialize
+from memorymodels.experiment import REPO_ROOT, state_dir
+from tests.launch.helpers import job_line, last_step, release_requeued, run_json, wait_until
+
+BREAK = 'raise RuntimeError("the checkout was broken after submission")\n'
+
+
+def make_repo(root: Path, files: dict[str, str]) -> Path:
+    root.mkdir(parents=True)
+    for name, text in files.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_text(text)
+    git = ["git", "-C", str(root), "-c", "user.name=t", "-c", "user.email=t@t"]
+    subprocess.run([*git, "init", "-q"], check=True)
+    subprocess.run([*git, "add", "-A"], check=True)
+    subprocess.run([*git, "commit", "-qm", "x"], check=True)
+    return root
+
+
+def test_the_hash_follows_content_modes_and_untracked_files_not_ignored_ones(tmp_path):
+    repo = make_repo(tmp_path / "repo", {"a.py": "x = 1\n", ".gitignore": "runs/\n", "pkg/b.py": ""})
+    first = project_code(repo)
+    assert first.files == (".gitignore", "a.py", "pkg/b.py") and first.git["dirty"] is False
+    (repo / "runs").mkdir()
+    (repo / "runs" / "big.bin").write_bytes(b"0" * 1000)  # ignored: not code
+    assert project_code(repo).hash == first.hash
+    (repo / "a.py").write_text("x = 2\n")  # an uncommitted change
+    changed = project_code(repo)
+    assert changed.hash != first.hash and changed.git["dirty"] is True
+    (repo / "a.py").write_text("x = 1\n")
+    assert project_code(repo).hash == first.hash
+    (repo / "new.py").write_text("")  # untracked, not ignored: part of the code
+    assert "new.py" in project_code(repo).files and project_code(repo).hash != first.hash
+    (repo / "new.py").unlink()
+    os.chmod(repo / "a.py", 0o755)
+    assert project_code(repo).hash != first.hash
+
+
+def test_materialize_copies_once_read_only_and_refuses_a_checkout_changed_since_planning(tmp_path):
+    repo = make_repo(tmp_path / "repo", {"a.py": "x = 1\n", "pkg/b.py": "y = 2\n"})
+    code = project_code(repo).under(tmp_path / "runs")
+    path = materialize(code)
+    assert path == tmp_path / "runs" / ".code" / code.hash and (path / "pkg" / "b.py").read_text() == "y = 2\n"
+    assert json.loads((path / MANIFEST).read_text())["hash"] == code.hash
+    assert not os.access(path / "a.py", os.W_OK) or os.geteuid() == 0  # root may write anything
+    assert os.stat(path / "a.py").st_mode & 0o222 == 0
+    assert materialize(code) == path  # a second submission of the same code shares it
+    (repo / "a.py").write_text("x = 3\n")  # changed after planning, before the copy
+    stale = project_code(repo)
+    (repo / "a.py").write_text("x = 4\n")
+    with pytest.raises(SnapshotError, match="changed between planning and submission"):
+        materialize(stale.under(tmp_path / "runs"))
+    assert sorted(p.name for p in (tmp_path / "runs" / ".code").iterdir()) == [code.hash]  # nothing half-made
+
+
+# ---- on the local cluster -----------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def checkout(tmp_path):
+    """A copy of this repository (tracked and untracked-not-ignored files, as they are now), committed in its own git."""
+    names = subprocess.run(["git", "-C", str(REPO_ROOT), "ls-files", "-z", "--cached", "--others",
+                            "--exclude-standard"], capture_output=True, text=True, check=True).stdout.split("\0")
+    copy = tmp_path / "repo"
+    for name in filter(None, names):
+        if (REPO_ROOT / name).is_file():
+            (copy / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(REPO_ROOT / name, copy / name)
+    git = ["git", "-C", str(copy), "-c", "user.name=t", "-c", "user.email=t@t"]
+    subprocess.run([*git, "init", "-q"], check=True)
+    subprocess.run([*git, "add", "-A"], check=True)
+    subprocess.run([*git, "commit", "-qm", "copy"], check=True)
+    return copy
+
+
+def submit_from(copy: Path, env: dict, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "launch/submit.py", *args], cwd=copy, env=env, capture_output=True,
+                          text=True, timeout=300)
+
+
+@pytest.mark.slurm
+def test_a_job_runs_the_code_it_was_submitted_with_across_a_broken_checkout_and_a_requeue(slurm_cluster, checkout,
+                                                                                         tmp_path):
+    cache = state_dir() / "cache"
+    (tmp_path / "state").mkdir()
+    (tmp_path / "state" / "cache").symlink_to(cache.resolve())
+    # the copy imports itself, never this checkout (the editable install points elsewhere too)
+    env = {**os.environ, "PYTHONPATH": str(checkout), "MEMORYMODELS_STATE": str(tmp_path / "state")}
+    max_steps = 600
+    args = ["--profile", "local-slurm", "--experiment", "configs/experiments/debug.yaml", "--json",
+            "--set", f"profile.checkpoint_root={tmp_path / 'runs'}", "--set", f"train.max_steps={max_steps}",
+            "--set", "train.save_steps=100000", "--set", "train.eval_steps=0", "--set", "train.logging_steps=2"]
+    out = submit_from(checkout, env, *args, "--set", "profile.sbatch_extra={hold: true}")
+    assert out.returncode == 0, out.stderr
+    job = json.loads(out.stdout)
+    job_id, run_dir = job["job_id"], Path(job["run_dir"])
+    code = run_json(run_dir)["code"]
+    snapshot = Path(code["path"])
+    assert snapshot == tmp_path / "runs" / ".code" / code["hash"] and (snapshot / "memorymodels" / "train.py").is_file()
+    assert f"WorkDir={snapshot}" in job_line(job_id, slurm_cluster.environ())
+    assert json.loads((run_dir / "launch" / "plan.json").read_text())["code"]["hash"] == code["hash"]
+
+    trainer = checkout / "memorymodels" / "train.py"
+    trainer.write_text(BREAK + trainer.read_text())  # the checkout no longer trains at all
+    slurm_env = slurm_cluster.environ()
+    subprocess.run(["scontrol", "release", job_id], env=slurm_env, check=True)
+    wait_until(lambda: last_step(run_dir) >= 2, 180, "the first training steps")
+    subprocess.run(["scancel", "--signal=USR2", job_id], env=slurm_env, check=True)
+
+    def pending_then_release():
+        line = job_line(job_id, slurm_env)
+        if "JobState=PENDING" in line and "Restarts=1" in line:
+            release_requeued(job_id, slurm_env)
+            return True
+        return "Restarts=1" in line and "JobState=RUNNING" in line
+
+    wait_until(pending_then_release, 120, "the requeued job")
+    assert wait_for_job(job_id, timeout=300, environ=slurm_env) == {job_id: "COMPLETED"}
+    info = run_json(run_dir)
+    assert info["status"] == "completed" and last_step(run_dir) == max_steps and info["restart_count"] == 1
+    assert [a["code"] for a in info["attempts"]] == [code["hash"], code["hash"]]  # the resumed attempt too
+    assert info["attempts"][1]["resumed_from_step"] > 0
+    environment = info["attempts"][0]["environment"]
+    assert environment["python"] == sys.version.split()[0] and environment["torch"] and "driver" in environment
+    assert info["git"]["sha"] == code["git"]["sha"]  # the copy's commit, read from the snapshot's manifest
+
+    # the checkout changed: submitting the run again says so and asks for --new-code
+    again = submit_from(checkout, env, *args, "--dry-run")
+    assert again.returncode == 2
+    assert f"was submitted with code {code['hash']}" in again.stderr and "--new-code" in again.stderr
+    assert submit_from(checkout, env, *args, "--dry-run", "--new-code").returncode == 0
+    assert submit_from(checkout, env, *args, "--dry-run", "--no-snapshot").returncode == 0
