@@ -2,7 +2,6 @@
 (tests/test_layout.py keeps the import rules: no cycles, the library never imports the launcher.)"""
 
 import ast
-from pathlib import Path
 
 from tests.test_layout import ROOT
 

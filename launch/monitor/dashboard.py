@@ -15,7 +15,7 @@ from rich.console import Group
 from rich.table import Table
 from rich.text import Text
 
-from launch.monitor.queue import JobRow, Snapshot, SweepSummary, fmt_values
+from launch.monitor.rows import JobRow, Snapshot, SweepSummary, fmt_values
 from launch.slurm.output import ACTIVE_STATES, FAILED_STATES
 
 MIN_INTERVAL = 2.0

@@ -27,7 +27,8 @@ from rich.live import Live
 
 from launch.monitor.dashboard import scancel_ids
 from launch.monitor.logs import LogFile, attempt_parts, read_lines, run_logs
-from launch.monitor.queue import Collector, JobRow, Snapshot, read_journal
+from launch.monitor.queue import Collector, read_journal
+from launch.monitor.rows import JobRow, Snapshot
 from launch.monitor.screen import ScreenState, handle_key, render_screen, visible_rows
 from launch.slurm.client import SlurmError, run_slurm
 

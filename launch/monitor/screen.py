@@ -17,7 +17,7 @@ from rich.table import Table
 from rich.text import Text
 
 from launch.monitor.dashboard import COLUMN_HELP, fit_rows, render_view
-from launch.monitor.queue import JobRow, Snapshot
+from launch.monitor.rows import JobRow, Snapshot
 from launch.slurm.output import ACTIVE_STATES
 
 KEYS = "q quit  ↑↓ select  l log  c cancel  ? help"

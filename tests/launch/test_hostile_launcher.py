@@ -5,7 +5,6 @@ and nothing written under the test's checkpoint root. (Experiment files and ``--
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import pytest
 

@@ -10,7 +10,6 @@ import os
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 from rich.console import Console
@@ -18,7 +17,8 @@ from rich.console import Console
 from launch.monitor import live
 from launch.monitor.dashboard import render_history, render_view, select_rows
 from launch.monitor.logs import LogFile, labelled_tail, run_logs
-from launch.monitor.queue import Collector, JobRow, Snapshot, label_rows
+from launch.monitor.queue import Collector
+from launch.monitor.rows import JobRow, Snapshot, label_rows
 from launch.monitor.screen import ScreenState, handle_key, render_screen
 from launch.slurm.client import SlurmError
 from launch.slurm.output import explain_dependency
@@ -74,7 +74,7 @@ def test_pending_reasons_name_the_dependency_and_the_array_limit():
     assert explain_dependency("afterok:142(unfulfilled)") == "waiting for job 142 to complete"
     assert explain_dependency("afterany:144_*(unfulfilled)") == "waiting for job 144 (every task) to end"
     assert "never start" in explain_dependency("afterok:5(failed)")
-    from launch.monitor.queue import explain_array_limits
+    from launch.monitor.rows import explain_array_limits
 
     rows = [JobRow(job_id=f"9_{i}", state="RUNNING") for i in range(2)]
     rows += [JobRow(job_id="9_2", state="PENDING", reason="JobArrayTaskLimit")]

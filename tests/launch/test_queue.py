@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 from launch.slurm.client import SlurmError
-from launch.monitor.queue import Collector, infer_state, read_journal
+from launch.monitor.queue import Collector, read_journal
+from launch.monitor.rows import infer_state
 from launch.slurm.output import expand_array, explain_reason, normalize_state, parse_duration, parse_sacct, parse_squeue, squeue_command
 
 FIXTURES = Path(__file__).parent / "fixtures"

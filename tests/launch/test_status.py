@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from launch.monitor.queue import JobRow, Snapshot, label_rows, summarize_sweeps
+from launch.monitor.rows import JobRow, Snapshot, label_rows, summarize_sweeps
 from launch.monitor.dashboard import fit_rows, fmt_duration, render, render_view, scancel_ids
 from launch.cli.status import parse_args
 
@@ -143,7 +143,7 @@ def test_view_cut_drops_the_oldest_finished_rows_first_and_keeps_the_selected_on
 
 
 def test_live_view_on_a_small_screen_keeps_active_sweeps_and_shortens_failure_logs():
-    from launch.monitor.queue import SweepSummary
+    from launch.monitor.rows import SweepSummary
 
     sweeps = [SweepSummary(name=f"old{i}", submission=f"s{i}", total=2, counts={"COMPLETED": 2}) for i in range(30)]
     sweeps.insert(3, SweepSummary(name="busy", submission="b", total=5, counts={"RUNNING": 1, "PENDING": 4}))
