@@ -144,7 +144,7 @@ def test_site_keys_are_validated_naming_the_file_and_key(key, value, message):
 
 
 def test_diff_shows_the_site_keys():
-    from launch.planning.plan import diff_plans
+    from launch.planning.diff import diff_plans
 
     text = diff_plans(plan("v100x8"), plan("v100x8", profile_sets=["exclusive=true", "srun_args=[--mpi=pmix]",
                                                                    "container={image: i.sif, runtime: apptainer}"]))

@@ -451,7 +451,7 @@ def test_dependency_holds_the_job_and_preflight_refuses_one_that_can_never_hold(
                                 text=True).stdout.split()
         assert queued == ["PENDING", "Dependency"]
         row = next(r for r in Collector().refresh().rows if r.job_id == waiting)
-        assert row.reason_text == "waiting for the job it depends on", row
+        assert row.reason_text == f"waiting for job {held} to complete", row
 
         assert wait_for_job(failed, timeout=60) == {failed: "FAILED"}
         out = submit_cli("--profile", "local-slurm", "--experiment", str(DEBUG), "--dependency", f"afterok:{failed}",
