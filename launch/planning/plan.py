@@ -52,7 +52,13 @@ EXPERIMENTS = REPO_ROOT / "configs" / "experiments"
 DEFAULT_EXPERIMENT = EXPERIMENTS / "autoencoder.yaml"
 LAUNCH_DIR = "launch"
 """The launcher's files inside a run directory: job.sbatch, accelerate_config.yaml, experiment.yaml, plan.json,
-events.jsonl and submitit's folder slurm/ (pickles and the job's stdout/stderr logs). The trainer owns the rest."""
+events.jsonl, submitit's folder slurm/ (pickles and the job's stdout/stderr logs), heartbeats/ (one file per rank,
+``memorymodels.heartbeat``) and hangs/ (the stacks of a hung attempt's ranks). The trainer owns the rest."""
+HEARTBEATS = "heartbeats"
+GPU_ENV = {"NCCL_DEBUG": "WARN", "TORCH_NCCL_ASYNC_ERROR_HANDLING": "3", "TORCH_NCCL_DUMP_ON_TIMEOUT": "1"}
+"""What GPU jobs get unless the profile's ``env`` says otherwise: NCCL warnings in the log, a failed collective
+tears the process down (so the launcher sees the failure instead of a hang), and the flight recorder's dump on a
+collective timeout."""
 ACCELERATE_CONFIG = "accelerate_config.yaml"
 SBATCH_SCRIPT = "job.sbatch"
 EXPERIMENT_FILE = "experiment.yaml"
@@ -148,6 +154,9 @@ class JobPlan:
                  + (f" (preset {self.settings.model.preset})" if self.settings.model.preset else ""),
                  f"run dir     {self.run_dir}",
                  *([f"starts      when {self.dependency} holds (Slurm --dependency)"] if self.dependency else []),
+                 f"env         {' '.join(f'{k}={v}' for k, v in self.env.items())}",
+                 f"faults      hang timeout {p.hang_timeout_s or 'auto'} s, collective timeout "
+                 f"{p.collective_timeout_s} s, {p.max_failure_retries} retries after a failure",
                  f"logs        {self.log_folder}/%j_0_log.out / .err",
                  "", "# command (one per node)", self.command]
         if self.accelerate_config is not None:
@@ -208,10 +217,28 @@ def sbatch_parameters(profile: Profile, *, name: str, nodes: int, dependency: st
                                              **({"dependency": dependency} if dependency else {})},
                    # srun does not inherit --cpus-per-task from sbatch in Slurm 22.05-23.02: without this the step, so
                    # torchrun and all its workers, may be bound to one core
-                   "srun_args": ["--cpus-per-task", str(profile.cpus_per_gpu * procs)]})
+                   "srun_args": ["--cpus-per-task", str(profile.cpus_per_gpu * procs), *KILL_ON_BAD_EXIT]})
     if profile.setup:
-        params["setup"] = list(profile.setup)
+        params["setup"] = setup_lines(profile.setup)
     return params
+
+
+KILL_ON_BAD_EXIT = ["--kill-on-bad-exit=1"]
+"""One node's task exiting non-zero ends the step on every node: nothing waits in a collective for a dead peer.
+The node tasks exit 0 on every path that requeues (``launch.node.task``), so only a real failure trips it. Not
+``--wait``: rank 0 still evaluates after the other nodes' tasks have finished."""
+
+
+def setup_lines(lines: list[str]) -> list[str]:
+    """The profile's ``setup`` lines as the script runs them: each followed by a check that ends the job at the
+    first failing line, naming it (``set -e`` semantics for these lines only; submitit's own lines are left as
+    they are). Pure."""
+    result = []
+    for i, line in enumerate(lines, 1):
+        result += [line, f"mm_status=$?; if [ $mm_status -ne 0 ]; then printf 'memorymodels: setup line {i} of "
+                         f"{len(lines)} failed (exit %s): %s\\n' $mm_status {shlex.quote(line)} >&2; "
+                         f"exit $mm_status; fi"]
+    return result
 
 
 def profile_items(profile: Profile, data: dict) -> list[str]:
@@ -361,7 +388,7 @@ def plan_job(profile: Profile, experiment: str | Path | None = None, *, override
         command=launch_command(profile, precision, python=python, run_dir=run_dir),
         accelerate_config=None if profile.launcher == "torchrun" else accelerate_config(profile, precision),
         experiment_text=resolved_experiment(settings.source, settings), request=request, python=python,
-        env={"OMP_NUM_THREADS": str(profile.cpus_per_gpu), "PYTHONUNBUFFERED": "1"},
+        env=job_env(profile),
         time_limit_s=profile.time_minutes * 60, dependency=dependency,
     )
 
@@ -385,12 +412,24 @@ def accelerate_config(profile: Profile, precision: str) -> str:
     return header + yaml.safe_dump(data, sort_keys=True)
 
 
+def job_env(profile: Profile) -> dict[str, str]:
+    """The environment the training processes get on top of the job's: threads per process, unbuffered output,
+    :data:`GPU_ENV` on GPU nodes, then the profile's ``env``. Pure."""
+    env = {"OMP_NUM_THREADS": str(profile.cpus_per_gpu), "PYTHONUNBUFFERED": "1", **(GPU_ENV if profile.gpu_type else {})}
+    env.update({name: str(value).lower() if isinstance(value, bool) else str(value)
+                for name, value in profile.env.items()})
+    return env
+
+
 def launch_command(profile: Profile, precision: str, *, python: str, run_dir: Path) -> str:
-    """One node's launch command (shell): the trainer reads the resolved experiment the submission wrote. Pure."""
+    """One node's launch command (shell): the trainer reads the resolved experiment the submission wrote, beats
+    into ``RUN_DIR/launch/heartbeats`` and bounds its collectives by the profile's timeout. torchrun tees each
+    rank's output into the node's log, each line prefixed with node and rank (the job sets the prefix). Pure."""
     procs, nodes = profile.procs_per_node, profile.nodes
     q = shlex.quote
     files = launch_dir(run_dir)
-    train = ["-m", "memorymodels.train", "--experiment", str(files / EXPERIMENT_FILE), "--run-dir", str(run_dir)]
+    train = ["-m", "memorymodels.train", "--experiment", str(files / EXPERIMENT_FILE), "--run-dir", str(run_dir),
+             "--heartbeat-dir", str(files / HEARTBEATS), "--collective-timeout-s", str(profile.collective_timeout_s)]
     train_args = " ".join(q(a) for a in train)
     if profile.launcher == "torchrun":
         if nodes == 1:
@@ -398,7 +437,7 @@ def launch_command(profile: Profile, precision: str, *, python: str, run_dir: Pa
         else:
             rdzv = (f"--nnodes {nodes} --nproc_per_node {procs} --rdzv_backend c10d "
                     f"--rdzv_endpoint \"$HEAD_NODE:$HEAD_PORT\" --rdzv_id \"$RDZV_ID\"")
-        return f"{q(python)} -m torch.distributed.run {rdzv} {train_args}"
+        return f"{q(python)} -m torch.distributed.run {rdzv} --tee 3 {train_args}"
     mixed = "no" if precision == "fp32" else precision
     return (f"{q(python)} -m accelerate.commands.launch --config_file {q(str(files / ACCELERATE_CONFIG))} "
             f"--num_processes {nodes * procs} --num_machines {nodes} --machine_rank \"$NODE_RANK\" "

@@ -143,7 +143,7 @@ def test_set_rule_profile_then_experiment():
                            "train.precision=fp32"]
     assert p.precision == "fp32" and p.settings.train.precision == "fp32" and p.settings.train.max_steps == 7
     assert "max_steps: 7" in p.experiment_text and "precision: fp32" in p.experiment_text
-    assert p.command.endswith(f"--experiment {p.run_dir}/launch/experiment.yaml --run-dir {p.run_dir}")
+    assert f"--experiment {p.run_dir}/launch/experiment.yaml --run-dir {p.run_dir} " in p.command
 
 
 def test_relative_data_directories_live_under_data_root(tmp_path):
