@@ -96,7 +96,8 @@ def claim_run_dir(plan: JobPlan) -> None:
 def make_job(plan: JobPlan) -> NodeLaunch:
     """The callable submitit runs in each node's task."""
     return NodeLaunch(name=plan.name, command=plan.command, run_dir=plan.run_dir, env=plan.env,
-                      time_limit_s=plan.time_limit_s, signal_before_end_s=plan.profile.signal_before_end_s)
+                      time_limit_s=plan.time_limit_s, signal_before_end_s=plan.profile.signal_before_end_s,
+                      hang_timeout_s=plan.profile.hang_timeout_s, max_failure_retries=plan.profile.max_failure_retries)
 
 
 def _slurm_executor(plan: JobPlan, folder, sbatch: dict, script: str) -> PlannedSlurmExecutor:
@@ -123,8 +124,9 @@ def _cluster_environment(plan: JobPlan):
     none of an enclosing allocation's variables (submitting from inside ``salloc`` must not give the new job the
     old one's ids and node list)."""
     saved = dict(os.environ)
+    conf = plan.profile.slurm_conf_path()  # before clearing: ${SLURM_CONF:-...} in a profile reads os.environ
     os.environ.clear()
-    os.environ.update(without_allocation(slurm_environ(plan.profile.slurm_conf_path(), base=saved)))
+    os.environ.update(without_allocation(slurm_environ(conf, base=saved)))
     try:
         yield
     finally:
