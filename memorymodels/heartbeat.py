@@ -6,7 +6,8 @@
 The launcher passes ``--heartbeat-dir`` (``launch.node.watchdog`` reads the files); without it nothing is written.
 One file per global rank, ``rank-R.json``, replaced atomically (a temporary file renamed over it), holding the rank,
 local rank, host, pid, the phase (``setup`` from the start until training begins, ``step``, ``save``, ``evaluate``,
-``end``), the last finished step, the time of the beat, and the slowest duration seen so far in each phase, from
+``end``), the last finished step, whether training had begun (``trained``), the time of the beat, and the slowest
+duration seen so far in each phase, from
 which the launcher derives how long silence may last (``slowest``). The trainer's callback beats at every phase
 change and at most every :data:`MIN_INTERVAL_S` otherwise: a rename per second per rank is nothing even on a
 shared file system, and the launcher's timeouts are tens of seconds or more.
@@ -50,6 +51,7 @@ class Heartbeat:
         self.phase: str | None = None
         self.phase_start = self.last_write = 0.0
         self.step = 0
+        self.trained = False  # has this process reached its first training step
         self.slowest: dict[str, float] = {}
         self.folder.mkdir(parents=True, exist_ok=True)
         self._stacks = open(stack_path(self.folder, rank), "w")  # kept open: faulthandler writes to its descriptor
@@ -67,6 +69,7 @@ class Heartbeat:
             self.phase_start = now
         if step is not None:
             self.step = step
+        self.trained = self.trained or phase == "step"
         # writes fall on whole seconds for every rank alike, so the rank that stopped first has the oldest beat
         if changed or int(now / MIN_INTERVAL_S) != int(self.last_write / MIN_INTERVAL_S):
             self.last_write = now
@@ -74,7 +77,7 @@ class Heartbeat:
 
     def _write(self, now: float) -> None:
         record = {"rank": self.rank, "local_rank": self.local_rank, "host": socket.gethostname(), "pid": os.getpid(),
-                  "phase": self.phase, "step": self.step, "time": now,
+                  "phase": self.phase, "step": self.step, "time": now, "trained": self.trained,
                   "slowest": {k: round(v, 3) for k, v in self.slowest.items()}}
         path = beat_path(self.folder, self.rank)
         tmp = path.with_name(f".{path.name}.{os.getpid()}")

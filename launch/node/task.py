@@ -65,6 +65,7 @@ from memorymodels.runs import read_run_json, run_progress, update_run
 EXIT_REQUEUE = 75  # the trainer's code after a signal-triggered checkpoint (memorymodels.train.EXIT_REQUEUE)
 TIMEOUT_MARGIN_S = 90  # Slurm may deliver the --signal up to a minute early
 WATCH_INTERVAL_S = 1.0  # how often heartbeats and the other nodes' faults are looked at
+CLOCK_SKEW_S = 5.0  # run.json's attempt start (rank 0's clock) against this task's start
 FAULT_GRACE_S = 10.0  # how long node 0 waits for the other nodes' reports before naming a cause
 NODE_EVIDENCE = ("hang", "killed")  # causes that point at a node (excluded from the retry); not program errors
 IGNORE_USR2 = 'trap "" USR2; exec '  # ignored dispositions survive exec and fork, down to every worker
@@ -127,11 +128,16 @@ def _log_tail(path: Path | None, lines: int = 20) -> str:
     return "\n".join(text[-lines:])
 
 
-def _run_status(run_dir: Path) -> tuple[str | None, int | None]:
-    """(run.json status, last step) as the trainer left them."""
+def _run_status(run_dir: Path, since: float | None = None) -> tuple[str | None, int | None]:
+    """(run.json status, last step) as the trainer left them; the status is None when the trainer has not recorded an
+    attempt started after ``since`` (run.json still describes an earlier attempt: this one died before it wrote)."""
     try:
         progress = run_progress(run_dir)
-        return progress.get("status"), progress.get("step")
+        status = progress.get("status")
+        if since is not None:
+            started = (((read_run_json(run_dir) or {}).get("attempts") or [{}])[-1]).get("start") or 0
+            status = status if started >= since - CLOCK_SKEW_S else None
+        return status, progress.get("step")
     except Exception:  # noqa: BLE001 - a half-written run dir must not hide the job's own outcome
         return None, None
 
@@ -199,7 +205,7 @@ class NodeLaunch(submitit.helpers.Checkpointable):
         code = self._supervise(rank0)
         if self._stopped_for is not None:
             self._requeue_after_stop(code, job_env, usr_sig, submitit_handler)
-        status, _ = _run_status(self.run_dir)
+        status, _ = _run_status(self.run_dir, self._started)
         if self._fault is not None or (code != 0 and status not in ("completed", "interrupted")):
             return self._after_failure(code, job_env)
         return self._finish(code, job_env)
@@ -322,13 +328,19 @@ class NodeLaunch(submitit.helpers.Checkpointable):
         if self._fault is None:
             killed = watchdog.killed_ranks(self._attempt["log"], self._attempt["log_offset"])
             cause = "trainer-exit" if code in TRAINER_EXITS else "killed" if killed else "error"
-            self._fault = self._fault_event(cause, code=code, killed=killed,
+            self._fault = self._fault_event(cause, code=code, killed=killed, in_setup=self._in_setup(),
                                             error=_error_line(self._attempt["log"], self._attempt["log_offset"]))
         if job_env.global_rank != 0:
             print(f"launch: training on {self._attempt['host']} ended ({self._fault.get('cause')}, exit {code}); "
                   f"node 0 decides whether the job is retried", file=sys.stderr, flush=True)
             raise SystemExit(0)
         return self._decide(code, job_env)
+
+    def _in_setup(self) -> bool:
+        """Whether no training process of this node had begun training in this attempt (heartbeats since its start)."""
+        beats = [b for b in read_beats(self.run_dir / "launch" / "heartbeats")
+                 if b.get("host") == self._attempt["host"] and b.get("time", 0) >= self._started]
+        return not any(b.get("trained") for b in beats)
 
     def _attempt_faults(self, nodes: int) -> list[dict]:
         """This attempt's faults, after waiting up to FAULT_GRACE_S for every node's report (the first node to
@@ -347,16 +359,20 @@ class NodeLaunch(submitit.helpers.Checkpointable):
         culprit = blamed[0] if blamed and blamed[0].get("cause") in NODE_EVIDENCE else None
         first = blamed[0] if blamed else self._fault
         cause = fault_cause(first, code)
-        status, step = _run_status(self.run_dir)
+        status, step = _run_status(self.run_dir, self._started)
         checkpoint = _checkpoint_step(self.run_dir)
         failed = [f for f in faults if f.get("cause") == "trainer-exit"]
         again = failures_without_progress(self.run_dir, checkpoint)
+        early = bool(blamed) and all(f.get("cause") == "error" and f.get("in_setup") for f in blamed)
         log, tail = self._attempt["log"], _log_tail(self._attempt["log"])
         stop = None
         if failed:
             exit_code = failed[0].get("code", code)
             stop = (f"{self.name}: training failed with exit code {exit_code}{TRAINER_EXITS.get(exit_code, '')} on "
                     f"{failed[0].get('host')}; not retried")
+        elif early:
+            stop = (f"{self.name}: {cause}; it failed before training began (data, model or configuration), so it "
+                    f"is not retried")
         elif not self._attempt["slurm"]:
             stop = f"{self.name}: {cause}; not under Slurm, so not requeued: run the same command again to resume"
         elif again >= self.max_failure_retries:
@@ -402,7 +418,7 @@ class NodeLaunch(submitit.helpers.Checkpointable):
         falls through to :meth:`_finish`."""
         if self._stopped_for == "pending":  # the training processes ended before the loop looked at the signal
             self._stopped_for = "timeout" if self._timed_out() else "preemption"
-        status, step = _run_status(self.run_dir)
+        status, step = _run_status(self.run_dir, self._started)
         if status == "completed" or (code == 0 and status != "interrupted"):
             return
         if job_env.global_rank != 0:
@@ -435,7 +451,7 @@ class NodeLaunch(submitit.helpers.Checkpointable):
         return submitit.helpers.DelayedSubmission(self, *args, **kwargs)
 
     def _finish(self, code: int, job_env) -> dict:
-        status, step = _run_status(self.run_dir)
+        status, step = _run_status(self.run_dir, self._started)
         rank0 = job_env.global_rank == 0
         if code == 0 or status == "completed":
             if rank0:
