@@ -391,7 +391,8 @@ class NodeLaunch(submitit.helpers.Checkpointable):
         signal.signal(signal.SIGTERM, signal.SIG_IGN)  # Slurm ends the step now: finish the exclusion first
         jobcontrol.requeue(self._attempt["job_id"])
         if culprit is not None:
-            excluded, detail = jobcontrol.exclude_node(self._attempt["job_id"], culprit["host"])
+            excluded, detail = jobcontrol.exclude_node(self._attempt["job_id"], culprit["host"],
+                                                       len(job_env.hostnames))
             record_event(self.run_dir, "exclude", node=culprit["host"], excluded=excluded, detail=detail)
             self._record_run(cause, first, final=False, excluded={"node": culprit["host"], "excluded": excluded,
                                                                  "detail": detail})

@@ -38,13 +38,13 @@ def requeue(job_id: str, env: dict[str, str] | None = None) -> None:
     run_slurm(["scontrol", "requeue", str(job_id)], env)
 
 
-def exclude_node(job_id: str, node: str, env: dict[str, str] | None = None) -> tuple[bool, str]:
-    """Add ``node`` to the requeued (pending) job's ``ExcNodeList`` when its partition keeps enough other nodes;
-    (excluded, what happened in words)."""
+def exclude_node(job_id: str, node: str, nodes_needed: int, env: dict[str, str] | None = None) -> tuple[bool, str]:
+    """Add ``node`` to the requeued (pending) job's ``ExcNodeList`` when its partition keeps ``nodes_needed`` other
+    nodes (the job's size, from the job itself: Slurm's NumNodes of a job being requeued is not reliable); (excluded,
+    what happened in words)."""
     try:
         job = job_record(job_id, env)
         partition = job.get("Partition", "")
-        nodes_needed = int((job.get("NumNodes") or "1").split("-")[0])
         excluded = set(expand_hostlist(job.get("ExcNodeList", "")))
         part = _records(run_slurm(["scontrol", "show", "partition", "-o", partition], env))
         members = set(expand_hostlist(part[0].get("Nodes", ""))) if part else set()
