@@ -441,8 +441,11 @@ class NodeLaunch(submitit.helpers.Checkpointable):
             try:
                 submitit_handler(usr_sig, None)  # calls checkpoint(), then scontrol requeue, then sys.exit(-1)
             except SystemExit as exc:
-                # requeued: exit 0, not submitit's -1, which would trip --kill-on-bad-exit on the other nodes
-                raise SystemExit(0) from exc
+                # requeued by scontrol: exit 0, not submitit's -1, which would trip --kill-on-bad-exit on the other
+                # nodes (the local executor's requeue code is left as it is: its controller restarts on it)
+                if exc.code == -1:
+                    raise SystemExit(0) from exc
+                raise
         raise LaunchFailed(f"{self.name}: stopped by {signal.Signals(self._signum).name} at step {step}, but no "
                            f"requeue handler is installed (not run by submitit); submit again to resume")
 
