@@ -283,7 +283,9 @@ class NodeLaunch(submitit.helpers.Checkpointable):
     def _hang(self) -> dict | None:
         """A fault event when a local rank has been silent too long, after writing every local rank's stacks."""
         beats_dir = self.run_dir / "launch" / "heartbeats"
-        beats, pids, host = read_beats(beats_dir), set(worker_pids(self._proc.pid)), self._attempt["host"]
+        # this attempt's beats only: a new worker may reuse the pid of an earlier attempt's rank
+        beats = [b for b in read_beats(beats_dir) if b.get("time", 0) >= self._started]
+        pids, host = set(worker_pids(self._proc.pid)), self._attempt["host"]
         hung = watchdog.silent_ranks(beats, pids, host, self.hang_timeout_s)
         if not hung:
             return None
