@@ -41,7 +41,6 @@ preemption, hang, a dead rank, node failure and program error; run.json gets the
 from __future__ import annotations
 
 import os
-import re
 import signal
 import socket
 import subprocess
@@ -53,8 +52,9 @@ from typing import Any
 import submitit
 
 from launch.node import rendezvous, watchdog
-from launch.records.events import (attempt_faults, attempts_without_progress, failures_without_progress, goodput,
-                                   record_event)
+from launch.node.faults import (TRAINER_EXITS, blame, checkpoint_step, error_line, fault_cause, record_fault,
+                                run_goodput, why_not_retried)
+from launch.records.events import attempt_faults, attempts_without_progress, failures_without_progress, record_event
 from launch.slurm import jobcontrol
 from launch.slurm.client import SlurmError
 from launch.slurm.submitit_adapter import requeue_signal
@@ -67,13 +67,7 @@ TIMEOUT_MARGIN_S = 90  # Slurm may deliver the --signal up to a minute early
 WATCH_INTERVAL_S = 1.0  # how often heartbeats and the other nodes' faults are looked at
 CLOCK_SKEW_S = 5.0  # run.json's attempt start (rank 0's clock) against this task's start
 FAULT_GRACE_S = 10.0  # how long node 0 waits for the other nodes' reports before naming a cause
-NODE_EVIDENCE = ("hang", "killed")  # causes that point at a node (excluded from the retry); not program errors
 IGNORE_USR2 = 'trap "" USR2; exec '  # ignored dispositions survive exec and fork, down to every worker
-TRAINER_EXITS = {2: " (a config or data error)",
-                 65: " (the run directory cannot be used; the log says how to repair it)",
-                 73: " (another trainer holds this run directory)",
-                 74: " (the disk is full; free space, then resubmit)"}
-"""What the trainer's exit codes mean (``memorymodels.train.EXIT_*``); none of them is requeued."""
 MAX_ATTEMPTS_WITHOUT_PROGRESS = 3  # consecutive stopped attempts at the same step before requeueing stops
 
 def _children() -> dict[int, list[int]]:
@@ -331,7 +325,7 @@ class NodeLaunch(submitit.helpers.Checkpointable):
             killed = watchdog.killed_ranks(self._attempt["log"], self._attempt["log_offset"])
             cause = "trainer-exit" if code in TRAINER_EXITS else "killed" if killed else "error"
             self._fault = self._fault_event(cause, code=code, killed=killed, in_setup=self._in_setup(),
-                                            error=_error_line(self._attempt["log"], self._attempt["log_offset"]))
+                                            error=error_line(self._attempt["log"]))
         if job_env.global_rank != 0:
             print(f"launch: training on {self._attempt['host']} ended ({self._fault.get('cause')}, exit {code}); "
                   f"node 0 decides whether the job is retried", file=sys.stderr, flush=True)
@@ -357,41 +351,29 @@ class NodeLaunch(submitit.helpers.Checkpointable):
     def _decide(self, code: int, job_env) -> dict:
         """Node 0: name the cause, then requeue (excluding a bad node) or fail the job in one line."""
         faults = self._attempt_faults(len(job_env.hostnames))
-        blamed = sorted((f for f in faults if f.get("cause") != "peer"), key=watchdog.culprit_key)
-        culprit = blamed[0] if blamed and blamed[0].get("cause") in NODE_EVIDENCE else None
-        first = blamed[0] if blamed else self._fault
+        first, culprit = blame(faults, self._fault)
         cause = fault_cause(first, code)
         status, step = _run_status(self.run_dir, self._started)
-        checkpoint = _checkpoint_step(self.run_dir)
-        failed = [f for f in faults if f.get("cause") == "trainer-exit"]
+        checkpoint = checkpoint_step(self.run_dir)
         again = failures_without_progress(self.run_dir, checkpoint)
-        early = bool(blamed) and all(f.get("cause") == "error" and f.get("in_setup") for f in blamed)
         log, tail = self._attempt["log"], _log_tail(self._attempt["log"])
-        stop = None
-        if failed:
-            exit_code = failed[0].get("code", code)
-            stop = (f"{self.name}: training failed with exit code {exit_code}{TRAINER_EXITS.get(exit_code, '')} on "
-                    f"{failed[0].get('host')}; not retried")
-        elif early:
-            stop = (f"{self.name}: {cause}; it failed before training began (data, model or configuration), so it "
-                    f"is not retried")
-        elif not self._attempt["slurm"]:
-            stop = f"{self.name}: {cause}; not under Slurm, so not requeued: run the same command again to resume"
-        elif again >= self.max_failure_retries:
-            stop = (f"{self.name}: {cause}; {again + 1} attempt(s) in a row failed after checkpoint "
-                    f"{checkpoint or 0} (this one at step {step or 0}), not retried (max_failure_retries: "
-                    f"{self.max_failure_retries})")
+        stop = why_not_retried(faults, cause, code, slurm=self._attempt["slurm"], again=again,
+                               budget=self.max_failure_retries, checkpoint=checkpoint, step=step)
         record_event(self.run_dir, "exit", code=code, outcome="failed", step=step, checkpoint=checkpoint, cause=cause,
                      log_tail=tail)
         self._record_run(cause, first, final=stop is not None)
         if stop is not None:
-            raise LaunchFailed(f"{stop}; log {log}\n--- last lines ---\n{tail}")
+            raise LaunchFailed(f"{self.name}: {stop}; log {log}\n--- last lines ---\n{tail}")
         reason = "hang" if first and first.get("cause") == "hang" else "failure"
         record_event(self.run_dir, "requeue", reason=reason, retry=again + 1, of=self.max_failure_retries)
         print(f"launch: {cause}; requeueing (retry {again + 1} of {self.max_failure_retries} from checkpoint "
               f"{checkpoint or 0})", file=sys.stderr, flush=True)
         signal.signal(signal.SIGTERM, signal.SIG_IGN)  # Slurm ends the step now: finish the exclusion first
-        jobcontrol.requeue(self._attempt["job_id"])
+        try:
+            jobcontrol.requeue(self._attempt["job_id"])
+        except SlurmError as exc:
+            raise LaunchFailed(f"{self.name}: {cause}; the requeue failed ({exc}): submit the same command again to "
+                               f"resume from checkpoint {checkpoint or 0}") from None
         if culprit is not None:
             excluded, detail = jobcontrol.exclude_node(self._attempt["job_id"], culprit["host"],
                                                        len(job_env.hostnames))
@@ -401,18 +383,8 @@ class NodeLaunch(submitit.helpers.Checkpointable):
         raise SystemExit(0)  # a requeue is not a failure: leave --kill-on-bad-exit out of it
 
     def _record_run(self, cause: str, fault: dict | None, *, final: bool, excluded: dict | None = None) -> None:
-        """run.json: this attempt's fault (cause, node, rank, stack files, exclusion), its status, the goodput."""
         try:
-            info = read_run_json(self.run_dir) or {}
-            faults = list(info.get("faults", []))
-            entry = {"job_id": self._attempt["job_id"], "restart_count": self._attempt["restart_count"],
-                     "cause": cause, "kind": (fault or {}).get("cause"), "node": (fault or {}).get("host"),
-                     "rank": (fault or {}).get("rank"), "stacks": (fault or {}).get("stacks"), "time": time.time()}
-            if faults and (faults[-1]["job_id"], faults[-1]["restart_count"]) == (entry["job_id"],
-                                                                                  entry["restart_count"]):
-                entry = {**faults.pop(), **({"excluded": excluded} if excluded else {})}
-            update_run(self.run_dir, status="failed" if final else "interrupted", end=time.time(), error=cause,
-                       faults=[*faults, entry], goodput=run_goodput(self.run_dir))
+            record_fault(self.run_dir, self._attempt, cause, fault, final=final, excluded=excluded)
         except Exception as exc:  # noqa: BLE001 - the decision must not be lost to a bookkeeping error
             print(f"launch: could not record the fault in run.json ({exc})", file=sys.stderr, flush=True)
 
@@ -492,51 +464,3 @@ class NodeLaunch(submitit.helpers.Checkpointable):
             return Path(job_env.paths.stderr)
         except Exception:  # noqa: BLE001 - no submitit folder (run directly): no log to point at
             return None
-
-
-def fault_cause(fault: dict | None, code: int) -> str:
-    """A fault event in one line: what failed, where."""
-    if not fault:
-        return f"training failed with exit code {code}"
-    host, kind = fault.get("host"), fault.get("cause")
-    if kind == "hang":
-        return (f"rank {fault.get('rank')} on {host} hung: no heartbeat for {fault.get('silent_s', 0):.0f} s in phase "
-                f"{fault.get('phase')} at step {fault.get('step')} (limit {fault.get('timeout_s', 0):.0f} s); stacks "
-                f"in {Path(next(iter((fault.get('stacks') or {'': '?'}).values()))).parent}")
-    if kind == "killed":
-        dead = (fault.get("killed") or [{}])[0]
-        sig = dead.get("signal")
-        name = signal.Signals(sig).name if sig in signal.Signals._value2member_map_ else f"signal {sig}"
-        return f"local rank {dead.get('local_rank')} on {host} was killed by {name}"
-    if kind == "peer":
-        return f"training on {host} was ended because {fault.get('of')} failed"
-    if kind == "trainer-exit":
-        return f"the trainer exited {fault.get('code')}{TRAINER_EXITS.get(fault.get('code'), '')} on {host}"
-    error = f": {fault['error']}" if fault.get("error") else ""
-    return f"training failed with exit code {fault.get('code', code)} on {host}{error}"
-
-
-_ERROR = re.compile(r"^(?:\[[^\]]*\]:)?\s*((?:[\w.]+(?:Error|Exception)|error): .*)$")
-
-
-def _error_line(log: Path | None, offset: int) -> str | None:
-    """The last exception line a training process wrote to this node's log in this attempt (one line)."""
-    lines = tail_lines(log, 400) if log is not None else []
-    found = [m.group(1) for line in lines if (m := _ERROR.match(line.strip()))]
-    return found[-1][:300] if found else None
-
-
-def _checkpoint_step(run_dir: Path) -> int | None:
-    try:
-        return run_progress(run_dir).get("checkpoint_step")
-    except Exception:  # noqa: BLE001
-        return None
-
-
-def run_goodput(run_dir: Path) -> dict:
-    """``launch.records.events.goodput`` with the training time the run keeps: run.json's device seconds (wall
-    seconds in the training loop x processes, counted to the last checkpoint) over its world size."""
-    info = read_run_json(run_dir) or {}
-    device_s = (info.get("compute") or {}).get("device_seconds")
-    world = info.get("world_size") or 1
-    return goodput(run_dir, device_s / world if device_s is not None else None)

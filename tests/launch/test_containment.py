@@ -15,7 +15,7 @@ import time
 import pytest
 
 from launch.node import rendezvous, watchdog
-from launch.node.task import fault_cause
+from launch.node.faults import fault_cause
 from launch.planning.plan import GPU_ENV, job_env, setup_lines
 from launch.planning.profiles import load_profile
 from launch.records.events import attempts, failures_without_progress, goodput, record_event
@@ -172,3 +172,27 @@ def test_submitting_from_inside_an_allocation_hands_the_job_none_of_it(slurm_clu
     run = json.loads((tmp_path / result["run_dir"] / "run.json").read_text())
     assert run["status"] == "completed" and run["attempts"][0]["slurm"]["job_id"] == result["job_id"]
     assert "nonode" not in run["attempts"][0]["slurm"]["job_nodelist"]
+
+
+def test_what_is_not_retried_and_why():
+    from launch.node.faults import blame, why_not_retried
+
+    killed = {"cause": "killed", "host": "n2", "killed": [{"local_rank": 1, "signal": 9}], "time": 5.0}
+    peer = {"cause": "peer", "host": "n1", "of": "n2", "time": 5.5}
+    first, culprit = blame([peer, killed], peer)
+    assert first is killed and culprit is killed
+    first, culprit = blame([peer], peer)
+    assert first is peer and culprit is None
+
+    def why(faults, again=0, slurm=True):
+        return why_not_retried(faults, "CAUSE", 1, slurm=slurm, again=again, budget=2, checkpoint=40, step=45)
+
+    assert why([killed, peer]) is None
+    assert why([killed, peer], again=2) == ("CAUSE; 3 attempt(s) in a row failed after checkpoint 40 (this one at step "
+                                            "45), not retried (max_failure_retries: 2)")
+    assert why([killed], slurm=False).startswith("CAUSE; not under Slurm")
+    assert why([{"cause": "trainer-exit", "code": 74, "host": "n1"}, peer]) == (
+        "training failed with exit code 74 (the disk is full; free space, then resubmit) on n1; not retried")
+    setup_error = {"cause": "error", "host": "n1", "in_setup": True, "code": 1}
+    assert "failed before training began" in why([setup_error, {**setup_error, "host": "n2"}])
+    assert why([setup_error, {**setup_error, "host": "n2", "in_setup": False}]) is None

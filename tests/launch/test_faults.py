@@ -20,10 +20,8 @@ cannot be excluded from a two-node retry: the tests check that this is recorded,
 
 from __future__ import annotations
 
-import json
 import os
 import signal
-import subprocess
 import time
 from pathlib import Path
 
