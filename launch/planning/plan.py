@@ -155,7 +155,8 @@ class JobPlan:
                  f"run dir     {self.run_dir}",
                  *([f"starts      when {self.dependency} holds (Slurm --dependency)"] if self.dependency else []),
                  f"env         {' '.join(f'{k}={v}' for k, v in self.env.items())}",
-                 f"faults      hang timeout {p.hang_timeout_s or 'auto'} s, collective timeout "
+                 f"faults      hang timeout {f'{p.hang_timeout_s} s' if p.hang_timeout_s else 'from step times'}, "
+                 f"collective timeout "
                  f"{p.collective_timeout_s} s, {p.max_failure_retries} retries after a failure",
                  f"logs        {self.log_folder}/%j_0_log.out / .err",
                  "", "# command (one per node)", self.command]

@@ -196,3 +196,16 @@ def test_what_is_not_retried_and_why():
     setup_error = {"cause": "error", "host": "n1", "in_setup": True, "code": 1}
     assert "failed before training began" in why([setup_error, {**setup_error, "host": "n2"}])
     assert why([setup_error, {**setup_error, "host": "n2", "in_setup": False}]) is None
+
+
+def test_time_limit_is_told_by_slurm_s_end_time_not_the_launcher_s_start(monkeypatch):
+    from launch.node.task import NodeLaunch
+
+    task = NodeLaunch(name="x", command="true", run_dir="/tmp/x", env={}, time_limit_s=3600, signal_before_end_s=120)
+    task._started = time.time()  # by its own start the launcher is an hour from its limit
+    monkeypatch.setenv("SLURM_JOB_END_TIME", str(int(time.time()) + 150))  # setup ate most of the allocation
+    assert task._timed_out()
+    monkeypatch.setenv("SLURM_JOB_END_TIME", str(int(time.time()) + 3000))
+    assert not task._timed_out()
+    monkeypatch.delenv("SLURM_JOB_END_TIME")
+    assert not task._timed_out()  # no end time known: the start time and the profile's limit
