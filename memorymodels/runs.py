@@ -257,8 +257,10 @@ def tail_records(path: Path, max_bytes: int = 65536) -> list[dict]:
 def run_progress(run_dir: Path) -> dict:
     """What the dashboard and the sweep report show about a run; fast and tolerant of missing files.
 
-    Keys: status, step, max_steps, loss, eval_loss, tokens_per_s, checkpoint_step, checkpoint_time, updated
-    (unknown values are None). Reads run.json, the tail of metrics.jsonl and the checkpoint markers only.
+    Keys: status, step, max_steps, loss, eval_loss, tokens_per_s, checkpoint_step, checkpoint_time, updated,
+    goodput (the share of the allocated node time that went into training kept, which the launcher records in
+    run.json) and excluded_nodes (nodes the launcher left out of a retry) (unknown values are None). Reads run.json,
+    the tail of metrics.jsonl and the checkpoint markers only.
     """
     run_dir = Path(run_dir)
     try:
@@ -267,8 +269,11 @@ def run_progress(run_dir: Path) -> dict:
         info = {}
     progress: dict[str, Any] = {key: None for key in ("status", "step", "max_steps", "loss", "eval_loss",
                                                        "tokens_per_s", "checkpoint_step", "checkpoint_time",
-                                                       "updated")}
+                                                       "updated", "goodput", "excluded_nodes")}
     progress["status"] = info.get("status")
+    progress["goodput"] = (info.get("goodput") or {}).get("ratio")
+    excluded = [f["excluded"]["node"] for f in info.get("faults") or [] if (f.get("excluded") or {}).get("excluded")]
+    progress["excluded_nodes"] = excluded or None
     progress["max_steps"] = ((info.get("config") or {}).get("train") or {}).get("max_steps")
     metrics_path = run_dir / METRICS
     for window in (1 << 16, 1 << 19, 1 << 22):  # widen only while the last eval is further back than the tail

@@ -44,6 +44,7 @@ from memorymodels.evaluate import evaluate_run, format_table
 from memorymodels.experiment import (REPO_ROOT, Data, Experiment, build, experiment_dict, identity, load_data,
                                      load_experiment, load_fast_tokenizer, model_build_args)
 from memorymodels.fileio import DiskFullError, free_bytes, is_disk_full
+from memorymodels.heartbeat import Heartbeat
 from memorymodels.hf_adapter import CheckpointingTrainer
 from memorymodels.hostmemory import keep_freed_host_memory
 from memorymodels.runs import RunDirError, RunLockedError
@@ -151,6 +152,31 @@ class StopOnSignal(TrainerCallback):
             control.should_save = control.should_training_stop = control.should_log = True
             control.should_evaluate = False
         return control
+
+class HeartbeatCallback(TrainerCallback):
+    """Every rank: a heartbeat per step and per phase (``memorymodels.heartbeat``): the step, then what the Trainer is
+    about to do after it (evaluate, save), every evaluation batch, and back to stepping once saved."""
+
+    def __init__(self, heartbeat: Heartbeat):
+        self.heartbeat = heartbeat
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.heartbeat.beat("step", state.global_step)
+
+    def on_step_end(self, args, state, control, **kwargs):
+        # runs after DefaultFlowCallback and StopOnSignal have decided what follows this step
+        phase = "evaluate" if control.should_evaluate else "save" if control.should_save else "step"
+        self.heartbeat.beat(phase, state.global_step)
+
+    def on_prediction_step(self, args, state, control, **kwargs):
+        self.heartbeat.beat("evaluate")
+
+    def on_evaluate(self, args, state, control, **kwargs):
+        self.heartbeat.beat("save" if control.should_save else "step")
+
+    def on_save(self, args, state, control, **kwargs):
+        self.heartbeat.beat("step")
+
 
 class MetricsWriter(TrainerCallback, ExportableState):
     """Rank 0: one metrics.jsonl line per logging step (train and eval logs of a step merged), with the run's
@@ -290,7 +316,10 @@ class RunTrainer(CheckpointingTrainer):
             raise DiskFullError(folder, free, f"the unfinished checkpoint was removed and {intact}") from error
 
 
-def training_arguments(experiment: Experiment, run_dir: Path, precision: str, show_progress: bool):
+def training_arguments(experiment: Experiment, run_dir: Path, precision: str, show_progress: bool,
+                       collective_timeout_s: int | None = None):
+    """The Trainer's arguments; ``collective_timeout_s`` bounds every collective (transformers' ``ddp_timeout``,
+    1800 s when not given: the launcher passes its profile's, well below)."""
     t = experiment.train
     cuda = torch.cuda.is_available()
     return TrainingArguments(
@@ -316,6 +345,7 @@ def training_arguments(experiment: Experiment, run_dir: Path, precision: str, sh
         fp16=precision == "fp16",
         use_cpu=not cuda,
         ddp_backend="gloo" if not cuda and world()[1] > 1 else None,
+        ddp_timeout=collective_timeout_s or 1800,
         ddp_find_unused_parameters=False,  # every model uses all its parameters (tests/models checks each one)
         torch_compile=t.compile,
         report_to="none",
@@ -342,16 +372,24 @@ def _log(message: str) -> None:
 
 
 def train(experiment: Experiment, run_dir: Path | None = None, *, command: list[str] | None = None,
-          evaluate_at_end: bool = True) -> int:
+          evaluate_at_end: bool = True, heartbeat_dir: Path | None = None,
+          collective_timeout_s: int | None = None) -> int:
     """Train (or resume) ``experiment``; returns 0 when max_steps is reached, EXIT_REQUEUE after a signal.
 
     Raises :class:`RunLockedError` at once when another trainer holds the run directory (rank 0 takes its lock
     before touching anything and holds it to the end), :class:`RunDirError` for a directory it must not use,
     :class:`DiskFullError` when the disk fills up (the attempt is recorded as failed where run.json can still be
     written) and :class:`CheckpointError` when a checkpoint it has just written fails its checks.
+
+    ``heartbeat_dir``: where this rank keeps its heartbeat file (``memorymodels.heartbeat``; the launcher watches
+    it); ``collective_timeout_s``: the limit of every collective (``ddp_timeout``).
     """
     install_signal_handlers()
     rank, world_size = world()
+    heartbeat = None
+    if heartbeat_dir is not None:
+        heartbeat = Heartbeat(heartbeat_dir, rank=rank, local_rank=int(os.environ.get("LOCAL_RANK", 0)))
+        heartbeat.beat("setup")
     if run_dir is None:
         run_dir = runs.run_dir_for(experiment, world_size)
         note = runs.collision_message(experiment, world_size, run_dir)
@@ -361,13 +399,17 @@ def train(experiment: Experiment, run_dir: Path | None = None, *, command: list[
     runs.check_run_dir(run_dir, identity(experiment, world_size))
     lock = runs.lock_run_dir(run_dir) if rank == 0 else None
     try:
-        return _train_locked(experiment, run_dir, command, evaluate_at_end)
+        return _train_locked(experiment, run_dir, command, evaluate_at_end, heartbeat, collective_timeout_s)
     finally:
         if lock is not None:
             lock.release()
+        if heartbeat is not None:
+            heartbeat.beat("end")
+            heartbeat.close()
 
 
-def _train_locked(experiment: Experiment, run_dir: Path, command: list[str] | None, evaluate_at_end: bool) -> int:
+def _train_locked(experiment: Experiment, run_dir: Path, command: list[str] | None, evaluate_at_end: bool,
+                  heartbeat: Heartbeat | None, collective_timeout_s: int | None) -> int:
     precision = resolve_precision(experiment.train.precision, experiment.source)
     if not torch.cuda.is_available():
         keep_freed_host_memory()  # a quarter of a CPU step was page faults on the freed logits (hostmemory.py)
@@ -380,7 +422,8 @@ def _train_locked(experiment: Experiment, run_dir: Path, command: list[str] | No
         if resume is not None and checkpoints.checkpoint_step(resume) >= experiment.train.max_steps:
             _log(f"{run_dir} already reached max_steps {experiment.train.max_steps}; nothing to train")
             return _finish(run_dir, "completed", 0, evaluate_at_end, resume)
-        trainer, stopper = _make_trainer(experiment, run_dir, model, data, precision)
+        trainer, stopper = _make_trainer(experiment, run_dir, model, data, precision, heartbeat,
+                                         collective_timeout_s)
         trainer.train(resume_from_checkpoint=str(resume) if resume else None)
     except Interrupted as exc:
         _log(f"{exc} before training started: nothing new to save; exiting {EXIT_REQUEUE} to be requeued")
@@ -434,11 +477,12 @@ def _open_run(run_dir: Path, experiment: Experiment, model, build_args: dict, co
     return resume
 
 
-def _make_trainer(experiment: Experiment, run_dir: Path, model, data: Data, precision: str):
+def _make_trainer(experiment: Experiment, run_dir: Path, model, data: Data, precision: str,
+                  heartbeat: Heartbeat | None = None, collective_timeout_s: int | None = None):
     """The RunTrainer with its callbacks, and the StopOnSignal callback (which says why training stopped)."""
     t = experiment.train
     show = sys.stderr.isatty() and world()[0] == 0
-    args = training_arguments(experiment, run_dir, precision, show)
+    args = training_arguments(experiment, run_dir, precision, show, collective_timeout_s)
     eval_rows = len(data.test) if t.eval_rows is None else min(t.eval_rows, len(data.test))
     eval_set = torch.utils.data.Subset(data.test, range(eval_rows)) if t.eval_steps else None
     tokens_per_step = t.batch_size * t.gradient_accumulation_steps * args.world_size * experiment.data.context
@@ -448,7 +492,8 @@ def _make_trainer(experiment: Experiment, run_dir: Path, model, data: Data, prec
     trainer = RunTrainer(
         model=model, args=args, train_dataset=data.train, eval_dataset=eval_set,
         callbacks=[stopper, MetricsWriter(run_dir, tokens_per_step, show=not show, accounting=accounting,
-                                          trackers=_trackers(experiment, run_dir))],
+                                          trackers=_trackers(experiment, run_dir)),
+                   *([HeartbeatCallback(heartbeat)] if heartbeat is not None else [])],
         keep_checkpoints=t.save_total_limit,
     )
     if not show:
@@ -498,11 +543,14 @@ def main(argv: list[str] | None = None) -> int:
                         help="override a dotted key, e.g. --set train.max_steps=20 (repeatable)")
     parser.add_argument("--run-dir", type=Path, help="train in this directory (default: derived from the config)")
     parser.add_argument("--no-eval", action="store_true", help="skip the evaluation table at the end")
+    parser.add_argument("--heartbeat-dir", type=Path, help="keep this rank's heartbeat file here (the launcher's)")
+    parser.add_argument("--collective-timeout-s", type=int, help="limit of every collective (default 1800 s)")
     args = parser.parse_args(argv)
     try:
         experiment = load_experiment(args.experiment, args.overrides)
         command = [sys.executable, "-m", "memorymodels.train", *(argv if argv is not None else sys.argv[1:])]
-        code = train(experiment, args.run_dir, command=command, evaluate_at_end=not args.no_eval)
+        code = train(experiment, args.run_dir, command=command, evaluate_at_end=not args.no_eval,
+                     heartbeat_dir=args.heartbeat_dir, collective_timeout_s=args.collective_timeout_s)
     except (ConfigError, DataError) as exc:
         code, message = EXIT_CONFIG, str(exc)
     except RunLockedError as exc:

@@ -45,7 +45,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (after choosing the file-only backend)
 
 USAGE = ("attempts", "gpu_hours", "cpu_hours", "lost_gpu_hours", "lost_cpu_hours")
-METRICS = ("step", "max_steps", "loss", "eval_loss", "bits_per_byte", "total_bits_per_byte", *USAGE)
+METRICS = ("step", "max_steps", "loss", "eval_loss", "bits_per_byte", "total_bits_per_byte", *USAGE, "goodput")
 STATE_STYLE = {"completed": "green", "running": "cyan", "interrupted": "yellow", "failed": "red"}
 
 
@@ -55,7 +55,7 @@ def read_cell(run_dir: Path) -> dict[str, Any]:
     if not (run_dir / "run.json").exists() and not (run_dir / "metrics.jsonl").exists():
         return {**row, "status": "not started"}
     progress = run_progress(run_dir)
-    row.update({k: progress.get(k) for k in METRICS if k in progress})
+    row.update({k: progress.get(k) for k in METRICS if k in progress})  # goodput: run.json's, from the launcher
     row["status"] = progress.get("status") or "not started"  # run.json claimed at submission, no attempt yet
     try:
         evaluation = read_json(run_dir / "eval.json")
@@ -176,6 +176,9 @@ def render(rows: list[dict[str, Any]], axes: list[str], title: str = "") -> Tabl
     hours = next((unit for unit in ("gpu", "cpu") if any(row.get(f"{unit}_hours") for row in rows)), None)
     if hours:
         columns.append(f"{hours.upper()}-h")
+    with_goodput = any(row.get("goodput") is not None for row in rows)
+    if with_goodput:
+        columns.append("goodput")
     for col in columns:
         table.add_column(col, justify="left" if col == "state" else "right")
     for row in rows:
@@ -187,6 +190,8 @@ def render(rows: list[dict[str, Any]], axes: list[str], title: str = "") -> Tabl
             values.append(_fmt(row["total_bits_per_byte"]))
         if hours:
             values.append(_fmt(row.get(f"{hours}_hours")))
+        if with_goodput:
+            values.append("-" if row.get("goodput") is None else f"{row['goodput']:.0%}")
         table.add_row(str(row["cell"]), *(_fmt(row[a]) for a in axes),
                       f"[{style}]{state}[/]" if style else state, steps, *values)
     return table

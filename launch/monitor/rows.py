@@ -73,6 +73,11 @@ class JobRow:
     stderr: str | None = None
     source: str = "squeue"
     log_tail: list[str] | None = None
+    goodput: float | None = None
+    """Share of the run's allocated node time that went into training it keeps (run.json, written by the node
+    launcher)."""
+    excluded_nodes: list[str] | None = None
+    """Nodes the launcher left out of a retry after they hung or lost a rank."""
 
     @property
     def failed(self) -> bool:
@@ -228,6 +233,8 @@ def apply_progress(row: JobRow, progress: dict, now: float) -> None:
     if not progress:
         return
     row.run_status = progress.get("status")
+    row.goodput = progress.get("goodput")
+    row.excluded_nodes = progress.get("excluded_nodes")
     for key in ("step", "max_steps", "checkpoint_step"):
         value = progress.get(key)
         setattr(row, key, int(value) if isinstance(value, (int, float)) else None)

@@ -60,7 +60,13 @@ EXPERIMENTS = REPO_ROOT / "configs" / "experiments"
 DEFAULT_EXPERIMENT = EXPERIMENTS / "autoencoder.yaml"
 LAUNCH_DIR = "launch"
 """The launcher's files inside a run directory: job.sbatch, accelerate_config.yaml, experiment.yaml, plan.json,
-events.jsonl and submitit's folder slurm/ (pickles and the job's stdout/stderr logs). The trainer owns the rest."""
+events.jsonl, submitit's folder slurm/ (pickles and the job's stdout/stderr logs), heartbeats/ (one file per rank,
+``memorymodels.heartbeat``) and hangs/ (the stacks of a hung attempt's ranks). The trainer owns the rest."""
+HEARTBEATS = "heartbeats"
+GPU_ENV = {"NCCL_DEBUG": "WARN", "TORCH_NCCL_ASYNC_ERROR_HANDLING": "3", "TORCH_NCCL_DUMP_ON_TIMEOUT": "1"}
+"""What GPU jobs get unless the profile's ``env`` says otherwise: NCCL warnings in the log, a failed collective
+tears the process down (so the launcher sees the failure instead of a hang), and the flight recorder's dump on a
+collective timeout."""
 ACCELERATE_CONFIG = "accelerate_config.yaml"
 SBATCH_SCRIPT = "job.sbatch"
 EXPERIMENT_FILE = "experiment.yaml"
@@ -160,6 +166,10 @@ class JobPlan:
                  f"code        {describe_code(self.code)}",
                  *([f"container   {p.container.runtime} {p.container.image}"] if p.container else []),
                  *([f"starts      when {self.dependency} holds (Slurm --dependency)"] if self.dependency else []),
+                 f"env         {' '.join(f'{k}={v}' for k, v in self.env.items())}",
+                 f"faults      hang timeout {f'{p.hang_timeout_s} s' if p.hang_timeout_s else 'from step times'}, "
+                 f"collective timeout "
+                 f"{p.collective_timeout_s} s, {p.max_failure_retries} retries after a failure",
                  f"logs        {self.log_folder}/%j_0_log.out / .err",
                  "", "# command (one per node)", self.command]
         if self.accelerate_config is not None:
@@ -237,13 +247,14 @@ def sbatch_parameters(profile: Profile, *, name: str, nodes: int, dependency: st
                                              **({"dependency": dependency} if dependency else {})},
                    # srun does not inherit --cpus-per-task from sbatch in Slurm 22.05-23.02: without this the step, so
                    # torchrun and all its workers, may be bound to one core
-                   "srun_args": ["--cpus-per-task", str(profile.cpus_per_gpu * procs), *profile.srun_args,
+                   "srun_args": ["--cpus-per-task", str(profile.cpus_per_gpu * procs), *KILL_ON_BAD_EXIT,
+                                 *profile.srun_args,
                                  *pyxis_args(profile, code_dir, mounts)],
                    "wckey": profile.wckey})  # None: no --wckey line (submitit's default is 'submitit')
     if profile.exclusive:  # whole nodes, all their memory
         params.update(exclusive=True, mem="0")
     if profile.setup:
-        params["setup"] = list(profile.setup)
+        params["setup"] = setup_lines(profile.setup)
     return params
 
 
@@ -261,6 +272,24 @@ def pyxis_args(profile: Profile, code_dir: Path | None, mounts: Iterable[Path]) 
     workdir = box.workdir or (str(code_dir) if code_dir else None)
     return [f"--container-image={box.image}", f"--container-mounts={','.join(container_mounts(profile, mounts))}",
             *([f"--container-workdir={workdir}"] if workdir else [])]
+
+
+KILL_ON_BAD_EXIT = ["--kill-on-bad-exit=1"]
+"""One node's task exiting non-zero ends the step on every node: nothing waits in a collective for a dead peer.
+The node tasks exit 0 on every path that requeues (``launch.node.task``), so only a real failure trips it. Not
+``--wait``: rank 0 still evaluates after the other nodes' tasks have finished."""
+
+
+def setup_lines(lines: list[str]) -> list[str]:
+    """The profile's ``setup`` lines as the script runs them: each followed by a check that ends the job at the
+    first failing line, naming it (``set -e`` semantics for these lines only; submitit's own lines are left as
+    they are). Pure."""
+    result = []
+    for i, line in enumerate(lines, 1):
+        result += [line, f"mm_status=$?; if [ $mm_status -ne 0 ]; then printf 'memorymodels: setup line {i} of "
+                         f"{len(lines)} failed (exit %s): %s\\n' $mm_status {shlex.quote(line)} >&2; "
+                         f"exit $mm_status; fi"]
+    return result
 
 
 def profile_items(profile: Profile, data: dict) -> list[str]:
@@ -423,7 +452,7 @@ def plan_job(profile: Profile, experiment: str | Path | None = None, *, override
                                mounts=mounts),
         accelerate_config=None if profile.launcher == "torchrun" else accelerate_config(profile, precision),
         experiment_text=resolved_experiment(settings.source, settings), request=request, python=python,
-        env={"OMP_NUM_THREADS": str(profile.cpus_per_gpu), "PYTHONUNBUFFERED": "1"},
+        env=job_env(profile),
         time_limit_s=profile.time_minutes * 60, dependency=dependency, code=code,
     )
 
@@ -445,6 +474,15 @@ def accelerate_config(profile: Profile, precision: str) -> str:
               f"# num_processes = {nodes} node(s) x {profile.procs_per_node} GPU(s). Each node passes its own\n"
               f"# --machine_rank and the head node's --main_process_ip/--main_process_port (flags win over keys).\n")
     return header + yaml.safe_dump(data, sort_keys=True)
+
+
+def job_env(profile: Profile) -> dict[str, str]:
+    """The environment the training processes get on top of the job's: threads per process, unbuffered output,
+    :data:`GPU_ENV` on GPU nodes, then the profile's ``env``. Pure."""
+    env = {"OMP_NUM_THREADS": str(profile.cpus_per_gpu), "PYTHONUNBUFFERED": "1", **(GPU_ENV if profile.gpu_type else {})}
+    env.update({name: str(value).lower() if isinstance(value, bool) else str(value)
+                for name, value in profile.env.items()})
+    return env
 
 
 def launch_command(profile: Profile, precision: str, *, python: str, run_dir: Path, code_dir: Path | None = None,
@@ -477,7 +515,8 @@ def trainer_command(profile: Profile, precision: str, *, python: str, run_dir: P
     if profile.container is not None:
         python = profile.container.python
     files = launch_dir(run_dir)
-    train = ["-m", "memorymodels.train", "--experiment", str(files / EXPERIMENT_FILE), "--run-dir", str(run_dir)]
+    train = ["-m", "memorymodels.train", "--experiment", str(files / EXPERIMENT_FILE), "--run-dir", str(run_dir),
+             "--heartbeat-dir", str(files / HEARTBEATS), "--collective-timeout-s", str(profile.collective_timeout_s)]
     train_args = " ".join(q(a) for a in train)
     if profile.launcher == "torchrun":
         if nodes == 1:
@@ -485,7 +524,7 @@ def trainer_command(profile: Profile, precision: str, *, python: str, run_dir: P
         else:
             rdzv = (f"--nnodes {nodes} --nproc_per_node {procs} --rdzv_backend c10d "
                     f"--rdzv_endpoint \"$HEAD_NODE:$HEAD_PORT\" --rdzv_id \"$RDZV_ID\"")
-        return f"{q(python)} -m torch.distributed.run {rdzv} {train_args}"
+        return f"{q(python)} -m torch.distributed.run {rdzv} --tee 3 {train_args}"
     mixed = "no" if precision == "fp32" else precision
     return (f"{q(python)} -m accelerate.commands.launch --config_file {q(str(files / ACCELERATE_CONFIG))} "
             f"--num_processes {nodes * procs} --num_machines {nodes} --machine_rank \"$NODE_RANK\" "

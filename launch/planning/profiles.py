@@ -57,6 +57,7 @@ LAUNCHERS = ("torchrun", "fsdp", "deepspeed")
 CONTAINER_RUNTIMES = ("pyxis", "apptainer", "singularity")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _SLURM_OPTION = re.compile(r"[a-z][a-z0-9-]*")
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
 def precision_problem(gpu_type: str | None, precision: str, key: str = "precision") -> str | None:
@@ -157,6 +158,18 @@ class Profile:
     wckey: str | None = None
     """Slurm workload characterization key (--wckey); null: none (submitit would otherwise write --wckey=submitit,
     which clusters that enforce wckeys refuse)."""
+    hang_timeout_s: int | None = None
+    """Seconds a training process may go without a heartbeat before its attempt is ended as hung, its stacks
+    written to RUN_DIR/launch/hangs/ and the run requeued. null: derived in the job from the slowest step, checkpoint
+    and evaluation seen (x10), at least 300 s. Setup (data preparation, first rendezvous) gets at least 30 min."""
+    max_failure_retries: int = 2
+    """Retries of a run whose attempt died (a killed or crashed rank, a hang) while attempts keep failing at the
+    same checkpoint; a retry that gets past it starts the count again. 0: a failure ends the job."""
+    collective_timeout_s: int = 600
+    """Seconds any collective (all-reduce, barrier) may wait before the ranks fail (transformers' ddp_timeout)."""
+    env: dict[str, Any] = field(default_factory=dict)
+    """Environment variables of the training processes, e.g. {NCCL_DEBUG: INFO, NCCL_SOCKET_IFNAME: ib0}; GPU
+    profiles get NCCL_DEBUG=WARN and TORCH_NCCL_ASYNC_ERROR_HANDLING=3 unless they set them."""
     slurm_conf: str | None = None
     """The cluster's slurm.conf (null: SLURM_CONF as set, else Slurm's default); the local profiles name the
     project's development cluster here. Variables and ``~`` are expanded; relative paths are under the project."""
@@ -213,6 +226,7 @@ class Profile:
         if not isinstance(self.setup, list) or not all(isinstance(line, str) for line in self.setup):
             raise ConfigError(f"{src}: 'setup' must be a list of shell lines")
         self._check_site()
+        self._check_failure_keys(src)
         self._check_text_values()
 
     def _check_text_values(self) -> None:
@@ -220,7 +234,7 @@ class Profile:
         that look like sbatch long options (a newline there would end the #SBATCH block and run the rest)."""
         src = self.source
         for f in dataclasses.fields(self):
-            if f.name not in ("source", "setup", "sbatch_extra"):
+            if f.name not in ("source", "setup", "sbatch_extra", "env"):
                 _check_text(src, f.name, getattr(self, f.name))
         for key in ("partition", "account", "qos", "constraint", "wckey"):
             value = getattr(self, key)
@@ -262,6 +276,26 @@ class Profile:
                                   f"(no commas or spaces; one list item per mount)")
         if box.workdir is not None and not box.workdir.startswith("/"):
             raise ConfigError(f"{src}: 'container.workdir: {box.workdir}' must be an absolute path inside the image")
+
+    def _check_failure_keys(self, src: str) -> None:
+        """hang_timeout_s, max_failure_retries, collective_timeout_s and env."""
+        if self.hang_timeout_s is not None and self.hang_timeout_s < 10:
+            raise ConfigError(f"{src}: 'hang_timeout_s: {self.hang_timeout_s}' must be 10 or more (null: derived "
+                              f"from the step and checkpoint times seen)")
+        if self.max_failure_retries < 0:
+            raise ConfigError(f"{src}: 'max_failure_retries' must be 0 or more, got {self.max_failure_retries}")
+        if self.collective_timeout_s < 10:
+            raise ConfigError(f"{src}: 'collective_timeout_s: {self.collective_timeout_s}' must be 10 or more")
+        if not isinstance(self.env, dict):
+            raise ConfigError(f"{src}: 'env' must be a mapping of variable names to values, e.g. "
+                              f"{{NCCL_DEBUG: WARN}}")
+        for name, value in self.env.items():
+            if not isinstance(name, str) or not _ENV_NAME.fullmatch(name):
+                raise ConfigError(f"{src}: 'env' key {name!r} is not an environment variable name (letters, digits "
+                                  f"and '_', not starting with a digit)")
+            if not isinstance(value, (str, int, float, bool)) or isinstance(value, float) and not math.isfinite(value):
+                raise ConfigError(f"{src}: 'env.{name}' must be one string or number, got {value!r}")
+            _check_text(src, f"env.{name}", str(value))
 
     @property
     def procs_per_node(self) -> int:

@@ -123,7 +123,8 @@ def snapshot_code(plans: list[JobPlan]) -> None:
 def make_job(plan: JobPlan) -> NodeLaunch:
     """The callable submitit runs in each node's task."""
     return NodeLaunch(name=plan.name, command=plan.command, run_dir=plan.run_dir, env=plan.env,
-                      time_limit_s=plan.time_limit_s, signal_before_end_s=plan.profile.signal_before_end_s)
+                      time_limit_s=plan.time_limit_s, signal_before_end_s=plan.profile.signal_before_end_s,
+                      hang_timeout_s=plan.profile.hang_timeout_s, max_failure_retries=plan.profile.max_failure_retries)
 
 
 def _slurm_executor(plan: JobPlan, folder, sbatch: dict, script: str) -> PlannedSlurmExecutor:
