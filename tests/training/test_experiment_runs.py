@@ -111,7 +111,7 @@ def test_metrics_roll_back_to_the_resumed_checkpoint_without_losing_lines(tmp_pa
 def test_run_progress_reads_the_tail_and_tolerates_missing_files(tmp_path):
     empty = runs.run_progress(tmp_path / "missing")
     assert set(empty) == {"status", "step", "max_steps", "loss", "eval_loss", "tokens_per_s", "checkpoint_step",
-                          "checkpoint_time", "updated"}
+                          "checkpoint_time", "updated", "goodput", "excluded_nodes"}
     assert all(v is None for v in empty.values())
     runs.write_json(tmp_path / "run.json", {"status": "running", "config": {"train": {"max_steps": 100000}}})
     filler = json.dumps({"step": 1, "loss": 9.0, "eval_loss": None, "tokens_per_s": 1.0}) + "\n"
