@@ -24,12 +24,12 @@ STATE_STYLES = {"RUNNING": "green", "PENDING": "yellow", "COMPLETED": "blue", "C
                 "INTERRUPTED": "yellow", "UNKNOWN": "dim", "REQUEUED": "yellow", "REQUEUE_HOLD": "yellow"}
 # by priority: what a narrow console keeps (the first seven) and what it drops first (the last ones)
 COLUMNS = ("job", "name", "state", "reason", "step", "loss", "eta", "time/limit", "node", "requeues", "tok/s",
-           "ckpt age")
+           "ckpt age", "goodput")
 FLEXIBLE = ("name", "reason")  # these share what the fixed columns leave of the width
 MIN_FLEXIBLE = {"name": 20, "reason": 12}  # narrower than this, columns of lower priority make room
 SMALL_FLEXIBLE = 8  # ... and when nothing is left to drop, name and reason shrink to this
-DROP_ORDER = ("ckpt age", "tok/s", "requeues", "node", "time/limit", "eta", "loss", "step")  # on narrow consoles
-NUMERIC = ("requeues", "step", "loss", "tok/s", "ckpt age", "eta")
+DROP_ORDER = ("goodput", "ckpt age", "tok/s", "requeues", "node", "time/limit", "eta", "loss", "step")  # on narrow consoles
+NUMERIC = ("requeues", "step", "loss", "tok/s", "ckpt age", "eta", "goodput")
 COLUMN_HELP = {
     "job": "Slurm job id; array task ARRAY_TASK; queued tasks ARRAY_[a-b]",
     "name": "a sweep cell's values, or the run and the settings it differs in",
@@ -43,6 +43,7 @@ COLUMN_HELP = {
     "requeues": "restarts by Slurm (time limit, preemption, node failure)",
     "tok/s": "training tokens per second",
     "ckpt age": "age of the newest complete checkpoint (a restart resumes from it)",
+    "goodput": "share of the run's allocated node time that went into training it kept (faults and restarts lose it)",
 }
 
 
@@ -104,9 +105,11 @@ def row_cells(row: JobRow, now: float | None = None) -> list[Text | str]:
         eta.append(" !", style="bold red")  # will not finish inside this allocation's time limit
     if row.state == "PENDING" and row.start_estimate:
         eta = Text(f"start {fmt_clock(row.start_estimate, row.start_estimate if now is None else now)}")
+    node = (row.node or "-") + (f" (excluded {','.join(row.excluded_nodes)})" if row.excluded_nodes else "")
+    goodput = f"{row.goodput:.0%}" if row.goodput is not None else "-"
     return [row.job_id, row.label or row.name, Text(row.state, style=style), row.reason_text, step, loss, eta,
-            time_limit, row.node or "-", str(row.restarts) if row.restarts else "-", fmt_rate(row.tokens_per_s),
-            fmt_age(row.checkpoint_age_s)]
+            time_limit, node, str(row.restarts) if row.restarts else "-", fmt_rate(row.tokens_per_s),
+            fmt_age(row.checkpoint_age_s), goodput]
 
 
 # ---------------------------------------------------------------- rendering (pure)

@@ -40,11 +40,11 @@ def sample_rows() -> list[JobRow]:
 
 
 WIDE = """\
-job    name                      state      reason                          step   loss        eta  time/limit       node   requeues  tok/s  ckpt age
-101_0  learning_rate=0.001 dim…  RUNNING                               1200/5000  3.215  2:30:00 !  1:02:05/2:00:00  node1         1  45.2k        5m
-101_1  learning_rate=0.003 dim…  PENDING    waiting behind higher-pr…          -      -          -  -/2:00:00        -             -      -         -
-101_2  learning_rate=0.01 dim=…  FAILED                                        -      -          -  1:05/2:00:00     node1         -      -         -
-102    debug                     COMPLETED                                 20/20  5.000       0:00  0:30/10:00       -             -      -         -"""
+job    name                  state      reason                     step   loss        eta  time/limit       node   requeues  tok/s  ckpt age  goodput
+101_0  learning_rate=0.001…  RUNNING                          1200/5000  3.215  2:30:00 !  1:02:05/2:00:00  node1         1  45.2k        5m        -
+101_1  learning_rate=0.003…  PENDING    waiting behind high…          -      -          -  -/2:00:00        -             -      -         -        -
+101_2  learning_rate=0.01 …  FAILED                                   -      -          -  1:05/2:00:00     node1         -      -         -        -
+102    debug                 COMPLETED                            20/20  5.000       0:00  0:30/10:00       -             -      -         -        -"""
 
 # a narrow console keeps the columns of highest priority: job, name, state, reason
 NARROW = """\
@@ -57,6 +57,12 @@ job    name                  state      reason
 
 def test_render_wide_console_shows_every_column_on_one_line_per_job():
     assert console_text(render(sample_rows(), width=150), 150) == WIDE
+
+
+def test_goodput_and_excluded_nodes_are_shown():
+    row = JobRow(job_id="7", state="RUNNING", node="node1", goodput=0.49, excluded_nodes=["node2"])
+    text = console_text(render([row], width=250), 250)
+    assert "49%" in text and "node1 (excluded node2)" in text
 
 
 def test_render_narrow_console_keeps_the_columns_of_highest_priority():
