@@ -9,7 +9,8 @@ import dataclasses
 import difflib
 import shlex
 
-from launch.planning.plan import ACCELERATE_CONFIG, EXPERIMENT_FILE, SBATCH_SCRIPT, JobPlan
+from launch.planning.command import ACCELERATE_CONFIG, EXPERIMENT_FILE, SBATCH_SCRIPT
+from launch.planning.plan import JobPlan
 
 
 def diff_plans(first: JobPlan, second: JobPlan) -> str:

@@ -35,8 +35,6 @@ job here too: ``exclusive`` (``--exclusive --mem=0``), ``srun_args``, ``wckey`` 
 from __future__ import annotations
 
 import dataclasses
-import functools
-import hashlib
 import json
 import shlex
 import sys
@@ -44,9 +42,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
-import yaml
-
 from launch.planning.code import CodeSnapshot, project_code
+from launch.planning.command import (ACCELERATE_CONFIG, EXPERIMENT_FILE, LOG_FOLDER, SBATCH_SCRIPT,
+                                     accelerate_config, job_env, launch_command, launch_dir, run_tag,
+                                     sbatch_parameters)
 from launch.planning.dependency import dependency_spec
 from launch.planning.profiles import Profile, expand_path, precision_problem
 from launch.slurm.submitit_adapter import render_sbatch
@@ -55,29 +54,12 @@ from memorymodels.experiment import REPO_ROOT, Experiment, experiment_dict, expe
 from memorymodels.models import model_config
 from memorymodels.runs import RunDirError, run_dir_for
 
-TEMPLATES = {"fsdp": REPO_ROOT / "configs" / "fsdp_config.yaml", "deepspeed": REPO_ROOT / "configs" / "zero_config.yaml"}
 EXPERIMENTS = REPO_ROOT / "configs" / "experiments"
 DEFAULT_EXPERIMENT = EXPERIMENTS / "autoencoder.yaml"
-LAUNCH_DIR = "launch"
-"""The launcher's files inside a run directory: job.sbatch, accelerate_config.yaml, experiment.yaml, plan.json,
-events.jsonl, submitit's folder slurm/ (pickles and the job's stdout/stderr logs), heartbeats/ (one file per rank,
-``memorymodels.heartbeat``) and hangs/ (the stacks of a hung attempt's ranks). The trainer owns the rest."""
-HEARTBEATS = "heartbeats"
-GPU_ENV = {"NCCL_DEBUG": "WARN", "TORCH_NCCL_ASYNC_ERROR_HANDLING": "3", "TORCH_NCCL_DUMP_ON_TIMEOUT": "1"}
-"""What GPU jobs get unless the profile's ``env`` says otherwise: NCCL warnings in the log, a failed collective
-tears the process down (so the launcher sees the failure instead of a hang), and the flight recorder's dump on a
-collective timeout."""
-ACCELERATE_CONFIG = "accelerate_config.yaml"
-SBATCH_SCRIPT = "job.sbatch"
-EXPERIMENT_FILE = "experiment.yaml"
-LOG_FOLDER = "slurm"
 MAX_TIMEOUT_REQUEUES = 100
 """How many times one run may be requeued after hitting its time limit (preemptions are not counted)."""
 
 
-def launch_dir(run_dir: str | Path) -> Path:
-    """``RUN_DIR/launch``: where the launcher keeps its files for a run."""
-    return Path(run_dir) / LAUNCH_DIR
 
 
 @dataclass(frozen=True)
@@ -205,91 +187,20 @@ def split_overrides(items: Iterable[str]) -> tuple[list[str], list[str]]:
     return profile, experiment
 
 
-TAG_PREFIX = "memorymodels:"
-"""Every job the launcher queues carries a tag in Slurm's ``--comment`` (what ``squeue -o %k`` shows): a run's
-``memorymodels:run:<hash of its directory>``, an array's ``memorymodels:sweep:<submission id>:<array>``. A rerun
-finds in the queue what an earlier, interrupted submission queued, journaled or not."""
 
 
-def run_tag(run_dir: str | Path) -> str:
-    """The ``--comment`` tag of a single job training in ``run_dir``."""
-    return f"{TAG_PREFIX}run:{hashlib.sha1(str(Path(run_dir).resolve()).encode()).hexdigest()[:16]}"
 
 
-def array_tag(submission_id: str, k: int) -> str:
-    """The ``--comment`` tag of array ``k`` of a sweep submission."""
-    return f"{TAG_PREFIX}sweep:{submission_id}:{k}"
 
 
-def sbatch_parameters(profile: Profile, *, name: str, nodes: int, dependency: str | None = None,
-                      comment: str | None = None, code_dir: Path | None = None,
-                      mounts: Iterable[Path] = ()) -> dict[str, Any]:
-    """The profile in scheduler terms (submitit's parameter names); ``dependency`` a resolved spec; ``comment``
-    the job's tag (:func:`run_tag`); ``code_dir`` the code snapshot the job runs from (``--chdir``); ``mounts``
-    folders a container must see at the same path (the checkpoint and data roots). Pure."""
-    procs = profile.procs_per_node
-    mem_gb = profile.mem_per_gpu_gb * procs
-    params: dict[str, Any] = {"job_name": name}
-    if comment:
-        params["comment"] = comment
-    for key in ("partition", "account", "qos", "constraint"):
-        if getattr(profile, key):
-            params[key] = getattr(profile, key)
-    params.update({"nodes": nodes, "ntasks_per_node": 1})
-    if profile.gpus_per_node:
-        params["gpus_per_node"] = profile.gpus_per_node
-    params.update({"cpus_per_task": profile.cpus_per_gpu * procs,
-                   "mem": f"{int(mem_gb)}G" if mem_gb == int(mem_gb) else f"{int(mem_gb * 1024)}M",  # Slurm 22.05 rejects "GB"
-                   "time": profile.time_minutes,
-                   "signal_delay_s": profile.signal_before_end_s,
-                   "additional_parameters": {"requeue": True, **({"chdir": str(code_dir)} if code_dir else {}),
-                                             **profile.sbatch_extra,
-                                             **({"dependency": dependency} if dependency else {})},
-                   # srun does not inherit --cpus-per-task from sbatch in Slurm 22.05-23.02: without this the step, so
-                   # torchrun and all its workers, may be bound to one core
-                   "srun_args": ["--cpus-per-task", str(profile.cpus_per_gpu * procs), *KILL_ON_BAD_EXIT,
-                                 *profile.srun_args,
-                                 *pyxis_args(profile, code_dir, mounts)],
-                   "wckey": profile.wckey})  # None: no --wckey line (submitit's default is 'submitit')
-    if profile.exclusive:  # whole nodes, all their memory
-        params.update(exclusive=True, mem="0")
-    if profile.setup:
-        params["setup"] = setup_lines(profile.setup)
-    return params
 
 
-def container_mounts(profile: Profile, mounts: Iterable[Path]) -> list[str]:
-    """The container's mounts: the profile's, then ``mounts`` (the checkpoint and data roots) at the same path."""
-    extra = [f"{path}:{path}" for path in dict.fromkeys(str(m) for m in mounts)]
-    return list(dict.fromkeys([*profile.container.mounts, *extra]))
 
 
-def pyxis_args(profile: Profile, code_dir: Path | None, mounts: Iterable[Path]) -> list[str]:
-    """srun's pyxis flags for a ``runtime: pyxis`` container (the job's task runs in the image), else []."""
-    box = profile.container
-    if box is None or box.runtime != "pyxis":
-        return []
-    workdir = box.workdir or (str(code_dir) if code_dir else None)
-    return [f"--container-image={box.image}", f"--container-mounts={','.join(container_mounts(profile, mounts))}",
-            *([f"--container-workdir={workdir}"] if workdir else [])]
 
 
-KILL_ON_BAD_EXIT = ["--kill-on-bad-exit=1"]
-"""One node's task exiting non-zero ends the step on every node: nothing waits in a collective for a dead peer.
-The node tasks exit 0 on every path that requeues (``launch.node.task``), so only a real failure trips it. Not
-``--wait``: rank 0 still evaluates after the other nodes' tasks have finished."""
 
 
-def setup_lines(lines: list[str]) -> list[str]:
-    """The profile's ``setup`` lines as the script runs them: each followed by a check that ends the job at the
-    first failing line, naming it (``set -e`` semantics for these lines only; submitit's own lines are left as
-    they are). Pure."""
-    result = []
-    for i, line in enumerate(lines, 1):
-        result += [line, f"mm_status=$?; if [ $mm_status -ne 0 ]; then printf 'memorymodels: setup line {i} of "
-                         f"{len(lines)} failed (exit %s): %s\\n' $mm_status {shlex.quote(line)} >&2; "
-                         f"exit $mm_status; fi"]
-    return result
 
 
 def profile_items(profile: Profile, data: dict) -> list[str]:
@@ -457,76 +368,13 @@ def plan_job(profile: Profile, experiment: str | Path | None = None, *, override
     )
 
 
-@functools.lru_cache(maxsize=4)
-def _template(launcher: str) -> str:
-    return TEMPLATES[launcher].read_text()
 
 
-def accelerate_config(profile: Profile, precision: str) -> str:
-    """The accelerate YAML for ``fsdp``/``deepspeed``: the template with the profile's values filled in. Pure."""
-    template = TEMPLATES[profile.launcher]
-    data = yaml.safe_load(_template(profile.launcher))
-    nodes = profile.nodes
-    data.update({"num_processes": nodes * profile.procs_per_node, "num_machines": nodes, "machine_rank": 0,
-                 "mixed_precision": "no" if precision == "fp32" else precision})
-    data.pop("use_cpu", None)  # the seed's zero_config.yaml asked for CPU by mistake
-    header = (f"# Generated by launch/submit.py from {template.relative_to(REPO_ROOT)} for profile {profile.name}:\n"
-              f"# num_processes = {nodes} node(s) x {profile.procs_per_node} GPU(s). Each node passes its own\n"
-              f"# --machine_rank and the head node's --main_process_ip/--main_process_port (flags win over keys).\n")
-    return header + yaml.safe_dump(data, sort_keys=True)
 
 
-def job_env(profile: Profile) -> dict[str, str]:
-    """The environment the training processes get on top of the job's: threads per process, unbuffered output,
-    :data:`GPU_ENV` on GPU nodes, then the profile's ``env``. Pure."""
-    env = {"OMP_NUM_THREADS": str(profile.cpus_per_gpu), "PYTHONUNBUFFERED": "1", **(GPU_ENV if profile.gpu_type else {})}
-    env.update({name: str(value).lower() if isinstance(value, bool) else str(value)
-                for name, value in profile.env.items()})
-    return env
 
 
-def launch_command(profile: Profile, precision: str, *, python: str, run_dir: Path, code_dir: Path | None = None,
-                   mounts: Iterable[Path] = ()) -> str:
-    """One node's launch command (shell): the trainer reads the resolved experiment the submission wrote; from
-    ``code_dir`` when given (working directory and PYTHONPATH), inside an apptainer/singularity container when the
-    profile names one. Pure."""
-    return command_prefix(profile, code_dir, mounts) + trainer_command(profile, precision, python=python,
-                                                                        run_dir=run_dir)
 
 
-def command_prefix(profile: Profile, code_dir: Path | None, mounts: Iterable[Path]) -> str:
-    """``env --chdir=CODE PYTHONPATH=CODE `` and ``apptainer exec --nv --bind ... IMAGE `` as the plan needs them
-    (the command is exec'd by the node's shell, so a prefix that execs the rest keeps its process id)."""
-    q = shlex.quote
-    prefix = f"env --chdir={q(str(code_dir))} PYTHONPATH={q(str(code_dir))} " if code_dir else ""
-    box = profile.container
-    if box is not None and box.runtime != "pyxis":
-        workdir = box.workdir or (str(code_dir) if code_dir else None)
-        prefix += " ".join([box.runtime, "exec", *(["--nv"] if profile.gpu_type else []),
-                            "--bind", q(",".join(container_mounts(profile, mounts))),
-                            *(["--pwd", q(workdir)] if workdir else []), q(box.image)]) + " "
-    return prefix
 
 
-def trainer_command(profile: Profile, precision: str, *, python: str, run_dir: Path) -> str:
-    """torchrun or ``accelerate launch`` of the trainer (the image's interpreter in a container). Pure."""
-    procs, nodes = profile.procs_per_node, profile.nodes
-    q = shlex.quote
-    if profile.container is not None:
-        python = profile.container.python
-    files = launch_dir(run_dir)
-    train = ["-m", "memorymodels.train", "--experiment", str(files / EXPERIMENT_FILE), "--run-dir", str(run_dir),
-             "--heartbeat-dir", str(files / HEARTBEATS), "--collective-timeout-s", str(profile.collective_timeout_s)]
-    train_args = " ".join(q(a) for a in train)
-    if profile.launcher == "torchrun":
-        if nodes == 1:
-            rdzv = f"--standalone --nnodes 1 --nproc_per_node {procs}"
-        else:
-            rdzv = (f"--nnodes {nodes} --nproc_per_node {procs} --rdzv_backend c10d "
-                    f"--rdzv_endpoint \"$HEAD_NODE:$HEAD_PORT\" --rdzv_id \"$RDZV_ID\"")
-        return f"{q(python)} -m torch.distributed.run {rdzv} --tee 3 {train_args}"
-    mixed = "no" if precision == "fp32" else precision
-    return (f"{q(python)} -m accelerate.commands.launch --config_file {q(str(files / ACCELERATE_CONFIG))} "
-            f"--num_processes {nodes * procs} --num_machines {nodes} --machine_rank \"$NODE_RANK\" "
-            f"--main_process_ip \"$HEAD_NODE\" --main_process_port \"$HEAD_PORT\" --mixed_precision {mixed} "
-            f"{train_args}")

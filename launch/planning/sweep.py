@@ -18,10 +18,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from launch.planning.dependency import dependency_spec
 from launch.planning.code import project_code
-from launch.planning.plan import (JobPlan, array_tag, experiment_path, launch_shape, plan_experiment, plan_job,
-                                  script_header, with_header)
+from launch.planning.command import array_tag
+from launch.planning.dependency import dependency_spec
+from launch.planning.plan import (JobPlan, experiment_path, launch_shape, plan_experiment, plan_job, script_header,
+                                  with_header)
 from launch.planning.profiles import Profile
 from launch.planning.sweep_file import (Cell, SweepConfig, cell_items, chunk, dry_run_json, plan_cells,
                                         resolve_experiment_path)

@@ -30,8 +30,8 @@ from typing import Any
 import submitit
 
 from launch.node.task import NodeLaunch
-from launch.planning.plan import (MAX_TIMEOUT_REQUEUES, SBATCH_SCRIPT, TAG_PREFIX, JobPlan, code_json, launch_dir,
-                                  run_tag)
+from launch.planning.command import SBATCH_SCRIPT, TAG_PREFIX, launch_dir, run_tag
+from launch.planning.plan import MAX_TIMEOUT_REQUEUES, JobPlan, code_json
 from launch.planning.profiles import Profile
 from launch.planning.sweep import ArrayPlan, SweepPlan
 from launch.records import journal

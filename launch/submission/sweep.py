@@ -15,7 +15,7 @@ import dataclasses
 import json
 from pathlib import Path
 
-from launch.planning.plan import TAG_PREFIX, run_tag
+from launch.planning.command import TAG_PREFIX, run_tag
 from launch.planning.sweep import SweepPlan, plan_arrays
 from launch.planning.sweep_file import sweep_summary
 from launch.records import journal

@@ -16,7 +16,7 @@ import pytest
 
 from launch.node import rendezvous, watchdog
 from launch.node.faults import fault_cause
-from launch.planning.plan import GPU_ENV, job_env, setup_lines
+from launch.planning.command import GPU_ENV, job_env, setup_lines
 from launch.planning.profiles import load_profile
 from launch.records.events import attempts, failures_without_progress, goodput, record_event
 from memorymodels.configuration import ConfigError

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from launch.planning.plan import array_tag, run_tag
+from launch.planning.command import array_tag, run_tag
 from launch.records import journal
 from memorymodels.experiment import REPO_ROOT
 

@@ -18,7 +18,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from launch.planning.plan import plan_job, sbatch_parameters, split_overrides
+from launch.planning.plan import plan_job, split_overrides
+from launch.planning.command import sbatch_parameters
 from launch.planning.profiles import REPO_ROOT, list_profiles, load_profile
 from memorymodels.configuration import ConfigError
 
