@@ -185,7 +185,9 @@ def command_prefix(profile: Profile, code_dir: Path | None, mounts: Iterable[Pat
     """``env --chdir=CODE PYTHONPATH=CODE `` and ``apptainer exec --nv --bind ... IMAGE `` as the plan needs them
     (the command is exec'd by the node's shell, so a prefix that execs the rest keeps its process id)."""
     q = shlex.quote
-    prefix = f"env --chdir={q(str(code_dir))} PYTHONPATH={q(str(code_dir))} " if code_dir else ""
+    # the snapshot first on the path, then whatever PYTHONPATH the job already has (a profile's env: may add one)
+    prefix = (f"env --chdir={q(str(code_dir))} PYTHONPATH={q(str(code_dir))}\"${{PYTHONPATH:+:$PYTHONPATH}}\" "
+              if code_dir else "")
     box = profile.container
     if box is not None and box.runtime != "pyxis":
         workdir = box.workdir or (str(code_dir) if code_dir else None)
