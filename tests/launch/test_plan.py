@@ -114,7 +114,8 @@ def test_site_settings_reach_the_planned_script_and_command():
     assert f"--container-mounts=/scratch:/scratch,{CKPT}:{CKPT},/data:/data" in srun
     assert f"--container-workdir={pyxis.code.path}" in srun and f"--chdir={pyxis.code.path}" in pyxis.script
     assert srun.endswith(f"python -u -m submitit.core._submit {pyxis.log_folder}")  # the image's interpreter
-    assert pyxis.command.startswith(f"env --chdir={pyxis.code.path} PYTHONPATH={pyxis.code.path} python -m torch")
+    assert pyxis.command.startswith(f"env --chdir={pyxis.code.path} PYTHONPATH={pyxis.code.path}\"${{PYTHONPATH:+:$PYTHONPATH}}\" "
+                                    "python -m torch")
     box = plan("v100x8", profile_sets=SITE_CASES[1][2])
     assert f"apptainer exec --nv --bind {CKPT}:{CKPT},/data:/data --pwd {box.code.path} /images/torch.sif python -m " \
            "torch.distributed.run" in box.command
