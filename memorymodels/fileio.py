@@ -104,6 +104,22 @@ def read_json(path: Path, *, expect: type = dict) -> Any:
     return data
 
 
+def read_json_lines(path: str | Path) -> list[Any]:
+    """The parsable lines of a JSON-lines file (metrics, events), oldest first; [] when it cannot be read. A line
+    cut by a process that died mid-write is skipped."""
+    try:
+        lines = Path(path).read_text().splitlines()
+    except OSError:
+        return []
+    records = []
+    for line in lines:
+        try:
+            records.append(json.loads(line))
+        except ValueError:
+            continue
+    return records
+
+
 def is_disk_full(exc: BaseException) -> bool:
     """Whether ``exc`` (or an exception it was raised from) says the disk or the quota is full.
 

@@ -28,7 +28,8 @@ from typing import Any, Iterable
 
 from memorymodels.checkpoints import COMPLETE, checkpoint_step, checkpoints
 from memorymodels.experiment import Experiment, experiment_dict, identity, run_name
-from memorymodels.fileio import CorruptFileError, read_json, write_bytes_atomic, write_json, write_text_atomic
+from memorymodels.fileio import (CorruptFileError, read_json, read_json_lines, write_bytes_atomic, write_json,
+                                 write_text_atomic)
 
 RUN_JSON = "run.json"
 RUN_JSON_BACKUP = "run.json.bak"
@@ -193,17 +194,7 @@ def append_metrics(run_dir: Path, record: dict) -> None:
 
 def read_metrics(run_dir: Path) -> list[dict]:
     """All parsable lines of metrics.jsonl (a torn last line is skipped)."""
-    records = []
-    try:
-        lines = (Path(run_dir) / METRICS).read_text().splitlines()
-    except OSError:
-        return []
-    for line in lines:
-        try:
-            records.append(json.loads(line))
-        except ValueError:
-            continue
-    return records
+    return read_json_lines(Path(run_dir) / METRICS)
 
 
 def roll_back_metrics(run_dir: Path, step: int) -> int:

@@ -24,12 +24,11 @@ module without torch.
 
 from __future__ import annotations
 
-import json
 import secrets
 import shutil
 from pathlib import Path
 
-from memorymodels.fileio import read_json, write_json
+from memorymodels.fileio import read_json, read_json_lines, write_json
 
 TRACKERS = ("tensorboard", "wandb")
 TRACKING_FILE = "tracking.json"
@@ -96,7 +95,7 @@ class Trackers:
     def _begin_wandb(self, records: list[dict], identity: dict) -> None:
         import wandb  # the tracking extra; WANDB_MODE=offline works without network
 
-        earlier = records + _read_lines(self.run_dir / ROLLED_BACK)
+        earlier = records + read_json_lines(self.run_dir / ROLLED_BACK)
         self.wandb = wandb.init(id=identity["id"], name=identity["name"], group=identity.get("group"),
                                 resume="allow", dir=str(self.run_dir), config=self.config, project="memorymodels")
         if identity.get("wandb_started"):
@@ -126,17 +125,3 @@ class Trackers:
         if self.wandb is not None:
             self.wandb.finish()
             self.wandb = None
-
-
-def _read_lines(path: Path) -> list[dict]:
-    try:
-        lines = path.read_text().splitlines()
-    except OSError:
-        return []
-    out = []
-    for line in lines:
-        try:
-            out.append(json.loads(line))
-        except ValueError:
-            continue
-    return out

@@ -18,6 +18,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from memorymodels.fileio import read_json_lines
+
 EVENTS = "launch/events.jsonl"
 
 
@@ -32,16 +34,7 @@ def record_event(run_dir: Path, event: str, **fields: Any) -> dict:
 
 def read_events(run_dir: str | Path) -> list[dict]:
     """The events of ``RUN_DIR/launch/events.jsonl`` (oldest first); unreadable lines are skipped."""
-    path = Path(run_dir) / EVENTS
-    if not path.exists():
-        return []
-    events = []
-    for line in path.read_text().splitlines():
-        try:
-            events.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue  # a line cut by a node that died mid-write
-    return events
+    return read_json_lines(Path(run_dir) / EVENTS)  # a line cut by a node that died mid-write is skipped
 
 
 def attempts(run_dir: str | Path) -> list[dict]:
