@@ -78,6 +78,14 @@ def _check_text(src: str, key: str, value: Any) -> None:
         raise ConfigError(f"{src}: '{key}' contains a control character ({value!r}); profile values are one line")
 
 
+def _check_scalar(src: str, key: str, value: Any, what: str) -> None:
+    """A value that becomes one word of the job (an sbatch option's value, an environment variable): a string or
+    a finite number (``what`` says which), one line."""
+    if not isinstance(value, (str, int, float, bool)) or isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"{src}: '{key}' must be {what}, got {value!r}")
+    _check_text(src, key, str(value))
+
+
 @dataclass(kw_only=True)
 class Container:
     """A profile's ``container:``: the image every node runs the job in (checked by ``Profile``, which names the file)."""
@@ -246,9 +254,7 @@ class Profile:
             if not isinstance(key, str) or not _SLURM_OPTION.fullmatch(key):
                 raise ConfigError(f"{src}: 'sbatch_extra' key {key!r} is not an sbatch long option (lower-case "
                                   f"letters, digits and '-', e.g. mail-type)")
-            if not isinstance(value, (str, int, float, bool)) or isinstance(value, float) and not math.isfinite(value):
-                raise ConfigError(f"{src}: 'sbatch_extra.{key}' must be one string, number or true, got {value!r}")
-            _check_text(src, f"sbatch_extra.{key}", value)
+            _check_scalar(src, f"sbatch_extra.{key}", value, "one string, number or true")
 
     def _check_site(self) -> None:
         """``container``, ``srun_args`` (``exclusive`` and ``wckey`` are checked with the other keys)."""
@@ -293,9 +299,7 @@ class Profile:
             if not isinstance(name, str) or not _ENV_NAME.fullmatch(name):
                 raise ConfigError(f"{src}: 'env' key {name!r} is not an environment variable name (letters, digits "
                                   f"and '_', not starting with a digit)")
-            if not isinstance(value, (str, int, float, bool)) or isinstance(value, float) and not math.isfinite(value):
-                raise ConfigError(f"{src}: 'env.{name}' must be one string or number, got {value!r}")
-            _check_text(src, f"env.{name}", str(value))
+            _check_scalar(src, f"env.{name}", value, "one string or number")
 
     @property
     def procs_per_node(self) -> int:
