@@ -110,6 +110,7 @@ def _ended(job_id: str, env: dict) -> bool:
 def test_a_job_runs_the_code_it_was_submitted_with_across_a_broken_checkout_and_a_requeue(slurm_cluster, checkout,
                                                                                          tmp_path):
     cache = state_dir() / "cache"
+    cache.mkdir(parents=True, exist_ok=True)  # on a fresh machine no test has made it yet: no dangling link
     (tmp_path / "state").mkdir()
     (tmp_path / "state" / "cache").symlink_to(cache.resolve())
     # the copy imports itself, never this checkout (the editable install points elsewhere too)
@@ -134,7 +135,9 @@ def test_a_job_runs_the_code_it_was_submitted_with_across_a_broken_checkout_and_
     subprocess.run(["scontrol", "release", job_id], env=slurm_env, check=True)
     # a fresh machine prepares the tokenizer and shards first (a minute or more on a busy 2-core machine)
     wait_until(lambda: last_step(run_dir) >= 2 or _ended(job_id, slurm_env), 600, "the first training steps")
-    assert last_step(run_dir) >= 2, f"job {job_id} ended before training: {job_line(job_id, slurm_env)}"
+    err = run_dir / "launch" / "slurm" / f"{job_id}_0_log.err"
+    assert last_step(run_dir) >= 2, (f"job {job_id} ended before training: {job_line(job_id, slurm_env)}\n"
+                                     f"{err.read_text()[-3000:] if err.exists() else ''}")
     subprocess.run(["scancel", "--signal=USR2", job_id], env=slurm_env, check=True)
 
     def pending_then_release():
