@@ -45,7 +45,7 @@ def baselines(data: bytes) -> dict[str, int]:
 def heldout(run_dir: Path, rows: int | None, max_bytes: int) -> bytes:
     """The held-out text ``memorymodels.evaluate`` scores: the first rows of the run's test split, decoded."""
     from memorymodels import runs
-    from memorymodels.evaluate import heldout_bytes
+    from memorymodels.heldout import heldout_bytes
     from memorymodels.experiment import experiment_from_dict, load_data, load_fast_tokenizer
 
     info = runs.read_json(run_dir / runs.RUN_JSON)

@@ -5,7 +5,8 @@
 
 For the held-out rows (the first ``--rows`` of the test split, by default the run's ``train.eval_rows``, the same
 rows as the evaluations during training) it reports the model's cross entropy (nats/token),
-bits per byte = CE / ln 2 / (bytes per token of the held-out text, measured by decoding the rows), token accuracy
+bits per byte = CE / ln 2 / (bytes per scored target token: the conversion of ``eval_bits_per_byte`` during training,
+``memorymodels.heldout``, so the two agree for the same checkpoint and rows), token accuracy
 (the seed's "hamming" metric: argmax == target over non-ignored targets), and for the same bytes the bits per byte of
 gzip -9, bz2 -9, xz -9 and zstd -19 (``8 * compressed / original``). Models that store a compressed embedding per row
 (``embedding_values``: autoencoders, memory models) also get the cost of storing it at ``--embedding-bits`` bits per
@@ -17,11 +18,7 @@ The result is printed as a table and written to ``RUN_DIR/eval.json`` (the previ
 from __future__ import annotations
 
 import argparse
-import bz2
-import gzip
 import json
-import lzma
-import math
 import sys
 import time
 from pathlib import Path
@@ -35,24 +32,8 @@ from memorymodels.configuration import ConfigError
 from memorymodels.data.errors import DataError
 from memorymodels.experiment import build, experiment_from_dict, load_data, load_fast_tokenizer
 from memorymodels.fileio import CorruptFileError, read_json, write_json
+from memorymodels.heldout import LN2, eval_bits_per_byte, heldout_summary
 from memorymodels.runs import RunDirError
-
-LN2 = math.log(2)
-
-
-def compression_baselines(data: bytes) -> dict:
-    """Bits per byte of gzip -9, bz2 -9, xz -9 and zstd -19 on ``data``: ``8 * len(compressed) / len(data)``."""
-    import zstandard
-
-    if not data:
-        raise ValueError("no held-out bytes to compress")
-    sizes = {
-        "gzip": len(gzip.compress(data, 9)),
-        "bz2": len(bz2.compress(data, 9)),
-        "xz": len(lzma.compress(data, preset=9)),
-        "zstd": len(zstandard.ZstdCompressor(level=19).compress(data)),
-    }
-    return {name: 8 * size / len(data) for name, size in sizes.items()}
 
 
 def _token_stats(logits: torch.Tensor, labels: torch.Tensor, shift: int) -> tuple[float, int, int]:
@@ -106,23 +87,6 @@ def evaluate_model(model: torch.nn.Module, dataset, *, rows: int | None = None, 
         "rows": n,
         "alignment": ("same-position" if shift == 0 else "next-token") + ("" if matched else " (approximate)"),
     }
-
-
-def heldout_bytes(dataset, tokenizer, rows: int) -> tuple[bytes, int]:
-    """The held-out text of the first ``rows`` rows (non-pad tokens decoded, UTF-8) and its token count."""
-    pieces, tokens = [], 0
-    for i in range(min(rows, len(dataset))):
-        row = dataset[i]
-        ids = row["input_ids"][row["attention_mask"].bool()] if "attention_mask" in row else row["input_ids"]
-        tokens += int(ids.numel())
-        text = tokenizer.decode(ids.tolist(), skip_special_tokens=True, clean_up_tokenization_spaces=False)
-        pieces.append(text.encode("utf-8"))
-    return b"".join(pieces), tokens
-
-
-def bits_per_byte(loss: float, tokens: int, nbytes: int) -> float:
-    """``BPB = (L_t / L_b) * CE / ln 2`` (docs/porting.md)."""
-    return loss / LN2 * tokens / nbytes
 
 
 def embedding_cost(values: int, bits: int, rows: int, nbytes: int) -> float:
@@ -198,25 +162,30 @@ def evaluate_run(run_dir: Path, *, checkpoint: Path | None = None, rows: int | N
     rows = len(data.test) if rows is None else min(rows, len(data.test))
     scores = evaluate_model(model, data.test, rows=rows, batch_size=batch_size or experiment.train.batch_size,
                             device=device)
-    text, tokens = heldout_bytes(data.test, load_fast_tokenizer(data.tokenizer_dir), rows)
+    held = heldout_summary(data.test, load_fast_tokenizer(data.tokenizer_dir), rows, info["model"]["build"])
+    bits = eval_bits_per_byte(scores["loss"], held["bytes_per_target"])
     result = {
         "run_dir": str(run_dir),
         "checkpoint": checkpoint.name,
         "step": checkpoints.checkpoint_step(checkpoint) if checkpoints.CHECKPOINT_RE.match(checkpoint.name) else None,
         "loss": scores["loss"],
-        "bits_per_byte": bits_per_byte(scores["loss"], tokens, len(text)),
+        # the conversion of every eval_bits_per_byte during training (heldout.py): the bytes of the scored targets;
+        # objectives with no per-token conversion (copy) divide by all the text's bytes instead, and say so
+        "bits_per_byte": bits if bits is not None else scores["loss"] / LN2 * held["tokens"] / held["text_bytes"],
+        "bits_per_byte_basis": "scored targets" if bits is not None else "all tokens (approximate)",
         "token_accuracy": scores["token_accuracy"],
         "alignment": scores["alignment"],
         "rows": rows,
-        "tokens": tokens,
-        "bytes": len(text),
-        "bytes_per_token": len(text) / tokens,
-        "baselines": compression_baselines(text),
+        "tokens": held["tokens"],
+        "targets": held["targets"],
+        "bytes": held["text_bytes"],
+        "bytes_per_token": held["text_bytes"] / held["tokens"],
+        "baselines": held["baselines"],
         "time": time.time(),
     }
     values = getattr(model, "embedding_values", None)
     if values:
-        cost = embedding_cost(values, embedding_bits, rows, len(text))
+        cost = embedding_cost(values, embedding_bits, rows, held["text_bytes"])
         result["embedding"] = {"values": values, "bits": embedding_bits, "bits_per_byte": cost,
                                "total_bits_per_byte": cost + result["bits_per_byte"]}
     _keep_previous_evaluation(run_dir)
@@ -241,7 +210,8 @@ def format_table(result: dict) -> str:
              f"{result['bytes']:,} bytes, {result['bytes_per_token']:.2f} bytes/token",
              f"  {'method':<44} {'bits/byte':>9}",
              f"  {'model (CE %.4f nats/token, acc %.3f)' % (result['loss'], result['token_accuracy']):<44} "
-             f"{result['bits_per_byte']:>9.3f}"]
+             f"{result['bits_per_byte']:>9.3f}" + ("" if result.get("bits_per_byte_basis", "scored targets")
+                                                   == "scored targets" else f"  ({result['bits_per_byte_basis']})")]
     if "embedding" in result:
         e = result["embedding"]
         lines.append(f"  {'  embedding %d values x %d bits' % (e['values'], e['bits']):<44} {e['bits_per_byte']:>9.3f}")

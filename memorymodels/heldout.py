@@ -16,18 +16,18 @@ Exact when every evaluation batch holds the same number of targets (packed data,
 ``eval_loss`` is the row-weighted mean of batch means, which is then the token mean. Copy objectives
 (``copy: true``) score half the row and divide by all chunks: no conversion is offered (None).
 
-``baselines`` are gzip -9, bz2 -9, xz -9 and zstd -19 on the held-out text (``evaluate.heldout_bytes``: the same
-rows, decoded), the numbers ``python -m memorymodels.evaluate`` prints beside the model. That command divides the
-model's loss by the bytes of every real token of the rows; for autoencoders those are exactly the targets (the same
-number as here), for causal models they include each row's first token, which is never predicted (a difference of
-that token's share of the bytes).
+``baselines`` are gzip -9, bz2 -9, xz -9 and zstd -19 on the held-out text (:func:`heldout_bytes`: the same rows,
+decoded), the numbers ``python -m memorymodels.evaluate`` prints beside the model; that command converts its loss
+with this module too, so its bits per byte and the last ``eval_bits_per_byte`` of the same rows agree.
 """
 
 from __future__ import annotations
 
+import bz2
+import gzip
+import lzma
 import math
 
-from memorymodels.evaluate import compression_baselines, heldout_bytes
 from memorymodels.models.registry import model_config
 
 LN2 = math.log(2)
@@ -50,6 +50,33 @@ LOSS_TARGETS = {
     "recurrent_memory_transformer": NEXT_TOKEN_IN_CHUNKS,
 }
 """Registry name -> which tokens of a row its loss averages over (tests/models check each against the model)."""
+
+
+def compression_baselines(data: bytes) -> dict:
+    """Bits per byte of gzip -9, bz2 -9, xz -9 and zstd -19 on ``data``: ``8 * len(compressed) / len(data)``."""
+    import zstandard
+
+    if not data:
+        raise ValueError("no held-out bytes to compress")
+    sizes = {
+        "gzip": len(gzip.compress(data, 9)),
+        "bz2": len(bz2.compress(data, 9)),
+        "xz": len(lzma.compress(data, preset=9)),
+        "zstd": len(zstandard.ZstdCompressor(level=19).compress(data)),
+    }
+    return {name: 8 * size / len(data) for name, size in sizes.items()}
+
+
+def heldout_bytes(dataset, tokenizer, rows: int) -> tuple[bytes, int]:
+    """The held-out text of the first ``rows`` rows (non-pad tokens decoded, UTF-8) and its token count."""
+    pieces, tokens = [], 0
+    for i in range(min(rows, len(dataset))):
+        row = dataset[i]
+        ids = row["input_ids"][row["attention_mask"].bool()] if "attention_mask" in row else row["input_ids"]
+        tokens += int(ids.numel())
+        text = tokenizer.decode(ids.tolist(), skip_special_tokens=True, clean_up_tokenization_spaces=False)
+        pieces.append(text.encode("utf-8"))
+    return b"".join(pieces), tokens
 
 
 def token_byte_lengths(tokenizer) -> list[int]:
@@ -105,10 +132,10 @@ def eval_bits_per_byte(loss: float | None, bytes_per_target: float | None) -> fl
 
 
 def heldout_summary(dataset, tokenizer, rows: int, build: dict) -> dict:
-    """What run.json records as ``heldout``: rows, targets, their bytes, bytes per target and the baselines."""
+    """What run.json records as ``heldout``: rows, tokens, targets, their bytes, bytes per target and the baselines."""
     rows = min(rows, len(dataset))
-    text, _ = heldout_bytes(dataset, tokenizer, rows)
-    summary = {"rows": rows, "text_bytes": len(text), "baselines": compression_baselines(text) if text else None,
+    text, tokens = heldout_bytes(dataset, tokenizer, rows)
+    summary = {"rows": rows, "tokens": tokens, "text_bytes": len(text), "baselines": compression_baselines(text) if text else None,
                "objective": None, "targets": None, "target_bytes": None, "bytes_per_target": None}
     objective = objective_of(build)
     if objective is not None:

@@ -61,3 +61,25 @@ def test_compute_is_recorded_and_continues_across_an_interrupted_run(write_exper
         assert r["eval_bits_per_byte"] == pytest.approx(r["eval_loss"] / 0.6931471805599453
                                                         / heldout["bytes_per_target"])
     assert all(r["eval_bits_per_byte"] is None for r in records if r["eval_loss"] is None)
+
+
+@pytest.mark.parametrize("model", [{"name": "language_mixer", "preset": "debug"},
+                                   {"name": "autoencoding_mixer", "preset": "debug"}])
+def test_evaluate_gives_the_bits_per_byte_of_the_last_evaluation_during_training(write_experiment, model, tmp_path):
+    """One conversion (memorymodels.heldout): ``python -m memorymodels.evaluate`` on the final checkpoint and the same
+    rows reports the bits per byte that training wrote for that step, causal models included (whose first token of
+    each row is never scored)."""
+    path = write_experiment(model=model, max_steps=10, save_steps=10, eval_steps=10, eval_rows=16)
+    trained = run_module("memorymodels.train", "--experiment", str(path), "--no-eval")
+    assert trained.returncode == 0, trained.stderr[-3000:]
+    run_dir = next((tmp_path / "runs").iterdir())
+    last = [r for r in runs.read_metrics(run_dir) if r["eval_loss"] is not None][-1]
+    evaluated = run_module("memorymodels.evaluate", str(run_dir), "--rows", "16")
+    assert evaluated.returncode == 0, evaluated.stderr[-3000:]
+    result = json.loads((run_dir / "eval.json").read_text())
+    heldout = json.loads((run_dir / "run.json").read_text())["heldout"]
+    assert result["step"] == last["step"] == 10 and result["targets"] == heldout["targets"]
+    assert result["bits_per_byte_basis"] == "scored targets"
+    assert result["bits_per_byte"] == pytest.approx(last["eval_bits_per_byte"], rel=1e-4)
+    assert result["baselines"] == pytest.approx(heldout["baselines"])
+    assert f"{result['bits_per_byte']:.3f}" in evaluated.stdout

@@ -11,7 +11,8 @@ import torch.nn.functional as F
 import zstandard
 
 from memorymodels import runs
-from memorymodels.evaluate import bits_per_byte, compression_baselines, embedding_cost, evaluate_model, format_table
+from memorymodels.evaluate import embedding_cost, evaluate_model, format_table
+from memorymodels.heldout import compression_baselines, eval_bits_per_byte
 from memorymodels.plot import curves, embedding_offset, plot_runs
 
 LN = math.log
@@ -69,7 +70,7 @@ def test_evaluation_finds_next_token_alignment_of_causal_models():
 
 def test_bits_per_byte_and_embedding_cost_by_hand():
     # 2 nats/token over 100 tokens of 400 bytes: 200 nats = 288.54 bits over 400 bytes.
-    assert bits_per_byte(2.0, 100, 400) == pytest.approx(200 / math.log(2) / 400)
+    assert eval_bits_per_byte(2.0, 400 / 100) == pytest.approx(200 / math.log(2) / 400)
     # 64 values x 4 bits for each of 10 rows over 5120 bytes.
     assert embedding_cost(64, 4, 10, 5120) == pytest.approx(0.5)
 

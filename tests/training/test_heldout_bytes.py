@@ -5,9 +5,8 @@ import math
 import pytest
 
 from memorymodels.data import TokenDataset
-from memorymodels.evaluate import heldout_bytes
-from memorymodels.heldout import (NEXT_TOKEN, NEXT_TOKEN_IN_CHUNKS, SAME_POSITION, eval_bits_per_byte, target_bytes,
-                                  targets_of_row, token_byte_lengths)
+from memorymodels.heldout import (NEXT_TOKEN, NEXT_TOKEN_IN_CHUNKS, SAME_POSITION, eval_bits_per_byte, heldout_bytes,
+                                  target_bytes, targets_of_row, token_byte_lengths)
 from memorymodels.experiment import load_fast_tokenizer as load_tokenizer
 
 
