@@ -20,9 +20,9 @@ from pathlib import Path
 
 import torch
 
-from memorymodels.experiment import experiment_from_dict
-from memorymodels.train import (MetricsWriter, RunTrainer, StopOnSignal, build, load_data, model_build_args,
-                                training_arguments)
+from memorymodels.callbacks import MetricsWriter, StopOnSignal
+from memorymodels.experiment import build, experiment_from_dict, load_data, model_build_args
+from memorymodels.train import RunTrainer, training_arguments
 from transformers import TrainerCallback
 from transformers.trainer_callback import PrinterCallback
 

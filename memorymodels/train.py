@@ -32,11 +32,13 @@ import time
 from pathlib import Path
 
 import torch
-from transformers import TrainerCallback, TrainingArguments
-from transformers.trainer_callback import ExportableState, PrinterCallback
+from transformers import TrainingArguments
+from transformers.trainer_callback import PrinterCallback
 
 from memorymodels import checkpoints, runs
 from memorymodels.accounting import RunAccounting
+from memorymodels.callbacks import (HeartbeatCallback, Interrupted, MetricsWriter, StopOnSignal, defer_signals,
+                                    install_signal_handlers)
 from memorymodels.checkpoints import CheckpointError, without_aliases
 from memorymodels.configuration import ConfigError
 from memorymodels.data.errors import DataError
@@ -65,9 +67,6 @@ EXIT_REQUEUE = 75
 LOW_SPACE = 16 << 20
 """A checkpoint write that fails with less free space than this is taken for a full disk: torch.save's zip writer
 reports ENOSPC without an errno ("file write failed", "unexpected pos")."""
-
-STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
-
 
 # ---- model summary ---------------------------------------------------------------------------------------------
 
@@ -106,158 +105,6 @@ def resolve_precision(precision: str, source: str = "") -> str:
 
 
 # ---- Trainer pieces ------------------------------------------------------------------------------------------
-
-
-class _StopFlag:
-    """Set by the signal handler; read at step boundaries once training runs."""
-
-    signum: int | None = None
-    training: bool = False
-
-
-class Interrupted(BaseException):
-    """A stop signal arrived before training started (data preparation, model building): nothing to save."""
-
-
-def _on_signal(signum, frame):  # noqa: ARG001
-    _StopFlag.signum = signum
-    if not _StopFlag.training:  # preparing data can take long; it resumes where it stopped, so stop now
-        raise Interrupted(signal.Signals(signum).name)
-
-
-def install_signal_handlers() -> None:
-    for sig in STOP_SIGNALS:
-        signal.signal(sig, _on_signal)
-
-
-class StopOnSignal(TrainerCallback):
-    """At each step end: all ranks agree whether a stop signal arrived; if so save and stop; save at max_steps."""
-
-    def __init__(self):
-        self.stopped_by: int | None = None
-
-    def on_train_begin(self, args, state, control, **kwargs):
-        _StopFlag.training = True  # from now on a signal only sets the flag, read at the next step end
-
-    def on_step_end(self, args, state, control, **kwargs):
-        flag = _StopFlag.signum or 0
-        if args.world_size > 1 and torch.distributed.is_initialized():
-            t = torch.tensor([flag], device=args.device)
-            torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MAX)
-            flag = int(t.item())
-        if state.global_step >= state.max_steps:
-            control.should_save = True
-        elif flag:
-            self.stopped_by = flag
-            control.should_save = control.should_training_stop = control.should_log = True
-            control.should_evaluate = False
-        return control
-
-class HeartbeatCallback(TrainerCallback):
-    """Every rank: a heartbeat per step and per phase (``memorymodels.heartbeat``): the step, then what the Trainer is
-    about to do after it (evaluate, save), every evaluation batch, and back to stepping once saved."""
-
-    def __init__(self, heartbeat: Heartbeat):
-        self.heartbeat = heartbeat
-
-    def on_train_begin(self, args, state, control, **kwargs):
-        self.heartbeat.beat("step", state.global_step)
-
-    def on_step_end(self, args, state, control, **kwargs):
-        # runs after DefaultFlowCallback and StopOnSignal have decided what follows this step
-        phase = "evaluate" if control.should_evaluate else "save" if control.should_save else "step"
-        self.heartbeat.beat(phase, state.global_step)
-
-    def on_prediction_step(self, args, state, control, **kwargs):
-        self.heartbeat.beat("evaluate")
-
-    def on_evaluate(self, args, state, control, **kwargs):
-        self.heartbeat.beat("save" if control.should_save else "step")
-
-    def on_save(self, args, state, control, **kwargs):
-        self.heartbeat.beat("step")
-
-
-class MetricsWriter(TrainerCallback, ExportableState):
-    """Rank 0: one metrics.jsonl line per logging step (train and eval logs of a step merged), with the run's
-    cumulative compute and eval bits per byte from ``accounting`` (``memorymodels.accounting``), whose device-seconds
-    total each checkpoint saves (``state``, in trainer_state.json) and a resumed attempt continues from."""
-
-    def __init__(self, run_dir: Path, tokens_per_step: int, show: bool, accounting: RunAccounting | None = None,
-                 trackers: Trackers | None = None):
-        self.run_dir, self.tokens_per_step, self.show = run_dir, tokens_per_step, show
-        self.accounting = accounting
-        self.trackers = trackers  # TensorBoard / wandb: fed the same lines as metrics.jsonl (memorymodels.tracking)
-        self.pending: dict | None = None
-        self.last_step, self.last_time = 0, time.time()
-
-    def on_train_begin(self, args, state, control, **kwargs):
-        self.last_step, self.last_time = state.global_step, time.time()
-        if self.accounting is not None:
-            saved = state.stateful_callbacks.get(type(self).__name__) or {}  # the resumed checkpoint's
-            self.accounting.begin(saved.get("attributes"), runs.read_metrics(self.run_dir), self.last_time)
-            state.stateful_callbacks[type(self).__name__] = self.state()  # absent in older checkpoints
-            self.record_totals(state)
-        if self.trackers is not None and state.is_world_process_zero:
-            self.trackers.begin(runs.read_metrics(self.run_dir))  # metrics.jsonl as rolled back to the checkpoint
-
-    def state(self) -> dict:
-        return {"args": {}, "attributes": self.accounting.state() if self.accounting is not None else {}}
-
-    def record_totals(self, state):
-        if self.accounting is not None and state.is_world_process_zero:
-            runs.update_run(self.run_dir, heldout=self.accounting.heldout, compute=self.accounting.summary(
-                state.global_step, state.global_step * self.tokens_per_step))
-
-    def flush(self):
-        if self.pending is not None:
-            if self.accounting is not None:
-                self.pending = self.accounting.fill(self.pending)
-            runs.append_metrics(self.run_dir, self.pending)
-            if self.trackers is not None:
-                self.trackers.log(self.pending)
-            if self.show:
-                p = self.pending
-                fields = [f"step {p['step']}"] + [f"{k} {p[k]:.4g}" for k in ("loss", "eval_loss", "eval_bits_per_byte",
-                                                                              "tokens_per_s") if p.get(k) is not None]
-                print("  ".join(fields), flush=True)
-            self.pending = None
-
-    def on_log(self, args, state, control, logs=None, **kwargs):
-        if not state.is_world_process_zero or not logs:
-            return
-        step, now = state.global_step, time.time()
-        if "loss" in logs:
-            self.flush()
-            elapsed = now - self.last_time
-            rate = (step - self.last_step) * self.tokens_per_step / elapsed if elapsed > 0 else None
-            self.last_step, self.last_time = step, now
-            self.pending = {"step": step, "loss": logs["loss"], "eval_loss": None,
-                            "learning_rate": logs.get("learning_rate"), "grad_norm": logs.get("grad_norm"),
-                            "tokens_per_s": rate, "tokens": step * self.tokens_per_step, "time": now}
-        elif "eval_loss" in logs:
-            if self.pending is not None and self.pending["step"] == step:
-                self.pending["eval_loss"] = logs["eval_loss"]
-            else:
-                self.flush()
-                self.pending = {"step": step, "loss": None, "eval_loss": logs["eval_loss"],
-                                "learning_rate": None, "grad_norm": None, "tokens_per_s": None,
-                                "tokens": step * self.tokens_per_step, "time": now}
-            self.flush()
-
-    def on_step_end(self, args, state, control, **kwargs):
-        if self.pending is not None and self.pending["step"] < state.global_step:
-            self.flush()
-
-    def on_save(self, args, state, control, **kwargs):
-        self.flush()
-        self.record_totals(state)
-
-    def on_train_end(self, args, state, control, **kwargs):
-        self.flush()
-        self.record_totals(state)
-        if self.trackers is not None:
-            self.trackers.close()
 
 
 class RunTrainer(CheckpointingTrainer):
@@ -513,7 +360,7 @@ def _finish(run_dir: Path, status: str, code: int, evaluate: bool, checkpoint: P
     # Every rank of a completed run gets here after the same step; an interrupted one may not have trained together.
     close_process_group(synchronize=status == "completed")
     if world()[0] == 0:
-        _StopFlag.training = True  # a signal during the evaluation no longer interrupts anything worth saving
+        defer_signals()  # a signal during the evaluation no longer interrupts anything worth saving
         if (run_dir / runs.RUN_JSON).exists():
             runs.update_run(run_dir, status=status, end=time.time())
         if evaluate and checkpoint is not None:
