@@ -214,7 +214,7 @@ def test_a_bug_at_the_same_step_stops_after_the_retry_budget(multinode_cluster, 
     outcomes = [a["outcome"] for a in attempts(run_dir)]
     assert outcomes == ["requeued-failure", "failed"], describe_attempts(run_dir)
     last = attempts(run_dir)[-1]
-    node2 = multinode_cluster.nodes()[-1]  # node2, or c<k>-node2 beside another local cluster
+    node2 = node_names(multinode_cluster)[1]
     assert last["cause"].startswith(f"training failed with exit code 1 on {node2}: RuntimeError"), last["cause"]
     assert last["checkpoint"] == attempts(run_dir)[0]["checkpoint"] == 40
     info = run_json(run_dir)
