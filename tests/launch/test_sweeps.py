@@ -178,7 +178,9 @@ def test_shipped_sweeps_plan(path, tmp_path):
     sweep = load_sweep(path)
     plan = plan_sweep(sweep, load_profile(sweep.profile), overrides=[f"output.checkpoint_root={tmp_path}"])
     assert len(plan.cells) >= 6 and len(plan.jobs) == len(plan.cells)
-    assert {"model.params.kernel", "model.params.n_heads"} <= set(sweep.axes)
+    assert len({cell.run_dir for cell in plan.cells}) == len(plan.cells)  # every cell in its own run directory
+    if path.name.startswith("kernel_heads"):
+        assert {"model.params.kernel", "model.params.n_heads"} <= set(sweep.axes)
 
 
 def dry_run(*args: str) -> dict:
@@ -470,3 +472,29 @@ def test_report_counts_hours_of_every_attempt_and_what_failed_attempts_lost(tmp_
     assert resource_usage(jobs, run=no_accounting) == ({}, "'sacct ...' exited with 1: Slurm accounting storage is "
                                                            "disabled")
     assert usage_summary(rows, "x") == "resources: unknown (x)" and resource_usage([]) == ({}, None)
+
+
+def test_the_cpu_study_sweep_trains_the_two_study_models_each_at_three_budgets(tmp_path):
+    """sweeps/study_cpu.yaml (issue 19): every cell is one of the two study experiment files, changed only in its
+    schedule (max_steps and the steps derived from it), so the frontier compares the models and nothing else."""
+    from launch.planning.profiles import load_profile
+    from launch.planning.sweep import plan_sweep
+    from memorymodels.experiment import load_experiment
+
+    plan = plan_sweep(load_sweep(REPO / "sweeps" / "study_cpu.yaml"), load_profile("local-slurm"), snapshot=False,
+                      overrides=[f"output.checkpoint_root={tmp_path}"])
+    files = {name: load_experiment(REPO / "configs" / "experiments" / f"study_{name}_cpu.yaml")
+             for name in ("mixer", "llama")}
+    budgets: dict[str, list[int]] = {"mixer": [], "llama": []}
+    for job in plan.jobs:
+        settings = job.settings
+        family = "mixer" if settings.model.name == "language_mixer" else "llama"
+        reference = files[family]
+        assert settings.model == reference.model and settings.data == reference.data, job.run_dir
+        schedule = {"max_steps", "warmup_steps", "eval_steps", "save_steps", "precision"}  # precision: the profile's
+        assert (reference.train.precision, settings.train.precision) == ("auto", "fp32")
+        assert {k: v for k, v in vars(settings.train).items() if k not in schedule} == \
+            {k: v for k, v in vars(reference.train).items() if k not in schedule}, job.run_dir
+        assert settings.train.max_steps % settings.train.eval_steps == 0  # every run evaluates at its budget
+        budgets[family].append(settings.train.max_steps)
+    assert budgets == {"mixer": [250, 500, 1000], "llama": [250, 500, 1000]}
