@@ -9,7 +9,9 @@ by the trainer: ``memorymodels.accounting``); each run is a curve, coloured by m
 style per size within its family. The black staircase is the best-so-far frontier over all runs: the lowest bits per
 byte reached with at most that much training compute. gzip -9, xz -9 and zstd -19 on the same held-out bytes are
 horizontal lines. ``--csv`` writes the same points: run, family, params, step, flops, device_seconds,
-eval_bits_per_byte. Every argument is checked before anything is written; a bad one is named in one line (exit 2).
+eval_bits_per_byte. It then prints each run's last evaluation as a Markdown table (steps, FLOPs, device-seconds,
+bits per byte and its ratio to xz -9). Every argument is checked before anything is written; a bad one is named in
+one line (exit 2).
 """
 
 from __future__ import annotations
@@ -127,6 +129,32 @@ def frontier_figure(run_dirs: list[Path], points: list[dict], *, title: str | No
     return fig
 
 
+def final_table(run_dirs: list[Path], points: list[dict]) -> str:
+    """Each run's last evaluation as a Markdown table, by family then compute, with its ratio to xz -9 on the same
+    held-out bytes; then the compressors' bits per byte when every run has the same held-out bytes."""
+    xz = {}
+    for run_dir in run_dirs:
+        values = (runs.read_json(Path(run_dir) / runs.RUN_JSON) or {}).get("heldout") or {}
+        xz[Path(run_dir).name] = (values.get("baselines") or {}).get("xz")
+    last = {}
+    for point in points:
+        if point["run"] not in last or point["step"] > last[point["run"]]["step"]:
+            last[point["run"]] = point
+    lines = ["| run | family | params | steps | training FLOPs | device-seconds | bits/byte | / xz -9 |",
+             "|---|---|---|---|---|---|---|---|"]
+    for p in sorted(last.values(), key=lambda p: (p["family"] or "", p["flops"])):
+        ratio = f"{p['eval_bits_per_byte'] / xz[p['run']]:.3f}" if xz.get(p["run"]) else "-"
+        seconds = f"{p['device_seconds']:,.0f}" if p["device_seconds"] is not None else "-"
+        lines.append(f"| {p['run']} | {p['family']} | {params_label(p['params'])} | {p['step']:,} | "
+                     f"{p['flops']:.3g} | {seconds} | {p['eval_bits_per_byte']:.3f} | {ratio} |")
+    sets = baselines(run_dirs)
+    if len(sets) == 1:
+        lines.append("\nthe same held-out bytes: " + ", ".join(f"{label} {sets[0][name]:.3f}" for name, label in
+                                                             (("xz", "xz -9"), ("zstd", "zstd -19"), ("gzip", "gzip -9"))
+                                                             if name in sets[0]) + " bits/byte")
+    return "\n".join(lines)
+
+
 def write_csv(points: list[dict], path: Path) -> Path:
     """The points as CSV (``CSV_FIELDS``), by run then step; written to a temporary name, then renamed."""
     path = Path(path)
@@ -187,6 +215,7 @@ def main(argv: list[str] | None = None) -> int:
     front = best_so_far(points)
     print(f"wrote {' and '.join(written)}: {len(points)} evaluations of {len(run_dirs)} runs; frontier "
           f"{front[-1]['eval_bits_per_byte']:.3f} bits/byte at {front[-1]['flops']:.3g} FLOPs ({front[-1]['run']})")
+    print(final_table(run_dirs, points))
     return 0
 
 

@@ -29,6 +29,12 @@ def two_runs(tiny_data, tmp_path_factory):
     return root
 
 
+def xz(root):
+    import json
+
+    return json.loads(next(root.glob("*/run.json")).read_text())["heldout"]["baselines"]["xz"]
+
+
 def test_frontier_plot_and_csv_of_real_runs(two_runs, tmp_path):
     done = run_module("memorymodels.frontier", str(two_runs), "-o", str(tmp_path / "f.png"), "--csv",
                       str(tmp_path / "f.csv"))
@@ -40,6 +46,16 @@ def test_frontier_plot_and_csv_of_real_runs(two_runs, tmp_path):
     assert [int(r["step"]) for r in rows] == [2, 4, 6, 2, 4, 6]
     assert all(float(r["flops"]) > 0 and float(r["device_seconds"]) > 0 and 0 < float(r["eval_bits_per_byte"]) < 20
                for r in rows)
+    # the table: each run's last evaluation, the same numbers as the CSV, and its ratio to xz
+    table = [line for line in done.stdout.splitlines() if line.startswith("| ") and "| run |" not in line]
+    last = {r["run"]: r for r in rows if r["step"] == "6"}
+    assert len(table) == 2, done.stdout
+    for line in table:
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        row = last[cells[0]]
+        assert cells[1] == row["family"] and cells[3] == "6" and cells[6] == f"{float(row['eval_bits_per_byte']):.3f}"
+        assert float(cells[7]) == pytest.approx(float(row["eval_bits_per_byte"]) / xz(two_runs), abs=2e-3)
+    assert f"the same held-out bytes: xz -9 {xz(two_runs):.3f}" in done.stdout
 
     run_dirs, points = collect([str(two_runs / "*")], tmp_path / "g.png", None)
     fig = frontier_figure(run_dirs, points)
