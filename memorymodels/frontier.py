@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import csv
 import glob
+import math
 import sys
 from pathlib import Path
 
@@ -100,6 +101,18 @@ def params_label(params: int | None) -> str:
     return f"{params / 1e6:.1f}M" if params >= 1e6 else f"{params / 1e3:.0f}k"
 
 
+def log_ticks(ax, low: float, high: float) -> None:
+    """Labelled ticks on the log compute axis that never collide: 1-9 x 10^k within a decade, 1, 2, 5 x 10^k over a
+    few decades, powers of ten beyond; compact labels (``4e13``); no labels on minor ticks."""
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+    decades = math.log10(high / low) if low > 0 and high > low else 0.0
+    subs = (1.0,) if decades > 3 else (1.0, 2.0, 5.0) if decades > 1 else tuple(float(k) for k in range(1, 10))
+    ax.xaxis.set_major_locator(LogLocator(base=10, subs=subs))
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: f"{x:.0e}".replace("e+", "e")))
+    ax.xaxis.set_minor_formatter(NullFormatter())
+
+
 def frontier_figure(run_dirs: list[Path], points: list[dict], *, title: str | None = None):
     """Bits per byte against cumulative training FLOPs (log x): a curve per run, the frontier, the baselines."""
     import matplotlib
@@ -109,7 +122,12 @@ def frontier_figure(run_dirs: list[Path], points: list[dict], *, title: str | No
 
     fig, ax = plt.subplots(figsize=(11, 6), constrained_layout=True)
     style = styles(points)
-    for run in dict.fromkeys(p["run"] for p in points):
+    reach = {}  # run -> its furthest compute: the legend lists each family's runs by size, then by budget
+    for p in points:
+        reach[p["run"]] = max(reach.get(p["run"], 0), p["flops"])
+    order = sorted(reach, key=lambda run: next((p["family"] or "", p["params"] or 0, reach[run])
+                                               for p in points if p["run"] == run))
+    for run in order:
         mine = sorted((p for p in points if p["run"] == run), key=lambda p: p["flops"])
         first = mine[0]
         size = params_label(first["params"])
@@ -120,6 +138,7 @@ def frontier_figure(run_dirs: list[Path], points: list[dict], *, title: str | No
             linewidth=2.0, alpha=0.7, label="best so far (all runs)")
     draw_baselines(ax, baselines(run_dirs), names=("gzip", "xz", "zstd"))
     ax.set_xscale("log")
+    log_ticks(ax, min(p["flops"] for p in points), max(p["flops"] for p in points))
     ax.set_xlabel("cumulative training compute (FLOPs)")
     ax.set_ylabel("held-out bits per byte (bits/byte)")
     ax.grid(alpha=0.3, which="both")

@@ -64,6 +64,10 @@ def test_frontier_plot_and_csv_of_real_runs(two_runs, tmp_path):
     assert fig._suptitle.get_text() == "sweep: bits per byte against training compute of 2 runs, up to step 6"
     assert ax.get_xscale() == "log" and ax.get_xlabel() == "cumulative training compute (FLOPs)"
     assert ax.get_ylabel() == "held-out bits per byte (bits/byte)"
+    # compute ticks: labelled majors only (minor labels overlapped within a decade), compact and distinct
+    labels = [t.get_text() for t in ax.get_xticklabels() if t.get_text()]
+    assert labels and len(set(labels)) == len(labels) and all("e" in label for label in labels), labels
+    assert not [t.get_text() for t in ax.xaxis.get_minorticklabels() if t.get_text()]
     assert outside(ax.get_legend(), ax)
     lines = {line.get_label(): line for line in ax.get_lines()}
     for name in ("gzip -9", "xz -9", "zstd -19"):
