@@ -24,6 +24,7 @@ import sys
 from pathlib import Path
 
 from memorymodels import runs
+from memorymodels.fileio import CorruptFileError
 from memorymodels.plot import baselines, default_title, draw_baselines, legend_outside, save_figure
 
 CSV_FIELDS = ("run", "family", "params", "step", "flops", "device_seconds", "eval_bits_per_byte")
@@ -55,9 +56,17 @@ def find_runs(arguments: list[str]) -> list[Path]:
     return list(found.values())
 
 
+def run_info(run_dir: Path) -> dict:
+    """The run's run.json ({} when it has none); a damaged one is a bad argument, named with what to do."""
+    try:
+        return runs.read_json(Path(run_dir) / runs.RUN_JSON) or {}
+    except CorruptFileError as exc:
+        raise InputError(f"{exc}; restore it from {runs.RUN_JSON_BACKUP} beside it, or leave this run out") from None
+
+
 def run_points(run_dir: Path) -> list[dict]:
     """The run's evaluations as CSV rows (``CSV_FIELDS``); empty when it recorded none in bits per byte."""
-    info = runs.read_json(Path(run_dir) / runs.RUN_JSON) or {}
+    info = run_info(run_dir)
     family = ((info.get("config") or {}).get("model") or {}).get("name") or (info.get("model") or {}).get("class")
     params = (info.get("model") or {}).get("parameters")
     return [{"run": Path(run_dir).name, "family": family, "params": params, "step": r.get("step"),
@@ -154,7 +163,7 @@ def final_table(run_dirs: list[Path], points: list[dict]) -> str:
     held-out bytes; then the compressors' bits per byte when every run has the same held-out bytes."""
     xz = {}
     for run_dir in run_dirs:
-        values = (runs.read_json(Path(run_dir) / runs.RUN_JSON) or {}).get("heldout") or {}
+        values = run_info(run_dir).get("heldout") or {}
         xz[Path(run_dir).name] = (values.get("baselines") or {}).get("xz")
     last = {}
     for point in points:

@@ -88,14 +88,20 @@ def test_best_so_far_keeps_only_improvements():
     (["{empty}"], "{empty}: not a run directory (no run.json or metrics.jsonl) and holds none"),
     (["{runs}", "-o", "{out}.jpg2"], "{out}.jpg2: image must end in .png, .pdf, .svg"),
     (["{runs}", "--csv", "{tmp}/nowhere/f.csv"], "{tmp}/nowhere: no such directory for the CSV file"),
+    (["{damaged}"], "{damaged}/run.json: not valid JSON (Expecting property name enclosed in double quotes: line 1 "
+                    "column 2 (char 1)); 3 bytes; restore it from run.json.bak beside it, or leave this run out"),
 ])
 def test_bad_arguments_are_named_in_one_line_and_nothing_is_written(two_runs, tmp_path, args, message):
     (tmp_path / "empty").mkdir()
-    values = {"missing": tmp_path / "missing", "empty": tmp_path / "empty", "runs": two_runs,
+    damaged = tmp_path / "damaged"  # a run whose metrics are fine and whose run.json is not
+    damaged.mkdir()
+    (damaged / "metrics.jsonl").write_text(next(two_runs.glob("*/metrics.jsonl")).read_text())
+    (damaged / "run.json").write_text("{x\n")
+    values = {"missing": tmp_path / "missing", "empty": tmp_path / "empty", "damaged": damaged, "runs": two_runs,
               "out": tmp_path / "f", "tmp": tmp_path}
     argv = [a.format(**values) for a in args]
     if "-o" not in argv:
         argv += ["-o", str(tmp_path / "f.png")]
     done = run_module("memorymodels.frontier", *argv)
     assert done.returncode == 2 and done.stderr.strip() == f"error: {message.format(**values)}"
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["empty"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["damaged", "empty"]
