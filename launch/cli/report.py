@@ -14,9 +14,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from rich.console import Console
-
 from launch.cli.args import Parser
+from launch.cli.output import exit_quietly_on_a_closed_pipe, print_table
 from launch.monitor.report import (METRICS, add_usage, collect_rows, evaluate_missing, load_cells, plot, plot_axis,
                                    render, resource_usage, sweep_jobs, usage_summary, write_csv)
 from memorymodels.configuration import ConfigError, one_line
@@ -34,6 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, help="plot file (default <sweep folder>/<metric>_vs_<axis>.png)")
     parser.add_argument("--evaluate", action="store_true", help="evaluate completed cells lacking eval.json first")
     args = parser.parse_args(argv)
+    exit_quietly_on_a_closed_pipe()
     try:
         title, axes, cells = load_cells(args.sweep, args.profile)
         axis = plot_axis(axes, args.plot, args.metric) if args.plot else None  # before anything is written
@@ -44,9 +44,7 @@ def main(argv: list[str] | None = None) -> int:
         usage, error = resource_usage(sweep_jobs(cells))
         add_usage(rows, usage)
         folder = Path(cells[0]["run_dir"]).parent  # <checkpoint root>/<sweep name>
-        console = Console()
-        console.width = max(console.width, 100)  # a pipe reports 80 columns; the table needs about 100
-        console.print(render(rows, axes, title))
+        print_table(render(rows, axes, title))
         summary = usage_summary(rows, error)
         if summary:
             print(summary)

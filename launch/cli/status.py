@@ -34,6 +34,7 @@ import time
 from rich.console import Console
 
 from launch.cli.args import Parser
+from launch.cli.output import exit_quietly_on_a_closed_pipe, print_uncut
 from launch.monitor.dashboard import MIN_INTERVAL, parse_since, render, render_history, render_view, scancel_ids, \
     select_rows
 from launch.monitor.live import run_live
@@ -43,9 +44,6 @@ from launch.records.events import attempts
 from launch.slurm.client import SlurmError, run_slurm
 from launch.slurm.output import ACTIVE_STATES
 from memorymodels.configuration import one_line
-
-UNCUT_WIDTH = 100_000  # piped output: rich never cuts or wraps a line shorter than this
-
 
 def fail(message: str) -> None:
     """An error of the dashboard's commands: one line on stderr."""
@@ -191,16 +189,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     return args
 
 
-def print_uncut(renderable) -> None:
-    """Print for a pipe or a file: nothing cut or wrapped (``| grep kernel=4`` sees whole rows), no colours."""
-    console = Console(width=UNCUT_WIDTH, color_system=None, force_terminal=False, soft_wrap=True)
-    with console.capture() as captured:
-        console.print(renderable)
-    sys.stdout.write("".join(line.rstrip() + "\n" for line in captured.get().splitlines()))
-
-
 def main(argv=None) -> int:
     args = parse_args(argv)
+    exit_quietly_on_a_closed_pipe()
     console = Console()
     # several dashboards and pollers of one user share squeue's answer for MIN_INTERVAL seconds (.state/cache/queue)
     sacct_since = f"now-{int(args.since_s or 7 * 86400)}seconds"

@@ -104,7 +104,7 @@ def test_names_say_what_differs_and_the_default_view_is_recent_newest_first(tmp_
 
 
 def test_piped_output_is_never_cut(capsys):
-    from launch.cli.status import print_uncut
+    from launch.cli.output import print_uncut
 
     long = {f"model.params.key_{i}": i for i in range(30)}
     row = JobRow(job_id="1_0", state="PENDING", cell=long, reason_text="waiting for job 1234 to complete " * 4)

@@ -498,3 +498,35 @@ def test_the_cpu_study_sweep_trains_the_two_study_models_each_at_three_budgets(t
         assert settings.train.max_steps % settings.train.eval_steps == 0  # every run evaluates at its budget
         budgets[family].append(settings.train.max_steps)
     assert budgets == {"mixer": [250, 500, 1000], "llama": [250, 500, 1000]}
+
+
+def test_a_wide_report_piped_is_never_cut(tmp_path, capsys):
+    """sweep_report.py into a pipe or a file: every column whole however many axes (rich saw 80 columns and cut the
+    study sweep's 14 columns to '…')."""
+    from launch.cli.output import print_table
+    from launch.monitor.report import collect_rows, render
+
+    axes = ["model.name", "model.preset", "model.params.dim", "model.params.depth", "model.params.n_heads",
+            "train.max_steps", "train.learning_rate"]
+    cells = [{"index": i, "overrides": dict(zip(axes, ["language_mixer", "cpu", 256, 8, 4, 1000 * i, 0.002])),
+              "run_dir": str(tmp_path / f"cell{i}")} for i in range(2)]
+    print_table(render(collect_rows(cells, axes), axes, "study"))
+    out = capsys.readouterr().out
+    assert "…" not in out and "language_mixer" in out and "not started" in out, out
+    assert all(len(line) > 80 for line in out.splitlines() if "language_mixer" in line)
+
+
+def test_a_report_whose_reader_went_away_ends_quietly(tmp_path):
+    """``sweep_report.py ... | head``: the reader closes the pipe; the command ends by SIGPIPE, as Unix tools do, with
+    nothing on stderr (it ended with exit 1 and a BrokenPipeError before)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen([sys.executable, "launch/sweep_report.py", "sweeps/kernel_heads_debug.yaml", "--profile",
+                             "local-slurm", "--csv", str(tmp_path / "r.csv")], cwd=REPO, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, env={**os.environ, "MEMORYMODELS_STATE": str(tmp_path / "state")})
+    proc.stdout.close()  # before the first line is written
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=120) == -signal.SIGPIPE and err == "", err
