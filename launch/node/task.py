@@ -67,6 +67,7 @@ TIMEOUT_MARGIN_S = 90  # Slurm may deliver the --signal up to a minute early
 WATCH_INTERVAL_S = 1.0  # how often heartbeats and the other nodes' faults are looked at
 CLOCK_SKEW_S = 5.0  # run.json's attempt start (rank 0's clock) against this task's start
 FAULT_GRACE_S = 10.0  # how long node 0 waits for the other nodes' reports before naming a cause
+PEER_GRACE_S = 5.0  # how long a node whose peer reported a fault lets its own launcher end first (a killed local rank)
 IGNORE_USR2 = 'trap "" USR2; exec '  # ignored dispositions survive exec and fork, down to every worker
 MAX_ATTEMPTS_WITHOUT_PROGRESS = 3  # consecutive stopped attempts at the same step before requeueing stops
 
@@ -284,11 +285,13 @@ class NodeLaunch(submitit.helpers.Checkpointable):
         if not hung:
             return None
         local = [b for b in beats if b.get("host") == host and b.get("pid") in pids]
+        # which ranks are stopped, read before py-spy attaches to them (attaching and detaching can wake a stopped one)
+        stopped_ranks = {b["rank"]: watchdog.is_stopped(int(b["pid"])) for b in hung}
         tag = f"job{self._attempt['job_id']}-attempt{self._attempt['restart_count'] + 1}"
         stacks = watchdog.dump_stacks(local, beats_dir, self.run_dir / "launch" / "hangs", tag,
                                       {b["rank"] for b in hung})
-        first = min(hung, key=lambda b: (not watchdog.is_stopped(int(b["pid"])), b["time"], b["step"]))
-        stopped = watchdog.is_stopped(int(first["pid"]))
+        first = min(hung, key=lambda b: (not stopped_ranks[b["rank"]], b["time"], b["step"]))
+        stopped = stopped_ranks[first["rank"]]
         print(f"launch: rank {first['rank']} on {host} made no progress for {first['silent_s']:.0f} s (phase "
               f"{first['phase']}, step {first['step']}; limit {first['timeout_s']:.0f} s): stacks in "
               f"{stacks[first['rank']]}; ending this attempt on every node", file=sys.stderr, flush=True)
@@ -297,14 +300,25 @@ class NodeLaunch(submitit.helpers.Checkpointable):
                                  timeout_s=first["timeout_s"], last_beat=first["time"], stopped=stopped, stacks=stacks)
 
     def _peer_fault(self) -> dict | None:
-        """Another node's fault in this attempt (it ended or hung): this node's training cannot go on."""
+        """Another node's fault in this attempt (it ended or hung): this node's training cannot go on. Unless a rank
+        of this node was killed: the other node's ranks then fail at once in their collectives and may report before
+        this node's launcher notices its dead rank, so the launcher gets ``PEER_GRACE_S`` to end and say so first
+        (None: :meth:`_after_failure` reports the kill)."""
         a = self._attempt
-        for event in attempt_faults(self.run_dir, a["job_id"], a["restart_count"]):
-            if event.get("host") != a["host"] and event.get("cause") != "peer":
-                print(f"launch: {event.get('host')} reported a fault ({event.get('cause')}); ending the training "
-                      f"processes on {a['host']}", file=sys.stderr, flush=True)
-                return self._fault_event("peer", of=event.get("host"))
-        return None
+        event = next((e for e in attempt_faults(self.run_dir, a["job_id"], a["restart_count"])
+                      if e.get("host") != a["host"] and e.get("cause") != "peer"), None)
+        if event is None:
+            return None
+        try:
+            self._proc.wait(timeout=PEER_GRACE_S)
+        except subprocess.TimeoutExpired:
+            pass
+        else:
+            if watchdog.killed_ranks(a["log"], a["log_offset"]):
+                return None
+        print(f"launch: {event.get('host')} reported a fault ({event.get('cause')}); ending the training "
+              f"processes on {a['host']}", file=sys.stderr, flush=True)
+        return self._fault_event("peer", of=event.get("host"))
 
     def _end_training(self) -> None:
         """SIGKILL this node's training processes and the launcher above them (their own session)."""
