@@ -36,16 +36,7 @@ sys.path.insert(0, str(ROOT))
 from launch.records.events import attempts, read_events  # noqa: E402
 from memorymodels.heartbeat import read_beats  # noqa: E402
 from memorymodels.runs import read_metrics, run_progress  # noqa: E402
-
-
-def wait_until(predicate, timeout: float, what: str, interval: float = 0.3):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise SystemExit(f"faults.py: timed out after {timeout:.0f} s waiting for {what}")
+from tests.launch.helpers import job_line, last_step, wait_until  # noqa: E402  (as benchmarks/models.py uses tests/)
 
 
 def submit(root: Path, steps: int, save_steps: int, hang_timeout: int) -> dict:
@@ -60,10 +51,6 @@ def submit(root: Path, steps: int, save_steps: int, hang_timeout: int) -> dict:
     return json.loads(out.stdout)
 
 
-def step(run_dir: Path) -> int:
-    return run_progress(run_dir).get("step") or 0
-
-
 def node2_rank(run_dir: Path, host: str) -> dict:
     def found():
         beats = [b for b in read_beats(run_dir / "launch" / "heartbeats")
@@ -76,7 +63,7 @@ def release_after_requeue(job_id: str, run_dir: Path, count: int) -> None:
     wait_until(lambda: sum(e["event"] == "requeue" for e in read_events(run_dir)) >= count, 180, f"requeue {count}")
     time.sleep(3)  # slurmd refuses credentials issued in the second they were revoked
     for _ in range(60):
-        line = subprocess.run(["scontrol", "show", "job", "-o", job_id], capture_output=True, text=True).stdout
+        line = job_line(job_id, dict(os.environ))
         if "JobState=PENDING" in line:
             subprocess.run(["scontrol", "update", f"JobId={job_id}", "StartTime=now"], capture_output=True)
         elif "JobState=RUNNING" in line and f"Restarts={count}" in line:
@@ -131,9 +118,9 @@ def main(argv=None) -> int:
     done = []
     for k, spec in enumerate(args.faults, 1):
         kind, at = spec.split(":")
-        wait_until(lambda: step(run_dir) >= int(at), 600, f"step {at}")
+        wait_until(lambda: last_step(run_dir) >= int(at), 600, f"step {at}")
         t = inject(kind, job_id, run_dir, args.host)
-        done.append((kind, step(run_dir), t))
+        done.append((kind, last_step(run_dir), t))
         release_after_requeue(job_id, run_dir, k)
     wait_until(lambda: (run_progress(run_dir).get("status") == "completed"
                         and any(e["event"] == "exit" and e.get("outcome") == "completed" for e in read_events(run_dir))),
@@ -155,4 +142,7 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except AssertionError as exc:  # wait_until's timeout (tests.launch.helpers): one line, as before
+        raise SystemExit(f"faults.py: {exc}") from None
