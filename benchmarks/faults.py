@@ -33,9 +33,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from launch.records.events import attempts, read_events  # noqa: E402
+from memorymodels.attempts import attempts, read_events  # noqa: E402
 from memorymodels.heartbeat import read_beats  # noqa: E402
-from memorymodels.runs import read_metrics, run_progress  # noqa: E402
+from memorymodels.metrics import read_metrics, run_goodput, run_progress  # noqa: E402
+from memorymodels.rundir import RunPaths  # noqa: E402
 from tests.launch.helpers import job_line, last_step, wait_until  # noqa: E402  (as benchmarks/models.py uses tests/)
 
 
@@ -53,7 +54,7 @@ def submit(root: Path, steps: int, save_steps: int, hang_timeout: int) -> dict:
 
 def node2_rank(run_dir: Path, host: str) -> dict:
     def found():
-        beats = [b for b in read_beats(run_dir / "launch" / "heartbeats")
+        beats = [b for b in read_beats(RunPaths(run_dir).heartbeats)
                  if b.get("host") == host and b.get("phase") == "step" and Path(f"/proc/{b['pid']}").exists()]
         return max(beats, key=lambda b: b["rank"]) if beats else None
     return wait_until(found, 60, f"a training process on {host}")
@@ -125,7 +126,6 @@ def main(argv=None) -> int:
     wait_until(lambda: (run_progress(run_dir).get("status") == "completed"
                         and any(e["event"] == "exit" and e.get("outcome") == "completed" for e in read_events(run_dir))),
                900, "the run to complete")
-    info = json.loads((run_dir / "run.json").read_text())
     rows = analyse(run_dir, done)
     print(f"job {job_id}: {args.steps} steps on 2 nodes x 2 processes, {len(done)} faults, "
           f"{time.time() - t0:.0f} s from submission to completion; run dir {run_dir}")
@@ -134,7 +134,7 @@ def main(argv=None) -> int:
     for r in rows:
         print(f"| {r['fault']} | {r['step']} | {r['detected_s']} | {r['requeued_s']} | {r['restarted_s']} | "
               f"{r['training_again_s']} | {r['steps_lost']} |")
-    g = info.get("goodput") or {}
+    g = run_goodput(run_dir)
     print(f"goodput: {g.get('kept_node_s')} node-s of training kept / {g.get('allocated_node_s')} node-s allocated = "
           f"{g.get('ratio')} over {g.get('attempts')} attempts; "
           f"outcomes {[a['outcome'] for a in attempts(run_dir)]}")

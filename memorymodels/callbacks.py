@@ -21,7 +21,7 @@ import torch
 from transformers import TrainerCallback
 from transformers.trainer_callback import ExportableState
 
-from memorymodels import runs
+from memorymodels import metrics, runrecord
 from memorymodels.accounting import RunAccounting
 from memorymodels.heartbeat import Heartbeat
 from memorymodels.tracking import Trackers
@@ -122,25 +122,25 @@ class MetricsWriter(TrainerCallback, ExportableState):
         self.last_step, self.last_time = state.global_step, time.time()
         if self.accounting is not None:
             saved = state.stateful_callbacks.get(type(self).__name__) or {}  # the resumed checkpoint's
-            self.accounting.begin(saved.get("attributes"), runs.read_metrics(self.run_dir), self.last_time)
+            self.accounting.begin(saved.get("attributes"), metrics.read_metrics(self.run_dir), self.last_time)
             state.stateful_callbacks[type(self).__name__] = self.state()  # absent in older checkpoints
             self.record_totals(state)
         if self.trackers is not None and state.is_world_process_zero:
-            self.trackers.begin(runs.read_metrics(self.run_dir))  # metrics.jsonl as rolled back to the checkpoint
+            self.trackers.begin(metrics.read_metrics(self.run_dir))  # metrics.jsonl as rolled back to the checkpoint
 
     def state(self) -> dict:
         return {"args": {}, "attributes": self.accounting.state() if self.accounting is not None else {}}
 
     def record_totals(self, state):
         if self.accounting is not None and state.is_world_process_zero:
-            runs.update_run(self.run_dir, heldout=self.accounting.heldout, compute=self.accounting.summary(
+            runrecord.update_run(self.run_dir, heldout=self.accounting.heldout, compute=self.accounting.summary(
                 state.global_step, state.global_step * self.tokens_per_step))
 
     def flush(self):
         if self.pending is not None:
             if self.accounting is not None:
                 self.pending = self.accounting.fill(self.pending)
-            runs.append_metrics(self.run_dir, self.pending)
+            metrics.append_metrics(self.run_dir, self.pending)
             if self.trackers is not None:
                 self.trackers.log(self.pending)
             if self.show:

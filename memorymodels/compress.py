@@ -53,14 +53,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from memorymodels import checkpoints, runs
+from memorymodels import checkpoints
 from memorymodels.checkpoints import CheckpointError
 from memorymodels.configuration import ConfigError
 from memorymodels.data.errors import DataError
 from memorymodels.data.tokenizer import EOS_ID, PAD_ID, fingerprint, load_tokenizer
 from memorymodels.evaluate import load_checkpoint
 from memorymodels.experiment import build, experiment_from_dict, load_data
-from memorymodels.fileio import CorruptFileError
+from memorymodels.fileio import CorruptFileError, read_json
+from memorymodels.rundir import RunPaths
 
 MAGIC = b"MMZ"
 VERSION = 1
@@ -170,7 +171,7 @@ def weights_hash(model: torch.nn.Module) -> bytes:
 
 def run_identity(run_dir: Path) -> tuple[str, dict]:
     try:
-        info = runs.read_json(Path(run_dir) / runs.RUN_JSON)
+        info = read_json(RunPaths(run_dir).run_json)
     except CorruptFileError as exc:
         raise CodecError(f"{exc}; the run's manifest names the model that codes") from None
     if info is None or "config" not in info or "model" not in info:
@@ -187,20 +188,20 @@ def load_coder(run_dir: Path, checkpoint: Path | None = None) -> Coder:
         raise CodecError(f"{run_dir}: '{build_args['name']}' is not a causal language model; compressing needs one "
                          f"of {', '.join(CAUSAL_MODELS)}")
     if checkpoint is None:
-        complete, _ = runs.checkpoints(run_dir)
+        complete, _ = checkpoints.checkpoints(run_dir)
         if not complete:
             raise CodecError(f"{run_dir}: no complete checkpoint-STEP directory; train first")
         checkpoint = complete[-1]
     checkpoint = Path(checkpoint)
     if not checkpoints.CHECKPOINT_RE.match(checkpoint.name):
         raise CodecError(f"{checkpoint}: not a checkpoint-STEP directory")
-    experiment = experiment_from_dict(info["config"], source=str(run_dir / runs.RUN_JSON))
+    experiment = experiment_from_dict(info["config"], source=str(RunPaths(run_dir).run_json))
     tokenizer_dir = load_data(experiment).tokenizer_dir
     model = build(build_args)
     load_checkpoint(model, checkpoint)
     model.float().eval()
     return Coder(model=model, tokens=ByteTokens(load_tokenizer(tokenizer_dir)), identity=identity,
-                 step=runs.checkpoint_step(checkpoint), weights=weights_hash(model),
+                 step=checkpoints.checkpoint_step(checkpoint), weights=weights_hash(model),
                  tokenizer=bytes.fromhex(fingerprint(tokenizer_dir))[:8], length=model.input_length, run_dir=run_dir)
 
 

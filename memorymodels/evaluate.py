@@ -26,14 +26,15 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from memorymodels import checkpoints, runs
+from memorymodels import checkpoints
 from memorymodels.checkpoints import CheckpointError
 from memorymodels.configuration import ConfigError
 from memorymodels.data.errors import DataError
 from memorymodels.experiment import build, experiment_from_dict, load_data, load_fast_tokenizer
 from memorymodels.fileio import CorruptFileError, read_json, write_json
 from memorymodels.heldout import LN2, eval_bits_per_byte, heldout_summary
-from memorymodels.runs import RunDirError
+from memorymodels.rundir import RunDirError, RunPaths
+from memorymodels.runrecord import read_run_json
 
 
 def _token_stats(logits: torch.Tensor, labels: torch.Tensor, shift: int) -> tuple[float, int, int]:
@@ -142,18 +143,18 @@ def evaluate_run(run_dir: Path, *, checkpoint: Path | None = None, rows: int | N
                  batch_size: int | None = None, embedding_bits: int = 8, device: str | None = None) -> dict:
     """Evaluate a run's checkpoint (newest complete by default) and write ``RUN_DIR/eval.json``.
 
-    Raises ValueError for arguments out of range, ``runs.RunDirError`` for a missing or damaged run.json and
+    Raises ValueError for arguments out of range, ``RunDirError`` for a missing or damaged run.json and
     :class:`CheckpointError` for a missing or damaged checkpoint.
     """
     for name, value in (("embedding_bits", embedding_bits), ("rows", rows), ("batch_size", batch_size)):
         if value is not None and value < 1:
             raise ValueError(f"{name} {value}: must be at least 1")
     run_dir = Path(run_dir)
-    info = runs.read_run_json(run_dir)
+    info = read_run_json(run_dir)
     if info is None or "config" not in info or "model" not in info:
         raise RunDirError(f"{run_dir}: no run.json with the run's config and model; is this a run directory?")
     checkpoint = Path(checkpoint) if checkpoint else _latest_checkpoint(run_dir)
-    experiment = experiment_from_dict(info["config"], source=str(run_dir / runs.RUN_JSON))
+    experiment = experiment_from_dict(info["config"], source=str(RunPaths(run_dir).run_json))
     model = build(info["model"]["build"])
     load_checkpoint(model, checkpoint)  # before the data: a damaged checkpoint is reported at once
     data = load_data(experiment)
@@ -189,18 +190,18 @@ def evaluate_run(run_dir: Path, *, checkpoint: Path | None = None, rows: int | N
         result["embedding"] = {"values": values, "bits": embedding_bits, "bits_per_byte": cost,
                                "total_bits_per_byte": cost + result["bits_per_byte"]}
     _keep_previous_evaluation(run_dir)
-    write_json(run_dir / "eval.json", result)
+    write_json(RunPaths(run_dir).eval_json, result)
     return result
 
 
 def _keep_previous_evaluation(run_dir: Path) -> None:
     """Append the current eval.json (if readable) to eval-history.jsonl before it is replaced."""
     try:
-        previous = read_json(run_dir / "eval.json")
+        previous = read_json(RunPaths(run_dir).eval_json)
     except CorruptFileError:
         previous = None  # a damaged one is replaced, not kept
     if previous is not None:
-        with open(run_dir / "eval-history.jsonl", "a") as f:
+        with open(RunPaths(run_dir).eval_history, "a") as f:
             f.write(json.dumps(previous) + "\n")
 
 
@@ -243,7 +244,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     print(format_table(result))
-    print(f"wrote {args.run_dir / 'eval.json'}")
+    print(f"wrote {RunPaths(args.run_dir).eval_json}")
     return 0
 
 

@@ -23,8 +23,9 @@ import math
 import sys
 from pathlib import Path
 
-from memorymodels import runs
-from memorymodels.fileio import CorruptFileError
+from memorymodels import metrics
+from memorymodels.fileio import CorruptFileError, read_json
+from memorymodels.rundir import RunPaths
 from memorymodels.plot import baselines, default_title, draw_baselines, legend_outside, save_figure
 
 CSV_FIELDS = ("run", "family", "params", "step", "flops", "device_seconds", "eval_bits_per_byte")
@@ -48,7 +49,7 @@ def find_runs(arguments: list[str]) -> list[Path]:
             path = Path(match)
             if not path.exists():
                 raise InputError(f"{path}: no such file or directory")
-            run_dirs = runs.find_run_dirs([path])
+            run_dirs = metrics.find_run_dirs([path])
             if not run_dirs:
                 raise InputError(f"{path}: not a run directory (no run.json or metrics.jsonl) and holds none")
             for run_dir in run_dirs:
@@ -59,9 +60,9 @@ def find_runs(arguments: list[str]) -> list[Path]:
 def run_info(run_dir: Path) -> dict:
     """The run's run.json ({} when it has none); a damaged one is a bad argument, named with what to do."""
     try:
-        return runs.read_json(Path(run_dir) / runs.RUN_JSON) or {}
+        return read_json(RunPaths(run_dir).run_json) or {}
     except CorruptFileError as exc:
-        raise InputError(f"{exc}; restore it from {runs.RUN_JSON_BACKUP} beside it, or leave this run out") from None
+        raise InputError(f"{exc}; restore it from {RunPaths(run_dir).run_json_backup.name} beside it, or leave this run out") from None
 
 
 def run_points(run_dir: Path) -> list[dict]:
@@ -72,7 +73,7 @@ def run_points(run_dir: Path) -> list[dict]:
     return [{"run": Path(run_dir).name, "family": family, "params": params, "step": r.get("step"),
              "flops": r.get("flops"), "device_seconds": r.get("device_seconds"),
              "eval_bits_per_byte": r["eval_bits_per_byte"]}
-            for r in runs.read_metrics(run_dir)
+            for r in metrics.read_metrics(run_dir)
             if r.get("eval_bits_per_byte") is not None and r.get("flops") is not None]
 
 

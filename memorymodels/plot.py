@@ -20,8 +20,9 @@ import math
 import sys
 from pathlib import Path
 
-from memorymodels import runs
-from memorymodels.fileio import CorruptFileError
+from memorymodels import metrics
+from memorymodels.fileio import CorruptFileError, read_json
+from memorymodels.rundir import RunPaths
 
 
 BASELINE_LABELS = {"gzip": "gzip -9", "bz2": "bz2 -9", "xz": "xz -9", "zstd": "zstd -19"}
@@ -32,7 +33,7 @@ def curves(run_dir: Path) -> dict:
     """``{"train": [(step, tokens, loss)], "eval": [...], "bits_per_byte": [(step, flops, eval_bits_per_byte)]}``
     from a run's metrics.jsonl."""
     out: dict = {"train": [], "eval": [], "bits_per_byte": []}
-    for record in runs.read_metrics(run_dir):
+    for record in metrics.read_metrics(run_dir):
         step, tokens = record.get("step"), record.get("tokens")
         if step is None:
             continue
@@ -52,7 +53,7 @@ class NothingToPlot(ValueError):
 def embedding_offset(run_dir: Path, bits: int) -> float:
     """Nats per token of storing the run's embedding at ``bits`` bits per value (0 for models without one)."""
     try:
-        info = runs.read_json(Path(run_dir) / runs.RUN_JSON) or {}
+        info = read_json(RunPaths(run_dir).run_json) or {}
     except CorruptFileError as exc:
         raise NothingToPlot(f"{exc} (its embedding size is needed for --embedding-bits)") from None
     values = (info.get("model") or {}).get("embedding_values")
@@ -67,7 +68,7 @@ def baselines(run_dirs: list[Path]) -> list[dict]:
     found: list[dict] = []
     for run_dir in run_dirs:
         try:
-            info = runs.read_json(Path(run_dir) / runs.RUN_JSON) or {}
+            info = read_json(RunPaths(run_dir).run_json) or {}
         except CorruptFileError:  # the reference lines are a courtesy; the curves come from metrics.jsonl
             continue
         values = (info.get("heldout") or {}).get("baselines")
@@ -177,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--embedding-bits", type=int, help="add each run's embedding cost at this many bits/value")
     parser.add_argument("--title", help="figure title")
     args = parser.parse_args(argv)
-    run_dirs = runs.find_run_dirs(args.run_dirs)
+    run_dirs = metrics.find_run_dirs(args.run_dirs)
     if args.label and len(args.label) != len(run_dirs):
         parser.error(f"{len(args.label)} --label for {len(run_dirs)} runs ({', '.join(map(str, run_dirs))})")
     try:

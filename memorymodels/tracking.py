@@ -9,7 +9,7 @@ every attempt of a requeued or resubmitted run writes to the same curve; the lau
 name for a sweep's cells (:func:`tracker_identity`).
 
 One curve, each logged step once, whatever interrupted the run: ``metrics.jsonl`` is the record (on resume the
-trainer moves lines logged after the checkpoint aside, ``memorymodels.runs.roll_back_metrics``), and the trackers
+trainer moves lines logged after the checkpoint aside, ``memorymodels.metrics.roll_back_metrics``), and the trackers
 follow it:
 
 - TensorBoard: each attempt rewrites ``RUN_DIR/tensorboard/`` from metrics.jsonl as resumed (one events file, the
@@ -29,11 +29,9 @@ import shutil
 from pathlib import Path
 
 from memorymodels.fileio import read_json, read_json_lines, write_json
+from memorymodels.rundir import RunPaths
 
 TRACKERS = ("tensorboard", "wandb")
-TRACKING_FILE = "tracking.json"
-TENSORBOARD_DIR = "tensorboard"
-ROLLED_BACK = "metrics.rolledback.jsonl"
 SCALARS = {"loss": "train/loss", "learning_rate": "train/learning_rate", "grad_norm": "train/grad_norm",
            "tokens_per_s": "train/tokens_per_s", "eval_loss": "eval/loss", "eval_bits_per_byte": "eval/bits_per_byte",
            "tokens": "compute/tokens", "flops": "compute/flops", "device_seconds": "compute/device_seconds"}
@@ -43,7 +41,7 @@ SCALARS = {"loss": "train/loss", "learning_rate": "train/learning_rate", "grad_n
 def tracker_identity(run_dir: Path, group: str | None = None) -> dict:
     """``RUN_DIR/tracking.json``, created on first use (a random id, the run's name); ``group`` (a sweep's name)
     recorded when given."""
-    path = Path(run_dir) / TRACKING_FILE
+    path = RunPaths(run_dir).tracking
     info = read_json(path) or {}
     before = dict(info)
     info.setdefault("id", secrets.token_hex(8))
@@ -81,7 +79,7 @@ class Trackers:
     def _begin_tensorboard(self, records: list[dict]) -> None:
         from torch.utils.tensorboard import SummaryWriter  # needs the tensorboard package (the tracking extra)
 
-        folder = self.run_dir / TENSORBOARD_DIR
+        folder = RunPaths(self.run_dir).tensorboard
         shutil.rmtree(folder, ignore_errors=True)  # rebuilt from metrics.jsonl, which the resume rolled back
         self.tensorboard = SummaryWriter(log_dir=str(folder))
         for record in records:
@@ -95,7 +93,7 @@ class Trackers:
     def _begin_wandb(self, records: list[dict], identity: dict) -> None:
         import wandb  # the tracking extra; WANDB_MODE=offline works without network
 
-        earlier = records + read_json_lines(self.run_dir / ROLLED_BACK)
+        earlier = records + read_json_lines(RunPaths(self.run_dir).metrics_rolled_back)
         self.wandb = wandb.init(id=identity["id"], name=identity["name"], group=identity.get("group"),
                                 resume="allow", dir=str(self.run_dir), config=self.config, project="memorymodels")
         if identity.get("wandb_started"):
@@ -103,7 +101,7 @@ class Trackers:
         else:  # the first attempt with wandb: the run's lines so far
             for record in records:
                 self._write_wandb(record)
-            write_json(self.run_dir / TRACKING_FILE, {**identity, "wandb_started": True})
+            write_json(RunPaths(self.run_dir).tracking, {**identity, "wandb_started": True})
 
     def _write_wandb(self, record: dict) -> None:
         step = int(record["step"])

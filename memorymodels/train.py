@@ -7,18 +7,18 @@
 The run directory is derived from the config (``memorymodels.runs.run_dir_for``) unless ``--run-dir`` is given (the
 launcher always gives it). A rerun of the same config resumes from the newest complete checkpoint and ends with
 exactly ``train.max_steps`` optimizer steps. On SIGTERM or SIGUSR1 the trainer saves a checkpoint at the next step
-boundary and exits with ``EXIT_REQUEUE`` (75); exit 0 means the run reached max_steps. Under torchrun every rank
+boundary and exits with ``TrainerExit.REQUEUE`` (75; the codes are ``memorymodels.rundir.TrainerExit``); exit 0 means the run reached max_steps. Under torchrun every rank
 traps the signal and the ranks agree (all-reduce) on stopping, so a signal reaching any rank stops all of them at the
 same step; rank 0 alone writes run.json and metrics.jsonl. torchrun itself reports a worker's 75 as a failure (exit
 1): read ``status`` in run.json (``interrupted``) to tell a requeue from an error.
 
 Rank 0 holds an exclusive lock on the run directory for the whole attempt (``runs.lock_run_dir``); a second trainer
-on the same directory, however launched, exits at once with ``EXIT_LOCKED`` (73) naming the pid and host holding
+on the same directory, however launched, exits at once with ``LOCKED`` (73) naming the pid and host holding
 it. Before resuming, checkpoints are verified (``memorymodels.checkpoints``): a damaged one is set aside with one
-line and the previous complete one is used. Other exits, each with one ``error:`` line on stderr: ``EXIT_CONFIG``
-(2) config or data, ``EXIT_RUN_DIR`` (65) a run directory that must not be used (another config's, a damaged
+line and the previous complete one is used. Other exits, each with one ``error:`` line on stderr: ``CONFIG``
+(2) config or data, ``RUN_DIR`` (65) a run directory that must not be used (another config's, a damaged
 run.json: the message says how to repair it) or a checkpoint that fails its checks right after being written,
-``EXIT_DISK_FULL`` (74) the disk filled up (the unfinished checkpoint is removed, older ones are intact, run.json
+``DISK_FULL`` (74) the disk filled up (the unfinished checkpoint is removed, older ones are intact, run.json
 says ``failed``; free space and rerun to resume).
 """
 
@@ -28,14 +28,13 @@ import argparse
 import os
 import signal
 import sys
-import time
 from pathlib import Path
 
 import torch
 from transformers import TrainingArguments
 from transformers.trainer_callback import PrinterCallback
 
-from memorymodels import checkpoints, runs
+from memorymodels import checkpoints, metrics, runrecord, runs
 from memorymodels.accounting import RunAccounting
 from memorymodels.callbacks import (HeartbeatCallback, Interrupted, MetricsWriter, StopOnSignal, defer_signals,
                                     install_signal_handlers)
@@ -49,20 +48,9 @@ from memorymodels.fileio import DiskFullError, free_bytes, is_disk_full
 from memorymodels.heartbeat import Heartbeat
 from memorymodels.hf_adapter import CheckpointingTrainer
 from memorymodels.hostmemory import keep_freed_host_memory
-from memorymodels.runs import RunDirError, RunLockedError
+from memorymodels.rundir import RunDirError, RunLockedError, RunPaths, TrainerExit
 from memorymodels.tracking import Trackers
 
-EXIT_CONFIG = 2
-"""Exit status for a config or data error (the message names the file and key)."""
-EXIT_RUN_DIR = 65
-"""Exit status when the run directory cannot be used (another config's, a damaged run.json) or a checkpoint just
-written fails its checks."""
-EXIT_LOCKED = 73
-"""Exit status when another trainer holds the run directory's lock: nothing was touched; not a requeue."""
-EXIT_DISK_FULL = 74
-"""Exit status when the disk filled up (checkpoint, run.json, metrics): older checkpoints are intact."""
-EXIT_REQUEUE = 75
-"""Exit status after a signal-triggered checkpoint: the job should be requeued and will resume."""
 
 LOW_SPACE = 16 << 20
 """A checkpoint write that fails with less free space than this is taken for a full disk: torch.save's zip writer
@@ -221,7 +209,7 @@ def _log(message: str) -> None:
 def train(experiment: Experiment, run_dir: Path | None = None, *, command: list[str] | None = None,
           evaluate_at_end: bool = True, heartbeat_dir: Path | None = None,
           collective_timeout_s: int | None = None) -> int:
-    """Train (or resume) ``experiment``; returns 0 when max_steps is reached, EXIT_REQUEUE after a signal.
+    """Train (or resume) ``experiment``; returns 0 when max_steps is reached, TrainerExit.REQUEUE after a signal.
 
     Raises :class:`RunLockedError` at once when another trainer holds the run directory (rank 0 takes its lock
     before touching anything and holds it to the end), :class:`RunDirError` for a directory it must not use,
@@ -268,13 +256,13 @@ def _train_locked(experiment: Experiment, run_dir: Path, command: list[str] | No
         resume = _open_run(run_dir, experiment, model, build_args, command, precision)
         if resume is not None and checkpoints.checkpoint_step(resume) >= experiment.train.max_steps:
             _log(f"{run_dir} already reached max_steps {experiment.train.max_steps}; nothing to train")
-            return _finish(run_dir, "completed", 0, evaluate_at_end, resume)
+            return _finish(run_dir, "completed", TrainerExit.COMPLETED, evaluate_at_end, resume)
         trainer, stopper = _make_trainer(experiment, run_dir, model, data, precision, heartbeat,
                                          collective_timeout_s)
         trainer.train(resume_from_checkpoint=str(resume) if resume else None)
     except Interrupted as exc:
-        _log(f"{exc} before training started: nothing new to save; exiting {EXIT_REQUEUE} to be requeued")
-        return _finish(run_dir, "interrupted", EXIT_REQUEUE, False, None)
+        _log(f"{exc} before training started: nothing new to save; exiting {TrainerExit.REQUEUE:d} to be requeued")
+        return _finish(run_dir, "interrupted", TrainerExit.REQUEUE, False, None)
     except BaseException as exc:
         error = exc
         if isinstance(exc, Exception) and not isinstance(exc, DiskFullError) and is_disk_full(exc):
@@ -285,20 +273,20 @@ def _train_locked(experiment: Experiment, run_dir: Path, command: list[str] | No
         raise error from exc
     if trainer.state.global_step >= experiment.train.max_steps:
         last = checkpoints.checkpoints(run_dir)[0]
-        return _finish(run_dir, "completed", 0, evaluate_at_end, last[-1] if last else None)
+        return _finish(run_dir, "completed", TrainerExit.COMPLETED, evaluate_at_end, last[-1] if last else None)
     why = signal.Signals(stopper.stopped_by).name if stopper.stopped_by else "stop"
-    _log(f"{why}: saved checkpoint-{trainer.state.global_step} in {run_dir}; exiting {EXIT_REQUEUE} to be requeued")
-    return _finish(run_dir, "interrupted", EXIT_REQUEUE, False, None)
+    _log(f"{why}: saved checkpoint-{trainer.state.global_step} in {run_dir}; exiting {TrainerExit.REQUEUE:d} to be requeued")
+    return _finish(run_dir, "interrupted", TrainerExit.REQUEUE, False, None)
 
 
 def _record_failure(run_dir: Path, exc: BaseException) -> None:
     """Rank 0: mark this attempt failed in run.json; when even that cannot be written, say so in one line."""
-    if world()[0] != 0 or not (run_dir / runs.RUN_JSON).exists():
+    if world()[0] != 0 or not RunPaths(run_dir).run_json.exists():
         return
     try:
-        runs.update_run(run_dir, status="failed", end=time.time(), error=f"{type(exc).__name__}: {exc}")
+        runrecord.end_attempt(run_dir, "failed", error=f"{type(exc).__name__}: {exc}")
     except (OSError, RunDirError) as again:
-        _log(f"could not record the failure in {run_dir / runs.RUN_JSON} ({again})")
+        _log(f"could not record the failure in {RunPaths(run_dir).run_json} ({again})")
 
 
 def _open_run(run_dir: Path, experiment: Experiment, model, build_args: dict, command: list[str] | None,
@@ -311,15 +299,15 @@ def _open_run(run_dir: Path, experiment: Experiment, model, build_args: dict, co
     resume = checkpoints.newest_usable(run_dir, set_aside=rank0, log=_log)
     if not rank0:
         return resume
-    info = runs.start_run(run_dir, experiment, world()[1], command=command or sys.argv,
+    info = runrecord.start_run(run_dir, experiment, world()[1], command=command or sys.argv,
                           model_summary=model_summary(model, build_args), repo=REPO_ROOT)
     step = checkpoints.checkpoint_step(resume) if resume is not None else 0
-    moved = runs.roll_back_metrics(run_dir, step)  # lines an attempt logged after its last checkpoint
+    moved = metrics.roll_back_metrics(run_dir, step)  # lines an attempt logged after its last checkpoint
     rolled = f"; {moved} metrics lines logged after it moved to metrics.rolledback.jsonl" if moved else ""
     if resume is None:
         _log(f"starting {run_dir} ({info['model']['parameters']:,} parameters, {precision}){rolled}")
         return None
-    runs.update_run(run_dir, resumed_from_step=step)
+    runrecord.record_resume(run_dir, step)
     _log(f"resuming {run_dir} from {resume.name} (step {step} of {experiment.train.max_steps}){rolled}")
     return resume
 
@@ -361,8 +349,9 @@ def _finish(run_dir: Path, status: str, code: int, evaluate: bool, checkpoint: P
     close_process_group(synchronize=status == "completed")
     if world()[0] == 0:
         defer_signals()  # a signal during the evaluation no longer interrupts anything worth saving
-        if (run_dir / runs.RUN_JSON).exists():
-            runs.update_run(run_dir, status=status, end=time.time())
+        if RunPaths(run_dir).run_json.exists():
+            newest = checkpoints.checkpoints(run_dir)[0]
+            runrecord.end_attempt(run_dir, status, step=checkpoints.checkpoint_step(newest[-1]) if newest else 0)
         if evaluate and checkpoint is not None:
             result = evaluate_run(run_dir, checkpoint=checkpoint)
             print(format_table(result), flush=True)
@@ -399,13 +388,13 @@ def main(argv: list[str] | None = None) -> int:
         code = train(experiment, args.run_dir, command=command, evaluate_at_end=not args.no_eval,
                      heartbeat_dir=args.heartbeat_dir, collective_timeout_s=args.collective_timeout_s)
     except (ConfigError, DataError) as exc:
-        code, message = EXIT_CONFIG, str(exc)
+        code, message = TrainerExit.CONFIG, str(exc)
     except RunLockedError as exc:
-        code, message = EXIT_LOCKED, str(exc)
+        code, message = TrainerExit.LOCKED, str(exc)
     except (RunDirError, CheckpointError) as exc:
-        code, message = EXIT_RUN_DIR, str(exc)
+        code, message = TrainerExit.RUN_DIR, str(exc)
     except DiskFullError as exc:
-        code, message = EXIT_DISK_FULL, str(exc)
+        code, message = TrainerExit.DISK_FULL, str(exc)
     else:
         return code
     print(f"error: {message}", file=sys.stderr)

@@ -162,3 +162,46 @@ def test_models_have_no_device_moves_or_cuda_globals():
         text = path.read_text()
         assert ".cuda(" not in text and "torch.device(\"cuda" not in text, path
         assert ".to(device)" not in text, f"{path}: models are single-device code; the trainer places them"
+
+
+RUN_FILES = ("run.json", "run.json.bak", "metrics.jsonl", "metrics.rolledback.jsonl", ".trainer.lock", "eval.json",
+             "eval-history.jsonl", "tracking.json", "tensorboard", "events.jsonl", "job.sbatch", "experiment.yaml",
+             "accelerate_config.yaml", "plan.json", ".submit.lock", "heartbeats", "hangs", "rendezvous")
+"""The names of a run directory's files; ``memorymodels/rundir.py`` alone spells them (``RunPaths``)."""
+SAME_NAME_ELSEWHERE = {("memorymodels/data/pipeline.py", "plan.json"),  # the data cache's own plan file
+                       ("memorymodels/experiment.py", "tensorboard"),  # the tracker's name in train.report_to
+                       ("memorymodels/tracking.py", "tensorboard")}
+"""Strings that are such a name but mean something else, each with what it is."""
+
+
+def _code_strings(path: Path) -> list[tuple[int, str]]:
+    """The string constants of a module outside its docstrings (f-strings' literal parts included)."""
+    tree = ast.parse(path.read_text(), filename=str(path))
+    docstrings = set()  # a bare string statement: a module's, class's or function's docstring, or an attribute's
+    for node in ast.walk(tree):
+        for field in ("body", "orelse"):
+            statements = getattr(node, field, None)
+            for stmt in statements if isinstance(statements, list) else []:
+                if isinstance(stmt, ast.Expr) and isinstance(stmt.value, ast.Constant):
+                    docstrings.add(id(stmt.value))
+    return [(node.lineno, node.value) for node in ast.walk(tree)
+            if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docstrings]
+
+
+def test_the_run_directory_has_one_owner():
+    """A run-file name spelled outside ``memorymodels/rundir.py`` is a second owner of the layout: ask ``RunPaths``."""
+    owner = ROOT / "memorymodels" / "rundir.py"
+    spelled = [f"{path.relative_to(ROOT)}:{line}: {text!r}"
+               for path in sources("memorymodels", "launch", "benchmarks") if path != owner
+               for line, text in _code_strings(path)
+               if (str(path.relative_to(ROOT)), text) not in SAME_NAME_ELSEWHERE
+               and any(text == name or text.endswith("/" + name) or text.startswith(name + "/") for name in RUN_FILES)]
+    assert spelled == []
+
+
+def test_the_trainers_exit_codes_have_one_owner():
+    """Exit codes are ``memorymodels.rundir.TrainerExit``; no module keeps copies (``EXIT_REQUEUE = 75``)."""
+    copies = [f"{path.relative_to(ROOT)}: {target.id}" for path in sources("memorymodels", "launch", "benchmarks")
+              for node in ast.walk(ast.parse(path.read_text())) if isinstance(node, ast.Assign)
+              for target in node.targets if isinstance(target, ast.Name) and target.id.startswith("EXIT_")]
+    assert copies == []

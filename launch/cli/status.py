@@ -34,14 +34,14 @@ import time
 from rich.console import Console
 
 from launch.cli.args import Parser
-from launch.cli.output import exit_quietly_on_a_closed_pipe, print_uncut
+from launch.cli.output import exit_quietly_on_a_closed_pipe, print_table, print_uncut
 from launch.monitor.dashboard import MIN_INTERVAL, parse_since, render, render_history, render_view, scancel_ids, \
     select_rows
 from launch.monitor.live import run_live
 from launch.monitor.logs import follow, journal_logs, labelled_tail, run_logs
 from launch.monitor.queue import Collector, default_shared_cache, read_journal
-from launch.records.events import attempts
-from launch.slurm.client import SlurmError, run_slurm
+from launch.monitor.history import settled_attempts
+from launch.slurm.client import SlurmError, run_slurm, slurm_environ
 from launch.slurm.output import ACTIVE_STATES
 from memorymodels.configuration import one_line
 
@@ -110,8 +110,9 @@ def show_history(collector: Collector, target: str, console: Console) -> int:
         return 1
     for run_dir in dict.fromkeys(job["run_dir"] for job in jobs):
         ids = ", ".join(job["job_id"] for job in jobs if job["run_dir"] == run_dir)
+        env = slurm_environ(next((j.get("slurm_conf") for j in jobs if j["run_dir"] == run_dir), None))
         console.print(f"job {ids}  {run_dir}", style="bold", markup=False, highlight=False)
-        console.print(render_history(attempts(run_dir) if run_dir else []))
+        print_table(render_history(settled_attempts(run_dir, env) if run_dir else []))
     return 0
 
 

@@ -17,6 +17,7 @@ from rich.text import Text
 
 from launch.monitor.rows import JobRow, Snapshot, SweepSummary, fmt_values
 from launch.slurm.output import ACTIVE_STATES, FAILED_STATES
+from memorymodels.attempts import SHORT
 
 MIN_INTERVAL = 2.0
 DAY = 86400.0
@@ -373,15 +374,8 @@ def scancel_ids(chosen: list[JobRow], every: list[JobRow]) -> list[str]:
     return ids
 
 
-OUTCOMES = {"completed": "completed", "requeued-timeout": "time limit: checkpointed, requeued",
-            "requeued-preemption": "preempted: checkpointed, requeued",
-            "interrupted-outside": "stopped from outside: checkpointed", "stopped": "stopped by the checkpoint signal",
-            "failed": "program error", "no-progress": "stopped again without a step: not requeued",
-            "node-failure": "no end reported (node failure or killed)", "running": "running"}
-
-
 def render_history(attempts: list[dict], now: float | None = None) -> Group:
-    """``--history``: one line per attempt (``launch.records.events.attempts``): job, node, start, end, how long,
+    """``--history``: one line per attempt (``memorymodels.attempts.attempts``): job, node, start, end, how long,
     how it ended, the step reached and the exit code; a failed attempt's last log lines below the table."""
     if not attempts:
         return Group(Text("(no attempt has started yet)"))
@@ -395,10 +389,10 @@ def render_history(attempts: list[dict], now: float | None = None) -> Group:
         clock = lambda t: time.strftime("%m-%d %H:%M:%S", time.localtime(t)) if t else "-"  # noqa: E731
         table.add_row(str(number), str(attempt.get("job_id") or "-"), str(attempt.get("host") or "-"), clock(start),
                       clock(end), fmt_duration(ran) if ran and ran > 0 else "-",
-                      OUTCOMES.get(attempt["outcome"], str(attempt["outcome"])),
+                      SHORT.get(attempt["outcome"], str(attempt["outcome"])),
                       "-" if attempt.get("step") is None else str(attempt["step"]),
                       "-" if attempt.get("exit_code") is None else str(attempt["exit_code"]))
-        if attempt["outcome"] == "failed" and attempt.get("log_tail"):
+        if attempt["outcome"] in ("failed", "refused") and attempt.get("log_tail"):
             tails.append(Text(f"attempt {number}, last lines of its log:", style="bold red"))
             tails.extend(Text("    " + line) for line in str(attempt["log_tail"]).splitlines())
     return Group(table, *tails)

@@ -19,13 +19,14 @@ from rich.console import Console
 
 from launch.monitor.report import collect_rows, render
 from launch.planning.sweep import SweepPlan
-from launch.records.events import attempts, describe_attempts
+from memorymodels.attempts import attempts, describe_attempts
 from launch.monitor.queue import default_shared_cache, queue_states, read_journal
 from launch.records.journal import journal_dir
 from launch.slurm.client import SlurmError, slurm_environ
 from launch.slurm.output import ACTIVE_STATES, TERMINAL_STATES
 from memorymodels.fileio import CorruptFileError, read_json, tail_lines
-from memorymodels.runs import run_progress
+from memorymodels.metrics import run_progress
+from memorymodels.rundir import RunPaths
 
 def _progress_line(run_dir: Path) -> str:
     p = run_progress(run_dir)
@@ -94,7 +95,7 @@ def _stop_local(job, entry: dict, out) -> int:
 
 
 def _print_evaluation(run_dir: Path, out) -> None:
-    path = run_dir / "eval.json"
+    path = RunPaths(run_dir).eval_json
     if not path.exists():
         return
     try:
@@ -146,7 +147,7 @@ def wait_slurm(entry: dict, *, env: dict[str, str] | None = None, timeout: float
 def _status(run_dir: Path) -> str | None:
     """run.json's status; "damaged" when it cannot be read (the trainer refuses such a directory, naming it)."""
     try:
-        return (read_json(run_dir / "run.json") or {}).get("status")
+        return (read_json(RunPaths(run_dir).run_json) or {}).get("status")
     except CorruptFileError:
         return "damaged"
 

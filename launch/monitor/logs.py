@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Callable, Iterable
 
 from memorymodels.fileio import tail_lines
+from memorymodels.rundir import RunPaths
 
 ATTEMPT_START = "Starting with JobEnvironment("
 SUBMITIT_LOG = re.compile(r"^(\d+(?:_\d+)?)_\d+_log\.(out|err)$")  # %j_%t_log.out (single jobs)
@@ -55,7 +56,7 @@ def run_logs(run_dir: str | Path, jobs: Iterable[dict]) -> list[LogFile]:
     oldest job first."""
     run_dir = os.path.realpath(run_dir)
     found = journal_logs(job for job in jobs if job.get("run_dir") and os.path.realpath(job["run_dir"]) == run_dir)
-    folder = Path(run_dir, "launch", "slurm")
+    folder = RunPaths(run_dir).logs
     for path in sorted(folder.glob("*_log.*")) if folder.is_dir() else []:
         match = SUBMITIT_LOG.match(path.name)
         if match and not any(os.path.realpath(f.path) == str(path.resolve()) for f in found):

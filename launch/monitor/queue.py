@@ -376,7 +376,7 @@ class Collector:
                 source = record.get("source", "sacct") if record else "sacct"
             if record is not None and record["state"] in TERMINAL_STATES:
                 self._finished[job_id] = dict(record, source=source)  # settled: sacct is not asked again
-        progress = run_progress(job["run_dir"], listings, job["run_parent"])
+        progress = run_progress(job["run_dir"], listings, job["run_parent"], job_id=job_id if job["slurm"] else None)
         if record is not None:
             key = (id(record), source)  # a queued array's tasks share one record: its fields are worked out once
             if key not in fields_of:

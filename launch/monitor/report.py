@@ -39,7 +39,8 @@ from launch.slurm.client import SlurmError, run_slurm, slurm_environ
 from launch.slurm.output import LOST_STATES, parse_usage, usage_command
 from memorymodels.configuration import ConfigError
 from memorymodels.fileio import CorruptFileError, read_json, write_text_atomic
-from memorymodels.runs import run_progress
+from memorymodels.metrics import run_progress
+from memorymodels.rundir import RunPaths
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (after choosing the file-only backend)
@@ -52,13 +53,13 @@ STATE_STYLE = {"completed": "green", "running": "cyan", "interrupted": "yellow",
 def read_cell(run_dir: Path) -> dict[str, Any]:
     """State and final numbers of one cell's run directory (``run_progress`` plus ``eval.json``'s bits per byte)."""
     row: dict[str, Any] = {m: None for m in METRICS}
-    if not (run_dir / "run.json").exists() and not (run_dir / "metrics.jsonl").exists():
+    if not RunPaths(run_dir).is_run():
         return {**row, "status": "not started"}
     progress = run_progress(run_dir)
-    row.update({k: progress.get(k) for k in METRICS if k in progress})  # goodput: run.json's, from the launcher
+    row.update({k: progress.get(k) for k in METRICS if k in progress})  # goodput: from the attempts' history
     row["status"] = progress.get("status") or "not started"  # run.json claimed at submission, no attempt yet
     try:
-        evaluation = read_json(run_dir / "eval.json")
+        evaluation = read_json(RunPaths(run_dir).eval_json)
     except CorruptFileError:
         evaluation = None  # a damaged evaluation is a missing one here: --evaluate writes it again
     if evaluation:
@@ -263,7 +264,7 @@ def evaluate_missing(rows: list[dict[str, Any]]) -> None:
     """Run ``python -m memorymodels.evaluate`` on every completed cell that has no ``eval.json`` yet."""
     for row in rows:
         run_dir = Path(row["run_dir"])
-        if row["status"] == "completed" and not (run_dir / "eval.json").exists():
+        if row["status"] == "completed" and not RunPaths(run_dir).eval_json.exists():
             print(f"evaluating cell {row['cell']}: {run_dir}", file=sys.stderr)
             subprocess.run([sys.executable, "-m", "memorymodels.evaluate", str(run_dir)], check=True,
                            stdout=subprocess.DEVNULL)

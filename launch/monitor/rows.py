@@ -16,12 +16,12 @@ import datetime as _dt
 import json
 import os
 import re
-from pathlib import Path
 from typing import Any
 
 from launch.slurm.output import ACTIVE_STATES, FAILED_STATES, explain_dependency, explain_reason
 from memorymodels.fileio import CorruptFileError, read_json, tail_lines
-from memorymodels.runs import run_progress as progress
+from memorymodels.metrics import run_progress as progress
+from memorymodels.rundir import RunPaths
 
 
 def epoch_of(value: Any) -> float | None:
@@ -113,12 +113,13 @@ class Snapshot:
 
 
 def run_progress(run_dir: str | None, listings: dict[str, set[str]] | None = None,
-                 split: tuple[str, str] | None = None) -> dict:
-    """``memorymodels.runs.run_progress`` for ``run_dir``; {} when there is no run directory or it is unreadable.
+                 split: tuple[str, str] | None = None, job_id: str | None = None) -> dict:
+    """``memorymodels.metrics.run_progress`` for ``run_dir``; {} when there is no run directory or it is unreadable.
 
     ``listings`` (parent directory -> names in it, filled as needed) saves a file-system call per row for the run
     directories that do not exist yet: a 10,000-cell sweep lists its one parent directory instead. ``split`` is
-    ``os.path.split(run_dir)`` when the caller has it.
+    ``os.path.split(run_dir)`` when the caller has it. ``job_id``: the row's job, whose own attempt it shows when a
+    later job resumed the same run directory.
     """
     if not run_dir:
         return {}
@@ -131,10 +132,10 @@ def run_progress(run_dir: str | None, listings: dict[str, set[str]] | None = Non
                 listings[parent] = set()
         if name not in listings[parent]:
             return {}
-    if not os.path.exists(os.path.join(run_dir, "run.json")):
+    if not RunPaths(run_dir).run_json.exists():
         return {}
     try:
-        return progress(run_dir) or {}
+        return progress(run_dir, job_id) or {}
     except (OSError, ValueError, KeyError, TypeError) as exc:
         return {"error": f"{run_dir}: {exc}"}
 
@@ -142,7 +143,7 @@ def run_progress(run_dir: str | None, listings: dict[str, set[str]] | None = Non
 def step_rate(run_dir: str, window: int = 20) -> float | None:
     """Steps per second over the last ``window`` logged steps of ``metrics.jsonl`` (reads only the file's tail)."""
     points = []
-    for line in tail_lines(Path(run_dir, "metrics.jsonl"), window + 1, 16384):
+    for line in tail_lines(RunPaths(run_dir).metrics, window + 1, 16384):
         try:
             entry = json.loads(line)
             points.append((float(entry["step"]), epoch_of(entry["time"])))
@@ -329,7 +330,7 @@ def label_rows(rows: list[JobRow], configs: dict[str, dict | None]) -> None:
         for row in group:
             if row.run_dir not in configs:
                 try:
-                    config = (read_json(Path(row.run_dir, "run.json")) or {}).get("config")
+                    config = (read_json(RunPaths(row.run_dir).run_json) or {}).get("config")
                 except (CorruptFileError, OSError):
                     config = None
                 configs[row.run_dir] = config if isinstance(config, dict) else None

@@ -1,6 +1,6 @@
-"""How node 0 judges a failed attempt: whom to blame, the cause in one line, whether to retry, what run.json keeps.
+"""How node 0 judges a failed attempt: whom to blame, the cause in one line, whether to retry.
 
-Pure functions over the ``fault`` events every node writes (``launch.node.task``, ``launch.records.events``) and the
+Pure functions over the ``fault`` events every node writes (``launch.node.task``, ``memorymodels.attempts``) and the
 run directory; the node task acts on their answers (requeue, exclude, fail). Blame: a rank killed by a signal, else a
 stopped process, else the rank whose last heartbeat is oldest (``launch.node.watchdog.culprit_key``); a node that
 only ended because another failed (``peer``) is never blamed. Not retried: the trainer's own refusals (exit 2, 65,
@@ -12,19 +12,12 @@ from __future__ import annotations
 
 import re
 import signal
-import time
 from pathlib import Path
 
 from launch.node import watchdog
-from launch.records.events import goodput
 from memorymodels.fileio import tail_lines
-from memorymodels.runs import read_run_json, run_progress, update_run
-
-TRAINER_EXITS = {2: " (a config or data error)",
-                 65: " (the run directory cannot be used; the log says how to repair it)",
-                 73: " (another trainer holds this run directory)",
-                 74: " (the disk is full; free space, then resubmit)"}
-"""What the trainer's exit codes mean (``memorymodels.train.EXIT_*``); none of them is requeued."""
+from memorymodels.metrics import run_progress
+from memorymodels.rundir import exit_meaning
 NODE_EVIDENCE = ("hang", "killed")
 """Causes that point at a node (it is excluded from the retry when the partition can spare it); not program errors."""
 
@@ -45,7 +38,7 @@ def why_not_retried(faults: list[dict], cause: str, code: int, *, slurm: bool, a
     blamed = [f for f in faults if f.get("cause") != "peer"]
     if failed:
         exit_code = failed[0].get("code", code)
-        return (f"training failed with exit code {exit_code}{TRAINER_EXITS.get(exit_code, '')} on "
+        return (f"training failed with exit code {exit_code}{exit_meaning(exit_code)} on "
                 f"{failed[0].get('host')}; not retried")
     if blamed and all(f.get("cause") == "error" and f.get("in_setup") for f in blamed):
         return f"{cause}; it failed before training began (data, model or configuration), so it is not retried"
@@ -74,7 +67,7 @@ def fault_cause(fault: dict | None, code: int) -> str:
     if kind == "peer":
         return f"training on {host} was ended because {fault.get('of')} failed"
     if kind == "trainer-exit":
-        return f"the trainer exited {fault.get('code')}{TRAINER_EXITS.get(fault.get('code'), '')} on {host}"
+        return f"the trainer exited {fault.get('code')}{exit_meaning(fault.get('code'))} on {host}"
     error = f": {fault['error']}" if fault.get("error") else ""
     return f"training failed with exit code {fault.get('code', code)} on {host}{error}"
 
@@ -95,27 +88,3 @@ def checkpoint_step(run_dir: Path) -> int | None:
         return run_progress(run_dir).get("checkpoint_step")
     except Exception:  # noqa: BLE001
         return None
-
-
-def record_fault(run_dir: Path, attempt: dict, cause: str, fault: dict | None, *, final: bool,
-                 excluded: dict | None = None) -> None:
-    """run.json: the attempt's fault (cause, kind, node, rank, stack files; the exclusion when given, merged into the
-    same entry), its status (failed when ``final``, else interrupted: it will resume) and the run's goodput."""
-    info = read_run_json(run_dir) or {}
-    faults = list(info.get("faults", []))
-    entry = {"job_id": attempt["job_id"], "restart_count": attempt["restart_count"], "cause": cause,
-             "kind": (fault or {}).get("cause"), "node": (fault or {}).get("host"), "rank": (fault or {}).get("rank"),
-             "stacks": (fault or {}).get("stacks"), "time": time.time()}
-    if faults and (faults[-1]["job_id"], faults[-1]["restart_count"]) == (entry["job_id"], entry["restart_count"]):
-        entry = {**faults.pop(), **({"excluded": excluded} if excluded else {})}
-    update_run(run_dir, status="failed" if final else "interrupted", end=time.time(), error=cause,
-               faults=[*faults, entry], goodput=run_goodput(run_dir))
-
-
-def run_goodput(run_dir: Path) -> dict:
-    """``launch.records.events.goodput`` with the training time the run keeps: run.json's device seconds (wall
-    seconds in the training loop x processes, counted to the last checkpoint) over its world size."""
-    info = read_run_json(run_dir) or {}
-    device_s = (info.get("compute") or {}).get("device_seconds")
-    world = info.get("world_size") or 1
-    return goodput(run_dir, device_s / world if device_s is not None else None)

@@ -1,7 +1,7 @@
 """What runs inside the job: one launcher process per node, and requeue that reaches through it to the trainer.
 
     # not run by hand: the submission pickles a NodeLaunch and submitit runs it in each Slurm task (one per node)
-    python launch/status.py --history JOB_ID      # how each attempt ended (launch.records.events)
+    python launch/status.py --history JOB_ID      # how each attempt ended (memorymodels.attempts)
 
 :class:`NodeLaunch` is a submitit ``Checkpointable``. In each Slurm task (one per node) its ``__call__`` sets
 ``HEAD_NODE``, ``HEAD_PORT``, ``NODE_RANK`` and ``RDZV_ID`` from Slurm's environment and runs the plan's launch
@@ -34,7 +34,7 @@ has nodes to spare (``launch.slurm.jobcontrol``). The other nodes' tasks exit 0,
 
 The node reads what the submission wrote and nothing else: the command in the pickled task, the accelerate config
 and the resolved experiment in ``RUN_DIR/launch/``. Every attempt leaves lines in ``RUN_DIR/launch/events.jsonl``
-(``launch.records.events``), so what happened is told apart afterwards: timeout (by Slurm's end time for the job),
+(``memorymodels.attempts``), so what happened is told apart afterwards: timeout (by Slurm's end time for the job),
 preemption, hang, a dead rank, node failure and program error; run.json gets the faults and the run's goodput.
 """
 
@@ -52,17 +52,17 @@ from typing import Any
 import submitit
 
 from launch.node import rendezvous, watchdog
-from launch.node.faults import (TRAINER_EXITS, blame, checkpoint_step, error_line, fault_cause, record_fault,
-                                run_goodput, why_not_retried)
-from launch.records.events import attempt_faults, attempts_without_progress, failures_without_progress, record_event
+from launch.node.faults import blame, checkpoint_step, error_line, fault_cause, why_not_retried
 from launch.slurm import jobcontrol
 from launch.slurm.client import SlurmError
 from launch.slurm.submitit_adapter import requeue_signal
+from memorymodels.attempts import (attempt_faults, attempts, attempts_without_progress, failures_without_progress,
+                                   record_event, record_reconciled, unsettled)
 from memorymodels.fileio import tail_lines
 from memorymodels.heartbeat import read_beats
-from memorymodels.runs import read_run_json, run_progress, update_run
+from memorymodels.metrics import run_progress
+from memorymodels.rundir import RunPaths, exit_meaning
 
-EXIT_REQUEUE = 75  # the trainer's code after a signal-triggered checkpoint (memorymodels.train.EXIT_REQUEUE)
 TIMEOUT_MARGIN_S = 90  # Slurm may deliver the --signal up to a minute early
 WATCH_INTERVAL_S = 1.0  # how often heartbeats and the other nodes' faults are looked at
 CLOCK_SKEW_S = 5.0  # run.json's attempt start (rank 0's clock) against this task's start
@@ -130,8 +130,8 @@ def _run_status(run_dir: Path, since: float | None = None) -> tuple[str | None, 
         progress = run_progress(run_dir)
         status = progress.get("status")
         if since is not None:
-            started = (((read_run_json(run_dir) or {}).get("attempts") or [{}])[-1]).get("start") or 0
-            status = status if started >= since - CLOCK_SKEW_S else None
+            trainer = next((a["trainer"] for a in reversed(attempts(run_dir)) if a["trainer"]), None) or {}
+            status = trainer.get("status") if (trainer.get("start") or 0) >= since - CLOCK_SKEW_S else None
         return status, progress.get("step")
     except Exception:  # noqa: BLE001 - a half-written run dir must not hide the job's own outcome
         return None, None
@@ -148,7 +148,7 @@ class NodeLaunch(submitit.helpers.Checkpointable):
                  signal_before_end_s: int, hang_timeout_s: int | None = None, max_failure_retries: int = 2):
         self.name = name
         self.command = command
-        self.run_dir = Path(run_dir)
+        self.run_dir = Path(run_dir)  # every path in it: self.paths (memorymodels.rundir)
         self.env = dict(env)
         self.time_limit_s = time_limit_s
         self.signal_before_end_s = signal_before_end_s
@@ -182,8 +182,10 @@ class NodeLaunch(submitit.helpers.Checkpointable):
         self._attempt = {"job_id": str(job_env.job_id), "restart_count": restart, "host": socket.gethostname(),
                          "log": log, "log_offset": watchdog.log_size(log), "slurm": job_env.cluster == "slurm"}
         if rank0:
+            self._settle_earlier_attempts()
             record_event(self.run_dir, "start", job_id=job_env.job_id, restart_count=restart,
-                         host=socket.gethostname(), nodes=list(job_env.hostnames), cluster=job_env.cluster)
+                         host=socket.gethostname(), nodes=list(job_env.hostnames), cluster=job_env.cluster,
+                         allocated=self._allocated_at())
         env = {**os.environ, **self.env, **self._rendezvous(job_env, restart),
                # torchrun --tee prefixes each line of a rank's output with this: node and global rank
                "TORCHELASTIC_LOG_LINE_PREFIX_TEMPLATE": f"[{socket.gethostname().split('.')[0]} rank ${{rank}}]:"}
@@ -227,7 +229,7 @@ class NodeLaunch(submitit.helpers.Checkpointable):
         job_id, hosts = str(job_env.job_id), list(job_env.hostnames)
         head = {"addr": hosts[0], "port": rendezvous.derived_port(job_id, restart)}
         if len(hosts) > 1:
-            folder = self.run_dir / "launch" / "rendezvous"
+            folder = self.paths.rendezvous
             if job_env.node == 0:
                 head = rendezvous.publish(folder, job_id, restart, hosts[1:])
             else:
@@ -277,7 +279,7 @@ class NodeLaunch(submitit.helpers.Checkpointable):
 
     def _hang(self) -> dict | None:
         """A fault event when a local rank has been silent too long, after writing every local rank's stacks."""
-        beats_dir = self.run_dir / "launch" / "heartbeats"
+        beats_dir = self.paths.heartbeats
         # this attempt's beats only: a new worker may reuse the pid of an earlier attempt's rank
         beats = [b for b in read_beats(beats_dir) if b.get("time", 0) >= self._started]
         pids, host = set(worker_pids(self._proc.pid)), self._attempt["host"]
@@ -288,7 +290,7 @@ class NodeLaunch(submitit.helpers.Checkpointable):
         # which ranks are stopped, read before py-spy attaches to them (attaching and detaching can wake a stopped one)
         stopped_ranks = {b["rank"]: watchdog.is_stopped(int(b["pid"])) for b in hung}
         tag = f"job{self._attempt['job_id']}-attempt{self._attempt['restart_count'] + 1}"
-        stacks = watchdog.dump_stacks(local, beats_dir, self.run_dir / "launch" / "hangs", tag,
+        stacks = watchdog.dump_stacks(local, beats_dir, self.paths.hangs, tag,
                                       {b["rank"] for b in hung})
         first = min(hung, key=lambda b: (not stopped_ranks[b["rank"]], b["time"], b["step"]))
         stopped = stopped_ranks[first["rank"]]
@@ -337,7 +339,7 @@ class NodeLaunch(submitit.helpers.Checkpointable):
         other nodes exit 0 (so ``--kill-on-bad-exit`` does not end node 0's decision)."""
         if self._fault is None:
             killed = watchdog.killed_ranks(self._attempt["log"], self._attempt["log_offset"])
-            cause = "trainer-exit" if code in TRAINER_EXITS else "killed" if killed else "error"
+            cause = "trainer-exit" if exit_meaning(code) else "killed" if killed else "error"
             self._fault = self._fault_event(cause, code=code, killed=killed, in_setup=self._in_setup(),
                                             error=error_line(self._attempt["log"]))
         if job_env.global_rank != 0:
@@ -348,7 +350,7 @@ class NodeLaunch(submitit.helpers.Checkpointable):
 
     def _in_setup(self) -> bool:
         """Whether no training process of this node had begun training in this attempt (heartbeats since its start)."""
-        beats = [b for b in read_beats(self.run_dir / "launch" / "heartbeats")
+        beats = [b for b in read_beats(self.paths.heartbeats)
                  if b.get("host") == self._attempt["host"] and b.get("time", 0) >= self._started]
         return not any(b.get("trained") for b in beats)
 
@@ -375,7 +377,6 @@ class NodeLaunch(submitit.helpers.Checkpointable):
                                budget=self.max_failure_retries, checkpoint=checkpoint, step=step)
         record_event(self.run_dir, "exit", code=code, outcome="failed", step=step, checkpoint=checkpoint, cause=cause,
                      log_tail=tail)
-        self._record_run(cause, first, final=stop is not None)
         if stop is not None:
             raise LaunchFailed(f"{self.name}: {stop}; log {log}\n--- last lines ---\n{tail}")
         reason = "hang" if first and first.get("cause") == "hang" else "failure"
@@ -392,15 +393,7 @@ class NodeLaunch(submitit.helpers.Checkpointable):
             excluded, detail = jobcontrol.exclude_node(self._attempt["job_id"], culprit["host"],
                                                        len(job_env.hostnames))
             record_event(self.run_dir, "exclude", node=culprit["host"], excluded=excluded, detail=detail)
-            self._record_run(cause, first, final=False, excluded={"node": culprit["host"], "excluded": excluded,
-                                                                 "detail": detail})
         raise SystemExit(0)  # a requeue is not a failure: leave --kill-on-bad-exit out of it
-
-    def _record_run(self, cause: str, fault: dict | None, *, final: bool, excluded: dict | None = None) -> None:
-        try:
-            record_fault(self.run_dir, self._attempt, cause, fault, final=final, excluded=excluded)
-        except Exception as exc:  # noqa: BLE001 - the decision must not be lost to a bookkeeping error
-            print(f"launch: could not record the fault in run.json ({exc})", file=sys.stderr, flush=True)
 
     def _requeue_after_stop(self, code: int, job_env, usr_sig, submitit_handler) -> None:
         """After a checkpoint signal: node 0 has submitit requeue the job (it exits); a run that completed anyway
@@ -424,7 +417,6 @@ class NodeLaunch(submitit.helpers.Checkpointable):
                 f"step; not requeued again. The time left after startup is too short: raise the profile's time_limit "
                 f"or lower signal_before_end_s, then submit again (the run resumes from its checkpoint).")
         record_event(self.run_dir, "exit", code=code, outcome="stopped", step=step)
-        self._record_goodput()
         if callable(submitit_handler):
             try:
                 submitit_handler(usr_sig, None)  # calls checkpoint(), then scontrol requeue, then sys.exit(-1)
@@ -448,7 +440,6 @@ class NodeLaunch(submitit.helpers.Checkpointable):
         if code == 0 or status == "completed":
             if rank0:
                 record_event(self.run_dir, "exit", code=code, outcome="completed", step=step)
-                self._record_goodput()
             return {"run_dir": str(self.run_dir), "status": "completed", "step": step}
         log = self._log_path(job_env)
         tail = _log_tail(log)
@@ -458,7 +449,7 @@ class NodeLaunch(submitit.helpers.Checkpointable):
                        f"{step} in {self.run_dir}. Submit the same command again to resume.")
             outcome = "interrupted-outside"
         else:
-            message = (f"{self.name}: training failed with exit code {code}{TRAINER_EXITS.get(code, '')} on "
+            message = (f"{self.name}: training failed with exit code {code}{exit_meaning(code)} on "
                        f"{socket.gethostname()}; "
                        f"log {log}\n--- last lines ---\n{tail}")
             outcome = "failed"
@@ -466,11 +457,30 @@ class NodeLaunch(submitit.helpers.Checkpointable):
             record_event(self.run_dir, "exit", code=code, outcome=outcome, step=step, log_tail=tail)
         raise LaunchFailed(message)
 
-    def _record_goodput(self) -> None:
+    @property
+    def paths(self) -> RunPaths:
+        return RunPaths(self.run_dir)
+
+    def _allocated_at(self) -> float | None:
+        """When Slurm started this attempt (its allocation; the history counts node time from there)."""
+        if not self._attempt.get("slurm"):
+            return None
+        if os.environ.get("SLURM_JOB_START_TIME", "").isdigit():
+            return float(os.environ["SLURM_JOB_START_TIME"])
+        return jobcontrol.start_time(self._attempt["job_id"])
+
+    def _settle_earlier_attempts(self) -> None:
+        """Node 0, before this attempt starts: Slurm's word on earlier attempts that could not record their own end
+        (cancelled, killed, lost with their node), into the history."""
+        if not self._attempt.get("slurm"):
+            return
         try:
-            update_run(self.run_dir, goodput=run_goodput(self.run_dir))
-        except Exception as exc:  # noqa: BLE001 - bookkeeping must not turn a completed run into a failed job
-            print(f"launch: could not record the goodput in run.json ({exc})", file=sys.stderr, flush=True)
+            earlier = attempts(self.run_dir)
+            keys = unsettled(earlier)
+            if keys:
+                record_reconciled(self.run_dir, earlier, jobcontrol.attempt_accounting([k[0] for k in keys]))
+        except Exception as exc:  # noqa: BLE001 - bookkeeping must not stop the attempt
+            print(f"launch: could not settle earlier attempts from sacct ({exc})", file=sys.stderr, flush=True)
 
     @staticmethod
     def _log_path(job_env) -> Path | None:

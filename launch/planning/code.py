@@ -26,12 +26,12 @@ from pathlib import Path
 
 from memorymodels.configuration import ConfigError
 from memorymodels.experiment import REPO_ROOT
-from memorymodels.runs import CODE_MANIFEST
+from memorymodels.runrecord import CODE_MANIFEST
 
 CODE_DIR = ".code"
 """The folder under a checkpoint root that holds the snapshots, one per hash."""
 MANIFEST = CODE_MANIFEST
-"""The snapshot's own description (the trainer reads it: ``memorymodels.runs.code_manifest``)."""
+"""The snapshot's own description (the trainer reads it: ``memorymodels.runrecord.code_manifest``)."""
 HASH_LENGTH = 16
 MAX_BYTES = 256 << 20
 """A project larger than this is not snapshotted (it is likely to hold data by mistake)."""

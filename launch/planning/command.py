@@ -2,7 +2,7 @@
 
     python launch/submit.py --profile a100x8 --launcher fsdp --nodes 2 --dry-run     # shows all of them
 
-The files the launcher keeps in ``RUN_DIR/launch/`` (their names are here), the sbatch parameters in submitit's names
+The files the launcher keeps in ``RUN_DIR/launch/`` (named by ``memorymodels.rundir``), the sbatch parameters in submitit's names
 (with the job's ``--comment`` tag, ``srun --kill-on-bad-exit`` and the profile's site settings), the setup lines that
 stop the job at the first failure, the accelerate config filled in from ``configs/``, the training processes'
 environment, and the launch command: an optional code-snapshot and container prefix, then torchrun or ``accelerate
@@ -21,40 +21,15 @@ import yaml
 
 from launch.planning.profiles import Profile
 from memorymodels.experiment import REPO_ROOT
+from memorymodels.rundir import RunPaths
 
 TEMPLATES = {"fsdp": REPO_ROOT / "configs" / "fsdp_config.yaml", "deepspeed": REPO_ROOT / "configs" / "zero_config.yaml"}
-
-
-LAUNCH_DIR = "launch"
-"""The launcher's files inside a run directory: job.sbatch, accelerate_config.yaml, experiment.yaml, plan.json,
-events.jsonl, submitit's folder slurm/ (pickles and the job's stdout/stderr logs), heartbeats/ (one file per rank,
-``memorymodels.heartbeat``) and hangs/ (the stacks of a hung attempt's ranks). The trainer owns the rest."""
-
-
-HEARTBEATS = "heartbeats"
 
 
 GPU_ENV = {"NCCL_DEBUG": "WARN", "TORCH_NCCL_ASYNC_ERROR_HANDLING": "3", "TORCH_NCCL_DUMP_ON_TIMEOUT": "1"}
 """What GPU jobs get unless the profile's ``env`` says otherwise: NCCL warnings in the log, a failed collective
 tears the process down (so the launcher sees the failure instead of a hang), and the flight recorder's dump on a
 collective timeout."""
-
-
-ACCELERATE_CONFIG = "accelerate_config.yaml"
-
-
-SBATCH_SCRIPT = "job.sbatch"
-
-
-EXPERIMENT_FILE = "experiment.yaml"
-
-
-LOG_FOLDER = "slurm"
-
-
-def launch_dir(run_dir: str | Path) -> Path:
-    """``RUN_DIR/launch``: where the launcher keeps its files for a run."""
-    return Path(run_dir) / LAUNCH_DIR
 
 
 TAG_PREFIX = "memorymodels:"
@@ -203,9 +178,9 @@ def trainer_command(profile: Profile, precision: str, *, python: str, run_dir: P
     q = shlex.quote
     if profile.container is not None:
         python = profile.container.python
-    files = launch_dir(run_dir)
-    train = ["-m", "memorymodels.train", "--experiment", str(files / EXPERIMENT_FILE), "--run-dir", str(run_dir),
-             "--heartbeat-dir", str(files / HEARTBEATS), "--collective-timeout-s", str(profile.collective_timeout_s)]
+    files = RunPaths(run_dir)
+    train = ["-m", "memorymodels.train", "--experiment", str(files.experiment), "--run-dir", str(run_dir),
+             "--heartbeat-dir", str(files.heartbeats), "--collective-timeout-s", str(profile.collective_timeout_s)]
     train_args = " ".join(q(a) for a in train)
     if profile.launcher == "torchrun":
         if nodes == 1:
@@ -215,7 +190,7 @@ def trainer_command(profile: Profile, precision: str, *, python: str, run_dir: P
                     f"--rdzv_endpoint \"$HEAD_NODE:$HEAD_PORT\" --rdzv_id \"$RDZV_ID\"")
         return f"{q(python)} -m torch.distributed.run {rdzv} --tee 3 {train_args}"
     mixed = "no" if precision == "fp32" else precision
-    return (f"{q(python)} -m accelerate.commands.launch --config_file {q(str(files / ACCELERATE_CONFIG))} "
+    return (f"{q(python)} -m accelerate.commands.launch --config_file {q(str(files.accelerate_config))} "
             f"--num_processes {nodes * procs} --num_machines {nodes} --machine_rank \"$NODE_RANK\" "
             f"--main_process_ip \"$HEAD_NODE\" --main_process_port \"$HEAD_PORT\" --mixed_precision {mixed} "
             f"{train_args}")

@@ -9,7 +9,7 @@ import dataclasses
 import difflib
 import shlex
 
-from launch.planning.command import ACCELERATE_CONFIG, EXPERIMENT_FILE, SBATCH_SCRIPT
+from memorymodels.rundir import RunPaths
 from launch.planning.plan import JobPlan
 
 
@@ -22,6 +22,8 @@ def diff_plans(first: JobPlan, second: JobPlan) -> str:
         width = max((len(k) for k in keys), default=0)
         return [f"# {title}"] + [f"  {k:<{width}}  {a.get(k, '(unset)')} -> {b.get(k, '(unset)')}" for k in keys] \
             if keys else []
+
+    names = RunPaths(first.run_dir)
 
     def lines(title: str, a: str | None, b: str | None) -> list[str]:
         diff = list(difflib.unified_diff((a or "").splitlines(), (b or "").splitlines(), lineterm="", n=1))[2:]
@@ -44,9 +46,9 @@ def diff_plans(first: JobPlan, second: JobPlan) -> str:
                 {k: v for k, v in second.sbatch.items() if k != "job_name"}),
         changes("trainer overrides (--set)", overrides(first), overrides(second)),
         lines("launch command, one argument per line", arguments(first), arguments(second)),
-        lines(ACCELERATE_CONFIG, first.accelerate_config, second.accelerate_config),
-        lines(EXPERIMENT_FILE, first.experiment_text, second.experiment_text),
-        lines(SBATCH_SCRIPT, first.script, second.script)]
+        lines(names.accelerate_config.name, first.accelerate_config, second.accelerate_config),
+        lines(names.experiment.name, first.experiment_text, second.experiment_text),
+        lines(names.script.name, first.script, second.script)]
     head = f"--- {first.profile.name} ({first.profile.source})\n+++ {second.profile.name} ({second.profile.source})"
     body = "\n\n".join("\n".join(section) for section in sections if section)
     return f"{head}\n\n{body}" if body else f"{head}\nno differences: the two profiles plan the same job"

@@ -43,16 +43,15 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from launch.planning.code import CodeSnapshot, project_code
-from launch.planning.command import (ACCELERATE_CONFIG, EXPERIMENT_FILE, LOG_FOLDER, SBATCH_SCRIPT,
-                                     accelerate_config, job_env, launch_command, launch_dir, run_tag,
-                                     sbatch_parameters)
+from launch.planning.command import accelerate_config, job_env, launch_command, run_tag, sbatch_parameters
 from launch.planning.dependency import dependency_spec
 from launch.planning.profiles import Profile, expand_path, precision_problem
 from launch.slurm.submitit_adapter import render_sbatch
 from memorymodels.configuration import ConfigError, apply_overrides, load_yaml, one_line, parse_override
 from memorymodels.experiment import REPO_ROOT, Experiment, experiment_dict, experiment_from_dict, model_build_args
 from memorymodels.models import model_config
-from memorymodels.runs import RunDirError, run_dir_for
+from memorymodels.rundir import RunDirError, RunPaths
+from memorymodels.runs import run_dir_for
 
 EXPERIMENTS = REPO_ROOT / "configs" / "experiments"
 DEFAULT_EXPERIMENT = EXPERIMENTS / "autoencoder.yaml"
@@ -121,11 +120,12 @@ class JobPlan:
     def executor(self) -> str:
         return self.profile.executor
 
-    def files(self) -> dict[str, str]:
-        """The files submission writes into ``RUN_DIR/launch/``: name -> text."""
-        files = {SBATCH_SCRIPT: self.script, EXPERIMENT_FILE: self.experiment_text}
+    def files(self) -> dict[Path, str]:
+        """The files submission writes into ``RUN_DIR/launch/``: path -> text."""
+        paths = RunPaths(self.run_dir)
+        files = {paths.script: self.script, paths.experiment: self.experiment_text}
         if self.accelerate_config is not None:
-            files[ACCELERATE_CONFIG] = self.accelerate_config
+            files[paths.accelerate_config] = self.accelerate_config
         return files
 
     def to_json(self) -> dict:
@@ -155,9 +155,9 @@ class JobPlan:
                  f"logs        {self.log_folder}/%j_0_log.out / .err",
                  "", "# command (one per node)", self.command]
         if self.accelerate_config is not None:
-            lines += ["", f"# {ACCELERATE_CONFIG}", self.accelerate_config.rstrip()]
+            lines += ["", f"# {RunPaths(self.run_dir).accelerate_config.name}", self.accelerate_config.rstrip()]
         if p.executor == "slurm":
-            lines += ["", f"# {SBATCH_SCRIPT}", self.script.rstrip()]
+            lines += ["", f"# {RunPaths(self.run_dir).script.name}", self.script.rstrip()]
         return "\n".join(lines)
 
 
@@ -337,7 +337,7 @@ def plan_job(profile: Profile, experiment: str | Path | None = None, *, override
         run_dir = Path(run_dir).resolve() if run_dir is not None else run_dir_for(settings, world).resolve()
     except RunDirError as exc:  # a damaged run.json where this run would go: never plan a fresh directory instead
         raise ConfigError(str(exc)) from None
-    log_folder = Path(log_folder) if log_folder is not None else launch_dir(run_dir) / LOG_FOLDER
+    log_folder = Path(log_folder) if log_folder is not None else RunPaths(run_dir).logs
     python = python or sys.executable
     if profile.container is not None and profile.container.runtime == "pyxis":
         python = profile.container.python  # the whole task runs in the image

@@ -30,6 +30,7 @@ from launch.slurm.submitit_adapter import render_sbatch
 from memorymodels.configuration import ConfigError, load_yaml, one_line, parse_override
 from memorymodels.experiment import NOT_IDENTITY, experiment_dict, identity
 from memorymodels.fileio import CorruptFileError, read_json
+from memorymodels.rundir import RunPaths
 
 
 @dataclass(frozen=True)
@@ -124,7 +125,7 @@ def plan_sweep(sweep: SweepConfig, profile: Profile, *, overrides: list[str] = (
     runs = {}
     for cell in cells:
         try:
-            info = read_json(cell.run_dir / "run.json")
+            info = read_json(RunPaths(cell.run_dir).run_json)
         except CorruptFileError as exc:  # never plan over a run whose manifest cannot be read: it would start over
             raise ConfigError(f"{sweep.source}: cell {cell.index}: {one_line(exc)}; repair it (run.json.bak holds the "
                               "previous version) or move the run directory away") from None

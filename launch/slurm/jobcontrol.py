@@ -15,7 +15,7 @@ import time
 
 from launch.slurm.client import SlurmError, run_slurm
 from launch.slurm.cluster import _records, expand_hostlist
-from launch.slurm.output import parse_time
+from launch.slurm.output import attempts_command, parse_attempts, parse_time
 
 
 def job_record(job_id: str, env: dict[str, str] | None = None) -> dict[str, str]:
@@ -31,6 +31,26 @@ def end_time(job_id: str, env: dict[str, str] | None = None) -> float | None:
     except SlurmError:
         return None
     return parse_time(out.splitlines()[0]) if out else None
+
+
+def start_time(job_id: str, env: dict[str, str] | None = None) -> float | None:
+    """When Slurm started this attempt of the job (epoch seconds), or None when unknown."""
+    try:
+        out = run_slurm(["squeue", "-h", "-j", str(job_id), "-o", "%S"], env, timeout=10).strip()
+    except SlurmError:
+        return None
+    return parse_time(out.splitlines()[0]) if out else None
+
+
+def attempt_accounting(job_ids: list[str], env: dict[str, str] | None = None) -> dict[tuple[str, int], dict]:
+    """Slurm's accounting of every attempt of these jobs (:func:`launch.slurm.output.parse_attempts`); {} where
+    accounting does not run."""
+    if not job_ids:
+        return {}
+    try:
+        return parse_attempts(run_slurm(attempts_command(sorted(set(job_ids))), env, timeout=20))
+    except SlurmError:
+        return {}
 
 
 def requeue(job_id: str, env: dict[str, str] | None = None) -> None:

@@ -299,6 +299,30 @@ def sacct_command(job_ids: list[str] | None, user: str | None, since: str) -> li
 
 # ---- what jobs used: sacct's allocation per attempt ---------------------------------------------------------------
 
+ATTEMPT_FIELDS = ("JobID", "State", "Start", "End", "NNodes")
+
+
+def attempts_command(job_ids: list[str]) -> list[str]:
+    """``sacct`` for every attempt (``-D``: each requeue is a line of its own) of these jobs."""
+    return ["sacct", "-X", "-D", "-P", "-n", "-j", ",".join(job_ids), "-o", ",".join(ATTEMPT_FIELDS)]
+
+
+def parse_attempts(text: str) -> dict[tuple[str, int], dict]:
+    """:func:`attempts_command` output -> {(job id, restart count): ``state``, ``start``, ``end`` (epoch seconds; None
+    while unknown), ``nodes``}. A requeued job's lines are its attempts in order of their start; lines of attempts
+    that never started and odd lines are left out."""
+    by_job: dict[str, list[dict]] = {}
+    for line in text.splitlines():
+        parts = line.strip().split("|")
+        if len(parts) != len(ATTEMPT_FIELDS) or parse_time(parts[2]) is None:
+            continue
+        by_job.setdefault(parts[0], []).append({"state": normalize_state(parts[1]), "start": parse_time(parts[2]),
+                                                "end": parse_time(parts[3]),
+                                                "nodes": int(parts[4]) if parts[4].isdigit() else None})
+    return {(job, i): record for job, records in by_job.items()
+            for i, record in enumerate(sorted(records, key=lambda r: r["start"]))}
+
+
 USAGE_FIELDS = ("JobID", "State", "ElapsedRaw", "AllocTRES")
 LOST_STATES = {"FAILED", "CANCELLED", "NODE_FAIL", "OUT_OF_MEMORY", "BOOT_FAIL", "DEADLINE"}
 """Attempts that ended without completing and without checkpointing for a requeue (a requeued attempt, REQUEUED,

@@ -22,6 +22,7 @@ from pathlib import Path
 from launch.planning.code import HASH_LENGTH, MANIFEST, CodeSnapshot, file_record
 from launch.planning.plan import JobPlan
 from memorymodels.fileio import CorruptFileError, read_json, write_json
+from memorymodels.rundir import RunPaths
 
 
 class SnapshotError(RuntimeError):
@@ -74,7 +75,7 @@ def _remove(folder: Path) -> None:
 def recorded_code(run_dir: Path) -> dict | None:
     """The ``code`` a run directory's run.json records (None: no run there yet, or one without a snapshot)."""
     try:
-        info = read_json(Path(run_dir) / "run.json")
+        info = read_json(RunPaths(run_dir).run_json)
     except CorruptFileError:
         return None  # planning refuses a damaged run.json already, with how to repair it
     code = (info or {}).get("code")

@@ -30,7 +30,7 @@ from typing import Any
 import submitit
 
 from launch.node.task import NodeLaunch
-from launch.planning.command import SBATCH_SCRIPT, TAG_PREFIX, launch_dir, run_tag
+from launch.planning.command import TAG_PREFIX, run_tag
 from launch.planning.plan import MAX_TIMEOUT_REQUEUES, JobPlan, code_json
 from launch.planning.profiles import Profile
 from launch.planning.sweep import ArrayPlan, SweepPlan
@@ -41,9 +41,10 @@ from launch.submission.preflight import SubmitError
 from launch.submission.snapshot import SnapshotError, code_problem, materialize
 from memorymodels.experiment import experiment_dict, identity
 from memorymodels.fileio import locked, read_json, write_json, write_text_atomic
+from memorymodels.rundir import SCRIPT, RunPaths
+from memorymodels.runrecord import claim, record_code
 from memorymodels.tracking import tracker_identity
 
-SUBMIT_LOCK = ".submit.lock"
 """The lock file (in ``RUN_DIR/launch/``, or a sweep's folder) that makes queue check, sbatch and journal one step."""
 
 
@@ -70,18 +71,18 @@ def write_launch_files(plan: JobPlan, script_file: Path | None = None, *, new_co
     the command that plans it again). A job in an array names the array's script (``script_file``, written once for
     all its cells) instead of a copy of its own: a thousand cells are a thousand files fewer."""
     claim_run_dir(plan, new_code=new_code)
-    folder = launch_dir(plan.run_dir)
+    paths = RunPaths(plan.run_dir)
     files = plan.files()
     if script_file is not None:
-        files.pop(SBATCH_SCRIPT)
-    for name, text in files.items():
-        write_text_atomic(folder / name, text)
-    write_json(folder / "plan.json", {"sbatch": plan.sbatch, "command": plan.command, "precision": plan.precision,
+        files.pop(paths.script)
+    for path, text in files.items():
+        write_text_atomic(path, text)
+    write_json(paths.plan, {"sbatch": plan.sbatch, "command": plan.command, "precision": plan.precision,
                                       "run_dir": str(plan.run_dir), "profile": plan.profile.as_dict(),
                                       "experiment_file": str(plan.experiment), "overrides": plan.overrides,
                                       "launcher": plan.launcher, "nodes": plan.nodes,
                                       "procs_per_node": plan.procs_per_node, "request": plan.request,
-                                      "script_file": str(script_file or folder / SBATCH_SCRIPT),
+                                      "script_file": str(script_file or paths.script),
                                       "code": code_json(plan.code), "submitted": time.time()})
 
 
@@ -95,20 +96,17 @@ def claim_run_dir(plan: JobPlan, *, new_code: bool = False) -> None:
     ``new_code``, which records this plan's instead (the earlier ones in ``code_history``). A plan whose code
     differs from the run's without ``new_code`` is refused (:func:`launch.submission.snapshot.code_problem`).
     """
-    path = plan.run_dir / "run.json"
     problem = code_problem(plan, new_code)
     if problem:
         raise SubmitError(f"{problem}; nothing was submitted")
     code = code_json(plan.code)
-    if path.exists():
-        info = read_json(path) or {}
+    if RunPaths(plan.run_dir).run_json.exists():
+        info = read_json(RunPaths(plan.run_dir).run_json) or {}
         if code is not None and (info.get("code") or {}).get("hash") != code["hash"]:
-            history = list(info.get("code_history", [])) + ([info["code"]] if info.get("code") else [])
-            write_json(path, {**info, "code": code, "code_history": history})
+            record_code(plan.run_dir, info, code)
         return
-    write_json(path, {"identity": identity(plan.settings, plan.world_size), "name": plan.run_dir.name,
-                      "config": experiment_dict(plan.settings), "source": plan.settings.source,
-                      "world_size": plan.world_size, "code": code, "created": time.time(), "attempts": []})
+    claim(plan.run_dir, ident=identity(plan.settings, plan.world_size), config=experiment_dict(plan.settings),
+          source=plan.settings.source, world_size=plan.world_size, code=code)
 
 
 def snapshot_code(plans: list[JobPlan]) -> None:
@@ -227,7 +225,7 @@ def submit_job(plan: JobPlan, *, kind: str = "job", sweep: dict | None = None, c
     # Before the lock: the copy takes a moment, and the run directory (its launch/ folder, made by the lock) must not
     # stand without run.json meanwhile (a planner would take it for another's). Copies of one hash meet safely.
     snapshot_code([plan])
-    with locked(launch_dir(plan.run_dir) / SUBMIT_LOCK):
+    with locked(RunPaths(plan.run_dir).submit_lock):
         if plan.executor == "slurm":
             _already_queued(plan)
         write_launch_files(plan, new_code=new_code)  # checks the run's code again, under the lock
@@ -265,7 +263,7 @@ def submit_arrays(plan: SweepPlan, arrays: list[ArrayPlan], *, sweep: dict, subm
     entries, handles = [], {}
     for array in arrays:
         jobs = [plan.jobs[i] for i in array.cells]
-        script_file = array.folder / SBATCH_SCRIPT
+        script_file = array.folder / SCRIPT
         write_text_atomic(script_file, array.script)
         for job in jobs:
             write_launch_files(job, script_file, new_code=new_code)

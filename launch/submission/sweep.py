@@ -20,7 +20,8 @@ from launch.planning.sweep import SweepPlan, plan_arrays
 from launch.planning.sweep_file import sweep_summary
 from launch.records import journal
 from launch.submission.preflight import preflight
-from launch.submission.submit import SUBMIT_LOCK, queued_tags, submit_arrays
+from launch.submission.submit import queued_tags, submit_arrays
+from memorymodels.rundir import SUBMIT_LOCK
 from memorymodels.fileio import locked
 
 

@@ -25,7 +25,7 @@ def run_json(run_dir: str | Path) -> dict:
 
 
 def last_step(run_dir: str | Path) -> int:
-    from memorymodels.runs import run_progress
+    from memorymodels.metrics import run_progress
 
     return run_progress(Path(run_dir))["step"] or 0
 

@@ -18,7 +18,7 @@ from launch.node import rendezvous, watchdog
 from launch.node.faults import fault_cause
 from launch.planning.command import GPU_ENV, job_env, setup_lines
 from launch.planning.profiles import load_profile
-from launch.records.events import attempts, failures_without_progress, goodput, record_event
+from memorymodels.attempts import attempts, failures_without_progress, goodput, record_event
 from memorymodels.configuration import ConfigError
 from memorymodels.heartbeat import Heartbeat, read_beats
 

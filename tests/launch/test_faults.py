@@ -28,7 +28,7 @@ from pathlib import Path
 import pytest
 
 from launch.localcluster.cluster import wait_for_job
-from launch.records.events import attempts, describe_attempts, read_events
+from memorymodels.attempts import attempts, describe_attempts, read_events
 from memorymodels.heartbeat import read_beats
 from tests.launch.helpers import job_line, last_step, release_requeued, run_json, wait_until
 from tests.launch.test_multinode import (MAX_STEPS, assert_one_writer, assert_same_losses, cancel_if_running, finished,

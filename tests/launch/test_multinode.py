@@ -30,7 +30,7 @@ from pathlib import Path
 
 import pytest
 
-from launch.records.events import attempts, describe_attempts, read_events
+from memorymodels.attempts import attempts, describe_attempts, read_events
 from launch.localcluster.cluster import wait_for_job
 from launch.planning.profiles import REPO_ROOT
 from tests.launch.helpers import job_line, last_step, release_requeued, run_json, wait_until

@@ -18,7 +18,7 @@ from memorymodels.configuration import ConfigError
 from launch.slurm.cluster import ClusterInfo, parse_config, parse_nodes, parse_partitions
 from launch.slurm.client import SlurmError, explain, run_slurm
 from launch.submission.preflight import check_plan
-from launch.records.events import attempts, describe_attempts, read_events, record_event
+from memorymodels.attempts import attempts, describe_attempts, read_events, record_event
 from launch.node.task import worker_pids
 from launch.planning.plan import plan_job
 from launch.planning.profiles import REPO_ROOT, load_profile
@@ -197,7 +197,7 @@ def test_attempts_tell_apart_preemption_timeout_node_failure_and_errors(tmp_path
 
 def test_requeueing_stops_afterattempts_without_progress(tmp_path):
     from launch.node.task import MAX_ATTEMPTS_WITHOUT_PROGRESS
-    from launch.records.events import attempts_without_progress
+    from memorymodels.attempts import attempts_without_progress
 
     for step in (None, 0, 0):  # a time limit shorter than the startup: stopped before the first step, again and again
         record_event(tmp_path, "start", job_id="9")

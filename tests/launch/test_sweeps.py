@@ -338,7 +338,8 @@ def test_a_sweep_larger_than_max_array_size_is_submitted_as_several_arrays(slurm
 
 def fake_run(run_dir: Path, status: str | None, steps: list[tuple[int, float, float | None]], bpb: float | None = None):
     """A run directory as the trainer leaves it: run.json, metrics.jsonl and (when evaluated) eval.json."""
-    from memorymodels.runs import append_metrics, write_json
+    from memorymodels.fileio import write_json
+    from memorymodels.metrics import append_metrics
 
     run_dir.mkdir(parents=True)
     write_json(run_dir / "run.json", {"status": status, "config": {"train": {"max_steps": 10}}, "attempts": []})

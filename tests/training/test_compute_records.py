@@ -7,9 +7,9 @@ import subprocess
 
 import pytest
 
-from memorymodels import runs
+from memorymodels import checkpoints, metrics
 from memorymodels.compute import model_flops
-from memorymodels.train import EXIT_REQUEUE
+from memorymodels.rundir import TrainerExit
 
 from .conftest import PYTHON, REPO, run_module
 from .test_train import _wait_for_step
@@ -24,18 +24,18 @@ def test_compute_is_recorded_and_continues_across_an_interrupted_run(write_exper
     run_dir = _wait_for_step(tmp_path / "runs", 30, proc)
     proc.send_signal(signal.SIGTERM)
     out, err = proc.communicate(timeout=120)
-    assert proc.returncode == EXIT_REQUEUE, err[-3000:]
-    stopped = runs.checkpoint_step(runs.checkpoints(run_dir)[0][-1])
+    assert proc.returncode == TrainerExit.REQUEUE, err[-3000:]
+    stopped = checkpoints.checkpoint_step(checkpoints.checkpoints(run_dir)[0][-1])
     saved = json.loads((run_dir / f"checkpoint-{stopped}" / "trainer_state.json").read_text())
     at_checkpoint = saved["stateful_callbacks"]["MetricsWriter"]["attributes"]["device_seconds"]
     first = json.loads((run_dir / "run.json").read_text())["compute"]
     assert first["step"] == stopped and first["device_seconds"] >= at_checkpoint > 0
     # an attempt that ran past its checkpoint: its lines after the checkpoint are rolled back on resume
-    runs.append_metrics(run_dir, {"step": stopped + 3, "loss": 1.0, "tokens": 0, "flops": 0, "device_seconds": 1e9})
+    metrics.append_metrics(run_dir, {"step": stopped + 3, "loss": 1.0, "tokens": 0, "flops": 0, "device_seconds": 1e9})
 
     resumed = run_module("memorymodels.train", "--experiment", str(path), "--no-eval")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    records = runs.read_metrics(run_dir)
+    records = metrics.read_metrics(run_dir)
     # every 5 steps, and the step the signal stopped at (logged when it saved)
     assert [r["step"] for r in records] == sorted({5 * i for i in range(1, steps // 5 + 1)} | {stopped})
 
@@ -73,7 +73,7 @@ def test_evaluate_gives_the_bits_per_byte_of_the_last_evaluation_during_training
     trained = run_module("memorymodels.train", "--experiment", str(path), "--no-eval")
     assert trained.returncode == 0, trained.stderr[-3000:]
     run_dir = next((tmp_path / "runs").iterdir())
-    last = [r for r in runs.read_metrics(run_dir) if r["eval_loss"] is not None][-1]
+    last = [r for r in metrics.read_metrics(run_dir) if r["eval_loss"] is not None][-1]
     evaluated = run_module("memorymodels.evaluate", str(run_dir), "--rows", "16")
     assert evaluated.returncode == 0, evaluated.stderr[-3000:]
     result = json.loads((run_dir / "eval.json").read_text())

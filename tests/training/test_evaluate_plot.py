@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 import zstandard
 
-from memorymodels import runs
+from memorymodels import fileio, metrics
 from memorymodels.evaluate import embedding_cost, evaluate_model, format_table
 from memorymodels.heldout import compression_baselines, eval_bits_per_byte
 from memorymodels.plot import curves, embedding_offset, plot_runs
@@ -92,10 +92,10 @@ def test_baselines_are_the_compressors_bits_per_byte():
 
 def _fake_run(run_dir, losses, embedding_values=None):
     run_dir.mkdir()
-    runs.write_json(run_dir / "run.json", {"model": {"embedding_values": embedding_values},
+    fileio.write_json(run_dir / "run.json", {"model": {"embedding_values": embedding_values},
                                            "config": {"data": {"context": 64}}})
     for step, loss in enumerate(losses, 1):
-        runs.append_metrics(run_dir, {"step": step, "loss": loss, "eval_loss": loss + 0.1 if step % 2 == 0 else None,
+        metrics.append_metrics(run_dir, {"step": step, "loss": loss, "eval_loss": loss + 0.1 if step % 2 == 0 else None,
                                       "tokens": step * 512})
 
 
@@ -105,6 +105,6 @@ def test_plot_writes_overlaid_runs(tmp_path):
     assert curves(tmp_path / "a")["eval"] == [(2, 1024, 4.1), (4, 2048, 2.6)]
     assert embedding_offset(tmp_path / "a", 8) == pytest.approx(32 * 8 * math.log(2) / 64)
     assert embedding_offset(tmp_path / "b", 8) == 0.0
-    out = plot_runs(runs.find_run_dirs([tmp_path]), tmp_path / "plots" / "loss.png", embedding_bits=8)
+    out = plot_runs(metrics.find_run_dirs([tmp_path]), tmp_path / "plots" / "loss.png", embedding_bits=8)
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and out.stat().st_size > 10_000
     assert not list((tmp_path / "plots").glob(".*"))  # no temporary file left behind

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from memorymodels import runs
+from memorymodels import fileio, metrics, runrecord, runs
+from memorymodels.attempts import attempts
 from memorymodels.configuration import ConfigError
 from memorymodels.experiment import experiment_from_dict, identity, load_experiment, run_name
 
@@ -60,7 +61,7 @@ def _experiment(root, **train):
 
 def _claim(run_dir, experiment, world_size=1):
     run_dir.mkdir(parents=True, exist_ok=True)
-    runs.write_json(run_dir / runs.RUN_JSON, {"identity": identity(experiment, world_size)})
+    fileio.write_json(run_dir / "run.json", {"identity": identity(experiment, world_size)})
 
 
 def test_run_dir_is_named_from_the_config_and_stable(tmp_path):
@@ -102,18 +103,18 @@ def test_world_size_is_part_of_the_run(tmp_path):
 
 def test_metrics_roll_back_to_the_resumed_checkpoint_without_losing_lines(tmp_path):
     for step in (5, 10, 15):
-        runs.append_metrics(tmp_path, {"step": step, "loss": 1.0 / step})
-    assert runs.roll_back_metrics(tmp_path, 10) == 1
-    assert [r["step"] for r in runs.read_metrics(tmp_path)] == [5, 10]
+        metrics.append_metrics(tmp_path, {"step": step, "loss": 1.0 / step})
+    assert metrics.roll_back_metrics(tmp_path, 10) == 1
+    assert [r["step"] for r in metrics.read_metrics(tmp_path)] == [5, 10]
     assert json.loads((tmp_path / "metrics.rolledback.jsonl").read_text())["step"] == 15
 
 
 def test_run_progress_reads_the_tail_and_tolerates_missing_files(tmp_path):
-    empty = runs.run_progress(tmp_path / "missing")
+    empty = metrics.run_progress(tmp_path / "missing")
     assert set(empty) == {"status", "step", "max_steps", "loss", "eval_loss", "tokens_per_s", "checkpoint_step",
-                          "checkpoint_time", "updated", "goodput", "excluded_nodes"}
+                          "checkpoint_time", "updated", "goodput", "excluded_nodes", "outcome"}
     assert all(v is None for v in empty.values())
-    runs.write_json(tmp_path / "run.json", {"status": "running", "config": {"train": {"max_steps": 100000}}})
+    fileio.write_json(tmp_path / "run.json", {"status": "running", "config": {"train": {"max_steps": 100000}}})
     filler = json.dumps({"step": 1, "loss": 9.0, "eval_loss": None, "tokens_per_s": 1.0}) + "\n"
     with open(tmp_path / "metrics.jsonl", "w") as f:
         f.write(filler * 600_000)  # ~40 MB: parsing all of it would take seconds
@@ -123,7 +124,7 @@ def test_run_progress_reads_the_tail_and_tolerates_missing_files(tmp_path):
         f.write('{"step": 50001, "lo')  # a line being written
     make_checkpoint(tmp_path, 50000)
     start = time.perf_counter()
-    progress = runs.run_progress(tmp_path)
+    progress = metrics.run_progress(tmp_path)
     assert time.perf_counter() - start < 0.5  # only the tail is read
     assert progress["status"] == "running" and progress["max_steps"] == 100000
     assert progress["step"] == 50000 and progress["loss"] == pytest.approx(10.0 / 50000)
@@ -137,17 +138,20 @@ def test_run_json_keeps_the_attempt_chain(tmp_path, monkeypatch):
     run_dir = tmp_path / "run"
     monkeypatch.setenv("SLURM_JOB_ID", "500")
     monkeypatch.setenv("SLURM_RESTART_COUNT", "0")
-    first = runs.start_run(run_dir, experiment, 1, command=["train"], model_summary={"parameters": 1}, repo=REPO)
+    first = runrecord.start_run(run_dir, experiment, 1, command=["train"], model_summary={"parameters": 1}, repo=REPO)
     assert first["status"] == "running" and first["slurm_job_ids"] == ["500"]
     # The first attempt was SIGKILLed (no end recorded); Slurm requeues the same job id, then a new job resumes.
     monkeypatch.setenv("SLURM_RESTART_COUNT", "1")
-    runs.start_run(run_dir, experiment, 1, command=["train"], model_summary={"parameters": 1}, repo=REPO)
-    runs.update_run(run_dir, status="interrupted", end=time.time())
+    runrecord.start_run(run_dir, experiment, 1, command=["train"], model_summary={"parameters": 1}, repo=REPO)
+    runrecord.end_attempt(run_dir, "interrupted", step=20)
     monkeypatch.setenv("SLURM_JOB_ID", "501")
     monkeypatch.delenv("SLURM_RESTART_COUNT")
-    info = runs.start_run(run_dir, experiment, 1, command=["train"], model_summary={"parameters": 1}, repo=REPO)
-    assert [a["status"] for a in info["attempts"]] == ["lost", "interrupted", "running"]
-    assert [a["slurm"].get("restart_count") for a in info["attempts"]] == ["0", "1", None]
+    info = runrecord.start_run(run_dir, experiment, 1, command=["train"], model_summary={"parameters": 1}, repo=REPO)
+    history = attempts(run_dir)  # the one record of attempts; run.json keeps only the job-id chain
+    assert [a["outcome"] for a in history] == ["lost", "interrupted-outside", "running"]
+    assert [(a["job_id"], a["restart_count"], a["step"]) for a in history] == [("500", 0, None), ("500", 1, 20),
+                                                                               ("501", 0, None)]
+    assert "attempts" not in info
     assert info["slurm_job_ids"] == ["500", "501"] and info["restart_count"] == 0
     assert info["identity"] == identity(experiment, 1) and info["created"] == first["created"]
 
@@ -161,7 +165,7 @@ def test_a_damaged_run_json_stops_instead_of_starting_over_in_another_directory(
     experiment = _experiment(tmp_path)
     run_dir = runs.run_dir_for(experiment, 1)
     _claim(run_dir, experiment)
-    runs.write_run_json(run_dir, {"identity": identity(experiment, 1), "status": "running"})  # keeps a .bak
+    runrecord.write_run_json(run_dir, {"identity": identity(experiment, 1), "status": "running"})  # keeps a .bak
     (run_dir / "metrics.jsonl").write_text('{"step": 1}\n')
     (run_dir / "run.json").write_bytes(content)
     repair = rf"restore the previous version with 'cp {run_dir}/run.json.bak {run_dir}/run.json'"
@@ -177,9 +181,9 @@ def test_a_damaged_run_json_stops_instead_of_starting_over_in_another_directory(
 
 
 def test_run_json_backup_is_the_previous_version(tmp_path):
-    runs.write_run_json(tmp_path, {"status": "running"})
+    runrecord.write_run_json(tmp_path, {"status": "running"})
     assert not (tmp_path / "run.json.bak").exists()
-    runs.write_run_json(tmp_path, {"status": "completed"})
+    runrecord.write_run_json(tmp_path, {"status": "completed"})
     assert json.loads((tmp_path / "run.json.bak").read_text()) == {"status": "running"}
 
 

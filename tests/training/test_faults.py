@@ -17,8 +17,9 @@ import pytest
 import yaml
 from safetensors.torch import load_file
 
-from memorymodels import checkpoints, evaluate, runs
-from memorymodels.train import EXIT_DISK_FULL, EXIT_LOCKED, EXIT_RUN_DIR
+from memorymodels import checkpoints, evaluate, metrics
+from memorymodels.rundir import TrainerExit
+from memorymodels.attempts import attempts
 
 from .conftest import PYTHON, REPO, run_module
 from .test_checkpoints import truncate
@@ -51,7 +52,7 @@ def _wait_for_step(run_dir: Path, step: int, proc: subprocess.Popen, timeout=120
     deadline = time.time() + timeout
     while time.time() < deadline:
         assert proc.poll() is None, proc.communicate()[1][-3000:]
-        records = runs.read_metrics(run_dir)
+        records = metrics.read_metrics(run_dir)
         if records and records[-1]["step"] >= step:
             return
         time.sleep(0.02)
@@ -59,7 +60,7 @@ def _wait_for_step(run_dir: Path, step: int, proc: subprocess.Popen, timeout=120
 
 
 def _steps(run_dir: Path) -> list[int]:
-    return [r["step"] for r in runs.read_metrics(run_dir)]
+    return [r["step"] for r in metrics.read_metrics(run_dir)]
 
 
 def _one_error_line(stderr: str) -> str:
@@ -97,7 +98,7 @@ def test_a_second_trainer_exits_at_once_and_kill_9_frees_the_lock(tiny_data, tmp
         took = time.time() - start
     finally:
         first.send_signal(signal.SIGCONT)
-    assert second.returncode == EXIT_LOCKED, second.stderr[-3000:]
+    assert second.returncode == TrainerExit.LOCKED, second.stderr[-3000:]
     line = _one_error_line(second.stderr)
     assert line.startswith(f"error: {run_dir}: another trainer is running in this run directory (pid {first.pid} "
                            f"on host "), line
@@ -105,8 +106,7 @@ def test_a_second_trainer_exits_at_once_and_kill_9_frees_the_lock(tiny_data, tmp
     out, err = first.communicate(timeout=300)
     assert first.returncode == 0, err[-3000:]
     assert _steps(run_dir) == list(range(1, 41))  # the first finished alone: every step once
-    info = json.loads((run_dir / "run.json").read_text())
-    assert [a["status"] for a in info["attempts"]] == ["completed"]  # the refused one recorded nothing
+    assert [a["outcome"] for a in attempts(run_dir)] == ["completed"]  # the refused one recorded nothing
 
     # kill -9 leaves no lock behind: the kernel dropped it with the process.
     other = tmp_path / "other"
@@ -118,8 +118,7 @@ def test_a_second_trainer_exits_at_once_and_kill_9_frees_the_lock(tiny_data, tmp
     again = _train(path, "--run-dir", str(other))
     assert again.returncode == 0, again.stderr[-3000:]
     assert "resuming" in again.stdout and _steps(other) == list(range(1, 41))
-    info = json.loads((other / "run.json").read_text())
-    assert [a["status"] for a in info["attempts"]] == ["lost", "completed"]
+    assert [a["outcome"] for a in attempts(other)] == ["lost", "completed"]
 
 
 # ---- damaged checkpoints ------------------------------------------------------------------------------------
@@ -151,7 +150,7 @@ def test_a_damaged_final_checkpoint_is_retrained_from_the_previous_one_exactly(c
     assert [p.name for p in checkpoints.checkpoints(run_dir)[0]] == ["checkpoint-10", "checkpoint-12"]
     assert not list(run_dir.glob("checkpoint-12.*"))  # set aside, then pruned by the new checkpoint-12
     info = json.loads((run_dir / "run.json").read_text())
-    assert info["status"] == "completed" and info["attempts"][-1]["resumed_from_step"] == 10
+    assert info["status"] == "completed" and attempts(run_dir)[-1]["trainer"]["resumed_from_step"] == 10
     mine = load_file(run_dir / "checkpoint-12" / "model.safetensors")
     theirs = load_file(original / "checkpoint-12" / "model.safetensors")
     for key in theirs:
@@ -205,7 +204,7 @@ def test_a_damaged_run_json_stops_training_instead_of_starting_over(completed_ru
     damaged = b'{"identity": "' + b"\xff" * 7
     (run_dir / "run.json").write_bytes(damaged)
     done = _train(path, "--set", f"output.checkpoint_root={root}")
-    assert done.returncode == EXIT_RUN_DIR, done.stderr[-3000:]
+    assert done.returncode == TrainerExit.RUN_DIR, done.stderr[-3000:]
     line = _one_error_line(done.stderr)
     assert line.startswith(f"error: {run_dir}/run.json: not valid JSON") and "nothing was changed" in line
     assert f"'cp {run_dir}/run.json.bak {run_dir}/run.json'" in line  # the completed run left a backup
@@ -249,7 +248,7 @@ def test_a_full_disk_while_saving_is_one_line_and_the_rerun_resumes_exactly(tiny
     filler.write_bytes(b"\0" * (shutil.disk_usage(small_tmpfs).free - spare))
     run_dir = small_tmpfs / "run"
     full = _train(path, "--run-dir", str(run_dir))
-    assert full.returncode == EXIT_DISK_FULL, full.stderr[-3000:]
+    assert full.returncode == TrainerExit.DISK_FULL, full.stderr[-3000:]
     line = _one_error_line(full.stderr)
     assert line.startswith(f"error: {run_dir}/checkpoint-10: no space left on device while writing it ("), line
     assert "free there); the unfinished checkpoint was removed and checkpoint-5 is intact; free some space" in line
@@ -257,15 +256,16 @@ def test_a_full_disk_while_saving_is_one_line_and_the_rerun_resumes_exactly(tiny
     assert not (run_dir / "checkpoint-10").exists() and not list(run_dir.rglob(".*.tmp-*"))
     checkpoints.verify_checkpoint(run_dir / "checkpoint-5")
     info = json.loads((run_dir / "run.json").read_text())
-    assert info["status"] == "failed" and "no space left on device" in info["attempts"][-1]["error"]
+    last = attempts(run_dir)[-1]
+    assert info["status"] == "failed" and last["outcome"] == "failed" and "no space left on device" in last["cause"]
 
     filler.unlink()
     resumed = _train(path, "--run-dir", str(run_dir))
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert f"resuming {run_dir} from checkpoint-5" in resumed.stdout
     assert _steps(run_dir) == list(range(1, 21))
-    assert [r["loss"] for r in runs.read_metrics(run_dir)] == pytest.approx(
-        [r["loss"] for r in runs.read_metrics(reference)], rel=1e-5)
+    assert [r["loss"] for r in metrics.read_metrics(run_dir)] == pytest.approx(
+        [r["loss"] for r in metrics.read_metrics(reference)], rel=1e-5)
     mine, theirs = (load_file(d / "checkpoint-20" / "model.safetensors") for d in (run_dir, reference))
     for key in theirs:
         assert (mine[key] - theirs[key]).abs().max() <= 1e-6, key

@@ -3,7 +3,7 @@ tokens panel, gzip and xz reference lines on the bits-per-byte panel."""
 
 import pytest
 
-from memorymodels import runs
+from memorymodels import fileio, metrics
 from memorymodels.plot import curves, loss_figure
 
 BASELINES = {"gzip": 2.4, "bz2": 2.3, "xz": 2.2, "zstd": 2.1}
@@ -11,12 +11,12 @@ BASELINES = {"gzip": 2.4, "bz2": 2.3, "xz": 2.2, "zstd": 2.1}
 
 def fake_run(run_dir, losses, *, bpb=True):
     run_dir.mkdir(parents=True)
-    runs.write_json(run_dir / "run.json", {"model": {"embedding_values": None, "parameters": 1000},
+    fileio.write_json(run_dir / "run.json", {"model": {"embedding_values": None, "parameters": 1000},
                                            "config": {"data": {"context": 64}},
                                            "heldout": {"baselines": BASELINES, "bytes_per_target": 3.0}})
     for step, loss in enumerate(losses, 1):
         evaluated = step % 2 == 0
-        runs.append_metrics(run_dir, {"step": step, "loss": loss, "eval_loss": loss + 0.1 if evaluated else None,
+        metrics.append_metrics(run_dir, {"step": step, "loss": loss, "eval_loss": loss + 0.1 if evaluated else None,
                                       "eval_bits_per_byte": (loss + 0.1) / 2.08 if evaluated and bpb else None,
                                       "tokens": step * 512, "flops": step * 10**9, "device_seconds": step * 2.0})
     return run_dir

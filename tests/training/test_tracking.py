@@ -11,10 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from memorymodels import runs
+from memorymodels import metrics
 from memorymodels.configuration import ConfigError
 from memorymodels.experiment import load_experiment
-from memorymodels.tracking import TENSORBOARD_DIR, TRACKING_FILE, tracker_identity
+from memorymodels.rundir import RunPaths
+from memorymodels.tracking import tracker_identity
 
 from .conftest import PYTHON, REPO, run_module
 
@@ -26,11 +27,11 @@ pytest.importorskip("wandb")
 def tensorboard_steps(run_dir: Path, tag: str) -> tuple[list[int], list[int]]:
     """(steps of ``tag`` in the raw event files, steps TensorBoard's accumulator shows)."""
     raw = []
-    for path in sorted((run_dir / TENSORBOARD_DIR).glob("events.out.tfevents.*")):
+    for path in sorted(RunPaths(run_dir).tensorboard.glob("events.out.tfevents.*")):
         for event in event_file_loader.EventFileLoader(str(path)).Load():
             if any(value.tag == tag for value in event.summary.value):
                 raw.append(event.step)
-    acc = event_accumulator.EventAccumulator(str(run_dir / TENSORBOARD_DIR))
+    acc = event_accumulator.EventAccumulator(str(RunPaths(run_dir).tensorboard))
     acc.Reload()
     shown = [s.step for s in acc.Scalars(tag)] if tag in acc.Tags()["scalars"] else []
     return raw, shown
@@ -48,7 +49,7 @@ def test_a_killed_and_resumed_run_is_one_tensorboard_curve_and_one_wandb_run(wri
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline:  # past checkpoint-20, before the next: steps after it must be undone
         dirs = [p for p in (tmp_path / "runs").glob("*") if p.is_dir()] if (tmp_path / "runs").exists() else []
-        if dirs and (runs.read_metrics(dirs[0]) or [{}])[-1].get("step", 0) >= 27:
+        if dirs and (metrics.read_metrics(dirs[0]) or [{}])[-1].get("step", 0) >= 27:
             run_dir = dirs[0]
             break
         assert proc.poll() is None, proc.communicate()[1][-3000:]
@@ -56,10 +57,10 @@ def test_a_killed_and_resumed_run_is_one_tensorboard_curve_and_one_wandb_run(wri
     assert run_dir is not None, "the run did not get past step 27"
     proc.send_signal(signal.SIGKILL)  # no checkpoint on the way out: a node failure
     proc.communicate(timeout=60)
-    killed_at = runs.read_metrics(run_dir)[-1]["step"]
+    killed_at = metrics.read_metrics(run_dir)[-1]["step"]
     raw, _ = tensorboard_steps(run_dir, "train/loss")
     assert killed_at < 40 and raw and max(raw) > 20  # the killed attempt logged steps after checkpoint-20
-    first_id = json.loads((run_dir / TRACKING_FILE).read_text())["id"]
+    first_id = json.loads((RunPaths(run_dir).tracking).read_text())["id"]
 
     resumed = run_module("memorymodels.train", "--experiment", str(path), "--no-eval",
                          env={"WANDB_MODE": "offline", "WANDB_SILENT": "true", "WANDB_DISABLE_GIT": "true"})
@@ -68,14 +69,14 @@ def test_a_killed_and_resumed_run_is_one_tensorboard_curve_and_one_wandb_run(wri
 
     raw, shown = tensorboard_steps(run_dir, "train/loss")
     assert raw == list(range(1, steps + 1)) and shown == list(range(1, steps + 1))  # one curve, each step once
-    losses = {r["step"]: r["loss"] for r in runs.read_metrics(run_dir)}
-    acc = event_accumulator.EventAccumulator(str(run_dir / TENSORBOARD_DIR))
+    losses = {r["step"]: r["loss"] for r in metrics.read_metrics(run_dir)}
+    acc = event_accumulator.EventAccumulator(str(RunPaths(run_dir).tensorboard))
     acc.Reload()
     assert [pytest.approx(losses[s.step], rel=1e-6) for s in acc.Scalars("train/loss")] == \
         [s.value for s in acc.Scalars("train/loss")]
-    assert len(list((run_dir / TENSORBOARD_DIR).glob("events.out.tfevents.*"))) == 1
+    assert len(list(RunPaths(run_dir).tensorboard.glob("events.out.tfevents.*"))) == 1
 
-    identity = json.loads((run_dir / TRACKING_FILE).read_text())
+    identity = json.loads((RunPaths(run_dir).tracking).read_text())
     assert identity["id"] == first_id and identity["wandb_started"] is True
     offline = sorted((run_dir / "wandb").glob("offline-run-*"))
     assert len(offline) == 2 and all(p.name.endswith(first_id) for p in offline)  # both attempts: one run
@@ -96,4 +97,4 @@ def test_tracker_identity_is_kept_and_a_sweep_group_is_recorded(tmp_path):
     assert tracker_identity(tmp_path / "run") == first
     grouped = tracker_identity(tmp_path / "run", group="kernel_heads")
     assert grouped["id"] == first["id"] and grouped["group"] == "kernel_heads"
-    assert json.loads((tmp_path / "run" / TRACKING_FILE).read_text())["group"] == "kernel_heads"
+    assert json.loads(RunPaths(tmp_path / "run").tracking.read_text())["group"] == "kernel_heads"

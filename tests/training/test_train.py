@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 from safetensors.torch import load_file
 
-from memorymodels import runs
-from memorymodels.train import EXIT_REQUEUE
+from memorymodels import checkpoints, metrics
+from memorymodels.rundir import TrainerExit
+from memorymodels.attempts import attempts
 
 from .conftest import PYTHON, REPO, run_module
 
@@ -39,22 +40,23 @@ def test_train_writes_run_manifest_metrics_checkpoint_and_evaluation(write_exper
     assert info["versions"]["torch"] and info["versions"]["transformers"] and info["host"]
     assert info["model"]["parameters"] > 0 and info["model"]["build"]["params"]["n_vocab"] == 300
     assert info["model"]["build"]["params"]["length"] == 32 and info["model"]["embedding_values"] == 32
-    attempt = info["attempts"][0]
-    assert attempt["slurm"] == {"job_id": "4242", "restart_count": "0", "job_nodelist": "node[1-2]",
+    (attempt,) = attempts(run_dir)
+    assert attempt["outcome"] == "completed" and attempt["step"] == 12
+    assert attempt["trainer"]["slurm"] == {"job_id": "4242", "restart_count": "0", "job_nodelist": "node[1-2]",
                                 "array_job_id": "4240", "array_task_id": "2"}
     assert info["slurm_job_ids"] == ["4242"] and info["restart_count"] == 0
 
-    records = runs.read_metrics(run_dir)
+    records = metrics.read_metrics(run_dir)
     assert [r["step"] for r in records] == list(range(1, 13))
     assert all(r["loss"] > 0 and r["learning_rate"] is not None and r["tokens"] == r["step"] * 8 * 32
                for r in records)
     assert [r["step"] for r in records if r["eval_loss"] is not None] == [6, 12]
     # save_total_limit 2 of checkpoints 5, 10, 12 (the final one is always saved)
-    assert [p.name for p in runs.checkpoints(run_dir)[0]] == ["checkpoint-10", "checkpoint-12"]
+    assert [p.name for p in checkpoints.checkpoints(run_dir)[0]] == ["checkpoint-10", "checkpoint-12"]
     evaluation = json.loads((run_dir / "eval.json").read_text())
     assert set(evaluation) >= {"loss", "bits_per_byte", "token_accuracy", "baselines", "embedding"}
     assert set(evaluation["baselines"]) == {"gzip", "bz2", "xz", "zstd"} and evaluation["checkpoint"] == "checkpoint-12"
-    progress = runs.run_progress(run_dir)
+    progress = metrics.run_progress(run_dir)
     assert progress["status"] == "completed" and progress["step"] == 12 and progress["checkpoint_step"] == 12
 
     # The same config (saving settings aside) finds the same directory: nothing more to train, exit 0.
@@ -79,7 +81,7 @@ def _wait_for_step(run_dir_root: Path, step: int, proc, timeout=120):
     while time.time() < deadline:
         assert proc.poll() is None, proc.communicate()[1][-3000:]
         for run_dir in run_dir_root.glob("*"):
-            records = runs.read_metrics(run_dir)
+            records = metrics.read_metrics(run_dir)
             if records and records[-1]["step"] >= step:
                 return run_dir
         time.sleep(0.05)
@@ -95,12 +97,12 @@ def test_sigterm_saves_and_rerun_resumes_to_exactly_max_steps_identically(write_
     run_dir = _wait_for_step(tmp_path / "runs", 20, proc)
     proc.send_signal(signal.SIGTERM)
     out, err = proc.communicate(timeout=120)
-    assert proc.returncode == EXIT_REQUEUE, err[-3000:]
+    assert proc.returncode == TrainerExit.REQUEUE, err[-3000:]
     assert "SIGTERM: saved checkpoint-" in out
     info = json.loads((run_dir / "run.json").read_text())
     assert info["status"] == "interrupted"
-    stopped = runs.checkpoint_step(runs.checkpoints(run_dir)[0][-1])
-    assert 20 <= stopped < steps and runs.read_metrics(run_dir)[-1]["step"] == stopped
+    stopped = checkpoints.checkpoint_step(checkpoints.checkpoints(run_dir)[0][-1])
+    assert 20 <= stopped < steps and metrics.read_metrics(run_dir)[-1]["step"] == stopped
 
     # A checkpoint being written when the job died (no COMPLETE marker) must be ignored, not resumed from.
     partial = run_dir / f"checkpoint-{stopped + 50}"
@@ -115,13 +117,14 @@ def test_sigterm_saves_and_rerun_resumes_to_exactly_max_steps_identically(write_
     assert not list(run_dir.glob("checkpoint-*.partial-*"))
     assert _only_run_dir(tmp_path / "runs") == run_dir
 
-    records = runs.read_metrics(run_dir)
+    records = metrics.read_metrics(run_dir)
     assert [r["step"] for r in records] == list(range(1, steps + 1))  # the curve continues, no gap, no repeat
     info = json.loads((run_dir / "run.json").read_text())
-    assert info["status"] == "completed" and len(info["attempts"]) == 2
-    assert [a["status"] for a in info["attempts"]] == ["interrupted", "completed"]
-    assert info["attempts"][1]["resumed_from_step"] == stopped and info["restart_count"] == 1
-    final = runs.checkpoints(run_dir)[0][-1]
+    history = attempts(run_dir)
+    assert info["status"] == "completed" and "attempts" not in info
+    assert [(a["outcome"], a["step"]) for a in history] == [("interrupted-outside", stopped), ("completed", steps)]
+    assert history[1]["trainer"]["resumed_from_step"] == stopped and info["restart_count"] == 1
+    final = checkpoints.checkpoints(run_dir)[0][-1]
     assert final.name == f"checkpoint-{steps}"
     assert json.loads((final / "trainer_state.json").read_text())["global_step"] == steps
 
@@ -129,7 +132,7 @@ def test_sigterm_saves_and_rerun_resumes_to_exactly_max_steps_identically(write_
     reference = run_module("memorymodels.train", "--experiment", str(path), "--no-eval", "--run-dir",
                            str(tmp_path / "reference"))
     assert reference.returncode == 0, reference.stderr[-3000:]
-    ref_losses = [r["loss"] for r in runs.read_metrics(tmp_path / "reference")]
+    ref_losses = [r["loss"] for r in metrics.read_metrics(tmp_path / "reference")]
     assert [r["loss"] for r in records] == pytest.approx(ref_losses, rel=1e-5)
     mine = load_file(final / "model.safetensors")
     theirs = load_file(tmp_path / "reference" / f"checkpoint-{steps}" / "model.safetensors")
@@ -139,7 +142,7 @@ def test_sigterm_saves_and_rerun_resumes_to_exactly_max_steps_identically(write_
 
 
 def _losses(run_dir: Path, n: int) -> list[float]:
-    return [r["loss"] for r in runs.read_metrics(run_dir)][:n]
+    return [r["loss"] for r in metrics.read_metrics(run_dir)][:n]
 
 
 def test_gradient_accumulation_and_two_process_ddp_log_the_same_loss_as_one_big_batch(write_experiment, padded_data,
