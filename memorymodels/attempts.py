@@ -30,12 +30,14 @@ from memorymodels.rundir import REFUSALS, RunPaths
 
 
 def record_event(run_dir: str | Path, event: str, **fields: Any) -> dict:
-    """Append one event line to the run's history (a single write: lines from nodes and attempts never interleave)."""
+    """Append one event line to the run's history (a single write: lines from nodes and attempts never interleave;
+    a line cut by a process that died mid-write is ended first, so it never swallows this one)."""
     entry = {"event": event, "time": time.time(), **fields}
     path = RunPaths(run_dir).events
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as f:
-        f.write(json.dumps(entry, sort_keys=True) + "\n")
+    with open(path, "ab+") as f:
+        torn = f.seek(0, 2) > 0 and f.seek(-1, 2) >= 0 and f.read(1) != b"\n"
+        f.write((b"\n" if torn else b"") + json.dumps(entry, sort_keys=True).encode() + b"\n")
     return entry
 
 
@@ -181,9 +183,9 @@ def _settle(attempt: dict, *, last: bool) -> None:
     if slurm:
         if attempt["outcome"] in UNSURE and slurm.get("state") in SACCT_OUTCOMES:
             attempt["outcome"] = SACCT_OUTCOMES[slurm["state"]]
-        attempt["start"] = slurm.get("start") or attempt["start"]
-        attempt["end"] = slurm.get("end") or attempt["end"]
-        attempt["nodes"] = slurm.get("nodes") or attempt["nodes"]
+        for key in ("start", "end", "nodes"):
+            if slurm.get(key) is not None:
+                attempt[key] = slurm[key]
     if attempt["end"] is None and attempt["outcome"] != "running":
         attempt["end"] = attempt["last"]
 
@@ -269,8 +271,9 @@ def goodput(history: list[dict], kept_training_s: float | None, now: float | Non
     allocated, nodes = 0.0, 1
     for a in history:
         nodes = a["nodes"]
-        end = a["end"] or (now if a["outcome"] == "running" else a["last"]) or a["start"]
-        allocated += max(0.0, end - (a["start"] or end)) * a["nodes"]
+        end = a["end"] if a["end"] is not None else now if a["outcome"] == "running" else a["last"]
+        if a["start"] is not None and end is not None:
+            allocated += max(0.0, end - a["start"]) * a["nodes"]
     kept = (kept_training_s or 0.0) * nodes
     ratio = min(1.0, round(kept / allocated, 4)) if allocated > 0 else None
     return {"allocated_node_s": round(allocated, 1), "kept_node_s": round(kept, 1), "ratio": ratio,

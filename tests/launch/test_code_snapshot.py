@@ -23,6 +23,7 @@ from launch.localcluster.cluster import wait_for_job
 from launch.planning.code import MANIFEST, project_code
 from launch.submission.snapshot import SnapshotError, materialize
 from memorymodels.experiment import REPO_ROOT, state_dir
+from memorymodels.attempts import attempts
 from tests.launch.helpers import job_line, last_step, release_requeued, run_json, wait_until
 
 BREAK = 'raise RuntimeError("the checkout was broken after submission")\n'
@@ -151,9 +152,10 @@ def test_a_job_runs_the_code_it_was_submitted_with_across_a_broken_checkout_and_
     assert wait_for_job(job_id, timeout=300, environ=slurm_env) == {job_id: "COMPLETED"}
     info = run_json(run_dir)
     assert info["status"] == "completed" and last_step(run_dir) == max_steps and info["restart_count"] == 1
-    assert [a["code"] for a in info["attempts"]] == [code["hash"], code["hash"]]  # the resumed attempt too
-    assert info["attempts"][1]["resumed_from_step"] > 0
-    environment = info["attempts"][0]["environment"]
+    trainers = [a["trainer"] for a in attempts(run_dir)]
+    assert [t["code"] for t in trainers] == [code["hash"], code["hash"]]  # the resumed attempt too
+    assert trainers[1]["resumed_from_step"] > 0
+    environment = trainers[0]["environment"]
     assert environment["python"] == sys.version.split()[0] and environment["torch"] and "driver" in environment
     assert info["git"]["sha"] == code["git"]["sha"]  # the copy's commit, read from the snapshot's manifest
 

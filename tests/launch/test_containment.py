@@ -139,7 +139,8 @@ def test_goodput_weighs_node_time_held_against_training_kept(tmp_path):
         with open(tmp_path / "launch" / "events.jsonl", "a") as f:
             f.write(json.dumps({"event": kind, **fields}) + "\n")
     # 2 attempts x 2 nodes x ~100 s held; 120 s of training kept on 2 nodes
-    assert goodput(tmp_path, 120.0) == {"allocated_node_s": 400.0, "kept_node_s": 240.0, "ratio": 0.6, "attempts": 2}
+    assert goodput(attempts(tmp_path), 120.0) == {"allocated_node_s": 400.0, "kept_node_s": 240.0, "ratio": 0.6,
+                                                  "attempts": 2}
 
 
 def test_head_port_lies_below_the_ephemeral_range():
@@ -170,8 +171,9 @@ def test_submitting_from_inside_an_allocation_hands_the_job_none_of_it(slurm_clu
     result = json.loads(out.stdout.strip().splitlines()[-1])
     assert result["job_id"] != "999999"
     run = json.loads((tmp_path / result["run_dir"] / "run.json").read_text())
-    assert run["status"] == "completed" and run["attempts"][0]["slurm"]["job_id"] == result["job_id"]
-    assert "nonode" not in run["attempts"][0]["slurm"]["job_nodelist"]
+    slurm = attempts(tmp_path / result["run_dir"])[0]["trainer"]["slurm"]
+    assert run["status"] == "completed" and slurm["job_id"] == result["job_id"]
+    assert "nonode" not in slurm["job_nodelist"]
 
 
 def test_what_is_not_retried_and_why():

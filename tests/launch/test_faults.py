@@ -30,6 +30,7 @@ import pytest
 from launch.localcluster.cluster import wait_for_job
 from memorymodels.attempts import attempts, describe_attempts, read_events
 from memorymodels.heartbeat import read_beats
+from memorymodels.metrics import run_goodput
 from tests.launch.helpers import job_line, last_step, release_requeued, run_json, wait_until
 from tests.launch.test_multinode import (MAX_STEPS, assert_one_writer, assert_same_losses, cancel_if_running, finished,
                                          node_names, reference, start_submit, state, submitted_job, training)
@@ -85,7 +86,7 @@ def check_finished_run(run_dir: Path, reference, outcomes: list[str]) -> dict:
     assert [a["outcome"] for a in attempts(run_dir)] == outcomes, describe_attempts(run_dir)
     assert last_step(run_dir) == MAX_STEPS and (run_dir / f"checkpoint-{MAX_STEPS}" / "COMPLETE").exists()
     assert_same_losses(assert_one_writer(run_dir), reference(), f"two-node run with faults {outcomes[:-1]}")
-    goodput = info["goodput"]
+    goodput = run_goodput(run_dir)
     assert 0 < goodput["ratio"] < 1 and goodput["attempts"] == len(outcomes), goodput
     print(f"goodput {goodput}")
     return info
@@ -109,11 +110,13 @@ def check_hang(run_dir: Path, beat: dict, stopped_at: float, host: str) -> dict:
 
 
 def check_record(run_dir: Path, kind: str, host: str) -> None:
-    """run.json and events name the fault and say why the node was not excluded (two nodes in the partition)."""
-    entries = [f for f in run_json(run_dir)["faults"] if f["kind"] == kind]
-    assert entries and entries[0]["node"] == host, run_json(run_dir)["faults"]
-    assert entries[0]["excluded"] == {"node": host, "excluded": False, "detail": entries[0]["excluded"]["detail"]}
-    assert "would keep 1 node(s) for a 2-node job" in entries[0]["excluded"]["detail"]
+    """The history names the fault and says why the node was not excluded (two nodes in the partition)."""
+    history = attempts(run_dir)
+    entries = [(f, a["excluded"]) for a in history for f in a["faults"] if f["cause"] == kind]
+    assert entries and entries[0][0]["host"] == host, describe_attempts(run_dir)
+    excluded = entries[0][1]
+    assert excluded["node"] == host and excluded["excluded"] is False
+    assert "would keep 1 node(s) for a 2-node job" in excluded["detail"]
 
 
 def test_hung_rank_on_node2_is_detected_dumped_and_retried(multinode_cluster, reference, tmp_path_factory):

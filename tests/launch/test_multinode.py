@@ -178,10 +178,10 @@ def print_phases(run_dir: Path, where: str) -> None:
     training, and to the launcher's exit record (rank 0's end-of-run evaluation): shown with ``pytest -s``."""
     starts = [e for e in read_events(run_dir) if e["event"] == "start"]
     exits = [e for e in read_events(run_dir) if e["event"] == "exit"]
-    for i, (start, attempt, end) in enumerate(zip(starts, run_json(run_dir)["attempts"], exits), 1):
-        t0 = start["time"]
-        print(f"{where}, attempt {i}: trainer started {attempt['start'] - t0:.1f} s after the job, trained until "
-              f"{attempt['end'] - t0:.1f} s, launcher exit record at {end['time'] - t0:.1f} s ({end['outcome']})")
+    for i, (start, attempt, end) in enumerate(zip(starts, attempts(run_dir), exits), 1):
+        t0, trainer = start["time"], attempt["trainer"]
+        print(f"{where}, attempt {i}: trainer started {trainer['start'] - t0:.1f} s after the job, trained until "
+              f"{trainer['end'] - t0:.1f} s, launcher exit record at {end['time'] - t0:.1f} s ({end['outcome']})")
 
 
 def assert_one_writer(run_dir: Path) -> list[dict]:
@@ -221,8 +221,8 @@ def test_interrupted_two_node_job_requeues_and_resumes_on_both_nodes(multinode_c
     info = run_json(run_dir)
     assert info["status"] == "completed" and info["restart_count"] == 1, describe_attempts(run_dir)
     assert info["slurm_job_ids"] == [job_id] and info["world_size"] == WORLD  # a requeued job keeps its id
-    assert [(a["slurm"]["job_id"], a["slurm"]["job_nodelist"], a["world_size"], a["resumed_from_step"])
-            for a in info["attempts"]] == [(job_id, nodelist(multinode_cluster), WORLD, None),
+    assert [(t["slurm"]["job_id"], t["slurm"]["job_nodelist"], t["world_size"], t["resumed_from_step"])
+            for t in (a["trainer"] for a in attempts(run_dir))] == [(job_id, nodelist(multinode_cluster), WORLD, None),
                                            (job_id, nodelist(multinode_cluster), WORLD, stop_step)]
     starts = [e for e in read_events(run_dir) if e["event"] == "start"]
     nodes = node_names(multinode_cluster)
@@ -239,8 +239,9 @@ def test_two_node_torchrun_matches_a_single_process_run(multinode_cluster, refer
     run_dir = finished(completed_job, multinode_cluster.environ(), timeout=300)
     info = run_json(run_dir)
     assert info["status"] == "completed" and info["world_size"] == WORLD and info["restart_count"] == 0
-    (attempt,) = info["attempts"]
-    assert attempt["slurm"]["job_nodelist"] == nodelist(multinode_cluster) and attempt["world_size"] == WORLD
+    (attempt,) = attempts(run_dir)
+    trainer = attempt["trainer"]
+    assert trainer["slurm"]["job_nodelist"] == nodelist(multinode_cluster) and trainer["world_size"] == WORLD
     assert info["slurm_job_ids"] == [completed_job["job_id"]]
     (start,) = [e for e in read_events(run_dir) if e["event"] == "start"]
     assert start["nodes"] == node_names(multinode_cluster) and start["host"] == node_names(multinode_cluster)[0]

@@ -18,7 +18,8 @@ from memorymodels.configuration import ConfigError
 from launch.slurm.cluster import ClusterInfo, parse_config, parse_nodes, parse_partitions
 from launch.slurm.client import SlurmError, explain, run_slurm
 from launch.submission.preflight import check_plan
-from memorymodels.attempts import attempts, describe_attempts, read_events, record_event
+from memorymodels.attempts import (attempts, describe_attempts, goodput, read_events, record_event, record_reconciled,
+                                   unsettled)
 from launch.node.task import worker_pids
 from launch.planning.plan import plan_job
 from launch.planning.profiles import REPO_ROOT, load_profile
@@ -186,13 +187,77 @@ def test_attempts_tell_apart_preemption_timeout_node_failure_and_errors(tmp_path
     with open(tmp_path / "launch" / "events.jsonl", "a") as f:
         f.write('{"event": "start", "job_id": "8", "tim')  # a line cut by a dying node is skipped
     outcomes = [a["outcome"] for a in attempts(tmp_path)]
-    assert outcomes == ["requeued-preemption", "node-failure", "requeued-timeout", "failed"]
+    assert outcomes == ["requeued-preemption", "lost", "requeued-timeout", "failed"]
+    assert "ended without a word (killed, or its node failed; no accounting" in describe_attempts(tmp_path)
+    # Slurm's accounting settles the silent attempt: its state, and the allocation it held
+    record_event(tmp_path, "reconciled", job_id="7", restart_count=1, state="NODE_FAIL", start=100.0, end=160.0,
+                 nodes=1, source="sacct")
+    history = attempts(tmp_path)
+    assert [a["outcome"] for a in history] == ["requeued-preemption", "node-failure", "requeued-timeout", "failed"]
+    assert (history[1]["start"], history[1]["end"]) == (100.0, 160.0)
     text = describe_attempts(tmp_path)
     assert "was preempted: checkpointed and requeued at step 30" in text
-    assert "ended without a word (node failure" in text
+    assert "ended with its node (Slurm: NODE_FAIL)" in text
     assert "hit its time limit: checkpointed and requeued at step 60" in text
     assert "failed (program error) at step 61 (exit 1)" in text and "ValueError: boom" in text
-    assert len(read_events(tmp_path)) == 11
+    assert len(read_events(tmp_path)) == 12
+
+
+SETTLED = [  # what the attempt recorded, what Slurm's accounting says -> the outcome the history keeps
+    ({"exit": "interrupted-outside"}, "CANCELLED", "cancelled"),
+    ({"exit": "completed"}, "COMPLETED", "completed"),
+    ({"exit": "requeued"}, "REQUEUED", "requeued-preemption"),  # the attempt knew better: it asked for the requeue
+    ({}, "CANCELLED", "cancelled"),  # killed before the launcher could write a word
+    ({}, "TIMEOUT", "timeout"),
+    ({}, "PREEMPTED", "preempted"),
+    ({}, "OUT_OF_MEMORY", "failed"),
+    ({"trainer_end": "interrupted"}, "CANCELLED", "cancelled"),  # scancel: SIGTERM, the trainer saved and said so
+    ({"trainer_end": "interrupted"}, None, "interrupted-outside"),  # no accounting: what the trainer said
+]
+
+
+@pytest.mark.parametrize("recorded, state, outcome", SETTLED)
+def test_slurms_accounting_settles_what_an_attempt_could_not_say(tmp_path, recorded, state, outcome):
+    record_event(tmp_path, "start", job_id="9", restart_count=0, host="n1", cluster="slurm")
+    record_event(tmp_path, "trainer-start", job_id="9", restart_count=0, host="n1")
+    if "trainer_end" in recorded:
+        record_event(tmp_path, "trainer-end", status=recorded["trainer_end"], step=12)
+    if recorded.get("exit") == "requeued":
+        record_event(tmp_path, "exit", code=0, outcome="stopped", step=12)
+        record_event(tmp_path, "requeue", reason="preemption")
+    elif "exit" in recorded:
+        record_event(tmp_path, "exit", code=0, outcome=recorded["exit"], step=12)
+    record_event(tmp_path, "start", job_id="10", restart_count=0, host="n1", cluster="slurm")  # a resubmission
+    history = attempts(tmp_path)
+    assert unsettled(history) == [("9", 0), ("10", 0)]
+    accounting = {("9", 0): {"state": state, "start": 1000.0, "end": 1100.0, "nodes": 2},
+                  ("10", 0): {"state": "RUNNING", "start": 1200.0, "end": None, "nodes": 2}} if state else {}
+    assert record_reconciled(tmp_path, history, accounting) == (1 if state else 0)
+    first, second = attempts(tmp_path)
+    assert first["outcome"] == outcome and second["outcome"] == "running"
+    if state:  # the node time is Slurm's allocation: 2 nodes x 100 s, counted though the attempt was cancelled
+        assert (first["start"], first["end"], first["nodes"]) == (1000.0, 1100.0, 2)
+        assert goodput([first], 50.0)["allocated_node_s"] == 200.0
+        assert unsettled(attempts(tmp_path)) == [("10", 0)]  # settled once; the running job stays open
+
+
+def test_goodput_never_exceeds_one_and_counts_every_attempt(tmp_path):
+    """A cancelled attempt's allocation is counted: before, an attempt without an end held no node time at all
+    (goodput 412 % for a cancelled and resumed sweep cell)."""
+    record_event(tmp_path, "start", job_id="1", restart_count=0, cluster="slurm", nodes=["a"], allocated=0.0)
+    record_event(tmp_path, "trainer-start", job_id="1", restart_count=0)
+    record_event(tmp_path, "start", job_id="2", restart_count=0, cluster="slurm", nodes=["a"], allocated=100.0)
+    record_event(tmp_path, "exit", code=0, outcome="completed", step=10)
+    history = attempts(tmp_path)
+    history[-1]["end"] = 130.0
+    lost = goodput(history, 100.0)  # the first attempt's end is unknown: its last word bounds it (0 s)
+    assert lost["ratio"] == 1.0
+    record_event(tmp_path, "reconciled", job_id="1", restart_count=0, state="CANCELLED", start=0.0, end=70.0,
+                 nodes=1)
+    history = attempts(tmp_path)
+    history[-1]["end"] = 130.0
+    assert goodput(history, 71.8) == {"allocated_node_s": 100.0, "kept_node_s": 71.8, "ratio": 0.718,
+                                      "attempts": 2}
 
 
 def test_requeueing_stops_afterattempts_without_progress(tmp_path):
@@ -267,7 +332,7 @@ def test_scancel_signal_requeues_through_torchrun_and_finishes_exactly(slurm_clu
     wait_until(lambda: last_step(run_dir) >= 2, 120, "the first training steps")
     subprocess.run(["scancel", "--signal=USR2", job_id], env=env, check=True)
     wait_until(lambda: any(e["event"] == "requeue" for e in read_events(run_dir)), 60, "the requeue")
-    stopped_at = run_json(run_dir).get("attempts", [{}])[0]
+    stopped_at = (attempts(run_dir)[0]["trainer"] or {}) if attempts(run_dir) else {}
     assert 0 < last_step(run_dir) < max_steps, "the signal arrived after the run finished; raise max_steps"
 
     def pending_then_release():
@@ -283,8 +348,8 @@ def test_scancel_signal_requeues_through_torchrun_and_finishes_exactly(slurm_clu
     info = run_json(run_dir)
     assert info["status"] == "completed" and info["restart_count"] == 1
     assert info["slurm_job_ids"] == [job_id]  # a requeued job keeps its id; the attempts count the restarts
-    assert [(a["slurm"]["job_id"], a["slurm"].get("restart_count", "0")) for a in info["attempts"]] == [
-        (job_id, "0"), (job_id, "1")]
+    assert [(a["job_id"], a["restart_count"], a["trainer"]["slurm"].get("restart_count", "0"))
+            for a in attempts(run_dir)] == [(job_id, 0, "0"), (job_id, 1, "1")]
     assert last_step(run_dir) == max_steps and (run_dir / f"checkpoint-{max_steps}").is_dir()
     assert stopped_at.get("status") == "interrupted"
     outcomes = [a["outcome"] for a in attempts(run_dir)]
@@ -364,7 +429,7 @@ def test_local_profile_runs_the_same_job_without_slurm_and_requeues(state, tmp_p
     assert 0 < last_step(plan.run_dir) < max_steps, "the signal arrived after the run finished; raise max_steps"
     assert follow_local(job, entry, out=open(os.devnull, "w")) == 0
     info = run_json(plan.run_dir)
-    assert info["status"] == "completed" and len(info["attempts"]) == 2
+    assert info["status"] == "completed" and len(attempts(plan.run_dir)) == 2
     assert last_step(plan.run_dir) == max_steps and (plan.run_dir / f"checkpoint-{max_steps}").is_dir()
     assert [a["outcome"] for a in attempts(plan.run_dir)] == ["requeued-preemption", "completed"]
     assert os.environ.get("SLURM_CONF") == env_before

@@ -11,6 +11,7 @@ import yaml
 from launch.planning.sweep_file import chunk, expand_cells, load_sweep, plan_cells, short_keys
 from tests.launch.helpers import run_json, wait_until
 from memorymodels.configuration import ConfigError
+from memorymodels.attempts import attempts
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -263,7 +264,7 @@ def test_six_cell_sweep_runs_as_one_array_and_resubmits_exactly_the_deleted_cell
     for cell in cells:
         info = run_json(cell["run_dir"])
         assert info["status"] == "completed"
-        assert info["attempts"][0]["slurm"]["array_job_id"] == array  # a task of the one array
+        assert attempts(cell["run_dir"])[0]["trainer"]["slurm"]["array_job_id"] == array  # a task of the one array
         assert info["config"]["model"]["params"] == {"kernel": cell["overrides"]["model.params.kernel"],
                                                      "n_heads": cell["overrides"]["model.params.n_heads"]}
         assert info["config"]["train"]["max_steps"] == 4
@@ -276,7 +277,7 @@ def test_six_cell_sweep_runs_as_one_array_and_resubmits_exactly_the_deleted_cell
     assert (tmp_path / "runs" / "six" / "eval_loss_vs_kernel.png").stat().st_size > 0
     assert run_report(first["sweep_id"]) == report  # by submission id: the same cells
 
-    kept_before = {d: run_json(d)["attempts"] for d in run_dirs}
+    kept_before = {d: attempts(d) for d in run_dirs}
     shutil.rmtree(run_dirs[1])
     shutil.rmtree(run_dirs[4])
     second = submit("--profile", "local-slurm", "--sweep", str(path), "--wait")  # returns once both have run
@@ -285,9 +286,9 @@ def test_six_cell_sweep_runs_as_one_array_and_resubmits_exactly_the_deleted_cell
         info = run_json(run_dir)
         assert info["status"] == "completed"
         if i in (1, 4):
-            assert len(info["attempts"]) == 1 and info["attempts"] != kept_before[run_dir]
+            assert len(attempts(run_dir)) == 1 and attempts(run_dir) != kept_before[run_dir]
         else:
-            assert info["attempts"] == kept_before[run_dir]  # complete cells never ran again
+            assert attempts(run_dir) == kept_before[run_dir]  # complete cells never ran again
 
     third = submit("--profile", "local-slurm", "--sweep", str(path))
     assert third == {"sweep_id": None, "arrays": []}
@@ -407,7 +408,8 @@ def test_a_local_profile_runs_the_cells_here_one_after_the_other(tmp_path):
     assert [a["cells"] for a in result["arrays"]] == [[0], [1]]
     runs = [run_json(tmp_path / "runs" / "here" / f"kernel={k}") for k in (1, 2)]
     assert [r["status"] for r in runs] == ["completed", "completed"]
-    assert runs[0]["attempts"][0]["end"] <= runs[1]["attempts"][0]["start"]  # one after the other
+    first, second = (attempts(tmp_path / "runs" / "here" / f"kernel={k}")[0] for k in (1, 2))
+    assert first["end"] <= second["start"]  # one after the other
     assert submit("--profile", "local", "--sweep", str(path)) == {"sweep_id": None, "arrays": []}
 
 
