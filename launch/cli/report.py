@@ -16,8 +16,9 @@ from pathlib import Path
 
 from launch.cli.args import Parser
 from launch.cli.output import exit_quietly_on_a_closed_pipe, print_table
+from launch.monitor.history import settle_runs
 from launch.monitor.report import (METRICS, add_usage, collect_rows, evaluate_missing, load_cells, plot, plot_axis,
-                                   render, resource_usage, sweep_jobs, usage_summary, write_csv)
+                                   render, resource_usage, slurm_env_of, sweep_jobs, usage_summary, write_csv)
 from memorymodels.configuration import ConfigError, one_line
 
 
@@ -37,11 +38,14 @@ def main(argv: list[str] | None = None) -> int:
     try:
         title, axes, cells = load_cells(args.sweep, args.profile)
         axis = plot_axis(axes, args.plot, args.metric) if args.plot else None  # before anything is written
+        jobs = sweep_jobs(cells)
+        if jobs:  # cancelled and killed attempts first get Slurm's word on how they ended and the time they held
+            settle_runs([cell["run_dir"] for cell in cells], slurm_env_of(jobs))
         rows = collect_rows(cells, axes)
         if args.evaluate:
             evaluate_missing(rows)
             rows = collect_rows(cells, axes)
-        usage, error = resource_usage(sweep_jobs(cells))
+        usage, error = resource_usage(jobs)
         add_usage(rows, usage)
         folder = Path(cells[0]["run_dir"]).parent  # <checkpoint root>/<sweep name>
         print_table(render(rows, axes, title))

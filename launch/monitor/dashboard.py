@@ -225,7 +225,9 @@ def count_states(rows: list[JobRow]) -> dict[str, int]:
 
 def render_sweep(summary: SweepSummary) -> Text:
     text = Text(f"sweep {summary.name}", style="bold", no_wrap=True, overflow="ellipsis")
-    text.append(f" ({summary.submission}): {summary.total} cells: {state_counts(summary.counts)}")
+    made = f", {len(summary.submissions)} submissions" if len(summary.submissions) > 1 else ""
+    cells = f"{summary.total} cell{'s' if summary.total != 1 else ''}"
+    text.append(f" ({summary.submission}{made}): {cells}: {state_counts(summary.counts)}")
     if summary.best_eval_loss is not None:
         text.append(f"; best eval loss {summary.best_eval_loss:.4f} ({summary.best_job_id}"
                     f"{' ' + fmt_cell(summary.best_cell) if summary.best_cell else ''})")
@@ -254,12 +256,12 @@ def render_failures(rows: list[JobRow], budget: int | None = None) -> list[Text]
 
 
 def pick_sweeps(sweeps: list[SweepSummary], limit: int | None) -> tuple[list[SweepSummary], int]:
-    """The sweep lines worth a line on a screen: sweeps with queued or running cells first, then the newest."""
+    """The sweep lines worth a line on a screen (``sweeps`` come newest first): sweeps with queued or running cells
+    first, then the newest; shown in their order, the newest on top."""
     if limit is None or len(sweeps) <= limit:
         return sweeps, 0
     active = [i for i, sweep in enumerate(sweeps) if any(state in ACTIVE_STATES for state in sweep.counts)]
-    ended = [i for i in reversed(range(len(sweeps))) if i not in set(active)]
-    order = active[::-1] + ended
+    order = active + [i for i in range(len(sweeps)) if i not in set(active)]
     keep = max(1, limit - 1)
     return [sweeps[i] for i in sorted(order[:keep])], len(sweeps) - keep
 
@@ -351,7 +353,7 @@ def select_rows(snapshot: Snapshot, *, now: float, since_s: float | None = DAY, 
             and (not states or state_matches(row, states))]
     shown = [row for row in rows if recent(row)]
     wanted = {row.submission for row in shown if row.sweep}
-    sweeps = [summary for summary in snapshot.sweeps if summary.submission in wanted]
+    sweeps = [summary for summary in snapshot.sweeps if wanted & set(summary.submissions or [summary.submission])]
     return dataclasses.replace(snapshot, rows=shown, sweeps=sweeps), len(rows) - len(shown)
 
 

@@ -19,11 +19,20 @@ from launch.slurm.jobcontrol import attempt_accounting
 from memorymodels.attempts import attempts, record_reconciled, unsettled
 
 
+def settle_runs(run_dirs: list[str | Path], env: dict[str, str] | None = None) -> int:
+    """Record Slurm's word on the attempts of these runs that lack it, from one ``sacct`` call for all of them;
+    returns how many attempts were settled."""
+    if os.environ.get("MEMORYMODELS_SACCT", "").lower() == "off":
+        return 0
+    histories = {run_dir: attempts(run_dir) for run_dir in dict.fromkeys(run_dirs) if Path(run_dir).is_dir()}
+    jobs = [job for history in histories.values() for job, _ in unsettled(history)]
+    if not jobs:
+        return 0
+    accounting = attempt_accounting(jobs, env)
+    return sum(record_reconciled(run_dir, history, accounting) for run_dir, history in histories.items())
+
+
 def settled_attempts(run_dir: str | Path, env: dict[str, str] | None = None) -> list[dict]:
     """The run's attempts (:func:`memorymodels.attempts.attempts`) after recording Slurm's word on those it lacks."""
-    history = attempts(run_dir)
-    keys = unsettled(history)
-    if keys and os.environ.get("MEMORYMODELS_SACCT", "").lower() != "off":
-        if record_reconciled(run_dir, history, attempt_accounting([job for job, _ in keys], env)):
-            history = attempts(run_dir)
-    return history
+    settle_runs([run_dir], env)
+    return attempts(run_dir)

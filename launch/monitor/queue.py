@@ -95,10 +95,12 @@ def _journal_jobs(path: Path) -> tuple[float, list[dict]]:
     data = journal.read_entry(path)
     submission = str(data.get("submission_id") or path.stem)
     sweep = data.get("sweep") if data.get("kind") == "sweep" else None
-    sweep_name = None
+    sweep_name = sweep_key = None
     if data.get("kind") == "sweep":
         sweep = sweep if isinstance(sweep, dict) else {}
         sweep_name = str(sweep.get("name") or (Path(sweep["file"]).stem if sweep.get("file") else submission))
+        # one sweep across its resubmissions: the folder its cells live in, else its file, else this submission
+        sweep_key = str(sweep.get("root") or sweep.get("file") or submission)
     executor = str(data.get("executor") or data.get("scheduler") or "").lower()
     jobs = []
     profile = data.get("profile")
@@ -122,7 +124,8 @@ def _journal_jobs(path: Path) -> tuple[float, list[dict]]:
         cell = job.get("cell")
         row = {"job_id": job_id, "name": str(job.get("name") or ""), "run_dir": run_dir,
                "cell": cell if isinstance(cell, dict) else None, "stdout": job.get("stdout"),
-               "stderr": job.get("stderr"), "submission": submission, "sweep": sweep_name, "submitted": created}
+               "stderr": job.get("stderr"), "submission": submission, "sweep": sweep_name, "sweep_key": sweep_key,
+               "submitted": created}
         jobs.append({**row, "row": row, "pid": pid, "profile": profile, "slurm": not local, "run_parent": split,
                      "slurm_conf": data.get("slurm_conf")})
     return created, jobs

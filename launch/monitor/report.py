@@ -93,7 +93,7 @@ def sweep_jobs(cells: list[dict]) -> list[dict]:
             for job in submission["jobs"] if job["run_dir"] in run_dirs and job.get("executor", "slurm") == "slurm"]
 
 
-def _slurm_env(jobs: list[dict]) -> dict[str, str]:
+def slurm_env_of(jobs: list[dict]) -> dict[str, str]:
     """The environment for Slurm commands about these jobs: the cluster their newest submission recorded, else the
     one its profile names now, else ``SLURM_CONF`` as set."""
     conf = jobs[-1].get("slurm_conf")
@@ -113,7 +113,7 @@ def resource_usage(jobs: list[dict], run=None) -> tuple[dict[str, dict], str | N
     bound on the waste, since a later attempt resumes from their last periodic checkpoint."""
     if not jobs:
         return {}, None
-    run = run or (lambda argv: run_slurm(argv, _slurm_env(jobs)))
+    run = run or (lambda argv: run_slurm(argv, slurm_env_of(jobs)))
     run_dir_of = {job["job_id"]: job["run_dir"] for job in jobs}
     try:
         text = run(usage_command(list(dict.fromkeys(job["job_id"].split("_")[0] for job in jobs))))

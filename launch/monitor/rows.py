@@ -47,6 +47,7 @@ class JobRow:
     submitted: float | None = None
     submission: str | None = None
     sweep: str | None = None
+    sweep_key: str | None = None  # the sweep across its resubmissions: its cells' folder (else file, submission)
     cell: dict | None = None
     reason: str | None = None
     reason_text: str = ""
@@ -86,12 +87,14 @@ class JobRow:
 
 @dataclasses.dataclass
 class SweepSummary:
-    """One sweep submission: how many cells are in each state and the best eval loss so far."""
+    """One sweep across all its submissions: how many cells are in each state (each by its newest job) and the best
+    eval loss so far."""
 
     name: str
-    submission: str
-    total: int
+    submission: str  # the newest submission
+    total: int  # cells
     counts: dict[str, int]
+    submissions: list[str] = dataclasses.field(default_factory=list)  # newest first
     best_eval_loss: float | None = None
     best_job_id: str | None = None
     best_cell: dict | None = None
@@ -344,13 +347,22 @@ def label_rows(rows: list[JobRow], configs: dict[str, dict | None]) -> None:
 
 
 def summarize_sweeps(rows: list[JobRow]) -> list[SweepSummary]:
-    """One summary per sweep submission, in the order the rows come."""
+    """One summary per sweep, however many times it was submitted, in the order the rows come (newest first): a
+    cell counts once, in the state of its newest job."""
     sweeps: dict[str, SweepSummary] = {}
+    cells: set[tuple[str, str]] = set()
     for row in rows:
         if row.sweep is None:
             continue
-        summary = sweeps.setdefault(row.submission or row.sweep, SweepSummary(
-            name=row.sweep, submission=row.submission or row.sweep, total=0, counts={}))
+        key = row.sweep_key or row.submission or row.sweep
+        submission = row.submission or row.sweep
+        summary = sweeps.setdefault(key, SweepSummary(name=row.sweep, submission=submission, total=0, counts={}))
+        if submission not in summary.submissions:
+            summary.submissions.append(submission)
+        cell = (key, row.run_dir or row.job_id)
+        if cell in cells:
+            continue  # an older job of a resubmitted cell
+        cells.add(cell)
         summary.total += 1
         summary.counts[row.state] = summary.counts.get(row.state, 0) + 1
         if row.eval_loss is not None and (summary.best_eval_loss is None or row.eval_loss < summary.best_eval_loss):

@@ -151,15 +151,16 @@ def test_view_cut_drops_the_oldest_finished_rows_first_and_keeps_the_selected_on
 def test_live_view_on_a_small_screen_keeps_active_sweeps_and_shortens_failure_logs():
     from launch.monitor.rows import SweepSummary
 
+    # newest first, as the collector orders them (old0 is the newest ended sweep); busy is older but active
     sweeps = [SweepSummary(name=f"old{i}", submission=f"s{i}", total=2, counts={"COMPLETED": 2}) for i in range(30)]
-    sweeps.insert(3, SweepSummary(name="busy", submission="b", total=5, counts={"RUNNING": 1, "PENDING": 4}))
+    sweeps.insert(10, SweepSummary(name="busy", submission="b", total=5, counts={"RUNNING": 1, "PENDING": 4}))
     failed = [JobRow(job_id=str(700 + i), state="FAILED", end=float(i), stderr=f"/logs/{i}.err",
                      log_tail=[f"line {k} of {i}" for k in range(12)]) for i in range(5)]
     snapshot = Snapshot(rows=pending_array(50) + failed, sweeps=sweeps, time=0.0, calls={"squeue": 1})
     lines = console_text(render_view(snapshot, now=0.0, width=100, max_rows=30), 100).splitlines()
     assert len(lines) <= 30
-    assert [line.split()[1] for line in lines if line.startswith("sweep ")] == ["busy", "old26", "old27", "old28",
-                                                                               "old29"]
+    assert [line.split()[1] for line in lines if line.startswith("sweep ")] == ["old0", "old1", "old2", "old3",
+                                                                               "busy"]
     assert "... 26 more sweeps (see --once)" in lines
     failures = lines[lines.index("FAILED 704   /logs/4.err"):]  # newest first, the last line of each log
     assert failures == [f"{head}" for i in (4, 3, 2, 1, 0) for head in (f"FAILED 70{i}   /logs/{i}.err",
@@ -290,3 +291,19 @@ def test_script_entry_point_runs_from_anywhere(journal_jobs, tmp_path):
                           timeout=60)
     assert proc.returncode == 0, proc.stderr
     assert f"{journal_jobs['array']}_[0-2]" in proc.stdout
+
+
+def test_a_sweep_submitted_three_times_is_one_sweep_line_with_each_cell_once():
+    def row(job, submission, cell, state, sweep_key="/runs/kh"):
+        return JobRow(job_id=job, state=state, submission=submission, sweep="kh", sweep_key=sweep_key,
+                      run_dir=f"/runs/kh/cell{cell}", submitted=float(job.split("_")[0]))
+    rows = [row("300_0", "s3", 1, "RUNNING"),  # newest first: the third submission reran cell 1 ...
+            row("200_0", "s2", 0, "COMPLETED"), row("200_1", "s2", 1, "CANCELLED"),  # ... cancelled in the second
+            row("100_0", "s1", 0, "CANCELLED"), row("100_1", "s1", 1, "CANCELLED"),
+            row("400_0", "t1", 0, "PENDING", sweep_key="/runs/other")]
+    first, other = summarize_sweeps(rows)
+    assert (first.name, first.submission, first.submissions, first.total) == ("kh", "s3", ["s3", "s2", "s1"], 2)
+    assert first.counts == {"RUNNING": 1, "COMPLETED": 1}  # each cell in the state of its newest job
+    assert other.total == 1 and other.submissions == ["t1"]
+    line = console_text(render_view(Snapshot(rows=rows, sweeps=[first, other], time=0.0), now=0.0, width=80), 80)
+    assert "sweep kh (s3, 3 submissions): 2 cells: " in line and line.count("\nsweep ") == 2
