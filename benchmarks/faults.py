@@ -16,7 +16,7 @@ StartTime=now``) three seconds after each requeue, as the tests do, so "to train
 and the restart, not that hold; add 120 s per fault for a cluster that keeps it. For each fault the table gives the
 seconds to its detection (the ``fault``/``signal`` event), to the requeue, to the next attempt's start, and to the
 first step trained after it, the steps lost (trained past the last checkpoint, trained again), and at the end the
-run's goodput from run.json (kept training node-seconds / allocated node-seconds).
+run's goodput from its history of attempts (kept training node-seconds / allocated node-seconds).
 """
 
 from __future__ import annotations

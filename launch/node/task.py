@@ -33,9 +33,11 @@ has nodes to spare (``launch.slurm.jobcontrol``). The other nodes' tasks exit 0,
 ``srun --kill-on-bad-exit`` ends the step on every node only when a task really failed (or its node died).
 
 The node reads what the submission wrote and nothing else: the command in the pickled task, the accelerate config
-and the resolved experiment in ``RUN_DIR/launch/``. Every attempt leaves lines in ``RUN_DIR/launch/events.jsonl``
-(``memorymodels.attempts``), so what happened is told apart afterwards: timeout (by Slurm's end time for the job),
-preemption, hang, a dead rank, node failure and program error; run.json gets the faults and the run's goodput.
+and the resolved experiment in ``RUN_DIR/launch/`` (paths from ``memorymodels.rundir.RunPaths``). Every attempt leaves
+lines in the run's history (``memorymodels.attempts``), so what happened is told apart afterwards: timeout (by Slurm's
+end time for the job), preemption, hang, a dead rank, node failure and program error; node 0 first records Slurm's
+accounting of earlier attempts that could not say how they ended (a cancel, a kill, a lost node), and this attempt's
+allocation start, so the goodput counts every allocation. The node task writes no run.json: the trainer owns it.
 """
 
 from __future__ import annotations
