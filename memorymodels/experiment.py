@@ -117,7 +117,8 @@ class TrainConfig:
     logging_steps: int = 10
     """Write a metrics.jsonl line every this many steps."""
     precision: Literal["auto", "fp16", "bf16", "fp32"] = "auto"
-    """auto: bf16 on GPUs that support it, fp16 on V100 (compute capability 7.x), fp32 on CPU."""
+    """auto: the device's best, bf16 from compute capability 8 (A100, H100), fp16 on 7.x (V100), fp32 on CPU; fp16 and
+    bf16 need GPUs (``memorymodels.precision``, which the launcher plans with too)."""
     compile: bool = False
     """torch.compile the model."""
     seed: int = 42

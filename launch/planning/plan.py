@@ -20,9 +20,10 @@ Inside the job (``launch.node.task``) four variables are set before the command 
 Which settings win, lowest first: the experiment file; what the profile decides for the experiment
 (``train.precision`` from ``precision``, ``output.checkpoint_root`` from ``checkpoint_root``, relative
 ``data.tokenizer`` / ``data.train_dir`` / ``data.test_dir`` taken relative to ``data_root``); then ``--set`` keys.
-Precision has one owner, :func:`plan_precision`: the profile's, or ``--set train.precision`` (or
-``--set profile.precision``) when the GPU can do it; the trainer, the accelerate config and the launch flags all
-receive that one value.
+Precision has one rule, ``memorymodels.precision.resolve_precision``, which the trainer applies too; the plan's
+value comes from :func:`plan_precision`: the profile's, or ``--set train.precision`` (or ``--set
+profile.precision``) when the profile's GPU can do it (``auto``: the GPU's best, as in the trainer); the trainer,
+the accelerate config and the launch flags all receive that one value.
 
 The code the job runs (``launch.planning.code``): unless planned with ``snapshot=False`` (``--no-snapshot``), the
 project's files are hashed here and the job runs from ``<checkpoint_root>/.code/<hash>/``, which the submission
@@ -47,11 +48,12 @@ from launch.planning.command import (ACCELERATE_CONFIG, EXPERIMENT_FILE, LOG_FOL
                                      accelerate_config, job_env, launch_command, launch_dir, run_tag,
                                      sbatch_parameters)
 from launch.planning.dependency import dependency_spec
-from launch.planning.profiles import Profile, expand_path, precision_problem
+from launch.planning.profiles import Profile, expand_path
 from launch.slurm.submitit_adapter import render_sbatch
 from memorymodels.configuration import ConfigError, apply_overrides, load_yaml, one_line, parse_override
 from memorymodels.experiment import REPO_ROOT, Experiment, experiment_dict, experiment_from_dict, model_build_args
 from memorymodels.models import model_config
+from memorymodels.precision import resolve_precision
 from memorymodels.runs import RunDirError, run_dir_for
 
 EXPERIMENTS = REPO_ROOT / "configs" / "experiments"
@@ -218,19 +220,20 @@ def profile_items(profile: Profile, data: dict) -> list[str]:
 
 
 def plan_precision(profile: Profile, overrides: Iterable[str]) -> str:
-    """The job's one precision: ``--set train.precision`` when given (``auto``: the profile's), else the profile's;
+    """The job's one precision: the profile's, or ``--set train.precision`` when given, resolved for the profile's
+    device by the trainer's own rule (``memorymodels.precision.resolve_precision``: ``auto`` is the device's best);
     refused, naming the key, when the profile's GPUs cannot train in it."""
     asked = None
     for item in overrides:
         key, value = parse_override(item)
         if key == "train.precision":
             asked = value
-    if asked in (None, "auto"):
-        return profile.precision
-    problem = precision_problem(profile.gpu_type, str(asked), key="train.precision")
-    if problem:
-        raise ConfigError(f"--set train.precision={asked}: {problem} (profile {profile.name}: {profile.source})")
-    return str(asked)
+    if asked is None:
+        return profile.precision  # checked against the same rule when the profile was loaded
+    try:
+        return resolve_precision(str(asked), profile.device)
+    except ConfigError as exc:
+        raise ConfigError(f"--set train.precision={asked}: {exc} (profile {profile.name}: {profile.source})") from None
 
 
 def experiment_path(experiment: str | Path | None) -> Path:
