@@ -138,7 +138,9 @@ class Profile:
     launcher: Literal["torchrun", "fsdp", "deepspeed"] = "torchrun"
     """Default launcher: torchrun (DDP), fsdp (accelerate + FSDP) or deepspeed (accelerate + ZeRO-3)."""
     data_root: str = ""
-    """Where prepared tokenizers and token shards live on this cluster (the seed's DATA_ROOT)."""
+    """Where prepared tokenizers and token shards live on this cluster (the seed's DATA_ROOT): a ``data.corpus`` is
+    prepared here once and shared by every job and code snapshot (the experiment's ``data.cache_dir``), and relative
+    ``data.tokenizer`` / ``data.train_dir`` / ``data.test_dir`` are taken under it. Must be shared by all nodes."""
     checkpoint_root: str = ""
     """Where run directories are created on this cluster (the seed's CHECKPOINT_ROOT); must be shared by all nodes."""
     setup: list[str] = field(default_factory=list)
