@@ -14,8 +14,8 @@ accepts on that hardware, and ``auto`` means the same on both: the device's best
 - ``fp32``: everywhere.
 - ``fp16``: GPUs only.
 - ``bf16``: GPUs of compute capability 8 or more. Not on CPU: the profiles promise that CPU-only nodes train in fp32,
-  and mixed bf16 on a CPU without bf16 instructions is emulated (slower than fp32, and numerically unlike what the
-  same run does on a GPU); a CPU run that asks for it is refused rather than silently slowed down.
+  and mixed bf16 on a CPU without bf16 instructions (AVX512-BF16, AMX) is emulated and slower than fp32; a CPU run
+  that asks for it is refused rather than silently slowed down.
 """
 
 from __future__ import annotations
