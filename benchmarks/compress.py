@@ -44,12 +44,13 @@ def baselines(data: bytes) -> dict[str, int]:
 
 def heldout(run_dir: Path, rows: int | None, max_bytes: int) -> bytes:
     """The held-out text ``memorymodels.evaluate`` scores: the first rows of the run's test split, decoded."""
-    from memorymodels import runs
     from memorymodels.heldout import heldout_bytes
     from memorymodels.experiment import experiment_from_dict, load_data, load_fast_tokenizer
+    from memorymodels.rundir import RunPaths
+    from memorymodels.runrecord import read_run_json
 
-    info = runs.read_json(run_dir / runs.RUN_JSON)
-    experiment = experiment_from_dict(info["config"], source=str(run_dir / runs.RUN_JSON))
+    info = read_run_json(run_dir)
+    experiment = experiment_from_dict(info["config"], source=str(RunPaths(run_dir).run_json))
     data = load_data(experiment)
     rows = rows or experiment.train.eval_rows or 64
     return heldout_bytes(data.test, load_fast_tokenizer(data.tokenizer_dir), rows)[0][:max_bytes]

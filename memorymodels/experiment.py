@@ -68,12 +68,17 @@ class DataConfig:
     """Instead of ``corpus``: a pretokenized data directory holding the train split."""
     test_dir: str | None = None
     """Instead of ``corpus``: a pretokenized data directory holding the test split (default: ``train_dir``)."""
+    cache_dir: str | None = None
+    """Where ``corpus`` is prepared and cached, shared by every run and every code snapshot (entries are keyed on
+    the corpus, these settings and the data code); null: ``<state>/cache`` (:func:`state_dir`). The launcher sets
+    the profile's ``data_root``, so a job never prepares data inside its code snapshot."""
 
     def __post_init__(self):
-        for key in ("corpus", "tokenizer", "train_dir", "test_dir"):
+        for key in ("corpus", "tokenizer", "train_dir", "test_dir", "cache_dir"):
             value = getattr(self, key)
             if value is not None and (not value.strip() or "\0" in value):
-                raise ConfigError(f"'data.{key}' must be a corpus spec or a path, got {value!r}; remove it or fill it in")
+                what = "a corpus spec or a path" if key == "corpus" else "a path"
+                raise ConfigError(f"'data.{key}' must be {what}, got {value!r}; remove it or fill it in")
         explicit = self.tokenizer is not None or self.train_dir is not None
         if self.corpus is None and not explicit:
             raise ConfigError("'data': set either 'data.corpus' or 'data.tokenizer' and 'data.train_dir'")
@@ -117,7 +122,8 @@ class TrainConfig:
     logging_steps: int = 10
     """Write a metrics.jsonl line every this many steps."""
     precision: Literal["auto", "fp16", "bf16", "fp32"] = "auto"
-    """auto: bf16 on GPUs that support it, fp16 on V100 (compute capability 7.x), fp32 on CPU."""
+    """auto: the device's best, bf16 from compute capability 8 (A100, H100), fp16 on 7.x (V100), fp32 on CPU; fp16 and
+    bf16 need GPUs (``memorymodels.precision``, which the launcher plans with too)."""
     compile: bool = False
     """torch.compile the model."""
     seed: int = 42
@@ -249,7 +255,8 @@ def preset_params(experiment: Experiment) -> dict:
 # Settings that change how often things are logged or kept, not what is trained: a run whose config differs only in
 # these is the same run (it finds the same directory and resumes).
 NOT_IDENTITY = {"train": ("eval_steps", "eval_rows", "save_steps", "save_total_limit", "logging_steps",
-                          "dataloader_workers", "report_to"), "output": ("checkpoint_root", "name")}
+                          "dataloader_workers", "report_to"), "output": ("checkpoint_root", "name"),
+                "data": ("cache_dir",)}
 
 
 def identity(experiment: Experiment, world_size: int) -> str:
@@ -343,6 +350,11 @@ def load_fast_tokenizer(tokenizer_dir: str | Path):
     return AutoTokenizer.from_pretrained(str(tokenizer_dir))
 
 
+def data_cache_dir(cfg: DataConfig) -> Path:
+    """Where ``cfg.corpus`` is prepared: ``data.cache_dir``, else the state directory's ``cache/``."""
+    return Path(cfg.cache_dir).expanduser() if cfg.cache_dir else state_dir() / "cache"
+
+
 def load_data(experiment: Experiment, *, progress: bool = False) -> Data:
     """Prepare (or find in the cache) the tokenizer and the pretokenized splits of ``experiment.data``."""
     from memorymodels.data import TokenDataset, prepare_data
@@ -350,7 +362,7 @@ def load_data(experiment: Experiment, *, progress: bool = False) -> Data:
     cfg = experiment.data
     if cfg.corpus is not None:
         prepared = prepare_data(cfg.corpus, vocab_size=cfg.vocab_size, context=cfg.context, mode=cfg.mode,
-                                padding_side=cfg.padding_side, cache_dir=state_dir() / "cache", progress=progress)
+                                padding_side=cfg.padding_side, cache_dir=data_cache_dir(cfg), progress=progress)
         tokenizer_dir, train_dir = Path(prepared.tokenizer_dir), Path(prepared.data_dir)
         test_dir = train_dir
     else:

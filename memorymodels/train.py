@@ -48,6 +48,7 @@ from memorymodels.fileio import DiskFullError, free_bytes, is_disk_full
 from memorymodels.heartbeat import Heartbeat
 from memorymodels.hf_adapter import CheckpointingTrainer
 from memorymodels.hostmemory import keep_freed_host_memory
+from memorymodels.precision import Device, resolve_precision
 from memorymodels.rundir import RunDirError, RunLockedError, RunPaths, TrainerExit
 from memorymodels.tracking import Trackers
 
@@ -76,20 +77,21 @@ def model_summary(model: torch.nn.Module, build_args: dict) -> dict:
 # ---- precision ----------------------------------------------------------------------------------------------
 
 
-def resolve_precision(precision: str, source: str = "") -> str:
-    """auto -> bf16 on GPUs that support it, fp16 on V100-class GPUs (compute capability 7.x), fp32 on CPU."""
-    cuda = torch.cuda.is_available()
-    major = torch.cuda.get_device_capability()[0] if cuda else None
-    if precision == "auto":
-        if not cuda:
-            return "fp32"
-        return "bf16" if major >= 8 and torch.cuda.is_bf16_supported() else "fp16"
-    if precision == "fp16" and not cuda:
-        raise ConfigError(f"{source}: 'train.precision: fp16' needs a GPU; use fp32 or bf16 on CPU (or auto)")
-    if precision == "bf16" and cuda and major < 8:
-        raise ConfigError(f"{source}: 'train.precision: bf16' is not supported by compute capability {major}.x "
-                          f"GPUs (V100); use fp16 or auto")
-    return precision
+def training_device() -> Device:
+    """The device this process trains on, as the precision rule sees it: the current CUDA GPU, else the CPU."""
+    if not torch.cuda.is_available():
+        return Device("cpu")
+    return Device("gpu", capability=tuple(torch.cuda.get_device_capability()), name=torch.cuda.get_device_name())
+
+
+def trainer_precision(precision: str, source: str = "") -> str:
+    """``train.precision`` on this process's device, by the rule the launcher plans with
+    (``memorymodels.precision.resolve_precision``: ``auto`` is bf16 from compute capability 8, fp16 on 7.x, fp32 on
+    CPU); a ConfigError naming ``source`` when the device cannot train in it."""
+    try:
+        return resolve_precision(precision, training_device())
+    except ConfigError as exc:
+        raise ConfigError(f"{source}: {exc}") from None
 
 
 # ---- Trainer pieces ------------------------------------------------------------------------------------------
@@ -245,7 +247,7 @@ def train(experiment: Experiment, run_dir: Path | None = None, *, command: list[
 
 def _train_locked(experiment: Experiment, run_dir: Path, command: list[str] | None, evaluate_at_end: bool,
                   heartbeat: Heartbeat | None, collective_timeout_s: int | None) -> int:
-    precision = resolve_precision(experiment.train.precision, experiment.source)
+    precision = trainer_precision(experiment.train.precision, experiment.source)
     if not torch.cuda.is_available():
         keep_freed_host_memory()  # a quarter of a CPU step was page faults on the freed logits (hostmemory.py)
     try:

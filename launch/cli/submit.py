@@ -10,8 +10,9 @@
     python launch/submit.py --profile local-slurm --no-snapshot        # run from the checkout, not a code snapshot
 
 Which value wins, lowest first: the experiment file; what the profile decides for the experiment (``train.precision``
-from its ``precision``, ``output.checkpoint_root`` from its ``checkpoint_root``, relative data directories taken
-under its ``data_root``); then ``--set``. ``--set profile.KEY=VALUE`` changes a profile key (``profile.time_limit=2h``,
+from its ``precision``, ``output.checkpoint_root`` from its ``checkpoint_root``, ``data.cache_dir`` (where a corpus
+is prepared, once for every code snapshot) from its ``data_root``, relative data directories taken under it); then
+``--set``. ``--set profile.KEY=VALUE`` changes a profile key (``profile.time_limit=2h``,
 ``profile.partition=debug``) before the profile is validated; every other ``--set KEY=VALUE`` is an experiment key
 (``train.max_steps=100``). ``--launcher`` and ``--nodes`` replace the profile's defaults. A precision the profile's
 GPUs cannot train in is refused, however it was asked for.

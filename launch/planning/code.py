@@ -10,6 +10,7 @@ ignore, as they are in the working tree: uncommitted changes included) and hashe
 the planned hash. The same code gives the same hash, so the cells of a sweep and repeated submissions share one
 copy. Without git (an unpacked release) the project's packages and data folders are listed instead.
 
+A job writes nothing into its snapshot (:data:`NO_WRITES`), so one copy serves every job of the same code.
 A snapshot holds :data:`MANIFEST` (its hash, the checkout's git commit and whether it was dirty);
 ``memorymodels.runs`` reads it to record which code each attempt ran.
 """
@@ -32,6 +33,10 @@ CODE_DIR = ".code"
 """The folder under a checkpoint root that holds the snapshots, one per hash."""
 MANIFEST = CODE_MANIFEST
 """The snapshot's own description (the trainer reads it: ``memorymodels.runrecord.code_manifest``)."""
+NO_WRITES = {"PYTHONDONTWRITEBYTECODE": "1"}
+"""What every process of a job running from a snapshot gets, so that nothing is written into it: Python would put
+its bytecode cache in the snapshot's folders (the copies are read-only, their folders are not, and root writes
+anyway). Prepared data goes to the profile's ``data_root`` (``data.cache_dir``), run files to the run directory."""
 HASH_LENGTH = 16
 MAX_BYTES = 256 << 20
 """A project larger than this is not snapshotted (it is likely to hold data by mistake)."""

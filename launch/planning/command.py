@@ -19,6 +19,7 @@ from typing import Any, Iterable
 
 import yaml
 
+from launch.planning.code import NO_WRITES
 from launch.planning.profiles import Profile
 from memorymodels.experiment import REPO_ROOT
 from memorymodels.rundir import RunPaths
@@ -80,8 +81,10 @@ def sbatch_parameters(profile: Profile, *, name: str, nodes: int, dependency: st
                    "wckey": profile.wckey})  # None: no --wckey line (submitit's default is 'submitit')
     if profile.exclusive:  # whole nodes, all their memory
         params.update(exclusive=True, mem="0")
-    if profile.setup:
-        params["setup"] = setup_lines(profile.setup)
+    # submitit's task imports the launcher from the snapshot (--chdir): it writes no bytecode there either
+    setup = [f"export {name}={shlex.quote(value)}" for name, value in NO_WRITES.items()] if code_dir else []
+    if setup or profile.setup:
+        params["setup"] = setup + setup_lines(profile.setup)
     return params
 
 
@@ -157,12 +160,17 @@ def launch_command(profile: Profile, precision: str, *, python: str, run_dir: Pa
 
 
 def command_prefix(profile: Profile, code_dir: Path | None, mounts: Iterable[Path]) -> str:
-    """``env --chdir=CODE PYTHONPATH=CODE `` and ``apptainer exec --nv --bind ... IMAGE `` as the plan needs them
-    (the command is exec'd by the node's shell, so a prefix that execs the rest keeps its process id)."""
+    """``env --chdir=CODE PYTHONPATH=CODE PYTHONDONTWRITEBYTECODE=1 `` and ``apptainer exec --nv --bind ... IMAGE ``
+    as the plan needs them (the command is exec'd by the node's shell, so a prefix that execs the rest keeps its
+    process id)."""
     q = shlex.quote
-    # the snapshot first on the path, then whatever PYTHONPATH the job already has (a profile's env: may add one)
-    prefix = (f"env --chdir={q(str(code_dir))} PYTHONPATH={q(str(code_dir))}\"${{PYTHONPATH:+:$PYTHONPATH}}\" "
-              if code_dir else "")
+    prefix = ""
+    if code_dir:
+        # the snapshot first on the path, then whatever PYTHONPATH the job already has (a profile's env: may add
+        # one); nothing written into the snapshot (NO_WRITES)
+        no_writes = "".join(f"{name}={q(value)} " for name, value in NO_WRITES.items())
+        code = q(str(code_dir))
+        prefix = f"env --chdir={code} PYTHONPATH={code}\"${{PYTHONPATH:+:$PYTHONPATH}}\" {no_writes}"
     box = profile.container
     if box is not None and box.runtime != "pyxis":
         workdir = box.workdir or (str(code_dir) if code_dir else None)

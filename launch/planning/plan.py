@@ -18,11 +18,13 @@ Inside the job (``launch.node.task``) four variables are set before the command 
 ``--dry-run`` prints is exactly what runs.
 
 Which settings win, lowest first: the experiment file; what the profile decides for the experiment
-(``train.precision`` from ``precision``, ``output.checkpoint_root`` from ``checkpoint_root``, relative
-``data.tokenizer`` / ``data.train_dir`` / ``data.test_dir`` taken relative to ``data_root``); then ``--set`` keys.
-Precision has one owner, :func:`plan_precision`: the profile's, or ``--set train.precision`` (or
-``--set profile.precision``) when the GPU can do it; the trainer, the accelerate config and the launch flags all
-receive that one value.
+(``train.precision`` from ``precision``, ``output.checkpoint_root`` from ``checkpoint_root``, ``data.cache_dir``
+from ``data_root``: a corpus is prepared there once, outside every code snapshot, and relative ``data.tokenizer`` /
+``data.train_dir`` / ``data.test_dir`` are taken relative to it); then ``--set`` keys.
+Precision has one rule, ``memorymodels.precision.resolve_precision``, which the trainer applies too; the plan's
+value comes from :func:`plan_precision`: the profile's, or ``--set train.precision`` (or ``--set
+profile.precision``) when the profile's GPU can do it (``auto``: the GPU's best, as in the trainer); the trainer,
+the accelerate config and the launch flags all receive that one value.
 
 The code the job runs (``launch.planning.code``): unless planned with ``snapshot=False`` (``--no-snapshot``), the
 project's files are hashed here and the job runs from ``<checkpoint_root>/.code/<hash>/``, which the submission
@@ -45,11 +47,13 @@ from typing import Any, Iterable
 from launch.planning.code import CodeSnapshot, project_code
 from launch.planning.command import accelerate_config, job_env, launch_command, run_tag, sbatch_parameters
 from launch.planning.dependency import dependency_spec
-from launch.planning.profiles import Profile, expand_path, precision_problem
+from launch.planning.profiles import Profile, expand_path
 from launch.slurm.submitit_adapter import render_sbatch
 from memorymodels.configuration import ConfigError, apply_overrides, load_yaml, one_line, parse_override
-from memorymodels.experiment import REPO_ROOT, Experiment, experiment_dict, experiment_from_dict, model_build_args
+from memorymodels.experiment import (REPO_ROOT, Experiment, data_cache_dir, experiment_dict, experiment_from_dict,
+                                     model_build_args)
 from memorymodels.models import model_config
+from memorymodels.precision import resolve_precision
 from memorymodels.rundir import RunDirError, RunPaths
 from memorymodels.runs import run_dir_for
 
@@ -146,6 +150,7 @@ class JobPlan:
                  + (f" (preset {self.settings.model.preset})" if self.settings.model.preset else ""),
                  f"run dir     {self.run_dir}",
                  f"code        {describe_code(self.code)}",
+                 f"data        {describe_data(self.settings)}",
                  *([f"container   {p.container.runtime} {p.container.image}"] if p.container else []),
                  *([f"starts      when {self.dependency} holds (Slurm --dependency)"] if self.dependency else []),
                  f"env         {' '.join(f'{k}={v}' for k, v in self.env.items())}",
@@ -173,6 +178,15 @@ def describe_code(code: CodeSnapshot | None) -> str:
         return "the checkout as it is when each attempt starts (--no-snapshot)"
     return (f"snapshot {code.hash} of {code.source} ({len(code.files)} files), every attempt runs from "
             f"{code.path}")
+
+
+def describe_data(settings: Experiment) -> str:
+    """The plan's data for people: the prepared directories, or the corpus and where it is prepared."""
+    data = settings.data
+    if data.corpus is None:
+        test = f", test {data.test_dir}" if data.test_dir else ""
+        return f"tokenizer {data.tokenizer}, train {data.train_dir}{test}"
+    return f"{data.corpus}, prepared once under {data_cache_dir(data)} (shared by every code snapshot)"
 
 
 def split_overrides(items: Iterable[str]) -> tuple[list[str], list[str]]:
@@ -206,31 +220,33 @@ def split_overrides(items: Iterable[str]) -> tuple[list[str], list[str]]:
 def profile_items(profile: Profile, data: dict) -> list[str]:
     """The experiment keys a profile decides (see the module docstring), as ``KEY=VALUE`` items, given the
     experiment file's data."""
-    items = [f"output.checkpoint_root={expand_path(profile.checkpoint_root, where=f'{profile.source}: checkpoint_root')}"]
+    checkpoint_root = expand_path(profile.checkpoint_root, where=f"{profile.source}: checkpoint_root")
+    data_root = expand_path(profile.data_root, where=f"{profile.source}: data_root")
+    # prepared data outside the code snapshot, shared by every job
+    items = [f"output.checkpoint_root={checkpoint_root}", f"data.cache_dir={data_root}"]
     section = data.get("data") if isinstance(data.get("data"), dict) else {}
-    data_root = None
     for key in ("tokenizer", "train_dir", "test_dir"):
         value = section.get(key)
         if isinstance(value, str) and not Path(value).expanduser().is_absolute():
-            data_root = data_root or expand_path(profile.data_root, where=f"{profile.source}: data_root")
             items.append(f"data.{key}={data_root / value}")
     return items
 
 
 def plan_precision(profile: Profile, overrides: Iterable[str]) -> str:
-    """The job's one precision: ``--set train.precision`` when given (``auto``: the profile's), else the profile's;
+    """The job's one precision: the profile's, or ``--set train.precision`` when given, resolved for the profile's
+    device by the trainer's own rule (``memorymodels.precision.resolve_precision``: ``auto`` is the device's best);
     refused, naming the key, when the profile's GPUs cannot train in it."""
     asked = None
     for item in overrides:
         key, value = parse_override(item)
         if key == "train.precision":
             asked = value
-    if asked in (None, "auto"):
-        return profile.precision
-    problem = precision_problem(profile.gpu_type, str(asked), key="train.precision")
-    if problem:
-        raise ConfigError(f"--set train.precision={asked}: {problem} (profile {profile.name}: {profile.source})")
-    return str(asked)
+    if asked is None:
+        return profile.precision  # checked against the same rule when the profile was loaded
+    try:
+        return resolve_precision(str(asked), profile.device)
+    except ConfigError as exc:
+        raise ConfigError(f"--set train.precision={asked}: {exc} (profile {profile.name}: {profile.source})") from None
 
 
 def experiment_path(experiment: str | Path | None) -> Path:

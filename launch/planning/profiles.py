@@ -41,34 +41,25 @@ from typing import Any, Iterable, Literal
 from launch.slurm.output import parse_duration
 from memorymodels.configuration import ConfigError, apply_overrides, closest, from_dict, load_yaml, to_dict
 from memorymodels.experiment import REPO_ROOT
+from memorymodels.precision import Device, resolve_precision
 
 PROFILE_DIR = REPO_ROOT / "cluster_profiles"
 
-# GPU types a profile may name: memory per GPU (GB), the largest node size sold, whether bf16 runs natively.
+# GPU types a profile may name: the largest node size sold, and the CUDA compute capability, which decides the
+# precisions the GPU trains in (memorymodels.precision: bf16 from 8.0).
 GPU_TYPES = {
-    "V100": {"max_per_node": 16, "bf16": False},  # DGX-2 has 16
-    "A100": {"max_per_node": 16, "bf16": True},
-    "H100": {"max_per_node": 8, "bf16": True},
-    "H200": {"max_per_node": 8, "bf16": True},
-    "A10": {"max_per_node": 8, "bf16": True},
-    "L40S": {"max_per_node": 8, "bf16": True},
+    "V100": {"max_per_node": 16, "capability": (7, 0)},  # DGX-2 has 16
+    "A100": {"max_per_node": 16, "capability": (8, 0)},
+    "H100": {"max_per_node": 8, "capability": (9, 0)},
+    "H200": {"max_per_node": 8, "capability": (9, 0)},
+    "A10": {"max_per_node": 8, "capability": (8, 6)},
+    "L40S": {"max_per_node": 8, "capability": (8, 9)},
 }
 LAUNCHERS = ("torchrun", "fsdp", "deepspeed")
 CONTAINER_RUNTIMES = ("pyxis", "apptainer", "singularity")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _SLURM_OPTION = re.compile(r"[a-z][a-z0-9-]*")
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-
-
-def precision_problem(gpu_type: str | None, precision: str, key: str = "precision") -> str | None:
-    """Why ``precision`` (asked for as ``key``) cannot train on ``gpu_type`` (None: CPU-only), in words; None when
-    it can. The one rule for precision: profiles, ``--set profile.precision`` and ``--set train.precision`` are all
-    checked here."""
-    if gpu_type is None:
-        return None if precision == "fp32" else f"'{key}: {precision}' needs GPUs; CPU-only nodes train in fp32"
-    if precision == "bf16" and not GPU_TYPES[gpu_type]["bf16"]:
-        return f"'{key}: bf16' is not supported by {gpu_type} GPUs; use fp16"
-    return None
 
 
 def _check_text(src: str, key: str, value: Any) -> None:
@@ -142,11 +133,14 @@ class Profile:
     constraint: str | None = None
     """Slurm node feature constraint, e.g. v100-32g (null: none)."""
     precision: Literal["fp16", "bf16", "fp32"] = "fp32"
-    """Mixed precision of training: fp16 on V100, bf16 on A100/H100, fp32 on CPU."""
+    """Mixed precision of training: fp16 on V100, bf16 on A100/H100, fp32 on CPU (``memorymodels.precision``
+    refuses what the GPU cannot do)."""
     launcher: Literal["torchrun", "fsdp", "deepspeed"] = "torchrun"
     """Default launcher: torchrun (DDP), fsdp (accelerate + FSDP) or deepspeed (accelerate + ZeRO-3)."""
     data_root: str = ""
-    """Where prepared tokenizers and token shards live on this cluster (the seed's DATA_ROOT)."""
+    """Where prepared tokenizers and token shards live on this cluster (the seed's DATA_ROOT): a ``data.corpus`` is
+    prepared here once and shared by every job and code snapshot (the experiment's ``data.cache_dir``), and relative
+    ``data.tokenizer`` / ``data.train_dir`` / ``data.test_dir`` are taken under it. Must be shared by all nodes."""
     checkpoint_root: str = ""
     """Where run directories are created on this cluster (the seed's CHECKPOINT_ROOT); must be shared by all nodes."""
     setup: list[str] = field(default_factory=list)
@@ -208,9 +202,10 @@ class Profile:
             if self.launcher != "torchrun":
                 raise ConfigError(f"{src}: 'launcher: {self.launcher}' needs GPUs (accelerate's FSDP and DeepSpeed "
                                   f"stop with 'no available devices' on CPU); use launcher: torchrun")
-        problem = precision_problem(self.gpu_type, self.precision)
-        if problem:
-            raise ConfigError(f"{src}: {problem}")
+        try:
+            resolve_precision(self.precision, self.device, key="precision")
+        except ConfigError as exc:
+            raise ConfigError(f"{src}: {exc}") from None
         if self.nodes < 1:
             raise ConfigError(f"{src}: 'nodes: {self.nodes}' must be 1 or more")
         if self.executor == "local" and self.nodes != 1:
@@ -310,6 +305,13 @@ class Profile:
     def time_minutes(self) -> int:
         """``time_limit`` in whole minutes (what Slurm's ``--time`` takes)."""
         return parse_time_limit(self.time_limit, where=f"{self.source}: 'time_limit'")
+
+    @property
+    def device(self) -> Device:
+        """The device every training process gets, as the precision rule (``memorymodels.precision``) sees it."""
+        if self.gpu_type is None:
+            return Device("cpu")
+        return Device("gpu", capability=GPU_TYPES[self.gpu_type]["capability"], name=self.gpu_type)
 
     @property
     def backend(self) -> str:

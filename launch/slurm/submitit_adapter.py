@@ -71,7 +71,8 @@ class PlannedSlurmExecutor(submitit.SlurmExecutor):
         return self.script
 
     def _internal_process_submissions(self, delayed_submissions: list) -> list:
-        """submitit's array path, with this class (and so the planned script) instead of a new ``SlurmExecutor``."""
+        """submitit's array path (``SlurmExecutor._internal_process_submissions``, step for step, its throttle
+        before sbatch included), with this class (and so the planned script) instead of a new ``SlurmExecutor``."""
         if len(delayed_submissions) == 1:
             return super()._internal_process_submissions(delayed_submissions)
         folder = submitit_utils.JobPaths.get_first_id_independent_folder(self.folder)
@@ -82,6 +83,7 @@ class PlannedSlurmExecutor(submitit.SlurmExecutor):
             delayed.set_timeout(self.parameters.get("time", 5), self.max_num_timeout)
             delayed.dump(path)
             pickles.append(path)
+        self._throttle()  # where submitit waits out its throttling interval since this executor's last sbatch
         first = self._submit_command(self._submitit_command_str)
         tasks = list(range(first.num_tasks))
         jobs = [submitit_slurm.SlurmJob(folder=self.folder, job_id=f"{first.job_id}_{a}", tasks=tasks)

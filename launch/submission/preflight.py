@@ -3,9 +3,10 @@
 Two kinds of checks, run by a submission and by ``--dry-run`` alike:
 
 - on this machine (:func:`local_problems`): the experiment's data exist (explicit tokenizer/data directories, or
-  a local corpus path or glob), the checkpoint root is writable and a run submitted before ran the same code (or
-  ``--new-code`` says to continue it with this code: ``launch.submission.snapshot.code_problem``); the model and every config value were checked
-  when the job was planned;
+  a local corpus path or glob) and a corpus can be prepared under the profile's ``data_root``, the checkpoint root
+  is writable and a run submitted before ran the same code (or ``--new-code`` says to continue it with this code:
+  ``launch.submission.snapshot.code_problem``); the model and every config value were checked when the job was
+  planned;
 - against the live cluster (:func:`cluster_problems`): the partition exists, one node offers the GPUs, CPUs and
   memory, the time limit fits the partition, an array fits MaxArraySize, every job a ``--dependency`` names exists
   and can still satisfy it, and ``sbatch --test-only`` accepts the script (asked also when an earlier check found a
@@ -64,17 +65,26 @@ def check_data(plan: JobPlan) -> list[str]:
     if corpus and not corpus.startswith("hf:") and not corpus.startswith("stdlib"):
         if not glob.glob(os.path.expanduser(corpus)):
             problems.append(f"{plan.experiment}: 'data.corpus: {corpus}' matches no file")
+    if corpus and data.cache_dir and (existing := unwritable(Path(data.cache_dir))):
+        problems.append(f"{plan.profile.source}: 'data_root': cannot prepare '{corpus}' in {data.cache_dir} "
+                        f"({existing} is not a writable folder)")
     return problems
+
+
+def unwritable(folder: Path) -> Path | None:
+    """The nearest existing folder of ``folder`` when files cannot be made there (nothing is created); None when
+    they can."""
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    return existing if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK) else None
 
 
 def check_writable(plan: JobPlan) -> list[str]:
     """The checkpoint root exists or can be made, and accepts files (asked of the nearest existing folder; nothing
     is created)."""
     root = plan.run_dir.parent
-    existing = root
-    while not existing.exists() and existing != existing.parent:
-        existing = existing.parent
-    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+    if existing := unwritable(root):
         return [f"{plan.profile.source}: 'checkpoint_root': cannot write in {root} ({existing} is not a writable "
                 "folder)"]
     return []

@@ -237,10 +237,12 @@ class FileCorpus(Corpus):
         self.root, self.files = _resolve_files(self.spec)
 
     def identity(self) -> str:
-        """The absolute spec and each file's path, size and modification time (an edited file is a new corpus)."""
+        """Each file's path under the corpus root, size and modification time (an edited file is a new corpus). Not
+        where the root is: the same files named from another folder, or copied with their times (a job's code
+        snapshot holds a copy of a corpus that git tracks), are the same corpus."""
         stats = [(str(p.relative_to(self.root)), p.stat().st_size, p.stat().st_mtime_ns) for p in self.files]
         digest = hashlib.sha256(json.dumps(stats).encode()).hexdigest()[:16]
-        return f"{os.path.abspath(self.spec)} {digest}"
+        return f"files {digest}"
 
     def _keyed_documents(self) -> Iterator[tuple[str, str]]:
         for path in self.files:

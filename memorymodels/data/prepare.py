@@ -4,7 +4,11 @@
     >>> TokenDataset(prepared.data_dir, "train", expect_tokenizer=prepared.tokenizer_dir, expect_context=128)
 
 The cache entry is ``CACHE_DIR/<corpus>-v<vocab>-c<context>-<mode>-<side>-<hash>/`` with ``tokenizer/`` and
-``data/``; the hash covers every argument and the pipeline format, so different settings never share an entry.
+``data/``; the hash covers what determines the prepared data: every argument, the corpus's identity, the pipeline
+format and the version of the code that prepares it (:func:`code_version`, a hash of this package's source files),
+so different settings or changed data code never share an entry, while the same code anywhere (a checkout, any
+code snapshot of a job) finds the same one. Where the cache lives is the caller's choice: jobs use the profile's
+``data_root``, outside every code snapshot (``memorymodels.experiment.load_data``).
 An exclusive ``fcntl`` lock on ``<entry>.lock`` makes concurrent callers (torchrun ranks, parallel tests, two jobs
 on a shared filesystem that supports locks) wait for the one that builds it; afterwards everyone reuses it. An
 interrupted build resumes where it stopped (the tokenizer appears atomically; shards resume).
@@ -26,6 +30,8 @@ from memorymodels.data.tokenizer import train_tokenizer
 
 
 TOKENIZER_MAX_DOCS = 2_000_000  # enough for a BPE vocabulary; a hub corpus of billions of tokens is not read whole
+DATA_PACKAGE = Path(__file__).resolve().parent
+"""The code that prepares data (:func:`code_version` hashes it)."""
 
 
 @dataclass(frozen=True)
@@ -42,10 +48,25 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("MEMORYMODELS_STATE", ".state")) / "cache"
 
 
+def code_version(package: Path | None = None) -> str:
+    """A hash of the data package's source files (``memorymodels/data/*.py``: names and contents), the code that
+    trains tokenizers and pretokenizes. It depends on the code alone, not on where it lies: a checkout and every
+    code snapshot of it agree, and a change anywhere else in the project leaves it as it is."""
+    package = Path(package) if package is not None else DATA_PACKAGE
+    digest = hashlib.sha256()
+    for path in sorted(package.rglob("*.py")):
+        name = path.relative_to(package).as_posix().encode()
+        content = path.read_bytes()
+        digest.update(name + b"\0" + str(len(content)).encode() + b"\0" + content)
+    return digest.hexdigest()[:16]
+
+
 def cache_name(corpus: Corpus, *, vocab_size: int, context: int, mode: str, padding_side: str) -> str:
-    """The cache entry name for these arguments: a readable prefix and a hash of all of them and of the corpus's
-    identity (for local files their absolute paths, sizes and times; for ``stdlib`` the Python installation)."""
-    key = json.dumps([FORMAT, corpus.identity(), vocab_size, context, mode, padding_side, TOKENIZER_MAX_DOCS])
+    """The cache entry name for these arguments: a readable prefix and a hash of all of them, of the corpus's
+    identity (for local files their names under the corpus root, sizes and times; for ``stdlib`` the Python
+    installation) and of the data code (:func:`code_version`)."""
+    key = json.dumps([FORMAT, code_version(), corpus.identity(), vocab_size, context, mode, padding_side,
+                      TOKENIZER_MAX_DOCS])
     digest = hashlib.sha256(key.encode()).hexdigest()[:10]
     readable = Path(corpus.spec).name if isinstance(corpus, FileCorpus) else corpus.spec
     slug = re.sub(r"[^A-Za-z0-9]+", "-", readable).strip("-")[-40:] or "corpus"

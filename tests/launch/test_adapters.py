@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import inspect
 import signal
+import time
 
 import pytest
 import submitit
@@ -57,3 +58,34 @@ def test_planned_executor_hands_over_the_planned_script_and_refuses_another(tmp_
 def test_node_list_and_requeue_signal():
     assert adapter.parse_node_list("node[1-3,5],gpu7") == ["node1", "node2", "node3", "node5", "gpu7"]
     assert adapter.requeue_signal(job_environment.JobEnvironment) == signal.SIGUSR2  # submitit's default
+
+
+def test_planned_executor_throttles_an_array_submission_before_sbatch_as_submitit_does(tmp_path, monkeypatch):
+    """The copied array path keeps submitit's ``self._throttle()`` right before sbatch (a bypass submits at once)."""
+    monkeypatch.setattr(submitit_slurm.SlurmExecutor, "affinity", classmethod(lambda cls: 2))  # no srun needed here
+    folder = tmp_path / "logs"
+    script = "#!/bin/bash\n#SBATCH --array=0-2%3\n" + adapter.submit_command("/venv/bin/python", folder) + "\n"
+    executor = adapter.PlannedSlurmExecutor(folder, script=script, python="/venv/bin/python", max_num_timeout=3)
+    calls = []
+    real_throttle = executor._throttle
+
+    def throttle():
+        calls.append("throttle")
+        real_throttle()
+
+    def sbatch(command):
+        assert executor._make_submission_file_text(command, "uid") == script  # the planned bytes reach sbatch
+        calls.append(("sbatch", time.monotonic()))
+        return submitit_slurm.SlurmJob(folder=folder, job_id="42", tasks=[0])
+
+    monkeypatch.setattr(executor, "_throttle", throttle)
+    monkeypatch.setattr(executor, "_submit_command", sbatch)
+    executor._throttling = 0.3  # as if this executor had just submitted: submitit waits its interval out first
+    executor._last_job_submitted = time.time()
+    started = time.monotonic()
+    with executor.batch():
+        jobs = [executor.submit(print, k) for k in range(3)]
+    assert calls[0] == "throttle" and [c[0] for c in calls[1:]] == ["sbatch"], calls
+    assert calls[1][1] - started >= 0.3, "sbatch ran before submitit's throttling interval had passed"
+    assert [job.job_id for job in jobs] == ["42_0", "42_1", "42_2"]
+    assert all(job.paths.submitted_pickle.exists() for job in jobs)

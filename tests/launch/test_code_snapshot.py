@@ -165,3 +165,66 @@ def test_a_job_runs_the_code_it_was_submitted_with_across_a_broken_checkout_and_
     assert f"was submitted with code {code['hash']}" in again.stderr and "--new-code" in again.stderr
     assert submit_from(checkout, env, *args, "--dry-run", "--new-code").returncode == 0
     assert submit_from(checkout, env, *args, "--dry-run", "--no-snapshot").returncode == 0
+
+
+def _files(folder: Path) -> dict[str, int]:
+    """Every file and link under ``folder`` -> its modification time (ns)."""
+    return {str(p.relative_to(folder)): os.lstat(p).st_mtime_ns for p in sorted(folder.rglob("*"))
+            if p.is_file() or p.is_symlink()}
+
+
+def _write_corpus(folder: Path, docs: int = 120) -> Path:
+    """A small deterministic corpus of .txt files (prepared in seconds, unlike the standard library)."""
+    words = ["memory", "mixer", "token", "def", "return", "compress", "the", "data", "(", ")", "42", "\n"]
+    folder.mkdir(parents=True)
+    for i in range(docs):
+        (folder / f"doc{i:04d}.txt").write_text(" ".join(words[(i * 7 + k * k) % len(words)] for k in range(60 + i)))
+    return folder
+
+
+@pytest.mark.slurm
+def test_jobs_of_different_code_prepare_the_data_once_outside_the_snapshots(slurm_cluster, checkout, tmp_path):
+    """Prepared data live in the profile's data_root (for local-slurm the submitting checkout's .state/cache),
+    keyed on the data and the data code: a second job from changed code (outside memorymodels/data) reuses them, and
+    no job writes into its code snapshot (no cache, no bytecode)."""
+    # as most users submit: no MEMORYMODELS_STATE, so the state directory is the checkout's own .state/ (nothing
+    # prepared there yet; a job that went by its own state_dir() would prepare inside its snapshot), and Python
+    # writes bytecode caches unless told not to
+    env = {**{k: v for k, v in os.environ.items() if k not in ("MEMORYMODELS_STATE", "PYTHONDONTWRITEBYTECODE")},
+           "PYTHONPATH": str(checkout)}
+    corpus = _write_corpus(tmp_path / "corpus")
+    code_root = tmp_path / "runs" / ".code"
+    slurm_env = slurm_cluster.environ()
+
+    def submit_and_run(name: str) -> tuple[dict, dict]:
+        out = submit_from(checkout, env, "--profile", "local-slurm", "--experiment", "configs/experiments/debug.yaml",
+                          "--json", "--set", f"profile.checkpoint_root={tmp_path / 'runs'}",
+                          "--set", "profile.sbatch_extra={hold: true}", "--set", f"data.corpus={corpus}",
+                          "--set", "data.vocab_size=300", "--set", "train.max_steps=4", "--set", "train.eval_steps=0",
+                          "--set", f"output.name={name}")
+        assert out.returncode == 0, out.stderr
+        job = json.loads(out.stdout)
+        before = _files(code_root)  # the snapshot as the submission left it, before the job starts
+        subprocess.run(["scontrol", "release", job["job_id"]], env=slurm_env, check=True)
+        state_now = wait_for_job(job["job_id"], timeout=600, environ=slurm_env)
+        err = Path(job["stderr"])
+        assert state_now == {job["job_id"]: "COMPLETED"}, err.read_text()[-3000:] if err.exists() else state_now
+        assert _files(code_root) == before, "the job wrote into the code snapshots"
+        return job, run_json(Path(job["run_dir"]))
+
+    first, first_run = submit_and_run("first")
+    cache = checkout / ".state" / "cache"
+    assert first_run["config"]["data"]["cache_dir"] == str(cache)  # the profile's data_root, outside .code/
+    entries = [p for p in cache.iterdir() if p.is_dir()]
+    assert len(entries) == 1 and (entries[0] / "data" / "manifest.json").is_file(), sorted(cache.iterdir())
+    prepared = _files(entries[0])  # the tokenizer and shards (not the lock file beside them: opened by every job)
+
+    trainer = checkout / "memorymodels" / "train.py"  # code outside memorymodels/data changes: a new snapshot
+    trainer.write_text(trainer.read_text() + "# changed after the first submission\n")
+    second, second_run = submit_and_run("second")
+    assert second_run["code"]["hash"] != first_run["code"]["hash"]
+    assert sorted(p.name for p in code_root.iterdir()) == sorted([first_run["code"]["hash"],
+                                                                   second_run["code"]["hash"]])
+    assert [p for p in cache.iterdir() if p.is_dir()] == entries and _files(entries[0]) == prepared, \
+        "the second job prepared the data again"
+    assert not list(code_root.rglob("__pycache__")) and not list(code_root.rglob(".state"))

@@ -115,7 +115,7 @@ def test_site_settings_reach_the_planned_script_and_command():
     assert f"--container-workdir={pyxis.code.path}" in srun and f"--chdir={pyxis.code.path}" in pyxis.script
     assert srun.endswith(f"python -u -m submitit.core._submit {pyxis.log_folder}")  # the image's interpreter
     assert pyxis.command.startswith(f"env --chdir={pyxis.code.path} PYTHONPATH={pyxis.code.path}\"${{PYTHONPATH:+:$PYTHONPATH}}\" "
-                                    "python -m torch")
+                                    "PYTHONDONTWRITEBYTECODE=1 python -m torch")  # no bytecode in the snapshot
     box = plan("v100x8", profile_sets=SITE_CASES[1][2])
     assert f"apptainer exec --nv --bind {CKPT}:{CKPT},/data:/data --pwd {box.code.path} /images/torch.sif python -m " \
            "torch.distributed.run" in box.command
@@ -207,9 +207,12 @@ def test_set_rule_profile_then_experiment():
     assert split_overrides(["profile.time_limit=2h", "train.max_steps=5"]) == (["time_limit=2h"],
                                                                                ["train.max_steps=5"])
     p = plan("v100x8", sets=["train.max_steps=7", "train.precision=fp32"])
-    # the profile decides the checkpoint root, --set wins over the file, and the plan's one precision comes last
-    assert p.overrides == [f"output.checkpoint_root={CKPT}", "train.max_steps=7", "train.precision=fp32",
-                           "train.precision=fp32"]
+    # the profile decides the checkpoint root and where data are prepared (its data_root, outside the code
+    # snapshot), --set wins over the file, and the plan's one precision comes last
+    assert p.overrides == [f"output.checkpoint_root={CKPT}", "data.cache_dir=/data", "train.max_steps=7",
+                           "train.precision=fp32", "train.precision=fp32"]
+    assert p.settings.data.cache_dir == "/data"
+    assert "data        stdlib-small, prepared once under /data (shared by every code snapshot)" in p.describe()
     assert p.precision == "fp32" and p.settings.train.precision == "fp32" and p.settings.train.max_steps == 7
     assert '"max_steps": 7' in p.experiment_text and '"precision": "fp32"' in p.experiment_text
     assert load_experiment_text(p.experiment_text) == p.settings  # the trainer reads it back as it was planned

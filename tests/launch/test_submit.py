@@ -481,6 +481,19 @@ def test_preflight_catches_bad_model_parameters_before_queueing(state, tmp_path)
     assert "preflight found problems; nothing was submitted" in str(err.value)
 
 
+def test_preflight_refuses_a_data_root_where_the_corpus_cannot_be_prepared(state, tmp_path):
+    from launch.submission.preflight import SubmitError, preflight
+
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("")
+    plan = plan_job(load_profile("local", [f"checkpoint_root={tmp_path}", f"data_root={blocker}/cache"]), DEBUG)
+    assert plan.settings.data.cache_dir == str(blocker / "cache")  # where the job prepares stdlib-small
+    with pytest.raises(SubmitError) as err:
+        preflight([plan]).raise_problems()
+    assert (f"'data_root': cannot prepare 'stdlib-small' in {blocker}/cache ({blocker} is not a writable folder)"
+            in str(err.value))
+
+
 @pytest.mark.slurm
 def test_a_program_error_is_reported_with_its_cause(slurm_cluster, state, tmp_path):
     out = submit_cli("--profile", "local-slurm", "--experiment", str(DEBUG), "--no-preflight", "--wait",

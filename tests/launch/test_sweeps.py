@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from pathlib import Path
 
@@ -480,11 +481,13 @@ def test_report_counts_hours_of_every_attempt_and_what_failed_attempts_lost(tmp_
 def test_the_cpu_study_sweep_trains_the_two_study_models_each_at_three_budgets(tmp_path):
     """sweeps/study_cpu.yaml (issue 19): every cell is one of the two study experiment files, changed only in its
     schedule (max_steps and the steps derived from it), so the frontier compares the models and nothing else."""
-    from launch.planning.profiles import load_profile
+    from launch.planning.profiles import expand_path, load_profile
     from launch.planning.sweep import plan_sweep
     from memorymodels.experiment import load_experiment
 
-    plan = plan_sweep(load_sweep(REPO / "sweeps" / "study_cpu.yaml"), load_profile("local-slurm"), snapshot=False,
+    profile = load_profile("local-slurm")
+    data_root = expand_path(profile.data_root, where="data_root")
+    plan = plan_sweep(load_sweep(REPO / "sweeps" / "study_cpu.yaml"), profile, snapshot=False,
                       overrides=[f"output.checkpoint_root={tmp_path}"])
     files = {name: load_experiment(REPO / "configs" / "experiments" / f"study_{name}_cpu.yaml")
              for name in ("mixer", "llama")}
@@ -493,7 +496,9 @@ def test_the_cpu_study_sweep_trains_the_two_study_models_each_at_three_budgets(t
         settings = job.settings
         family = "mixer" if settings.model.name == "language_mixer" else "llama"
         reference = files[family]
-        assert settings.model == reference.model and settings.data == reference.data, job.run_dir
+        # the same model and data; the data are prepared where the profile says (its data_root)
+        assert settings.model == reference.model, job.run_dir
+        assert settings.data == dataclasses.replace(reference.data, cache_dir=str(data_root)), job.run_dir
         schedule = {"max_steps", "warmup_steps", "eval_steps", "save_steps", "precision"}  # precision: the profile's
         assert (reference.train.precision, settings.train.precision) == ("auto", "fp32")
         assert {k: v for k, v in vars(settings.train).items() if k not in schedule} == \

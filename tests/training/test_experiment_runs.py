@@ -101,6 +101,21 @@ def test_world_size_is_part_of_the_run(tmp_path):
     assert identity(experiment, 1) != identity(experiment, 2)
 
 
+def test_where_data_are_prepared_is_not_part_of_the_run(tmp_path):
+    """``data.cache_dir`` (the profile's data_root under the launcher) differs between clusters and checkouts; the
+    run, its directory and its resume are the same."""
+    from memorymodels.experiment import data_cache_dir, state_dir
+
+    path = tmp_path / "x.yaml"
+    path.write_text("data: {corpus: stdlib-small, vocab_size: 512, context: 64}\nmodel: {preset: debug}\n")
+    plain = load_experiment(path, [f"output.checkpoint_root={tmp_path}"])
+    cached = load_experiment(path, [f"output.checkpoint_root={tmp_path}", f"data.cache_dir={tmp_path}/data"])
+    assert identity(plain, 1) == identity(cached, 1) and runs.run_dir_for(plain, 1) == runs.run_dir_for(cached, 1)
+    assert data_cache_dir(cached.data) == tmp_path / "data" and data_cache_dir(plain.data) == state_dir() / "cache"
+    with pytest.raises(ConfigError, match=r"'data.cache_dir' must be a path, got ' '"):
+        load_experiment(path, ["data.cache_dir=' '"])
+
+
 def test_metrics_roll_back_to_the_resumed_checkpoint_without_losing_lines(tmp_path):
     for step in (5, 10, 15):
         metrics.append_metrics(tmp_path, {"step": step, "loss": 1.0 / step})
