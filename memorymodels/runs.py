@@ -382,8 +382,10 @@ def attempt_record(world_size: int, environ: dict | None = None) -> dict:
 
 
 def start_run(run_dir: Path, experiment: Experiment, world_size: int, *, command: list[str],
-              model_summary: dict, repo: Path) -> dict:
-    """Create or update run.json for a new attempt (rank 0 only) and return it."""
+              model_summary: dict, repo: Path, extension: dict | None = None) -> dict:
+    """Create or update run.json for a new attempt (rank 0 only) and return it. ``extension``: this attempt
+    continues the run to a longer schedule (``memorymodels.extension``); added to ``extensions`` in the same write
+    that gives the run its new identity."""
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     info = read_run_json(run_dir) or {}
@@ -422,6 +424,8 @@ def start_run(run_dir: Path, experiment: Experiment, world_size: int, *, command
         "end": None,
         "status": "running",
     })
+    if extension is not None:
+        info["extensions"] = [*info.get("extensions", []), extension]
     # run.json first: until it exists the directory stays empty, so other ranks deriving the run directory at the
     # same time (run_dir_for) never mistake it for a foreign one.
     write_run_json(run_dir, info)
