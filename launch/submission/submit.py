@@ -82,7 +82,8 @@ def write_launch_files(plan: JobPlan, script_file: Path | None = None, *, new_co
                                       "launcher": plan.launcher, "nodes": plan.nodes,
                                       "procs_per_node": plan.procs_per_node, "request": plan.request,
                                       "script_file": str(script_file or folder / SBATCH_SCRIPT),
-                                      "code": code_json(plan.code), "submitted": time.time()})
+                                      "code": code_json(plan.code), "submitted": time.time(),
+                                      "extension": plan.extension.record() if plan.extension else None})
 
 
 def claim_run_dir(plan: JobPlan, *, new_code: bool = False) -> None:
