@@ -24,10 +24,11 @@ checks were not run). A submission writes and submits exactly the plan, prints t
 and how to watch it (``--json``: one object) and records it in the journal. With the ``local`` profile the run is
 followed in the foreground and evaluated at the end.
 
-Resubmitting: the same command resumes an unfinished run from its newest checkpoint. ``--extend`` continues a run to
-a longer ``train.max_steps`` in its own directory (``memorymodels.extension``: one metrics curve, the learning rate's
-rule in the plan and run.json); without it, a run that differs from an existing one only in ``train.max_steps`` is a
-new run, and the command says which one it differs from before submitting.
+Resubmitting: the same command resumes an unfinished run from its newest checkpoint; a run with nothing left to do
+(completed and evaluated) is refused with its result. ``--extend`` continues a run to a longer ``train.max_steps`` in
+its own directory (``memorymodels.extension``: one metrics curve, the learning rate's rule in the plan and run.json);
+without it, a run that differs from an existing one only in ``train.max_steps`` is a new run, and the command says
+which one it differs from before submitting.
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ from launch.planning.diff import diff_plans
 from launch.planning.plan import JobPlan, plan_job, split_overrides
 from launch.planning.profiles import list_profiles, load_profile
 from launch.slurm.client import slurm_environ
-from launch.submission.preflight import SubmitError, preflight
+from launch.submission.preflight import SubmitError, nothing_left, preflight
 from launch.submission.submit import submit_job
 from memorymodels.configuration import ConfigError, one_line
 
@@ -165,6 +166,9 @@ def main(argv: list[str] | None = None) -> int:
                 raise ConfigError(f"--diff {args.diff}: {exc}") from None
             print(diff_plans(plan, other))
             return 0
+        done = nothing_left(plan)
+        if done:
+            raise SubmitError(done)
         if args.dry_run:
             return dry_run(plan, args)
         if plan.note:

@@ -37,7 +37,7 @@ from launch.planning.sweep import ArrayPlan, SweepPlan
 from launch.records import journal
 from launch.slurm.client import SlurmError, explain, run_slurm, slurm_environ, without_allocation
 from launch.slurm.submitit_adapter import PlannedSlurmExecutor
-from launch.submission.preflight import SubmitError
+from launch.submission.preflight import SubmitError, nothing_left
 from launch.submission.snapshot import SnapshotError, code_problem, materialize
 from memorymodels.experiment import experiment_dict, identity
 from memorymodels.fileio import locked, read_json, write_json, write_text_atomic
@@ -220,7 +220,8 @@ def submit_job(plan: JobPlan, *, kind: str = "job", sweep: dict | None = None, c
     """Submit one planned job (the preflight is the caller's: ``launch.submission.preflight``).
 
     Exactly once per run directory: checking the queue, writing the run's files, ``sbatch`` and the journal are one
-    step under the run's submission lock, and a run already queued (by anyone's submission of it) is refused.
+    step under the run's submission lock, and a run already queued (by anyone's submission of it) is refused, as is
+    a run with nothing left to do (``launch.submission.preflight.nothing_left``: its result instead).
     ``new_code``: continue a run submitted with other code with this plan's (``--new-code``)."""
     problem = code_problem(plan, new_code)
     if problem:
@@ -229,6 +230,9 @@ def submit_job(plan: JobPlan, *, kind: str = "job", sweep: dict | None = None, c
     # stand without run.json meanwhile (a planner would take it for another's). Copies of one hash meet safely.
     snapshot_code([plan])
     with locked(launch_dir(plan.run_dir) / SUBMIT_LOCK):
+        done = nothing_left(plan)  # under the lock: a job of this run that just finished counts
+        if done:
+            raise SubmitError(done)
         if plan.executor == "slurm":
             _already_queued(plan)
         write_launch_files(plan, new_code=new_code)  # checks the run's code again, under the lock
