@@ -25,7 +25,7 @@ and how to watch it (``--json``: one object) and records it in the journal. With
 followed in the foreground and evaluated at the end.
 
 Resubmitting: the same command resumes an unfinished run from its newest checkpoint; a run with nothing left to do
-(completed and evaluated) is refused with its result. ``--extend`` continues a run to a longer ``train.max_steps`` in
+(completed and evaluated) is refused with its result (exit 3; other refusals exit 2). ``--extend`` continues a run to a longer ``train.max_steps`` in
 its own directory (``memorymodels.extension``: one metrics curve, the learning rate's rule in the plan and run.json);
 without it, a run that differs from an existing one only in ``train.max_steps`` is a new run, and the command says
 which one it differs from before submitting.
@@ -45,10 +45,13 @@ from launch.planning.diff import diff_plans
 from launch.planning.plan import JobPlan, plan_job, split_overrides
 from launch.planning.profiles import list_profiles, load_profile
 from launch.slurm.client import slurm_environ
-from launch.submission.preflight import SubmitError, nothing_left, preflight
+from launch.submission.preflight import NothingLeftError, SubmitError, nothing_left, preflight
 from launch.submission.submit import submit_job
 from memorymodels.configuration import ConfigError, one_line
 
+EXIT_NOTHING_LEFT = 3
+"""Exit status when the run has nothing left to do (completed and evaluated): its result is printed, nothing queued.
+Other refusals exit 2."""
 NOT_IN_REQUEST = ("--dry-run", "--json", "--wait", "--no-preflight", "--new-code")
 """Flags that change what the command does now, not the job it plans (left out of the script's "Run with")."""
 
@@ -168,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         done = nothing_left(plan)
         if done:
-            raise SubmitError(done)
+            raise NothingLeftError(done)
         if args.dry_run:
             return dry_run(plan, args)
         if plan.note:
@@ -178,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
         submission = submit_job(plan, new_code=args.new_code)
     except (ConfigError, SubmitError) as exc:
         print(f"error: {one_line(exc) if isinstance(exc, ConfigError) else exc}", file=sys.stderr)
-        return 2
+        return EXIT_NOTHING_LEFT if isinstance(exc, NothingLeftError) else 2
     entry = submission.jobs[0]
     if args.json:
         print(json.dumps({"submission_id": submission.submission_id, **entry}, sort_keys=True))

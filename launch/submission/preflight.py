@@ -39,6 +39,10 @@ class SubmitError(RuntimeError):
     """Preflight or submission failed; the message lists every problem and what to do."""
 
 
+class NothingLeftError(SubmitError):
+    """The run has nothing left to do (:func:`nothing_left`); the message holds its result."""
+
+
 @dataclass
 class Preflight:
     """What the preflight found: the cluster's picture (None when it was not asked), the problems, and a note

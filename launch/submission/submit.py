@@ -37,7 +37,7 @@ from launch.planning.sweep import ArrayPlan, SweepPlan
 from launch.records import journal
 from launch.slurm.client import SlurmError, explain, run_slurm, slurm_environ, without_allocation
 from launch.slurm.submitit_adapter import PlannedSlurmExecutor
-from launch.submission.preflight import SubmitError, nothing_left
+from launch.submission.preflight import NothingLeftError, SubmitError, nothing_left
 from launch.submission.snapshot import SnapshotError, code_problem, materialize
 from memorymodels.experiment import experiment_dict, identity
 from memorymodels.fileio import locked, read_json, write_json, write_text_atomic
@@ -232,7 +232,7 @@ def submit_job(plan: JobPlan, *, kind: str = "job", sweep: dict | None = None, c
     with locked(launch_dir(plan.run_dir) / SUBMIT_LOCK):
         done = nothing_left(plan)  # under the lock: a job of this run that just finished counts
         if done:
-            raise SubmitError(done)
+            raise NothingLeftError(done)
         if plan.executor == "slurm":
             _already_queued(plan)
         write_launch_files(plan, new_code=new_code)  # checks the run's code again, under the lock

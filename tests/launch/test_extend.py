@@ -15,6 +15,10 @@ import yaml
 
 from launch.planning.plan import plan_job
 from launch.planning.profiles import REPO_ROOT, load_profile
+from launch.planning.sweep import plan_sweep
+from launch.planning.sweep_file import load_sweep
+from launch.submission.preflight import NothingLeftError
+from launch.submission.submit import submit_job
 from memorymodels import runs
 from memorymodels.experiment import experiment_dict, identity
 from memorymodels.fileio import write_json
@@ -91,7 +95,7 @@ def test_extend_takes_a_finished_40_step_run_to_80_steps_in_its_directory(state,
     check_extended(run_dir, planned.stdout)
 
     again = submit_cli(*debug_args(root, 80), "--extend")
-    assert again.returncode == 2 and again.stdout == ""
+    assert again.returncode == 3 and again.stdout == ""  # nothing left to do: its result, not an error
     assert again.stderr.startswith(f"error: {run_dir} has nothing left to do: completed 80 of 80 steps, "
                                    "checkpoint-80 evaluated on ") and len(again.stderr.splitlines()) == 1
 
@@ -138,33 +142,33 @@ def dry_run(capsys, root: Path, steps: int, *extra: str) -> subprocess.Completed
 
 FINISHED = dict(checkpoint=40, evaluated=True)
 REFUSALS = [
-    # (case, runs there before: (steps, fake_run arguments), arguments, the one line's text)
-    ("no run to extend", [], [80, "--extend"],
+    # (case, runs there before: (steps, fake_run arguments), arguments, exit code, the one line's text)
+    ("no run to extend", [], [80, "--extend"], 2,
      "error: --extend: no run under {root} ({name} or {name}-*) differs from {debug} (with --set"),
-    ("only another config's run", [(40, dict(FINISHED, sets=("train.learning_rate=0.001",)))], [80, "--extend"],
+    ("only another config's run", [(40, dict(FINISHED, sets=("train.learning_rate=0.001",)))], [80, "--extend"], 2,
      "in train.max_steps only; submit without --extend to start this run"),
-    ("max_steps not larger", [(80, FINISHED)], [60, "--extend"],
+    ("max_steps not larger", [(80, FINISHED)], [60, "--extend"], 2,
      "error: --extend: {root}/{name} has train.max_steps 80 and an extension needs a larger one, got 60; set "
      "--set train.max_steps=N with N > 80"),
-    ("no complete checkpoint", [(40, dict(status="interrupted"))], [80, "--extend"],
+    ("no complete checkpoint", [(40, dict(status="interrupted"))], [80, "--extend"], 2,
      "error: {root}/{name}: --extend: the run has no complete checkpoint to continue from; submit it without "
      "--extend to train it (again) from the start"),
-    ("nothing left to do", [(40, FINISHED)], [40],
+    ("nothing left to do", [(40, FINISHED)], [40], 3,
      "error: {root}/{name} has nothing left to do: completed 40 of 40 steps, checkpoint-40 evaluated on "),
-    ("nothing left to do, with --extend", [(40, FINISHED)], [40, "--extend"],
+    ("nothing left to do, with --extend", [(40, FINISHED)], [40, "--extend"], 3,
      "eval loss 5.6500 nats/token, 3.7500 bits/byte; nothing was submitted. Evaluate it again with `python -m "
      "memorymodels.evaluate {root}/{name}`, or train it longer with --extend --set train.max_steps=N (N > 40)"),
 ]
 
 
-@pytest.mark.parametrize("case, before, args, message", REFUSALS, ids=[r[0] for r in REFUSALS])
-def test_refusals_are_one_line_and_change_nothing(capsys, state, tmp_path, case, before, args, message):
+@pytest.mark.parametrize("case, before, args, code, message", REFUSALS, ids=[r[0] for r in REFUSALS])
+def test_refusals_are_one_line_and_change_nothing(capsys, state, tmp_path, case, before, args, code, message):
     root = tmp_path / "runs"
     for steps, kwargs in before:
         fake_run(root, steps, **kwargs)
     listing = sorted(str(p.relative_to(root)) for p in root.rglob("*")) if root.exists() else []
     out = dry_run(capsys, root, *args)
-    assert out.returncode == 2 and out.stdout == "", out.stdout
+    assert out.returncode == code and out.stdout == "", out.stdout
     assert len(out.stderr.splitlines()) == 1 and "Traceback" not in out.stderr, out.stderr
     assert message.format(root=root, name=RUN_NAME, debug=DEBUG) in out.stderr
     assert (sorted(str(p.relative_to(root)) for p in root.rglob("*")) if root.exists() else []) == listing
@@ -172,13 +176,10 @@ def test_refusals_are_one_line_and_change_nothing(capsys, state, tmp_path, case,
 
 
 def test_a_finished_run_is_not_queued_even_when_submitted_directly(state, tmp_path):
-    from launch.submission.preflight import SubmitError
-    from launch.submission.submit import submit_job
-
     run_dir = fake_run(tmp_path / "runs", 40, **FINISHED)
     plan = plan_job(load_profile("local", [f"checkpoint_root={tmp_path / 'runs'}"]), DEBUG, snapshot=False,
                     overrides=["train.max_steps=40", "train.logging_steps=1"])
-    with pytest.raises(SubmitError, match=f"^{run_dir} has nothing left to do: completed 40 of 40 steps"):
+    with pytest.raises(NothingLeftError, match=f"^{run_dir} has nothing left to do: completed 40 of 40 steps"):
         submit_job(plan)
     assert not (run_dir / "launch").exists() or not list((run_dir / "launch").glob("*.yaml"))
 
@@ -215,9 +216,6 @@ def test_extend_continues_the_longest_shorter_run(capsys, state, tmp_path):
 
 
 def test_a_sweep_whose_cells_are_all_complete_runs_nothing(state, tmp_path):
-    from launch.planning.sweep import plan_sweep
-    from launch.planning.sweep_file import load_sweep
-
     sweep = tmp_path / "steps.yaml"
     sweep.write_text(yaml.safe_dump({"experiment": str(DEBUG), "name": "steps", "grid": {"train.max_steps": [4, 6]},
                                      "overrides": {"output.checkpoint_root": str(tmp_path / "runs")}}))
