@@ -23,23 +23,11 @@ from memorymodels import runs
 from memorymodels.experiment import experiment_dict, identity
 from memorymodels.fileio import write_json
 from tests.launch.test_plan import run_main
+from tests.launch.test_submit import state  # noqa: F401 (the fixture: a private journal, the shared data cache)
 from tests.training.conftest import make_checkpoint
 
 DEBUG = REPO_ROOT / "configs" / "experiments" / "debug.yaml"
 RUN_NAME = "autoencoding_mixer_d32_n2_c64_b8x1_stdlib-small-v512"
-
-
-@pytest.fixture
-def state(tmp_path, monkeypatch):
-    """A private state directory (journal) sharing the project's cache of prepared data (the jobs inherit it)."""
-    from memorymodels.experiment import state_dir
-
-    cache = state_dir() / "cache"
-    cache.mkdir(parents=True, exist_ok=True)
-    (tmp_path / "state").mkdir()
-    (tmp_path / "state" / "cache").symlink_to(cache.resolve())
-    monkeypatch.setenv("MEMORYMODELS_STATE", str(tmp_path / "state"))
-    return tmp_path / "state"
 
 
 def debug_args(root: Path, steps: int, profile: str = "local") -> list[str]:
