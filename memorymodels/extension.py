@@ -9,8 +9,9 @@ Two runs are *relatives* when their configs and world sizes are equal except for
 checkpoint root as ``NAME`` and ``NAME-<identity>`` (:func:`relatives` reads those run.json files only).
 
 An *extension* continues a relative with fewer steps from its newest complete checkpoint to the new max_steps, in the
-same directory: metrics.jsonl goes on from the checkpoint's step (one curve), checkpoints rotate as usual, and the
-run's identity becomes the longer config's. The learning rate follows :data:`SCHEDULE_RULE`: the linear schedule is
+same directory: metrics.jsonl goes on from the checkpoint's step (one curve), the checkpoint it started from is kept
+(the shorter run's result: :func:`started_from`, which rotation leaves alone) and the run's identity becomes the longer
+config's. The learning rate follows :data:`SCHEDULE_RULE`: the linear schedule is
 rebuilt for the new total, so the added steps take the rates a run planned that long from its start has at those
 steps; at the checkpoint the rate jumps from the old schedule's (0 at the end of a linear decay) to the new one's
 (:meth:`Extension.schedule` says by how much). The trainer (``--extend``) records each extension in run.json's
@@ -160,7 +161,7 @@ class Extension:
     def describe(self) -> str:
         """One line for the plan and the trainer's log."""
         return (f"{self.run_dir}: train.max_steps {self.from_steps} -> {self.to_steps}, from checkpoint-"
-                f"{self.at_step}; {self.schedule()}")
+                f"{self.at_step} (kept); {self.schedule()}")
 
     def record(self, **extra) -> dict:
         """The entry of run.json's ``extensions``."""
@@ -206,6 +207,17 @@ def check_extension(run_dir: Path, experiment: Experiment, world_size: int) -> E
                           f"without --extend to train it (again) from the start")
     return Extension(run_dir=run_dir, from_steps=old, to_steps=new, at_step=checkpoint_step(complete[-1]),
                      learning_rate=experiment.train.learning_rate, warmup_steps=experiment.train.warmup_steps)
+
+
+def started_from(run_dir: Path) -> tuple[int, ...]:
+    """The steps of the checkpoints the run's extensions started from (run.json's ``extensions``): the shorter runs'
+    results, which checkpoint rotation keeps (``memorymodels.checkpoints.rotate_checkpoints``)."""
+    try:
+        info = read_run_json(run_dir) or {}
+    except RunDirError:
+        return ()
+    return tuple(e["at_step"] for e in info.get("extensions", []) if isinstance(e, dict)
+                 and isinstance(e.get("at_step"), int))
 
 
 def saved_max_steps(checkpoint: Path | None) -> int | None:

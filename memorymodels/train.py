@@ -127,12 +127,13 @@ class RunTrainer(CheckpointingTrainer):
 
     loss_is_scaled_for_ga = True
 
-    def __init__(self, *args, keep_checkpoints: int | None = None, **kwargs):
+    def __init__(self, *args, keep_checkpoints: int | None = None, keep_steps: tuple[int, ...] = (), **kwargs):
         super().__init__(*args, **kwargs)
         # Makes the Trainer count the targets of each global batch; compute_loss below never passes the count
         # on to the model (models take no loss kwargs).
         self.model_accepts_loss_kwargs = True
         self.keep_checkpoints = keep_checkpoints
+        self.keep_steps = keep_steps  # checkpoints rotation leaves alone: where extensions started
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         outputs = model(inputs["input_ids"], labels=inputs.get("labels"),
@@ -154,7 +155,7 @@ class RunTrainer(CheckpointingTrainer):
             torch.distributed.barrier()  # every rank's files (rng states) are written
         if self.args.should_save:
             checkpoints.mark_complete(folder)  # checks the files first: a bad one is never marked nor rotated in
-            checkpoints.rotate_checkpoints(self.args.output_dir, self.keep_checkpoints)
+            checkpoints.rotate_checkpoints(self.args.output_dir, self.keep_checkpoints, self.keep_steps)
             checkpoints.prune_set_aside(self.args.output_dir)
 
     def checkpoint_failed(self, folder: Path, error: Exception) -> None:
@@ -372,7 +373,7 @@ def _make_trainer(experiment: Experiment, run_dir: Path, model, data: Data, prec
                                           trackers=_trackers(experiment, run_dir)),
                    *([HeartbeatCallback(heartbeat)] if heartbeat is not None else []),
                    *([ContinueSchedule()] if resumed_max_steps not in (None, t.max_steps) else [])],
-        keep_checkpoints=t.save_total_limit,
+        keep_checkpoints=t.save_total_limit, keep_steps=extension.started_from(run_dir),
     )
     if not show:
         trainer.remove_callback(PrinterCallback)  # MetricsWriter prints one line per logging step instead

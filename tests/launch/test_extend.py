@@ -44,8 +44,8 @@ def submit_cli(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
 def check_extended(run_dir: Path, dry_run: str) -> None:
     """``run_dir`` went from 40 to 80 steps as one run: every step logged once, the extension in run.json, the
     learning rate of the first added step the rebuilt schedule's, as the dry run said."""
-    assert f"extends     {run_dir}: train.max_steps 40 -> 80, from checkpoint-40; linear schedule rebuilt for 80 " \
-           "steps: after step 40 the learning rate jumps from 0 to 0.00107" in dry_run
+    assert f"extends     {run_dir}: train.max_steps 40 -> 80, from checkpoint-40 (kept); linear schedule rebuilt " \
+           "for 80 steps: after step 40 the learning rate jumps from 0 to 0.00107" in dry_run
     info = json.loads((run_dir / "run.json").read_text())
     assert info["status"] == "completed" and info["config"]["train"]["max_steps"] == 80
     (record,) = info["extensions"]
@@ -57,7 +57,8 @@ def check_extended(run_dir: Path, dry_run: str) -> None:
     rates = {r["step"]: r["learning_rate"] for r in metrics}
     assert rates[40] > 0 and rates[41] == pytest.approx(record["learning_rate_after"])  # not the old schedule's 0
     assert rates[80] == pytest.approx(2e-3 * 1 / 75)
-    assert [p.name for p in runs.checkpoints(run_dir)[0]][-1] == "checkpoint-80"
+    # the 40-step run's result stays beside the newest two (save_total_limit: 2)
+    assert [p.name for p in runs.checkpoints(run_dir)[0]] == ["checkpoint-40", "checkpoint-60", "checkpoint-80"]
     assert json.loads((run_dir / "eval.json").read_text())["checkpoint"] == "checkpoint-80"
 
 
@@ -200,7 +201,7 @@ def test_extend_continues_the_longest_shorter_run(capsys, state, tmp_path):
     longest = fake_run(root, 40, status="interrupted", checkpoint=30)
     out = dry_run(capsys, root, 80, "--extend")
     assert out.returncode == 0, out.stderr
-    assert f"extends     {longest}: train.max_steps 40 -> 80, from checkpoint-30; " in out.stdout
+    assert f"extends     {longest}: train.max_steps 40 -> 80, from checkpoint-30 (kept); " in out.stdout
 
 
 def test_a_sweep_whose_cells_are_all_complete_runs_nothing(state, tmp_path):

@@ -35,14 +35,16 @@ def test_extend_continues_a_finished_run_with_the_longer_runs_learning_rates(wri
     long = write_experiment("long", max_steps=24, save_steps=5)
     extended = run_module("memorymodels.train", "--experiment", str(long), "--no-eval", "--extend")
     assert extended.returncode == 0, extended.stderr[-3000:]
-    assert (f"extending {run_dir}: train.max_steps 12 -> 24, from checkpoint-12; linear schedule rebuilt for 24 "
-            f"steps: after step 12 the learning rate jumps from 0 to 0.00164") in extended.stdout
+    assert (f"extending {run_dir}: train.max_steps 12 -> 24, from checkpoint-12 (kept); linear schedule rebuilt for "
+            f"24 steps: after step 12 the learning rate jumps from 0 to 0.00164") in extended.stdout
     assert list((tmp_path / "runs").iterdir()) == [run_dir]
     info = json.loads((run_dir / "run.json").read_text())
     assert [(e["from_steps"], e["to_steps"], e["at_step"]) for e in info["extensions"]] == [(12, 24, 12)]
     assert [a["status"] for a in info["attempts"]] == ["completed", "completed"]
     metrics = runs.read_metrics(run_dir)
     assert [r["step"] for r in metrics] == list(range(1, 25))
+    # save_total_limit 2 keeps the newest two, and the 12-step run's result besides
+    assert [p.name for p in runs.checkpoints(run_dir)[0]] == ["checkpoint-12", "checkpoint-20", "checkpoint-24"]
 
     reference = run_module("memorymodels.train", "--experiment", str(long), "--no-eval", "--run-dir",
                            str(tmp_path / "reference"))
