@@ -443,6 +443,14 @@ def update_run(run_dir: Path, **fields: Any) -> dict:
     return info
 
 
+def record_startup(run_dir: Path, startup: dict) -> None:
+    """The current (last) attempt's ``startup``: when each phase ended (``memorymodels.startup``); atomic."""
+    info = read_run_json(run_dir) or {}
+    if info.get("attempts"):
+        info["attempts"][-1]["startup"] = startup
+        write_run_json(run_dir, info)
+
+
 def write_run_json(run_dir: Path, info: dict) -> None:
     """Write run.json atomically, keeping the version it replaces (when readable) as run.json.bak."""
     path = Path(run_dir) / RUN_JSON

@@ -37,8 +37,8 @@ from transformers.trainer_callback import PrinterCallback
 
 from memorymodels import checkpoints, runs
 from memorymodels.accounting import RunAccounting
-from memorymodels.callbacks import (HeartbeatCallback, Interrupted, MetricsWriter, StopOnSignal, defer_signals,
-                                    install_signal_handlers)
+from memorymodels.callbacks import (HeartbeatCallback, Interrupted, MetricsWriter, StartupRecorder, StopOnSignal,
+                                    defer_signals, install_signal_handlers)
 from memorymodels.checkpoints import CheckpointError, without_aliases
 from memorymodels.configuration import ConfigError
 from memorymodels.data.errors import DataError
@@ -50,6 +50,7 @@ from memorymodels.heartbeat import Heartbeat
 from memorymodels.hf_adapter import CheckpointingTrainer
 from memorymodels.hostmemory import keep_freed_host_memory
 from memorymodels.runs import RunDirError, RunLockedError
+from memorymodels.startup import Startup
 from memorymodels.tracking import Trackers
 
 EXIT_CONFIG = 2
@@ -220,7 +221,7 @@ def _log(message: str) -> None:
 
 def train(experiment: Experiment, run_dir: Path | None = None, *, command: list[str] | None = None,
           evaluate_at_end: bool = True, heartbeat_dir: Path | None = None,
-          collective_timeout_s: int | None = None) -> int:
+          collective_timeout_s: int | None = None, startup: Startup | None = None) -> int:
     """Train (or resume) ``experiment``; returns 0 when max_steps is reached, EXIT_REQUEUE after a signal.
 
     Raises :class:`RunLockedError` at once when another trainer holds the run directory (rank 0 takes its lock
@@ -229,7 +230,8 @@ def train(experiment: Experiment, run_dir: Path | None = None, *, command: list[
     written) and :class:`CheckpointError` when a checkpoint it has just written fails its checks.
 
     ``heartbeat_dir``: where this rank keeps its heartbeat file (``memorymodels.heartbeat``; the launcher watches
-    it); ``collective_timeout_s``: the limit of every collective (``ddp_timeout``).
+    it); ``collective_timeout_s``: the limit of every collective (``ddp_timeout``); ``startup``: the phases marked so
+    far (``memorymodels.startup``; rank 0 records them in run.json after the first step).
     """
     install_signal_handlers()
     rank, world_size = world()
@@ -246,7 +248,8 @@ def train(experiment: Experiment, run_dir: Path | None = None, *, command: list[
     runs.check_run_dir(run_dir, identity(experiment, world_size))
     lock = runs.lock_run_dir(run_dir) if rank == 0 else None
     try:
-        return _train_locked(experiment, run_dir, command, evaluate_at_end, heartbeat, collective_timeout_s)
+        return _train_locked(experiment, run_dir, command, evaluate_at_end, heartbeat, collective_timeout_s,
+                             startup or Startup())
     finally:
         if lock is not None:
             lock.release()
@@ -256,21 +259,23 @@ def train(experiment: Experiment, run_dir: Path | None = None, *, command: list[
 
 
 def _train_locked(experiment: Experiment, run_dir: Path, command: list[str] | None, evaluate_at_end: bool,
-                  heartbeat: Heartbeat | None, collective_timeout_s: int | None) -> int:
+                  heartbeat: Heartbeat | None, collective_timeout_s: int | None, startup: Startup) -> int:
     precision = resolve_precision(experiment.train.precision, experiment.source)
     if not torch.cuda.is_available():
         keep_freed_host_memory()  # a quarter of a CPU step was page faults on the freed logits (hostmemory.py)
     try:
         data = load_data(experiment, progress=sys.stderr.isatty() and world()[0] == 0)
+        startup.mark("data")
         build_args = model_build_args(experiment, data.n_vocab)
         torch.manual_seed(experiment.train.seed)
         model = build(build_args, context=experiment.data.context, source=experiment.source)
+        startup.mark("model")
         resume = _open_run(run_dir, experiment, model, build_args, command, precision)
         if resume is not None and checkpoints.checkpoint_step(resume) >= experiment.train.max_steps:
             _log(f"{run_dir} already reached max_steps {experiment.train.max_steps}; nothing to train")
             return _finish(run_dir, "completed", 0, evaluate_at_end, resume)
         trainer, stopper = _make_trainer(experiment, run_dir, model, data, precision, heartbeat,
-                                         collective_timeout_s)
+                                         collective_timeout_s, startup)
         trainer.train(resume_from_checkpoint=str(resume) if resume else None)
     except Interrupted as exc:
         _log(f"{exc} before training started: nothing new to save; exiting {EXIT_REQUEUE} to be requeued")
@@ -325,11 +330,14 @@ def _open_run(run_dir: Path, experiment: Experiment, model, build_args: dict, co
 
 
 def _make_trainer(experiment: Experiment, run_dir: Path, model, data: Data, precision: str,
-                  heartbeat: Heartbeat | None = None, collective_timeout_s: int | None = None):
+                  heartbeat: Heartbeat | None = None, collective_timeout_s: int | None = None,
+                  startup: Startup | None = None):
     """The RunTrainer with its callbacks, and the StopOnSignal callback (which says why training stopped)."""
     t = experiment.train
+    startup = startup or Startup()
     show = sys.stderr.isatty() and world()[0] == 0
     args = training_arguments(experiment, run_dir, precision, show, collective_timeout_s)
+    startup.mark("rendezvous")  # the arguments set up the device and join the process group (ddp_timeout)
     eval_rows = len(data.test) if t.eval_rows is None else min(t.eval_rows, len(data.test))
     eval_set = torch.utils.data.Subset(data.test, range(eval_rows)) if t.eval_steps else None
     tokens_per_step = t.batch_size * t.gradient_accumulation_steps * args.world_size * experiment.data.context
@@ -338,11 +346,13 @@ def _make_trainer(experiment: Experiment, run_dir: Path, model, data: Data, prec
                                        load_fast_tokenizer(data.tokenizer_dir), eval_rows)
     trainer = RunTrainer(
         model=model, args=args, train_dataset=data.train, eval_dataset=eval_set,
-        callbacks=[stopper, MetricsWriter(run_dir, tokens_per_step, show=not show, accounting=accounting,
-                                          trackers=_trackers(experiment, run_dir)),
+        callbacks=[StartupRecorder(startup, run_dir, _log), stopper,
+                   MetricsWriter(run_dir, tokens_per_step, show=not show, accounting=accounting,
+                                 trackers=_trackers(experiment, run_dir)),
                    *([HeartbeatCallback(heartbeat)] if heartbeat is not None else [])],
         keep_checkpoints=t.save_total_limit,
     )
+    startup.mark("trainer")
     if not show:
         trainer.remove_callback(PrinterCallback)  # MetricsWriter prints one line per logging step instead
     return trainer, stopper
@@ -384,6 +394,8 @@ def close_process_group(*, synchronize: bool = False) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    startup = Startup()
+    startup.mark("imports")  # the module's imports are done when main() runs
     parser = argparse.ArgumentParser(prog="python -m memorymodels.train", description=__doc__.split("\n\n")[0])
     parser.add_argument("--experiment", required=True, help="experiment YAML (configs/experiments/NAME.yaml)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
@@ -397,7 +409,8 @@ def main(argv: list[str] | None = None) -> int:
         experiment = load_experiment(args.experiment, args.overrides)
         command = [sys.executable, "-m", "memorymodels.train", *(argv if argv is not None else sys.argv[1:])]
         code = train(experiment, args.run_dir, command=command, evaluate_at_end=not args.no_eval,
-                     heartbeat_dir=args.heartbeat_dir, collective_timeout_s=args.collective_timeout_s)
+                     heartbeat_dir=args.heartbeat_dir, collective_timeout_s=args.collective_timeout_s,
+                     startup=startup)
     except (ConfigError, DataError) as exc:
         code, message = EXIT_CONFIG, str(exc)
     except RunLockedError as exc:

@@ -9,7 +9,7 @@
     python launch/status.py --job 123 --sweep lr-sweep --state failed   # filters (any of them)
     python launch/status.py --logs 123_4 [-f]   # a job's stdout and stderr, each attempt labelled; -f follows
     python launch/status.py --logs RUN_DIR   # the logs of every job that ran in a run directory
-    python launch/status.py --history 123    # each attempt: start, end, node, how it ended, steps reached
+    python launch/status.py --history 123    # each attempt: start, end, node, how it ended, steps, startup
     python launch/status.py --cancel 123_4   # cancel a job, an array, or a whole sweep (submission id or sweep name)
 
 Rows: queued and running jobs, and those that ended within ``--since``, newest submissions first. Each refresh
@@ -44,6 +44,8 @@ from launch.records.events import attempts
 from launch.slurm.client import SlurmError, run_slurm
 from launch.slurm.output import ACTIVE_STATES
 from memorymodels.configuration import one_line
+from memorymodels.runs import RunDirError, read_run_json
+from memorymodels.startup import by_attempt
 
 def fail(message: str) -> None:
     """An error of the dashboard's commands: one line on stderr."""
@@ -111,8 +113,17 @@ def show_history(collector: Collector, target: str, console: Console) -> int:
     for run_dir in dict.fromkeys(job["run_dir"] for job in jobs):
         ids = ", ".join(job["job_id"] for job in jobs if job["run_dir"] == run_dir)
         console.print(f"job {ids}  {run_dir}", style="bold", markup=False, highlight=False)
-        console.print(render_history(attempts(run_dir) if run_dir else []))
+        console.print(render_history(attempts(run_dir) if run_dir else [], startups=_startups(run_dir)))
     return 0
+
+
+def _startups(run_dir: str | None) -> dict:
+    """The attempts' startup records in the run's run.json (none when it is missing or damaged: the history of
+    the attempts is still shown)."""
+    try:
+        return by_attempt(read_run_json(run_dir)) if run_dir else {}
+    except RunDirError:
+        return {}
 
 
 def cancel(collector: Collector, target: str, yes: bool, console: Console) -> int:

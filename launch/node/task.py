@@ -61,6 +61,7 @@ from launch.slurm.submitit_adapter import requeue_signal
 from memorymodels.fileio import tail_lines
 from memorymodels.heartbeat import read_beats
 from memorymodels.runs import read_run_json, run_progress, update_run
+from memorymodels.startup import allocation_start, attempt_env
 
 EXIT_REQUEUE = 75  # the trainer's code after a signal-triggered checkpoint (memorymodels.train.EXIT_REQUEUE)
 TIMEOUT_MARGIN_S = 90  # Slurm may deliver the --signal up to a minute early
@@ -181,10 +182,14 @@ class NodeLaunch(submitit.helpers.Checkpointable):
         log = self._log_path(job_env)
         self._attempt = {"job_id": str(job_env.job_id), "restart_count": restart, "host": socket.gethostname(),
                          "log": log, "log_offset": watchdog.log_size(log), "slurm": job_env.cluster == "slurm"}
+        allocated = allocation_start()
         if rank0:
             record_event(self.run_dir, "start", job_id=job_env.job_id, restart_count=restart,
-                         host=socket.gethostname(), nodes=list(job_env.hostnames), cluster=job_env.cluster)
+                         host=socket.gethostname(), nodes=list(job_env.hostnames), cluster=job_env.cluster,
+                         allocated=allocated)
         env = {**os.environ, **self.env, **self._rendezvous(job_env, restart),
+               # the trainer records its startup phases from the allocation's start (memorymodels.startup)
+               **attempt_env(job_env.job_id, restart, allocated, self._started),
                # torchrun --tee prefixes each line of a rank's output with this: node and global rank
                "TORCHELASTIC_LOG_LINE_PREFIX_TEMPLATE": f"[{socket.gethostname().split('.')[0]} rank ${{rank}}]:"}
         env.pop("LOCAL_RANK", None)  # LOCAL_RANK marks the workers (see worker_pids)

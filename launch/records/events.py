@@ -39,7 +39,8 @@ def read_events(run_dir: str | Path) -> list[dict]:
 
 def attempts(run_dir: str | Path) -> list[dict]:
     """One dict per attempt: ``job_id``, ``restart_count``, ``host``, ``start``, ``end`` and ``outcome`` (completed,
-    requeued-timeout, requeued-preemption, interrupted-outside, failed, node-failure, running) with details."""
+    requeued-timeout, requeued-preemption, interrupted-outside, failed, node-failure, running) with details;
+    ``allocated``: when its allocation began (``memorymodels.startup``: the trainer's startup record names it)."""
     result: list[dict] = []
     for event in read_events(run_dir):
         kind = event.get("event")
@@ -50,7 +51,7 @@ def attempts(run_dir: str | Path) -> list[dict]:
                            "host": event.get("host"), "start": event.get("time"), "end": None,
                            "outcome": "running", "reason": None, "exit_code": None, "step": None, "log_tail": None,
                            "nodes": len(event.get("nodes") or []) or 1, "last": event.get("time"), "cause": None,
-                           "faults": [], "excluded": None})
+                           "faults": [], "excluded": None, "allocated": event.get("allocated")})
         elif result:
             current = result[-1]
             current["last"] = event.get("time", current["last"])

@@ -22,6 +22,7 @@ from launch.records.events import attempts, describe_attempts, read_events, reco
 from launch.node.task import worker_pids
 from launch.planning.plan import plan_job
 from launch.planning.profiles import REPO_ROOT, load_profile
+from memorymodels.startup import by_attempt
 from tests.launch.helpers import job_line, last_step, release_requeued, run_json, wait_until
 
 HERE = Path(__file__).parent
@@ -344,8 +345,10 @@ def submitit_task(controller: int) -> int:
     return wait_until(find, 30, "the submitit task process")
 
 
-def test_local_profile_runs_the_same_job_without_slurm_and_requeues(state, tmp_path):
-    """submitit's local executor: the same NodeLaunch; an interrupt (USR2) checkpoints, requeues and resumes."""
+def test_local_profile_runs_the_same_job_without_slurm_and_requeues(state, tmp_path, capsys):
+    """submitit's local executor: the same NodeLaunch; an interrupt (USR2) checkpoints, requeues and resumes; the
+    history shows both attempts and when each trained its first step."""
+    from launch.cli.status import main as status_main
     from launch.monitor.follow import follow_local
     from launch.submission.submit import submit_job
 
@@ -368,6 +371,16 @@ def test_local_profile_runs_the_same_job_without_slurm_and_requeues(state, tmp_p
     assert last_step(plan.run_dir) == max_steps and (plan.run_dir / f"checkpoint-{max_steps}").is_dir()
     assert [a["outcome"] for a in attempts(plan.run_dir)] == ["requeued-preemption", "completed"]
     assert os.environ.get("SLURM_CONF") == env_before
+    # each attempt's startup, recorded by its trainer, is found from the node task's start event (status --history)
+    startups = by_attempt(info)
+    first, second = (startups[a["allocated"]]["phases"] for a in attempts(plan.run_dir))
+    assert list(first)[:3] == ["task", "python", "imports"] and "checkpoint" not in first and "first_step" in first
+    assert second["checkpoint"] < second["first_step"]
+    capsys.readouterr()
+    assert status_main(["--history", entry["job_id"]]) == 0
+    shown = " ".join(capsys.readouterr().out.split())  # the lines wrap at the console's width
+    assert "attempt 1 startup: first step" in shown and "attempt 2 startup: first step" in shown
+    assert ", checkpoint " in shown.split("attempt 2 startup:")[1]
 
 
 @pytest.mark.slurm
