@@ -24,6 +24,10 @@ says ``failed``; free space and rerun to resume).
 
 from __future__ import annotations
 
+import gc
+
+gc.disable()  # while the imports below run: enabled again right after them (why: there)
+
 import argparse
 import os
 import signal
@@ -52,6 +56,11 @@ from memorymodels.hostmemory import keep_freed_host_memory
 from memorymodels.runs import RunDirError, RunLockedError
 from memorymodels.startup import Startup
 from memorymodels.tracking import Trackers
+
+# The imports above leave about 400,000 objects that live as long as the process; with the collector on, its six full
+# passes over them while they were being created took 0.7 of the 4.2 CPU seconds the imports take on the development
+# machine (BENCHMARKS.md, "Startup"). main() then freezes them out of later collections.
+gc.enable()
 
 EXIT_CONFIG = 2
 """Exit status for a config or data error (the message names the file and key)."""
@@ -396,6 +405,9 @@ def close_process_group(*, synchronize: bool = False) -> None:
 def main(argv: list[str] | None = None) -> int:
     startup = Startup()
     startup.mark("imports")  # the module's imports are done when main() runs
+    # What is loaded by now lives to the end of the process: no collection need scan it again (accelerate's
+    # free_memory runs a full one before training; 0.2 s of scanning the modules without this).
+    gc.freeze()
     parser = argparse.ArgumentParser(prog="python -m memorymodels.train", description=__doc__.split("\n\n")[0])
     parser.add_argument("--experiment", required=True, help="experiment YAML (configs/experiments/NAME.yaml)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
