@@ -351,8 +351,10 @@ def _make_trainer(experiment: Experiment, run_dir: Path, model, data: Data, prec
     eval_set = torch.utils.data.Subset(data.test, range(eval_rows)) if t.eval_steps else None
     tokens_per_step = t.batch_size * t.gradient_accumulation_steps * args.world_size * experiment.data.context
     stopper = StopOnSignal()
+    rank0 = world()[0] == 0
     accounting = RunAccounting.for_run(model_build_args(experiment, data.n_vocab), args.world_size, data.test,
-                                       load_fast_tokenizer(data.tokenizer_dir), eval_rows)
+                                       load_fast_tokenizer(data.tokenizer_dir), eval_rows, writes_metrics=rank0,
+                                       recorded=(runs.read_run_json(run_dir) or {}).get("heldout") if rank0 else None)
     trainer = RunTrainer(
         model=model, args=args, train_dataset=data.train, eval_dataset=eval_set,
         callbacks=[StartupRecorder(startup, run_dir, _log), stopper,
