@@ -38,8 +38,9 @@ PHASES = ("task", "python", "imports", "data", "model", "rendezvous", "trainer",
 
 
 def process_start(pid: int | str = "self") -> float | None:
-    """When a process was created (epoch seconds, to the kernel's clock tick), from ``/proc/PID/stat``; None where
-    /proc cannot tell. An ``exec`` keeps the time: a trainer exec'd by a shell started when the shell was forked."""
+    """When a process was created (epoch seconds; the kernel counts clock ticks, so up to 10 ms early), from
+    ``/proc/PID/stat``; None where /proc cannot tell. An ``exec`` keeps the time: a trainer exec'd by a shell started
+    when the shell was forked."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
         ticks = int(stat.rsplit(")", 1)[1].split()[19])  # field 22, starttime: clock ticks after boot
@@ -94,10 +95,11 @@ class Startup:
         self.ends.setdefault(phase, time.time())
 
     def record(self) -> dict:
-        """What run.json keeps: the attempt, its start and each phase's end in seconds after it, in order."""
-        ordered = sorted(self.ends.items(), key=lambda item: item[1])
+        """What run.json keeps: the attempt, its start and each phase's end in seconds after it, in the order of
+        :data:`PHASES` (the order the code reaches them; /proc's process start is up to a clock tick early, which
+        could put a directly started trainer's ``python`` before its ``task``)."""
         return {**self.attempt, "start": self.start,
-                "phases": {phase: round(end - self.start, 3) for phase, end in ordered}}
+                "phases": {phase: round(self.ends[phase] - self.start, 3) for phase in PHASES if phase in self.ends}}
 
 
 def describe(record: dict) -> str:
@@ -106,8 +108,8 @@ def describe(record: dict) -> str:
     phases = record.get("phases") or {}
     parts, before = [], 0.0
     for phase, end in phases.items():
-        parts.append(f"{phase.replace('_', ' ')} {end - before:.1f} s")
-        before = end
+        parts.append(f"{phase.replace('_', ' ')} {max(0.0, end - before):.1f} s")
+        before = max(before, end)
     first = phases.get("first_step")
     head = f"first step {first:.1f} s after the start" if first is not None else "no step yet"
     return f"{head} ({', '.join(parts)})" if parts else head

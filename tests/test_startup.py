@@ -74,3 +74,10 @@ def test_describe_gives_the_first_step_then_each_phase_s_own_length():
     assert describe(record) == ("first step 4.2 s after the start (task 0.5 s, python 0.1 s, imports 3.0 s, "
                                 "first step 0.6 s)")
     assert describe({"start": 0.0, "phases": {}}) == "no step yet"
+
+
+def test_phases_are_kept_in_the_order_the_code_reaches_them():
+    startup = Startup(attempt_env("7", 0, 100.0, 100.5))
+    startup.ends.update(python=100.497, imports=103.0)  # a directly started trainer: /proc a tick early
+    assert list(startup.record()["phases"]) == ["task", "python", "imports"]
+    assert describe(startup.record()).endswith("(task 0.5 s, python 0.0 s, imports 2.5 s)")

@@ -5,8 +5,11 @@
 
 :class:`NodeLaunch` is a submitit ``Checkpointable``. In each Slurm task (one per node) its ``__call__`` sets
 ``HEAD_NODE``, ``HEAD_PORT``, ``NODE_RANK`` and ``RDZV_ID`` from Slurm's environment and runs the plan's launch
-command (torchrun or ``accelerate launch``) as a child process with SIGUSR2 ignored: Slurm's ``--signal`` goes to
-every process of the step, and SIGUSR2 would otherwise kill torchrun and the workers before they can save.
+command (torchrun or ``accelerate launch``; the trainer itself for one process on one node) as a child process with
+SIGUSR2 ignored: Slurm's ``--signal`` goes to every process of the step, and SIGUSR2 would otherwise kill torchrun
+and the workers before they can save. A trainer started directly is its own only worker (:func:`worker_pids`): it gets
+the signals, its heartbeat is watched and its death by a signal is reported as torchrun's report of a killed rank
+would be; its exit code reaches the task unchanged (torchrun turns every failure into 1).
 
 When the checkpoint signal arrives (SIGUSR2 from ``sbatch --signal`` before the time limit, from a preempting
 scheduler or from ``scancel --signal=USR2``), each node's task sends SIGTERM straight to its training processes (the
@@ -319,7 +322,7 @@ class NodeLaunch(submitit.helpers.Checkpointable):
         except subprocess.TimeoutExpired:
             pass
         else:
-            if watchdog.killed_ranks(a["log"], a["log_offset"]):
+            if self._killed_ranks(self._proc.returncode):
                 return None
         print(f"launch: {event.get('host')} reported a fault ({event.get('cause')}); ending the training "
               f"processes on {a['host']}", file=sys.stderr, flush=True)
@@ -341,7 +344,7 @@ class NodeLaunch(submitit.helpers.Checkpointable):
         """This node's training ended by a fault or an error: report it; node 0 then decides for the job, the
         other nodes exit 0 (so ``--kill-on-bad-exit`` does not end node 0's decision)."""
         if self._fault is None:
-            killed = watchdog.killed_ranks(self._attempt["log"], self._attempt["log_offset"])
+            killed = self._killed_ranks(code)
             cause = "trainer-exit" if code in TRAINER_EXITS else "killed" if killed else "error"
             self._fault = self._fault_event(cause, code=code, killed=killed, in_setup=self._in_setup(),
                                             error=error_line(self._attempt["log"]))
@@ -350,6 +353,14 @@ class NodeLaunch(submitit.helpers.Checkpointable):
                   f"node 0 decides whether the job is retried", file=sys.stderr, flush=True)
             raise SystemExit(0)
         return self._decide(code, job_env)
+
+    def _killed_ranks(self, code: int | None) -> list[dict]:
+        """This node's ranks killed by a signal in this attempt: torchrun's report in the log, else, where the command
+        ran the trainer itself (one process: no torchrun to report), the command's own end by a signal."""
+        killed = watchdog.killed_ranks(self._attempt["log"], self._attempt["log_offset"])
+        if not killed and code is not None and code < 0:
+            killed = [{"local_rank": 0, "signal": -code, "pid": self._proc.pid}]
+        return killed
 
     def _in_setup(self) -> bool:
         """Whether no training process of this node had begun training in this attempt (heartbeats since its start)."""
