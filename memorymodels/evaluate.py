@@ -96,20 +96,24 @@ def embedding_cost(values: int, bits: int, rows: int, nbytes: int) -> float:
 
 
 def _latest_checkpoint(run_dir: Path) -> Path:
-    """The newest complete checkpoint; CheckpointError when there is none or it is damaged (evaluating an older one
-    instead would be a surprise: the message names the one to ask for)."""
+    """The newest complete checkpoint (verified when it is loaded); CheckpointError when there is none."""
     complete, partial = checkpoints.checkpoints(run_dir)
     if not complete:
         hint = f" ({len(partial)} incomplete ones ignored)" if partial else ""
         raise CheckpointError(run_dir, f"no complete checkpoint-STEP directory{hint}; train first "
                                        f"(python -m memorymodels.train --experiment ...)")
+    return complete[-1]
+
+
+def _load_newest(model: torch.nn.Module, run_dir: Path, checkpoint: Path) -> None:
+    """Load the run's newest complete checkpoint; when it is damaged the error names the newest intact one to ask
+    for (evaluating an older one instead would be a surprise)."""
     try:
-        checkpoints.verify_checkpoint(complete[-1])
+        load_checkpoint(model, checkpoint)
     except CheckpointError as exc:
         good = checkpoints.newest_usable(run_dir, set_aside=False, log=lambda line: None)
-        hint = f"; evaluate the newest intact one with --checkpoint {good}" if good else ""
+        hint = f"; evaluate the newest intact one with --checkpoint {good}" if good and good != checkpoint else ""
         raise CheckpointError(exc.path, exc.problem + hint) from None
-    return complete[-1]
 
 
 def load_checkpoint(model: torch.nn.Module, checkpoint: Path) -> None:
@@ -153,10 +157,15 @@ def evaluate_run(run_dir: Path, *, checkpoint: Path | None = None, rows: int | N
     info = read_run_json(run_dir)
     if info is None or "config" not in info or "model" not in info:
         raise RunDirError(f"{run_dir}: no run.json with the run's config and model; is this a run directory?")
-    checkpoint = Path(checkpoint) if checkpoint else _latest_checkpoint(run_dir)
     experiment = experiment_from_dict(info["config"], source=str(RunPaths(run_dir).run_json))
     model = build(info["model"]["build"])
-    load_checkpoint(model, checkpoint)  # before the data: a damaged checkpoint is reported at once
+    # before the data: a damaged checkpoint is reported at once
+    if checkpoint is None:
+        checkpoint = _latest_checkpoint(run_dir)
+        _load_newest(model, run_dir, checkpoint)
+    else:
+        checkpoint = Path(checkpoint)
+        load_checkpoint(model, checkpoint)
     data = load_data(experiment)
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     rows = rows if rows is not None else experiment.train.eval_rows  # the documented subset: the first rows
