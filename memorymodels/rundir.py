@@ -55,12 +55,16 @@ class TrainerExit(IntEnum):
     """The disk filled up; the unfinished checkpoint was removed, older ones are intact."""
     REQUEUE = 75
     """A checkpoint was saved after a signal: run again (requeue) to resume."""
+    DIVERGED = 76
+    """A training or evaluation loss was NaN or infinite (the line names the step); the run is marked failed and
+    nothing after the last complete checkpoint was saved. Rerunning the same step gives the same loss."""
 
 
 REFUSALS = {TrainerExit.CONFIG: "a config or data error",
             TrainerExit.RUN_DIR: "the run directory cannot be used; the log says how to repair it",
             TrainerExit.LOCKED: "another trainer holds this run directory",
-            TrainerExit.DISK_FULL: "the disk is full; free space, then resubmit"}
+            TrainerExit.DISK_FULL: "the disk is full; free space, then resubmit",
+            TrainerExit.DIVERGED: "the loss is not a finite number; the log names the step"}
 """The trainer's refusals in words: exits that a retry cannot help, so none of them is requeued."""
 
 
