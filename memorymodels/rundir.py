@@ -49,6 +49,9 @@ class TrainerExit(IntEnum):
     """A config or data error (one ``error:`` line says which file and key)."""
     RUN_DIR = 65
     """The run directory must not be used (another config's run, a damaged run.json, a bad new checkpoint)."""
+    CODE = 66
+    """The code snapshot the attempt runs from is not what was submitted (a file edited since: the line names it);
+    nothing ran. Submitting the run again from a checkout of that code copies the snapshot afresh."""
     LOCKED = 73
     """Another trainer holds the run directory."""
     DISK_FULL = 74
@@ -61,6 +64,7 @@ class TrainerExit(IntEnum):
 
 
 REFUSALS = {TrainerExit.CONFIG: "a config or data error",
+            TrainerExit.CODE: "the code snapshot was edited after submission; the log names the file",
             TrainerExit.RUN_DIR: "the run directory cannot be used; the log says how to repair it",
             TrainerExit.LOCKED: "another trainer holds this run directory",
             TrainerExit.DISK_FULL: "the disk is full; free space, then resubmit",

@@ -14,7 +14,8 @@ same step; rank 0 alone writes run.json and metrics.jsonl. torchrun itself repor
 
 Rank 0 holds an exclusive lock on the run directory for the whole attempt (``runs.lock_run_dir``); a second trainer
 on the same directory, however launched, exits at once with ``LOCKED`` (73) naming the pid and host holding
-it. Before resuming, checkpoints are verified (``memorymodels.checkpoints``): a damaged one is set aside with one
+it. Run from a code snapshot, rank 0 first checks every file of it against the snapshot's manifest
+(``memorymodels.codemanifest``): an edited one stops the attempt with ``CODE`` (66) naming the file. Before resuming, checkpoints are verified (``memorymodels.checkpoints``): a damaged one is set aside with one
 line and the previous complete one is used. Other exits, each with one ``error:`` line on stderr: ``CONFIG``
 (2) config or data, ``RUN_DIR`` (65) a run directory that must not be used (another config's, a damaged
 run.json: the message says how to repair it) or a checkpoint that fails its checks right after being written,
@@ -41,6 +42,7 @@ from memorymodels.accounting import RunAccounting
 from memorymodels.callbacks import (HeartbeatCallback, Interrupted, LossCheck, MetricsWriter, StopOnSignal,
                                     defer_signals, install_signal_handlers)
 from memorymodels.checkpoints import CheckpointError, without_aliases
+from memorymodels.codemanifest import CodeChangedError, verify_code
 from memorymodels.configuration import ConfigError
 from memorymodels.data.errors import DataError
 from memorymodels.evaluate import evaluate_run, format_table
@@ -423,6 +425,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--collective-timeout-s", type=int, help="limit of every collective (default 1800 s)")
     args = parser.parse_args(argv)
     try:
+        if world()[0] == 0:
+            verify_code(REPO_ROOT)  # running from a code snapshot: every file as submitted, or nothing runs
         experiment = load_experiment(args.experiment, args.overrides)
         command = [sys.executable, "-m", "memorymodels.train", *(argv if argv is not None else sys.argv[1:])]
         code = train(experiment, args.run_dir, command=command, evaluate_at_end=not args.no_eval,
@@ -431,6 +435,8 @@ def main(argv: list[str] | None = None) -> int:
         code, message = TrainerExit.CONFIG, str(exc)
     except RunLockedError as exc:
         code, message = TrainerExit.LOCKED, str(exc)
+    except CodeChangedError as exc:
+        code, message = TrainerExit.CODE, str(exc)
     except (RunDirError, CheckpointError) as exc:
         code, message = TrainerExit.RUN_DIR, str(exc)
     except DiskFullError as exc:

@@ -11,8 +11,9 @@ the planned hash. The same code gives the same hash, so the cells of a sweep and
 copy. Without git (an unpacked release) the project's packages and data folders are listed instead.
 
 A job writes nothing into its snapshot (:data:`NO_WRITES`), so one copy serves every job of the same code.
-A snapshot holds :data:`MANIFEST` (its hash, the checkout's git commit and whether it was dirty);
-``memorymodels.runs`` reads it to record which code each attempt ran.
+A snapshot holds ``MANIFEST`` (its hash, the checkout's git commit and whether it was dirty, every file's sha256:
+``memorymodels.codemanifest``, which owns it); the trainer checks it at every attempt's start and records from it
+which code the attempt ran.
 """
 
 from __future__ import annotations
@@ -20,19 +21,16 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import os
-import stat
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from memorymodels.codemanifest import MANIFEST, file_record
 from memorymodels.configuration import ConfigError
 from memorymodels.experiment import REPO_ROOT
-from memorymodels.runrecord import CODE_MANIFEST
 
 CODE_DIR = ".code"
 """The folder under a checkpoint root that holds the snapshots, one per hash."""
-MANIFEST = CODE_MANIFEST
-"""The snapshot's own description (the trainer reads it: ``memorymodels.runrecord.code_manifest``)."""
 NO_WRITES = {"PYTHONDONTWRITEBYTECODE": "1"}
 """What every process of a job running from a snapshot gets, so that nothing is written into it: Python would put
 its bytecode cache in the snapshot's folders (the copies are read-only, their folders are not, and root writes
@@ -99,17 +97,6 @@ def listed_files(repo: Path) -> tuple[list[str], dict]:
             names += [str(p.relative_to(repo)) for p in path.rglob("*")
                       if p.is_file() and "__pycache__" not in p.parts and p.suffix != ".pyc"]
     return sorted(names), {"sha": None, "dirty": None}
-
-
-def file_record(repo: Path, name: str) -> bytes:
-    """What the hash covers of one file: its path, whether it is executable (or a link) and its content."""
-    path = repo / name
-    info = os.lstat(path)
-    if stat.S_ISLNK(info.st_mode):
-        kind, content = b"l", os.readlink(path).encode()
-    else:
-        kind, content = (b"x" if info.st_mode & 0o111 else b"f"), path.read_bytes()
-    return name.encode() + b"\0" + kind + b"\0" + str(len(content)).encode() + b"\0" + content
 
 
 _CACHE: dict[tuple, str] = {}

@@ -7,7 +7,11 @@
 
 :func:`materialize` copies the files the plan hashed into a temporary folder beside the snapshot, hashing what it
 copied; only when that hash is the planned one does the folder get its final name (a rename: a snapshot is either
-complete or absent, and two submitters of the same code meet at the same folder). The copies are read-only.
+complete or absent, and two submitters of the same code meet at the same folder). The copies are read-only; the
+manifest records every file's hash (``memorymodels.codemanifest``). A snapshot that is there already is checked against its manifest before it
+is reused: one edited since it was made is not refused but set aside (``.code/.<hash>.damaged-N``) and copied
+again, since the checkout being submitted hashes to exactly that code; jobs running from the old folder keep it
+as their working directory, and every attempt that starts later runs the fresh copy (the trainer checks it).
 :func:`code_problem` says why a run directory's recorded code (``run.json``'s ``code``) forbids a plan.
 """
 
@@ -16,11 +20,15 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+import sys
 import uuid
 from pathlib import Path
+from typing import Callable
 
-from launch.planning.code import HASH_LENGTH, MANIFEST, CodeSnapshot, file_record
+from launch.planning.code import HASH_LENGTH, MANIFEST, CodeSnapshot, project_code
 from launch.planning.plan import JobPlan
+from memorymodels.codemanifest import changed_file, file_record
+from memorymodels.experiment import REPO_ROOT
 from memorymodels.fileio import CorruptFileError, read_json, write_json
 from memorymodels.rundir import RunPaths
 
@@ -29,17 +37,26 @@ class SnapshotError(RuntimeError):
     """The code could not be snapshotted (changed since planning, no room); the message says what to do."""
 
 
-def materialize(code: CodeSnapshot) -> Path:
-    """The snapshot's folder, filled from ``code.source`` when it is not there yet."""
+def _warn(line: str) -> None:
+    print(f"note: {line}", file=sys.stderr)
+
+
+def materialize(code: CodeSnapshot, *, log: Callable[[str], None] = _warn) -> Path:
+    """The snapshot's folder, filled from ``code.source`` unless an intact copy is there; ``log`` hears of a damaged
+    copy set aside."""
     target = code.path
     if (target / MANIFEST).exists():
-        return target
+        problem = _reuse_problem(target)
+        if problem is None:
+            return target
+        aside = _set_aside(target)
+        log(f"{problem}; that snapshot was moved aside to {aside} (delete it once no job runs from it) and the "
+            f"code is copied again from {code.source}")
     target.parent.mkdir(parents=True, exist_ok=True)
     work = target.parent / f".{code.hash}.partial-{uuid.uuid4().hex[:8]}"
     try:
-        digest = hashlib.sha256()
+        digest, hashes = hashlib.sha256(), {}
         for name in code.files:
-            digest.update(file_record(code.source, name))  # what is copied is what is hashed
             source, copy = code.source / name, work / name
             copy.parent.mkdir(parents=True, exist_ok=True)
             if source.is_symlink():
@@ -47,10 +64,14 @@ def materialize(code: CodeSnapshot) -> Path:
             else:
                 shutil.copy2(source, copy)
                 os.chmod(copy, os.stat(copy).st_mode & ~0o222)  # read-only: nobody edits a job's code in place
+            record = file_record(work, name)  # what is hashed is what was copied
+            digest.update(record)
+            hashes[name] = hashlib.sha256(record).hexdigest()
         if digest.hexdigest()[:HASH_LENGTH] != code.hash:
             raise SnapshotError(f"{code.source} changed between planning and submission (code {code.hash} was "
                                 f"planned); nothing was submitted: submit again")
-        write_json(work / MANIFEST, code.manifest())
+        write_json(work / MANIFEST, {**code.manifest(), "sha256": hashes})
+        os.chmod(work / MANIFEST, 0o444)
         try:
             os.rename(work, target)
         except OSError:
@@ -63,6 +84,27 @@ def materialize(code: CodeSnapshot) -> Path:
         if work.exists():
             _remove(work)
     return target
+
+
+def _reuse_problem(target: Path) -> str | None:
+    """Why the snapshot at ``target`` must not be reused: a file edited since it was made, or a manifest from
+    before file hashes (nothing to check it against)."""
+    changed = changed_file(target)
+    if changed is not None:
+        return str(changed)
+    try:
+        manifest = read_json(target / MANIFEST) or {}
+    except CorruptFileError as exc:
+        return str(exc)
+    return None if manifest.get("sha256") else f"{target / MANIFEST}: records no file hashes to check the copy by"
+
+
+def _set_aside(target: Path) -> Path:
+    n = 1
+    while (aside := target.with_name(f".{target.name}.damaged-{n}")).exists():
+        n += 1
+    os.rename(target, aside)
+    return aside
 
 
 def _remove(folder: Path) -> None:
@@ -82,15 +124,32 @@ def recorded_code(run_dir: Path) -> dict | None:
     return code if isinstance(code, dict) and code.get("hash") else None
 
 
+def checkout_code() -> dict:
+    """run.json's ``code`` for a run continued with ``--no-snapshot --new-code``: the checkout's hash now, no
+    snapshot folder (``path`` None), the checkout it runs from."""
+    code = project_code(REPO_ROOT)
+    return {"hash": code.hash, "path": None, "git": code.git, "checkout": str(code.source)}
+
+
 def code_problem(plan: JobPlan, new_code: bool = False) -> str | None:
     """Why ``plan`` may not run in its run directory: the run was submitted with other code (its snapshot) and
-    ``--new-code`` was not given. None when it may."""
-    if plan.code is None or new_code:
+    ``--new-code`` was not given. A plan without a snapshot (``--no-snapshot``) runs the checkout as it is: it is
+    compared by the checkout's hash now, so the flag is no side door. None when it may."""
+    if new_code:
         return None
     old = recorded_code(plan.run_dir)
-    if old is None or old["hash"] == plan.code.hash:
+    if old is None:
         return None
-    return (f"{plan.run_dir} was submitted with code {old['hash']} ({old.get('path')}); the checkout is now "
-            f"{plan.code.hash}. To continue this run with the new code pass --new-code; to keep its code, submit "
-            f"from a checkout of that code (git {((old.get('git') or {}).get('sha') or 'unknown')[:12]}); or start "
-            f"a new run (--set output.name=...)")
+    now = plan.code.hash if plan.code is not None else project_code(REPO_ROOT).hash
+    if old["hash"] == now:
+        return None
+    where = old.get("path") or f"the checkout {old.get('checkout')}"
+    sha = ((old.get("git") or {}).get("sha") or "unknown")[:12]
+    if plan.code is None:
+        return (f"{plan.run_dir} was submitted with code {old['hash']} ({where}); --no-snapshot would continue it "
+                f"with the checkout as it is, which is code {now}. To continue this run with the checkout's code pass "
+                f"--new-code too; to keep its code, submit from a checkout of that code (git {sha}); or start a new "
+                f"run (--set output.name=...)")
+    return (f"{plan.run_dir} was submitted with code {old['hash']} ({where}); the checkout is now "
+            f"{now}. To continue this run with the new code pass --new-code; to keep its code, submit "
+            f"from a checkout of that code (git {sha}); or start a new run (--set output.name=...)")

@@ -38,7 +38,7 @@ from launch.records import journal
 from launch.slurm.client import SlurmError, explain, run_slurm, slurm_environ, without_allocation
 from launch.slurm.submitit_adapter import PlannedSlurmExecutor
 from launch.submission.preflight import SubmitError
-from launch.submission.snapshot import SnapshotError, code_problem, materialize
+from launch.submission.snapshot import SnapshotError, checkout_code, code_problem, materialize, recorded_code
 from memorymodels.experiment import experiment_dict, identity
 from memorymodels.fileio import locked, read_json, write_json, write_text_atomic
 from memorymodels.rundir import SCRIPT, RunPaths
@@ -100,6 +100,8 @@ def claim_run_dir(plan: JobPlan, *, new_code: bool = False) -> None:
     if problem:
         raise SubmitError(f"{problem}; nothing was submitted")
     code = code_json(plan.code)
+    if code is None and new_code and recorded_code(plan.run_dir) is not None:
+        code = checkout_code()  # --no-snapshot --new-code: the run goes on with the checkout, recorded as such
     if RunPaths(plan.run_dir).run_json.exists():
         info = read_json(RunPaths(plan.run_dir).run_json) or {}
         if code is not None and (info.get("code") or {}).get("hash") != code["hash"]:

@@ -4,8 +4,10 @@
 
 On the local cluster, from a temporary copy of the repository: a held job is submitted, the copy's trainer is broken,
 the job is released and finishes with the submitted code; interrupted and requeued, it resumes from the same snapshot;
-resubmitting the run from the changed checkout is refused until ``--new-code``. Without a cluster: the hash covers
-content, executable bits and untracked files, and ignores what git ignores; the copy is checked against the plan.
+resubmitting the run from the changed checkout is refused until ``--new-code``, with or without ``--no-snapshot``.
+Without a cluster: the hash covers content, executable bits and untracked files, and ignores what git ignores; the
+copy is checked against the plan, its manifest hashes every file; a snapshot edited in place is caught by
+the trainer before anything runs and copied afresh by the next submission.
 """
 
 from __future__ import annotations
@@ -22,7 +24,9 @@ import pytest
 from launch.localcluster.cluster import wait_for_job
 from launch.planning.code import MANIFEST, project_code
 from launch.submission.snapshot import SnapshotError, materialize
+from memorymodels.codemanifest import CodeChangedError, file_digest, verify_code
 from memorymodels.experiment import REPO_ROOT, state_dir
+from memorymodels.rundir import TrainerExit
 from memorymodels.attempts import attempts
 from tests.launch.helpers import job_line, last_step, release_requeued, run_json, wait_until
 
@@ -62,10 +66,13 @@ def test_the_hash_follows_content_modes_and_untracked_files_not_ignored_ones(tmp
 
 def test_materialize_copies_once_read_only_and_refuses_a_checkout_changed_since_planning(tmp_path):
     repo = make_repo(tmp_path / "repo", {"a.py": "x = 1\n", "pkg/b.py": "y = 2\n"})
+    os.chmod(repo / "a.py", 0o775)
     code = project_code(repo).under(tmp_path / "runs")
     path = materialize(code)
     assert path == tmp_path / "runs" / ".code" / code.hash and (path / "pkg" / "b.py").read_text() == "y = 2\n"
-    assert json.loads((path / MANIFEST).read_text())["hash"] == code.hash
+    manifest = json.loads((path / MANIFEST).read_text())
+    assert manifest["hash"] == code.hash
+    assert manifest["sha256"] == {name: file_digest(repo, name) for name in code.files}  # every file, as copied
     assert not os.access(path / "a.py", os.W_OK) or os.geteuid() == 0  # root may write anything
     assert os.stat(path / "a.py").st_mode & 0o222 == 0
     assert materialize(code) == path  # a second submission of the same code shares it
@@ -164,7 +171,11 @@ def test_a_job_runs_the_code_it_was_submitted_with_across_a_broken_checkout_and_
     assert again.returncode == 2
     assert f"was submitted with code {code['hash']}" in again.stderr and "--new-code" in again.stderr
     assert submit_from(checkout, env, *args, "--dry-run", "--new-code").returncode == 0
-    assert submit_from(checkout, env, *args, "--dry-run", "--no-snapshot").returncode == 0
+    side_door = submit_from(checkout, env, *args, "--dry-run", "--no-snapshot")  # the checkout as it is: other code
+    assert side_door.returncode == 2, side_door.stdout
+    assert f"was submitted with code {code['hash']}" in side_door.stderr and "--no-snapshot would continue it with " \
+        f"the checkout as it is, which is code {project_code(checkout).hash}" in side_door.stderr
+    assert submit_from(checkout, env, *args, "--dry-run", "--no-snapshot", "--new-code").returncode == 0
 
 
 def _files(folder: Path) -> dict[str, int]:
@@ -228,3 +239,70 @@ def test_jobs_of_different_code_prepare_the_data_once_outside_the_snapshots(slur
     assert [p for p in cache.iterdir() if p.is_dir()] == entries and _files(entries[0]) == prepared, \
         "the second job prepared the data again"
     assert not list(code_root.rglob("__pycache__")) and not list(code_root.rglob(".state"))
+
+
+# (id, what is done to a materialized snapshot, the file the error names)
+EDITS = [
+    ("same-size-edit", lambda s: _rewrite(s / "pkg" / "b.py", "y = 3\n"), "pkg/b.py"),
+    ("longer-edit", lambda s: _rewrite(s / "a.py", "x = 1  # and more\n"), "a.py"),
+    ("made-executable", lambda s: os.chmod(s / "pkg" / "b.py", 0o500), "pkg/b.py"),
+    ("deleted", lambda s: os.unlink(s / "a.py"), "a.py"),
+    ("replaced-by-a-link", lambda s: (os.unlink(s / "a.py"), os.symlink("pkg/b.py", s / "a.py")), "a.py"),
+]
+
+
+def _rewrite(path: Path, text: str) -> None:
+    os.chmod(path, 0o600)
+    path.write_text(text)
+    os.chmod(path, 0o400)
+
+
+@pytest.mark.parametrize("edit, name", [e[1:] for e in EDITS], ids=[e[0] for e in EDITS])
+def test_an_edited_snapshot_is_caught_before_use_and_copied_afresh_by_the_next_submission(tmp_path, edit, name):
+    repo = make_repo(tmp_path / "repo", {"a.py": "x = 1\n", "pkg/b.py": "y = 2\n"})
+    code = project_code(repo).under(tmp_path / "runs")
+    path = materialize(code)
+    assert verify_code(path)["hash"] == code.hash
+    edit(path)
+    with pytest.raises(CodeChangedError) as caught:
+        verify_code(path)  # what the trainer does first, at every attempt
+    message = str(caught.value)
+    assert "\n" not in message and message.startswith(f"{path / name}: "), message
+    assert f"code snapshot {code.hash}" in message and "Submit the run again from a checkout of that code" in message
+
+    said = []
+    assert materialize(code, log=said.append) == path  # the checkout still has that code: copied again
+    assert len(said) == 1 and said[0].startswith(f"{path / name}: ") and "moved aside to" in said[0], said
+    verify_code(path)
+    assert (path / "a.py").read_text() == "x = 1\n" and (path / "pkg" / "b.py").read_text() == "y = 2\n"
+    assert [p.name for p in (tmp_path / "runs" / ".code").iterdir() if p.name != code.hash] == \
+        [f".{code.hash}.damaged-1"]  # kept for the jobs running from it, hidden from listings
+
+
+def test_a_snapshot_from_before_file_hashes_is_copied_again_and_the_trainer_lets_it_be(tmp_path):
+    repo = make_repo(tmp_path / "repo", {"a.py": "x = 1\n"})
+    code = project_code(repo).under(tmp_path / "runs")
+    path = materialize(code)
+    os.chmod(path / MANIFEST, 0o600)
+    (path / MANIFEST).write_text(json.dumps({**json.loads((path / MANIFEST).read_text()), "sha256": None}))
+    assert verify_code(path)["hash"] == code.hash  # nothing to compare with
+    said = []
+    materialize(code, log=said.append)
+    assert "records no file hashes" in said[0] and json.loads((path / MANIFEST).read_text())["sha256"]
+
+
+def test_the_trainer_refuses_to_run_from_an_edited_snapshot(tmp_path):
+    """A snapshot of this project whose checkpoint code lost one letter of a docstring (same size): the trainer
+    names the file and exits CODE before reading the experiment, the data or the run directory."""
+    code = project_code(REPO_ROOT).under(tmp_path / "runs")
+    path = materialize(code)
+    victim = path / "memorymodels" / "checkpoints.py"
+    _rewrite(victim, victim.read_text().replace("Checkpoint directories", "Checkpoint directoriez", 1))
+    done = subprocess.run([sys.executable, "-m", "memorymodels.train", "--experiment", str(tmp_path / "none.yaml"),
+                           "--run-dir", str(tmp_path / "run")], cwd=path, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "PYTHONPATH": str(path), "PYTHONDONTWRITEBYTECODE": "1"})
+    assert done.returncode == TrainerExit.CODE, done.stderr[-3000:]
+    lines = done.stderr.strip().splitlines()
+    assert lines[-1].startswith(f"error: {victim}: changed since code snapshot {code.hash} was made"), done.stderr
+    assert "Traceback" not in done.stderr and not (tmp_path / "run").exists()
+

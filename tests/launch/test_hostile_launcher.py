@@ -179,3 +179,63 @@ def test_dashboard_and_report_flags(capsys, tmp_path, monkeypatch):
     refused(*run(capsys, "launch.cli.report", str(sweep), "--profile", "local-slurm", "--plot", "kernel",
                  "--metric", "bogus"), "--metric bogus: unknown metric")
     assert not (tmp_path / "ckpt").exists(), "arguments are checked before anything is written"
+
+
+# ---- guards without a side door: a run's code, with and without --no-snapshot ------------------------------------
+
+RECORDED = "feedface00000000"
+"""The code a run in these cases was submitted with: not the checkout's."""
+CODE_GUARD = [
+    # (id, the run's recorded code ("now": the checkout's own), flags, text of the refusal; None: accepted)
+    ("same-code", "now", [], None),
+    ("same-code-no-snapshot", "now", ["--no-snapshot"], None),
+    ("other-code", RECORDED, [], f"was submitted with code {RECORDED} (/x/.code/{RECORDED}); the checkout is now "),
+    ("other-code-no-snapshot", RECORDED, ["--no-snapshot"],
+     f"was submitted with code {RECORDED} (/x/.code/{RECORDED}); --no-snapshot would continue it with the checkout "
+     f"as it is, which is code "),
+    ("other-code-new-code", RECORDED, ["--new-code"], None),
+    ("other-code-no-snapshot-new-code", RECORDED, ["--no-snapshot", "--new-code"], None),
+]
+
+
+@pytest.mark.parametrize("recorded, flags, refusal", [c[1:] for c in CODE_GUARD], ids=[c[0] for c in CODE_GUARD])
+def test_a_run_continues_with_other_code_only_when_asked_with_or_without_a_snapshot(capsys, tmp_path, recorded, flags,
+                                                                                      refusal):
+    from launch.planning.code import project_code
+    from launch.planning.plan import plan_job
+    from launch.planning.profiles import load_profile
+    from memorymodels.experiment import experiment_dict, identity
+    from memorymodels.runrecord import claim
+
+    now = project_code().hash
+    recorded = now if recorded == "now" else recorded
+    plan = plan_job(load_profile("local", [f"checkpoint_root={tmp_path}/ckpt"]), DEBUG)
+    claim(plan.run_dir, ident=identity(plan.settings, plan.world_size), config=experiment_dict(plan.settings),
+          source=plan.settings.source, world_size=plan.world_size,
+          code={"hash": recorded, "path": f"/x/.code/{recorded}", "git": {"sha": "0123456789abcdef"}})
+    code, out, err = run(capsys, "launch.cli.submit", "--profile", "local", "--experiment", str(DEBUG), "--set",
+                         f"profile.checkpoint_root={tmp_path}/ckpt", "--dry-run", *flags)
+    if refusal is None:
+        assert code == 0, err
+        return
+    assert code == 2 and "Traceback" not in err, err
+    assert refusal + now in err and "--new-code" in err and "git 0123456789ab" in err, err
+
+
+def test_continuing_with_the_checkout_records_its_code(tmp_path):
+    from launch.planning.code import project_code
+    from launch.planning.plan import plan_job
+    from launch.planning.profiles import load_profile
+    from launch.submission.submit import claim_run_dir
+    from memorymodels.fileio import write_json
+    from memorymodels.rundir import RunPaths
+    from memorymodels.runrecord import read_run_json
+
+    plan = plan_job(load_profile("local", [f"checkpoint_root={tmp_path}/ckpt"]), DEBUG, snapshot=False)
+    old = {"hash": RECORDED, "path": f"/x/.code/{RECORDED}", "git": {"sha": None}}
+    write_json(RunPaths(plan.run_dir).run_json, {"code": old})
+    claim_run_dir(plan, new_code=True)  # --no-snapshot --new-code
+    info = read_run_json(plan.run_dir)
+    assert info["code"]["hash"] == project_code().hash and info["code"]["path"] is None
+    assert info["code"]["checkout"] == str(project_code().source) and info["code_history"] == [old]
+
