@@ -7,8 +7,9 @@
 
 :func:`materialize` copies the files the plan hashed into a temporary folder beside the snapshot, hashing what it
 copied; only when that hash is the planned one does the folder get its final name (a rename: a snapshot is either
-complete or absent, and two submitters of the same code meet at the same folder). The copies are read-only; the
-manifest records every file's hash (``memorymodels.codemanifest``). A snapshot that is there already is checked against its manifest before it
+complete or absent, and two submitters of the same code meet at the same folder). The copies are read-only and
+only their owner reads them (and the profile's ``group``, when it names one); the manifest records every file's
+hash (``memorymodels.codemanifest``). A snapshot that is there already is checked against its manifest before it
 is reused: one edited since it was made is not refused but set aside (``.code/.<hash>.damaged-N``) and copied
 again, since the checkout being submitted hashes to exactly that code; jobs running from the old folder keep it
 as their working directory, and every attempt that starts later runs the fresh copy (the trainer checks it).
@@ -29,7 +30,7 @@ from launch.planning.code import HASH_LENGTH, MANIFEST, CodeSnapshot, project_co
 from launch.planning.plan import JobPlan
 from memorymodels.codemanifest import changed_file, file_record
 from memorymodels.experiment import REPO_ROOT
-from memorymodels.fileio import CorruptFileError, read_json, write_json
+from memorymodels.fileio import GROUP_READS, PRIVATE, CorruptFileError, make_private_dir, read_json, write_json
 from memorymodels.rundir import RunPaths
 
 
@@ -41,9 +42,9 @@ def _warn(line: str) -> None:
     print(f"note: {line}", file=sys.stderr)
 
 
-def materialize(code: CodeSnapshot, *, log: Callable[[str], None] = _warn) -> Path:
-    """The snapshot's folder, filled from ``code.source`` unless an intact copy is there; ``log`` hears of a damaged
-    copy set aside."""
+def materialize(code: CodeSnapshot, *, group: int | None = None, log: Callable[[str], None] = _warn) -> Path:
+    """The snapshot's folder, filled from ``code.source`` unless an intact copy is there; ``group``: the gid that
+    may read it (None: only this user); ``log`` hears of a damaged copy set aside."""
     target = code.path
     if (target / MANIFEST).exists():
         problem = _reuse_problem(target)
@@ -52,7 +53,7 @@ def materialize(code: CodeSnapshot, *, log: Callable[[str], None] = _warn) -> Pa
         aside = _set_aside(target)
         log(f"{problem}; that snapshot was moved aside to {aside} (delete it once no job runs from it) and the "
             f"code is copied again from {code.source}")
-    target.parent.mkdir(parents=True, exist_ok=True)
+    make_private_dir(target.parent, group, group_adds=True)
     work = target.parent / f".{code.hash}.partial-{uuid.uuid4().hex[:8]}"
     try:
         digest, hashes = hashlib.sha256(), {}
@@ -63,7 +64,7 @@ def materialize(code: CodeSnapshot, *, log: Callable[[str], None] = _warn) -> Pa
                 os.symlink(os.readlink(source), copy)
             else:
                 shutil.copy2(source, copy)
-                os.chmod(copy, os.stat(copy).st_mode & ~0o222)  # read-only: nobody edits a job's code in place
+                os.chmod(copy, _read_only(os.stat(copy).st_mode, group))  # nobody edits a job's code in place
             record = file_record(work, name)  # what is hashed is what was copied
             digest.update(record)
             hashes[name] = hashlib.sha256(record).hexdigest()
@@ -71,7 +72,8 @@ def materialize(code: CodeSnapshot, *, log: Callable[[str], None] = _warn) -> Pa
             raise SnapshotError(f"{code.source} changed between planning and submission (code {code.hash} was "
                                 f"planned); nothing was submitted: submit again")
         write_json(work / MANIFEST, {**code.manifest(), "sha256": hashes})
-        os.chmod(work / MANIFEST, 0o444)
+        os.chmod(work / MANIFEST, _read_only(0o644, group))
+        _restrict_folders(work, group)
         try:
             os.rename(work, target)
         except OSError:
@@ -105,6 +107,28 @@ def _set_aside(target: Path) -> Path:
         n += 1
     os.rename(target, aside)
     return aside
+
+
+def _read_only(mode: int, group: int | None) -> int:
+    """A copy's mode: read (and execute, when the original is executable) for its owner, and for the group when
+    one is named; nothing for others, nobody writes."""
+    executable = bool(mode & 0o111)
+    owner = 0o500 if executable else 0o400
+    return owner | ((owner >> 3) if group is not None else 0)
+
+
+def _restrict_folders(work: Path, group: int | None) -> None:
+    """The snapshot's folders: entered by the owner only, or read by the group too (``fileio`` modes)."""
+    for folder in [work, *(p for p in work.rglob("*") if p.is_dir() and not p.is_symlink())]:
+        if group is not None:
+            os.chown(folder, -1, group)
+            os.chmod(folder, GROUP_READS)
+        else:
+            os.chmod(folder, PRIVATE)
+    if group is not None:
+        for path in work.rglob("*"):
+            if not path.is_dir():
+                os.chown(path, -1, group, follow_symlinks=False)
 
 
 def _remove(folder: Path) -> None:

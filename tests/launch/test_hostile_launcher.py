@@ -46,6 +46,16 @@ PROFILES = [
     (CPU_BASE + "precision: fp16\n", "'precision: fp16' needs GPUs"),
     (GPU_BASE + "processes_per_node: 2\n", "'processes_per_node: 2' must equal 'gpus_per_node: 4'"),
     (GPU_BASE + "max_array_size: 0\n", "'max_array_size: 0' must be 1 or more"),
+    (CPU_BASE + "snapshot_max_file_mb: 0\n", "'snapshot_max_file_mb: 0' must be positive"),
+    (CPU_BASE + "snapshot_max_file_mb: .nan\n", "snapshot_max_file_mb"),
+    (CPU_BASE + "snapshot_include: .env\n", "'snapshot_include': expected a list, got '.env'"),
+    (CPU_BASE + 'snapshot_include: [""]\n', "'snapshot_include' must be a list of paths relative to the checkout"),
+    (CPU_BASE + "snapshot_include: [~/.netrc]\n", "'snapshot_include[0]: ~/.netrc' must be a path inside the"),
+    (CPU_BASE + "snapshot_include: [/home/me/.netrc]\n", "'snapshot_include[0]: /home/me/.netrc' must be a path"),
+    (CPU_BASE + "snapshot_include: [../secrets/.env]\n", "'snapshot_include[0]: ../secrets/.env' must be a path"),
+    (CPU_BASE + 'snapshot_include: ["a\\nb"]\n', "'snapshot_include[0]' contains a control character"),
+    (CPU_BASE + "group: lab mates\n", "'group: lab mates' is not a Unix group name"),
+    (CPU_BASE + "group: [lab]\n", "group"),
     ("", "empty"),
     ("- a\n- b\n", "mapping"),
 ]
@@ -239,3 +249,22 @@ def test_continuing_with_the_checkout_records_its_code(tmp_path):
     assert info["code"]["hash"] == project_code().hash and info["code"]["path"] is None
     assert info["code"]["checkout"] == str(project_code().source) and info["code_history"] == [old]
 
+
+def test_a_group_that_is_not_one_of_yours_is_refused_before_anything_is_made(capsys, tmp_path):
+    path = tmp_path / "shared.yaml"
+    path.write_text(f"extends: local\ngroup: memorymodels-no-such-group\ncheckpoint_root: {tmp_path}/ckpt\n")
+    code, out, err = run(capsys, "launch.cli.submit", "--profile", str(path), "--experiment", str(DEBUG), "--dry-run")
+    assert code == 2 and "Traceback" not in err, err
+    assert f"{path}: 'group: memorymodels-no-such-group' is not a group on this machine (getent group " in err, err
+    assert not (tmp_path / "ckpt").exists()
+
+
+def test_the_journal_is_its_owners_alone(tmp_path, monkeypatch):
+    """It names every run directory and log of its owner: nobody else lists it."""
+    import os
+
+    from launch.records import journal
+
+    monkeypatch.setenv("MEMORYMODELS_STATE", str(tmp_path / "state"))
+    journal.record(profile="local", jobs=[{"job_id": "1", "run_dir": str(tmp_path / "run")}])
+    assert os.stat(journal.journal_dir()).st_mode & 0o777 == 0o700
