@@ -50,9 +50,16 @@ def materialize(code: CodeSnapshot, *, group: int | None = None, log: Callable[[
         problem = _reuse_problem(target)
         if problem is None:
             return target
-        aside = _set_aside(target)
-        log(f"{problem}; that snapshot was moved aside to {aside} (delete it once no job runs from it) and the "
-            f"code is copied again from {code.source}")
+        try:
+            aside = _set_aside(target)
+        except FileNotFoundError:  # another submitter of this code moved it aside first
+            aside = None
+        except OSError as exc:
+            raise SnapshotError(f"{problem}; it cannot be moved aside ({exc.strerror or exc}): delete {target} (or "
+                                f"ask its owner to) and submit again") from None
+        if aside is not None:
+            log(f"{problem}; that snapshot was moved aside to {aside} (delete it once no job runs from it) and the "
+                f"code is copied again from {code.source}")
     make_private_dir(target.parent, group, group_adds=True)
     work = target.parent / f".{code.hash}.partial-{uuid.uuid4().hex[:8]}"
     try:
