@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from memorymodels.experiment import state_dir
-from memorymodels.fileio import CorruptFileError, read_json, write_json
+from memorymodels.fileio import CorruptFileError, make_private_dir, read_json, write_json
 
 JOB_KEYS = ("job_id", "name", "run_dir", "cell", "stdout", "stderr")
 
@@ -59,8 +59,7 @@ def record(*, profile: str, jobs: Iterable[dict[str, Any]], kind: str = "job", s
     data = {"submission_id": submission_id, "created": created if created is not None else time.time(),
             "profile": profile, "kind": kind, "sweep": sweep, "jobs": _entries(jobs), "status": status,
             **({"slurm_conf": str(slurm_conf)} if slurm_conf else {}), **({"arrays": arrays} if arrays else {})}
-    folder = journal_dir()
-    folder.mkdir(parents=True, exist_ok=True)
+    folder = make_private_dir(journal_dir())  # it names every run and log of the user: theirs alone
     path = folder / f"{submission_id}.json"
     if path.exists():
         raise FileExistsError(f"{path}: a submission with this id is already recorded; use a new id")

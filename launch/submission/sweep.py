@@ -22,7 +22,7 @@ from launch.records import journal
 from launch.submission.preflight import preflight
 from launch.submission.submit import queued_tags, submit_arrays
 from memorymodels.rundir import SUBMIT_LOCK
-from memorymodels.fileio import locked
+from memorymodels.fileio import locked, make_private_dir
 
 
 def sweep_record(plan: SweepPlan) -> dict:
@@ -90,6 +90,7 @@ def submit_sweep(plan: SweepPlan, *, run_preflight: bool = True, log=None, new_c
     empty when there is nothing to do) and records the submission in the journal (``kind: "sweep"``, each job's
     ``cell`` its overrides). ``new_code``: cells submitted before with other code continue with this plan's.
     """
+    make_private_dir(plan.root, plan.profile.gid())  # the cells' folders and the arrays' logs: the user's (group's)
     with locked(plan.root / SUBMIT_LOCK):  # two copies of one sweep at once: the second sees the first's jobs
         return _submit_unqueued(plan, run_preflight, log, new_code)
 
