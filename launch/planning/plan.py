@@ -369,7 +369,7 @@ def plan_job(profile: Profile, experiment: str | Path | None = None, *, override
         dependency = dependency_spec(dependency)
     request = request or default_request(profile, path, user, launcher, nodes, dependency)
     sbatch = sbatch_parameters(profile, name=run_dir.name, nodes=profile.nodes, dependency=dependency,
-                               comment=run_tag(run_dir), code_dir=code_dir, mounts=mounts)
+                               tag=run_tag(run_dir), code_dir=code_dir, mounts=mounts)
     return JobPlan(
         name=run_dir.name, profile=profile, experiment=path, overrides=items, settings=settings, model=model,
         precision=precision, launcher=profile.launcher, nodes=profile.nodes, procs_per_node=profile.procs_per_node,

@@ -158,7 +158,7 @@ def plan_arrays(plan: SweepPlan, todo: list[int], submission_id: str) -> list[Ar
     for k, cells in enumerate(chunk(list(todo), profile.max_array_size)):
         folder = plan.log_folder / submission_id / f"array-{k}"
         name = plan.sweep.name if len(cells) > 1 else plan.jobs[cells[0]].name
-        sbatch = {**plan.jobs[cells[0]].sbatch, "job_name": name, "comment": array_tag(submission_id, k)}
+        sbatch = {**plan.jobs[cells[0]].sbatch, "job_name": name, profile.tag_field: array_tag(submission_id, k)}
         if len(cells) > 1:
             sbatch.update(map_count=len(cells), array_parallelism=profile.array_parallelism)
         script = with_header(render_sbatch(sbatch, folder=folder, python=python), script_header(plan.request, profile))

@@ -10,7 +10,7 @@ Files live in ``<state>/journal/<submission_id>.json`` (``<state>`` is ``$MEMORY
                "stdout": ".../123_0_log.out", "stderr": ".../123_0_log.err"}]}
 
 Writer: ``launch.submission.submit``. A sweep's entry is written ahead (``status: "pending"``, with the planned
-``arrays``: each one's ``--comment`` tag and cells) before the first ``sbatch``, updated after each one, and
+``arrays``: each one's exactly-once tag and cells) before the first ``sbatch``, updated after each one, and
 ``"confirmed"`` at the end; a single job's entry after sbatch accepted it (its tag finds it in the queue should the
 submitter die first). The entry names the cluster (``slurm_conf``) so later readers ask the same one. Readers: the dashboard
 (``launch.monitor.queue``), ``--dependency`` (``launch.planning.dependency``) and the sweep report (``load_all``).

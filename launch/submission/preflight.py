@@ -26,7 +26,8 @@ from pathlib import Path
 
 from launch.planning.dependency import dependency_jobs
 from launch.planning.plan import JobPlan
-from launch.planning.profiles import format_minutes
+from launch.planning.options import blame_sbatch_extra
+from launch.planning.profiles import Profile, format_minutes
 from launch.slurm.client import SlurmError, explain, job_states, run_slurm, slurm_environ
 from launch.slurm.cluster import ClusterInfo, mem_mb
 from launch.slurm.output import ACTIVE_STATES
@@ -169,12 +170,14 @@ def check_plan(plan: JobPlan, info: ClusterInfo, array_size: int = 1) -> list[st
     return problems
 
 
-def test_only(script: str, env: dict[str, str]) -> list[str]:
-    """``sbatch --test-only`` on the planned script: Slurm's own verdict, without queueing anything."""
+def test_only(script: str, env: dict[str, str], profile: Profile) -> list[str]:
+    """``sbatch --test-only`` on the planned script: Slurm's own verdict, without queueing anything (with the
+    profile's ``sbatch_extra`` item it names)."""
     try:
         run_slurm(["sbatch", "--test-only"], env, input=script)
     except SlurmError as exc:
-        return [f"sbatch --test-only refused the planned script: {exc}"]
+        return [f"sbatch --test-only refused the planned script ({profile.source}): "
+                f"{blame_sbatch_extra(str(exc), profile.sbatch_extra)}"]
     return []
 
 
@@ -192,7 +195,7 @@ def cluster_problems(plans: list[JobPlan], info: ClusterInfo, env: dict[str, str
             problems += check_plan(plan, info, array_size=array_size)
     # Slurm's own verdict, also when ours found problems: the two reasons side by side (which key, and Slurm's words)
     for script in dict.fromkeys(scripts or [plans[0].script]):
-        problems += test_only(script, env)
+        problems += test_only(script, env, plans[0].profile)
     return problems
 
 

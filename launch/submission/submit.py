@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import getpass
+import io
 import os
 import subprocess
 import time
@@ -30,12 +31,13 @@ from typing import Any
 import submitit
 
 from launch.node.task import NodeLaunch
-from launch.planning.command import TAG_PREFIX, run_tag
+from launch.planning.command import TAG_PREFIX, job_tag, run_tag
+from launch.planning.options import TAG_FIELDS, blame_sbatch_extra
 from launch.planning.plan import MAX_TIMEOUT_REQUEUES, JobPlan, code_json
 from launch.planning.profiles import Profile
 from launch.planning.sweep import ArrayPlan, SweepPlan
 from launch.records import journal
-from launch.slurm.client import SlurmError, explain, run_slurm, slurm_environ, without_allocation
+from launch.slurm.client import SlurmError, explain, run_slurm, slurm_environ, slurm_reason, without_allocation
 from launch.slurm.submitit_adapter import PlannedSlurmExecutor
 from launch.submission.preflight import SubmitError
 from launch.submission.snapshot import SnapshotError, code_problem, materialize
@@ -160,7 +162,16 @@ def _cluster_environment(plan: JobPlan):
 
 
 def _refused(plan: JobPlan, exc: Exception) -> SubmitError:
-    return SubmitError(f"sbatch refused the job ({plan.profile.source}): {str(exc).strip()}")
+    profile = plan.profile
+    reason = slurm_reason(str(exc))
+    return SubmitError(f"sbatch refused the job ({profile.source}): {blame_sbatch_extra(reason, profile.sbatch_extra)}")
+
+
+@contextlib.contextmanager
+def _sbatch_quietly():
+    """submitit prints sbatch's error output before raising it; the refusal says it in one line instead."""
+    with contextlib.redirect_stderr(io.StringIO()):
+        yield
 
 
 SUBMIT_ERRORS = (submitit.core.utils.FailedJobError, submitit.core.utils.FailedSubmissionError,
@@ -175,15 +186,16 @@ def _entry(plan: JobPlan, job, cell: dict | None) -> dict:
 
 
 def queued_tags(profile: Profile) -> dict[str, list[str]]:
-    """This user's queued and running jobs by ``--comment`` tag (``launch.planning.plan.run_tag`` / ``array_tag``):
-    tag -> job ids (array tasks one by one). One ``squeue`` call."""
+    """This user's queued and running jobs by exactly-once tag (``launch.planning.command.run_tag`` /
+    ``array_tag``, in the profile's ``tag_field``): tag -> job ids (array tasks one by one). One ``squeue`` call."""
     env = slurm_environ(profile.slurm_conf_path())
-    text = run_slurm(["squeue", "-h", "-r", "-u", getpass.getuser(), "-o", "%i|%k"], env)
+    text = run_slurm(["squeue", "-h", "-r", "-u", getpass.getuser(), "-o", f"%i|{TAG_FIELDS[profile.tag_field]}"],
+                     env)
     tags: dict[str, list[str]] = {}
     for line in text.splitlines():
-        job_id, _, comment = line.strip().partition("|")
-        if comment.startswith(TAG_PREFIX):
-            tags.setdefault(comment, []).append(job_id)
+        job_id, _, tag = line.strip().partition("|")
+        if tag.startswith(TAG_PREFIX):
+            tags.setdefault(tag, []).append(job_id)
     return tags
 
 
@@ -233,7 +245,7 @@ def submit_job(plan: JobPlan, *, kind: str = "job", sweep: dict | None = None, c
             if plan.executor == "local":
                 job = _local_executor(plan).submit(make_job(plan))
             else:
-                with _cluster_environment(plan):
+                with _cluster_environment(plan), _sbatch_quietly():
                     job = _slurm_executor(plan, plan.log_folder, plan.sbatch, plan.script).submit(make_job(plan))
         except SUBMIT_ERRORS as exc:
             raise _refused(plan, exc) from None
@@ -258,7 +270,7 @@ def submit_arrays(plan: SweepPlan, arrays: list[ArrayPlan], *, sweep: dict, subm
     snapshot_code(cells)
     journal.record(profile=plan.profile.name, jobs=[], kind="sweep", sweep=sweep, submission_id=submission_id,
                    slurm_conf=plan.profile.slurm_conf_path(), status="pending",
-                   arrays=[{"tag": array.sbatch.get("comment"), "cells": [str(plan.cells[i].run_dir) for i in
+                   arrays=[{"tag": job_tag(plan.profile, array.sbatch), "cells": [str(plan.cells[i].run_dir) for i in
                                                                           array.cells]} for array in arrays])
     entries, handles = [], {}
     for array in arrays:
@@ -271,7 +283,7 @@ def submit_arrays(plan: SweepPlan, arrays: list[ArrayPlan], *, sweep: dict, subm
                 tracker_identity(job.run_dir, group=plan.sweep.name)
         executor = _slurm_executor(jobs[0], array.folder, array.sbatch, array.script)
         try:
-            with _cluster_environment(jobs[0]), executor.batch():
+            with _cluster_environment(jobs[0]), _sbatch_quietly(), executor.batch():
                 submitted = [executor.submit(make_job(job)) for job in jobs]
         except SUBMIT_ERRORS as exc:
             raise _refused(jobs[0], exc) from None

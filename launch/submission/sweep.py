@@ -35,7 +35,7 @@ def sweep_record(plan: SweepPlan) -> dict:
 def active_cells(plan: SweepPlan) -> dict[int, str]:
     """Cells of ``plan`` whose job from an earlier submission is still queued or running: index -> job id.
 
-    One ``squeue`` call for this user's jobs with their ``--comment`` tags (``launch.submission.submit.queued_tags``).
+    One ``squeue`` call for this user's jobs with their exactly-once tags (``launch.submission.submit.queued_tags``).
     An array's tag names its submission and array number, whose journal entry (written ahead of its ``sbatch``)
     lists the array's cells; a task found in the queue but missing from that entry (its submitter was killed before
     recording it) is added to it, so the dashboard shows it too.

@@ -179,3 +179,110 @@ def test_dashboard_and_report_flags(capsys, tmp_path, monkeypatch):
     refused(*run(capsys, "launch.cli.report", str(sweep), "--profile", "local-slurm", "--plot", "kernel",
                  "--metric", "bogus"), "--metric bogus: unknown metric")
     assert not (tmp_path / "ckpt").exists(), "arguments are checked before anything is written"
+
+
+# ---- options the launcher owns: refused in sbatch_extra / srun_args in every spelling Slurm accepts ----
+
+OWNED = [
+    # (--set profile.KEY=VALUE, text the refusal names)
+    ("sbatch_extra={comment: x}", "'sbatch_extra.comment' sets sbatch's --comment, which is set by the launcher: its "
+                                  "exactly-once tag (the profile key 'tag_field' can move it to --wckey); remove it"),
+    ("sbatch_extra={comm: x}", "(Slurm reads comm as --comment)"),
+    ("sbatch_extra={co: x}", "'sbatch_extra.co' is an abbreviation sbatch refuses as ambiguous"),
+    ("sbatch_extra={chdir: /tmp}", "sets sbatch's --chdir, which is set by the launcher: the job runs from its code"),
+    ("sbatch_extra={chd: /tmp}", "(Slurm reads chd as --chdir)"),
+    ("sbatch_extra={output: /tmp/x}", "sets sbatch's --output, which is set by the launcher: the logs"),
+    ("sbatch_extra={e: /tmp/x}", "is an abbreviation sbatch refuses as ambiguous (--error, --exclude, --exclusive,"),
+    ("sbatch_extra={err: /tmp/x}", "(Slurm reads err as --error)"),
+    ("sbatch_extra={wrap: hostname}", "sets sbatch's --wrap, which is set by the launcher: the planned script"),
+    ("sbatch_extra={partition: big}", "sets sbatch's --partition, which is set by the profile key 'partition'; use "
+                                      "the profile key 'partition' instead"),
+    ("sbatch_extra={part: big}", "(Slurm reads part as --partition)"),
+    ("sbatch_extra={time: 60}", "use the profile key 'time_limit' instead"),
+    ("sbatch_extra={mem-per-cpu: 1G}", "use the profile key 'mem_per_gpu_gb' instead"),
+    ("sbatch_extra={exclusive: true}", "use the profile key 'exclusive' instead"),
+    ("sbatch_extra={no-requeue: true}", "set by the launcher: timeouts and failures requeue the job"),
+    ("sbatch_extra={parsable: true}", "set by the launcher: how sbatch answers the submission"),
+    ("sbatch_extra={wckey: lab}", "use the profile key 'wckey' instead"),
+    ("sbatch_extra={job-name: x}", "set by the launcher: the run directory's name"),
+    ("sbatch_extra={dependency: afterok:1}", "set by the --dependency flag"),
+    ("srun_args=[--output=x]", "'srun_args[0]: --output=x' sets srun's --output"),
+    ("srun_args=[--output, x]", "'srun_args[0]: --output' sets srun's --output"),
+    ("srun_args=[--outp=x]", "(Slurm reads --outp as --output)"),
+    ("srun_args=[-o, x]", "(Slurm reads -o as --output)"),
+    ("srun_args=[-ox]", "'srun_args[0]: -ox' sets srun's --output"),
+    ("srun_args=[-lox]", "'srun_args[0]: -lox' sets srun's --output"),
+    ("srun_args=[--mpi=pmix, -le, x]", "'srun_args[1]: -le' sets srun's --error"),
+    ("srun_args=[--err=x]", "(Slurm reads --err as --error)"),
+    ("srun_args=[-c4]", "use the profile key 'cpus_per_gpu' instead"),
+    ("srun_args=[--chdir=/tmp]", "set by the launcher: the job runs from its code snapshot"),
+    ("srun_args=[-D/tmp]", "(Slurm reads -D as --chdir)"),
+    ("srun_args=[--jobid=12]", "the step runs in its own job"),
+    ("srun_args=[--container-image=x]", "use the profile key 'container' instead"),
+    ("srun_args=[--kill-on-bad-exit=0]", "one failed node ends the step"),
+    ("srun_args=[-K0]", "(Slurm reads -K as --kill-on-bad-exit)"),
+    ("tag_field=wckey\nwckey: lab", "'tag_field: wckey' puts the launcher's exactly-once tag in --wckey, which "
+                                    "'wckey: lab' sets too"),
+    ("tag_field=wckey\nsbatch_extra: {wckey: x}", "sets sbatch's --wckey, which is set by the launcher: its "
+                                                  "exactly-once tag (the profile key 'tag_field' can move it to "
+                                                  "--comment)"),
+    ("tag_field=jobname", "tag_field"),
+]
+
+
+@pytest.mark.parametrize("setting, message", OWNED, ids=[s for s, _ in OWNED])
+def test_options_the_launcher_owns_are_refused_in_every_spelling(capsys, tmp_path, setting, message):
+    """Refused when the profile is read: naming the file, the key and the profile key to use instead."""
+    path = tmp_path / "site.yaml"
+    path.write_text(CPU_BASE + f"checkpoint_root: {tmp_path}/ckpt\n" + setting.replace("=", ": ", 1) + "\n")
+    code, out, err = run(capsys, "launch.cli.submit", "--profile", str(path), "--experiment", str(DEBUG),
+                         "--dry-run", "--no-preflight")
+    refused(code, out, err, message)
+    assert str(path) in err
+    assert not (tmp_path / "ckpt").exists()
+
+
+ALLOWED = ["sbatch_extra={mail-type: END}", "sbatch_extra={hold: true}", "sbatch_extra={time-min: 30}",
+           "sbatch_extra={exclude: n1}", "srun_args=[--mpi=pmix, --cpu-bind=cores]", "srun_args=[-l]",
+           "srun_args=[--export=ALL]", "tag_field=wckey\nsbatch_extra: {comment: 'accounting: project 7'}"]
+
+
+@pytest.mark.parametrize("setting", ALLOWED)
+def test_options_the_launcher_does_not_own_pass(capsys, tmp_path, setting):
+    path = tmp_path / "site.yaml"
+    path.write_text(CPU_BASE + f"checkpoint_root: {tmp_path}/ckpt\n" + setting.replace("=", ": ", 1) + "\n")
+    code, out, err = run(capsys, "launch.cli.submit", "--profile", str(path), "--experiment", str(DEBUG),
+                         "--dry-run", "--no-preflight")
+    assert code == 0, err
+
+
+def test_the_tag_moves_to_the_wckey_and_the_comment_is_the_sites(tmp_path):
+    from launch.planning.command import run_tag
+    from launch.planning.plan import plan_job
+    from launch.planning.profiles import load_profile
+
+    profile = load_profile("local-slurm", [f"checkpoint_root={tmp_path}", "tag_field=wckey",
+                                           "sbatch_extra={comment: project-7}"])
+    plan = plan_job(profile, DEBUG)
+    assert f"#SBATCH --wckey={run_tag(plan.run_dir)}\n" in plan.script
+    assert "#SBATCH --comment=project-7\n" in plan.script and plan.script.count("--comment") == 1
+
+
+@pytest.mark.slurm
+def test_slurms_refusal_names_the_sbatch_extra_item_that_caused_it(slurm_cluster, capsys, tmp_path, monkeypatch):
+    """Slurm says "Invalid --mail-type specification" or "unrecognized option" then "Try sbatch --help": the
+    preflight's line and a submission without it both name the profile's item, in one line; nothing is queued."""
+    monkeypatch.setenv("MEMORYMODELS_STATE", str(tmp_path / "state"))
+    for extra, slurm_says in (("{mail-type: BOGUS}", "Invalid --mail-type specification"),
+                              ("{mail-t: BOGUS}", "Invalid --mail-type specification"),
+                              ("{bogus-option: 1}", "unrecognized option '--bogus-option=1'")):
+        key, value = extra.strip("{}").split(": ")
+        base = ["--profile", "local-slurm", "--experiment", str(DEBUG), "--set", f"profile.checkpoint_root={tmp_path}",
+                "--set", f"profile.sbatch_extra={extra}"]
+        code, out, err = run(capsys, "launch.cli.submit", *base, "--dry-run")
+        refused(code, out, err, f"{slurm_says} (from the profile's sbatch_extra.{key}: {value}: fix or remove it)",
+                lines=2)
+        assert "--help" not in err
+        code, out, err = run(capsys, "launch.cli.submit", *base, "--no-preflight", "--no-snapshot")
+        refused(code, out, err, f"{slurm_says} (from the profile's sbatch_extra.{key}: {value}: fix or remove it)")
+    assert not (tmp_path / "state" / "journal").exists() or not list((tmp_path / "state" / "journal").iterdir())
