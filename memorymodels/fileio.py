@@ -43,6 +43,33 @@ class DiskFullError(OSError):
                          + (f"; {done}" if done else "") + "; free some space and rerun the same command to resume")
 
 
+class LinkedPathError(ValueError):
+    """A folder (or a file written in place) inside a directory the toolkit writes is a symbolic link: writing
+    through it would put files outside that directory, overwriting whatever they meet there."""
+
+
+def refuse_links(root: str | Path, paths) -> None:
+    """Raise :class:`LinkedPathError` when any of ``paths`` (inside ``root``), or a folder between ``root`` and it,
+    is a symbolic link. ``root`` itself may be one (a checkpoint root on another disk); missing paths are fine
+    (they will be made as real folders). The one check of every writer that must stay inside its directory: the
+    run directory's (``memorymodels.rundir.RunPaths.refuse_links``) and the journal's."""
+    root = Path(root)
+    for path in paths:
+        try:
+            parts = Path(path).relative_to(root).parts
+        except ValueError:
+            raise LinkedPathError(f"{path}: not inside {root}; refusing to write there") from None
+        current = root
+        for part in parts:
+            current = current / part
+            if current.is_symlink():
+                raise LinkedPathError(f"{current} is a symbolic link (to {os.readlink(current)}) inside {root}: "
+                                      f"writing through it would put files outside {root}; replace the link with a "
+                                      f"real folder (rm {current}), then run the command again")
+            if not current.exists():
+                break
+
+
 def temporary_name(path: Path) -> Path:
     """The hidden name a file is written under before it is renamed to ``path``."""
     return path.with_name(f".{path.name}.tmp-{os.getpid()}")

@@ -76,7 +76,9 @@ def collision_message(experiment: Experiment, world_size: int, run_dir: Path) ->
 
 
 def check_run_dir(run_dir: Path, ident: str) -> None:
-    """Refuse a directory (given by --run-dir) that holds another config's run or foreign files."""
+    """Refuse a directory (given by --run-dir) that holds another config's run or foreign files, or whose folders are
+    symbolic links out of it."""
+    RunPaths(run_dir).refuse_links()
     owner = _owner(Path(run_dir))
     if owner is None or owner == ident:
         return

@@ -223,6 +223,8 @@ def train(experiment: Experiment, run_dir: Path | None = None, *, command: list[
     """
     install_signal_handlers()
     rank, world_size = world()
+    if run_dir is not None:
+        RunPaths(run_dir).refuse_links()  # before the first heartbeat goes into RUN_DIR/launch/heartbeats
     heartbeat = None
     if heartbeat_dir is not None:
         heartbeat = Heartbeat(heartbeat_dir, rank=rank, local_rank=int(os.environ.get("LOCAL_RANK", 0)))

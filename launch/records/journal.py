@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from memorymodels.experiment import state_dir
-from memorymodels.fileio import CorruptFileError, read_json, write_json
+from memorymodels.fileio import CorruptFileError, refuse_links, read_json, write_json
 
 JOB_KEYS = ("job_id", "name", "run_dir", "cell", "stdout", "stderr")
 
@@ -35,6 +35,12 @@ JOB_KEYS = ("job_id", "name", "run_dir", "cell", "stdout", "stderr")
 def journal_dir() -> Path:
     """``<state>/journal`` (``$MEMORYMODELS_STATE`` overrides ``<repo>/.state``)."""
     return state_dir() / "journal"
+
+
+def refuse_linked_journal() -> None:
+    """Raise ``fileio.LinkedPathError`` when the journal folder (or a folder between it and the state directory) is
+    a symbolic link: submissions would be recorded elsewhere, and found by nobody."""
+    refuse_links(state_dir(), [journal_dir()])
 
 
 def new_submission_id() -> str:
@@ -60,6 +66,7 @@ def record(*, profile: str, jobs: Iterable[dict[str, Any]], kind: str = "job", s
             "profile": profile, "kind": kind, "sweep": sweep, "jobs": _entries(jobs), "status": status,
             **({"slurm_conf": str(slurm_conf)} if slurm_conf else {}), **({"arrays": arrays} if arrays else {})}
     folder = journal_dir()
+    refuse_linked_journal()
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{submission_id}.json"
     if path.exists():
@@ -94,6 +101,7 @@ def update(submission_id: str, *, jobs: Iterable[dict[str, Any]] | None = None, 
     data["jobs"] += [job for job in _entries(add) if job["job_id"] not in known]
     if status is not None:
         data["status"] = status
+    refuse_linked_journal()
     write_json(journal_dir() / f"{submission_id}.json", data)
     return data
 

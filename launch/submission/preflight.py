@@ -32,6 +32,7 @@ from launch.slurm.client import SlurmError, explain, job_states, run_slurm, slur
 from launch.slurm.cluster import ClusterInfo, mem_mb
 from launch.slurm.output import ACTIVE_STATES
 from launch.submission.snapshot import code_problem
+from memorymodels.rundir import RunDirError, RunPaths
 
 
 class SubmitError(RuntimeError):
@@ -91,11 +92,20 @@ def check_writable(plan: JobPlan) -> list[str]:
     return []
 
 
+def check_links(plan: JobPlan) -> list[str]:
+    """No folder of the run directory is a symbolic link out of it (``RunPaths.refuse_links``)."""
+    try:
+        RunPaths(plan.run_dir).refuse_links()
+    except RunDirError as exc:
+        return [str(exc)]
+    return []
+
+
 def local_problems(plans: list[JobPlan], new_code: bool = False) -> list[str]:
     """The checks that need no cluster, for every plan."""
     problems = []
     for plan in plans:
-        problems += check_data(plan) + check_writable(plan)
+        problems += check_data(plan) + check_writable(plan) + check_links(plan)
         problems += [p for p in [code_problem(plan, new_code)] if p]
     return problems
 

@@ -42,8 +42,8 @@ from launch.slurm.submitit_adapter import PlannedSlurmExecutor
 from launch.submission.preflight import SubmitError
 from launch.submission.snapshot import SnapshotError, code_problem, materialize
 from memorymodels.experiment import experiment_dict, identity
-from memorymodels.fileio import locked, read_json, write_json, write_text_atomic
-from memorymodels.rundir import SCRIPT, RunPaths
+from memorymodels.fileio import LinkedPathError, locked, read_json, write_json, write_text_atomic
+from memorymodels.rundir import SCRIPT, RunDirError, RunPaths
 from memorymodels.runrecord import claim, record_code
 from memorymodels.tracking import tracker_identity
 
@@ -109,6 +109,17 @@ def claim_run_dir(plan: JobPlan, *, new_code: bool = False) -> None:
         return
     claim(plan.run_dir, ident=identity(plan.settings, plan.world_size), config=experiment_dict(plan.settings),
           source=plan.settings.source, world_size=plan.world_size, code=code)
+
+
+def refuse_links(plans: list[JobPlan]) -> None:
+    """Refuse, before anything is written, run directories whose folders are symbolic links out of them
+    (``RunPaths.refuse_links``) and a linked journal folder."""
+    try:
+        journal.refuse_linked_journal()
+        for plan in plans:
+            RunPaths(plan.run_dir).refuse_links()
+    except (LinkedPathError, RunDirError) as exc:
+        raise SubmitError(f"{exc}; nothing was submitted") from None
 
 
 def snapshot_code(plans: list[JobPlan]) -> None:
@@ -234,6 +245,7 @@ def submit_job(plan: JobPlan, *, kind: str = "job", sweep: dict | None = None, c
     problem = code_problem(plan, new_code)
     if problem:
         raise SubmitError(f"{problem}; nothing was submitted")
+    refuse_links([plan])
     # Before the lock: the copy takes a moment, and the run directory (its launch/ folder, made by the lock) must not
     # stand without run.json meanwhile (a planner would take it for another's). Copies of one hash meet safely.
     snapshot_code([plan])
@@ -267,6 +279,7 @@ def submit_arrays(plan: SweepPlan, arrays: list[ArrayPlan], *, sweep: dict, subm
     if problems:
         raise SubmitError(f"{len(problems)} cell(s) ran with other code; nothing was submitted:\n  - "
                           + "\n  - ".join(problems[:5]))
+    refuse_links(cells)
     snapshot_code(cells)
     journal.record(profile=plan.profile.name, jobs=[], kind="sweep", sweep=sweep, submission_id=submission_id,
                    slurm_conf=plan.profile.slurm_conf_path(), status="pending",

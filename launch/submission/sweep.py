@@ -19,10 +19,10 @@ from launch.planning.command import TAG_PREFIX, run_tag
 from launch.planning.sweep import SweepPlan, plan_arrays
 from launch.planning.sweep_file import sweep_summary
 from launch.records import journal
-from launch.submission.preflight import preflight
+from launch.submission.preflight import SubmitError, preflight
 from launch.submission.submit import queued_tags, submit_arrays
 from memorymodels.rundir import SUBMIT_LOCK
-from memorymodels.fileio import locked
+from memorymodels.fileio import LinkedPathError, locked, refuse_links
 
 
 def sweep_record(plan: SweepPlan) -> dict:
@@ -90,6 +90,10 @@ def submit_sweep(plan: SweepPlan, *, run_preflight: bool = True, log=None, new_c
     empty when there is nothing to do) and records the submission in the journal (``kind: "sweep"``, each job's
     ``cell`` its overrides). ``new_code``: cells submitted before with other code continue with this plan's.
     """
+    try:  # the lock and the arrays' scripts are written in place under the sweep's folder
+        refuse_links(plan.root, [plan.root / SUBMIT_LOCK, plan.log_folder])
+    except LinkedPathError as exc:
+        raise SubmitError(f"{exc}; nothing was submitted") from None
     with locked(plan.root / SUBMIT_LOCK):  # two copies of one sweep at once: the second sees the first's jobs
         return _submit_unqueued(plan, run_preflight, log, new_code)
 

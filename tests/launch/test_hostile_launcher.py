@@ -6,6 +6,9 @@ and nothing written under the test's checkpoint root. (Experiment files and ``--
 from __future__ import annotations
 
 
+import time
+from pathlib import Path
+
 import pytest
 
 from memorymodels.experiment import REPO_ROOT
@@ -286,3 +289,97 @@ def test_slurms_refusal_names_the_sbatch_extra_item_that_caused_it(slurm_cluster
         code, out, err = run(capsys, "launch.cli.submit", *base, "--no-preflight", "--no-snapshot")
         refused(code, out, err, f"{slurm_says} (from the profile's sbatch_extra.{key}: {value}: fix or remove it)")
     assert not (tmp_path / "state" / "journal").exists() or not list((tmp_path / "state" / "journal").iterdir())
+
+
+# ---- paths that escape the run directory: a symbolic link where the toolkit writes is refused ----
+
+LINKS = ["launch", "launch/heartbeats", "launch/slurm", "launch/rendezvous", "launch/hangs", "tensorboard",
+         "launch/events.jsonl", "metrics.jsonl", ".trainer.lock", "launch/.submit.lock"]
+
+
+@pytest.mark.parametrize("name", LINKS)
+def test_a_linked_folder_or_appended_file_of_a_run_is_refused(tmp_path, name):
+    from memorymodels.attempts import record_event
+    from memorymodels.rundir import RunDirError, RunPaths
+    from memorymodels.runs import check_run_dir
+
+    run_dir, elsewhere = tmp_path / "run", tmp_path / "elsewhere"
+    (run_dir / name).parent.mkdir(parents=True, exist_ok=True)
+    elsewhere.mkdir()
+    (run_dir / name).symlink_to(elsewhere if "." not in name else elsewhere / "file")
+    for write in (RunPaths(run_dir).refuse_links, lambda: check_run_dir(run_dir, "x"),
+                  lambda: record_event(run_dir, "start")):
+        with pytest.raises(RunDirError, match=f"^{run_dir / name} is a symbolic link \\(to {elsewhere}.*\\) inside "
+                                              f"{run_dir}: .*replace the link with a real folder"):
+            write()
+    assert list(elsewhere.iterdir()) == []
+
+
+def test_a_linked_journal_is_refused(tmp_path, monkeypatch):
+    from launch.records import journal
+    from memorymodels.fileio import LinkedPathError
+
+    monkeypatch.setenv("MEMORYMODELS_STATE", str(tmp_path / "state"))
+    (tmp_path / "state").mkdir()
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "state" / "journal").symlink_to(tmp_path / "elsewhere")
+    with pytest.raises(LinkedPathError, match="state/journal is a symbolic link"):
+        journal.record(profile="p", jobs=[{"job_id": "1", "run_dir": "/r"}])
+    assert list((tmp_path / "elsewhere").iterdir()) == []
+
+
+def test_the_trainer_refuses_a_linked_launch_folder_with_exit_65(tmp_path):
+    import subprocess
+    import sys
+
+    run_dir, elsewhere = tmp_path / "run", tmp_path / "elsewhere"
+    run_dir.mkdir()
+    elsewhere.mkdir()
+    (run_dir / "launch").symlink_to(elsewhere)
+    done = subprocess.run([sys.executable, "-m", "memorymodels.train", "--experiment", str(DEBUG), "--run-dir",
+                           str(run_dir), "--heartbeat-dir", str(run_dir / "launch" / "heartbeats")],
+                          capture_output=True, text=True, timeout=300, cwd=REPO_ROOT)
+    assert done.returncode == 65, done.stderr
+    assert done.stderr.strip().splitlines() == [f"error: {run_dir / 'launch'} is a symbolic link (to {elsewhere}) "
+                                                f"inside {run_dir}: writing through it would put files outside "
+                                                f"{run_dir}; replace the link with a real folder "
+                                                f"(rm {run_dir / 'launch'}), then run the command again"]
+    assert list(elsewhere.iterdir()) == []
+
+
+@pytest.mark.slurm
+def test_a_run_whose_launch_folder_is_a_link_is_refused_before_anything_is_written(slurm_cluster, tmp_path,
+                                                                                     monkeypatch):
+    """Submitted once (held, then cancelled), its launch/ replaced by a link to a folder holding a plan.json: the
+    dry run names the link, the submission refuses it in one line and writes nothing there, nothing is queued."""
+    import json
+    import shutil
+    import subprocess
+    import sys
+
+    monkeypatch.setenv("MEMORYMODELS_STATE", str(tmp_path / "state"))
+    args = [sys.executable, str(REPO_ROOT / "launch" / "submit.py"), "--profile", "local-slurm", "--experiment",
+            str(DEBUG), "--set", f"profile.checkpoint_root={tmp_path}/ckpt", "--set",
+            "profile.sbatch_extra={hold: true}"]
+    first = subprocess.run([*args, "--json"], capture_output=True, text=True, timeout=180, cwd=REPO_ROOT)
+    assert first.returncode == 0, first.stderr
+    job = json.loads(first.stdout)
+    subprocess.run(["scancel", job["job_id"]], check=True)
+    launch = Path(job["run_dir"]) / "launch"
+    elsewhere = tmp_path / "elsewhere"
+    shutil.move(launch, elsewhere)
+    launch.symlink_to(elsewhere)
+    before = {p.name: p.read_bytes() for p in elsewhere.iterdir() if p.is_file()}
+    dry = subprocess.run([*args, "--dry-run"], capture_output=True, text=True, timeout=180, cwd=REPO_ROOT)
+    assert dry.returncode == 2 and f"{launch} is a symbolic link (to {elsewhere})" in dry.stderr, dry.stderr
+    for wait in range(60):  # the cancelled job leaves the queue
+        if not subprocess.run(["squeue", "-h", "-j", job["job_id"]], capture_output=True, text=True).stdout.strip():
+            break
+        time.sleep(1)
+    again = subprocess.run([*args, "--no-preflight"], capture_output=True, text=True, timeout=180, cwd=REPO_ROOT)
+    assert again.returncode == 2, again.stdout + again.stderr
+    assert again.stderr.strip().splitlines() == [
+        f"error: {launch} is a symbolic link (to {elsewhere}) inside {job['run_dir']}: writing through it would put "
+        f"files outside {job['run_dir']}; replace the link with a real folder (rm {launch}), then run the command "
+        "again; nothing was submitted"]
+    assert {p.name: p.read_bytes() for p in elsewhere.iterdir() if p.is_file()} == before
