@@ -41,7 +41,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import hashlib
-import os
 import re
 import struct
 import sys
@@ -60,7 +59,7 @@ from memorymodels.data.errors import DataError
 from memorymodels.data.tokenizer import EOS_ID, PAD_ID, fingerprint, load_tokenizer
 from memorymodels.evaluate import load_checkpoint
 from memorymodels.experiment import build, experiment_from_dict, load_data
-from memorymodels.fileio import CorruptFileError, read_json
+from memorymodels.fileio import CorruptFileError, DiskFullError, exits_on_full_disk, read_json, write_bytes_atomic
 from memorymodels.rundir import RunPaths
 
 MAGIC = b"MMZ"
@@ -386,17 +385,9 @@ def read_header(path: Path) -> Header:
 
 
 def write_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` to a temporary file beside ``path`` and rename it, so ``path`` is whole or absent."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    """Write ``data`` to a temporary file beside ``path`` and rename it, so ``path`` is whole or absent (a full disk:
+    ``DiskFullError`` naming ``path`` and its free space)."""
+    write_bytes_atomic(path, data, fsync=True)
 
 
 # ---- command line -----------------------------------------------------------------------------------------------
@@ -438,6 +429,7 @@ def run(args: argparse.Namespace) -> str:
             f"{estimate:,.0f} bytes with the header), {stats['tokens']:,} tokens in {stats['seconds']:.1f} s")
 
 
+@exits_on_full_disk
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m memorymodels.compress", description=__doc__.split("\n\n")[0])
     parser.add_argument("run_dir", type=Path, help="a trained causal LM's run directory (holding run.json)")
@@ -455,6 +447,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         print(run(args))
+    except DiskFullError:
+        raise  # exit 74 (exits_on_full_disk)
     except (CodecError, CheckpointError, ConfigError, DataError, OSError) as exc:
         print(f"{parser.prog}: error: {exc}", file=sys.stderr)
         return 1

@@ -31,7 +31,7 @@ from memorymodels.checkpoints import CheckpointError
 from memorymodels.configuration import ConfigError
 from memorymodels.data.errors import DataError
 from memorymodels.experiment import build, experiment_from_dict, load_data, load_fast_tokenizer
-from memorymodels.fileio import CorruptFileError, read_json, write_json
+from memorymodels.fileio import CorruptFileError, exits_on_full_disk, read_json, write_json
 from memorymodels.heldout import LN2, eval_bits_per_byte, heldout_summary
 from memorymodels.rundir import RunDirError, RunPaths
 from memorymodels.runrecord import read_run_json
@@ -222,6 +222,7 @@ def format_table(result: dict) -> str:
     return "\n".join(lines)
 
 
+@exits_on_full_disk
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m memorymodels.evaluate", description=__doc__.split("\n\n")[0])
     parser.add_argument("run_dir", type=Path, help="a run directory (holding run.json)")

@@ -18,13 +18,14 @@ from __future__ import annotations
 
 import argparse
 import csv
+import io
 import glob
 import math
 import sys
 from pathlib import Path
 
 from memorymodels import metrics
-from memorymodels.fileio import CorruptFileError, read_json
+from memorymodels.fileio import CorruptFileError, exits_on_full_disk, read_json, write_text_atomic
 from memorymodels.rundir import RunPaths
 from memorymodels.plot import baselines, default_title, draw_baselines, legend_outside, save_figure
 
@@ -188,12 +189,11 @@ def final_table(run_dirs: list[Path], points: list[dict]) -> str:
 def write_csv(points: list[dict], path: Path) -> Path:
     """The points as CSV (``CSV_FIELDS``), by run then step; written to a temporary name, then renamed."""
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=CSV_FIELDS)
-        writer.writeheader()
-        writer.writerows(sorted(points, key=lambda p: (p["run"], p["step"])))
-    tmp.replace(path)
+    text = io.StringIO(newline="")
+    writer = csv.DictWriter(text, fieldnames=CSV_FIELDS)
+    writer.writeheader()
+    writer.writerows(sorted(points, key=lambda p: (p["run"], p["step"])))
+    write_text_atomic(path, text.getvalue())
     return path
 
 
@@ -226,6 +226,7 @@ def collect(arguments: list[str], out: Path, csv_path: Path | None) -> tuple[lis
     return used, points
 
 
+@exits_on_full_disk
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m memorymodels.frontier", description=__doc__.split("\n\n")[0])
     parser.add_argument("runs", nargs="+", help="run directories, folders holding them, or globs of either")

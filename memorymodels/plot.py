@@ -16,12 +16,13 @@ equal total bits. Compute on the x axis, over many runs: ``python -m memorymodel
 from __future__ import annotations
 
 import argparse
+import io
 import math
 import sys
 from pathlib import Path
 
 from memorymodels import metrics
-from memorymodels.fileio import CorruptFileError, read_json
+from memorymodels.fileio import CorruptFileError, exits_on_full_disk, read_json, write_bytes_atomic
 from memorymodels.rundir import RunPaths
 
 
@@ -93,15 +94,17 @@ def legend_outside(ax, **kwargs) -> None:
 
 
 def save_figure(fig, out: Path) -> Path:
-    """Write ``fig`` atomically (temporary name, then rename) and close it."""
+    """Write ``fig`` to ``out`` whole or not at all (rendered in memory, then ``fileio.write_bytes_atomic``: a full
+    disk is one ``DiskFullError`` naming ``out``) and close it. The format is ``out``'s suffix (.png, .pdf, .svg)."""
     import matplotlib.pyplot as plt
 
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.stem}.tmp{out.suffix}")
-    fig.savefig(tmp, dpi=120, bbox_inches="tight")
-    plt.close(fig)
-    tmp.replace(out)
+    image = io.BytesIO()
+    try:
+        fig.savefig(image, format=out.suffix.lstrip(".").lower() or "png", dpi=120, bbox_inches="tight")
+    finally:
+        plt.close(fig)
+    write_bytes_atomic(out, image.getvalue())
     return out
 
 
@@ -169,6 +172,7 @@ def plot_runs(run_dirs: list[Path], out: Path, *, labels: list[str] | None = Non
     return save_figure(fig, out)
 
 
+@exits_on_full_disk
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m memorymodels.plot", description=__doc__.split("\n\n")[0])
     parser.add_argument("run_dirs", nargs="+", type=Path, help="run directories, or a checkpoint root holding them")

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from enum import IntEnum
 from pathlib import Path
 
-from memorymodels.fileio import LinkedPathError, refuse_links
+from memorymodels.fileio import DISK_FULL_EXIT, LinkedPathError, refuse_links
 
 
 class RunDirError(Exception):
@@ -53,7 +53,7 @@ class TrainerExit(IntEnum):
     """The run directory must not be used (another config's run, a damaged run.json, a bad new checkpoint)."""
     LOCKED = 73
     """Another trainer holds the run directory."""
-    DISK_FULL = 74
+    DISK_FULL = DISK_FULL_EXIT
     """The disk filled up; the unfinished checkpoint was removed, older ones are intact."""
     REQUEUE = 75
     """A checkpoint was saved after a signal: run again (requeue) to resume."""

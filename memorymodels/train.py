@@ -44,7 +44,7 @@ from memorymodels.data.errors import DataError
 from memorymodels.evaluate import evaluate_run, format_table
 from memorymodels.experiment import (REPO_ROOT, Data, Experiment, build, experiment_dict, identity, load_data,
                                      load_experiment, load_fast_tokenizer, model_build_args)
-from memorymodels.fileio import DiskFullError, free_bytes, is_disk_full
+from memorymodels.fileio import DiskFullError, disk_full_error, free_bytes, is_disk_full
 from memorymodels.heartbeat import Heartbeat
 from memorymodels.hf_adapter import CheckpointingTrainer
 from memorymodels.hostmemory import keep_freed_host_memory
@@ -270,7 +270,7 @@ def _train_locked(experiment: Experiment, run_dir: Path, command: list[str] | No
     except BaseException as exc:
         error = exc
         if isinstance(exc, Exception) and not isinstance(exc, DiskFullError) and is_disk_full(exc):
-            error = DiskFullError(getattr(exc, "filename", None) or run_dir, free_bytes(run_dir))
+            error = disk_full_error(exc, run_dir)  # the file it failed on and the free space there
         _record_failure(run_dir, error)
         if error is exc:
             raise

@@ -44,6 +44,7 @@ from launch.monitor.history import settled_attempts
 from launch.slurm.client import SlurmError, run_slurm, slurm_environ
 from launch.slurm.output import ACTIVE_STATES
 from memorymodels.configuration import one_line
+from memorymodels.fileio import exits_on_full_disk
 
 def fail(message: str) -> None:
     """An error of the dashboard's commands: one line on stderr."""
@@ -190,6 +191,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     return args
 
 
+@exits_on_full_disk
 def main(argv=None) -> int:
     args = parse_args(argv)
     exit_quietly_on_a_closed_pipe()

@@ -42,6 +42,7 @@ from launch.slurm.client import slurm_environ
 from launch.submission.preflight import SubmitError, preflight
 from launch.submission.submit import submit_job
 from memorymodels.configuration import ConfigError, one_line
+from memorymodels.fileio import exits_on_full_disk
 
 NOT_IN_REQUEST = ("--dry-run", "--json", "--wait", "--no-preflight", "--new-code")
 """Flags that change what the command does now, not the job it plans (left out of the script's "Run with")."""
@@ -135,6 +136,7 @@ def _cluster_note(checked, plan: JobPlan) -> str:
     return checked.skipped or "data, checkpoint root and cluster checked (partition, node sizes, time limit, sbatch --test-only)"
 
 
+@exits_on_full_disk
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.list_profiles:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import re
 
-from launch.slurm.options import SBATCH_LONG, SRUN_LONG, long_option, read_srun_args
+from launch.slurm.options import SBATCH_LONG, long_option, read_srun_args
 
 TAG_FIELDS = {"comment": "%k", "wckey": "%w"}
 """Where a queued job carries the launcher's exactly-once tag: the sbatch option -> the ``squeue -o`` field that

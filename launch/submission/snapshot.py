@@ -21,7 +21,7 @@ from pathlib import Path
 
 from launch.planning.code import HASH_LENGTH, MANIFEST, CodeSnapshot, file_record
 from launch.planning.plan import JobPlan
-from memorymodels.fileio import CorruptFileError, read_json, write_json
+from memorymodels.fileio import CorruptFileError, DiskFullError, free_bytes, is_disk_full, read_json, write_json
 from memorymodels.rundir import RunPaths
 
 
@@ -57,6 +57,9 @@ def materialize(code: CodeSnapshot) -> Path:
             if not (target / MANIFEST).exists():  # not another submitter's identical copy: a real failure
                 raise
     except OSError as exc:
+        if is_disk_full(exc):
+            raise DiskFullError(target, free_bytes(target.parent), "the partial copy was removed (or submit with "
+                                "--no-snapshot)") from None
         raise SnapshotError(f"cannot snapshot the code into {target}: {exc.strerror or exc}; free space or fix "
                             f"permissions, or submit with --no-snapshot") from None
     finally:

@@ -22,6 +22,7 @@ import contextlib
 import getpass
 import io
 import os
+import shutil
 import subprocess
 import time
 from dataclasses import dataclass, field
@@ -42,7 +43,7 @@ from launch.slurm.submitit_adapter import PlannedSlurmExecutor
 from launch.submission.preflight import SubmitError
 from launch.submission.snapshot import SnapshotError, code_problem, materialize
 from memorymodels.experiment import experiment_dict, identity
-from memorymodels.fileio import LinkedPathError, locked, read_json, write_json, write_text_atomic
+from memorymodels.fileio import DiskFullError, LinkedPathError, locked, read_json, write_json, write_text_atomic
 from memorymodels.rundir import SCRIPT, RunDirError, RunPaths
 from memorymodels.runrecord import claim, record_code
 from memorymodels.tracking import tracker_identity
@@ -249,7 +250,8 @@ def submit_job(plan: JobPlan, *, kind: str = "job", sweep: dict | None = None, c
     # Before the lock: the copy takes a moment, and the run directory (its launch/ folder, made by the lock) must not
     # stand without run.json meanwhile (a planner would take it for another's). Copies of one hash meet safely.
     snapshot_code([plan])
-    with locked(RunPaths(plan.run_dir).submit_lock):
+    fresh = _absent([plan.run_dir])
+    with locked(RunPaths(plan.run_dir).submit_lock), _removed_on_failure(fresh):
         if plan.executor == "slurm":
             _already_queued(plan)
         write_launch_files(plan, new_code=new_code)  # checks the run's code again, under the lock
@@ -261,9 +263,39 @@ def submit_job(plan: JobPlan, *, kind: str = "job", sweep: dict | None = None, c
                     job = _slurm_executor(plan, plan.log_folder, plan.sbatch, plan.script).submit(make_job(plan))
         except SUBMIT_ERRORS as exc:
             raise _refused(plan, exc) from None
+    with _queued_already(job):
         record = journal.record(profile=plan.profile.name, jobs=[_entry(plan, job, cell)], kind=kind, sweep=sweep,
                                 submission_id=submission_id, slurm_conf=plan.profile.slurm_conf_path())
     return Submission(record, {str(job.job_id): job})
+
+
+def _absent(folders: list[Path]) -> list[Path]:
+    """The folders that do not exist yet (this submission will make them)."""
+    return [folder for folder in folders if not folder.exists()]
+
+
+@contextlib.contextmanager
+def _removed_on_failure(fresh: list[Path]):
+    """Folders this submission made (:func:`_absent` before it) are removed again when the block fails (sbatch
+    refused the job, the disk filled up): a submission that queued nothing leaves no run directory holding only a
+    lock and half a plan. Used inside the submission lock, so no other submitter is writing there."""
+    try:
+        yield
+    except BaseException:
+        for folder in fresh:
+            shutil.rmtree(folder, ignore_errors=True)
+        raise
+
+
+@contextlib.contextmanager
+def _queued_already(*jobs):
+    """The journal write after ``sbatch``: a full disk there must not hide that the job is queued."""
+    try:
+        yield
+    except DiskFullError as exc:
+        ids = ", ".join(str(job.job_id) for job in jobs)
+        raise DiskFullError(exc.path, exc.free, f"job {ids} is queued all the same but not in the journal (a "
+                                                f"resubmission finds it by its tag and records it)") from None
 
 
 def submit_arrays(plan: SweepPlan, arrays: list[ArrayPlan], *, sweep: dict, submission_id: str,
@@ -289,19 +321,22 @@ def submit_arrays(plan: SweepPlan, arrays: list[ArrayPlan], *, sweep: dict, subm
     for array in arrays:
         jobs = [plan.jobs[i] for i in array.cells]
         script_file = array.folder / SCRIPT
-        write_text_atomic(script_file, array.script)
-        for job in jobs:
-            write_launch_files(job, script_file, new_code=new_code)
-            if job.settings.train.report_to:  # the sweep's cells share one tracker group
-                tracker_identity(job.run_dir, group=plan.sweep.name)
-        executor = _slurm_executor(jobs[0], array.folder, array.sbatch, array.script)
-        try:
-            with _cluster_environment(jobs[0]), _sbatch_quietly(), executor.batch():
-                submitted = [executor.submit(make_job(job)) for job in jobs]
-        except SUBMIT_ERRORS as exc:
-            raise _refused(jobs[0], exc) from None
+        with _removed_on_failure(_absent([array.folder, *(job.run_dir for job in jobs)])):
+            write_text_atomic(script_file, array.script)
+            for job in jobs:
+                write_launch_files(job, script_file, new_code=new_code)
+                if job.settings.train.report_to:  # the sweep's cells share one tracker group
+                    tracker_identity(job.run_dir, group=plan.sweep.name)
+            executor = _slurm_executor(jobs[0], array.folder, array.sbatch, array.script)
+            try:
+                with _cluster_environment(jobs[0]), _sbatch_quietly(), executor.batch():
+                    submitted = [executor.submit(make_job(job)) for job in jobs]
+            except SUBMIT_ERRORS as exc:
+                raise _refused(jobs[0], exc) from None
         for i, job, handle in zip(array.cells, jobs, submitted):
             entries.append(_entry(job, handle, plan.cells[i].overrides))
             handles[str(handle.job_id)] = handle
-        journal.update(submission_id, jobs=entries)
-    return Submission(journal.update(submission_id, status="confirmed"), handles)
+        with _queued_already(*submitted):
+            journal.update(submission_id, jobs=entries)
+    with _queued_already(*handles.values()):
+        return Submission(journal.update(submission_id, status="confirmed"), handles)

@@ -18,8 +18,10 @@ import sys
 from memorymodels.data.corpus import SPLITS
 from memorymodels.data.errors import DataError
 from memorymodels.data.pipeline import MODES, PADDING_SIDES, SHARD_TOKENS, pretokenize
+from memorymodels.fileio import exits_on_full_disk
 
 
+@exits_on_full_disk
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m memorymodels.data.pretokenize",
                                      description=__doc__.split("\n\n")[0])

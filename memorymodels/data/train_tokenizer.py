@@ -15,8 +15,10 @@ import sys
 
 from memorymodels.data.errors import DataError
 from memorymodels.data.tokenizer import describe, train_tokenizer  # train_tokenizer: the API of this command
+from memorymodels.fileio import exits_on_full_disk
 
 
+@exits_on_full_disk
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m memorymodels.data.train_tokenizer",
                                      description=__doc__.split("\n\n")[0])
