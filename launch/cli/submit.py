@@ -33,6 +33,7 @@ import shlex
 import sys
 
 from launch.cli.args import Parser
+from launch.cli.output import exit_quietly_on_a_closed_pipe
 from launch.cli.sweep import run_sweep_command
 from launch.monitor.follow import follow_local, wait_slurm
 from launch.planning.diff import diff_plans
@@ -41,10 +42,10 @@ from launch.planning.profiles import list_profiles, load_profile
 from launch.slurm.client import slurm_environ
 from launch.submission.preflight import SubmitError, preflight
 from launch.submission.submit import submit_job
-from memorymodels.configuration import ConfigError, one_line
+from memorymodels.configuration import ConfigError, count, one_line
 from memorymodels.fileio import exits_on_full_disk
 
-NOT_IN_REQUEST = ("--dry-run", "--json", "--wait", "--no-preflight", "--new-code")
+NOT_IN_REQUEST = ("--dry-run", "--json", "--wait", "--no-preflight", "--new-code", "--yes")
 """Flags that change what the command does now, not the job it plans (left out of the script's "Run with")."""
 
 
@@ -68,6 +69,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--no-snapshot", action="store_true",
                         help="run the job from the checkout as it is when each attempt starts, instead of a snapshot "
                              "of the code taken now (<checkpoint_root>/.code/<hash>); for iterating on a branch")
+    parser.add_argument("--yes", action="store_true",
+                        help="with --sweep: submit a sweep larger than the profile's ask_above_cells without asking")
     parser.add_argument("--new-code", action="store_true",
                         help="continue a run that was submitted with other code with the checkout's code now")
     parser.add_argument("--sweep", help="a sweep file (sweeps/*.yaml): submit its cells as job arrays")
@@ -115,30 +118,35 @@ def _print_submitted(entry: dict, plan: JobPlan, out=sys.stdout) -> None:
 
 
 def dry_run(plan: JobPlan, args: argparse.Namespace) -> int:
-    """``--dry-run``: the checks a submission makes, then the plan. Exit 2 on a problem (one line each)."""
+    """``--dry-run``: the checks a submission makes; the plan, then the problems found (exit 2, one line each)."""
     checked = preflight([plan], dry_run=True, new_code=args.new_code) if not args.no_preflight else None
-    if checked is not None:
-        checked.raise_problems()
     if args.json:
         print(json.dumps({**plan.to_json(), "cluster_checks": _cluster_note(checked, plan)}, indent=2,
                          sort_keys=True))
     else:
         print(plan.describe())
         print(f"\n# checks: {_cluster_note(checked, plan)}")
+    if checked is not None:
+        sys.stdout.flush()  # the plan, then the problems, also when both go to one terminal or file
+        checked.raise_problems()
     return 0
 
 
 def _cluster_note(checked, plan: JobPlan) -> str:
     if checked is None:
         return "not run (--no-preflight)"
+    found = f"; {count(len(set(checked.problems)), 'problem')} found (below)" if checked.problems else ""
     if plan.executor != "slurm":
-        return "data and checkpoint root checked; no cluster (executor: local)"
-    return checked.skipped or "data, checkpoint root and cluster checked (partition, node sizes, time limit, sbatch --test-only)"
+        return "data and checkpoint root checked; no cluster (executor: local)" + found
+    return (checked.skipped or "data, checkpoint root and cluster checked (partition, node sizes, time limit, "
+                               "sbatch --test-only)") + found
 
 
 @exits_on_full_disk
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.dry_run or args.diff or args.list_profiles:  # only prints: `--dry-run | head` ends quietly (a submission
+        exit_quietly_on_a_closed_pipe()                  # is never cut short by its reader going away)
     if args.list_profiles:
         for name in list_profiles():
             print(f"{name:<20} {load_profile(name).description}")

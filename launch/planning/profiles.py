@@ -154,6 +154,9 @@ class Profile:
     """How many tasks of one sweep array may run at once."""
     max_array_size: int = 1001
     """Largest array this cluster accepts (Slurm's MaxArraySize, default 1001); bigger sweeps are split."""
+    ask_above_cells: int = 1000
+    """A sweep of more cells than this asks before it is planned and submitted (at a terminal; elsewhere it needs
+    ``--yes``): a typo in a grid can make a hundred thousand jobs."""
     container: Container | None = None
     """Run the job in an image (pyxis/enroot or Apptainer); null: on the nodes' own software."""
     exclusive: bool = False
@@ -219,7 +222,7 @@ class Profile:
         if self.executor == "local" and self.nodes != 1:
             raise ConfigError(f"{src}: 'nodes: {self.nodes}' is impossible with 'executor: local' (this machine); "
                               f"use nodes: 1")
-        for key in ("cpus_per_gpu", "array_parallelism", "max_array_size"):
+        for key in ("cpus_per_gpu", "array_parallelism", "max_array_size", "ask_above_cells"):
             if getattr(self, key) < 1:
                 raise ConfigError(f"{src}: '{key}: {getattr(self, key)}' must be 1 or more")
         if self.mem_per_gpu_gb <= 0:

@@ -7,15 +7,19 @@
 
 :func:`materialize` copies the files the plan hashed into a temporary folder beside the snapshot, hashing what it
 copied; only when that hash is the planned one does the folder get its final name (a rename: a snapshot is either
-complete or absent, and two submitters of the same code meet at the same folder). The copies are read-only.
+complete or absent, and two submitters of the same code meet at the same folder). The copies are read-only. The
+copier holds a lock on its temporary folder; one left by a submitter killed mid-copy is removed by the next
+submission to that checkpoint root (:func:`remove_stale_partials`).
 :func:`code_problem` says why a run directory's recorded code (``run.json``'s ``code``) forbids a plan.
 """
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import os
 import shutil
+import time
 import uuid
 from pathlib import Path
 
@@ -35,8 +39,11 @@ def materialize(code: CodeSnapshot) -> Path:
     if (target / MANIFEST).exists():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_partials(target.parent)
     work = target.parent / f".{code.hash}.partial-{uuid.uuid4().hex[:8]}"
+    held = None
     try:
+        held = _claim(work)
         digest = hashlib.sha256()
         for name in code.files:
             digest.update(file_record(code.source, name))  # what is copied is what is hashed
@@ -65,7 +72,45 @@ def materialize(code: CodeSnapshot) -> Path:
     finally:
         if work.exists():
             _remove(work)
+        if held is not None:
+            os.close(held)
     return target
+
+
+PARTIAL_GRACE_S = 60
+"""A partial copy younger than this is never taken for a dead submitter's (it may not be locked yet)."""
+
+
+def _claim(work: Path) -> int:
+    """Make the partial copy's folder and hold a lock on it while copying (a descriptor; closing it releases the
+    lock, as does the copier's death): :func:`remove_stale_partials` leaves a held one alone."""
+    work.mkdir()
+    fd = os.open(work, os.O_RDONLY)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    return fd
+
+
+def remove_stale_partials(parent: Path) -> list[Path]:
+    """Remove the partial copies in ``parent`` (``<checkpoint_root>/.code``) whose submitter was killed while
+    copying: nobody holds their lock. Returns what was removed."""
+    removed = []
+    for work in parent.glob(".*.partial-*"):
+        try:
+            if time.time() - work.stat().st_mtime < PARTIAL_GRACE_S:
+                continue
+            fd = os.open(work, os.O_RDONLY)
+        except OSError:
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            continue  # a live submitter is copying it
+        else:
+            _remove(work)
+            removed.append(work)
+        finally:
+            os.close(fd)
+    return removed
 
 
 def _remove(folder: Path) -> None:

@@ -21,8 +21,9 @@ from launch.planning.sweep_file import sweep_summary
 from launch.records import journal
 from launch.submission.preflight import SubmitError, preflight
 from launch.submission.submit import queued_tags, submit_arrays
-from memorymodels.rundir import SUBMIT_LOCK
+from memorymodels.configuration import count
 from memorymodels.fileio import LinkedPathError, locked, refuse_links
+from memorymodels.rundir import SUBMIT_LOCK
 
 
 def sweep_record(plan: SweepPlan) -> dict:
@@ -106,7 +107,7 @@ def _submit_unqueued(plan: SweepPlan, run_preflight: bool, log, new_code: bool =
               + ", ".join(f"{i} (job {j})" for i, j in sorted(busy.items())), file=log)
         todo = [i for i in todo if i not in busy]
     if not todo:
-        print(f"sweep {plan.sweep.name}: nothing to do: {len(plan.complete)} of {len(plan.cells)} cells complete, "
+        print(f"sweep {plan.sweep.name}: nothing to do: {len(plan.complete)} of {count(len(plan.cells), 'cell')} complete, "
               f"the rest queued or running. Report: python launch/sweep_report.py {plan.sweep.source}", file=log)
         return {"sweep_id": None, "arrays": []}
     submission_id = journal.new_submission_id()
@@ -119,8 +120,9 @@ def _submit_unqueued(plan: SweepPlan, run_preflight: bool, log, new_code: bool =
     by_array: dict[str, list[int]] = {}
     for i, job in zip([i for a in arrays for i in a.cells], submission.jobs):
         by_array.setdefault(str(job["job_id"]).split("_")[0], []).append(i)
-    print(f"sweep {plan.sweep.name}: submitted {len(todo)} cell(s) in {len(by_array)} array(s) "
-          f"({', '.join(f'{j}: {len(c)} cells' for j, c in by_array.items())}); {len(plan.complete)} already complete",
+    per_array = ", ".join(f"{j}: {count(len(c), 'cell')}" for j, c in by_array.items())
+    print(f"sweep {plan.sweep.name}: submitted {count(len(todo), 'cell')} in {count(len(by_array), 'array')} "
+          f"({per_array}); {len(plan.complete)} already complete",
           file=log)
     print(f"  run dirs  {plan.root}/<cell>\n  logs      {plan.log_folder}/{submission_id}/\n"
           f"  watch     python launch/status.py\n"

@@ -148,6 +148,9 @@ FLAGS = [
     (["--set", "train.learning_rate=inf"], "train.learning_rate", 1),
     (["--set", "train.nosuch=1"], "unknown key 'train.nosuch'", 1),
     (["--set", "output.name=/etc/x"], "output.name", 1),
+    (["--set", "train=5"], "--set train=5: 'train' is a section (batch_size, eval_rows, eval_steps, learning_rate, "
+                           "...), not one value; set one of its keys: --set train.KEY=VALUE", 1),
+    (["--set", "model=x"], "--set model=x: 'model' is a section", 1),
 ]
 
 
@@ -383,3 +386,115 @@ def test_a_run_whose_launch_folder_is_a_link_is_refused_before_anything_is_writt
         f"files outside {job['run_dir']}; replace the link with a real folder (rm {launch}), then run the command "
         "again; nothing was submitted"]
     assert {p.name: p.read_bytes() for p in elsewhere.iterdir() if p.is_file()} == before
+
+
+# ---- what a dry run shows, and the messages ----
+
+def test_a_dry_run_with_problems_prints_the_plan_then_the_problems(capsys, tmp_path):
+    code, out, err = run(capsys, "launch.cli.submit", "--profile", "local", "--experiment", str(DEBUG), "--set",
+                         f"profile.checkpoint_root={tmp_path}/ckpt", "--set", f"data.corpus={tmp_path}/none/*.txt",
+                         "--dry-run")
+    assert code == 2 and "Traceback" not in err
+    assert out.startswith("profile     local") and "# checks: data and checkpoint root checked; no cluster " \
+        "(executor: local); 1 problem found (below)" in out
+    assert err.startswith("error: preflight found problems") and f"'data.corpus: {tmp_path}/none/*.txt' matches no " \
+        "file" in err
+
+
+def test_the_script_shows_the_command_each_node_runs(tmp_path):
+    from launch.planning.plan import plan_job
+    from launch.planning.profiles import load_profile
+    from launch.planning.sweep import plan_arrays, plan_sweep
+    from launch.planning.sweep_file import load_sweep
+
+    plan = plan_job(load_profile("local-slurm", [f"checkpoint_root={tmp_path}"]), DEBUG)
+    assert f"\n# Each node runs (started by submitit's task below, launch.node.task):\n#   {plan.command}\n" \
+        in plan.script
+    sweep = tmp_path / "s.yaml"
+    sweep.write_text(f"experiment: {DEBUG}\noverrides: {{output.checkpoint_root: {tmp_path}}}\n"
+                     "grid: {train.seed: [1, 2]}\n")
+    swept = plan_sweep(load_sweep(sweep), load_profile("local-slurm"))
+    array = plan_arrays(swept, [0, 1], "sid")[0]
+    assert "# Each node runs (cell 0's; the other cells differ in their run directory)" in array.script
+    assert swept.jobs[0].command in array.script
+    one = plan_arrays(swept, [1], "sid")[0]
+    assert swept.jobs[1].command in one.script
+
+
+def write_grid(tmp_path, seeds: int) -> Path:
+    path = tmp_path / "grid.yaml"
+    path.write_text(f"experiment: {DEBUG}\noverrides: {{output.checkpoint_root: {tmp_path}/ckpt}}\n"
+                    f"grid: {{train.seed: {list(range(seeds))}}}\n")
+    return path
+
+
+def test_a_sweep_larger_than_the_profiles_limit_asks_and_a_dry_run_says_its_size(capsys, tmp_path, monkeypatch):
+    import io
+
+    sweep = write_grid(tmp_path, 6)
+    base = ["--profile", "local-slurm", "--sweep", str(sweep), "--set", "profile.ask_above_cells=5", "--set",
+            "profile.max_array_size=4"]
+    monkeypatch.setattr("sys.stdin", io.StringIO(""))  # not a terminal
+    code, out, err = run(capsys, "launch.cli.submit", *base)
+    refused(code, out, err, f"sweep {sweep}: 6 cells in 2 arrays of at most 4 (4 at once), more than the profile's "
+                            "ask_above_cells: 5")
+    assert "nothing was submitted: pass --yes to submit them, or raise ask_above_cells" in err
+    code, out, err = run(capsys, "launch.cli.submit", *base, "--dry-run", "--no-preflight")
+    assert code == 0 and "planning them (this takes a while)" in err
+    assert "6 cells, 0 complete, 6 to submit in 2 arrays of at most 4" in out
+    code, out, err = run(capsys, "launch.cli.submit", "--profile", "local-slurm", "--sweep",
+                         str(write_grid(tmp_path, 1)), "--dry-run", "--no-preflight")
+    assert "1 cell, 0 complete, 1 to submit in 1 array of at most" in out
+    assert not (tmp_path / "ckpt").exists()
+
+
+def test_a_dry_run_read_by_head_ends_quietly(tmp_path):
+    import subprocess
+    import sys
+
+    sweep = write_grid(tmp_path, 40)
+    proc = subprocess.Popen([sys.executable, str(REPO_ROOT / "launch" / "submit.py"), "--profile", "local-slurm",
+                             "--sweep", str(sweep), "--dry-run", "--no-preflight"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, cwd=REPO_ROOT)
+    proc.stdout.readline()
+    proc.stdout.close()  # what `| head -1` does
+    err = proc.stderr.read().decode()
+    proc.wait(timeout=120)
+    assert "Traceback" not in err and "BrokenPipeError" not in err, err
+
+
+def test_a_corpus_the_trainer_refuses_leaves_no_run_directory(tmp_path):
+    import subprocess
+    import sys
+
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    (corpus / "empty.txt").write_text("")
+    run_dir = tmp_path / "runs" / "run"
+    done = subprocess.run([sys.executable, "-m", "memorymodels.train", "--experiment", str(DEBUG), "--run-dir",
+                           str(run_dir), "--set", f"data.corpus={corpus}/*.txt", "--set",
+                           f"data.cache_dir={tmp_path / 'cache'}"], capture_output=True, text=True, timeout=300,
+                          cwd=REPO_ROOT)
+    assert done.returncode == 2 and len(done.stderr.strip().splitlines()) == 1, done.stderr
+    assert not run_dir.exists(), "not a folder holding only .trainer.lock"
+
+
+def test_a_partial_snapshot_of_a_killed_submitter_is_removed_and_a_live_one_kept(tmp_path):
+    import fcntl
+    import os
+
+    from launch.submission.snapshot import remove_stale_partials
+
+    dead, live = tmp_path / ".abc.partial-1", tmp_path / ".abc.partial-2"
+    for folder in (dead, live):
+        (folder / "memorymodels").mkdir(parents=True)
+        (folder / "memorymodels" / "x.py").write_text("x = 1\n")
+        os.chmod(folder / "memorymodels" / "x.py", 0o444)
+        os.utime(folder, (time.time() - 3600, time.time() - 3600))
+    fd = os.open(live, os.O_RDONLY)
+    fcntl.flock(fd, fcntl.LOCK_EX)  # its submitter is still copying
+    try:
+        assert remove_stale_partials(tmp_path) == [dead]
+    finally:
+        os.close(fd)
+    assert not dead.exists() and live.exists()
