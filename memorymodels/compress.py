@@ -54,7 +54,7 @@ import torch
 
 from memorymodels import checkpoints
 from memorymodels.checkpoints import CheckpointError
-from memorymodels.configuration import ConfigError
+from memorymodels.configuration import ConfigError, flag_number
 from memorymodels.data.errors import DataError
 from memorymodels.data.tokenizer import EOS_ID, PAD_ID, fingerprint, load_tokenizer
 from memorymodels.evaluate import load_checkpoint
@@ -438,10 +438,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("-d", "--decompress", action="store_true", help="decompress FILE.mmz")
     parser.add_argument("--checkpoint", type=Path, help="checkpoint directory (default: the newest complete one; "
                                                         "when decompressing, the one the file names)")
-    parser.add_argument("--overlap", type=int,
+    parser.add_argument("--overlap", type=flag_number(int, minimum=0),
                         help="context positions carried into each window after the first (0..L-2; default L/4): "
                              "costs encoder time, not decoder time")
-    parser.add_argument("--threads", type=int, default=1,
+    parser.add_argument("--threads", type=flag_number(int, minimum=1), default=1,
                         help="torch CPU threads (default 1); recorded, and used again when decompressing")
     parser.add_argument("-f", "--force", action="store_true", help="overwrite an existing output file")
     args = parser.parse_args(argv)

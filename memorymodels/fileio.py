@@ -179,19 +179,21 @@ def read_json(path: Path, *, expect: type = dict) -> Any:
     return data
 
 
-def read_json_lines(path: str | Path) -> list[Any]:
+def read_json_lines(path: str | Path, skipped: list[int] | None = None) -> list[Any]:
     """The parsable lines of a JSON-lines file (metrics, events), oldest first; [] when it cannot be read. A line
-    cut by a process that died mid-write is skipped."""
+    cut by a process that died mid-write, or holding bytes that are not UTF-8, is skipped (its number appended to
+    ``skipped``: a reader may say so)."""
     try:
-        lines = Path(path).read_text().splitlines()
+        lines = Path(path).read_bytes().splitlines()
     except OSError:
         return []
     records = []
-    for line in lines:
+    for number, line in enumerate(lines, 1):
         try:
-            records.append(json.loads(line))
-        except ValueError:
-            continue
+            records.append(json.loads(line.decode("utf-8")))
+        except ValueError:  # UnicodeDecodeError included
+            if skipped is not None and line.strip():
+                skipped.append(number)
     return records
 
 

@@ -27,12 +27,12 @@ from pathlib import Path
 from memorymodels import metrics
 from memorymodels.fileio import CorruptFileError, exits_on_full_disk, read_json, write_text_atomic
 from memorymodels.rundir import RunPaths
-from memorymodels.plot import baselines, default_title, draw_baselines, legend_outside, save_figure
+from memorymodels.plot import (IMAGE_SUFFIXES, OutputError, baselines, check_output, default_title, draw_baselines,
+                               legend_outside, save_figure)
 
 CSV_FIELDS = ("run", "family", "params", "step", "flops", "device_seconds", "eval_bits_per_byte")
 MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
 LINESTYLES = ("-", "--", "-.", ":")
-IMAGE_SUFFIXES = (".png", ".pdf", ".svg")
 
 
 class InputError(Exception):
@@ -66,15 +66,16 @@ def run_info(run_dir: Path) -> dict:
         raise InputError(f"{exc}; restore it from {RunPaths(run_dir).run_json_backup.name} beside it, or leave this run out") from None
 
 
-def run_points(run_dir: Path) -> list[dict]:
-    """The run's evaluations as CSV rows (``CSV_FIELDS``); empty when it recorded none in bits per byte."""
+def run_points(run_dir: Path, problems: list[str] | None = None) -> list[dict]:
+    """The run's evaluations as CSV rows (``CSV_FIELDS``); empty when it recorded none in bits per byte (what was
+    unreadable in its metrics is described in ``problems``)."""
     info = run_info(run_dir)
     family = ((info.get("config") or {}).get("model") or {}).get("name") or (info.get("model") or {}).get("class")
     params = (info.get("model") or {}).get("parameters")
     return [{"run": Path(run_dir).name, "family": family, "params": params, "step": r.get("step"),
              "flops": r.get("flops"), "device_seconds": r.get("device_seconds"),
              "eval_bits_per_byte": r["eval_bits_per_byte"]}
-            for r in metrics.read_metrics(run_dir)
+            for r in metrics.read_metrics(run_dir, problems)
             if r.get("eval_bits_per_byte") is not None and r.get("flops") is not None]
 
 
@@ -197,24 +198,21 @@ def write_csv(points: list[dict], path: Path) -> Path:
     return path
 
 
-def check_output(path: Path, suffixes: tuple[str, ...] | None, what: str) -> None:
-    if suffixes and path.suffix.lower() not in suffixes:
-        raise InputError(f"{path}: {what} must end in {', '.join(suffixes)}")
-    if path.is_dir():
-        raise InputError(f"{path}: is a directory; give a file name for the {what}")
-    if not path.parent.is_dir():
-        raise InputError(f"{path.parent}: no such directory for the {what}")
-
-
 def collect(arguments: list[str], out: Path, csv_path: Path | None) -> tuple[list[Path], list[dict]]:
     """Every check, before anything is written: outputs, inputs, and at least one evaluation point."""
-    check_output(out, IMAGE_SUFFIXES, "image")
-    if csv_path is not None:
-        check_output(csv_path, (".csv",), "CSV file")
+    try:
+        check_output(out, IMAGE_SUFFIXES, "image")
+        if csv_path is not None:
+            check_output(csv_path, (".csv",), "CSV file")
+    except OutputError as exc:
+        raise InputError(str(exc)) from None
     run_dirs = find_runs(arguments)
     points, used = [], []
     for run_dir in run_dirs:
-        mine = run_points(run_dir)
+        problems: list[str] = []
+        mine = run_points(run_dir, problems)
+        for problem in problems:
+            print(f"note: {problem}", file=sys.stderr)
         if not mine:
             print(f"note: {run_dir}: no evaluation in bits per byte in metrics.jsonl (train.eval_steps 0, no "
                   f"evaluation yet, or trained before eval_bits_per_byte was recorded); left out", file=sys.stderr)

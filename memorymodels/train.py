@@ -39,7 +39,7 @@ from memorymodels.accounting import RunAccounting
 from memorymodels.callbacks import (HeartbeatCallback, Interrupted, MetricsWriter, StopOnSignal, defer_signals,
                                     install_signal_handlers)
 from memorymodels.checkpoints import CheckpointError, without_aliases
-from memorymodels.configuration import ConfigError
+from memorymodels.configuration import ConfigError, flag_number
 from memorymodels.data.errors import DataError
 from memorymodels.evaluate import evaluate_run, format_table
 from memorymodels.experiment import (REPO_ROOT, Data, Experiment, build, experiment_dict, identity, load_data,
@@ -384,7 +384,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--run-dir", type=Path, help="train in this directory (default: derived from the config)")
     parser.add_argument("--no-eval", action="store_true", help="skip the evaluation table at the end")
     parser.add_argument("--heartbeat-dir", type=Path, help="keep this rank's heartbeat file here (the launcher's)")
-    parser.add_argument("--collective-timeout-s", type=int, help="limit of every collective (default 1800 s)")
+    parser.add_argument("--collective-timeout-s", type=flag_number(int, minimum=10), help="limit of every collective (default 1800 s)")
     args = parser.parse_args(argv)
     try:
         experiment = load_experiment(args.experiment, args.overrides)

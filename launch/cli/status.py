@@ -43,7 +43,7 @@ from launch.monitor.queue import Collector, default_shared_cache, read_journal
 from launch.monitor.history import settled_attempts
 from launch.slurm.client import SlurmError, job_states, run_slurm, slurm_environ
 from launch.slurm.output import ACTIVE_STATES
-from memorymodels.configuration import one_line
+from memorymodels.configuration import flag_number, one_line
 from memorymodels.fileio import exits_on_full_disk
 
 def fail(message: str) -> None:
@@ -202,7 +202,7 @@ def cancel(collector: Collector, target: str, yes: bool, console: Console) -> in
 def parse_args(argv=None) -> argparse.Namespace:
     parser = Parser(prog="python launch/status.py", description=__doc__.split("\n\n")[0],
                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--interval", type=float, default=5.0, help="seconds between refreshes (at least 2)")
+    parser.add_argument("--interval", type=flag_number(float), default=5.0, help="seconds between refreshes (at least 2)")
     parser.add_argument("--once", action="store_true", help="print the table once and exit")
     parser.add_argument("--json", action="store_true", help="print the rows as JSON and exit")
     parser.add_argument("--all", action="store_true",
@@ -216,7 +216,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--logs", metavar="JOB", help="a job's stdout and stderr (job id, run name or run directory)")
     parser.add_argument("-f", "--follow", action="store_true", help="with --logs: follow the files as they grow")
     parser.add_argument("--history", metavar="JOB", help="each attempt of a job: start, end, node, how it ended, steps")
-    parser.add_argument("--lines", type=int, default=40, help="lines of log for --logs (default 40)")
+    parser.add_argument("--lines", type=flag_number(int, minimum=0), default=40, help="lines of log for --logs (default 40)")
     parser.add_argument("--cancel", metavar="JOB|SWEEP", help="cancel a job, an array or a sweep (asks first)")
     parser.add_argument("--yes", action="store_true", help="with --cancel: do not ask")
     args = parser.parse_args(argv)
@@ -235,8 +235,6 @@ def parse_args(argv=None) -> argparse.Namespace:
         wrong = ", ".join(p.strip() for p in args.state.split(",") if p.strip().lower() in unknown) or repr(args.state)
         parser.error(f"--state {args.state}: {wrong} is not a job state; use Slurm's (RUNNING, PENDING, FAILED, "
                      f"COMPLETED, CANCELLED, TIMEOUT, ...) or {', '.join(STATE_WORDS)}")
-    if args.lines < 0:
-        parser.error(f"--lines {args.lines}: must be 0 or more (lines from the end of each log)")
     return args
 
 

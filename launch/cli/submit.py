@@ -42,7 +42,7 @@ from launch.planning.profiles import list_profiles, load_profile
 from launch.slurm.client import slurm_environ
 from launch.submission.preflight import SubmitError, preflight
 from launch.submission.submit import submit_job
-from memorymodels.configuration import ConfigError, count, one_line
+from memorymodels.configuration import ConfigError, count, flag_number, one_line
 from memorymodels.fileio import exits_on_full_disk
 
 NOT_IN_REQUEST = ("--dry-run", "--json", "--wait", "--no-preflight", "--new-code", "--yes")
@@ -58,7 +58,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="experiment key (train.max_steps=100) or profile key (profile.time_limit=2h); repeatable")
     parser.add_argument("--launcher", choices=("torchrun", "fsdp", "deepspeed"), help="default: the profile's")
-    parser.add_argument("--nodes", type=int, help="nodes per job (default: the profile's)")
+    parser.add_argument("--nodes", type=flag_number(int, minimum=1), help="nodes per job (default: the profile's)")
     parser.add_argument("--dry-run", action="store_true", help="check and print the plan; submit nothing")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("--wait", action="store_true", help="follow a Slurm job until it ends (local always does)")

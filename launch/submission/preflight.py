@@ -32,7 +32,9 @@ from launch.slurm.client import SlurmError, explain, job_states, run_slurm, slur
 from launch.slurm.cluster import ClusterInfo, mem_mb
 from launch.slurm.output import ACTIVE_STATES
 from launch.submission.snapshot import code_problem
+from memorymodels.data import corpus_problem
 from memorymodels.rundir import RunDirError, RunPaths
+from memorymodels.tracking import tracker_problems
 
 
 class SubmitError(RuntimeError):
@@ -67,6 +69,8 @@ def check_data(plan: JobPlan) -> list[str]:
     if corpus and not corpus.startswith("hf:") and not corpus.startswith("stdlib"):
         if not glob.glob(os.path.expanduser(corpus)):
             problems.append(f"{plan.experiment}: 'data.corpus: {corpus}' matches no file")
+        elif problem := corpus_problem(os.path.expanduser(corpus)):  # the job's own rules (memorymodels.data)
+            problems.append(f"{plan.experiment}: 'data.corpus': {problem}")
     if corpus and data.cache_dir and (existing := unwritable(Path(data.cache_dir))):
         problems.append(f"{plan.profile.source}: 'data_root': cannot prepare '{corpus}' in {data.cache_dir} "
                         f"({existing} is not a writable folder)")
@@ -101,11 +105,21 @@ def check_links(plan: JobPlan) -> list[str]:
     return []
 
 
+def check_trackers(plan: JobPlan) -> list[str]:
+    """``train.report_to``'s trackers can run in the job (``memorymodels.tracking.tracker_problems``): the job's
+    environment is this one (sbatch exports it) with the profile's ``env`` on top."""
+    report_to = plan.settings.train.report_to
+    if not report_to:
+        return []
+    found = tracker_problems(report_to, {**os.environ, **plan.env}, packages=plan.profile.container is None)
+    return [f"{plan.experiment}: {problem}" for problem in found]
+
+
 def local_problems(plans: list[JobPlan], new_code: bool = False) -> list[str]:
     """The checks that need no cluster, for every plan."""
     problems = []
     for plan in plans:
-        problems += check_data(plan) + check_writable(plan) + check_links(plan)
+        problems += check_data(plan) + check_writable(plan) + check_links(plan) + check_trackers(plan)
         problems += [p for p in [code_problem(plan, new_code)] if p]
     return problems
 

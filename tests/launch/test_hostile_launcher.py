@@ -498,3 +498,70 @@ def test_a_partial_snapshot_of_a_killed_submitter_is_removed_and_a_live_one_kept
     finally:
         os.close(fd)
     assert not dead.exists() and live.exists()
+
+
+# ---- late failures found before anything is queued, and every numeric flag ----
+
+LAUNCHER_FLAGS = [
+    ("launch.cli.submit", "--nodes", "0", "argument --nodes: 0: must be 1 or more"),
+    ("launch.cli.submit", "--nodes", "-2", "argument --nodes: -2: must be 1 or more"),
+    ("launch.cli.submit", "--nodes", "1.5", "argument --nodes: '1.5' is not an integer"),
+    ("launch.cli.submit", "--nodes", "nan", "argument --nodes: 'nan' is not an integer"),
+    ("launch.cli.status", "--interval", "nan", "argument --interval: 'nan' is not a finite number"),
+    ("launch.cli.status", "--interval", "inf", "argument --interval: 'inf' is not a finite number"),
+    ("launch.cli.status", "--interval", "0", "--interval 0: at most one refresh every 2 s"),
+    ("launch.cli.status", "--interval", "-5", "--interval -5: at most one refresh every 2 s"),
+    ("launch.cli.status", "--lines", "-5", "argument --lines: -5: must be 0 or more"),
+    ("launch.cli.status", "--lines", "2.5", "argument --lines: '2.5' is not an integer"),
+    ("launch.cli.status", "--since", "nan", "--since nan: give an age"),
+    ("launch.cli.status", "--since", "-3d", "--since -3d: give an age"),
+    ("launch.cli.status", "--since", "0", "--since 0: give an age"),
+]
+
+
+@pytest.mark.parametrize("entry, flag, value, message", LAUNCHER_FLAGS,
+                         ids=[f"{e.rsplit('.', 1)[1]} {f} {v}" for e, f, v, _ in LAUNCHER_FLAGS])
+def test_numeric_flags_of_the_launcher_commands(capsys, tmp_path, monkeypatch, entry, flag, value, message):
+    monkeypatch.setenv("MEMORYMODELS_STATE", str(tmp_path / "state"))
+    extra = ["--profile", "local-slurm", "--dry-run"] if entry.endswith("submit") else ["--once"]
+    refused(*run(capsys, entry, *extra, f"{flag}={value}"), message)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_corpus_folder_with_nothing_readable_is_a_preflight_problem(capsys, tmp_path):
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    (corpus / "a.txt").write_text("")
+    (corpus / "b.jsonl").write_text("")
+    code, out, err = run(capsys, "launch.cli.submit", "--profile", "local", "--experiment", str(DEBUG), "--set",
+                         f"profile.checkpoint_root={tmp_path}/ckpt", "--set", f"data.corpus={corpus}", "--dry-run")
+    assert code == 2 and "Traceback" not in err
+    assert f"'data.corpus': corpus '{corpus}': none of its 2 file(s) can be read and holds anything (a.txt: " \
+           "empty; b.jsonl: empty)" in err, err
+
+
+def test_wandb_without_an_account_is_a_preflight_problem_unless_offline(capsys, tmp_path, monkeypatch):
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.netrc
+    args = ["--profile", "local", "--experiment", str(DEBUG), "--set", f"profile.checkpoint_root={tmp_path}/ckpt",
+            "--set", "train.report_to=[wandb]", "--dry-run"]
+    code, out, err = run(capsys, "launch.cli.submit", *args)
+    assert code == 2 and "'train.report_to: [wandb]' has no wandb account here" in err, err
+    assert out.startswith("profile     local"), "the plan is printed first"
+    code, out, err = run(capsys, "launch.cli.submit", *args, "--set", "profile.env={WANDB_MODE: offline}")
+    assert code == 0, err
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    assert run(capsys, "launch.cli.submit", *args)[0] == 0
+
+
+def test_a_dependency_on_a_damaged_journal_entry_is_one_line(capsys, tmp_path, monkeypatch):
+    monkeypatch.setenv("MEMORYMODELS_STATE", str(tmp_path / "state"))
+    (tmp_path / "state" / "journal").mkdir(parents=True)
+    (tmp_path / "state" / "journal" / "20261201-000000-abcdef.json").write_bytes(b'{"jobs": [\xff')
+    code, out, err = run(capsys, "launch.cli.submit", "--profile", "local-slurm", "--experiment", str(DEBUG), "--set",
+                         f"profile.checkpoint_root={tmp_path}/ckpt", "--dependency",
+                         "afterok:20261201-000000-abcdef", "--dry-run", "--no-preflight")
+    refused(code, out, err, "--dependency afterok:20261201-000000-abcdef: the journal entry of submission "
+                            "20261201-000000-abcdef is damaged")
+    assert "name its job ids instead" in err

@@ -360,7 +360,7 @@ def test_following_a_log_stops_when_the_job_ends(slurm_cluster, tmp_path, monkey
     assert "last" in lines and lines[-1] == f"==> job {job} ended COMPLETED; stopped following <==", lines
 
 
-LINES = [(["--lines", "-5"], "--lines -5: must be 0 or more"), (["--state", ","], "is not a job state")]
+LINES = [(["--lines", "-5"], "argument --lines: -5: must be 0 or more"), (["--state", ","], "is not a job state")]
 
 
 @pytest.mark.parametrize("args, message", LINES, ids=[" ".join(a) for a, _ in LINES])
