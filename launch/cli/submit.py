@@ -79,8 +79,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                              "experiment, --set, --launcher and --nodes); submits nothing")
     parser.add_argument("--list-profiles", action="store_true", help="list the shipped profiles and exit")
     args = parser.parse_args(argv)
-    if args.nodes is not None and args.nodes < 1:
-        parser.error(f"--nodes {args.nodes}: must be 1 or more")
     if args.diff and args.sweep:
         parser.error("--diff compares the job of one experiment on two profiles; drop --sweep (a sweep's cells share "
                      "one profile: --sweep ... --dry-run shows them)")

@@ -132,7 +132,7 @@ def test_a_sweep_whose_experiment_is_missing(capsys, tmp_path):
 
 
 FLAGS = [
-    (["--nodes", "0"], "--nodes 0: must be 1 or more", 1),
+    (["--nodes", "0"], "argument --nodes: 0: must be 1 or more", 1),
     (["--launcher", "mpi"], "argument --launcher: invalid choice: 'mpi'", 1),
     (["--dependency", "afterok:abc"], "'abc' is neither a Slurm job id", 1),
     (["--dependency", "afterok:1,afterok:2?afterok:3"], "mix of ',' (all of) and '?' (any of)", 1),

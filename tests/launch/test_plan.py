@@ -284,7 +284,7 @@ def test_cli_errors_exit_2_with_the_message(capsys):
     out = run_main(capsys, "--profile", "v100x8", "--set", "profile.precision=bf16", "--dry-run")
     assert out.returncode == 2 and "'precision: bf16' is not supported by V100 GPUs; use fp16" in out.stderr
     out = run_main(capsys, "--profile", "v100x8", "--nodes", "0", "--dry-run")
-    assert out.returncode == 2 and "--nodes 0: must be 1 or more" in out.stderr
+    assert out.returncode == 2 and "argument --nodes: 0: must be 1 or more" in out.stderr
     out = run_main(capsys, "--dry-run")
     assert out.returncode == 2 and "--profile is required; profiles: a100x4" in out.stderr
     out = run_main(capsys, "--profile", "v100x8", "--launcher", "mpi", "--dry-run")
