@@ -1,4 +1,5 @@
-"""The Trainer callbacks of a run: stop on a signal at a step boundary, heartbeats, and metrics.jsonl.
+"""The Trainer callbacks of a run: stop on a signal at a step boundary, heartbeats, metrics.jsonl, an extension's
+learning rate.
 
     trainer = RunTrainer(..., callbacks=[StopOnSignal(), MetricsWriter(run_dir, tokens_per_step, show=True),
                                          HeartbeatCallback(heartbeat)])
@@ -8,7 +9,9 @@ signal raises :class:`Interrupted` at once, nothing being worth saving; once tra
 :class:`StopOnSignal` reads at the next step end, where all ranks agree (all-reduce) to save and stop together.
 :class:`MetricsWriter` (rank 0) writes one ``metrics.jsonl`` line per logging step with the run's compute
 (``memorymodels.accounting``); :class:`HeartbeatCallback` (every rank) writes the heartbeats the node watchdog reads
-(``memorymodels.heartbeat``). ``memorymodels.train`` puts them together.
+(``memorymodels.heartbeat``); :class:`ContinueSchedule` (every rank, resuming from a checkpoint of a shorter
+schedule) gives the first added step the rebuilt schedule's learning rate (``memorymodels.extension``).
+``memorymodels.train`` puts them together.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import time
 from pathlib import Path
 
 import torch
+from torch.optim.lr_scheduler import LambdaLR
 from transformers import TrainerCallback
 from transformers.trainer_callback import ExportableState
 
@@ -79,6 +83,23 @@ class StopOnSignal(TrainerCallback):
             control.should_save = control.should_training_stop = control.should_log = True
             control.should_evaluate = False
         return control
+
+class ContinueSchedule(TrainerCallback):
+    """Every rank, on a resume from a checkpoint saved under a shorter ``train.max_steps`` (an extension,
+    ``memorymodels.extension``): the first added step takes the rebuilt schedule's learning rate. transformers
+    rebuilds the schedule for the new total and restores its step count, but the optimizer state saved at the
+    checkpoint holds the old schedule's next rate (0 at the end of a linear decay), which the first step would use."""
+
+    def on_train_begin(self, args, state, control, optimizer=None, lr_scheduler=None, **kwargs):
+        if not isinstance(lr_scheduler, LambdaLR):  # DeepSpeed's own scheduler: left as it is
+            return
+        rates = [base * rule(lr_scheduler.last_epoch) for base, rule in zip(lr_scheduler.base_lrs,
+                                                                            lr_scheduler.lr_lambdas)]
+        for group, rate in zip(optimizer.param_groups, rates):
+            group["lr"] = rate
+        # the rate transformers logs for the step (get_last_lr) is restored from the old schedule too
+        lr_scheduler.load_state_dict({**lr_scheduler.state_dict(), "_last_lr": rates})
+
 
 class HeartbeatCallback(TrainerCallback):
     """Every rank: a heartbeat per step and per phase (``memorymodels.heartbeat``): the step, then what the Trainer is

@@ -13,7 +13,8 @@ A run directory holds ``checkpoint-STEP/`` folders as the Trainer writes them. T
 - Set-aside folders are kept for inspection only while they may tell something: once a complete checkpoint at the
   same or a later step exists they are deleted, and of the rest only the newest is kept (:func:`prune_set_aside`).
 - ``save_total_limit`` complete checkpoints are kept (:func:`rotate_checkpoints`, only after the newest verified),
-  so with a limit of two or more there is always a previous one to fall back to.
+  so with a limit of two or more there is always a previous one to fall back to; checkpoints an extended run started
+  from (the shorter run's result, ``memorymodels.extension``) are kept besides.
 
 Also here: the state-dict helpers shared by saving (trainer) and loading (evaluation, frozen encoders) a checkpoint.
 """
@@ -219,9 +220,10 @@ def remove_unfinished(checkpoint: Path) -> None:
         shutil.rmtree(checkpoint, ignore_errors=True)
 
 
-def rotate_checkpoints(run_dir: Path, limit: int | None) -> list[Path]:
-    """Delete the oldest complete checkpoints beyond ``limit``; returns what was deleted."""
-    complete = checkpoints(run_dir)[0]
+def rotate_checkpoints(run_dir: Path, limit: int | None, keep: tuple[int, ...] = ()) -> list[Path]:
+    """Delete the oldest complete checkpoints beyond ``limit``; returns what was deleted. The checkpoints at steps
+    ``keep`` are never deleted and not counted."""
+    complete = [path for path in checkpoints(run_dir)[0] if checkpoint_step(path) not in keep]
     if limit is None or len(complete) <= limit:
         return []
     doomed = complete[: len(complete) - limit]

@@ -267,10 +267,14 @@ NOT_IDENTITY = {"train": ("eval_steps", "eval_rows", "save_steps", "save_total_l
 
 def identity(experiment: Experiment, world_size: int) -> str:
     """A short hash of everything that determines the trained model (config and world size)."""
-    data = experiment_dict(experiment)
-    for section, keys in NOT_IDENTITY.items():
-        for key in keys:
-            data[section].pop(key, None)
+    return config_identity(experiment_dict(experiment), world_size)
+
+
+def config_identity(config: dict, world_size: int, ignore: dict[str, tuple[str, ...]] = NOT_IDENTITY) -> str:
+    """:func:`identity` of a config as plain data (``experiment_dict``, run.json's ``config``), leaving out the
+    ``ignore`` keys per section (``memorymodels.extension`` also leaves out the schedule's length)."""
+    data = {section: ({key: value for key, value in values.items() if key not in ignore.get(section, ())}
+                      if isinstance(values, dict) else values) for section, values in config.items()}
     data["world_size"] = world_size
     blob = json.dumps(data, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:12]

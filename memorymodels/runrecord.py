@@ -140,8 +140,10 @@ def _attempt_fields(world_size: int, environ: dict | None = None) -> dict:
 
 
 def start_run(run_dir: Path, experiment: Experiment, world_size: int, *, command: list[str],
-              model_summary: dict, repo: Path) -> dict:
-    """Create or update run.json for a new attempt and record the attempt's start in the history (rank 0 only)."""
+              model_summary: dict, repo: Path, extension: dict | None = None) -> dict:
+    """Create or update run.json for a new attempt and record the attempt's start in the history (rank 0 only).
+    ``extension``: this attempt continues the run to a longer schedule (``memorymodels.extension``); added to
+    ``extensions`` in the same write that gives the run its new identity."""
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     info = read_run_json(run_dir) or {}
@@ -172,6 +174,8 @@ def start_run(run_dir: Path, experiment: Experiment, world_size: int, *, command
         "status": "running",
         "error": None,
     })
+    if extension is not None:
+        info["extensions"] = [*info.get("extensions", []), extension]
     info.pop("attempts", None)  # written by versions before the history: the history is the one record now
     # run.json first: until it exists the directory stays empty, so other ranks deriving the run directory at the
     # same time (run_dir_for) never mistake it for a foreign one.

@@ -3,10 +3,13 @@
     python -m memorymodels.train --experiment configs/experiments/debug.yaml
     python -m memorymodels.train --experiment configs/experiments/autoencoder.yaml --set train.max_steps=200
     torchrun --nproc_per_node 2 -m memorymodels.train --experiment configs/experiments/debug.yaml
+    python -m memorymodels.train --experiment configs/experiments/debug.yaml --set train.max_steps=80 --extend
 
 The run directory is derived from the config (``memorymodels.runs.run_dir_for``) unless ``--run-dir`` is given (the
 launcher always gives it). A rerun of the same config resumes from the newest complete checkpoint and ends with
-exactly ``train.max_steps`` optimizer steps. On SIGTERM or SIGUSR1 the trainer saves a checkpoint at the next step
+exactly ``train.max_steps`` optimizer steps. ``--extend`` continues the run this config is except for a shorter
+``train.max_steps`` in its own directory (``memorymodels.extension``: the rule of the learning rate, the record in
+run.json's ``extensions``). On SIGTERM or SIGUSR1 the trainer saves a checkpoint at the next step
 boundary and exits with ``TrainerExit.REQUEUE`` (75; the codes are ``memorymodels.rundir.TrainerExit``); exit 0 means the run reached max_steps. Under torchrun every rank
 traps the signal and the ranks agree (all-reduce) on stopping, so a signal reaching any rank stops all of them at the
 same step; rank 0 alone writes run.json and metrics.jsonl. torchrun itself reports a worker's 75 as a failure (exit
@@ -28,22 +31,24 @@ import argparse
 import os
 import signal
 import sys
+import time
 from pathlib import Path
 
 import torch
 from transformers import TrainingArguments
 from transformers.trainer_callback import PrinterCallback
 
-from memorymodels import checkpoints, metrics, runrecord, runs
+from memorymodels import checkpoints, extension, metrics, runrecord, runs
 from memorymodels.accounting import RunAccounting
-from memorymodels.callbacks import (HeartbeatCallback, Interrupted, MetricsWriter, StopOnSignal, defer_signals,
-                                    install_signal_handlers)
+from memorymodels.callbacks import (ContinueSchedule, HeartbeatCallback, Interrupted, MetricsWriter, StopOnSignal,
+                                    defer_signals, install_signal_handlers)
 from memorymodels.checkpoints import CheckpointError, without_aliases
 from memorymodels.configuration import ConfigError, flag_number
 from memorymodels.data.errors import DataError
 from memorymodels.evaluate import evaluate_run, format_table
 from memorymodels.experiment import (REPO_ROOT, Data, Experiment, build, experiment_dict, identity, load_data,
                                      load_experiment, load_fast_tokenizer, model_build_args)
+from memorymodels.extension import ExtendError
 from memorymodels.fileio import DiskFullError, disk_full_error, free_bytes, is_disk_full
 from memorymodels.heartbeat import Heartbeat
 from memorymodels.hf_adapter import CheckpointingTrainer
@@ -113,12 +118,13 @@ class RunTrainer(CheckpointingTrainer):
 
     loss_is_scaled_for_ga = True
 
-    def __init__(self, *args, keep_checkpoints: int | None = None, **kwargs):
+    def __init__(self, *args, keep_checkpoints: int | None = None, keep_steps: tuple[int, ...] = (), **kwargs):
         super().__init__(*args, **kwargs)
         # Makes the Trainer count the targets of each global batch; compute_loss below never passes the count
         # on to the model (models take no loss kwargs).
         self.model_accepts_loss_kwargs = True
         self.keep_checkpoints = keep_checkpoints
+        self.keep_steps = keep_steps  # checkpoints rotation leaves alone: where extensions started
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         outputs = model(inputs["input_ids"], labels=inputs.get("labels"),
@@ -140,7 +146,7 @@ class RunTrainer(CheckpointingTrainer):
             torch.distributed.barrier()  # every rank's files (rng states) are written
         if self.args.should_save:
             checkpoints.mark_complete(folder)  # checks the files first: a bad one is never marked nor rotated in
-            checkpoints.rotate_checkpoints(self.args.output_dir, self.keep_checkpoints)
+            checkpoints.rotate_checkpoints(self.args.output_dir, self.keep_checkpoints, self.keep_steps)
             checkpoints.prune_set_aside(self.args.output_dir)
 
     def checkpoint_failed(self, folder: Path, error: Exception) -> None:
@@ -210,7 +216,7 @@ def _log(message: str) -> None:
 
 def train(experiment: Experiment, run_dir: Path | None = None, *, command: list[str] | None = None,
           evaluate_at_end: bool = True, heartbeat_dir: Path | None = None,
-          collective_timeout_s: int | None = None) -> int:
+          collective_timeout_s: int | None = None, extend: bool = False) -> int:
     """Train (or resume) ``experiment``; returns 0 when max_steps is reached, TrainerExit.REQUEUE after a signal.
 
     Raises :class:`RunLockedError` at once when another trainer holds the run directory (rank 0 takes its lock
@@ -219,7 +225,10 @@ def train(experiment: Experiment, run_dir: Path | None = None, *, command: list[
     written) and :class:`CheckpointError` when a checkpoint it has just written fails its checks.
 
     ``heartbeat_dir``: where this rank keeps its heartbeat file (``memorymodels.heartbeat``; the launcher watches
-    it); ``collective_timeout_s``: the limit of every collective (``ddp_timeout``).
+    it); ``collective_timeout_s``: the limit of every collective (``ddp_timeout``). ``extend``: continue the run
+    in ``run_dir`` (default: the one ``memorymodels.extension.extension_target`` finds) to this config's longer
+    ``train.max_steps`` from its newest complete checkpoint (:class:`ExtendError`, a :class:`RunDirError`, when it
+    cannot be extended; nothing is changed then).
     """
     install_signal_handlers()
     rank, world_size = world()
@@ -229,16 +238,21 @@ def train(experiment: Experiment, run_dir: Path | None = None, *, command: list[
     if heartbeat_dir is not None:
         heartbeat = Heartbeat(heartbeat_dir, rank=rank, local_rank=int(os.environ.get("LOCAL_RANK", 0)))
         heartbeat.beat("setup")
-    if run_dir is None:
+    if run_dir is None and extend:
+        run_dir = extension.extension_target(experiment, world_size)[0]
+    elif run_dir is None:
         run_dir = runs.run_dir_for(experiment, world_size)
-        note = runs.collision_message(experiment, world_size, run_dir)
-        if note:
-            _log(note)
+        for note in (runs.collision_message(experiment, world_size, run_dir),
+                     extension.new_run_note(experiment, world_size, run_dir)):
+            if note:
+                _log(note)
     run_dir = Path(run_dir)
-    runs.check_run_dir(run_dir, identity(experiment, world_size))
+    growing = extension.check_extension(run_dir, experiment, world_size) if extend else None
+    if growing is None:
+        runs.check_run_dir(run_dir, identity(experiment, world_size))
     lock = runs.lock_run_dir(run_dir) if rank == 0 else None
     try:
-        return _train_locked(experiment, run_dir, command, evaluate_at_end, heartbeat, collective_timeout_s)
+        return _train_locked(experiment, run_dir, command, evaluate_at_end, heartbeat, collective_timeout_s, growing)
     finally:
         if lock is not None:
             lock.release()
@@ -248,7 +262,8 @@ def train(experiment: Experiment, run_dir: Path | None = None, *, command: list[
 
 
 def _train_locked(experiment: Experiment, run_dir: Path, command: list[str] | None, evaluate_at_end: bool,
-                  heartbeat: Heartbeat | None, collective_timeout_s: int | None) -> int:
+                  heartbeat: Heartbeat | None, collective_timeout_s: int | None,
+                  growing: extension.Extension | None) -> int:
     precision = trainer_precision(experiment.train.precision, experiment.source)
     if not torch.cuda.is_available():
         keep_freed_host_memory()  # a quarter of a CPU step was page faults on the freed logits (hostmemory.py)
@@ -257,16 +272,18 @@ def _train_locked(experiment: Experiment, run_dir: Path, command: list[str] | No
         build_args = model_build_args(experiment, data.n_vocab)
         torch.manual_seed(experiment.train.seed)
         model = build(build_args, context=experiment.data.context, source=experiment.source)
-        resume = _open_run(run_dir, experiment, model, build_args, command, precision)
+        resume = _open_run(run_dir, experiment, model, build_args, command, precision, growing)
         if resume is not None and checkpoints.checkpoint_step(resume) >= experiment.train.max_steps:
             _log(f"{run_dir} already reached max_steps {experiment.train.max_steps}; nothing to train")
             return _finish(run_dir, "completed", TrainerExit.COMPLETED, evaluate_at_end, resume)
         trainer, stopper = _make_trainer(experiment, run_dir, model, data, precision, heartbeat,
-                                         collective_timeout_s)
+                                         collective_timeout_s, extension.saved_max_steps(resume))
         trainer.train(resume_from_checkpoint=str(resume) if resume else None)
     except Interrupted as exc:
         _log(f"{exc} before training started: nothing new to save; exiting {TrainerExit.REQUEUE:d} to be requeued")
         return _finish(run_dir, "interrupted", TrainerExit.REQUEUE, False, None)
+    except ExtendError:
+        raise  # a refusal before anything was written: the run stays as it was
     except BaseException as exc:
         error = exc
         if isinstance(exc, Exception) and not isinstance(exc, DiskFullError) and is_disk_full(exc):
@@ -294,18 +311,30 @@ def _record_failure(run_dir: Path, exc: BaseException) -> None:
 
 
 def _open_run(run_dir: Path, experiment: Experiment, model, build_args: dict, command: list[str] | None,
-              precision: str) -> Path | None:
+              precision: str, growing: extension.Extension | None = None) -> Path | None:
     """The newest usable checkpoint to resume from; rank 0 also sets partial and damaged checkpoints aside, records
-    the attempt and rolls metrics.jsonl back to the checkpoint (to 0 when starting over)."""
+    the attempt (and ``growing``, an extension, from that checkpoint) and rolls metrics.jsonl back to the checkpoint
+    (to 0 when starting over)."""
     rank0 = world()[0] == 0
     if rank0:
         checkpoints.set_aside_partial(run_dir, log=_log)
     resume = checkpoints.newest_usable(run_dir, set_aside=rank0, log=_log)
+    step = checkpoints.checkpoint_step(resume) if resume is not None else 0
+    if growing is not None:
+        if resume is None:
+            raise ExtendError(f"{run_dir}: --extend: no usable checkpoint is left to continue from (see the lines "
+                              f"above); the run was not extended")
+        growing = growing.at(step)
     if not rank0:
         return resume
+    record = None
+    if growing is not None:
+        before = (runrecord.read_run_json(run_dir) or {}).get("identity")
+        record = growing.record(time=time.time(), identity_before=before)
     info = runrecord.start_run(run_dir, experiment, world()[1], command=command or sys.argv,
-                          model_summary=model_summary(model, build_args), repo=REPO_ROOT)
-    step = checkpoints.checkpoint_step(resume) if resume is not None else 0
+                               model_summary=model_summary(model, build_args), repo=REPO_ROOT, extension=record)
+    if growing is not None:
+        _log(f"extending {growing.describe()}")
     moved = metrics.roll_back_metrics(run_dir, step)  # lines an attempt logged after its last checkpoint
     rolled = f"; {moved} metrics lines logged after it moved to metrics.rolledback.jsonl" if moved else ""
     if resume is None:
@@ -317,8 +346,11 @@ def _open_run(run_dir: Path, experiment: Experiment, model, build_args: dict, co
 
 
 def _make_trainer(experiment: Experiment, run_dir: Path, model, data: Data, precision: str,
-                  heartbeat: Heartbeat | None = None, collective_timeout_s: int | None = None):
-    """The RunTrainer with its callbacks, and the StopOnSignal callback (which says why training stopped)."""
+                  heartbeat: Heartbeat | None = None, collective_timeout_s: int | None = None,
+                  resumed_max_steps: int | None = None):
+    """The RunTrainer with its callbacks, and the StopOnSignal callback (which says why training stopped).
+    ``resumed_max_steps``: the schedule length the checkpoint resumed from was saved under (an extension when it
+    differs: :class:`ContinueSchedule`)."""
     t = experiment.train
     show = sys.stderr.isatty() and world()[0] == 0
     args = training_arguments(experiment, run_dir, precision, show, collective_timeout_s)
@@ -332,8 +364,9 @@ def _make_trainer(experiment: Experiment, run_dir: Path, model, data: Data, prec
         model=model, args=args, train_dataset=data.train, eval_dataset=eval_set,
         callbacks=[stopper, MetricsWriter(run_dir, tokens_per_step, show=not show, accounting=accounting,
                                           trackers=_trackers(experiment, run_dir)),
-                   *([HeartbeatCallback(heartbeat)] if heartbeat is not None else [])],
-        keep_checkpoints=t.save_total_limit,
+                   *([HeartbeatCallback(heartbeat)] if heartbeat is not None else []),
+                   *([ContinueSchedule()] if resumed_max_steps not in (None, t.max_steps) else [])],
+        keep_checkpoints=t.save_total_limit, keep_steps=extension.started_from(run_dir),
     )
     if not show:
         trainer.remove_callback(PrinterCallback)  # MetricsWriter prints one line per logging step instead
@@ -384,13 +417,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--run-dir", type=Path, help="train in this directory (default: derived from the config)")
     parser.add_argument("--no-eval", action="store_true", help="skip the evaluation table at the end")
     parser.add_argument("--heartbeat-dir", type=Path, help="keep this rank's heartbeat file here (the launcher's)")
-    parser.add_argument("--collective-timeout-s", type=flag_number(int, minimum=10), help="limit of every collective (default 1800 s)")
+    parser.add_argument("--collective-timeout-s", type=flag_number(int, minimum=10),
+                        help="limit of every collective (default 1800 s)")
+    parser.add_argument("--extend", action="store_true",
+                        help="continue the run this config is except for a shorter train.max_steps, in its directory, "
+                             "from its newest complete checkpoint (memorymodels.extension)")
     args = parser.parse_args(argv)
     try:
         experiment = load_experiment(args.experiment, args.overrides)
         command = [sys.executable, "-m", "memorymodels.train", *(argv if argv is not None else sys.argv[1:])]
         code = train(experiment, args.run_dir, command=command, evaluate_at_end=not args.no_eval,
-                     heartbeat_dir=args.heartbeat_dir, collective_timeout_s=args.collective_timeout_s)
+                     heartbeat_dir=args.heartbeat_dir, collective_timeout_s=args.collective_timeout_s,
+                     extend=args.extend)
     except (ConfigError, DataError) as exc:
         code, message = TrainerExit.CONFIG, str(exc)
     except RunLockedError as exc:

@@ -8,6 +8,7 @@
     python launch/submit.py --profile a100x8 --experiment configs/experiments/memory_mixer_d1024.yaml --dependency afterok:1234
     python launch/submit.py --list-profiles
     python launch/submit.py --profile local-slurm --no-snapshot        # run from the checkout, not a code snapshot
+    python launch/submit.py --profile local --set train.max_steps=2400 --extend   # the demo's run, longer
 
 Which value wins, lowest first: the experiment file; what the profile decides for the experiment (``train.precision``
 from its ``precision``, ``output.checkpoint_root`` from its ``checkpoint_root``, ``data.cache_dir`` (where a corpus
@@ -23,6 +24,12 @@ node sizes, time limit, array size, dependencies and ``sbatch --test-only``; wit
 checks were not run). A submission writes and submits exactly the plan, prints the job id, run directory, log paths
 and how to watch it (``--json``: one object) and records it in the journal. With the ``local`` profile the run is
 followed in the foreground and evaluated at the end.
+
+Resubmitting: the same command resumes an unfinished run from its newest checkpoint; a run with nothing left to do
+(completed and evaluated) is refused with its result (exit 3; other refusals exit 2). ``--extend`` continues a run to a longer ``train.max_steps`` in
+its own directory (``memorymodels.extension``: one metrics curve, the learning rate's rule in the plan and run.json);
+without it, a run that differs from an existing one only in ``train.max_steps`` is a new run, and the command says
+which one it differs from before submitting.
 """
 
 from __future__ import annotations
@@ -40,11 +47,14 @@ from launch.planning.diff import diff_plans
 from launch.planning.plan import JobPlan, plan_job, split_overrides
 from launch.planning.profiles import list_profiles, load_profile
 from launch.slurm.client import slurm_environ
-from launch.submission.preflight import SubmitError, preflight
+from launch.submission.preflight import NothingLeftError, SubmitError, nothing_left, preflight
 from launch.submission.submit import submit_job
 from memorymodels.configuration import ConfigError, count, flag_number, one_line
 from memorymodels.fileio import exits_on_full_disk
 
+EXIT_NOTHING_LEFT = 3
+"""Exit status when the run has nothing left to do (completed and evaluated): its result is printed, nothing queued.
+Other refusals exit 2."""
 NOT_IN_REQUEST = ("--dry-run", "--json", "--wait", "--no-preflight", "--new-code", "--yes")
 """Flags that change what the command does now, not the job it plans (left out of the script's "Run with")."""
 
@@ -73,6 +83,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="with --sweep: submit a sweep larger than the profile's ask_above_cells without asking")
     parser.add_argument("--new-code", action="store_true",
                         help="continue a run that was submitted with other code with the checkout's code now")
+    parser.add_argument("--extend", action="store_true",
+                        help="continue the run this experiment is except for a shorter train.max_steps, in its run "
+                             "directory, from its newest complete checkpoint, to the --set train.max_steps given")
     parser.add_argument("--sweep", help="a sweep file (sweeps/*.yaml): submit its cells as job arrays")
     parser.add_argument("--diff", metavar="PROFILE",
                         help="show how the job planned on PROFILE differs from the one on --profile (the same "
@@ -82,6 +95,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if args.diff and args.sweep:
         parser.error("--diff compares the job of one experiment on two profiles; drop --sweep (a sweep's cells share "
                      "one profile: --sweep ... --dry-run shows them)")
+    if args.extend and args.sweep:
+        parser.error("--extend continues one run (--experiment); a sweep submitted again runs its unfinished cells "
+                     "only")
     if not args.list_profiles and not args.profile and not args.sweep:
         parser.error(f"--profile is required; profiles: {', '.join(list_profiles())}")
     args.request = request_of(sys.argv[1:] if argv is None else argv)
@@ -99,7 +115,7 @@ def plan_from_args(args: argparse.Namespace) -> JobPlan:
     profile = load_profile(args.profile, profile_overrides)
     return plan_job(profile, args.experiment, overrides=experiment_overrides, launcher=args.launcher,
                     nodes=args.nodes, dependency=args.dependency, request=getattr(args, "request", None),
-                    snapshot=not getattr(args, "no_snapshot", False))
+                    snapshot=not getattr(args, "no_snapshot", False), extend=getattr(args, "extend", False))
 
 
 def _print_submitted(entry: dict, plan: JobPlan, out=sys.stdout) -> None:
@@ -162,14 +178,19 @@ def main(argv: list[str] | None = None) -> int:
                 raise ConfigError(f"--diff {args.diff}: {exc}") from None
             print(diff_plans(plan, other))
             return 0
+        done = nothing_left(plan)
+        if done:
+            raise NothingLeftError(done)
         if args.dry_run:
             return dry_run(plan, args)
+        if plan.note:
+            print(f"note: {plan.note}", file=sys.stderr if args.json else sys.stdout)
         if not args.no_preflight:
             preflight([plan], new_code=args.new_code).raise_problems()
         submission = submit_job(plan, new_code=args.new_code)
     except (ConfigError, SubmitError) as exc:
         print(f"error: {one_line(exc) if isinstance(exc, ConfigError) else exc}", file=sys.stderr)
-        return 2
+        return EXIT_NOTHING_LEFT if isinstance(exc, NothingLeftError) else 2
     entry = submission.jobs[0]
     if args.json:
         print(json.dumps({"submission_id": submission.submission_id, **entry}, sort_keys=True))

@@ -96,8 +96,14 @@ def run_here(plan: SweepPlan, log, new_code: bool = False) -> dict:
     """An ``executor: local`` profile: run the pending cells on this machine one after the other, following each."""
     arrays, failed, sweep_id = [], [], None
     todo = list(plan.pending)
-    if todo:
-        preflight(representatives(plan, todo), new_code=new_code).raise_problems()
+    if not todo:
+        print(f"sweep {plan.sweep.name}: nothing to do: all {len(plan.cells)} cells complete. Report: python "
+              f"launch/sweep_report.py {plan.sweep.source}", file=log)
+        return {"sweep_id": None, "arrays": [], "failed": []}
+    if plan.complete:
+        print(f"sweep {plan.sweep.name}: {len(plan.complete)} of {len(plan.cells)} cells complete, not run again",
+              file=log)
+    preflight(representatives(plan, todo), new_code=new_code).raise_problems()
     for n, i in enumerate(todo, 1):
         print(f"sweep {plan.sweep.name}: cell {i} ({n} of {len(todo)}): {plan.cells[i].run_dir}", file=log)
         submission = submit_job(plan.jobs[i], kind="sweep", sweep=sweep_record(plan), cell=plan.cells[i].overrides,

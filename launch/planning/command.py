@@ -158,12 +158,12 @@ def job_env(profile: Profile) -> dict[str, str]:
 
 
 def launch_command(profile: Profile, precision: str, *, python: str, run_dir: Path, code_dir: Path | None = None,
-                   mounts: Iterable[Path] = ()) -> str:
+                   mounts: Iterable[Path] = (), extend: bool = False) -> str:
     """One node's launch command (shell): the trainer reads the resolved experiment the submission wrote; from
     ``code_dir`` when given (working directory and PYTHONPATH), inside an apptainer/singularity container when the
-    profile names one. Pure."""
+    profile names one; ``extend``: the trainer continues the run to the longer schedule (``--extend``). Pure."""
     return command_prefix(profile, code_dir, mounts) + trainer_command(profile, precision, python=python,
-                                                                        run_dir=run_dir)
+                                                                        run_dir=run_dir, extend=extend)
 
 
 def command_prefix(profile: Profile, code_dir: Path | None, mounts: Iterable[Path]) -> str:
@@ -187,7 +187,7 @@ def command_prefix(profile: Profile, code_dir: Path | None, mounts: Iterable[Pat
     return prefix
 
 
-def trainer_command(profile: Profile, precision: str, *, python: str, run_dir: Path) -> str:
+def trainer_command(profile: Profile, precision: str, *, python: str, run_dir: Path, extend: bool = False) -> str:
     """torchrun or ``accelerate launch`` of the trainer (the image's interpreter in a container). Pure."""
     procs, nodes = profile.procs_per_node, profile.nodes
     q = shlex.quote
@@ -195,7 +195,8 @@ def trainer_command(profile: Profile, precision: str, *, python: str, run_dir: P
         python = profile.container.python
     files = RunPaths(run_dir)
     train = ["-m", "memorymodels.train", "--experiment", str(files.experiment), "--run-dir", str(run_dir),
-             "--heartbeat-dir", str(files.heartbeats), "--collective-timeout-s", str(profile.collective_timeout_s)]
+             "--heartbeat-dir", str(files.heartbeats), "--collective-timeout-s", str(profile.collective_timeout_s),
+             *(["--extend"] if extend else [])]
     train_args = " ".join(q(a) for a in train)
     if profile.launcher == "torchrun":
         if nodes == 1:

@@ -52,6 +52,7 @@ from launch.slurm.submitit_adapter import render_sbatch
 from memorymodels.configuration import ConfigError, apply_overrides, load_yaml, one_line, parse_override
 from memorymodels.experiment import (REPO_ROOT, Experiment, data_cache_dir, experiment_dict, experiment_from_dict,
                                      model_build_args)
+from memorymodels.extension import Extension, extension_target, new_run_note
 from memorymodels.models import model_config
 from memorymodels.precision import resolve_precision
 from memorymodels.rundir import RunDirError, RunPaths
@@ -115,6 +116,11 @@ class JobPlan:
     """Slurm's ``--dependency`` (job ids only, submission ids resolved), or None."""
     code: CodeSnapshot | None = None
     """The code snapshot every attempt runs from (``.path``); None: the checkout as it is when the job starts."""
+    extension: Extension | None = None
+    """``--extend``: the run this job continues to a longer ``train.max_steps`` in its directory, from which
+    checkpoint, and how the learning rate goes on (``memorymodels.extension``); the trainer gets ``--extend``."""
+    note: str | None = None
+    """A line to say before submitting: a new run that differs from an existing one only in schedule length."""
 
     @property
     def world_size(self) -> int:
@@ -136,7 +142,8 @@ class JobPlan:
         """What ``--dry-run --json`` prints."""
         return {"sbatch": self.sbatch, "script": self.script, "command": self.command, "precision": self.precision,
                 "accelerate_config": self.accelerate_config, "experiment": self.experiment_text,
-                "run_dir": str(self.run_dir), "code": code_json(self.code)}
+                "run_dir": str(self.run_dir), "code": code_json(self.code),
+                "extension": self.extension.record() if self.extension else None, "note": self.note}
 
     def describe(self) -> str:
         """The plan for people (``--dry-run``)."""
@@ -149,6 +156,8 @@ class JobPlan:
                  f"model       {self.settings.model.name}"
                  + (f" (preset {self.settings.model.preset})" if self.settings.model.preset else ""),
                  f"run dir     {self.run_dir}",
+                 *([f"extends     {self.extension.describe()}"] if self.extension else []),
+                 *([f"note        {self.note}"] if self.note else []),
                  f"code        {describe_code(self.code)}",
                  f"data        {describe_data(self.settings)}",
                  *([f"container   {p.container.runtime} {p.container.image}"] if p.container else []),
@@ -334,7 +343,7 @@ def plan_job(profile: Profile, experiment: str | Path | None = None, *, override
              launcher: str | None = None, nodes: int | None = None, run_dir: str | Path | None = None,
              log_folder: str | Path | None = None, python: str | None = None, dependency: str | None = None,
              request: str | None = None, data: dict | None = None, snapshot: bool = True,
-             code: CodeSnapshot | None = None) -> JobPlan:
+             code: CodeSnapshot | None = None, extend: bool = False) -> JobPlan:
     """Plan one job of ``experiment`` (default ``configs/experiments/autoencoder.yaml``) on ``profile``.
 
     ``overrides`` are experiment ``KEY=VALUE`` items (``--set`` without ``profile.``); ``launcher`` and ``nodes``
@@ -344,6 +353,9 @@ def plan_job(profile: Profile, experiment: str | Path | None = None, *, override
     experiment file's content when the caller has read it already (a sweep reads it once for all its cells);
     ``snapshot=False`` runs the job from the checkout instead of a snapshot of the code (``--no-snapshot``), and
     ``code`` is the project's code when the caller has hashed it already (``launch.planning.code.project_code``).
+    ``extend`` (``--extend``) plans the job into the run this config is except for a shorter ``train.max_steps``,
+    continued from its newest complete checkpoint (``memorymodels.extension``; refused in one line when there is
+    none to continue); without it a new run whose config has such a relative gets a ``note`` saying so.
     Pure: reads files, never contacts the cluster. Any problem is a ConfigError naming the file and key.
     """
     profile = launch_shape(profile, launcher, nodes)
@@ -353,10 +365,18 @@ def plan_job(profile: Profile, experiment: str | Path | None = None, *, override
     precision, items, settings = plan_experiment(profile, path, data, user)
     model = planned_model(settings)
     world = profile.nodes * profile.procs_per_node
+    growing, note = None, None
     try:
-        run_dir = Path(run_dir).resolve() if run_dir is not None else run_dir_for(settings, world).resolve()
-    except RunDirError as exc:  # a damaged run.json where this run would go: never plan a fresh directory instead
-        raise ConfigError(str(exc)) from None
+        if run_dir is not None:
+            run_dir = Path(run_dir).resolve()
+        elif extend:
+            run_dir, growing = extension_target(settings, world)
+            run_dir = run_dir.resolve()
+        else:
+            run_dir = run_dir_for(settings, world).resolve()
+            note = new_run_note(settings, world, run_dir)
+    except RunDirError as exc:  # a damaged run.json where this run would go: never plan a fresh directory instead;
+        raise ConfigError(str(exc)) from None  # or nothing to --extend
     log_folder = Path(log_folder) if log_folder is not None else RunPaths(run_dir).logs
     python = python or sys.executable
     if profile.container is not None and profile.container.runtime == "pyxis":
@@ -374,7 +394,8 @@ def plan_job(profile: Profile, experiment: str | Path | None = None, *, override
     request = request or default_request(profile, path, user, launcher, nodes, dependency)
     sbatch = sbatch_parameters(profile, name=run_dir.name, nodes=profile.nodes, dependency=dependency,
                                tag=run_tag(run_dir), code_dir=code_dir, mounts=mounts)
-    command = launch_command(profile, precision, python=python, run_dir=run_dir, code_dir=code_dir, mounts=mounts)
+    command = launch_command(profile, precision, python=python, run_dir=run_dir, code_dir=code_dir, mounts=mounts,
+                             extend=growing is not None)
     return JobPlan(
         name=run_dir.name, profile=profile, experiment=path, overrides=items, settings=settings, model=model,
         precision=precision, launcher=profile.launcher, nodes=profile.nodes, procs_per_node=profile.procs_per_node,
@@ -385,7 +406,7 @@ def plan_job(profile: Profile, experiment: str | Path | None = None, *, override
         accelerate_config=None if profile.launcher == "torchrun" else accelerate_config(profile, precision),
         experiment_text=resolved_experiment(settings.source, settings), request=request, python=python,
         env=job_env(profile),
-        time_limit_s=profile.time_minutes * 60, dependency=dependency, code=code,
+        time_limit_s=profile.time_minutes * 60, dependency=dependency, code=code, extension=growing, note=note,
     )
 
 

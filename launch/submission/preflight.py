@@ -2,6 +2,8 @@
 
 Two kinds of checks, run by a submission and by ``--dry-run`` alike:
 
+- first, whether the run has anything left to do (:func:`nothing_left`): a completed, evaluated run is refused
+  with its result in one line, not queued to re-evaluate;
 - on this machine (:func:`local_problems`): the experiment's data exist (explicit tokenizer/data directories, or
   a local corpus path or glob) and a corpus can be prepared under the profile's ``data_root``, the checkpoint root
   is writable and a run submitted before ran the same code (or ``--new-code`` says to continue it with this code:
@@ -33,12 +35,17 @@ from launch.slurm.cluster import ClusterInfo, mem_mb
 from launch.slurm.output import ACTIVE_STATES
 from launch.submission.snapshot import code_problem
 from memorymodels.data import corpus_problem
+from memorymodels.extension import finished_result
 from memorymodels.rundir import RunDirError, RunPaths
 from memorymodels.tracking import tracker_problems
 
 
 class SubmitError(RuntimeError):
     """Preflight or submission failed; the message lists every problem and what to do."""
+
+
+class NothingLeftError(SubmitError):
+    """The run has nothing left to do (:func:`nothing_left`); the message holds its result."""
 
 
 @dataclass
@@ -54,6 +61,21 @@ class Preflight:
         if self.problems:
             unique = list(dict.fromkeys(self.problems))
             raise SubmitError("preflight found problems; nothing was submitted:\n  - " + "\n  - ".join(unique))
+
+
+def nothing_left(plan: JobPlan) -> str | None:
+    """One line when the planned run has nothing left to do (completed at its max_steps, that checkpoint
+    evaluated): its result, that nothing was submitted, and how to evaluate it again or train it longer; None when
+    the job would train or evaluate (``memorymodels.extension.finished_result``)."""
+    if plan.extension is not None:
+        return None
+    steps = plan.settings.train.max_steps
+    result = finished_result(plan.run_dir, steps)
+    if result is None:
+        return None
+    return (f"{plan.run_dir} has nothing left to do: {result}; nothing was submitted. Evaluate it again with "
+            f"`python -m memorymodels.evaluate {plan.run_dir}`, or train it longer with --extend --set "
+            f"train.max_steps=N (N > {steps})")
 
 
 def check_data(plan: JobPlan) -> list[str]:

@@ -40,7 +40,7 @@ from launch.planning.sweep import ArrayPlan, SweepPlan
 from launch.records import journal
 from launch.slurm.client import SlurmError, explain, run_slurm, slurm_environ, slurm_reason, without_allocation
 from launch.slurm.submitit_adapter import PlannedSlurmExecutor
-from launch.submission.preflight import SubmitError
+from launch.submission.preflight import NothingLeftError, SubmitError, nothing_left
 from launch.submission.snapshot import SnapshotError, code_problem, materialize
 from memorymodels.experiment import experiment_dict, identity
 from memorymodels.fileio import DiskFullError, LinkedPathError, locked, read_json, write_json, write_text_atomic
@@ -86,7 +86,8 @@ def write_launch_files(plan: JobPlan, script_file: Path | None = None, *, new_co
                                       "launcher": plan.launcher, "nodes": plan.nodes,
                                       "procs_per_node": plan.procs_per_node, "request": plan.request,
                                       "script_file": str(script_file or paths.script),
-                                      "code": code_json(plan.code), "submitted": time.time()})
+                                      "code": code_json(plan.code), "submitted": time.time(),
+                                      "extension": plan.extension.record() if plan.extension else None})
 
 
 def claim_run_dir(plan: JobPlan, *, new_code: bool = False) -> None:
@@ -241,7 +242,8 @@ def submit_job(plan: JobPlan, *, kind: str = "job", sweep: dict | None = None, c
     """Submit one planned job (the preflight is the caller's: ``launch.submission.preflight``).
 
     Exactly once per run directory: checking the queue, writing the run's files, ``sbatch`` and the journal are one
-    step under the run's submission lock, and a run already queued (by anyone's submission of it) is refused.
+    step under the run's submission lock, and a run already queued (by anyone's submission of it) is refused, as is
+    a run with nothing left to do (``launch.submission.preflight.nothing_left``: its result instead).
     ``new_code``: continue a run submitted with other code with this plan's (``--new-code``)."""
     problem = code_problem(plan, new_code)
     if problem:
@@ -252,6 +254,9 @@ def submit_job(plan: JobPlan, *, kind: str = "job", sweep: dict | None = None, c
     snapshot_code([plan])
     fresh = _absent([plan.run_dir])
     with locked(RunPaths(plan.run_dir).submit_lock), _removed_on_failure(fresh):
+        done = nothing_left(plan)  # under the lock: a job of this run that just finished counts
+        if done:
+            raise NothingLeftError(done)
         if plan.executor == "slurm":
             _already_queued(plan)
         write_launch_files(plan, new_code=new_code)  # checks the run's code again, under the lock

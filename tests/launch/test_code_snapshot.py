@@ -22,8 +22,9 @@ import pytest
 from launch.localcluster.cluster import wait_for_job
 from launch.planning.code import MANIFEST, project_code
 from launch.submission.snapshot import SnapshotError, materialize
-from memorymodels.experiment import REPO_ROOT, state_dir
 from memorymodels.attempts import attempts
+from memorymodels.experiment import REPO_ROOT, state_dir
+from memorymodels.rundir import RunPaths
 from tests.launch.helpers import job_line, last_step, release_requeued, run_json, wait_until
 
 BREAK = 'raise RuntimeError("the checkout was broken after submission")\n'
@@ -159,7 +160,11 @@ def test_a_job_runs_the_code_it_was_submitted_with_across_a_broken_checkout_and_
     assert environment["python"] == sys.version.split()[0] and environment["torch"] and "driver" in environment
     assert info["git"]["sha"] == code["git"]["sha"]  # the copy's commit, read from the snapshot's manifest
 
-    # the checkout changed: submitting the run again says so and asks for --new-code
+    # a finished, evaluated run has nothing left to do: resubmitting it is refused with its result (exit 3)
+    finished = submit_from(checkout, env, *args, "--dry-run")
+    assert finished.returncode == 3 and "nothing left to do" in finished.stderr, finished.stderr
+    # with work left (its evaluation), the changed checkout is what stops it: it says so and asks for --new-code
+    RunPaths(run_dir).eval_json.unlink()
     again = submit_from(checkout, env, *args, "--dry-run")
     assert again.returncode == 2
     assert f"was submitted with code {code['hash']}" in again.stderr and "--new-code" in again.stderr

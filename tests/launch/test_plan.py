@@ -154,7 +154,8 @@ def test_diff_shows_the_site_keys():
     assert "+#SBATCH --exclusive" in text and "+#SBATCH --mem=0" in text and "apptainer" in text
 
 
-PLAN_KEYS = {"sbatch", "script", "command", "accelerate_config", "run_dir", "precision", "experiment", "code"}
+PLAN_KEYS = {"sbatch", "script", "command", "accelerate_config", "run_dir", "precision", "experiment", "code",
+             "extension", "note"}
 
 
 def test_every_shipped_profile_plans_with_each_launcher_it_allows():

@@ -87,6 +87,11 @@ def test_partial_checkpoints_are_ignored_set_aside_then_pruned(tmp_path):
     assert (tmp_path / "checkpoint-30.partial-1" / "model.safetensors").exists()  # newer than any complete: kept
     assert checkpoints.rotate_checkpoints(tmp_path, 1) == [tmp_path / "checkpoint-10"]
     assert [p.name for p in checkpoints.checkpoints(tmp_path)[0]] == ["checkpoint-20"]
+    make_checkpoint(tmp_path, 5)
+    make_checkpoint(tmp_path, 25)
+    # an extended run started from checkpoint-5 (the shorter run's result): kept, and not counted in the limit
+    assert checkpoints.rotate_checkpoints(tmp_path, 1, keep=(5,)) == [tmp_path / "checkpoint-20"]
+    assert [p.name for p in checkpoints.checkpoints(tmp_path)[0]] == ["checkpoint-5", "checkpoint-25"]
 
 
 def test_set_aside_checkpoints_go_once_a_complete_one_at_their_step_exists_and_only_the_newest_stays(tmp_path):
