@@ -7,14 +7,18 @@
 
 :func:`materialize` copies the files the plan hashed into a temporary folder beside the snapshot, hashing what it
 copied; only when that hash is the planned one does the folder get its final name (a rename: a snapshot is either
-complete or absent, and two submitters of the same code meet at the same folder). The copies are read-only. The
-copier holds a lock on its temporary folder; one left by a submitter killed mid-copy is removed by the next
-submission to that checkpoint root (:func:`remove_stale_partials`).
+complete or absent, and two submitters of the same code meet at the same folder). The copies are read-only, and the
+packages a job imports (:data:`PRECOMPILED`) come with their bytecode, compiled by this interpreter before the rename:
+no job compiles them again (Python only reads ``__pycache__`` where ``PYTHONDONTWRITEBYTECODE`` is set or the folders
+are not writable; another interpreter version, a container's, compiles as before). The copier holds a lock on its
+temporary folder; one left by a submitter killed mid-copy is removed by the next submission to that checkpoint root
+(:func:`remove_stale_partials`).
 :func:`code_problem` says why a run directory's recorded code (``run.json``'s ``code``) forbids a plan.
 """
 
 from __future__ import annotations
 
+import compileall
 import fcntl
 import hashlib
 import os
@@ -27,6 +31,10 @@ from launch.planning.code import HASH_LENGTH, MANIFEST, CodeSnapshot, file_recor
 from launch.planning.plan import JobPlan
 from memorymodels.fileio import CorruptFileError, DiskFullError, free_bytes, is_disk_full, read_json, write_json
 from memorymodels.rundir import RunPaths
+
+
+PRECOMPILED = ("memorymodels", "launch")
+"""The packages whose bytecode a snapshot carries: what the node task and the trainer import from it."""
 
 
 class SnapshotError(RuntimeError):
@@ -57,6 +65,7 @@ def materialize(code: CodeSnapshot) -> Path:
         if digest.hexdigest()[:HASH_LENGTH] != code.hash:
             raise SnapshotError(f"{code.source} changed between planning and submission (code {code.hash} was "
                                 f"planned); nothing was submitted: submit again")
+        _precompile(work, target)
         write_json(work / MANIFEST, code.manifest())
         try:
             os.rename(work, target)
@@ -111,6 +120,16 @@ def remove_stale_partials(parent: Path) -> list[Path]:
         finally:
             os.close(fd)
     return removed
+
+
+def _precompile(folder: Path, target: Path) -> None:
+    """The bytecode of :data:`PRECOMPILED` in ``folder``'s ``__pycache__`` folders (0.3 s here), naming the sources
+    where they will be (``target``), read-only like them; a file that does not compile fails in the job as before."""
+    for package in PRECOMPILED:
+        if (folder / package).is_dir():
+            compileall.compile_dir(folder / package, ddir=str(target / package), quiet=2)
+    for compiled in folder.rglob("__pycache__/*.pyc"):
+        os.chmod(compiled, os.stat(compiled).st_mode & ~0o222)
 
 
 def _remove(folder: Path) -> None:
