@@ -6,7 +6,10 @@ learning rate.
 
 ``install_signal_handlers`` traps SIGTERM and SIGUSR1: before training starts (data preparation, model building) a
 signal raises :class:`Interrupted` at once, nothing being worth saving; once training runs it only sets a flag that
-:class:`StopOnSignal` reads at the next step end, where all ranks agree (all-reduce) to save and stop together.
+:class:`StopOnSignal` reads at the next step end, where all ranks agree (all-reduce) to save and stop together. In
+the same all-reduce they agree whether any rank's training loss of the step was NaN or infinite (:class:`LossCheck`,
+fed by the trainer's ``training_step``): then every rank raises ``metrics.NonFiniteLoss`` naming the step, before
+anything of that step is logged or saved; a non-finite evaluation loss raises it too.
 :class:`MetricsWriter` (rank 0) writes one ``metrics.jsonl`` line per logging step with the run's compute
 (``memorymodels.accounting``); :class:`HeartbeatCallback` (every rank) writes the heartbeats the node watchdog reads
 (``memorymodels.heartbeat``); :class:`ContinueSchedule` (every rank, resuming from a checkpoint of a shorter
@@ -28,6 +31,7 @@ from transformers.trainer_callback import ExportableState
 from memorymodels import metrics, runrecord
 from memorymodels.accounting import RunAccounting
 from memorymodels.heartbeat import Heartbeat
+from memorymodels.metrics import NonFiniteLoss, check_finite
 from memorymodels.startup import Startup, describe
 from memorymodels.tracking import Trackers
 
@@ -62,21 +66,47 @@ def defer_signals() -> None:
     _StopFlag.training = True
 
 
-class StopOnSignal(TrainerCallback):
-    """At each step end: all ranks agree whether a stop signal arrived; if so save and stop; save at max_steps."""
+class LossCheck:
+    """The training losses of the current optimizer step (one per micro-batch), kept on the device without a sync
+    until the step ends (:meth:`take`)."""
 
     def __init__(self):
+        self._losses: list[torch.Tensor] = []
+
+    def add(self, loss: torch.Tensor) -> None:
+        self._losses.append(loss.detach().reshape(-1)[:1].float())
+
+    def take(self) -> torch.Tensor | None:
+        """The step's losses (None when there were none), forgotten here."""
+        losses, self._losses = (torch.cat(self._losses) if self._losses else None), []
+        return losses
+
+
+class StopOnSignal(TrainerCallback):
+    """At each step end: all ranks agree whether a stop signal arrived (save and stop) and whether a training loss
+    of the step was not finite (``losses``: raise ``NonFiniteLoss``); save at max_steps. A non-finite evaluation
+    loss raises it too."""
+
+    def __init__(self, losses: LossCheck | None = None):
         self.stopped_by: int | None = None
+        self.losses = losses
 
     def on_train_begin(self, args, state, control, **kwargs):
         defer_signals()
 
     def on_step_end(self, args, state, control, **kwargs):
         flag = _StopFlag.signum or 0
+        losses = self.losses.take() if self.losses is not None else None
+        bad = (~torch.isfinite(losses)).any().to(torch.int64) if losses is not None else 0
         if args.world_size > 1 and torch.distributed.is_initialized():
-            t = torch.tensor([flag], device=args.device)
+            t = torch.tensor([flag, 0], device=args.device)
+            t[1] = bad  # stays on the device: one sync per step, the all-reduce's
             torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MAX)
-            flag = int(t.item())
+            flag, bad = int(t[0].item()), int(t[1].item())
+        if int(bad):
+            mine = losses[~torch.isfinite(losses)] if losses is not None else []
+            raise NonFiniteLoss("training loss", float(mine[0]) if len(mine) else "not finite on another rank",
+                                state.global_step)
         if state.global_step >= state.max_steps:
             control.should_save = True
         elif flag:
@@ -84,6 +114,13 @@ class StopOnSignal(TrainerCallback):
             control.should_save = control.should_training_stop = control.should_log = True
             control.should_evaluate = False
         return control
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        # the evaluation's gathered loss, the same on every rank: raised before it is written to metrics.jsonl
+        # (this callback comes before MetricsWriter) and before this step's checkpoint is saved
+        if logs and logs.get("eval_loss") is not None:
+            check_finite("evaluation loss", logs["eval_loss"], state.global_step)
+
 
 class ContinueSchedule(TrainerCallback):
     """Every rank, on a resume from a checkpoint saved under a shorter ``train.max_steps`` (an extension,

@@ -3,12 +3,15 @@
 A run directory holds ``checkpoint-STEP/`` folders as the Trainer writes them. The rules, all owned here:
 
 - A checkpoint counts (is *complete*) once its ``COMPLETE`` marker exists; the marker is written last, after every
-  rank's files, and lists the files it vouches for.
-- Before the trainer resumes from a complete checkpoint, marks a new one complete, or reports a run finished with
-  one, :func:`verify_checkpoint` checks its files cheaply (present; safetensors header parses and the sizes add up;
-  JSON parses; torch zip files have their central directory). A damaged one is set aside as
-  ``checkpoint-STEP.damaged-N`` with one line naming the bad file, and the previous complete one is used
-  (:func:`newest_usable`).
+  rank's files, and lists the files it vouches for with the sha256 of each (every file under a sharded folder too:
+  weights, optimizer and scheduler state, RNG states, trainer state).
+- Before the trainer resumes from a complete checkpoint, and before ``evaluate`` or ``compress`` loads one,
+  :func:`verify_checkpoint` checks its files: first cheaply (present; safetensors header parses and the sizes add
+  up; JSON parses; torch zip files have their central directory), then their content against the marker's sha256,
+  so bytes changed in place (same size, still parseable) are caught too. A new checkpoint gets the cheap checks
+  before its marker is written. A damaged one is set aside as ``checkpoint-STEP.damaged-N`` with one line naming the
+  bad file, and the previous complete one is used (:func:`newest_usable`). A marker written before the hashes
+  existed (no ``sha256``) gets the cheap checks only.
 - A checkpoint without a marker (a process killed while saving) is set aside as ``checkpoint-STEP.partial-N``.
 - Set-aside folders are kept for inspection only while they may tell something: once a complete checkpoint at the
   same or a later step exists they are deleted, and of the rest only the newest is kept (:func:`prune_set_aside`).
@@ -21,6 +24,7 @@ Also here: the state-dict helpers shared by saving (trainer) and loading (evalua
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import shutil
@@ -135,8 +139,37 @@ def check_files(folder: Path, names: list[str] | None = None, *, step: int | Non
                 raise CheckpointError(path, f"says global_step {data.get('global_step')}, not {step}")
 
 
+def file_hashes(folder: Path, names: list[str]) -> dict[str, str]:
+    """sha256 (hex) of every file ``names`` hold, by path relative to ``folder`` (a folder's files one by one)."""
+    digests = {}
+    for name in names:
+        path = Path(folder) / name
+        files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+        for file in files:
+            with open(file, "rb") as f:
+                digests[str(file.relative_to(folder))] = hashlib.file_digest(f, "sha256").hexdigest()
+    return digests
+
+
+def _check_hashes(folder: Path, recorded: dict) -> None:
+    """Every file the marker hashed still has that content (raises :class:`CheckpointError` naming the first that
+    does not)."""
+    for name, digest in sorted(recorded.items()):
+        path = folder / name
+        try:
+            with open(path, "rb") as f:
+                found = hashlib.file_digest(f, "sha256").hexdigest()
+        except OSError as exc:
+            raise CheckpointError(path, f"missing or unreadable ({exc.strerror or exc}; the checkpoint's COMPLETE "
+                                        f"marker hashed it)") from None
+        if found != digest:
+            raise CheckpointError(path, "changed since the checkpoint was completed (its sha256 is not the one the "
+                                        "COMPLETE marker recorded: bytes altered in place)")
+
+
 def verify_checkpoint(folder: Path) -> None:
-    """Check a complete checkpoint: its marker parses and every file it lists is present and intact."""
+    """Check a complete checkpoint: its marker parses, every file it lists is present and intact, and every file it
+    hashed still has that content."""
     folder = Path(folder)
     try:
         marker = read_json(folder / COMPLETE, expect=dict)
@@ -146,6 +179,11 @@ def verify_checkpoint(folder: Path) -> None:
         raise CheckpointError(folder / COMPLETE, "missing: the checkpoint was never completed")
     step = checkpoint_step(folder) if CHECKPOINT_RE.match(folder.name) else None
     check_files(folder, marker.get("files"), step=step)
+    recorded = marker.get("sha256")
+    if recorded is not None:
+        if not isinstance(recorded, dict):
+            raise CheckpointError(folder / COMPLETE, "damaged: 'sha256' is not a mapping of files to hashes")
+        _check_hashes(folder, recorded)
 
 
 def newest_usable(run_dir: Path, *, set_aside: bool, log: Callable[[str], None] = print) -> Path | None:
@@ -169,11 +207,13 @@ def newest_usable(run_dir: Path, *, set_aside: bool, log: Callable[[str], None] 
 
 
 def mark_complete(checkpoint: Path) -> None:
-    """Check a just-written checkpoint's files, then write the marker that makes it count (all ranks' files done)."""
+    """Check a just-written checkpoint's files, hash them, then write the marker that makes it count (all ranks'
+    files done)."""
     checkpoint = Path(checkpoint)
     files = sorted(p.name for p in checkpoint.iterdir() if not p.name.startswith(".") and p.name != COMPLETE)
     check_files(checkpoint, files, step=checkpoint_step(checkpoint))
-    write_json(checkpoint / COMPLETE, {"step": checkpoint_step(checkpoint), "time": time.time(), "files": files})
+    write_json(checkpoint / COMPLETE, {"step": checkpoint_step(checkpoint), "time": time.time(), "files": files,
+                                       "sha256": file_hashes(checkpoint, files)})
 
 
 def _set_aside(path: Path, kind: str) -> Path:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import time
 from pathlib import Path
@@ -33,6 +34,7 @@ from memorymodels.data.errors import DataError
 from memorymodels.experiment import build, experiment_from_dict, load_data, load_fast_tokenizer
 from memorymodels.fileio import CorruptFileError, exits_on_full_disk, read_json, write_json
 from memorymodels.heldout import LN2, eval_bits_per_byte, heldout_summary
+from memorymodels.metrics import NonFiniteLoss
 from memorymodels.rundir import RunDirError, RunPaths
 from memorymodels.runrecord import read_run_json
 
@@ -96,20 +98,24 @@ def embedding_cost(values: int, bits: int, rows: int, nbytes: int) -> float:
 
 
 def _latest_checkpoint(run_dir: Path) -> Path:
-    """The newest complete checkpoint; CheckpointError when there is none or it is damaged (evaluating an older one
-    instead would be a surprise: the message names the one to ask for)."""
+    """The newest complete checkpoint (verified when it is loaded); CheckpointError when there is none."""
     complete, partial = checkpoints.checkpoints(run_dir)
     if not complete:
         hint = f" ({len(partial)} incomplete ones ignored)" if partial else ""
         raise CheckpointError(run_dir, f"no complete checkpoint-STEP directory{hint}; train first "
                                        f"(python -m memorymodels.train --experiment ...)")
+    return complete[-1]
+
+
+def _load_newest(model: torch.nn.Module, run_dir: Path, checkpoint: Path) -> None:
+    """Load the run's newest complete checkpoint; when it is damaged the error names the newest intact one to ask
+    for (evaluating an older one instead would be a surprise)."""
     try:
-        checkpoints.verify_checkpoint(complete[-1])
+        load_checkpoint(model, checkpoint)
     except CheckpointError as exc:
         good = checkpoints.newest_usable(run_dir, set_aside=False, log=lambda line: None)
-        hint = f"; evaluate the newest intact one with --checkpoint {good}" if good else ""
+        hint = f"; evaluate the newest intact one with --checkpoint {good}" if good and good != checkpoint else ""
         raise CheckpointError(exc.path, exc.problem + hint) from None
-    return complete[-1]
 
 
 def load_checkpoint(model: torch.nn.Module, checkpoint: Path) -> None:
@@ -143,8 +149,9 @@ def evaluate_run(run_dir: Path, *, checkpoint: Path | None = None, rows: int | N
                  batch_size: int | None = None, embedding_bits: int = 8, device: str | None = None) -> dict:
     """Evaluate a run's checkpoint (newest complete by default) and write ``RUN_DIR/eval.json``.
 
-    Raises ValueError for arguments out of range, ``RunDirError`` for a missing or damaged run.json and
-    :class:`CheckpointError` for a missing or damaged checkpoint.
+    Raises ValueError for arguments out of range, ``RunDirError`` for a missing or damaged run.json,
+    :class:`CheckpointError` for a missing or damaged checkpoint and ``NonFiniteLoss`` when the held-out loss is NaN
+    or infinite (nothing is written then).
     """
     for name, value in (("embedding_bits", embedding_bits), ("rows", rows), ("batch_size", batch_size)):
         if value is not None and value < 1:
@@ -153,22 +160,32 @@ def evaluate_run(run_dir: Path, *, checkpoint: Path | None = None, rows: int | N
     info = read_run_json(run_dir)
     if info is None or "config" not in info or "model" not in info:
         raise RunDirError(f"{run_dir}: no run.json with the run's config and model; is this a run directory?")
-    checkpoint = Path(checkpoint) if checkpoint else _latest_checkpoint(run_dir)
     experiment = experiment_from_dict(info["config"], source=str(RunPaths(run_dir).run_json))
     model = build(info["model"]["build"])
-    load_checkpoint(model, checkpoint)  # before the data: a damaged checkpoint is reported at once
+    # before the data: a damaged checkpoint is reported at once
+    if checkpoint is None:
+        checkpoint = _latest_checkpoint(run_dir)
+        _load_newest(model, run_dir, checkpoint)
+    else:
+        checkpoint = Path(checkpoint)
+        load_checkpoint(model, checkpoint)
     data = load_data(experiment)
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     rows = rows if rows is not None else experiment.train.eval_rows  # the documented subset: the first rows
     rows = len(data.test) if rows is None else min(rows, len(data.test))
     scores = evaluate_model(model, data.test, rows=rows, batch_size=batch_size or experiment.train.batch_size,
                             device=device)
+    step = checkpoints.checkpoint_step(checkpoint) if checkpoints.CHECKPOINT_RE.match(checkpoint.name) else None
+    if not math.isfinite(scores["loss"]):
+        raise NonFiniteLoss(f"{checkpoint}: the held-out loss", scores["loss"], step, advice=(
+            "nothing was written to eval.json; its weights hold NaN or infinities, or the model overflows on these "
+            "rows; evaluate an earlier checkpoint with --checkpoint RUN_DIR/checkpoint-STEP"))
     held = heldout_summary(data.test, load_fast_tokenizer(data.tokenizer_dir), rows, info["model"]["build"])
     bits = eval_bits_per_byte(scores["loss"], held["bytes_per_target"])
     result = {
         "run_dir": str(run_dir),
         "checkpoint": checkpoint.name,
-        "step": checkpoints.checkpoint_step(checkpoint) if checkpoints.CHECKPOINT_RE.match(checkpoint.name) else None,
+        "step": step,
         "loss": scores["loss"],
         # the conversion of every eval_bits_per_byte during training (heldout.py): the bytes of the scored targets;
         # objectives with no per-token conversion (copy) divide by all the text's bytes instead, and say so
@@ -236,7 +253,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         result = evaluate_run(args.run_dir, checkpoint=args.checkpoint, rows=args.rows, batch_size=args.batch_size,
                               embedding_bits=args.embedding_bits, device=args.device)
-    except (CheckpointError, RunDirError, ConfigError, DataError) as exc:
+    except (CheckpointError, RunDirError, ConfigError, DataError, NonFiniteLoss) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     print(format_table(result))

@@ -30,7 +30,7 @@ import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from memorymodels.checkpoints import checkpoint_step, checkpoints
+from memorymodels.checkpoints import CheckpointError, checkpoint_step, checkpoints, verify_checkpoint
 from memorymodels.experiment import NOT_IDENTITY, Experiment, config_identity, experiment_dict, identity, run_name
 from memorymodels.fileio import CorruptFileError, read_json
 from memorymodels.rundir import RunDirError, RunPaths
@@ -256,8 +256,9 @@ def extension_target(experiment: Experiment, world_size: int) -> tuple[Path, Ext
 
 def finished_result(run_dir: Path, max_steps: int) -> str | None:
     """When the run in ``run_dir`` has nothing left to do (run.json says completed, its newest complete checkpoint
-    is at ``max_steps`` and ``eval.json`` evaluates that checkpoint): its result in words; None otherwise (the
-    trainer would train, or evaluate the final checkpoint)."""
+    is at ``max_steps``, intact (``verify_checkpoint``: its content hashes too), and ``eval.json`` evaluates that
+    checkpoint): its result in words; None otherwise (the trainer would train, or evaluate the final checkpoint, or
+    set a damaged one aside and train from the one before)."""
     run_dir = Path(run_dir)
     try:
         info = read_run_json(run_dir)
@@ -268,6 +269,10 @@ def finished_result(run_dir: Path, max_steps: int) -> str | None:
     if (not info or info.get("status") != "completed" or not complete or checkpoint_step(complete[-1]) < max_steps
             or not evaluation or evaluation.get("checkpoint") != complete[-1].name):
         return None
+    try:
+        verify_checkpoint(complete[-1])
+    except CheckpointError:
+        return None  # changed since it was evaluated: the trainer names the file and trains it again
     numbers = [text.format(evaluation[key]) for key, text in (("loss", "eval loss {:.4f} nats/token"),
                                                                ("bits_per_byte", "{:.4f} bits/byte"))
                if isinstance(evaluation.get(key), (int, float))]

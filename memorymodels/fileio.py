@@ -256,6 +256,36 @@ def tail_lines(path: str | Path | None, count: int, max_bytes: int = 65536) -> l
     return lines[-count:]
 
 
+PRIVATE = 0o700
+"""A folder only its owner enters (run directories, code snapshots, the journal, without a group)."""
+GROUP_READS = 0o2750
+"""... and the members of its group read (setgid: what is made inside keeps the group)."""
+GROUP_ADDS = 0o3770
+"""... and the members of its group add their own entries, only owners removing theirs (setgid, sticky): the
+``.code`` folder that a group's members share."""
+
+
+def make_private_dir(path: str | Path, group: int | None = None, *, group_adds: bool = False) -> Path:
+    """Make the folder ``path`` (missing parents with the default mode) so that only this user enters it, or also
+    the members of ``group`` (a gid): :data:`PRIVATE`, :data:`GROUP_READS`, or :data:`GROUP_ADDS` with
+    ``group_adds``. Whatever is written inside is then out of others' reach, whatever its own mode. A folder that
+    exists already is left as it is (its owner chose its mode)."""
+    path = Path(path)
+    if path.is_dir():
+        return path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        path.mkdir(mode=PRIVATE)
+    except FileExistsError:  # another process made it first
+        return path
+    if group is not None:
+        os.chown(path, -1, group)
+        os.chmod(path, GROUP_ADDS if group_adds else GROUP_READS)
+    else:
+        os.chmod(path, PRIVATE)  # mkdir's mode went through the umask
+    return path
+
+
 @contextlib.contextmanager
 def locked(path: str | Path):
     """Hold an exclusive lock on ``path`` (created if missing) for the block; other holders wait."""

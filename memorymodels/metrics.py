@@ -4,6 +4,8 @@
 
 The trainer appends a line per logging step (:func:`append_metrics`, one write call so lines never interleave); on a
 resume the lines logged after the checkpoint move aside (:func:`roll_back_metrics`), so the curve continues from it.
+A loss that is NaN or infinite is never a number to log or a result to report: it is :class:`NonFiniteLoss`, a
+failure at its step (the trainer stops there, ``python -m memorymodels.evaluate`` exits non-zero).
 :func:`run_progress` is what every view shows of a run: the run record, the tail of the metrics, the checkpoint
 markers and the attempts' history (``memorymodels.attempts``), read quickly and tolerantly.
 """
@@ -11,6 +13,7 @@ markers and the attempts' history (``memorymodels.attempts``), read quickly and 
 from __future__ import annotations
 
 import json
+import math
 import os
 from pathlib import Path
 from typing import Any, Iterable
@@ -19,6 +22,21 @@ from memorymodels import attempts as history
 from memorymodels.checkpoints import COMPLETE, checkpoint_step, checkpoints
 from memorymodels.fileio import CorruptFileError, read_json, read_json_lines, write_text_atomic
 from memorymodels.rundir import RunPaths
+
+
+class NonFiniteLoss(ArithmeticError):
+    """A training or evaluation loss (``what``) that is NaN or infinite at ``step``: the run failed there."""
+
+    def __init__(self, what: str, value: float | str, step: int | None, advice: str = ""):
+        self.what, self.value, self.step, self.advice = what, value, step, advice
+        at = f" at step {step}" if step is not None else ""
+        super().__init__(f"{what} is {value}{at}" + (f"; {advice}" if advice else ""))
+
+
+def check_finite(what: str, value: float, step: int | None) -> None:
+    """Raise :class:`NonFiniteLoss` when ``value`` is NaN or infinite."""
+    if not math.isfinite(value):
+        raise NonFiniteLoss(what, value, step)
 
 
 def append_metrics(run_dir: Path, record: dict) -> None:

@@ -51,18 +51,26 @@ class TrainerExit(IntEnum):
     """A config or data error (one ``error:`` line says which file and key)."""
     RUN_DIR = 65
     """The run directory must not be used (another config's run, a damaged run.json, a bad new checkpoint)."""
+    CODE = 66
+    """The code snapshot the attempt runs from is not what was submitted (a file edited since: the line names it);
+    nothing ran. Submitting the run again from a checkout of that code copies the snapshot afresh."""
     LOCKED = 73
     """Another trainer holds the run directory."""
     DISK_FULL = DISK_FULL_EXIT
     """The disk filled up; the unfinished checkpoint was removed, older ones are intact."""
     REQUEUE = 75
     """A checkpoint was saved after a signal: run again (requeue) to resume."""
+    DIVERGED = 76
+    """A training or evaluation loss was NaN or infinite (the line names the step); the run is marked failed and
+    nothing after the last complete checkpoint was saved. Rerunning the same step gives the same loss."""
 
 
 REFUSALS = {TrainerExit.CONFIG: "a config or data error",
+            TrainerExit.CODE: "the code snapshot was edited after submission; the log names the file",
             TrainerExit.RUN_DIR: "the run directory cannot be used; the log says how to repair it",
             TrainerExit.LOCKED: "another trainer holds this run directory",
-            TrainerExit.DISK_FULL: "the disk is full; free space, then resubmit"}
+            TrainerExit.DISK_FULL: "the disk is full; free space, then resubmit",
+            TrainerExit.DIVERGED: "the loss is not a finite number; the log names the step"}
 """The trainer's refusals in words: exits that a retry cannot help, so none of them is requeued."""
 
 

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from memorymodels import attempts as history
+from memorymodels.codemanifest import code_manifest
 from memorymodels.experiment import Experiment, experiment_dict, identity
 from memorymodels.fileio import CorruptFileError, read_json, write_bytes_atomic, write_json, write_text_atomic
 from memorymodels.rundir import RunDirError, RunPaths
@@ -86,20 +87,9 @@ def package_versions() -> dict:
     return versions
 
 
-CODE_MANIFEST = ".memorymodels-code.json"
-"""What a code snapshot of the launcher (``launch.planning.code``) says about itself: hash and git of the checkout."""
 ENVIRONMENT_KEYS = ("CUDA_VISIBLE_DEVICES", "NCCL_DEBUG", "NCCL_SOCKET_IFNAME", "NCCL_IB_DISABLE", "NCCL_P2P_DISABLE",
                     "TORCH_NCCL_ASYNC_ERROR_HANDLING", "OMP_NUM_THREADS", "APPTAINER_NAME", "SINGULARITY_NAME",
                     "APPTAINER_CONTAINER", "ENROOT_ROOTFS", "PYXIS_VERSION")
-
-
-def code_manifest(repo: Path) -> dict | None:
-    """The snapshot manifest of the code running from ``repo`` (None: a plain checkout)."""
-    try:
-        data = read_json(Path(repo) / CODE_MANIFEST)
-    except CorruptFileError:
-        return None
-    return data if isinstance(data, dict) else None
 
 
 def runtime_environment(environ: dict | None = None) -> dict:

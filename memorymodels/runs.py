@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 from memorymodels.experiment import Experiment, identity, run_name
-from memorymodels.fileio import disk_full_error
+from memorymodels.fileio import disk_full_error, make_private_dir
 from memorymodels.rundir import RunDirError, RunLockedError, RunPaths
 from memorymodels.runrecord import read_run_json
 
@@ -134,13 +134,14 @@ def _lock_holder(path: Path) -> str:
 
 
 def lock_run_dir(run_dir: Path) -> RunLock:
-    """Take the run directory's lock (creating the directory) or raise :class:`RunLockedError` at once; a full disk
-    is a ``DiskFullError`` naming the lock file, with nothing left behind."""
+    """Take the run directory's lock (creating the directory, for this user alone: ``fileio.make_private_dir``; the
+    launcher makes it first, for the profile's group too) or raise :class:`RunLockedError` at once; a full disk is a
+    ``DiskFullError`` naming the lock file, with nothing left behind."""
     run_dir = Path(run_dir)
     path = RunPaths(run_dir).trainer_lock
     created = not run_dir.exists()
     try:
-        run_dir.mkdir(parents=True, exist_ok=True)
+        make_private_dir(run_dir)
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)  # not inherited by subprocesses (PEP 446)
     except OSError as exc:
         if full := disk_full_error(exc, path):

@@ -17,12 +17,15 @@ same step; rank 0 alone writes run.json and metrics.jsonl. torchrun itself repor
 
 Rank 0 holds an exclusive lock on the run directory for the whole attempt (``runs.lock_run_dir``); a second trainer
 on the same directory, however launched, exits at once with ``LOCKED`` (73) naming the pid and host holding
-it. Before resuming, checkpoints are verified (``memorymodels.checkpoints``): a damaged one is set aside with one
+it. Run from a code snapshot, rank 0 first checks every file of it against the snapshot's manifest
+(``memorymodels.codemanifest``): an edited one stops the attempt with ``CODE`` (66) naming the file. Before resuming, checkpoints are verified (``memorymodels.checkpoints``): a damaged one is set aside with one
 line and the previous complete one is used. Other exits, each with one ``error:`` line on stderr: ``CONFIG``
 (2) config or data, ``RUN_DIR`` (65) a run directory that must not be used (another config's, a damaged
 run.json: the message says how to repair it) or a checkpoint that fails its checks right after being written,
 ``DISK_FULL`` (74) the disk filled up (the unfinished checkpoint is removed, older ones are intact, run.json
-says ``failed``; free space and rerun to resume).
+says ``failed``; free space and rerun to resume), ``DIVERGED`` (76) a training loss (checked at every step, on
+every rank), an evaluation loss or a weight about to be saved was NaN or infinite: the line names the step, run.json
+says ``failed``, nothing of that step is logged or saved, and a completed run is never reported with such a loss.
 """
 
 from __future__ import annotations
@@ -44,10 +47,10 @@ from transformers.trainer_callback import PrinterCallback
 
 from memorymodels import checkpoints, extension, metrics, runrecord, runs
 from memorymodels.accounting import RunAccounting
-from memorymodels.callbacks import (ContinueSchedule, HeartbeatCallback, Interrupted, MetricsWriter, StartupRecorder,
-                                    StopOnSignal,
-                                    defer_signals, install_signal_handlers)
+from memorymodels.callbacks import (ContinueSchedule, HeartbeatCallback, Interrupted, LossCheck, MetricsWriter,
+                                    StartupRecorder, StopOnSignal, defer_signals, install_signal_handlers)
 from memorymodels.checkpoints import CheckpointError, without_aliases
+from memorymodels.codemanifest import CodeChangedError, verify_code
 from memorymodels.configuration import ConfigError, flag_number
 from memorymodels.data.errors import DataError
 from memorymodels.evaluate import evaluate_run, format_table
@@ -58,6 +61,7 @@ from memorymodels.fileio import DiskFullError, disk_full_error, free_bytes, is_d
 from memorymodels.heartbeat import Heartbeat
 from memorymodels.hf_adapter import CheckpointingTrainer
 from memorymodels.hostmemory import keep_freed_host_memory
+from memorymodels.metrics import NonFiniteLoss
 from memorymodels.precision import Device, resolve_precision
 from memorymodels.rundir import RunDirError, RunLockedError, RunPaths, TrainerExit
 from memorymodels.startup import Startup
@@ -129,13 +133,21 @@ class RunTrainer(CheckpointingTrainer):
 
     loss_is_scaled_for_ga = True
 
-    def __init__(self, *args, keep_checkpoints: int | None = None, keep_steps: tuple[int, ...] = (), **kwargs):
+    def __init__(self, *args, keep_checkpoints: int | None = None, keep_steps: tuple[int, ...] = (),
+                 losses: LossCheck | None = None, **kwargs):
         super().__init__(*args, **kwargs)
         # Makes the Trainer count the targets of each global batch; compute_loss below never passes the count
         # on to the model (models take no loss kwargs).
         self.model_accepts_loss_kwargs = True
         self.keep_checkpoints = keep_checkpoints
         self.keep_steps = keep_steps  # checkpoints rotation leaves alone: where extensions started
+        self.losses = losses  # every micro-batch's loss, judged at the step's end (callbacks.StopOnSignal)
+
+    def training_step(self, model, inputs, num_items_in_batch=None):
+        loss = super().training_step(model, inputs, num_items_in_batch)
+        if self.losses is not None:
+            self.losses.add(loss)
+        return loss
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         outputs = model(inputs["input_ids"], labels=inputs.get("labels"),
@@ -153,8 +165,16 @@ class RunTrainer(CheckpointingTrainer):
         return without_aliases(state_dict)
 
     def checkpoint_written(self, folder: Path) -> None:
+        # a weight gone NaN (an overflowing update whose loss was still finite) is never marked complete: the
+        # checkpoint would replace good ones in the rotation. Each rank checks its parameters (its shard under FSDP).
+        finite = torch.stack([torch.isfinite(p).all() for p in self.model.parameters()]).all().to(torch.int64)
         if self.args.world_size > 1 and torch.distributed.is_initialized():
-            torch.distributed.barrier()  # every rank's files (rng states) are written
+            flag = finite.reshape(1).to(self.args.device)
+            # also the barrier: every rank's files (rng states) are written
+            torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MIN)
+            finite = flag[0]
+        if not bool(finite):
+            raise NonFiniteLoss("a weight of the model", "not finite", self.state.global_step)
         if self.args.should_save:
             checkpoints.mark_complete(folder)  # checks the files first: a bad one is never marked nor rotated in
             checkpoints.rotate_checkpoints(self.args.output_dir, self.keep_checkpoints, self.keep_steps)
@@ -209,6 +229,9 @@ def training_arguments(experiment: Experiment, run_dir: Path, precision: str, sh
         prediction_loss_only=True,
         label_names=["labels"],
         average_tokens_across_devices=True,  # count targets over all ranks (see RunTrainer)
+        # transformers' default replaces a NaN training loss by the mean of earlier ones and drops NaN batches from
+        # the evaluation loss: a diverged run looked healthy. Non-finite losses stop the run instead (StopOnSignal).
+        logging_nan_inf_filter=False,
     )
 
 
@@ -301,7 +324,9 @@ def _train_locked(experiment: Experiment, run_dir: Path, command: list[str] | No
         raise  # a refusal before anything was written: the run stays as it was
     except BaseException as exc:
         error = exc
-        if isinstance(exc, Exception) and not isinstance(exc, DiskFullError) and is_disk_full(exc):
+        if isinstance(exc, NonFiniteLoss):
+            error = _diverged(run_dir, exc)
+        elif isinstance(exc, Exception) and not isinstance(exc, DiskFullError) and is_disk_full(exc):
             error = disk_full_error(exc, run_dir)  # the file it failed on and the free space there
         _record_failure(run_dir, error)
         if error is exc:
@@ -313,6 +338,15 @@ def _train_locked(experiment: Experiment, run_dir: Path, command: list[str] | No
     why = signal.Signals(stopper.stopped_by).name if stopper.stopped_by else "stop"
     _log(f"{why}: saved checkpoint-{trainer.state.global_step} in {run_dir}; exiting {TrainerExit.REQUEUE:d} to be requeued")
     return _finish(run_dir, "interrupted", TrainerExit.REQUEUE, False, None)
+
+
+def _diverged(run_dir: Path, exc: NonFiniteLoss) -> NonFiniteLoss:
+    """``exc`` with what it means for the run: failed, what is kept, what to change (a rerun repeats the step)."""
+    complete = checkpoints.checkpoints(run_dir)[0]
+    kept = f"its newest checkpoint is {complete[-1].name}" if complete else "no checkpoint was saved"
+    return NonFiniteLoss(exc.what, exc.value, exc.step, advice=(
+        f"{run_dir} is marked failed and nothing of that step was logged or saved ({kept}); rerunning repeats it: "
+        f"start a new run with a lower train.learning_rate, a longer train.warmup_steps or another precision"))
 
 
 def _record_failure(run_dir: Path, exc: BaseException) -> None:
@@ -374,11 +408,12 @@ def _make_trainer(experiment: Experiment, run_dir: Path, model, data: Data, prec
     eval_rows = len(data.test) if t.eval_rows is None else min(t.eval_rows, len(data.test))
     eval_set = torch.utils.data.Subset(data.test, range(eval_rows)) if t.eval_steps else None
     tokens_per_step = t.batch_size * t.gradient_accumulation_steps * args.world_size * experiment.data.context
-    stopper = StopOnSignal()
+    losses = LossCheck()
+    stopper = StopOnSignal(losses)
     rank0 = world()[0] == 0
     accounting = RunAccounting.for_run(model_build_args(experiment, data.n_vocab), args.world_size, data.test,
                                        load_fast_tokenizer(data.tokenizer_dir), eval_rows, writes_metrics=rank0,
-                                       recorded=(runs.read_run_json(run_dir) or {}).get("heldout") if rank0 else None)
+                                       recorded=(runrecord.read_run_json(run_dir) or {}).get("heldout") if rank0 else None)
     trainer = RunTrainer(
         model=model, args=args, train_dataset=data.train, eval_dataset=eval_set,
         callbacks=[StartupRecorder(startup, run_dir, _log), stopper,
@@ -386,7 +421,7 @@ def _make_trainer(experiment: Experiment, run_dir: Path, model, data: Data, prec
                                  trackers=_trackers(experiment, run_dir)),
                    *([HeartbeatCallback(heartbeat)] if heartbeat is not None else []),
                    *([ContinueSchedule()] if resumed_max_steps not in (None, t.max_steps) else [])],
-        keep_checkpoints=t.save_total_limit, keep_steps=extension.started_from(run_dir),
+        keep_checkpoints=t.save_total_limit, keep_steps=extension.started_from(run_dir), losses=losses,
     )
     startup.mark("trainer")
     if not show:
@@ -411,7 +446,12 @@ def _finish(run_dir: Path, status: str, code: int, evaluate: bool, checkpoint: P
             newest = checkpoints.checkpoints(run_dir)[0]
             runrecord.end_attempt(run_dir, status, step=checkpoints.checkpoint_step(newest[-1]) if newest else 0)
         if evaluate and checkpoint is not None:
-            result = evaluate_run(run_dir, checkpoint=checkpoint)
+            try:
+                result = evaluate_run(run_dir, checkpoint=checkpoint)
+            except NonFiniteLoss as exc:  # never a completed run with a NaN result
+                error = _diverged(run_dir, exc)
+                _record_failure(run_dir, error)
+                raise error from None
             print(format_table(result), flush=True)
         _log(f"{status}: {run_dir}")
     return code
@@ -450,6 +490,8 @@ def main(argv: list[str] | None = None) -> int:
                              "from its newest complete checkpoint (memorymodels.extension)")
     args = parser.parse_args(argv)
     try:
+        if world()[0] == 0:
+            verify_code(REPO_ROOT)  # running from a code snapshot: every file as submitted, or nothing runs
         experiment = load_experiment(args.experiment, args.overrides)
         command = [sys.executable, "-m", "memorymodels.train", *(argv if argv is not None else sys.argv[1:])]
         code = train(experiment, args.run_dir, command=command, evaluate_at_end=not args.no_eval,
@@ -459,10 +501,14 @@ def main(argv: list[str] | None = None) -> int:
         code, message = TrainerExit.CONFIG, str(exc)
     except RunLockedError as exc:
         code, message = TrainerExit.LOCKED, str(exc)
+    except CodeChangedError as exc:
+        code, message = TrainerExit.CODE, str(exc)
     except (RunDirError, CheckpointError) as exc:
         code, message = TrainerExit.RUN_DIR, str(exc)
     except DiskFullError as exc:
         code, message = TrainerExit.DISK_FULL, str(exc)
+    except NonFiniteLoss as exc:
+        code, message = TrainerExit.DIVERGED, str(exc)
     else:
         return code
     print(f"error: {message}", file=sys.stderr)

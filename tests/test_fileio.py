@@ -62,3 +62,28 @@ def test_free_bytes_and_their_words(tmp_path):
     assert fileio.free_bytes(tmp_path / "not" / "yet") > 0  # the nearest existing parent
     assert fileio.human_bytes(1536) == "1.5 KiB" and fileio.human_bytes(None) == "unknown"
     assert fileio.human_bytes(12) == "12 B"
+
+
+# (id, group (None or "mine": the user's own group), group_adds, the folder's mode)
+PRIVATE_DIRS = [
+    ("owner-only", None, False, 0o700),
+    ("group-reads", "mine", False, 0o2750),
+    ("group-adds-its-own", "mine", True, 0o3770),
+]
+
+
+@pytest.mark.parametrize("group, adds, mode", [c[1:] for c in PRIVATE_DIRS], ids=[c[0] for c in PRIVATE_DIRS])
+def test_private_folders_keep_out_everyone_but_the_owner_and_the_group(tmp_path, group, adds, mode):
+    gid = os.getgid() if group == "mine" else None
+    old = os.umask(0)  # a permissive umask changes nothing
+    try:
+        made = fileio.make_private_dir(tmp_path / "a" / "run", gid, group_adds=adds)
+    finally:
+        os.umask(old)
+    assert made == tmp_path / "a" / "run" and os.stat(made).st_mode & 0o7777 == mode
+    assert os.stat(made).st_gid == (gid if gid is not None else os.stat(made).st_gid)
+    (made / "inside").mkdir()  # what the trainer makes inside keeps the group (setgid)
+    if gid is not None:
+        assert os.stat(made / "inside").st_gid == gid
+    os.chmod(made, 0o755)  # its owner's later choice
+    assert fileio.make_private_dir(made, gid) == made and os.stat(made).st_mode & 0o777 == 0o755

@@ -348,6 +348,8 @@ class NodeLaunch(submitit.helpers.Checkpointable):
         other nodes exit 0 (so ``--kill-on-bad-exit`` does not end node 0's decision)."""
         if self._fault is None:
             killed = self._killed_ranks(code)
+            # torchrun exits 1 whatever its ranks' codes: the trainer's refusal is in its report
+            code = watchdog.trainer_refusal(self._attempt["log"], self._attempt["log_offset"]) or code
             cause = "trainer-exit" if exit_meaning(code) else "killed" if killed else "error"
             self._fault = self._fault_event(cause, code=code, killed=killed, in_setup=self._in_setup(),
                                             error=error_line(self._attempt["log"]))

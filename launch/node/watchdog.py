@@ -8,7 +8,8 @@
 (reads a stopped or stuck process without its cooperation; ``--nonblocking`` when the process cannot be paused, as
 with SIGSTOP), else through the rank's faulthandler (``memorymodels.heartbeat.STACK_SIGNAL``), else the process
 state from /proc; :func:`killed_ranks` reads from torchrun's own report in the node's log which local ranks a
-signal killed (a SIGKILL, the OOM killer, a segfault): the evidence that this node, not its peers, failed.
+signal killed (a SIGKILL, the OOM killer, a segfault): the evidence that this node, not its peers, failed;
+:func:`trainer_refusal` reads from it the trainer's own exit code when that is a refusal a retry cannot help.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import time
 from pathlib import Path
 
 from memorymodels.heartbeat import STACK_SIGNAL, stack_path
+from memorymodels.rundir import REFUSALS
 
 AUTO_FLOOR_S = 300
 """With ``hang_timeout_s: null``: the least silence taken for a hang."""
@@ -144,9 +146,8 @@ def dump_stacks(beats: list[dict], heartbeat_dir: Path, out_dir: Path, tag: str,
     return files
 
 
-def killed_ranks(log: Path | None, offset: int = 0) -> list[dict]:
-    """The local ranks torchrun reported dead by a signal (exit code < 0) in ``log`` after byte ``offset``:
-    [{"local_rank", "signal", "pid"}]."""
+def _reported_exits(log: Path | None, offset: int) -> list[tuple[int, int, int]]:
+    """(exit code, local rank, pid) of every rank torchrun reported failed in ``log`` after byte ``offset``."""
     if log is None:
         return []
     try:
@@ -155,12 +156,21 @@ def killed_ranks(log: Path | None, offset: int = 0) -> list[dict]:
             text = f.read().decode(errors="replace")
     except OSError:
         return []
-    found = []
-    for match in _FAILED.finditer(text):
-        code, local_rank, pid = (int(g) for g in match.groups())
-        if code < 0:
-            found.append({"local_rank": local_rank, "signal": -code, "pid": pid})
-    return found
+    return [tuple(int(g) for g in match.groups()) for match in _FAILED.finditer(text)]
+
+
+def killed_ranks(log: Path | None, offset: int = 0) -> list[dict]:
+    """The local ranks torchrun reported dead by a signal (exit code < 0) in ``log`` after byte ``offset``:
+    [{"local_rank", "signal", "pid"}]."""
+    return [{"local_rank": local_rank, "signal": -code, "pid": pid}
+            for code, local_rank, pid in _reported_exits(log, offset) if code < 0]
+
+
+def trainer_refusal(log: Path | None, offset: int = 0) -> int | None:
+    """The trainer's own refusal (``memorymodels.rundir.REFUSALS``: a config error, a full disk, a diverged loss,
+    ...) a local rank exited with, as torchrun reported it in ``log`` after byte ``offset`` (torchrun itself exits
+    1 whatever its ranks' codes were); None when no rank refused."""
+    return next((code for code, _, _ in _reported_exits(log, offset) if code in REFUSALS), None)
 
 
 def log_size(log: Path | None) -> int:

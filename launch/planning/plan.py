@@ -44,7 +44,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
-from launch.planning.code import CodeSnapshot, project_code
+from launch.planning.code import CodeSnapshot, SnapshotRules, project_code
 from launch.planning.command import accelerate_config, job_env, launch_command, run_tag, sbatch_parameters
 from launch.planning.dependency import dependency_spec
 from launch.planning.profiles import Profile, expand_path
@@ -173,6 +173,12 @@ class JobPlan:
         if p.executor == "slurm":
             lines += ["", f"# {RunPaths(self.run_dir).script.name}", self.script.rstrip()]
         return "\n".join(lines)
+
+
+def snapshot_rules(profile: Profile) -> SnapshotRules:
+    """What the profile lets a code snapshot take (``snapshot_max_file_mb``, ``snapshot_include``)."""
+    return SnapshotRules(max_file_mb=profile.snapshot_max_file_mb, include=tuple(profile.snapshot_include),
+                         source=profile.source)
 
 
 def code_json(code: CodeSnapshot | None) -> dict | None:
@@ -382,7 +388,7 @@ def plan_job(profile: Profile, experiment: str | Path | None = None, *, override
     if profile.container is not None and profile.container.runtime == "pyxis":
         python = profile.container.python  # the whole task runs in the image
     checkpoint_root = Path(settings.output.checkpoint_root).resolve()
-    code = ((code or project_code()).under(checkpoint_root)) if snapshot else None
+    code = ((code or project_code(rules=snapshot_rules(profile))).under(checkpoint_root)) if snapshot else None
     code_dir = code.path if code is not None else None
     mounts = [checkpoint_root, expand_path(profile.data_root, where=f"{profile.source}: data_root")] \
         if profile.container is not None else []

@@ -20,6 +20,9 @@ A profile names the hardware of one node type and where things live on that clus
       image: nvcr.io#nvidia/pytorch:24.05-py3
       runtime: pyxis
       mounts: [/scratch:/scratch]
+    group: mylab                 # who besides you reads run directories and code snapshots (null: nobody)
+    snapshot_max_file_mb: 10     # larger files of the checkout are refused by name ...
+    snapshot_include: [.env.public]   # ... as are credentials (.env, keys, .netrc), unless listed here
 
 Values may use ``$VAR``, ``${VAR}``, ``${VAR:-default}`` and ``~``; they are expanded when a job is planned
 (:func:`expand_path`), so a variable that is not set is an error naming the file and the key. ``--set
@@ -31,6 +34,7 @@ V100 GPUs; use fp16``.
 from __future__ import annotations
 
 import dataclasses
+import grp
 import math
 import os
 import re
@@ -61,6 +65,7 @@ CONTAINER_RUNTIMES = ("pyxis", "apptainer", "singularity")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _SLURM_OPTION = re.compile(r"[a-z][a-z0-9-]*")
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_GROUP = re.compile(r"[A-Za-z_][A-Za-z0-9._-]*")
 
 
 def _check_text(src: str, key: str, value: Any) -> None:
@@ -186,6 +191,15 @@ class Profile:
     slurm_conf: str | None = None
     """The cluster's slurm.conf (null: SLURM_CONF as set, else Slurm's default); the local profiles name the
     project's development cluster here. Variables and ``~`` are expanded; relative paths are under the project."""
+    snapshot_max_file_mb: float = 10
+    """Largest file (MB) the code snapshot copies: a bigger one (data left in the checkout?) is refused by name unless
+    ``snapshot_include`` lists it; raise it for large files that are code."""
+    snapshot_include: list[str] = field(default_factory=list)
+    """Files of the checkout the snapshot copies although they look like credentials (.env, keys, .netrc) or exceed
+    ``snapshot_max_file_mb``: paths relative to the checkout, shell wildcards allowed (``*`` also crosses folders)."""
+    group: str | None = None
+    """Unix group whose members may read this profile's run directories and code snapshots (and add their own
+    snapshots beside yours); null: only you. You must belong to it on the machine you submit from."""
     extends: str | None = None
     """Profile this one starts from (resolved by ``load_profile``; kept to show where values came from)."""
 
@@ -241,6 +255,7 @@ class Profile:
             raise ConfigError(f"{src}: 'setup' must be a list of shell lines")
         self._check_site()
         self._check_failure_keys(src)
+        self._check_sharing(src)
         self._check_text_values()
 
     def _check_text_values(self) -> None:
@@ -311,6 +326,39 @@ class Profile:
                 raise ConfigError(f"{src}: 'env' key {name!r} is not an environment variable name (letters, digits "
                                   f"and '_', not starting with a digit)")
             _check_scalar(src, f"env.{name}", value, "one string or number")
+
+    def _check_sharing(self, src: str) -> None:
+        """snapshot_max_file_mb, snapshot_include and group (who can read what the jobs write)."""
+        if not self.snapshot_max_file_mb > 0:
+            raise ConfigError(f"{src}: 'snapshot_max_file_mb: {self.snapshot_max_file_mb:g}' must be positive")
+        if not isinstance(self.snapshot_include, list) or not all(
+                isinstance(item, str) and item.strip() for item in self.snapshot_include):
+            raise ConfigError(f"{src}: 'snapshot_include' must be a list of paths relative to the checkout, got "
+                              f"{self.snapshot_include!r}")
+        for i, item in enumerate(self.snapshot_include):
+            _check_text(src, f"snapshot_include[{i}]", item)
+            if item.startswith(("/", "~")) or ".." in Path(item).parts:
+                raise ConfigError(f"{src}: 'snapshot_include[{i}]: {item}' must be a path inside the checkout "
+                                  f"(relative to it, no '..' or '~')")
+        if self.group is not None and not _GROUP.fullmatch(self.group):
+            raise ConfigError(f"{src}: 'group: {self.group}' is not a Unix group name (letters, digits, '.', '_' "
+                              f"and '-'); null: only you")
+
+    def gid(self) -> int | None:
+        """The id of ``group`` on this machine (None without one); a ConfigError naming the file and key when there
+        is no such group or you are not in it (a folder cannot be given to a group you do not belong to)."""
+        if self.group is None:
+            return None
+        try:
+            gid = grp.getgrnam(self.group).gr_gid
+        except KeyError:
+            raise ConfigError(f"{self.source}: 'group: {self.group}' is not a group on this machine (getent group "
+                              f"{self.group}); name one you belong to (id -Gn), or null to keep your runs to "
+                              f"yourself") from None
+        if gid not in (os.getegid(), *os.getgroups()) and os.geteuid() != 0:
+            raise ConfigError(f"{self.source}: 'group: {self.group}': you are not a member of it (id -Gn lists your "
+                              f"groups); name one of them, or null to keep your runs to yourself")
+        return gid
 
     @property
     def procs_per_node(self) -> int:

@@ -22,7 +22,7 @@ from launch.planning.code import project_code
 from launch.planning.command import array_tag
 from launch.planning.dependency import dependency_spec
 from launch.planning.plan import (JobPlan, experiment_path, launch_shape, plan_experiment, plan_job, script_header,
-                                  with_header)
+                                  snapshot_rules, with_header)
 from launch.planning.profiles import Profile
 from launch.planning.sweep_file import (Cell, SweepConfig, cell_items, chunk, dry_run_json, plan_cells,
                                         resolve_experiment_path)
@@ -112,7 +112,7 @@ def plan_sweep(sweep: SweepConfig, profile: Profile, *, overrides: list[str] = (
     dependency = dependency_spec(dependency) if dependency is not None else None
     root = Path(settings.output.checkpoint_root).resolve()
     cells = plan_cells(sweep, root)
-    code = project_code() if snapshot else None
+    code = project_code(rules=snapshot_rules(profile)) if snapshot else None
     jobs = []
     for cell in cells:
         try:

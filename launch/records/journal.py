@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from memorymodels.experiment import state_dir
-from memorymodels.fileio import CorruptFileError, refuse_links, read_json, write_json
+from memorymodels.fileio import CorruptFileError, make_private_dir, read_json, refuse_links, write_json
 
 JOB_KEYS = ("job_id", "name", "run_dir", "cell", "stdout", "stderr")
 
@@ -67,7 +67,7 @@ def record(*, profile: str, jobs: Iterable[dict[str, Any]], kind: str = "job", s
             **({"slurm_conf": str(slurm_conf)} if slurm_conf else {}), **({"arrays": arrays} if arrays else {})}
     folder = journal_dir()
     refuse_linked_journal()
-    folder.mkdir(parents=True, exist_ok=True)
+    make_private_dir(folder)  # it names every run and log of the user: theirs alone
     path = folder / f"{submission_id}.json"
     if path.exists():
         raise FileExistsError(f"{path}: a submission with this id is already recorded; use a new id")

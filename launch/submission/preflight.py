@@ -6,7 +6,7 @@ Two kinds of checks, run by a submission and by ``--dry-run`` alike:
   with its result in one line, not queued to re-evaluate;
 - on this machine (:func:`local_problems`): the experiment's data exist (explicit tokenizer/data directories, or
   a local corpus path or glob) and a corpus can be prepared under the profile's ``data_root``, the checkpoint root
-  is writable and a run submitted before ran the same code (or ``--new-code`` says to continue it with this code:
+  is writable, the profile's ``group`` is one of the user's, and a run submitted before ran the same code (or ``--new-code`` says to continue it with this code:
   ``launch.submission.snapshot.code_problem``); the model and every config value were checked when the job was
   planned;
 - against the live cluster (:func:`cluster_problems`): the partition exists, one node offers the GPUs, CPUs and
@@ -34,6 +34,7 @@ from launch.slurm.client import SlurmError, explain, job_states, run_slurm, slur
 from launch.slurm.cluster import ClusterInfo, mem_mb
 from launch.slurm.output import ACTIVE_STATES
 from launch.submission.snapshot import code_problem
+from memorymodels.configuration import ConfigError
 from memorymodels.data import corpus_problem
 from memorymodels.extension import finished_result
 from memorymodels.rundir import RunDirError, RunPaths
@@ -141,9 +142,20 @@ def local_problems(plans: list[JobPlan], new_code: bool = False) -> list[str]:
     """The checks that need no cluster, for every plan."""
     problems = []
     for plan in plans:
-        problems += check_data(plan) + check_writable(plan) + check_links(plan) + check_trackers(plan)
+        problems += check_data(plan) + check_writable(plan) + check_group(plan) + check_links(plan)
+        problems += check_trackers(plan)
         problems += [p for p in [code_problem(plan, new_code)] if p]
     return problems
+
+
+def check_group(plan: JobPlan) -> list[str]:
+    """The profile's ``group`` exists here and the user belongs to it (run directories and snapshots are given to
+    it)."""
+    try:
+        plan.profile.gid()
+    except ConfigError as exc:
+        return [str(exc)]
+    return []
 
 
 def check_dependency(dependency: str, states: dict[str, list[str]]) -> list[str]:

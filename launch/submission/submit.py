@@ -14,6 +14,8 @@ entry and submitit's job handles (the local executor's caller follows them). Not
 The plan's code snapshot (``plan.code``) is copied under the checkpoint root before ``sbatch`` runs
 (``launch.submission.snapshot``), and its hash goes into ``plan.json`` and run.json's ``code``; a run whose
 run.json names other code is refused unless ``new_code`` (``--new-code``) says to continue it with this code.
+Run directories (a sweep's folder too) and snapshots are made readable by the user alone, or also by the
+profile's ``group`` (``memorymodels.fileio.make_private_dir``); the trainer's files inside inherit that.
 """
 
 from __future__ import annotations
@@ -41,9 +43,10 @@ from launch.records import journal
 from launch.slurm.client import SlurmError, explain, run_slurm, slurm_environ, slurm_reason, without_allocation
 from launch.slurm.submitit_adapter import PlannedSlurmExecutor
 from launch.submission.preflight import NothingLeftError, SubmitError, nothing_left
-from launch.submission.snapshot import SnapshotError, code_problem, materialize
+from launch.submission.snapshot import SnapshotError, checkout_code, code_problem, materialize, recorded_code
 from memorymodels.experiment import experiment_dict, identity
-from memorymodels.fileio import DiskFullError, LinkedPathError, locked, read_json, write_json, write_text_atomic
+from memorymodels.fileio import (DiskFullError, LinkedPathError, locked, make_private_dir, read_json, write_json,
+                                 write_text_atomic)
 from memorymodels.rundir import SCRIPT, RunDirError, RunPaths
 from memorymodels.runrecord import claim, record_code
 from memorymodels.tracking import tracker_identity
@@ -69,10 +72,13 @@ class Submission:
         return self.record["jobs"]
 
 
-def write_launch_files(plan: JobPlan, script_file: Path | None = None, *, new_code: bool = False) -> None:
+def write_launch_files(plan: JobPlan, script_file: Path | None = None, *, new_code: bool = False,
+                       group: int | None = None) -> None:
     """``RUN_DIR/launch/``: the plan's files and ``plan.json`` (the profile, the overrides, the sbatch parameters and
     the command that plans it again). A job in an array names the array's script (``script_file``, written once for
-    all its cells) instead of a copy of its own: a thousand cells are a thousand files fewer."""
+    all its cells) instead of a copy of its own: a thousand cells are a thousand files fewer. A new run directory
+    is readable by the user alone, or also by ``group`` (a gid: the profile's ``group``)."""
+    make_private_dir(plan.run_dir, group)
     claim_run_dir(plan, new_code=new_code)
     paths = RunPaths(plan.run_dir)
     files = plan.files()
@@ -104,6 +110,8 @@ def claim_run_dir(plan: JobPlan, *, new_code: bool = False) -> None:
     if problem:
         raise SubmitError(f"{problem}; nothing was submitted")
     code = code_json(plan.code)
+    if code is None and new_code and recorded_code(plan.run_dir) is not None:
+        code = checkout_code()  # --no-snapshot --new-code: the run goes on with the checkout, recorded as such
     if RunPaths(plan.run_dir).run_json.exists():
         info = read_json(RunPaths(plan.run_dir).run_json) or {}
         if code is not None and (info.get("code") or {}).get("hash") != code["hash"]:
@@ -124,11 +132,12 @@ def refuse_links(plans: list[JobPlan]) -> None:
         raise SubmitError(f"{exc}; nothing was submitted") from None
 
 
-def snapshot_code(plans: list[JobPlan]) -> None:
-    """Copy every distinct code snapshot the plans run from (one for a whole sweep) before anything is queued."""
+def snapshot_code(plans: list[JobPlan], group: int | None = None) -> None:
+    """Copy every distinct code snapshot the plans run from (one for a whole sweep) before anything is queued;
+    ``group``: the gid that may read them besides the user."""
     for code in {plan.code.path: plan.code for plan in plans if plan.code is not None}.values():
         try:
-            materialize(code)
+            materialize(code, group=group)
         except SnapshotError as exc:
             raise SubmitError(str(exc)) from None
 
@@ -249,17 +258,19 @@ def submit_job(plan: JobPlan, *, kind: str = "job", sweep: dict | None = None, c
     if problem:
         raise SubmitError(f"{problem}; nothing was submitted")
     refuse_links([plan])
+    group = plan.profile.gid()
     # Before the lock: the copy takes a moment, and the run directory (its launch/ folder, made by the lock) must not
     # stand without run.json meanwhile (a planner would take it for another's). Copies of one hash meet safely.
-    snapshot_code([plan])
+    snapshot_code([plan], group)
     fresh = _absent([plan.run_dir])
+    make_private_dir(plan.run_dir, group)
     with locked(RunPaths(plan.run_dir).submit_lock), _removed_on_failure(fresh):
         done = nothing_left(plan)  # under the lock: a job of this run that just finished counts
         if done:
             raise NothingLeftError(done)
         if plan.executor == "slurm":
             _already_queued(plan)
-        write_launch_files(plan, new_code=new_code)  # checks the run's code again, under the lock
+        write_launch_files(plan, new_code=new_code, group=group)  # checks the run's code again, under the lock
         try:
             if plan.executor == "local":
                 job = _local_executor(plan).submit(make_job(plan))
@@ -317,7 +328,8 @@ def submit_arrays(plan: SweepPlan, arrays: list[ArrayPlan], *, sweep: dict, subm
         raise SubmitError(f"{len(problems)} cell(s) ran with other code; nothing was submitted:\n  - "
                           + "\n  - ".join(problems[:5]))
     refuse_links(cells)
-    snapshot_code(cells)
+    group = plan.profile.gid()
+    snapshot_code(cells, group)
     journal.record(profile=plan.profile.name, jobs=[], kind="sweep", sweep=sweep, submission_id=submission_id,
                    slurm_conf=plan.profile.slurm_conf_path(), status="pending",
                    arrays=[{"tag": job_tag(plan.profile, array.sbatch), "cells": [str(plan.cells[i].run_dir) for i in
@@ -329,7 +341,7 @@ def submit_arrays(plan: SweepPlan, arrays: list[ArrayPlan], *, sweep: dict, subm
         with _removed_on_failure(_absent([array.folder, *(job.run_dir for job in jobs)])):
             write_text_atomic(script_file, array.script)
             for job in jobs:
-                write_launch_files(job, script_file, new_code=new_code)
+                write_launch_files(job, script_file, new_code=new_code, group=group)
                 if job.settings.train.report_to:  # the sweep's cells share one tracker group
                     tracker_identity(job.run_dir, group=plan.sweep.name)
             executor = _slurm_executor(jobs[0], array.folder, array.sbatch, array.script)

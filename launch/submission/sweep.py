@@ -22,7 +22,7 @@ from launch.records import journal
 from launch.submission.preflight import SubmitError, preflight
 from launch.submission.submit import queued_tags, submit_arrays
 from memorymodels.configuration import count
-from memorymodels.fileio import LinkedPathError, locked, refuse_links
+from memorymodels.fileio import LinkedPathError, locked, make_private_dir, refuse_links
 from memorymodels.rundir import SUBMIT_LOCK
 
 
@@ -95,6 +95,7 @@ def submit_sweep(plan: SweepPlan, *, run_preflight: bool = True, log=None, new_c
         refuse_links(plan.root, [plan.root / SUBMIT_LOCK, plan.log_folder])
     except LinkedPathError as exc:
         raise SubmitError(f"{exc}; nothing was submitted") from None
+    make_private_dir(plan.root, plan.profile.gid())  # the cells' folders and the arrays' logs: the user's (group's)
     with locked(plan.root / SUBMIT_LOCK):  # two copies of one sweep at once: the second sees the first's jobs
         return _submit_unqueued(plan, run_preflight, log, new_code)
 

@@ -4,8 +4,11 @@
 
 On the local cluster, from a temporary copy of the repository: a held job is submitted, the copy's trainer is broken,
 the job is released and finishes with the submitted code; interrupted and requeued, it resumes from the same snapshot;
-resubmitting the run from the changed checkout is refused until ``--new-code``. Without a cluster: the hash covers
-content, executable bits and untracked files, and ignores what git ignores; the copy is checked against the plan.
+resubmitting the run from the changed checkout is refused until ``--new-code``, with or without ``--no-snapshot``.
+Without a cluster: the hash covers content, executable bits and untracked files, and ignores what git ignores; the
+copy is checked against the plan, kept to its owner (and the profile's group), its manifest hashes every file; a
+snapshot edited in place is caught by the trainer before anything runs and copied afresh by the next submission;
+files that look like credentials and large files are refused by name unless the profile includes them.
 """
 
 from __future__ import annotations
@@ -20,11 +23,13 @@ from pathlib import Path
 import pytest
 
 from launch.localcluster.cluster import wait_for_job
-from launch.planning.code import MANIFEST, project_code
+from launch.planning.code import MANIFEST, SnapshotRules, project_code
 from launch.submission.snapshot import SnapshotError, materialize
 from memorymodels.attempts import attempts
+from memorymodels.codemanifest import CodeChangedError, file_digest, verify_code
+from memorymodels.configuration import ConfigError
 from memorymodels.experiment import REPO_ROOT, state_dir
-from memorymodels.rundir import RunPaths
+from memorymodels.rundir import RunPaths, TrainerExit
 from tests.launch.helpers import job_line, last_step, release_requeued, run_json, wait_until
 
 BREAK = 'raise RuntimeError("the checkout was broken after submission")\n'
@@ -61,14 +66,23 @@ def test_the_hash_follows_content_modes_and_untracked_files_not_ignored_ones(tmp
     assert project_code(repo).hash != first.hash
 
 
+def mode(path: Path) -> int:
+    return os.lstat(path).st_mode & 0o7777
+
+
 def test_materialize_copies_once_read_only_and_refuses_a_checkout_changed_since_planning(tmp_path):
     repo = make_repo(tmp_path / "repo", {"a.py": "x = 1\n", "pkg/b.py": "y = 2\n"})
+    os.chmod(repo / "a.py", 0o775)
     code = project_code(repo).under(tmp_path / "runs")
     path = materialize(code)
     assert path == tmp_path / "runs" / ".code" / code.hash and (path / "pkg" / "b.py").read_text() == "y = 2\n"
-    assert json.loads((path / MANIFEST).read_text())["hash"] == code.hash
+    manifest = json.loads((path / MANIFEST).read_text())
+    assert manifest["hash"] == code.hash
+    assert manifest["sha256"] == {name: file_digest(repo, name) for name in code.files}  # every file, as copied
     assert not os.access(path / "a.py", os.W_OK) or os.geteuid() == 0  # root may write anything
-    assert os.stat(path / "a.py").st_mode & 0o222 == 0
+    # nobody writes; only the owner reads (no group named), executables stay executable
+    assert (mode(path / "a.py"), mode(path / "pkg" / "b.py"), mode(path / MANIFEST)) == (0o500, 0o400, 0o400)
+    assert (mode(path.parent), mode(path), mode(path / "pkg")) == (0o700, 0o700, 0o700)
     assert materialize(code) == path  # a second submission of the same code shares it
     (repo / "a.py").write_text("x = 3\n")  # changed after planning, before the copy
     stale = project_code(repo)
@@ -184,7 +198,11 @@ def test_a_job_runs_the_code_it_was_submitted_with_across_a_broken_checkout_and_
     assert again.returncode == 2
     assert f"was submitted with code {code['hash']}" in again.stderr and "--new-code" in again.stderr
     assert submit_from(checkout, env, *args, "--dry-run", "--new-code").returncode == 0
-    assert submit_from(checkout, env, *args, "--dry-run", "--no-snapshot").returncode == 0
+    side_door = submit_from(checkout, env, *args, "--dry-run", "--no-snapshot")  # the checkout as it is: other code
+    assert side_door.returncode == 2, side_door.stdout
+    assert f"was submitted with code {code['hash']}" in side_door.stderr and "--no-snapshot would continue it with " \
+        f"the checkout as it is, which is code {project_code(checkout).hash}" in side_door.stderr
+    assert submit_from(checkout, env, *args, "--dry-run", "--no-snapshot", "--new-code").returncode == 0
 
 
 def _files(folder: Path) -> dict[str, int]:
@@ -248,3 +266,129 @@ def test_jobs_of_different_code_prepare_the_data_once_outside_the_snapshots(slur
     assert [p for p in cache.iterdir() if p.is_dir()] == entries and _files(entries[0]) == prepared, \
         "the second job prepared the data again"
     assert not list(code_root.rglob("__pycache__")) and not list(code_root.rglob(".state"))
+
+
+def test_a_group_named_by_the_profile_reads_the_snapshot_and_nobody_else(tmp_path):
+    repo = make_repo(tmp_path / "repo", {"run.sh": "#!/bin/sh\n", "pkg/b.py": "y = 2\n"})
+    os.chmod(repo / "run.sh", 0o755)
+    group = os.getgid()  # a group the user is in (chgrp to another one needs membership)
+    path = materialize(project_code(repo).under(tmp_path / "runs"), group=group)
+    assert (mode(path / "run.sh"), mode(path / "pkg" / "b.py")) == (0o550, 0o440)
+    assert (mode(path.parent), mode(path), mode(path / "pkg")) == (0o3770, 0o2750, 0o2750)
+    assert {os.lstat(p).st_gid for p in [path, *path.rglob("*")]} == {group}
+
+
+# (id, what is done to a materialized snapshot, the file the error names)
+EDITS = [
+    ("same-size-edit", lambda s: _rewrite(s / "pkg" / "b.py", "y = 3\n"), "pkg/b.py"),
+    ("longer-edit", lambda s: _rewrite(s / "a.py", "x = 1  # and more\n"), "a.py"),
+    ("made-executable", lambda s: os.chmod(s / "pkg" / "b.py", 0o500), "pkg/b.py"),
+    ("deleted", lambda s: os.unlink(s / "a.py"), "a.py"),
+    ("replaced-by-a-link", lambda s: (os.unlink(s / "a.py"), os.symlink("pkg/b.py", s / "a.py")), "a.py"),
+]
+
+
+def _rewrite(path: Path, text: str) -> None:
+    os.chmod(path, 0o600)
+    path.write_text(text)
+    os.chmod(path, 0o400)
+
+
+@pytest.mark.parametrize("edit, name", [e[1:] for e in EDITS], ids=[e[0] for e in EDITS])
+def test_an_edited_snapshot_is_caught_before_use_and_copied_afresh_by_the_next_submission(tmp_path, edit, name):
+    repo = make_repo(tmp_path / "repo", {"a.py": "x = 1\n", "pkg/b.py": "y = 2\n"})
+    code = project_code(repo).under(tmp_path / "runs")
+    path = materialize(code)
+    assert verify_code(path)["hash"] == code.hash
+    edit(path)
+    with pytest.raises(CodeChangedError) as caught:
+        verify_code(path)  # what the trainer does first, at every attempt
+    message = str(caught.value)
+    assert "\n" not in message and message.startswith(f"{path / name}: "), message
+    assert f"code snapshot {code.hash}" in message and "Submit the run again from a checkout of that code" in message
+
+    said = []
+    assert materialize(code, log=said.append) == path  # the checkout still has that code: copied again
+    assert len(said) == 1 and said[0].startswith(f"{path / name}: ") and "moved aside to" in said[0], said
+    verify_code(path)
+    assert (path / "a.py").read_text() == "x = 1\n" and (path / "pkg" / "b.py").read_text() == "y = 2\n"
+    assert [p.name for p in (tmp_path / "runs" / ".code").iterdir() if p.name != code.hash] == \
+        [f".{code.hash}.damaged-1"]  # kept for the jobs running from it, hidden from listings
+
+
+def test_a_snapshot_from_before_file_hashes_is_copied_again_and_the_trainer_lets_it_be(tmp_path):
+    repo = make_repo(tmp_path / "repo", {"a.py": "x = 1\n"})
+    code = project_code(repo).under(tmp_path / "runs")
+    path = materialize(code)
+    os.chmod(path / MANIFEST, 0o600)
+    (path / MANIFEST).write_text(json.dumps({**json.loads((path / MANIFEST).read_text()), "sha256": None}))
+    assert verify_code(path)["hash"] == code.hash  # nothing to compare with
+    said = []
+    materialize(code, log=said.append)
+    assert "records no file hashes" in said[0] and json.loads((path / MANIFEST).read_text())["sha256"]
+
+
+def test_the_trainer_refuses_to_run_from_an_edited_snapshot(tmp_path):
+    """A snapshot of this project whose checkpoint code lost one letter of a docstring (same size): the trainer
+    names the file and exits CODE before reading the experiment, the data or the run directory."""
+    code = project_code(REPO_ROOT).under(tmp_path / "runs")
+    path = materialize(code)
+    victim = path / "memorymodels" / "checkpoints.py"
+    _rewrite(victim, victim.read_text().replace("Checkpoint directories", "Checkpoint directoriez", 1))
+    done = subprocess.run([sys.executable, "-m", "memorymodels.train", "--experiment", str(tmp_path / "none.yaml"),
+                           "--run-dir", str(tmp_path / "run")], cwd=path, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "PYTHONPATH": str(path), "PYTHONDONTWRITEBYTECODE": "1"})
+    assert done.returncode == TrainerExit.CODE, done.stderr[-3000:]
+    lines = done.stderr.strip().splitlines()
+    assert lines[-1].startswith(f"error: {victim}: changed since code snapshot {code.hash} was made"), done.stderr
+    assert "Traceback" not in done.stderr and not (tmp_path / "run").exists()
+
+
+PRIVATE_KEY = "-----BEGIN " + "OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAA\n"  # split: this file is no key
+BIG = 11 * 10**6  # bytes: above the default snapshot_max_file_mb (10)
+
+CHECKOUTS = [
+    # (id, extra files of the checkout (name -> text, or an int: a file of that many bytes), snapshot_include,
+    #  snapshot_max_file_mb, what the refusal names; None: taken)
+    ("env-file", {".env": "OPENAI_API_KEY=sk-1"}, [], 10, ".env look(s) like credentials"),
+    ("nested-env", {"configs/.env.local": "TOKEN=1"}, [], 10, "configs/.env.local look(s) like credentials"),
+    ("netrc", {".netrc": "machine x login y password z"}, [], 10, ".netrc look(s) like credentials"),
+    ("ssh-key-by-name", {"deploy/id_ed25519": PRIVATE_KEY}, [], 10, "deploy/id_ed25519 look(s) like credentials"),
+    ("ssh-folder", {".ssh/config": "Host x"}, [], 10, ".ssh/config look(s) like credentials"),
+    ("pem", {"certs/server.pem": "x"}, [], 10, "certs/server.pem look(s) like credentials"),
+    ("key-inside-a-text-file", {"notes.txt": "see below\n" + PRIVATE_KEY}, [], 10, "notes.txt look(s) like credentials"),
+    ("several", {".env": "A=1", ".pypirc": "x", "aws.key": "x"}, [], 10, ".env, .pypirc, aws.key look(s) like"),
+    ("large-data", {"data/corpus.bin": BIG}, [], 10, "data/corpus.bin (11.0 MB) exceed(s) 'snapshot_max_file_mb: 10'"),
+    ("both", {".env": "A=1", "big.bin": BIG}, [], 10, ".env look(s) like credentials (a snapshot is copied to the "
+     "shared checkpoint root): move them out of the checkout or add them to .gitignore; big.bin (11.0 MB) exceed(s)"),
+    ("env-example", {".env.example": "A=", "id_rsa.pub": "ssh-rsa AAAA"}, [], 10, None),
+    ("env-included", {".env": "A=1"}, [".env"], 10, None),
+    ("large-included-by-pattern", {"data/corpus.bin": BIG}, ["data/*"], 10, None),
+    ("large-limit-raised", {"data/corpus.bin": BIG}, [], 12, None),
+    ("ignored-env", {".gitignore": ".env\n", ".env": "A=1"}, [], 10, None),
+]
+
+
+@pytest.mark.parametrize("files, include, limit, refusal", [c[1:] for c in CHECKOUTS], ids=[c[0] for c in CHECKOUTS])
+def test_a_snapshot_refuses_credentials_and_large_files_unless_included(tmp_path, files, include, limit, refusal):
+    repo = make_repo(tmp_path / "repo", {"a.py": "x = 1\n"})
+    for name, content in files.items():
+        (repo / name).parent.mkdir(parents=True, exist_ok=True)
+        if isinstance(content, int):
+            with open(repo / name, "wb") as f:
+                f.truncate(content)
+        else:
+            (repo / name).write_text(content)
+    rules = SnapshotRules(max_file_mb=limit, include=tuple(include), source="cluster_profiles/x.yaml")
+    if refusal is None:
+        ignored = {".env"} if ".gitignore" in files else set()
+        assert set(project_code(repo, rules).files) == {"a.py", *files} - ignored
+        return
+    with pytest.raises(ConfigError) as caught:
+        project_code(repo, rules)
+    message = str(caught.value)
+    assert "\n" not in message and message.startswith(f"{repo.resolve()}: the code snapshot refuses "), message
+    assert refusal in message, message
+    assert message.endswith("to copy them anyway list them in 'snapshot_include' of cluster_profiles/x.yaml, or "
+                            "submit with --no-snapshot")
+    assert project_code(repo).hash  # without rules (what --no-snapshot compares by) it is only hashed

@@ -21,6 +21,7 @@ from launch.planning.profiles import load_profile
 from memorymodels.attempts import attempts, failures_without_progress, goodput, record_event
 from memorymodels.configuration import ConfigError
 from memorymodels.heartbeat import Heartbeat, read_beats
+from memorymodels.rundir import exit_meaning
 
 
 def test_failure_keys_default_and_validate():
@@ -103,6 +104,31 @@ def test_killed_ranks_come_from_torchrun_s_report_after_the_attempt_s_offset(tmp
     assert watchdog.killed_ranks(log, offset) == [{"local_rank": 1, "signal": 9, "pid": 13}]
     assert fault_cause({"cause": "killed", "host": "n2", "killed": [{"local_rank": 1, "signal": 9}]}, 1) == \
         "local rank 1 on n2 was killed by SIGKILL"
+
+
+REPORTS = [
+    # (id, torchrun's report lines after the attempt's offset, the trainer's refusal read from them)
+    ("diverged", ["failed (exitcode: 76) local_rank: 0 (pid: 12) of binary: x"], 76),
+    ("disk-full-on-rank-1", ["failed (exitcode: 1) local_rank: 0 (pid: 12) of binary: x",
+                             "failed (exitcode: 74) local_rank: 1 (pid: 13) of binary: x"], 74),
+    ("program-error", ["failed (exitcode: 1) local_rank: 0 (pid: 12) of binary: x"], None),  # retried
+    ("killed", ["failed (exitcode: -9) local_rank: 0 (pid: 12) of binary: x"], None),  # the node's fault
+    ("requeue", ["failed (exitcode: 75) local_rank: 0 (pid: 12) of binary: x"], None),  # no refusal
+    ("no-report", [], None),
+]
+
+
+@pytest.mark.parametrize("lines, refusal", [r[1:] for r in REPORTS], ids=[r[0] for r in REPORTS])
+def test_the_trainers_refusal_comes_from_torchrun_s_report_after_the_attempt_s_offset(tmp_path, lines, refusal):
+    log = tmp_path / "0_log.err"
+    log.write_text("failed (exitcode: 76) local_rank: 0 (pid: 11) of binary: x\n")  # an earlier attempt's
+    offset = watchdog.log_size(log)
+    with open(log, "a") as f:
+        f.write("".join(line + "\n" for line in lines))
+    assert watchdog.trainer_refusal(log, offset) == refusal
+    if refusal:
+        assert fault_cause({"cause": "trainer-exit", "code": refusal, "host": "n1"}, 1) == \
+            f"the trainer exited {refusal}{exit_meaning(refusal)} on n1"
 
 
 def test_blame_goes_to_the_killed_then_the_stopped_then_the_oldest_beat():

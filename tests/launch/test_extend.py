@@ -196,6 +196,17 @@ def test_what_still_has_work_is_planned(capsys, state, tmp_path):
     assert plan["extension"]["learning_rate_after"] == pytest.approx(2e-3 * 60 / 95)
 
 
+def test_a_finished_run_whose_final_checkpoint_changed_in_place_has_work_left(capsys, state, tmp_path):
+    from tests.training.test_checkpoints import flip
+
+    root = tmp_path / "runs"
+    run_dir = fake_run(root, 40, **FINISHED)
+    assert dry_run(capsys, root, 40).returncode == 3  # nothing left to do
+    flip(run_dir / "checkpoint-40" / "model.safetensors")  # same size: only its hash in COMPLETE tells
+    out = dry_run(capsys, root, 40)
+    assert out.returncode == 0, out.stderr  # the trainer will set it aside and train from the one before
+
+
 def test_extend_continues_the_longest_shorter_run(capsys, state, tmp_path):
     root = tmp_path / "runs"
     fake_run(root, 20, checkpoint=20, evaluated=True)

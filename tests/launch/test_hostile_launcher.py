@@ -49,6 +49,16 @@ PROFILES = [
     (CPU_BASE + "precision: fp16\n", "'precision: fp16' needs GPUs"),
     (GPU_BASE + "processes_per_node: 2\n", "'processes_per_node: 2' must equal 'gpus_per_node: 4'"),
     (GPU_BASE + "max_array_size: 0\n", "'max_array_size: 0' must be 1 or more"),
+    (CPU_BASE + "snapshot_max_file_mb: 0\n", "'snapshot_max_file_mb: 0' must be positive"),
+    (CPU_BASE + "snapshot_max_file_mb: .nan\n", "snapshot_max_file_mb"),
+    (CPU_BASE + "snapshot_include: .env\n", "'snapshot_include': expected a list, got '.env'"),
+    (CPU_BASE + 'snapshot_include: [""]\n', "'snapshot_include' must be a list of paths relative to the checkout"),
+    (CPU_BASE + "snapshot_include: [~/.netrc]\n", "'snapshot_include[0]: ~/.netrc' must be a path inside the"),
+    (CPU_BASE + "snapshot_include: [/home/me/.netrc]\n", "'snapshot_include[0]: /home/me/.netrc' must be a path"),
+    (CPU_BASE + "snapshot_include: [../secrets/.env]\n", "'snapshot_include[0]: ../secrets/.env' must be a path"),
+    (CPU_BASE + 'snapshot_include: ["a\\nb"]\n', "'snapshot_include[0]' contains a control character"),
+    (CPU_BASE + "group: lab mates\n", "'group: lab mates' is not a Unix group name"),
+    (CPU_BASE + "group: [lab]\n", "group"),
     ("", "empty"),
     ("- a\n- b\n", "mapping"),
 ]
@@ -565,3 +575,82 @@ def test_a_dependency_on_a_damaged_journal_entry_is_one_line(capsys, tmp_path, m
     refused(code, out, err, "--dependency afterok:20261201-000000-abcdef: the journal entry of submission "
                             "20261201-000000-abcdef is damaged")
     assert "name its job ids instead" in err
+
+
+# ---- guards without a side door: a run's code, with and without --no-snapshot ------------------------------------
+
+RECORDED = "feedface00000000"
+"""The code a run in these cases was submitted with: not the checkout's."""
+CODE_GUARD = [
+    # (id, the run's recorded code ("now": the checkout's own), flags, text of the refusal; None: accepted)
+    ("same-code", "now", [], None),
+    ("same-code-no-snapshot", "now", ["--no-snapshot"], None),
+    ("other-code", RECORDED, [], f"was submitted with code {RECORDED} (/x/.code/{RECORDED}); the checkout is now "),
+    ("other-code-no-snapshot", RECORDED, ["--no-snapshot"],
+     f"was submitted with code {RECORDED} (/x/.code/{RECORDED}); --no-snapshot would continue it with the checkout "
+     f"as it is, which is code "),
+    ("other-code-new-code", RECORDED, ["--new-code"], None),
+    ("other-code-no-snapshot-new-code", RECORDED, ["--no-snapshot", "--new-code"], None),
+]
+
+
+@pytest.mark.parametrize("recorded, flags, refusal", [c[1:] for c in CODE_GUARD], ids=[c[0] for c in CODE_GUARD])
+def test_a_run_continues_with_other_code_only_when_asked_with_or_without_a_snapshot(capsys, tmp_path, recorded, flags,
+                                                                                      refusal):
+    from launch.planning.code import project_code
+    from launch.planning.plan import plan_job
+    from launch.planning.profiles import load_profile
+    from memorymodels.experiment import experiment_dict, identity
+    from memorymodels.runrecord import claim
+
+    now = project_code().hash
+    recorded = now if recorded == "now" else recorded
+    plan = plan_job(load_profile("local", [f"checkpoint_root={tmp_path}/ckpt"]), DEBUG)
+    claim(plan.run_dir, ident=identity(plan.settings, plan.world_size), config=experiment_dict(plan.settings),
+          source=plan.settings.source, world_size=plan.world_size,
+          code={"hash": recorded, "path": f"/x/.code/{recorded}", "git": {"sha": "0123456789abcdef"}})
+    code, out, err = run(capsys, "launch.cli.submit", "--profile", "local", "--experiment", str(DEBUG), "--set",
+                         f"profile.checkpoint_root={tmp_path}/ckpt", "--dry-run", *flags)
+    if refusal is None:
+        assert code == 0, err
+        return
+    assert code == 2 and "Traceback" not in err, err
+    assert refusal + now in err and "--new-code" in err and "git 0123456789ab" in err, err
+
+
+def test_continuing_with_the_checkout_records_its_code(tmp_path):
+    from launch.planning.code import project_code
+    from launch.planning.plan import plan_job
+    from launch.planning.profiles import load_profile
+    from launch.submission.submit import claim_run_dir
+    from memorymodels.fileio import write_json
+    from memorymodels.rundir import RunPaths
+    from memorymodels.runrecord import read_run_json
+
+    plan = plan_job(load_profile("local", [f"checkpoint_root={tmp_path}/ckpt"]), DEBUG, snapshot=False)
+    old = {"hash": RECORDED, "path": f"/x/.code/{RECORDED}", "git": {"sha": None}}
+    write_json(RunPaths(plan.run_dir).run_json, {"code": old})
+    claim_run_dir(plan, new_code=True)  # --no-snapshot --new-code
+    info = read_run_json(plan.run_dir)
+    assert info["code"]["hash"] == project_code().hash and info["code"]["path"] is None
+    assert info["code"]["checkout"] == str(project_code().source) and info["code_history"] == [old]
+
+
+def test_a_group_that_is_not_one_of_yours_is_refused_before_anything_is_made(capsys, tmp_path):
+    path = tmp_path / "shared.yaml"
+    path.write_text(f"extends: local\ngroup: memorymodels-no-such-group\ncheckpoint_root: {tmp_path}/ckpt\n")
+    code, out, err = run(capsys, "launch.cli.submit", "--profile", str(path), "--experiment", str(DEBUG), "--dry-run")
+    assert code == 2 and "Traceback" not in err, err
+    assert f"{path}: 'group: memorymodels-no-such-group' is not a group on this machine (getent group " in err, err
+    assert not (tmp_path / "ckpt").exists()
+
+
+def test_the_journal_is_its_owners_alone(tmp_path, monkeypatch):
+    """It names every run directory and log of its owner: nobody else lists it."""
+    import os
+
+    from launch.records import journal
+
+    monkeypatch.setenv("MEMORYMODELS_STATE", str(tmp_path / "state"))
+    journal.record(profile="local", jobs=[{"job_id": "1", "run_dir": str(tmp_path / "run")}])
+    assert os.stat(journal.journal_dir()).st_mode & 0o777 == 0o700

@@ -1,5 +1,6 @@
 """Checkpoint rules (memorymodels/checkpoints.py): completeness, verification of damaged files, set-aside and pruning."""
 
+import hashlib
 import json
 
 import pytest
@@ -13,6 +14,38 @@ from .conftest import make_checkpoint
 def truncate(path, keep=0.5):
     data = path.read_bytes()
     path.write_bytes(data[: int(len(data) * keep)])
+
+
+def flip(path, at=-1, find: bytes | None = None):
+    """Flip one bit in place, same size: at ``at``, or in the first byte of ``find`` (a tensor's bytes)."""
+    data = bytearray(path.read_bytes())
+    i = data.index(find) if find is not None else at
+    data[i] ^= 0x01
+    path.write_bytes(bytes(data))
+
+
+def flip_member(path, member: str = "data/0"):
+    """Flip one bit of a tensor's bytes inside a torch.save zip (``archive/data/0``), same size: the zip's directory
+    and every header stay intact, ``torch.load`` still reads it."""
+    import zipfile
+
+    with zipfile.ZipFile(path) as archive:
+        info = next(i for i in archive.infolist() if i.filename.endswith(member))
+    data = bytearray(path.read_bytes())
+    name_length, extra_length = (int.from_bytes(data[info.header_offset + k:info.header_offset + k + 2], "little")
+                                 for k in (26, 28))
+    data[info.header_offset + 30 + name_length + extra_length + 1] ^= 0x01  # inside the stored tensor bytes
+    path.write_bytes(bytes(data))
+
+
+def swap(path, old: bytes, new: bytes):
+    """Replace ``old`` by ``new`` (the same length) in place: the file stays the same size and still parses."""
+    data = path.read_bytes()
+    assert len(old) == len(new) and old in data
+    path.write_bytes(data.replace(old, new, 1))
+
+
+ONES = b"\x00\x00\x80\x3f"  # float32 1.0: the optimizer state's exp_avg in make_checkpoint
 
 
 # Each kind of damage: what is done to a complete checkpoint, and the message (file, problem) that must say so.
@@ -31,6 +64,16 @@ DAMAGE = {
     "trainer_state.json of another step": (lambda c: (c / "trainer_state.json").write_text('{"global_step": 3}'),
                                            r"trainer_state.json: says global_step 3, not 20"),
     "garbage COMPLETE marker": (lambda c: (c / "COMPLETE").write_text("[1, 2"), r"COMPLETE: not valid JSON"),
+    # same size, still parseable: only the content hashes recorded in the COMPLETE marker see these
+    "bit flipped in model.safetensors": (lambda c: flip(c / "model.safetensors"),
+                                         r"model.safetensors: changed since the checkpoint was completed"),
+    "bit flipped in optimizer.pt": (lambda c: flip(c / "optimizer.pt", find=ONES),
+                                    r"optimizer.pt: changed since the checkpoint was completed"),
+    "trainer_state.json edited in place": (lambda c: swap(c / "trainer_state.json", b"[]", b"{}"),
+                                           r"trainer_state.json: changed since the checkpoint was completed"),
+    "hashes in the marker damaged": (lambda c: (c / "COMPLETE").write_text(json.dumps(
+        {**json.loads((c / "COMPLETE").read_text()), "sha256": ["model.safetensors"]})),
+        r"COMPLETE: damaged: 'sha256' is not a mapping"),
 }
 
 
@@ -60,6 +103,18 @@ def test_no_usable_checkpoint_when_all_are_damaged(tmp_path):
     assert checkpoints.newest_usable(tmp_path, set_aside=True, log=said.append) is None and len(said) == 1
 
 
+def test_a_marker_from_before_the_hashes_gets_the_cheap_checks_only(tmp_path):
+    folder = make_checkpoint(tmp_path, 10)
+    marker = json.loads((folder / "COMPLETE").read_text())
+    del marker["sha256"]
+    (folder / "COMPLETE").write_text(json.dumps(marker))
+    flip(folder / "model.safetensors")
+    checkpoints.verify_checkpoint(folder)  # nothing to compare with: accepted, as before
+    truncate(folder / "optimizer.pt")
+    with pytest.raises(CheckpointError, match="optimizer.pt: damaged or truncated torch file"):
+        checkpoints.verify_checkpoint(folder)
+
+
 def test_a_damaged_checkpoint_is_never_marked_complete(tmp_path):
     folder = make_checkpoint(tmp_path, 30, complete=False)
     truncate(folder / "optimizer.pt")
@@ -72,6 +127,8 @@ def test_the_marker_lists_the_files_it_vouches_for(tmp_path):
     folder = make_checkpoint(tmp_path, 10)
     marker = json.loads((folder / "COMPLETE").read_text())
     assert marker["files"] == ["model.safetensors", "optimizer.pt", "trainer_state.json"] and marker["step"] == 10
+    assert marker["sha256"] == {name: hashlib.sha256((folder / name).read_bytes()).hexdigest()
+                                for name in marker["files"]}
 
 
 def test_partial_checkpoints_are_ignored_set_aside_then_pruned(tmp_path):
@@ -132,6 +189,14 @@ def test_sharded_fsdp_and_deepspeed_layouts_pass_and_a_lost_shard_index_is_named
     torch.save({"last_epoch": 10}, fsdp / "scheduler.pt")
     (fsdp / "trainer_state.json").write_text('{"global_step": 10}')
     checkpoints.mark_complete(fsdp)
+    checkpoints.verify_checkpoint(fsdp)
+    hashed = json.loads((fsdp / "COMPLETE").read_text())["sha256"]
+    assert "optimizer_0/.metadata" in hashed and "scheduler.pt" in hashed and "rng_state_1.pth" in hashed
+    shard = next(p for p in sorted((fsdp / "optimizer_0").iterdir()) if p.suffix == ".distcp")
+    flip(shard)  # a shard of the optimizer state, same size
+    with pytest.raises(CheckpointError, match=rf"optimizer_0/{shard.name}: changed since the checkpoint was completed"):
+        checkpoints.verify_checkpoint(fsdp)
+    flip(shard)
     checkpoints.verify_checkpoint(fsdp)
     (fsdp / "optimizer_0" / ".metadata").unlink()
     with pytest.raises(CheckpointError, match=r"optimizer_0/.metadata: missing \(sharded checkpoint"):

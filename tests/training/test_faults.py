@@ -22,7 +22,7 @@ from memorymodels.rundir import TrainerExit
 from memorymodels.attempts import attempts
 
 from .conftest import PYTHON, REPO, run_module
-from .test_checkpoints import truncate
+from .test_checkpoints import flip, flip_member, truncate
 
 
 def _experiment(path: Path, data, root: Path, **train) -> Path:
@@ -129,6 +129,13 @@ DAMAGE = {
     "garbage trainer_state.json": (lambda c: (c / "trainer_state.json").write_bytes(b"\x00garbage{"),
                                    "trainer_state.json: not valid JSON"),
     "truncated optimizer.pt": (lambda c: truncate(c / "optimizer.pt", 0.9), "optimizer.pt: damaged or truncated"),
+    # same size, still loadable: caught by the content hashes of the COMPLETE marker
+    "bit flipped in model.safetensors": (lambda c: flip(c / "model.safetensors"),
+                                         "model.safetensors: changed since the checkpoint was completed"),
+    "bit flipped in optimizer.pt": (lambda c: flip_member(c / "optimizer.pt"),
+                                    "optimizer.pt: changed since the checkpoint was completed"),
+    "bit flipped in scheduler.pt": (lambda c: flip_member(c / "scheduler.pt", "data.pkl"),
+                                    "scheduler.pt: changed since the checkpoint was completed"),
 }
 
 
