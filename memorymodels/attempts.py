@@ -31,8 +31,10 @@ from memorymodels.rundir import REFUSALS, RunPaths
 
 def record_event(run_dir: str | Path, event: str, **fields: Any) -> dict:
     """Append one event line to the run's history (a single write: lines from nodes and attempts never interleave;
-    a line cut by a process that died mid-write is ended first, so it never swallows this one)."""
+    a line cut by a process that died mid-write is ended first, so it never swallows this one). Raises
+    ``RunDirError`` when a folder of the run is a symbolic link out of it (``RunPaths.refuse_links``)."""
     entry = {"event": event, "time": time.time(), **fields}
+    RunPaths(run_dir).refuse_links()
     path = RunPaths(run_dir).events
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "ab+") as f:

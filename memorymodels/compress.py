@@ -41,7 +41,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import hashlib
-import os
 import re
 import struct
 import sys
@@ -55,12 +54,12 @@ import torch
 
 from memorymodels import checkpoints
 from memorymodels.checkpoints import CheckpointError
-from memorymodels.configuration import ConfigError
+from memorymodels.configuration import ConfigError, flag_number
 from memorymodels.data.errors import DataError
 from memorymodels.data.tokenizer import EOS_ID, PAD_ID, fingerprint, load_tokenizer
 from memorymodels.evaluate import load_checkpoint
 from memorymodels.experiment import build, experiment_from_dict, load_data
-from memorymodels.fileio import CorruptFileError, read_json
+from memorymodels.fileio import CorruptFileError, DiskFullError, exits_on_full_disk, read_json, write_bytes_atomic
 from memorymodels.rundir import RunPaths
 
 MAGIC = b"MMZ"
@@ -386,17 +385,9 @@ def read_header(path: Path) -> Header:
 
 
 def write_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` to a temporary file beside ``path`` and rename it, so ``path`` is whole or absent."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    """Write ``data`` to a temporary file beside ``path`` and rename it, so ``path`` is whole or absent (a full disk:
+    ``DiskFullError`` naming ``path`` and its free space)."""
+    write_bytes_atomic(path, data, fsync=True)
 
 
 # ---- command line -----------------------------------------------------------------------------------------------
@@ -438,6 +429,7 @@ def run(args: argparse.Namespace) -> str:
             f"{estimate:,.0f} bytes with the header), {stats['tokens']:,} tokens in {stats['seconds']:.1f} s")
 
 
+@exits_on_full_disk
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m memorymodels.compress", description=__doc__.split("\n\n")[0])
     parser.add_argument("run_dir", type=Path, help="a trained causal LM's run directory (holding run.json)")
@@ -446,15 +438,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("-d", "--decompress", action="store_true", help="decompress FILE.mmz")
     parser.add_argument("--checkpoint", type=Path, help="checkpoint directory (default: the newest complete one; "
                                                         "when decompressing, the one the file names)")
-    parser.add_argument("--overlap", type=int,
+    parser.add_argument("--overlap", type=flag_number(int, minimum=0),
                         help="context positions carried into each window after the first (0..L-2; default L/4): "
                              "costs encoder time, not decoder time")
-    parser.add_argument("--threads", type=int, default=1,
+    parser.add_argument("--threads", type=flag_number(int, minimum=1), default=1,
                         help="torch CPU threads (default 1); recorded, and used again when decompressing")
     parser.add_argument("-f", "--force", action="store_true", help="overwrite an existing output file")
     args = parser.parse_args(argv)
     try:
         print(run(args))
+    except DiskFullError:
+        raise  # exit 74 (exits_on_full_disk)
     except (CodecError, CheckpointError, ConfigError, DataError, OSError) as exc:
         print(f"{parser.prog}: error: {exc}", file=sys.stderr)
         return 1

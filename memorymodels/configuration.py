@@ -76,6 +76,33 @@ def one_line(text: str) -> str:
     return "".join(ch if ch.isprintable() else ch.encode("unicode_escape").decode() for ch in str(text))
 
 
+def count(n: int, noun: str, plural: str | None = None) -> str:
+    """``1 cell``, ``2 cells``, ``0 cells``: a number and its noun agreeing, in every message that counts."""
+    return f"{n} {noun if n == 1 else plural or noun + 's'}"
+
+
+def flag_number(kind: type = float, *, minimum: float | None = None) -> typing.Callable[[str], float]:
+    """An argparse ``type=`` for a numeric flag of any command: the value as ``kind``, refusing NaN, infinities, a
+    fraction where an integer is meant (``2.5``, and ``1e3``: one number has one spelling) and values below
+    ``minimum``; argparse prints the refusal in one line naming the flag."""
+    import argparse
+
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            what = "an integer" if kind is int else "a number"
+            raise argparse.ArgumentTypeError(f"'{text}' is not {what}") from None
+        if isinstance(value, float) and not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"'{text}' is not a finite number")
+        if minimum is not None and value < minimum:
+            raise argparse.ArgumentTypeError(f"{text}: must be {minimum:g} or more")
+        return value
+
+    parse.__name__ = kind.__name__  # what argparse calls the type in its messages
+    return parse
+
+
 def closest(name: str, options: typing.Iterable[str], cutoff: float = 0.6) -> str | None:
     """The option closest to ``name`` (for "did you mean"), or None when nothing is within ``cutoff`` (0: always)."""
     matches = difflib.get_close_matches(name, list(options), n=1, cutoff=cutoff)
@@ -186,6 +213,11 @@ def set_dotted(data: dict, key: str, value: Any) -> None:
         elif not isinstance(child, dict):
             raise ConfigError(f"--set {key}: '{'.'.join(parts[: i + 1])}' is a value, not a section")
         node = child
+    old = node.get(parts[-1])
+    if isinstance(old, dict) and old and not isinstance(value, dict):  # --set train=5 would drop the section
+        keys = ", ".join(sorted(map(str, old))[:4]) + (", ..." if len(old) > 4 else "")
+        raise ConfigError(f"--set {key}={one_line(value)}: '{key}' is a section ({keys}), not one value; set one of "
+                          f"its keys: --set {key}.KEY=VALUE")
     node[parts[-1]] = value
 
 

@@ -29,10 +29,10 @@ import torch.nn.functional as F
 
 from memorymodels import checkpoints
 from memorymodels.checkpoints import CheckpointError
-from memorymodels.configuration import ConfigError
+from memorymodels.configuration import ConfigError, flag_number
 from memorymodels.data.errors import DataError
 from memorymodels.experiment import build, experiment_from_dict, load_data, load_fast_tokenizer
-from memorymodels.fileio import CorruptFileError, read_json, write_json
+from memorymodels.fileio import CorruptFileError, exits_on_full_disk, read_json, write_json
 from memorymodels.heldout import LN2, eval_bits_per_byte, heldout_summary
 from memorymodels.metrics import NonFiniteLoss
 from memorymodels.rundir import RunDirError, RunPaths
@@ -239,21 +239,17 @@ def format_table(result: dict) -> str:
     return "\n".join(lines)
 
 
+@exits_on_full_disk
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m memorymodels.evaluate", description=__doc__.split("\n\n")[0])
     parser.add_argument("run_dir", type=Path, help="a run directory (holding run.json)")
     parser.add_argument("--checkpoint", type=Path, help="checkpoint directory (default: the newest complete one)")
-    parser.add_argument("--rows", type=int, help="held-out rows to use, the first ones of the test split (default: "
+    parser.add_argument("--rows", type=flag_number(int, minimum=1), help="held-out rows to use, the first ones of the test split (default: "
                                                  "the run's train.eval_rows; all when that is null)")
-    parser.add_argument("--batch-size", type=int, help="rows per forward pass (default: train.batch_size)")
-    parser.add_argument("--embedding-bits", type=int, default=8, help="bits per stored embedding value (default 8)")
+    parser.add_argument("--batch-size", type=flag_number(int, minimum=1), help="rows per forward pass (default: train.batch_size)")
+    parser.add_argument("--embedding-bits", type=flag_number(int, minimum=1), default=8, help="bits per stored embedding value (default 8)")
     parser.add_argument("--device", help="cpu, cuda, cuda:1 (default: cuda when available)")
     args = parser.parse_args(argv)
-    for flag, value in (("--embedding-bits", args.embedding_bits), ("--rows", args.rows),
-                        ("--batch-size", args.batch_size)):
-        if value is not None and value < 1:
-            print(f"error: {flag} {value}: must be at least 1", file=sys.stderr)
-            return 2
     try:
         result = evaluate_run(args.run_dir, checkpoint=args.checkpoint, rows=args.rows, batch_size=args.batch_size,
                               embedding_bits=args.embedding_bits, device=args.device)

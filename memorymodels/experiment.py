@@ -206,14 +206,20 @@ def experiment_from_dict(data: dict, source: str = "<dict>") -> Experiment:
 def check_model(experiment: Experiment) -> None:
     """The model section checked against the registry, without torch: parameter names, types and the rules between
     them (``memorymodels.models.model_config``), and that one data row fills the model (length x n_chunks =
-    data.context). ``data.vocab_size`` stands in for n_vocab: the tokenizer's exact size is known in the job."""
+    data.context). ``data.vocab_size`` stands in for n_vocab: the tokenizer's exact size is known in the job.
+    ``model.params`` keep the values as the model's config reads them (``kernel: 1.0`` becomes ``1``): two
+    spellings of one number are one model, one identity and one run directory, never a second run of it."""
     from memorymodels.models.registry import length_for_context, model_config
 
     for key in experiment.model.params:
         if not isinstance(key, str) or not key.isidentifier():
             raise ConfigError(f"{experiment.source}: 'model.params': {key!r} is not a parameter name")
     args = model_build_args(experiment, experiment.data.vocab_size)
-    model_config(args["name"], preset=args["preset"], source=experiment.source, **args["params"])
+    config = model_config(args["name"], preset=args["preset"], source=experiment.source, **args["params"])
+    for key, value in experiment.model.params.items():
+        read = getattr(config, key, value)
+        if read == value and type(read) is not type(value):  # 1.0 -> 1 (equal values only: nothing else changes)
+            experiment.model.params[key] = read
     if "length" in experiment.model.params:
         params = {k: v for k, v in preset_params(experiment).items() if k != "length"}
         length, context = experiment.model.params["length"], experiment.data.context

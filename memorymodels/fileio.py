@@ -16,13 +16,18 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import functools
 import json
 import os
 import shutil
+import sys
 from pathlib import Path
 from typing import Any
 
 DISK_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
+DISK_FULL_EXIT = 74
+"""What every command exits with when the disk (or the quota) filled up (``EX_IOERR``; the trainer's
+``rundir.TrainerExit.DISK_FULL``), after one line naming the path and its free space."""
 
 
 class CorruptFileError(ValueError):
@@ -41,6 +46,64 @@ class DiskFullError(OSError):
         self.path, self.free = Path(path), free
         super().__init__(f"{path}: no space left on device while writing it ({human_bytes(free)} free there)"
                          + (f"; {done}" if done else "") + "; free some space and rerun the same command to resume")
+        self.errno = errno.ENOSPC  # is_disk_full() knows it as what it is
+
+
+def disk_full_error(exc: BaseException, where: str | Path, done: str = "") -> DiskFullError | None:
+    """``exc`` as a :class:`DiskFullError` naming the file it failed on (else ``where``, what the caller was
+    writing) and the free space there; None when ``exc`` is not about a full disk."""
+    if isinstance(exc, DiskFullError):
+        return exc
+    if not is_disk_full(exc):
+        return None
+    path = Path(getattr(exc, "filename", None) or where)
+    return DiskFullError(path, free_bytes(path), done)
+
+
+class LinkedPathError(ValueError):
+    """A folder (or a file written in place) inside a directory the toolkit writes is a symbolic link: writing
+    through it would put files outside that directory, overwriting whatever they meet there."""
+
+
+def refuse_links(root: str | Path, paths) -> None:
+    """Raise :class:`LinkedPathError` when any of ``paths`` (inside ``root``), or a folder between ``root`` and it,
+    is a symbolic link. ``root`` itself may be one (a checkpoint root on another disk); missing paths are fine
+    (they will be made as real folders). The one check of every writer that must stay inside its directory: the
+    run directory's (``memorymodels.rundir.RunPaths.refuse_links``) and the journal's."""
+    root = Path(root)
+    for path in paths:
+        try:
+            parts = Path(path).relative_to(root).parts
+        except ValueError:
+            raise LinkedPathError(f"{path}: not inside {root}; refusing to write there") from None
+        current = root
+        for part in parts:
+            current = current / part
+            if current.is_symlink():
+                raise LinkedPathError(f"{current} is a symbolic link (to {os.readlink(current)}) inside {root}: "
+                                      f"writing through it would put files outside {root}; replace the link with a "
+                                      f"real folder (rm {current}), then run the command again")
+            if not current.exists():
+                break
+
+
+def exits_on_full_disk(main):
+    """A command's ``main()`` that ends a full disk in one line, ``error: PATH: no space left on device while writing
+    it (N free there); ...``, and exit :data:`DISK_FULL_EXIT` instead of a traceback. Every command that writes
+    files has it; its writers raise :class:`DiskFullError` naming the file (:func:`atomic_file` does)."""
+
+    @functools.wraps(main)
+    def checked(*args, **kwargs):
+        try:
+            return main(*args, **kwargs)
+        except OSError as exc:
+            full = disk_full_error(exc, Path.cwd())
+            if full is None:
+                raise
+            print(f"error: {full}", file=sys.stderr)
+            return DISK_FULL_EXIT
+
+    return checked
 
 
 def temporary_name(path: Path) -> Path:
@@ -48,10 +111,12 @@ def temporary_name(path: Path) -> Path:
     return path.with_name(f".{path.name}.tmp-{os.getpid()}")
 
 
-def write_bytes_atomic(path: Path, data: bytes, *, mode: int | None = None) -> None:
-    """Write ``data`` to ``path`` through a temporary file and a rename (``mode``: its permissions); the temporary
-    file never outlives a failure. A missing folder is made (asked only then: a mkdir per file costs as much as
-    the file on a slow file system)."""
+@contextlib.contextmanager
+def atomic_file(path: Path, *, mode: int | None = None, fsync: bool = False):
+    """A binary handle on a temporary file beside ``path`` that becomes ``path`` (a rename) when the block ends
+    without an error (``mode``: its permissions; ``fsync``: on disk before the rename). On any failure the temporary
+    file is removed, and a full disk is a :class:`DiskFullError` naming ``path`` and its free space. A missing folder
+    is made (asked only then: a mkdir per file costs as much as the file on a slow file system)."""
     path = Path(path)
     tmp = temporary_name(path)
     try:
@@ -61,14 +126,24 @@ def write_bytes_atomic(path: Path, data: bytes, *, mode: int | None = None) -> N
             path.parent.mkdir(parents=True, exist_ok=True)
             handle = open(tmp, "wb")
         with handle:
-            handle.write(data)
+            yield handle
             handle.flush()
+            if fsync:
+                os.fsync(handle.fileno())
         if mode is not None:
             os.chmod(tmp, mode)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         tmp.unlink(missing_ok=True)
+        if isinstance(exc, OSError) and not isinstance(exc, DiskFullError) and is_disk_full(exc):
+            raise DiskFullError(path, free_bytes(path.parent), "nothing was left half-written") from exc
         raise
+
+
+def write_bytes_atomic(path: Path, data: bytes, *, mode: int | None = None, fsync: bool = False) -> None:
+    """Write ``data`` to ``path`` through a temporary file and a rename (:func:`atomic_file`)."""
+    with atomic_file(path, mode=mode, fsync=fsync) as handle:
+        handle.write(data)
 
 
 def write_text_atomic(path: Path, text: str | bytes, *, mode: int | None = None) -> None:
@@ -104,19 +179,21 @@ def read_json(path: Path, *, expect: type = dict) -> Any:
     return data
 
 
-def read_json_lines(path: str | Path) -> list[Any]:
+def read_json_lines(path: str | Path, skipped: list[int] | None = None) -> list[Any]:
     """The parsable lines of a JSON-lines file (metrics, events), oldest first; [] when it cannot be read. A line
-    cut by a process that died mid-write is skipped."""
+    cut by a process that died mid-write, or holding bytes that are not UTF-8, is skipped (its number appended to
+    ``skipped``: a reader may say so)."""
     try:
-        lines = Path(path).read_text().splitlines()
+        lines = Path(path).read_bytes().splitlines()
     except OSError:
         return []
     records = []
-    for line in lines:
+    for number, line in enumerate(lines, 1):
         try:
-            records.append(json.loads(line))
-        except ValueError:
-            continue
+            records.append(json.loads(line.decode("utf-8")))
+        except ValueError:  # UnicodeDecodeError included
+            if skipped is not None and line.strip():
+                skipped.append(number)
     return records
 
 
@@ -213,8 +290,14 @@ def make_private_dir(path: str | Path, group: int | None = None, *, group_adds: 
 def locked(path: str | Path):
     """Hold an exclusive lock on ``path`` (created if missing) for the block; other holders wait."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as handle:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle = open(path, "a")
+    except OSError as exc:
+        if full := disk_full_error(exc, path):
+            raise full from None
+        raise
+    with handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         try:
             yield

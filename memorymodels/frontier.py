@@ -18,20 +18,21 @@ from __future__ import annotations
 
 import argparse
 import csv
+import io
 import glob
 import math
 import sys
 from pathlib import Path
 
 from memorymodels import metrics
-from memorymodels.fileio import CorruptFileError, read_json
+from memorymodels.fileio import CorruptFileError, exits_on_full_disk, read_json, write_text_atomic
 from memorymodels.rundir import RunPaths
-from memorymodels.plot import baselines, default_title, draw_baselines, legend_outside, save_figure
+from memorymodels.plot import (IMAGE_SUFFIXES, OutputError, baselines, check_output, default_title, draw_baselines,
+                               legend_outside, save_figure)
 
 CSV_FIELDS = ("run", "family", "params", "step", "flops", "device_seconds", "eval_bits_per_byte")
 MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
 LINESTYLES = ("-", "--", "-.", ":")
-IMAGE_SUFFIXES = (".png", ".pdf", ".svg")
 
 
 class InputError(Exception):
@@ -65,15 +66,16 @@ def run_info(run_dir: Path) -> dict:
         raise InputError(f"{exc}; restore it from {RunPaths(run_dir).run_json_backup.name} beside it, or leave this run out") from None
 
 
-def run_points(run_dir: Path) -> list[dict]:
-    """The run's evaluations as CSV rows (``CSV_FIELDS``); empty when it recorded none in bits per byte."""
+def run_points(run_dir: Path, problems: list[str] | None = None) -> list[dict]:
+    """The run's evaluations as CSV rows (``CSV_FIELDS``); empty when it recorded none in bits per byte (what was
+    unreadable in its metrics is described in ``problems``)."""
     info = run_info(run_dir)
     family = ((info.get("config") or {}).get("model") or {}).get("name") or (info.get("model") or {}).get("class")
     params = (info.get("model") or {}).get("parameters")
     return [{"run": Path(run_dir).name, "family": family, "params": params, "step": r.get("step"),
              "flops": r.get("flops"), "device_seconds": r.get("device_seconds"),
              "eval_bits_per_byte": r["eval_bits_per_byte"]}
-            for r in metrics.read_metrics(run_dir)
+            for r in metrics.read_metrics(run_dir, problems)
             if r.get("eval_bits_per_byte") is not None and r.get("flops") is not None]
 
 
@@ -188,33 +190,29 @@ def final_table(run_dirs: list[Path], points: list[dict]) -> str:
 def write_csv(points: list[dict], path: Path) -> Path:
     """The points as CSV (``CSV_FIELDS``), by run then step; written to a temporary name, then renamed."""
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=CSV_FIELDS)
-        writer.writeheader()
-        writer.writerows(sorted(points, key=lambda p: (p["run"], p["step"])))
-    tmp.replace(path)
+    text = io.StringIO(newline="")
+    writer = csv.DictWriter(text, fieldnames=CSV_FIELDS)
+    writer.writeheader()
+    writer.writerows(sorted(points, key=lambda p: (p["run"], p["step"])))
+    write_text_atomic(path, text.getvalue())
     return path
-
-
-def check_output(path: Path, suffixes: tuple[str, ...] | None, what: str) -> None:
-    if suffixes and path.suffix.lower() not in suffixes:
-        raise InputError(f"{path}: {what} must end in {', '.join(suffixes)}")
-    if path.is_dir():
-        raise InputError(f"{path}: is a directory; give a file name for the {what}")
-    if not path.parent.is_dir():
-        raise InputError(f"{path.parent}: no such directory for the {what}")
 
 
 def collect(arguments: list[str], out: Path, csv_path: Path | None) -> tuple[list[Path], list[dict]]:
     """Every check, before anything is written: outputs, inputs, and at least one evaluation point."""
-    check_output(out, IMAGE_SUFFIXES, "image")
-    if csv_path is not None:
-        check_output(csv_path, (".csv",), "CSV file")
+    try:
+        check_output(out, IMAGE_SUFFIXES, "image")
+        if csv_path is not None:
+            check_output(csv_path, (".csv",), "CSV file")
+    except OutputError as exc:
+        raise InputError(str(exc)) from None
     run_dirs = find_runs(arguments)
     points, used = [], []
     for run_dir in run_dirs:
-        mine = run_points(run_dir)
+        problems: list[str] = []
+        mine = run_points(run_dir, problems)
+        for problem in problems:
+            print(f"note: {problem}", file=sys.stderr)
         if not mine:
             print(f"note: {run_dir}: no evaluation in bits per byte in metrics.jsonl (train.eval_steps 0, no "
                   f"evaluation yet, or trained before eval_bits_per_byte was recorded); left out", file=sys.stderr)
@@ -226,6 +224,7 @@ def collect(arguments: list[str], out: Path, csv_path: Path | None) -> tuple[lis
     return used, points
 
 
+@exits_on_full_disk
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m memorymodels.frontier", description=__doc__.split("\n\n")[0])
     parser.add_argument("runs", nargs="+", help="run directories, folders holding them, or globs of either")

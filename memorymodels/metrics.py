@@ -45,9 +45,34 @@ def append_metrics(run_dir: Path, record: dict) -> None:
         f.write(json.dumps(record) + "\n")
 
 
-def read_metrics(run_dir: Path) -> list[dict]:
-    """All parsable lines of metrics.jsonl (a torn last line is skipped)."""
-    return read_json_lines(RunPaths(run_dir).metrics)
+NUMBERS = ("step", "loss", "eval_loss", "eval_bits_per_byte", "learning_rate", "grad_norm", "tokens_per_s", "tokens",
+           "flops", "device_seconds", "time")
+"""The fields of a metrics line that hold numbers (what the figures and the frontier read)."""
+
+
+def read_metrics(run_dir: Path, problems: list[str] | None = None) -> list[dict]:
+    """All parsable lines of metrics.jsonl (a torn last line is skipped), each holding only numbers in
+    :data:`NUMBERS` (a string or a boolean there is dropped from its line). What was left out is described in
+    ``problems`` (a figure says so) when given."""
+    path = RunPaths(run_dir).metrics
+    skipped: list[int] = []
+    records, dropped = [], []
+    for record in read_json_lines(path, skipped):
+        if not isinstance(record, dict):
+            dropped.append(f"a JSON {type(record).__name__}, not an object")
+            continue
+        for key in NUMBERS:
+            value = record.get(key)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
+                dropped.append(f"'{key}': {json.dumps(value)[:40]} is not a number")
+                record[key] = None
+        records.append(record)
+    if problems is not None and (skipped or dropped):
+        unreadable = f"{len(skipped)} unreadable line(s) (line {', '.join(map(str, skipped[:5]))}); " if skipped \
+            else ""
+        odd = f"{len(dropped)} value(s) left out ({'; '.join(list(dict.fromkeys(dropped))[:3])})" if dropped else ""
+        problems.append(f"{path}: {unreadable}{odd}".rstrip("; "))
+    return records
 
 
 def roll_back_metrics(run_dir: Path, step: int) -> int:

@@ -16,12 +16,14 @@ equal total bits. Compute on the x axis, over many runs: ``python -m memorymodel
 from __future__ import annotations
 
 import argparse
+import io
 import math
 import sys
 from pathlib import Path
 
 from memorymodels import metrics
-from memorymodels.fileio import CorruptFileError, read_json
+from memorymodels.configuration import flag_number
+from memorymodels.fileio import CorruptFileError, exits_on_full_disk, read_json, write_bytes_atomic
 from memorymodels.rundir import RunPaths
 
 
@@ -29,11 +31,12 @@ BASELINE_LABELS = {"gzip": "gzip -9", "bz2": "bz2 -9", "xz": "xz -9", "zstd": "z
 BASELINE_STYLES = {"gzip": ":", "bz2": "-.", "xz": "--", "zstd": (0, (5, 1, 1, 1))}
 
 
-def curves(run_dir: Path) -> dict:
+def curves(run_dir: Path, problems: list[str] | None = None) -> dict:
     """``{"train": [(step, tokens, loss)], "eval": [...], "bits_per_byte": [(step, flops, eval_bits_per_byte)]}``
-    from a run's metrics.jsonl."""
+    from a run's metrics.jsonl (unreadable lines and values that are not numbers are left out, and described in
+    ``problems``)."""
     out: dict = {"train": [], "eval": [], "bits_per_byte": []}
-    for record in metrics.read_metrics(run_dir):
+    for record in metrics.read_metrics(run_dir, problems):
         step, tokens = record.get("step"), record.get("tokens")
         if step is None:
             continue
@@ -92,16 +95,37 @@ def legend_outside(ax, **kwargs) -> None:
     ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0, fontsize=8, **kwargs)
 
 
+IMAGE_SUFFIXES = (".png", ".pdf", ".svg")
+"""What a figure may be written as."""
+
+
+class OutputError(ValueError):
+    """An output file that cannot be written as asked (a missing folder, a folder, a suffix that is no format)."""
+
+
+def check_output(path: Path, suffixes: tuple[str, ...] | None, what: str) -> None:
+    """Refuse, before anything is computed or written, an output ``path`` that cannot be written as asked: a folder
+    that does not exist is a typo more often than a wish (it is not made)."""
+    if suffixes and path.suffix.lower() not in suffixes:
+        raise OutputError(f"{path}: {what} must end in {', '.join(suffixes)}")
+    if path.is_dir():
+        raise OutputError(f"{path}: is a directory; give a file name for the {what}")
+    if not path.parent.is_dir():
+        raise OutputError(f"{path.parent}: no such directory for the {what}; make it first")
+
+
 def save_figure(fig, out: Path) -> Path:
-    """Write ``fig`` atomically (temporary name, then rename) and close it."""
+    """Write ``fig`` to ``out`` whole or not at all (rendered in memory, then ``fileio.write_bytes_atomic``: a full
+    disk is one ``DiskFullError`` naming ``out``) and close it. The format is ``out``'s suffix (.png, .pdf, .svg)."""
     import matplotlib.pyplot as plt
 
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.stem}.tmp{out.suffix}")
-    fig.savefig(tmp, dpi=120, bbox_inches="tight")
-    plt.close(fig)
-    tmp.replace(out)
+    image = io.BytesIO()
+    try:
+        fig.savefig(image, format=out.suffix.lstrip(".").lower() or "png", dpi=120, bbox_inches="tight")
+    finally:
+        plt.close(fig)
+    write_bytes_atomic(out, image.getvalue())
     return out
 
 
@@ -125,7 +149,10 @@ def loss_figure(run_dirs: list[Path], *, labels: list[str] | None = None, offset
     if not run_dirs:
         raise NothingToPlot("no run directories to plot (a run directory holds run.json or metrics.jsonl)")
     labels = labels or [Path(r).name for r in run_dirs]
-    data = [curves(Path(r)) for r in run_dirs]
+    problems: list[str] = []
+    data = [curves(Path(r), problems) for r in run_dirs]
+    for problem in problems:
+        print(f"note: {problem}", file=sys.stderr)
     if not any(d["train"] or d["eval"] for d in data):
         raise NothingToPlot(f"no loss values in metrics.jsonl of {', '.join(map(str, run_dirs))}")
     with_bpb = any(d["bits_per_byte"] for d in data)
@@ -169,15 +196,21 @@ def plot_runs(run_dirs: list[Path], out: Path, *, labels: list[str] | None = Non
     return save_figure(fig, out)
 
 
+@exits_on_full_disk
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m memorymodels.plot", description=__doc__.split("\n\n")[0])
     parser.add_argument("run_dirs", nargs="+", type=Path, help="run directories, or a checkpoint root holding them")
     parser.add_argument("--out", type=Path, required=True, help="image file to write (.png, .pdf, .svg)")
     parser.add_argument("--label", action="append", help="label per run, in order (default: directory names)")
-    parser.add_argument("--offset", type=float, default=0.0, help="nats per token added to every curve")
-    parser.add_argument("--embedding-bits", type=int, help="add each run's embedding cost at this many bits/value")
+    parser.add_argument("--offset", type=flag_number(float), default=0.0, help="nats per token added to every curve")
+    parser.add_argument("--embedding-bits", type=flag_number(int, minimum=1), help="add each run's embedding cost at this many bits/value")
     parser.add_argument("--title", help="figure title")
     args = parser.parse_args(argv)
+    try:
+        check_output(args.out, IMAGE_SUFFIXES, "image")
+    except OutputError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     run_dirs = metrics.find_run_dirs(args.run_dirs)
     if args.label and len(args.label) != len(run_dirs):
         parser.error(f"{len(args.label)} --label for {len(run_dirs)} runs ({', '.join(map(str, run_dirs))})")

@@ -31,6 +31,8 @@ from dataclasses import dataclass
 from enum import IntEnum
 from pathlib import Path
 
+from memorymodels.fileio import DISK_FULL_EXIT, LinkedPathError, refuse_links
+
 
 class RunDirError(Exception):
     """A run directory cannot be used as asked: another config's run, foreign files, a damaged run.json."""
@@ -54,7 +56,7 @@ class TrainerExit(IntEnum):
     nothing ran. Submitting the run again from a checkout of that code copies the snapshot afresh."""
     LOCKED = 73
     """Another trainer holds the run directory."""
-    DISK_FULL = 74
+    DISK_FULL = DISK_FULL_EXIT
     """The disk filled up; the unfinished checkpoint was removed, older ones are intact."""
     REQUEUE = 75
     """A checkpoint was saved after a signal: run again (requeue) to resume."""
@@ -193,6 +195,21 @@ class RunPaths:
     def plan_files(self) -> dict[str, Path]:
         """The plan's files by what they hold: ``script``, ``experiment``, ``accelerate_config``."""
         return {"script": self.script, "experiment": self.experiment, "accelerate_config": self.accelerate_config}
+
+    def written_in_place(self) -> list[Path]:
+        """The folders the toolkit writes files into, and the files it appends to or locks (a file replaced by a
+        rename never writes through a link; these would)."""
+        return [self.launch, self.heartbeats, self.hangs, self.rendezvous, self.logs, self.tensorboard, self.events,
+                self.metrics, self.metrics_rolled_back, self.eval_history, self.trainer_lock, self.submit_lock]
+
+    def refuse_links(self) -> None:
+        """Raise :class:`RunDirError` when a folder of the run (``launch/`` and those under it, ``tensorboard/``) or
+        a file written in place is a symbolic link: every writer (submitter, node task, trainer) asks before it
+        writes, so no file of a run lands outside it."""
+        try:
+            refuse_links(self.root, self.written_in_place())
+        except LinkedPathError as exc:
+            raise RunDirError(str(exc)) from None
 
     def is_run(self) -> bool:
         """Whether this looks like a run directory (it has a run record or metrics)."""

@@ -11,6 +11,7 @@ Its files are named by ``memorymodels.rundir``; run.json is ``memorymodels.runre
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import os
@@ -19,7 +20,7 @@ import time
 from pathlib import Path
 
 from memorymodels.experiment import Experiment, identity, run_name
-from memorymodels.fileio import make_private_dir
+from memorymodels.fileio import disk_full_error, make_private_dir
 from memorymodels.rundir import RunDirError, RunLockedError, RunPaths
 from memorymodels.runrecord import read_run_json
 
@@ -77,7 +78,9 @@ def collision_message(experiment: Experiment, world_size: int, run_dir: Path) ->
 
 
 def check_run_dir(run_dir: Path, ident: str) -> None:
-    """Refuse a directory (given by --run-dir) that holds another config's run or foreign files."""
+    """Refuse a directory (given by --run-dir) that holds another config's run or foreign files, or whose folders are
+    symbolic links out of it."""
+    RunPaths(run_dir).refuse_links()
     owner = _owner(Path(run_dir))
     if owner is None or owner == ident:
         return
@@ -94,15 +97,22 @@ def check_run_dir(run_dir: Path, ident: str) -> None:
 class RunLock:
     """An exclusive ``flock`` on ``RUN_DIR/.trainer.lock`` held for a whole attempt by the process that writes the
     run directory. The kernel releases it when that process ends, however it ends (exit, kill -9, OOM), so a stale
-    lock never blocks a rerun; the file's content (pid, host, time) only serves the message of a refused trainer."""
+    lock never blocks a rerun; the file's content (pid, host, time) only serves the message of a refused trainer.
+    ``created``: the lock made the run directory; released with nothing else written in it (a corpus refused
+    before training), the directory goes again instead of standing empty but for the lock."""
 
-    def __init__(self, path: Path, fd: int):
-        self.path, self.fd = path, fd
+    def __init__(self, path: Path, fd: int, created: bool = False):
+        self.path, self.fd, self.created = path, fd, created
 
     def release(self) -> None:
-        if self.fd is not None:
-            os.close(self.fd)  # closing the only descriptor drops the flock
-            self.fd = None
+        if self.fd is None:
+            return
+        if self.created and [p.name for p in self.path.parent.iterdir()] == [self.path.name]:
+            self.path.unlink(missing_ok=True)  # still holding the lock: no other trainer is inside
+            with contextlib.suppress(OSError):
+                self.path.parent.rmdir()
+        os.close(self.fd)  # closing the only descriptor drops the flock
+        self.fd = None
 
     def __enter__(self) -> "RunLock":
         return self
@@ -125,10 +135,18 @@ def _lock_holder(path: Path) -> str:
 
 def lock_run_dir(run_dir: Path) -> RunLock:
     """Take the run directory's lock (creating the directory, for this user alone: ``fileio.make_private_dir``; the
-    launcher makes it first, for the profile's group too) or raise :class:`RunLockedError` at once."""
-    run_dir = make_private_dir(run_dir)
+    launcher makes it first, for the profile's group too) or raise :class:`RunLockedError` at once; a full disk is a
+    ``DiskFullError`` naming the lock file, with nothing left behind."""
+    run_dir = Path(run_dir)
     path = RunPaths(run_dir).trainer_lock
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)  # not inherited by subprocesses (PEP 446)
+    created = not run_dir.exists()
+    try:
+        make_private_dir(run_dir)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)  # not inherited by subprocesses (PEP 446)
+    except OSError as exc:
+        if full := disk_full_error(exc, path):
+            raise full from None
+        raise
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -136,6 +154,15 @@ def lock_run_dir(run_dir: Path) -> RunLock:
         raise RunLockedError(
             f"{run_dir}: another trainer is running in this run directory ({_lock_holder(path)}; lock {path}); "
             f"refusing to train it twice at once. Wait for that one to end, or stop it first") from None
-    os.ftruncate(fd, 0)
-    os.write(fd, json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "time": time.time()}).encode())
-    return RunLock(path, fd)
+    lock = RunLock(path, fd, created)
+    try:
+        os.ftruncate(fd, 0)
+        os.write(fd, json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "time": time.time()}).encode())
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            os.ftruncate(fd, 0)
+        lock.release()
+        if full := disk_full_error(exc, path, "the lock was given up; nothing was trained"):
+            raise full from None
+        raise
+    return lock

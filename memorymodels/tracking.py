@@ -38,6 +38,39 @@ SCALARS = {"loss": "train/loss", "learning_rate": "train/learning_rate", "grad_n
 """metrics.jsonl keys -> tracker names."""
 
 
+PACKAGES = {"tensorboard": "tensorboard", "wandb": "wandb"}
+"""The package each tracker needs (``pip install -e '.[tracking]'``)."""
+WANDB_QUIET_MODES = ("offline", "disabled", "dryrun")
+"""``WANDB_MODE`` values that need no account."""
+
+
+def tracker_problems(report_to: list[str], environ: dict[str, str], *, packages: bool = True) -> list[str]:
+    """Why the trackers of ``train.report_to`` would stop a job that has the environment ``environ``, found before it
+    is queued (torch-free; the job would fail only after making its run directory): a tracker's package missing
+    (``packages``: asked of this interpreter, the job's unless it runs in a container), wandb without an account
+    (no ``WANDB_API_KEY``, no ``api.wandb.ai`` entry in ~/.netrc) and not ``WANDB_MODE=offline``."""
+    import importlib.util
+    import netrc
+
+    problems = []
+    for name in report_to:
+        package = PACKAGES.get(name)
+        if packages and package and importlib.util.find_spec(package) is None:
+            problems.append(f"'train.report_to: [{name}]' needs the {package} package, which this Python lacks: "
+                            f"pip install -e '.[tracking]', or remove {name}")
+    if "wandb" in report_to and environ.get("WANDB_MODE", "").lower() not in WANDB_QUIET_MODES \
+            and not environ.get("WANDB_API_KEY"):
+        try:
+            logged_in = netrc.netrc().authenticators("api.wandb.ai") is not None
+        except (OSError, netrc.NetrcParseError):
+            logged_in = False
+        if not logged_in:
+            problems.append("'train.report_to: [wandb]' has no wandb account here (no WANDB_API_KEY, no `wandb "
+                            "login` in ~/.netrc) and WANDB_MODE is not offline: the job would stop at its start. Log "
+                            "in, or set WANDB_MODE=offline (the profile's env:, or the shell's)")
+    return problems
+
+
 def tracker_identity(run_dir: Path, group: str | None = None) -> dict:
     """``RUN_DIR/tracking.json``, created on first use (a random id, the run's name); ``group`` (a sweep's name)
     recorded when given."""

@@ -51,13 +51,13 @@ from memorymodels.callbacks import (ContinueSchedule, HeartbeatCallback, Interru
                                     StartupRecorder, StopOnSignal, defer_signals, install_signal_handlers)
 from memorymodels.checkpoints import CheckpointError, without_aliases
 from memorymodels.codemanifest import CodeChangedError, verify_code
-from memorymodels.configuration import ConfigError
+from memorymodels.configuration import ConfigError, flag_number
 from memorymodels.data.errors import DataError
 from memorymodels.evaluate import evaluate_run, format_table
 from memorymodels.experiment import (REPO_ROOT, Data, Experiment, build, experiment_dict, identity, load_data,
                                      load_experiment, load_fast_tokenizer, model_build_args)
 from memorymodels.extension import ExtendError
-from memorymodels.fileio import DiskFullError, free_bytes, is_disk_full
+from memorymodels.fileio import DiskFullError, disk_full_error, free_bytes, is_disk_full
 from memorymodels.heartbeat import Heartbeat
 from memorymodels.hf_adapter import CheckpointingTrainer
 from memorymodels.hostmemory import keep_freed_host_memory
@@ -267,6 +267,8 @@ def train(experiment: Experiment, run_dir: Path | None = None, *, command: list[
     """
     install_signal_handlers()
     rank, world_size = world()
+    if run_dir is not None:
+        RunPaths(run_dir).refuse_links()  # before the first heartbeat goes into RUN_DIR/launch/heartbeats
     heartbeat = None
     if heartbeat_dir is not None:
         heartbeat = Heartbeat(heartbeat_dir, rank=rank, local_rank=int(os.environ.get("LOCAL_RANK", 0)))
@@ -325,7 +327,7 @@ def _train_locked(experiment: Experiment, run_dir: Path, command: list[str] | No
         if isinstance(exc, NonFiniteLoss):
             error = _diverged(run_dir, exc)
         elif isinstance(exc, Exception) and not isinstance(exc, DiskFullError) and is_disk_full(exc):
-            error = DiskFullError(getattr(exc, "filename", None) or run_dir, free_bytes(run_dir))
+            error = disk_full_error(exc, run_dir)  # the file it failed on and the free space there
         _record_failure(run_dir, error)
         if error is exc:
             raise
@@ -481,7 +483,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--run-dir", type=Path, help="train in this directory (default: derived from the config)")
     parser.add_argument("--no-eval", action="store_true", help="skip the evaluation table at the end")
     parser.add_argument("--heartbeat-dir", type=Path, help="keep this rank's heartbeat file here (the launcher's)")
-    parser.add_argument("--collective-timeout-s", type=int, help="limit of every collective (default 1800 s)")
+    parser.add_argument("--collective-timeout-s", type=flag_number(int, minimum=10),
+                        help="limit of every collective (default 1800 s)")
     parser.add_argument("--extend", action="store_true",
                         help="continue the run this config is except for a shorter train.max_steps, in its directory, "
                              "from its newest complete checkpoint (memorymodels.extension)")

@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 
 import pytest
@@ -74,3 +75,26 @@ def wait_for_job(slurm_cluster):
     from launch.localcluster.cluster import wait_for_job as wait
 
     return wait
+
+
+@pytest.fixture
+def full_disk(tmp_path):
+    """A folder on its own small file system (tmpfs, 2 MiB) filled to the last byte: every write there fails with
+    ENOSPC, while creating folders and empty files still works (what a full disk does). Needs root to mount;
+    skipped otherwise."""
+    import subprocess
+
+    folder = tmp_path / "full"
+    folder.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(folder)], capture_output=True,
+                             text=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a small file system here: {mounted.stderr.strip() or 'mount failed'}")
+    filler = tmp_path / "full" / ".filler"
+    try:
+        with contextlib.suppress(OSError), open(filler, "wb", buffering=0) as handle:
+            while True:
+                handle.write(b"\0" * 4096)
+        yield folder
+    finally:
+        subprocess.run(["umount", "-l", str(folder)], check=False)

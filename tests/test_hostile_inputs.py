@@ -124,7 +124,8 @@ OVERRIDE_CASES = [
     ("set-no-equals", ["train.max_steps"], "expected KEY=VALUE"),
     ("set-no-key", ["=5"], "expected KEY=VALUE"),
     ("set-into-a-value", ["train.max_steps.x=1"], "'train.max_steps' is a value, not a section"),
-    ("set-section-to-value", ["model=3"], "'model': expected a mapping (section), got 3"),
+    ("set-section-to-value", ["model=3"], "--set model=3: 'model' is a section (name, preset), not one value"),
+    ("set-train-to-value", ["train=5"], "--set train=5: 'train' is a section (batch_size, learning_rate, max_steps,"),
     ("set-name-escape", ["output.name=../../etc"], "'output.name' must be one directory name"),
     ("set-pad-id", ["model.name=variable_memory_mixer", "model.params.pad_id=-1"], "'pad_id' (-1) must be a token id"),
     ("set-free-nan", ["model.params.noise=.nan", "model.name=memory_transformer"], "'model.params.noise': .nan is not a finite"),
@@ -244,3 +245,68 @@ def test_profile_shaped_values(data, expected):
         from_dict(Node, data, source="cluster_profiles/x.yaml")
     message = str(err.value)
     assert "\n" not in message and message.startswith("cluster_profiles/x.yaml: ") and expected in message, message
+
+
+# ---- one number, one spelling: the same model never trains under a second name ----
+
+SPELLINGS = [
+    ("model.params.kernel=1", "model.params.kernel=1.0"),
+    ("model.params.dim=32", "model.params.dim=32.0"),
+    ("model.params.depth=2", "model.params.depth=2e0"),
+    ("train.max_steps=40", "train.max_steps=4e1"),
+    ("train.learning_rate=0.002", "train.learning_rate=2e-3"),
+    ("data.vocab_size=512", "data.vocab_size=512.0"),
+    ("train.seed=7", "train.seed=7.0"),
+    ("train.weight_decay=0", "train.weight_decay=0.0"),
+]
+
+
+@pytest.mark.parametrize("one, other", SPELLINGS, ids=[f"{a} {b}" for a, b in SPELLINGS])
+def test_two_spellings_of_one_number_are_one_run(tmp_path, one, other):
+    from memorymodels.experiment import identity, run_name
+    from memorymodels.runs import run_dir_for
+
+    path = tmp_path / "exp.yaml"
+    path.write_text(experiment_text(tmp_path))
+    first, second = load_experiment(path, [one]), load_experiment(path, [other])
+    assert (identity(first, 1), run_name(first, 1)) == (identity(second, 1), run_name(second, 1))
+    assert run_dir_for(first, 1) == run_dir_for(second, 1)
+
+
+# ---- every command's numeric flags: NaN, infinities, zero, negatives, fractions where integers are meant ----
+
+LIBRARY_FLAGS = [
+    # (module, arguments before the flag, flag, value, text of the one error line)
+    ("memorymodels.plot", ["RUN", "--out", "x.png"], "--offset", "nan", "argument --offset: 'nan' is not a finite"),
+    ("memorymodels.plot", ["RUN", "--out", "x.png"], "--offset", "inf", "argument --offset: 'inf' is not a finite"),
+    ("memorymodels.plot", ["RUN", "--out", "x.png"], "--embedding-bits", "0", "argument --embedding-bits: 0: must be 1"),
+    ("memorymodels.plot", ["RUN", "--out", "x.png"], "--embedding-bits", "2.5", "'2.5' is not an integer"),
+    ("memorymodels.evaluate", ["RUN"], "--rows", "-3", "argument --rows: -3: must be 1 or more"),
+    ("memorymodels.evaluate", ["RUN"], "--rows", "1e3", "argument --rows: '1e3' is not an integer"),
+    ("memorymodels.evaluate", ["RUN"], "--batch-size", "0", "argument --batch-size: 0: must be 1 or more"),
+    ("memorymodels.evaluate", ["RUN"], "--embedding-bits", "nan", "argument --embedding-bits: 'nan' is not an int"),
+    ("memorymodels.compress", ["RUN", "FILE"], "--overlap", "-1", "argument --overlap: -1: must be 0 or more"),
+    ("memorymodels.compress", ["RUN", "FILE"], "--threads", "0", "argument --threads: 0: must be 1 or more"),
+    ("memorymodels.compress", ["RUN", "FILE"], "--threads", "1.5", "argument --threads: '1.5' is not an integer"),
+    ("memorymodels.train", ["--experiment", "X"], "--collective-timeout-s", "-5", "must be 10 or more"),
+    ("memorymodels.data.train_tokenizer", ["--out", "X"], "--vocab-size", "100", "100: must be 258 or more"),
+    ("memorymodels.data.train_tokenizer", ["--out", "X"], "--max-docs", "0", "argument --max-docs: 0: must be 1"),
+    ("memorymodels.data.train_tokenizer", ["--out", "X"], "--vocab-size", "inf", "'inf' is not an integer"),
+    ("memorymodels.data.pretokenize", ["--tokenizer", "T", "--out", "X"], "--context", "1", "1: must be 2 or more"),
+    ("memorymodels.data.pretokenize", ["--tokenizer", "T", "--out", "X", "--context", "8"], "--shard-rows", "-1",
+     "argument --shard-rows: -1: must be 1 or more"),
+]
+
+
+@pytest.mark.parametrize("module, before, flag, value, message", LIBRARY_FLAGS,
+                         ids=[f"{m.rsplit('.', 1)[1]} {f} {v}" for m, _, f, v, _ in LIBRARY_FLAGS])
+def test_numeric_flags_of_the_library_commands(capsys, tmp_path, module, before, flag, value, message):
+    import importlib
+
+    main = importlib.import_module(module).main
+    with pytest.raises(SystemExit) as exit_:
+        main([str(tmp_path / a) if a.isupper() else a for a in before] + [flag, value])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and message in err, err
+    assert err.strip().splitlines()[-1].count("error:") == 1 and "Traceback" not in err
+    assert list(tmp_path.iterdir()) == []

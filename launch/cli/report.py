@@ -20,8 +20,10 @@ from launch.monitor.history import settle_runs
 from launch.monitor.report import (METRICS, add_usage, collect_rows, evaluate_missing, load_cells, plot, plot_axis,
                                    render, resource_usage, slurm_env_of, sweep_jobs, usage_summary, write_csv)
 from memorymodels.configuration import ConfigError, one_line
+from memorymodels.fileio import exits_on_full_disk
 
 
+@exits_on_full_disk
 def main(argv: list[str] | None = None) -> int:
     parser = Parser(prog="python launch/sweep_report.py", description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -35,15 +35,16 @@ from rich.console import Console
 
 from launch.cli.args import Parser
 from launch.cli.output import exit_quietly_on_a_closed_pipe, print_table, print_uncut
-from launch.monitor.dashboard import MIN_INTERVAL, parse_since, render, render_history, render_view, scancel_ids, \
-    select_rows
+from launch.monitor.dashboard import MIN_INTERVAL, STATE_WORDS, parse_since, render, render_history, render_view, \
+    scancel_ids, select_rows, unknown_states
 from launch.monitor.live import run_live
 from launch.monitor.logs import follow, journal_logs, labelled_tail, run_logs
 from launch.monitor.queue import Collector, default_shared_cache, read_journal
 from launch.monitor.history import settled_attempts
-from launch.slurm.client import SlurmError, run_slurm, slurm_environ
+from launch.slurm.client import SlurmError, job_states, run_slurm, slurm_environ
 from launch.slurm.output import ACTIVE_STATES
-from memorymodels.configuration import one_line
+from memorymodels.configuration import flag_number, one_line
+from memorymodels.fileio import exits_on_full_disk
 
 def fail(message: str) -> None:
     """An error of the dashboard's commands: one line on stderr."""
@@ -93,12 +94,54 @@ def show_logs(collector: Collector, target: str, lines: int, follow_them: bool) 
         for line in labelled_tail(log, lines):
             print(line)
     if follow_them:
-        print(f"==> following {len(logs)} file(s); Ctrl-C stops <==", flush=True)
+        print(f"==> following {len(logs)} file(s) until the job ends; Ctrl-C stops <==", flush=True)
+        ended = JobEnd(collector, jobs or [{"job_id": target, "slurm": True, "pid": None}])
         try:
-            follow(logs, lambda line: print(line, flush=True))
+            follow(logs, lambda line: print(line, flush=True), stop=ended)
         except KeyboardInterrupt:
-            pass
+            return 0
+        print(f"==> {ended.said}; stopped following <==", flush=True)
     return 0
+
+
+class JobEnd:
+    """``--logs -f``'s stop: true once every followed job has ended (Slurm's states, asked at most every
+    ``every_s`` seconds; a local job: its process is gone). ``said``: how they ended, in words."""
+
+    def __init__(self, collector: Collector, jobs: list[dict], every_s: float = 5.0):
+        self.collector, self.jobs, self.every_s = collector, jobs, every_s
+        self.asked = 0.0
+        self.said = ""
+
+    def __call__(self) -> bool:
+        if time.monotonic() - self.asked < self.every_s:
+            return False
+        self.asked = time.monotonic()
+        ids = [job["job_id"] for job in self.jobs if job.get("slurm")]
+        try:
+            states = job_states(ids, self.collector.environ()) if ids else {}
+        except SlurmError:
+            return False  # no answer: keep following
+        if any(set(states.get(job_id, [])) & ACTIVE_STATES for job_id in ids):
+            return False
+        if any(not job.get("slurm") and _alive(job.get("pid")) for job in self.jobs):
+            return False
+        ended = {job_id: "/".join(sorted(set(states[job_id]))) if job_id in states else "(Slurm no longer knows it)"
+                 for job_id in ids}
+        self.said = "; ".join(f"job {job_id} ended {state}" for job_id, state in ended.items()) or "the job ended"
+        return True
+
+
+def _alive(pid) -> bool:
+    if not isinstance(pid, int):
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def show_history(collector: Collector, target: str, console: Console) -> int:
@@ -159,7 +202,7 @@ def cancel(collector: Collector, target: str, yes: bool, console: Console) -> in
 def parse_args(argv=None) -> argparse.Namespace:
     parser = Parser(prog="python launch/status.py", description=__doc__.split("\n\n")[0],
                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--interval", type=float, default=5.0, help="seconds between refreshes (at least 2)")
+    parser.add_argument("--interval", type=flag_number(float), default=5.0, help="seconds between refreshes (at least 2)")
     parser.add_argument("--once", action="store_true", help="print the table once and exit")
     parser.add_argument("--json", action="store_true", help="print the rows as JSON and exit")
     parser.add_argument("--all", action="store_true",
@@ -173,7 +216,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--logs", metavar="JOB", help="a job's stdout and stderr (job id, run name or run directory)")
     parser.add_argument("-f", "--follow", action="store_true", help="with --logs: follow the files as they grow")
     parser.add_argument("--history", metavar="JOB", help="each attempt of a job: start, end, node, how it ended, steps")
-    parser.add_argument("--lines", type=int, default=40, help="lines of log for --logs (default 40)")
+    parser.add_argument("--lines", type=flag_number(int, minimum=0), default=40, help="lines of log for --logs (default 40)")
     parser.add_argument("--cancel", metavar="JOB|SWEEP", help="cancel a job, an array or a sweep (asks first)")
     parser.add_argument("--yes", action="store_true", help="with --cancel: do not ask")
     args = parser.parse_args(argv)
@@ -187,9 +230,15 @@ def parse_args(argv=None) -> argparse.Namespace:
     except ValueError:
         parser.error(f"--since {args.since}: give an age such as 90m, 36h, 3d or 2w")
     args.states = {part.strip().lower() for part in args.state.split(",") if part.strip()} if args.state else None
+    if args.state is not None and not args.states or args.states and unknown_states(args.states):
+        unknown = set(unknown_states(args.states or set()))
+        wrong = ", ".join(p.strip() for p in args.state.split(",") if p.strip().lower() in unknown) or repr(args.state)
+        parser.error(f"--state {args.state}: {wrong} is not a job state; use Slurm's (RUNNING, PENDING, FAILED, "
+                     f"COMPLETED, CANCELLED, TIMEOUT, ...) or {', '.join(STATE_WORDS)}")
     return args
 
 
+@exits_on_full_disk
 def main(argv=None) -> int:
     args = parse_args(argv)
     exit_quietly_on_a_closed_pipe()

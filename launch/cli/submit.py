@@ -40,6 +40,7 @@ import shlex
 import sys
 
 from launch.cli.args import Parser
+from launch.cli.output import exit_quietly_on_a_closed_pipe
 from launch.cli.sweep import run_sweep_command
 from launch.monitor.follow import follow_local, wait_slurm
 from launch.planning.diff import diff_plans
@@ -48,12 +49,13 @@ from launch.planning.profiles import list_profiles, load_profile
 from launch.slurm.client import slurm_environ
 from launch.submission.preflight import NothingLeftError, SubmitError, nothing_left, preflight
 from launch.submission.submit import submit_job
-from memorymodels.configuration import ConfigError, one_line
+from memorymodels.configuration import ConfigError, count, flag_number, one_line
+from memorymodels.fileio import exits_on_full_disk
 
 EXIT_NOTHING_LEFT = 3
 """Exit status when the run has nothing left to do (completed and evaluated): its result is printed, nothing queued.
 Other refusals exit 2."""
-NOT_IN_REQUEST = ("--dry-run", "--json", "--wait", "--no-preflight", "--new-code")
+NOT_IN_REQUEST = ("--dry-run", "--json", "--wait", "--no-preflight", "--new-code", "--yes")
 """Flags that change what the command does now, not the job it plans (left out of the script's "Run with")."""
 
 
@@ -66,7 +68,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="experiment key (train.max_steps=100) or profile key (profile.time_limit=2h); repeatable")
     parser.add_argument("--launcher", choices=("torchrun", "fsdp", "deepspeed"), help="default: the profile's")
-    parser.add_argument("--nodes", type=int, help="nodes per job (default: the profile's)")
+    parser.add_argument("--nodes", type=flag_number(int, minimum=1), help="nodes per job (default: the profile's)")
     parser.add_argument("--dry-run", action="store_true", help="check and print the plan; submit nothing")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("--wait", action="store_true", help="follow a Slurm job until it ends (local always does)")
@@ -77,6 +79,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--no-snapshot", action="store_true",
                         help="run the job from the checkout as it is when each attempt starts, instead of a snapshot "
                              "of the code taken now (<checkpoint_root>/.code/<hash>); for iterating on a branch")
+    parser.add_argument("--yes", action="store_true",
+                        help="with --sweep: submit a sweep larger than the profile's ask_above_cells without asking")
     parser.add_argument("--new-code", action="store_true",
                         help="continue a run that was submitted with other code with the checkout's code now")
     parser.add_argument("--extend", action="store_true",
@@ -88,8 +92,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                              "experiment, --set, --launcher and --nodes); submits nothing")
     parser.add_argument("--list-profiles", action="store_true", help="list the shipped profiles and exit")
     args = parser.parse_args(argv)
-    if args.nodes is not None and args.nodes < 1:
-        parser.error(f"--nodes {args.nodes}: must be 1 or more")
     if args.diff and args.sweep:
         parser.error("--diff compares the job of one experiment on two profiles; drop --sweep (a sweep's cells share "
                      "one profile: --sweep ... --dry-run shows them)")
@@ -130,29 +132,35 @@ def _print_submitted(entry: dict, plan: JobPlan, out=sys.stdout) -> None:
 
 
 def dry_run(plan: JobPlan, args: argparse.Namespace) -> int:
-    """``--dry-run``: the checks a submission makes, then the plan. Exit 2 on a problem (one line each)."""
+    """``--dry-run``: the checks a submission makes; the plan, then the problems found (exit 2, one line each)."""
     checked = preflight([plan], dry_run=True, new_code=args.new_code) if not args.no_preflight else None
-    if checked is not None:
-        checked.raise_problems()
     if args.json:
         print(json.dumps({**plan.to_json(), "cluster_checks": _cluster_note(checked, plan)}, indent=2,
                          sort_keys=True))
     else:
         print(plan.describe())
         print(f"\n# checks: {_cluster_note(checked, plan)}")
+    if checked is not None:
+        sys.stdout.flush()  # the plan, then the problems, also when both go to one terminal or file
+        checked.raise_problems()
     return 0
 
 
 def _cluster_note(checked, plan: JobPlan) -> str:
     if checked is None:
         return "not run (--no-preflight)"
+    found = f"; {count(len(set(checked.problems)), 'problem')} found (below)" if checked.problems else ""
     if plan.executor != "slurm":
-        return "data and checkpoint root checked; no cluster (executor: local)"
-    return checked.skipped or "data, checkpoint root and cluster checked (partition, node sizes, time limit, sbatch --test-only)"
+        return "data and checkpoint root checked; no cluster (executor: local)" + found
+    return (checked.skipped or "data, checkpoint root and cluster checked (partition, node sizes, time limit, "
+                               "sbatch --test-only)") + found
 
 
+@exits_on_full_disk
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.dry_run or args.diff or args.list_profiles:  # only prints: `--dry-run | head` ends quietly (a submission
+        exit_quietly_on_a_closed_pipe()                  # is never cut short by its reader going away)
     if args.list_profiles:
         for name in list_profiles():
             print(f"{name:<20} {load_profile(name).description}")

@@ -17,16 +17,17 @@ from launch.monitor.follow import follow_local, follow_sweep
 from launch.planning.plan import split_overrides
 from launch.planning.profiles import list_profiles, load_profile
 from launch.planning.sweep import SweepPlan, describe, plan_arrays, plan_sweep
-from launch.planning.sweep_file import load_sweep
+from launch.planning.sweep_file import expand_cells, load_sweep
 from launch.slurm.client import SlurmError, explain
 from launch.submission.preflight import SubmitError, preflight
 from launch.submission.submit import submit_job
 from launch.submission.sweep import active_cells, representatives, submit_sweep, sweep_record
-from memorymodels.configuration import ConfigError, one_line
+from memorymodels.configuration import ConfigError, count, one_line
 
 
-def plan_from_args(args) -> SweepPlan:
-    """The sweep plan the command line asks for."""
+def plan_from_args(args, log=None) -> SweepPlan:
+    """The sweep plan the command line asks for; a sweep of more cells than the profile's ``ask_above_cells`` says
+    so first and, unless a dry run or ``--yes``, is planned only once the user says yes."""
     sweep = load_sweep(args.sweep)
     if getattr(args, "experiment", None):
         raise ConfigError(f"--experiment {args.experiment}: a sweep names its experiment ({sweep.source}: "
@@ -37,14 +38,35 @@ def plan_from_args(args) -> SweepPlan:
                           f"(profiles: {', '.join(list_profiles())})")
     profile_items, experiment_items = split_overrides(getattr(args, "overrides", None) or [])
     profile = load_profile(name, profile_items)
+    confirm_size(sweep, profile, args, log or sys.stderr)
     return plan_sweep(sweep, profile, overrides=experiment_items, launcher=getattr(args, "launcher", None),
                       nodes=getattr(args, "nodes", None), dependency=getattr(args, "dependency", None),
                       request=getattr(args, "request", None), snapshot=not getattr(args, "no_snapshot", False))
 
 
+def confirm_size(sweep, profile, args, log) -> None:
+    """Above the profile's ``ask_above_cells``: say how many cells and arrays, then ask (a dry run only says)."""
+    cells = len(expand_cells(sweep))
+    if cells <= profile.ask_above_cells:
+        return
+    arrays = -(-cells // profile.max_array_size)
+    size = (f"sweep {sweep.source}: {cells:,} cells in {count(arrays, 'array')} of at most "
+            f"{profile.max_array_size:,} ({profile.array_parallelism} at once), more than the profile's "
+            f"ask_above_cells: {profile.ask_above_cells:,} ({profile.source})")
+    if getattr(args, "dry_run", False) or getattr(args, "yes", False):
+        print(f"{size}; planning them (this takes a while)", file=log, flush=True)
+        return
+    if not sys.stdin.isatty():
+        raise ConfigError(f"{size}; nothing was submitted: pass --yes to submit them, or raise ask_above_cells")
+    if input(f"{size}. Plan and submit them? [y/N] ").strip().lower() not in ("y", "yes"):
+        raise ConfigError(f"{sweep.source}: not confirmed; nothing was submitted")
+
+
 def dry_run(plan: SweepPlan, args, out) -> int:
-    """The checks a submission makes (cells already queued, the preflight on the planned arrays), then the plan."""
+    """The checks a submission makes (cells already queued, the preflight on the planned arrays); the plan, then
+    the problems found (exit 2)."""
     note = "data and checkpoint root checked; no cluster (executor: local)"
+    checked = None
     todo = list(plan.pending)
     if plan.profile.executor == "slurm" and todo and not getattr(args, "no_preflight", False):
         try:
@@ -57,7 +79,6 @@ def dry_run(plan: SweepPlan, args, out) -> int:
         checked = preflight(representatives(plan, todo), array_size=max(len(a.cells) for a in arrays),
                             scripts=[arrays[0].script] if plan.profile.executor == "slurm" else (), dry_run=True,
                             new_code=getattr(args, "new_code", False))
-        checked.raise_problems()
         if plan.profile.executor == "slurm":
             note = checked.skipped or "data, checkpoint root and cluster checked"
     if getattr(args, "json", False):
@@ -65,6 +86,9 @@ def dry_run(plan: SweepPlan, args, out) -> int:
     else:
         print(describe(plan), file=out)
         print(f"\n# checks: {note}", file=out)
+    if checked is not None:
+        out.flush()  # the plan, then the problems
+        checked.raise_problems()
     return 0
 
 

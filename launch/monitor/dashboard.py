@@ -16,7 +16,7 @@ from rich.table import Table
 from rich.text import Text
 
 from launch.monitor.rows import JobRow, Snapshot, SweepSummary, fmt_values
-from launch.slurm.output import ACTIVE_STATES, FAILED_STATES
+from launch.slurm.output import ACTIVE_STATES, COMPACT_STATES, FAILED_STATES
 from memorymodels.attempts import SHORT
 from memorymodels.startup import describe as describe_startup
 
@@ -273,7 +273,8 @@ def header_lines(snapshot: Snapshot, now: float, hidden: int = 0) -> list[Text]:
     header = Text(f"jobs at {time.strftime('%H:%M:%S', time.localtime(now if snapshot.stale else snapshot.time))}: ",
                   style="bold")
     header.append(state_counts(count_states(snapshot.rows))
-                  or "no jobs in the journal (run launch/submit.py, or use --all)")
+                  or (f"no job matches {snapshot.unmatched}" if snapshot.unmatched else
+                      "no jobs in the journal (run launch/submit.py, or use --all)"))
     if hidden:
         header.append(f"  ({hidden} older hidden: --since, --all)", style="dim")
     lines = [header]
@@ -355,7 +356,21 @@ def select_rows(snapshot: Snapshot, *, now: float, since_s: float | None = DAY, 
     shown = [row for row in rows if recent(row)]
     wanted = {row.submission for row in shown if row.sweep}
     sweeps = [summary for summary in snapshot.sweeps if wanted & set(summary.submissions or [summary.submission])]
-    return dataclasses.replace(snapshot, rows=shown, sweeps=sweeps), len(rows) - len(shown)
+    filters = " ".join([*([f"--job {job}"] if job else []), *([f"--sweep {sweep}"] if sweep else []),
+                        *([f"--state {','.join(sorted(states))}"] if states else [])])
+    unmatched = (f"{filters} (of {len(snapshot.rows)} job(s) in the journal)"
+                 if filters and snapshot.rows and not rows else None)
+    return dataclasses.replace(snapshot, rows=shown, sweeps=sweeps, unmatched=unmatched), len(rows) - len(shown)
+
+
+STATE_WORDS = ("active", "failed", "ended")
+"""``--state`` words besides Slurm's state names (:func:`state_matches`)."""
+
+
+def unknown_states(states: set[str]) -> list[str]:
+    """The ``--state`` values that are neither a Slurm state nor one of :data:`STATE_WORDS` (lower-case)."""
+    known = {s.lower() for s in (*COMPACT_STATES.values(), "UNKNOWN")} | set(STATE_WORDS)
+    return sorted(states - known)
 
 
 def scancel_ids(chosen: list[JobRow], every: list[JobRow]) -> list[str]:

@@ -24,6 +24,7 @@ from launch.monitor.queue import default_shared_cache, queue_states, read_journa
 from launch.records.journal import journal_dir
 from launch.slurm.client import SlurmError, slurm_environ
 from launch.slurm.output import ACTIVE_STATES, TERMINAL_STATES
+from memorymodels.configuration import count
 from memorymodels.fileio import CorruptFileError, read_json, tail_lines
 from memorymodels.metrics import run_progress
 from memorymodels.rundir import RunPaths
@@ -170,7 +171,7 @@ def follow_sweep(plan: SweepPlan, *, log, poll_s: float = 5.0) -> list[int]:
     while True:
         busy = busy_cells(plan, env)
         statuses = [_status(c.run_dir) for c in plan.cells]
-        line = (f"{statuses.count('completed')} of {len(plan.cells)} cells complete, {len(busy)} queued or running, "
+        line = (f"{statuses.count('completed')} of {count(len(plan.cells), 'cell')} complete, {len(busy)} queued or running, "
                 f"{statuses.count('failed')} failed")
         if line != last:
             print(f"  {time.strftime('%H:%M:%S')}  {line}", file=log, flush=True)

@@ -99,7 +99,7 @@ def labelled_tail(log: LogFile, lines: int) -> list[str]:
     parts = attempt_parts(read_lines(log.path))
     if len([n for n, _ in parts if n is not None]) <= 1:
         tail = tail_lines(log.path, lines, 1 << 20)
-        return out + (tail or ["(empty)"])
+        return out + (tail or (["(empty)"] if os.path.getsize(log.path) == 0 else []))
     shown: list[str] = []
     for number, part in reversed(parts):  # the newest attempts first, until the line budget is spent
         if len(shown) >= lines:
@@ -113,11 +113,13 @@ def labelled_tail(log: LogFile, lines: int) -> list[str]:
 def follow(logs: list[LogFile], write: Callable[[str], None], *, poll_s: float = 0.5,
            stop: Callable[[], bool] = lambda: False) -> None:
     """Print what is appended to ``logs`` from now on (like ``tail -f`` on several files: a title line whenever the
-    file changes), until ``stop()`` or KeyboardInterrupt. A file that appears later is read from its start."""
+    file changes), until ``stop()`` (what was written before it said so is printed too) or KeyboardInterrupt. A
+    file that appears later is read from its start."""
     positions = {log.path: os.path.getsize(log.path) if os.path.exists(log.path) else 0 for log in logs}
     partial = {log.path: b"" for log in logs}
     last = None
-    while not stop():
+    while True:
+        done = stop()
         for log in logs:
             try:
                 with open(log.path, "rb") as f:
@@ -139,4 +141,6 @@ def follow(logs: list[LogFile], write: Callable[[str], None], *, poll_s: float =
                 last = log.path
             for line in complete:
                 write(line.decode("utf-8", "replace"))
+        if done:
+            return
         time.sleep(poll_s)

@@ -21,7 +21,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
 import math
 import subprocess
 import sys
@@ -40,6 +39,7 @@ from launch.slurm.output import LOST_STATES, parse_usage, usage_command
 from memorymodels.configuration import ConfigError
 from memorymodels.fileio import CorruptFileError, read_json, write_text_atomic
 from memorymodels.metrics import run_progress
+from memorymodels.plot import save_figure
 from memorymodels.rundir import RunPaths
 
 matplotlib.use("Agg")
@@ -252,11 +252,7 @@ def plot(rows: list[dict[str, Any]], axes: list[str], axis: str, metric: str, pa
     if len(series) > 1:
         ax.legend(fontsize="small")
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.stem + ".tmp" + path.suffix)
-    fig.savefig(tmp)
-    plt.close(fig)
-    os.replace(tmp, path)
+    save_figure(fig, path)
     return sum(len(p) for p in series.values())
 
 

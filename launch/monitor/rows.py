@@ -18,7 +18,7 @@ import os
 import re
 from typing import Any
 
-from launch.slurm.output import ACTIVE_STATES, FAILED_STATES, explain_dependency, explain_reason
+from launch.slurm.output import ACTIVE_STATES, FAILED_STATES, explain_dependency, explain_reason, waiting_reason
 from memorymodels.fileio import CorruptFileError, read_json, tail_lines
 from memorymodels.metrics import run_progress as progress
 from memorymodels.rundir import RunPaths
@@ -112,6 +112,7 @@ class Snapshot:
     accounting: bool = True
     calls: dict[str, int] = dataclasses.field(default_factory=dict)
     warnings: list[str] = dataclasses.field(default_factory=list)
+    unmatched: str | None = None  # the filters that left no row out of some (``select_rows``): said in the header
 
 
 def run_progress(run_dir: str | None, listings: dict[str, set[str]] | None = None,
@@ -200,7 +201,8 @@ def infer_state(progress: dict, logs: list[str | None], queue_known: bool = True
 def record_fields(record: dict, source: str) -> dict:
     """The JobRow fields that a squeue/sacct record gives."""
     state, reason = record["state"], record.get("reason")
-    explain = state in ACTIVE_STATES or state in FAILED_STATES  # a cancelled job's last reason is history
+    # a cancelled job's last reason is history, and so is why a failed one once waited ("held by you")
+    explain = state in ACTIVE_STATES or state in FAILED_STATES and not waiting_reason(reason)
     fields = {"source": source, "state": state, "reason": reason,
               "reason_text": explain_reason(reason) if explain else "", "restarts": record.get("restarts") or 0}
     if explain and reason == "Dependency" and record.get("dependency"):

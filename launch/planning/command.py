@@ -3,7 +3,7 @@
     python launch/submit.py --profile a100x8 --launcher fsdp --nodes 2 --dry-run     # shows all of them
 
 The files the launcher keeps in ``RUN_DIR/launch/`` (named by ``memorymodels.rundir``), the sbatch parameters in submitit's names
-(with the job's ``--comment`` tag, ``srun --kill-on-bad-exit`` and the profile's site settings), the setup lines that
+(with the job's exactly-once tag, ``srun --kill-on-bad-exit`` and the profile's site settings), the setup lines that
 stop the job at the first failure, the accelerate config filled in from ``configs/``, the training processes'
 environment, and the launch command: an optional code-snapshot and container prefix, then torchrun or ``accelerate
 launch`` of the trainer, or the trainer alone for one process. Every function is pure.
@@ -34,32 +34,37 @@ collective timeout."""
 
 
 TAG_PREFIX = "memorymodels:"
-"""Every job the launcher queues carries a tag in Slurm's ``--comment`` (what ``squeue -o %k`` shows): a run's
+"""Every job the launcher queues carries a tag in the profile's ``tag_field`` (``--comment`` unless the profile
+says ``wckey``; ``squeue -o %k`` / ``%w`` shows it, ``launch.planning.options.TAG_FIELDS``): a run's
 ``memorymodels:run:<hash of its directory>``, an array's ``memorymodels:sweep:<submission id>:<array>``. A rerun
 finds in the queue what an earlier, interrupted submission queued, journaled or not."""
 
 
 def run_tag(run_dir: str | Path) -> str:
-    """The ``--comment`` tag of a single job training in ``run_dir``."""
+    """The exactly-once tag of a single job training in ``run_dir``."""
     return f"{TAG_PREFIX}run:{hashlib.sha1(str(Path(run_dir).resolve()).encode()).hexdigest()[:16]}"
 
 
 def array_tag(submission_id: str, k: int) -> str:
-    """The ``--comment`` tag of array ``k`` of a sweep submission."""
+    """The exactly-once tag of array ``k`` of a sweep submission."""
     return f"{TAG_PREFIX}sweep:{submission_id}:{k}"
 
 
+def job_tag(profile: Profile, sbatch: dict[str, Any]) -> str | None:
+    """The tag a job's sbatch parameters carry (in the profile's ``tag_field``)."""
+    return sbatch.get(profile.tag_field)
+
+
 def sbatch_parameters(profile: Profile, *, name: str, nodes: int, dependency: str | None = None,
-                      comment: str | None = None, code_dir: Path | None = None,
+                      tag: str | None = None, code_dir: Path | None = None,
                       mounts: Iterable[Path] = ()) -> dict[str, Any]:
-    """The profile in scheduler terms (submitit's parameter names); ``dependency`` a resolved spec; ``comment``
-    the job's tag (:func:`run_tag`); ``code_dir`` the code snapshot the job runs from (``--chdir``); ``mounts``
-    folders a container must see at the same path (the checkpoint and data roots). Pure."""
+    """The profile in scheduler terms (submitit's parameter names); ``dependency`` a resolved spec; ``tag`` the
+    job's exactly-once tag (:func:`run_tag`), put in the profile's ``tag_field``; ``code_dir`` the code snapshot the
+    job runs from (``--chdir``); ``mounts`` folders a container must see at the same path (the checkpoint and data
+    roots). Pure."""
     procs = profile.procs_per_node
     mem_gb = profile.mem_per_gpu_gb * procs
     params: dict[str, Any] = {"job_name": name}
-    if comment:
-        params["comment"] = comment
     for key in ("partition", "account", "qos", "constraint"):
         if getattr(profile, key):
             params[key] = getattr(profile, key)
@@ -79,6 +84,8 @@ def sbatch_parameters(profile: Profile, *, name: str, nodes: int, dependency: st
                                  *profile.srun_args,
                                  *pyxis_args(profile, code_dir, mounts)],
                    "wckey": profile.wckey})  # None: no --wckey line (submitit's default is 'submitit')
+    if tag:
+        params[profile.tag_field] = tag
     if profile.exclusive:  # whole nodes, all their memory
         params.update(exclusive=True, mem="0")
     # submitit's task imports the launcher from the snapshot (--chdir): it writes no bytecode there either

@@ -13,6 +13,7 @@ import re
 
 from launch.records import journal
 from memorymodels.configuration import ConfigError
+from memorymodels.fileio import CorruptFileError
 
 DEPENDENCY_TYPES = ("after", "afterany", "afterok", "afternotok", "aftercorr")
 """Slurm's job-to-job dependency types that ``--dependency`` accepts (``singleton`` too, which names no job)."""
@@ -55,6 +56,9 @@ def dependency_spec(spec: str, *, flag: str = "--dependency") -> str:
                     jobs = journal.load(job)["jobs"]
                 except FileNotFoundError as exc:
                     raise ConfigError(f"{flag} {spec}: {exc}") from None
+                except CorruptFileError as exc:  # which jobs it stands for cannot be known: never guess
+                    raise ConfigError(f"{flag} {spec}: the journal entry of submission {job} is damaged ({exc}); "
+                                      f"name its job ids instead (python launch/status.py --all)") from None
                 ids += [entry["job_id"].split("_")[0] + plus + delay for entry in jobs
                         if entry.get("executor", "slurm") == "slurm"]  # a local run's id is a process id
                 if not ids:

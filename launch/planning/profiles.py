@@ -42,6 +42,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Literal
 
+from launch.planning.options import sbatch_extra_problem, srun_args_problem
 from launch.slurm.output import parse_duration
 from memorymodels.configuration import ConfigError, apply_overrides, closest, from_dict, load_yaml, to_dict
 from memorymodels.experiment import REPO_ROOT
@@ -151,20 +152,30 @@ class Profile:
     setup: list[str] = field(default_factory=list)
     """Shell lines run in the job before the launch (module load ..., source .venv/bin/activate)."""
     sbatch_extra: dict[str, Any] = field(default_factory=dict)
-    """Escape hatch: further sbatch options, e.g. {exclusive: true, mail-type: END}."""
+    """Escape hatch: further sbatch options, e.g. {mail-type: END, exclude: gpu-node-13}. Options the launcher sets
+    or a profile key decides (partition, comment, chdir, output, ... in any spelling) are refused, naming the key to
+    use (``launch.planning.options``)."""
     array_parallelism: int = 64
     """How many tasks of one sweep array may run at once."""
     max_array_size: int = 1001
     """Largest array this cluster accepts (Slurm's MaxArraySize, default 1001); bigger sweeps are split."""
+    ask_above_cells: int = 1000
+    """A sweep of more cells than this asks before it is planned and submitted (at a terminal; elsewhere it needs
+    ``--yes``): a typo in a grid can make a hundred thousand jobs."""
     container: Container | None = None
     """Run the job in an image (pyxis/enroot or Apptainer); null: on the nodes' own software."""
     exclusive: bool = False
     """Whole nodes: ``--exclusive`` and ``--mem=0`` (all of each node's memory) instead of the per-GPU share."""
     srun_args: list[str] = field(default_factory=list)
-    """Further arguments of the job's srun line, e.g. [--mpi=pmix, --cpu-bind=cores]."""
+    """Further arguments of the job's srun line, e.g. [--mpi=pmix, --cpu-bind=cores]; not the ones the launcher sets
+    (--output, --error, --cpus-per-task, ... in any spelling)."""
     wckey: str | None = None
     """Slurm workload characterization key (--wckey); null: none (submitit would otherwise write --wckey=submitit,
     which clusters that enforce wckeys refuse)."""
+    tag_field: Literal["comment", "wckey"] = "comment"
+    """Which sbatch option carries the exactly-once tag every queued job has (``squeue`` prints it: %k, %w):
+    ``comment`` by default; ``wckey`` where the site keeps --comment for accounting (``sbatch_extra: {comment: ...}``
+    is then allowed; the cluster must accept any wckey, and the profile's ``wckey`` stays null)."""
     hang_timeout_s: int | None = None
     """Seconds a training process may go without a heartbeat before its attempt is ended as hung, its stacks
     written to RUN_DIR/launch/hangs/ and the run requeued. null: derived in the job from the slowest step, checkpoint
@@ -225,7 +236,7 @@ class Profile:
         if self.executor == "local" and self.nodes != 1:
             raise ConfigError(f"{src}: 'nodes: {self.nodes}' is impossible with 'executor: local' (this machine); "
                               f"use nodes: 1")
-        for key in ("cpus_per_gpu", "array_parallelism", "max_array_size"):
+        for key in ("cpus_per_gpu", "array_parallelism", "max_array_size", "ask_above_cells"):
             if getattr(self, key) < 1:
                 raise ConfigError(f"{src}: '{key}: {getattr(self, key)}' must be 1 or more")
         if self.mem_per_gpu_gb <= 0:
@@ -265,6 +276,8 @@ class Profile:
                 raise ConfigError(f"{src}: 'sbatch_extra' key {key!r} is not an sbatch long option (lower-case "
                                   f"letters, digits and '-', e.g. mail-type)")
             _check_scalar(src, f"sbatch_extra.{key}", value, "one string, number or true")
+            if why := sbatch_extra_problem(key, self.tag_field):
+                raise ConfigError(f"{src}: 'sbatch_extra.{key}' {why}")
 
     def _check_site(self) -> None:
         """``container``, ``srun_args`` (``exclusive`` and ``wckey`` are checked with the other keys)."""
@@ -273,9 +286,12 @@ class Profile:
             raise ConfigError(f"{src}: 'srun_args' must be a list of srun arguments (strings), got {self.srun_args!r}")
         for i, arg in enumerate(self.srun_args):
             _check_text(src, f"srun_args[{i}]", arg)
-            if arg.split("=", 1)[0] in ("--output", "--error", "-o", "-e", "--cpus-per-task", "-c"):
-                raise ConfigError(f"{src}: 'srun_args[{i}]: {arg}' is set by the launcher (logs, CPUs per task); "
-                                  f"remove it")
+        if problem := srun_args_problem(self.srun_args):
+            i, why = problem
+            raise ConfigError(f"{src}: 'srun_args[{i}]: {self.srun_args[i]}' {why}")
+        if self.tag_field == "wckey" and self.wckey is not None:
+            raise ConfigError(f"{src}: 'tag_field: wckey' puts the launcher's exactly-once tag in --wckey, which "
+                              f"'wckey: {self.wckey}' sets too; set wckey: null, or tag_field: comment")
         box = self.container
         if box is None:
             return

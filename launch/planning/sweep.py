@@ -27,7 +27,7 @@ from launch.planning.profiles import Profile
 from launch.planning.sweep_file import (Cell, SweepConfig, cell_items, chunk, dry_run_json, plan_cells,
                                         resolve_experiment_path)
 from launch.slurm.submitit_adapter import render_sbatch
-from memorymodels.configuration import ConfigError, load_yaml, one_line, parse_override
+from memorymodels.configuration import ConfigError, count, load_yaml, one_line, parse_override
 from memorymodels.experiment import NOT_IDENTITY, experiment_dict, identity
 from memorymodels.fileio import CorruptFileError, read_json
 from memorymodels.rundir import RunPaths
@@ -158,10 +158,12 @@ def plan_arrays(plan: SweepPlan, todo: list[int], submission_id: str) -> list[Ar
     for k, cells in enumerate(chunk(list(todo), profile.max_array_size)):
         folder = plan.log_folder / submission_id / f"array-{k}"
         name = plan.sweep.name if len(cells) > 1 else plan.jobs[cells[0]].name
-        sbatch = {**plan.jobs[cells[0]].sbatch, "job_name": name, "comment": array_tag(submission_id, k)}
+        sbatch = {**plan.jobs[cells[0]].sbatch, "job_name": name, profile.tag_field: array_tag(submission_id, k)}
         if len(cells) > 1:
             sbatch.update(map_count=len(cells), array_parallelism=profile.array_parallelism)
-        script = with_header(render_sbatch(sbatch, folder=folder, python=python), script_header(plan.request, profile))
+        whose = "" if len(cells) == 1 else f" (cell {cells[0]}'s; the other cells differ in their run directory)"
+        header = script_header(plan.request, profile, plan.jobs[cells[0]].command, whose)
+        script = with_header(render_sbatch(sbatch, folder=folder, python=python), header)
         arrays.append(ArrayPlan(name=name, cells=list(cells), folder=folder, sbatch=sbatch, script=script))
     return arrays
 
@@ -199,8 +201,8 @@ def describe(plan: SweepPlan) -> str:
     """The plan for people (``--dry-run`` without ``--json``)."""
     n, todo = len(plan.cells), len(plan.pending)
     first = plan.jobs[0] if plan.jobs else None
-    lines = [f"sweep       {plan.sweep.name} ({plan.sweep.source}): {n} cells, {len(plan.complete)} complete, "
-             f"{todo} to submit in {len(plan.arrays)} array(s) of at most {plan.profile.max_array_size} "
+    lines = [f"sweep       {plan.sweep.name} ({plan.sweep.source}): {count(n, 'cell')}, {len(plan.complete)} complete, "
+             f"{todo} to submit in {count(len(plan.arrays), 'array')} of at most {plan.profile.max_array_size} "
              f"(profile {plan.profile.name}, {plan.profile.array_parallelism} at once)",
              f"experiment  {first.experiment if first else plan.sweep.experiment}",
              f"run dirs    {plan.root}/<cell>", ""]

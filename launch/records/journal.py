@@ -10,7 +10,7 @@ Files live in ``<state>/journal/<submission_id>.json`` (``<state>`` is ``$MEMORY
                "stdout": ".../123_0_log.out", "stderr": ".../123_0_log.err"}]}
 
 Writer: ``launch.submission.submit``. A sweep's entry is written ahead (``status: "pending"``, with the planned
-``arrays``: each one's ``--comment`` tag and cells) before the first ``sbatch``, updated after each one, and
+``arrays``: each one's exactly-once tag and cells) before the first ``sbatch``, updated after each one, and
 ``"confirmed"`` at the end; a single job's entry after sbatch accepted it (its tag finds it in the queue should the
 submitter die first). The entry names the cluster (``slurm_conf``) so later readers ask the same one. Readers: the dashboard
 (``launch.monitor.queue``), ``--dependency`` (``launch.planning.dependency``) and the sweep report (``load_all``).
@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from memorymodels.experiment import state_dir
-from memorymodels.fileio import CorruptFileError, make_private_dir, read_json, write_json
+from memorymodels.fileio import CorruptFileError, make_private_dir, read_json, refuse_links, write_json
 
 JOB_KEYS = ("job_id", "name", "run_dir", "cell", "stdout", "stderr")
 
@@ -35,6 +35,12 @@ JOB_KEYS = ("job_id", "name", "run_dir", "cell", "stdout", "stderr")
 def journal_dir() -> Path:
     """``<state>/journal`` (``$MEMORYMODELS_STATE`` overrides ``<repo>/.state``)."""
     return state_dir() / "journal"
+
+
+def refuse_linked_journal() -> None:
+    """Raise ``fileio.LinkedPathError`` when the journal folder (or a folder between it and the state directory) is
+    a symbolic link: submissions would be recorded elsewhere, and found by nobody."""
+    refuse_links(state_dir(), [journal_dir()])
 
 
 def new_submission_id() -> str:
@@ -59,7 +65,9 @@ def record(*, profile: str, jobs: Iterable[dict[str, Any]], kind: str = "job", s
     data = {"submission_id": submission_id, "created": created if created is not None else time.time(),
             "profile": profile, "kind": kind, "sweep": sweep, "jobs": _entries(jobs), "status": status,
             **({"slurm_conf": str(slurm_conf)} if slurm_conf else {}), **({"arrays": arrays} if arrays else {})}
-    folder = make_private_dir(journal_dir())  # it names every run and log of the user: theirs alone
+    folder = journal_dir()
+    refuse_linked_journal()
+    make_private_dir(folder)  # it names every run and log of the user: theirs alone
     path = folder / f"{submission_id}.json"
     if path.exists():
         raise FileExistsError(f"{path}: a submission with this id is already recorded; use a new id")
@@ -93,6 +101,7 @@ def update(submission_id: str, *, jobs: Iterable[dict[str, Any]] | None = None, 
     data["jobs"] += [job for job in _entries(add) if job["job_id"] not in known]
     if status is not None:
         data["status"] = status
+    refuse_linked_journal()
     write_json(journal_dir() / f"{submission_id}.json", data)
     return data
 

@@ -9,11 +9,14 @@ cluster this way), else ``SLURM_CONF`` as set, else Slurm's default configuratio
 from __future__ import annotations
 
 import os
+import re
 import shlex
 import subprocess
 from pathlib import Path
 
 from launch.slurm.output import normalize_state
+
+_TRY_HELP = re.compile(r'Try "\w+ --help" for more information')
 
 class SlurmError(RuntimeError):
     """A Slurm client command is missing, failed or did not answer. The message names the command and Slurm's own
@@ -66,11 +69,17 @@ def run_slurm(args: list[str], env: dict[str, str] | None = None, timeout: float
                          "is slurmctld up? (`python launch/local_cluster.py status` for the project's cluster)"
                          ) from None
     if out.returncode != 0:
-        lines = (out.stderr.strip() or out.stdout.strip()).splitlines()
-        raise SlurmError(f"'{command}' exited with {out.returncode}: {lines[-1] if lines else 'no message'}",
+        raise SlurmError(f"'{command}' exited with {out.returncode}: {slurm_reason(out.stderr or out.stdout)}",
                          f"SLURM_CONF={conf or 'the default slurm.conf'}: {local_hint}, or point SLURM_CONF (or the "
                          "profile's slurm_conf) at your cluster")
     return out.stdout
+
+
+def slurm_reason(text: str) -> str:
+    """The line of a Slurm client's error output that says why: the last one, but for the ``Try "sbatch --help"``
+    that follows an unknown option (the option is named on the line before)."""
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip() and not _TRY_HELP.match(line)]
+    return lines[-1] if lines else "no message"
 
 
 def job_states(job_ids: list[str], env: dict[str, str] | None = None) -> dict[str, list[str]]:

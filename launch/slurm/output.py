@@ -67,6 +67,19 @@ REASONS = {
 }
 
 
+WAITING_REASONS = {"Priority", "Resources", "Dependency", "BeginTime", "JobHeldUser", "JobHeldAdmin",
+                   "JobArrayTaskLimit", "ReqNodeNotAvail", "PartitionDown", "PartitionInactive", "Reservation",
+                   "Licenses", "Cleaning", "Prolog", "WaitingForScheduling", "BurstBufferResources"}
+"""Reasons that say why a job waits: history once it has ended (a job held, released and failed is not "held by
+you"); with the QOS and account limits (``QOS...``, ``Assoc...``)."""
+
+
+def waiting_reason(reason: str | None) -> bool:
+    """Whether ``reason`` says why a job is waiting (:data:`WAITING_REASONS`), not why it stopped."""
+    reason = (reason or "").strip().strip("()")
+    return reason in WAITING_REASONS or reason.startswith(("QOS", "Assoc"))
+
+
 def explain_reason(reason: str | None) -> str:
     """A Slurm pending/stop reason in plain words (``Priority`` -> 'waiting behind higher-priority jobs')."""
     reason = (reason or "").strip()

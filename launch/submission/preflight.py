@@ -28,13 +28,17 @@ from pathlib import Path
 
 from launch.planning.dependency import dependency_jobs
 from launch.planning.plan import JobPlan
-from launch.planning.profiles import format_minutes
+from launch.planning.options import blame_sbatch_extra
+from launch.planning.profiles import Profile, format_minutes
 from launch.slurm.client import SlurmError, explain, job_states, run_slurm, slurm_environ
 from launch.slurm.cluster import ClusterInfo, mem_mb
 from launch.slurm.output import ACTIVE_STATES
 from launch.submission.snapshot import code_problem
 from memorymodels.configuration import ConfigError
+from memorymodels.data import corpus_problem
 from memorymodels.extension import finished_result
+from memorymodels.rundir import RunDirError, RunPaths
+from memorymodels.tracking import tracker_problems
 
 
 class SubmitError(RuntimeError):
@@ -88,6 +92,8 @@ def check_data(plan: JobPlan) -> list[str]:
     if corpus and not corpus.startswith("hf:") and not corpus.startswith("stdlib"):
         if not glob.glob(os.path.expanduser(corpus)):
             problems.append(f"{plan.experiment}: 'data.corpus: {corpus}' matches no file")
+        elif problem := corpus_problem(os.path.expanduser(corpus)):  # the job's own rules (memorymodels.data)
+            problems.append(f"{plan.experiment}: 'data.corpus': {problem}")
     if corpus and data.cache_dir and (existing := unwritable(Path(data.cache_dir))):
         problems.append(f"{plan.profile.source}: 'data_root': cannot prepare '{corpus}' in {data.cache_dir} "
                         f"({existing} is not a writable folder)")
@@ -113,11 +119,31 @@ def check_writable(plan: JobPlan) -> list[str]:
     return []
 
 
+def check_links(plan: JobPlan) -> list[str]:
+    """No folder of the run directory is a symbolic link out of it (``RunPaths.refuse_links``)."""
+    try:
+        RunPaths(plan.run_dir).refuse_links()
+    except RunDirError as exc:
+        return [str(exc)]
+    return []
+
+
+def check_trackers(plan: JobPlan) -> list[str]:
+    """``train.report_to``'s trackers can run in the job (``memorymodels.tracking.tracker_problems``): the job's
+    environment is this one (sbatch exports it) with the profile's ``env`` on top."""
+    report_to = plan.settings.train.report_to
+    if not report_to:
+        return []
+    found = tracker_problems(report_to, {**os.environ, **plan.env}, packages=plan.profile.container is None)
+    return [f"{plan.experiment}: {problem}" for problem in found]
+
+
 def local_problems(plans: list[JobPlan], new_code: bool = False) -> list[str]:
     """The checks that need no cluster, for every plan."""
     problems = []
     for plan in plans:
-        problems += check_data(plan) + check_writable(plan) + check_group(plan)
+        problems += check_data(plan) + check_writable(plan) + check_group(plan) + check_links(plan)
+        problems += check_trackers(plan)
         problems += [p for p in [code_problem(plan, new_code)] if p]
     return problems
 
@@ -202,12 +228,14 @@ def check_plan(plan: JobPlan, info: ClusterInfo, array_size: int = 1) -> list[st
     return problems
 
 
-def test_only(script: str, env: dict[str, str]) -> list[str]:
-    """``sbatch --test-only`` on the planned script: Slurm's own verdict, without queueing anything."""
+def test_only(script: str, env: dict[str, str], profile: Profile) -> list[str]:
+    """``sbatch --test-only`` on the planned script: Slurm's own verdict, without queueing anything (with the
+    profile's ``sbatch_extra`` item it names)."""
     try:
         run_slurm(["sbatch", "--test-only"], env, input=script)
     except SlurmError as exc:
-        return [f"sbatch --test-only refused the planned script: {exc}"]
+        return [f"sbatch --test-only refused the planned script ({profile.source}): "
+                f"{blame_sbatch_extra(str(exc), profile.sbatch_extra)}"]
     return []
 
 
@@ -225,7 +253,7 @@ def cluster_problems(plans: list[JobPlan], info: ClusterInfo, env: dict[str, str
             problems += check_plan(plan, info, array_size=array_size)
     # Slurm's own verdict, also when ours found problems: the two reasons side by side (which key, and Slurm's words)
     for script in dict.fromkeys(scripts or [plans[0].script]):
-        problems += test_only(script, env)
+        problems += test_only(script, env, plans[0].profile)
     return problems
 
 

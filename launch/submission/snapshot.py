@@ -16,16 +16,20 @@ hash, the bytecode's too (``memorymodels.codemanifest``). A snapshot that is the
 manifest before it is reused: one edited since it was made is not refused but set aside (``.code/.<hash>.damaged-N``)
 and copied again, since the checkout being submitted hashes to exactly that code; jobs running from the old folder
 keep it as their working directory, and every attempt that starts later runs the fresh copy (the trainer checks it).
+The copier holds a lock on its temporary folder; one left by a submitter killed mid-copy is removed by the next
+submission to that checkpoint root (:func:`remove_stale_partials`).
 :func:`code_problem` says why a run directory's recorded code (``run.json``'s ``code``) forbids a plan.
 """
 
 from __future__ import annotations
 
 import compileall
+import fcntl
 import hashlib
 import os
 import shutil
 import sys
+import time
 import uuid
 from pathlib import Path
 from typing import Callable
@@ -34,7 +38,8 @@ from launch.planning.code import HASH_LENGTH, MANIFEST, CodeSnapshot, project_co
 from launch.planning.plan import JobPlan
 from memorymodels.codemanifest import changed_file, file_record
 from memorymodels.experiment import REPO_ROOT
-from memorymodels.fileio import GROUP_READS, PRIVATE, CorruptFileError, make_private_dir, read_json, write_json
+from memorymodels.fileio import (GROUP_READS, PRIVATE, CorruptFileError, DiskFullError, free_bytes, is_disk_full,
+                                 make_private_dir, read_json, write_json)
 from memorymodels.rundir import RunPaths
 
 
@@ -69,8 +74,11 @@ def materialize(code: CodeSnapshot, *, group: int | None = None, log: Callable[[
             log(f"{problem}; that snapshot was moved aside to {aside} (delete it once no job runs from it) and the "
                 f"code is copied again from {code.source}")
     make_private_dir(target.parent, group, group_adds=True)
+    remove_stale_partials(target.parent)
     work = target.parent / f".{code.hash}.partial-{uuid.uuid4().hex[:8]}"
+    held = None
     try:
+        held = _claim(work)
         digest, hashes = hashlib.sha256(), {}
         for name in code.files:
             source, copy = code.source / name, work / name
@@ -97,12 +105,53 @@ def materialize(code: CodeSnapshot, *, group: int | None = None, log: Callable[[
             if not (target / MANIFEST).exists():  # not another submitter's identical copy: a real failure
                 raise
     except OSError as exc:
+        if is_disk_full(exc):
+            raise DiskFullError(target, free_bytes(target.parent), "the partial copy was removed (or submit with "
+                                "--no-snapshot)") from None
         raise SnapshotError(f"cannot snapshot the code into {target}: {exc.strerror or exc}; free space or fix "
                             f"permissions, or submit with --no-snapshot") from None
     finally:
         if work.exists():
             _remove(work)
+        if held is not None:
+            os.close(held)
     return target
+
+
+PARTIAL_GRACE_S = 60
+"""A partial copy younger than this is never taken for a dead submitter's (it may not be locked yet)."""
+
+
+def _claim(work: Path) -> int:
+    """Make the partial copy's folder and hold a lock on it while copying (a descriptor; closing it releases the
+    lock, as does the copier's death): :func:`remove_stale_partials` leaves a held one alone."""
+    work.mkdir()
+    fd = os.open(work, os.O_RDONLY)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    return fd
+
+
+def remove_stale_partials(parent: Path) -> list[Path]:
+    """Remove the partial copies in ``parent`` (``<checkpoint_root>/.code``) whose submitter was killed while
+    copying: nobody holds their lock. Returns what was removed."""
+    removed = []
+    for work in parent.glob(".*.partial-*"):
+        try:
+            if time.time() - work.stat().st_mtime < PARTIAL_GRACE_S:
+                continue
+            fd = os.open(work, os.O_RDONLY)
+        except OSError:
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            continue  # a live submitter is copying it
+        else:
+            _remove(work)
+            removed.append(work)
+        finally:
+            os.close(fd)
+    return removed
 
 
 def _precompile(folder: Path, target: Path, group: int | None) -> list[str]:

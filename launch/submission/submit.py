@@ -22,7 +22,9 @@ from __future__ import annotations
 
 import contextlib
 import getpass
+import io
 import os
+import shutil
 import subprocess
 import time
 from dataclasses import dataclass, field
@@ -32,18 +34,20 @@ from typing import Any
 import submitit
 
 from launch.node.task import NodeLaunch
-from launch.planning.command import TAG_PREFIX, run_tag
+from launch.planning.command import TAG_PREFIX, job_tag, run_tag
+from launch.planning.options import TAG_FIELDS, blame_sbatch_extra
 from launch.planning.plan import MAX_TIMEOUT_REQUEUES, JobPlan, code_json
 from launch.planning.profiles import Profile
 from launch.planning.sweep import ArrayPlan, SweepPlan
 from launch.records import journal
-from launch.slurm.client import SlurmError, explain, run_slurm, slurm_environ, without_allocation
+from launch.slurm.client import SlurmError, explain, run_slurm, slurm_environ, slurm_reason, without_allocation
 from launch.slurm.submitit_adapter import PlannedSlurmExecutor
 from launch.submission.preflight import NothingLeftError, SubmitError, nothing_left
 from launch.submission.snapshot import SnapshotError, checkout_code, code_problem, materialize, recorded_code
 from memorymodels.experiment import experiment_dict, identity
-from memorymodels.fileio import locked, make_private_dir, read_json, write_json, write_text_atomic
-from memorymodels.rundir import SCRIPT, RunPaths
+from memorymodels.fileio import (DiskFullError, LinkedPathError, locked, make_private_dir, read_json, write_json,
+                                 write_text_atomic)
+from memorymodels.rundir import SCRIPT, RunDirError, RunPaths
 from memorymodels.runrecord import claim, record_code
 from memorymodels.tracking import tracker_identity
 
@@ -117,6 +121,17 @@ def claim_run_dir(plan: JobPlan, *, new_code: bool = False) -> None:
           source=plan.settings.source, world_size=plan.world_size, code=code)
 
 
+def refuse_links(plans: list[JobPlan]) -> None:
+    """Refuse, before anything is written, run directories whose folders are symbolic links out of them
+    (``RunPaths.refuse_links``) and a linked journal folder."""
+    try:
+        journal.refuse_linked_journal()
+        for plan in plans:
+            RunPaths(plan.run_dir).refuse_links()
+    except (LinkedPathError, RunDirError) as exc:
+        raise SubmitError(f"{exc}; nothing was submitted") from None
+
+
 def snapshot_code(plans: list[JobPlan], group: int | None = None) -> None:
     """Copy every distinct code snapshot the plans run from (one for a whole sweep) before anything is queued;
     ``group``: the gid that may read them besides the user."""
@@ -169,7 +184,16 @@ def _cluster_environment(plan: JobPlan):
 
 
 def _refused(plan: JobPlan, exc: Exception) -> SubmitError:
-    return SubmitError(f"sbatch refused the job ({plan.profile.source}): {str(exc).strip()}")
+    profile = plan.profile
+    reason = slurm_reason(str(exc))
+    return SubmitError(f"sbatch refused the job ({profile.source}): {blame_sbatch_extra(reason, profile.sbatch_extra)}")
+
+
+@contextlib.contextmanager
+def _sbatch_quietly():
+    """submitit prints sbatch's error output before raising it; the refusal says it in one line instead."""
+    with contextlib.redirect_stderr(io.StringIO()):
+        yield
 
 
 SUBMIT_ERRORS = (submitit.core.utils.FailedJobError, submitit.core.utils.FailedSubmissionError,
@@ -184,15 +208,16 @@ def _entry(plan: JobPlan, job, cell: dict | None) -> dict:
 
 
 def queued_tags(profile: Profile) -> dict[str, list[str]]:
-    """This user's queued and running jobs by ``--comment`` tag (``launch.planning.plan.run_tag`` / ``array_tag``):
-    tag -> job ids (array tasks one by one). One ``squeue`` call."""
+    """This user's queued and running jobs by exactly-once tag (``launch.planning.command.run_tag`` /
+    ``array_tag``, in the profile's ``tag_field``): tag -> job ids (array tasks one by one). One ``squeue`` call."""
     env = slurm_environ(profile.slurm_conf_path())
-    text = run_slurm(["squeue", "-h", "-r", "-u", getpass.getuser(), "-o", "%i|%k"], env)
+    text = run_slurm(["squeue", "-h", "-r", "-u", getpass.getuser(), "-o", f"%i|{TAG_FIELDS[profile.tag_field]}"],
+                     env)
     tags: dict[str, list[str]] = {}
     for line in text.splitlines():
-        job_id, _, comment = line.strip().partition("|")
-        if comment.startswith(TAG_PREFIX):
-            tags.setdefault(comment, []).append(job_id)
+        job_id, _, tag = line.strip().partition("|")
+        if tag.startswith(TAG_PREFIX):
+            tags.setdefault(tag, []).append(job_id)
     return tags
 
 
@@ -232,12 +257,14 @@ def submit_job(plan: JobPlan, *, kind: str = "job", sweep: dict | None = None, c
     problem = code_problem(plan, new_code)
     if problem:
         raise SubmitError(f"{problem}; nothing was submitted")
+    refuse_links([plan])
     group = plan.profile.gid()
     # Before the lock: the copy takes a moment, and the run directory (its launch/ folder, made by the lock) must not
     # stand without run.json meanwhile (a planner would take it for another's). Copies of one hash meet safely.
     snapshot_code([plan], group)
+    fresh = _absent([plan.run_dir])
     make_private_dir(plan.run_dir, group)
-    with locked(RunPaths(plan.run_dir).submit_lock):
+    with locked(RunPaths(plan.run_dir).submit_lock), _removed_on_failure(fresh):
         done = nothing_left(plan)  # under the lock: a job of this run that just finished counts
         if done:
             raise NothingLeftError(done)
@@ -248,13 +275,43 @@ def submit_job(plan: JobPlan, *, kind: str = "job", sweep: dict | None = None, c
             if plan.executor == "local":
                 job = _local_executor(plan).submit(make_job(plan))
             else:
-                with _cluster_environment(plan):
+                with _cluster_environment(plan), _sbatch_quietly():
                     job = _slurm_executor(plan, plan.log_folder, plan.sbatch, plan.script).submit(make_job(plan))
         except SUBMIT_ERRORS as exc:
             raise _refused(plan, exc) from None
+    with _queued_already(job):
         record = journal.record(profile=plan.profile.name, jobs=[_entry(plan, job, cell)], kind=kind, sweep=sweep,
                                 submission_id=submission_id, slurm_conf=plan.profile.slurm_conf_path())
     return Submission(record, {str(job.job_id): job})
+
+
+def _absent(folders: list[Path]) -> list[Path]:
+    """The folders that do not exist yet (this submission will make them)."""
+    return [folder for folder in folders if not folder.exists()]
+
+
+@contextlib.contextmanager
+def _removed_on_failure(fresh: list[Path]):
+    """Folders this submission made (:func:`_absent` before it) are removed again when the block fails (sbatch
+    refused the job, the disk filled up): a submission that queued nothing leaves no run directory holding only a
+    lock and half a plan. Used inside the submission lock, so no other submitter is writing there."""
+    try:
+        yield
+    except BaseException:
+        for folder in fresh:
+            shutil.rmtree(folder, ignore_errors=True)
+        raise
+
+
+@contextlib.contextmanager
+def _queued_already(*jobs):
+    """The journal write after ``sbatch``: a full disk there must not hide that the job is queued."""
+    try:
+        yield
+    except DiskFullError as exc:
+        ids = ", ".join(str(job.job_id) for job in jobs)
+        raise DiskFullError(exc.path, exc.free, f"job {ids} is queued all the same but not in the journal (a "
+                                                f"resubmission finds it by its tag and records it)") from None
 
 
 def submit_arrays(plan: SweepPlan, arrays: list[ArrayPlan], *, sweep: dict, submission_id: str,
@@ -270,29 +327,33 @@ def submit_arrays(plan: SweepPlan, arrays: list[ArrayPlan], *, sweep: dict, subm
     if problems:
         raise SubmitError(f"{len(problems)} cell(s) ran with other code; nothing was submitted:\n  - "
                           + "\n  - ".join(problems[:5]))
+    refuse_links(cells)
     group = plan.profile.gid()
     snapshot_code(cells, group)
     journal.record(profile=plan.profile.name, jobs=[], kind="sweep", sweep=sweep, submission_id=submission_id,
                    slurm_conf=plan.profile.slurm_conf_path(), status="pending",
-                   arrays=[{"tag": array.sbatch.get("comment"), "cells": [str(plan.cells[i].run_dir) for i in
+                   arrays=[{"tag": job_tag(plan.profile, array.sbatch), "cells": [str(plan.cells[i].run_dir) for i in
                                                                           array.cells]} for array in arrays])
     entries, handles = [], {}
     for array in arrays:
         jobs = [plan.jobs[i] for i in array.cells]
         script_file = array.folder / SCRIPT
-        write_text_atomic(script_file, array.script)
-        for job in jobs:
-            write_launch_files(job, script_file, new_code=new_code, group=group)
-            if job.settings.train.report_to:  # the sweep's cells share one tracker group
-                tracker_identity(job.run_dir, group=plan.sweep.name)
-        executor = _slurm_executor(jobs[0], array.folder, array.sbatch, array.script)
-        try:
-            with _cluster_environment(jobs[0]), executor.batch():
-                submitted = [executor.submit(make_job(job)) for job in jobs]
-        except SUBMIT_ERRORS as exc:
-            raise _refused(jobs[0], exc) from None
+        with _removed_on_failure(_absent([array.folder, *(job.run_dir for job in jobs)])):
+            write_text_atomic(script_file, array.script)
+            for job in jobs:
+                write_launch_files(job, script_file, new_code=new_code, group=group)
+                if job.settings.train.report_to:  # the sweep's cells share one tracker group
+                    tracker_identity(job.run_dir, group=plan.sweep.name)
+            executor = _slurm_executor(jobs[0], array.folder, array.sbatch, array.script)
+            try:
+                with _cluster_environment(jobs[0]), _sbatch_quietly(), executor.batch():
+                    submitted = [executor.submit(make_job(job)) for job in jobs]
+            except SUBMIT_ERRORS as exc:
+                raise _refused(jobs[0], exc) from None
         for i, job, handle in zip(array.cells, jobs, submitted):
             entries.append(_entry(job, handle, plan.cells[i].overrides))
             handles[str(handle.job_id)] = handle
-        journal.update(submission_id, jobs=entries)
-    return Submission(journal.update(submission_id, status="confirmed"), handles)
+        with _queued_already(*submitted):
+            journal.update(submission_id, jobs=entries)
+    with _queued_already(*handles.values()):
+        return Submission(journal.update(submission_id, status="confirmed"), handles)

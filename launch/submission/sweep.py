@@ -19,10 +19,11 @@ from launch.planning.command import TAG_PREFIX, run_tag
 from launch.planning.sweep import SweepPlan, plan_arrays
 from launch.planning.sweep_file import sweep_summary
 from launch.records import journal
-from launch.submission.preflight import preflight
+from launch.submission.preflight import SubmitError, preflight
 from launch.submission.submit import queued_tags, submit_arrays
+from memorymodels.configuration import count
+from memorymodels.fileio import LinkedPathError, locked, make_private_dir, refuse_links
 from memorymodels.rundir import SUBMIT_LOCK
-from memorymodels.fileio import locked, make_private_dir
 
 
 def sweep_record(plan: SweepPlan) -> dict:
@@ -35,7 +36,7 @@ def sweep_record(plan: SweepPlan) -> dict:
 def active_cells(plan: SweepPlan) -> dict[int, str]:
     """Cells of ``plan`` whose job from an earlier submission is still queued or running: index -> job id.
 
-    One ``squeue`` call for this user's jobs with their ``--comment`` tags (``launch.submission.submit.queued_tags``).
+    One ``squeue`` call for this user's jobs with their exactly-once tags (``launch.submission.submit.queued_tags``).
     An array's tag names its submission and array number, whose journal entry (written ahead of its ``sbatch``)
     lists the array's cells; a task found in the queue but missing from that entry (its submitter was killed before
     recording it) is added to it, so the dashboard shows it too.
@@ -90,6 +91,10 @@ def submit_sweep(plan: SweepPlan, *, run_preflight: bool = True, log=None, new_c
     empty when there is nothing to do) and records the submission in the journal (``kind: "sweep"``, each job's
     ``cell`` its overrides). ``new_code``: cells submitted before with other code continue with this plan's.
     """
+    try:  # the lock and the arrays' scripts are written in place under the sweep's folder
+        refuse_links(plan.root, [plan.root / SUBMIT_LOCK, plan.log_folder])
+    except LinkedPathError as exc:
+        raise SubmitError(f"{exc}; nothing was submitted") from None
     make_private_dir(plan.root, plan.profile.gid())  # the cells' folders and the arrays' logs: the user's (group's)
     with locked(plan.root / SUBMIT_LOCK):  # two copies of one sweep at once: the second sees the first's jobs
         return _submit_unqueued(plan, run_preflight, log, new_code)
@@ -103,7 +108,7 @@ def _submit_unqueued(plan: SweepPlan, run_preflight: bool, log, new_code: bool =
               + ", ".join(f"{i} (job {j})" for i, j in sorted(busy.items())), file=log)
         todo = [i for i in todo if i not in busy]
     if not todo:
-        print(f"sweep {plan.sweep.name}: nothing to do: {len(plan.complete)} of {len(plan.cells)} cells complete, "
+        print(f"sweep {plan.sweep.name}: nothing to do: {len(plan.complete)} of {count(len(plan.cells), 'cell')} complete, "
               f"the rest queued or running. Report: python launch/sweep_report.py {plan.sweep.source}", file=log)
         return {"sweep_id": None, "arrays": []}
     submission_id = journal.new_submission_id()
@@ -116,8 +121,9 @@ def _submit_unqueued(plan: SweepPlan, run_preflight: bool, log, new_code: bool =
     by_array: dict[str, list[int]] = {}
     for i, job in zip([i for a in arrays for i in a.cells], submission.jobs):
         by_array.setdefault(str(job["job_id"]).split("_")[0], []).append(i)
-    print(f"sweep {plan.sweep.name}: submitted {len(todo)} cell(s) in {len(by_array)} array(s) "
-          f"({', '.join(f'{j}: {len(c)} cells' for j, c in by_array.items())}); {len(plan.complete)} already complete",
+    per_array = ", ".join(f"{j}: {count(len(c), 'cell')}" for j, c in by_array.items())
+    print(f"sweep {plan.sweep.name}: submitted {count(len(todo), 'cell')} in {count(len(by_array), 'array')} "
+          f"({per_array}); {len(plan.complete)} already complete",
           file=log)
     print(f"  run dirs  {plan.root}/<cell>\n  logs      {plan.log_folder}/{submission_id}/\n"
           f"  watch     python launch/status.py\n"

@@ -16,7 +16,7 @@ re-exported here: a package attribute named like a submodule would be replaced b
 Special token ids: ``<|pad|>`` = 0, ``<|endoftext|>`` = 1 (see ``memorymodels.data.tokenizer``).
 """
 
-from memorymodels.data.corpus import Corpus, open_corpus
+from memorymodels.data.corpus import Corpus, corpus_problem, open_corpus
 from memorymodels.data.errors import DataError
 from memorymodels.data.prepare import PreparedData, default_cache_dir, prepare_data
 from memorymodels.data.tokenizer import EOS_ID, EOS_TOKEN, PAD_ID, PAD_TOKEN, fingerprint, load_tokenizer
@@ -34,6 +34,7 @@ def __getattr__(name: str):
 
 __all__ = [
     "Corpus",
+    "corpus_problem",
     "DataError",
     "EOS_ID",
     "EOS_TOKEN",

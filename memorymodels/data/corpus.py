@@ -328,6 +328,30 @@ class HubCorpus(Corpus):
 # ------------------------------------------------------------------------------------------------ open
 
 
+def corpus_problem(spec: str) -> str | None:
+    """Why a local corpus cannot be read, found without reading it (what a preflight asks before a job is queued):
+    its spec names no file, or none of its files can be opened and holds anything. None for a corpus that can be
+    read, and for ``stdlib`` and ``hf:`` corpora (the job reads them)."""
+    try:
+        corpus = open_corpus(spec)
+    except DataError as exc:
+        return str(exc)
+    if not isinstance(corpus, FileCorpus):
+        return None
+    why = {}
+    for path in corpus.files:
+        try:
+            with open(path, "rb") as handle:
+                if handle.read(1):
+                    return None
+            why[path] = "empty"
+        except OSError as exc:
+            why[path] = exc.strerror or str(exc)
+    listed = "; ".join(f"{path.name}: {reason}" for path, reason in list(why.items())[:3])
+    return (f"corpus '{spec}': none of its {len(why)} file(s) can be read and holds anything ({listed}"
+            f"{'; ...' if len(why) > 3 else ''})")
+
+
 def open_corpus(spec: str | Corpus) -> Corpus:
     """The corpus a spec string names (see the module docstring); a bad spec is a DataError saying what to use."""
     if isinstance(spec, Corpus):

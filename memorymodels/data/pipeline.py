@@ -31,7 +31,6 @@ import contextlib
 import fcntl
 import hashlib
 import json
-import os
 import queue
 import sys
 import threading
@@ -46,6 +45,7 @@ from memorymodels.data.corpus import TEST_PERCENT, Corpus, open_corpus
 from memorymodels.data.errors import DataError
 from memorymodels.data.rows import Packer, padded_rows
 from memorymodels.data.shards import ShardWriter, finished_shards
+from memorymodels.fileio import write_json
 from memorymodels.data.tokenizer import EOS_ID, PAD_ID, fingerprint, load_tokenizer, token_byte_lengths
 
 MODES = ("packed", "padded")
@@ -227,12 +227,6 @@ def _exclusive(out: Path):
         yield
 
 
-def _write_json(path: Path, data: dict) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
-    os.replace(tmp, path)
-
-
 def pretokenize(
     corpus: str | Corpus,
     tokenizer_dir: str | Path,
@@ -255,7 +249,7 @@ def pretokenize(
     with _exclusive(out):
         if (manifest := _check_out_dir(out, settings)) is not None:
             return manifest
-        _write_json(out / PLAN_FILE, settings)
+        write_json(out / PLAN_FILE, settings)
         for stale in list(out.glob("*/.*.tmp-*")):
             stale.unlink()  # half-written shards of a killed run (we hold the lock, so no one is writing them)
         started = time.time()
@@ -286,5 +280,5 @@ def pretokenize(
             "seconds": round(time.time() - started, 3),
             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         }
-        _write_json(out / MANIFEST_FILE, manifest)
+        write_json(out / MANIFEST_FILE, manifest)
         return manifest

@@ -27,6 +27,7 @@ from pathlib import Path
 from memorymodels.data.corpus import Corpus, FileCorpus, open_corpus
 from memorymodels.data.pipeline import FORMAT, MANIFEST_FILE, pretokenize
 from memorymodels.data.tokenizer import train_tokenizer
+from memorymodels.fileio import disk_full_error
 
 
 TOKENIZER_MAX_DOCS = 2_000_000  # enough for a BPE vocabulary; a hub corpus of billions of tokens is not read whole
@@ -90,14 +91,20 @@ def prepare_data(
     name = cache_name(corpus, vocab_size=vocab_size, context=context, mode=mode, padding_side=padding_side)
     entry = cache_dir / name
     tokenizer_dir, data_dir = entry / "tokenizer", entry / "data"
-    with open(cache_dir / f"{name}.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes, also if this process dies
-        if not (tokenizer_dir / "tokenizer.json").is_file():
-            entry.mkdir(exist_ok=True)
-            train_tokenizer(corpus, vocab_size, tokenizer_dir, max_docs=TOKENIZER_MAX_DOCS, progress=bool(progress))
-        if (data_dir / MANIFEST_FILE).is_file():
-            manifest = json.loads((data_dir / MANIFEST_FILE).read_text())
-        else:
-            manifest = pretokenize(corpus, tokenizer_dir, data_dir, context=context, mode=mode,
-                                   padding_side=padding_side, progress=progress)
+    try:
+        with open(cache_dir / f"{name}.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes, also if this process dies
+            if not (tokenizer_dir / "tokenizer.json").is_file():
+                entry.mkdir(exist_ok=True)
+                train_tokenizer(corpus, vocab_size, tokenizer_dir, max_docs=TOKENIZER_MAX_DOCS,
+                                progress=bool(progress))
+            if (data_dir / MANIFEST_FILE).is_file():
+                manifest = json.loads((data_dir / MANIFEST_FILE).read_text())
+            else:
+                manifest = pretokenize(corpus, tokenizer_dir, data_dir, context=context, mode=mode,
+                                       padding_side=padding_side, progress=progress)
+    except OSError as exc:  # the cache is full, not the run directory: say where
+        if full := disk_full_error(exc, entry, "nothing was left half-written"):
+            raise full from None
+        raise
     return PreparedData(tokenizer_dir=tokenizer_dir, data_dir=data_dir, manifest=manifest)

@@ -15,20 +15,23 @@ from __future__ import annotations
 import argparse
 import sys
 
+from memorymodels.configuration import flag_number
 from memorymodels.data.corpus import SPLITS
 from memorymodels.data.errors import DataError
 from memorymodels.data.pipeline import MODES, PADDING_SIDES, SHARD_TOKENS, pretokenize
+from memorymodels.fileio import exits_on_full_disk
 
 
+@exits_on_full_disk
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m memorymodels.data.pretokenize",
                                      description=__doc__.split("\n\n")[0])
     parser.add_argument("--corpus", default="stdlib", help="stdlib | stdlib-small | PATH/GLOB | hf:NAME[:CONFIG]")
     parser.add_argument("--tokenizer", required=True, help="tokenizer directory (from train_tokenizer)")
-    parser.add_argument("--context", type=int, required=True, help="tokens per row")
+    parser.add_argument("--context", type=flag_number(int, minimum=2), required=True, help="tokens per row")
     parser.add_argument("--mode", choices=MODES, default="packed")
     parser.add_argument("--padding-side", choices=PADDING_SIDES, default="left")
-    parser.add_argument("--shard-rows", type=int, default=None, help=f"rows per shard (default {SHARD_TOKENS} tokens)")
+    parser.add_argument("--shard-rows", type=flag_number(int, minimum=1), default=None, help=f"rows per shard (default {SHARD_TOKENS} tokens)")
     parser.add_argument("--out", required=True, help="output directory")
     args = parser.parse_args(argv)
     try:

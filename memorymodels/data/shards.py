@@ -18,6 +18,7 @@ import numpy as np
 
 from memorymodels.data.errors import DataError
 from memorymodels.data.tokenizer import PAD_ID
+from memorymodels.fileio import atomic_file
 
 TENSOR = "input_ids"
 DTYPES = {"U16": np.dtype("<u2"), "I32": np.dtype("<i4")}
@@ -50,14 +51,10 @@ def write_shard(path: Path, rows: np.ndarray, metadata: dict[str, str]) -> str:
     blob = json.dumps(header, sort_keys=True, separators=(",", ":")).encode("utf-8")
     blob += b" " * (-len(blob) % 8)  # the data starts 8-byte aligned
     digest = hashlib.sha256()
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "wb") as handle:
+    with atomic_file(path, fsync=True) as handle:
         for part in (struct.pack("<Q", len(blob)), blob, memoryview(rows).cast("B")):
             digest.update(part)
             handle.write(part)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
     return digest.hexdigest()
 
 

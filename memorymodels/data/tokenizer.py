@@ -30,6 +30,7 @@ import numpy as np
 
 from memorymodels.data.corpus import Corpus, open_corpus
 from memorymodels.data.errors import DataError
+from memorymodels.fileio import disk_full_error
 
 PAD_TOKEN = "<|pad|>"
 EOS_TOKEN = "<|endoftext|>"
@@ -119,12 +120,24 @@ def train_tokenizer(
     tmp = out_dir.with_name(f".{out_dir.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
+    try:  # the folder appears whole under its name, or not at all
+        _save(wrapped, tmp, out_dir, corpus, tokenizer, vocab_size, counter["docs"])
+    except BaseException as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if full := disk_full_error(exc, out_dir, "the unfinished tokenizer was removed"):
+            raise full from None
+        raise
+    return out_dir
+
+
+def _save(wrapped, tmp: Path, out_dir: Path, corpus: Corpus, tokenizer, vocab_size: int, docs: int) -> None:
+    """Write the trained tokenizer into ``tmp``, then rename it to ``out_dir``."""
     wrapped.save_pretrained(str(tmp))
     info = {
         "corpus": corpus.spec,
         "vocab_size": tokenizer.get_vocab_size(),
         "requested_vocab_size": vocab_size,
-        "train_docs": counter["docs"],
+        "train_docs": docs,
         "pad_token": PAD_TOKEN,
         "pad_id": PAD_ID,
         "eos_token": EOS_TOKEN,
@@ -133,7 +146,6 @@ def train_tokenizer(
     }
     (tmp / INFO_FILE).write_text(json.dumps(info, indent=2) + "\n")
     os.replace(tmp, out_dir)
-    return out_dir
 
 
 def load_tokenizer(tokenizer_dir: str | Path):

@@ -146,3 +146,20 @@ def test_a_submitter_killed_between_two_sbatch_calls_never_submits_a_cell_twice(
     assert len(queued) == 3 and first[0] in queued
     journaled = {job["job_id"] for s in journal.load_all() for job in s["jobs"]}
     assert set(queued) <= journaled, "every queued cell is in the journal (the orphan adopted), so the dashboard shows it"
+
+
+@pytest.mark.slurm
+def test_a_profile_that_moves_the_tag_to_the_wckey_is_still_queued_once(slurm_cluster, state, tmp_path):
+    """``tag_field: wckey`` (a site keeping --comment for accounting): the tag is found in squeue's %w, the second
+    submission is refused, and the comment is the site's."""
+    args = ["--profile", "local-slurm", "--experiment", str(DEBUG), "--set", f"profile.checkpoint_root={tmp_path}",
+            "--set", "profile.tag_field=wckey", "--set", "profile.sbatch_extra={hold: true, comment: project-7}",
+            "--json"]
+    first = subprocess.run([*SUBMIT, *args], cwd=REPO_ROOT, capture_output=True, text=True, timeout=180)
+    assert first.returncode == 0, first.stderr
+    accepted = json.loads(first.stdout)
+    out = subprocess.run(["squeue", "-h", "-j", accepted["job_id"], "-o", "%k|%w"], capture_output=True, text=True,
+                         check=True).stdout.strip()
+    assert out == f"project-7|{run_tag(accepted['run_dir'])}"
+    again = subprocess.run([*SUBMIT, *args], cwd=REPO_ROOT, capture_output=True, text=True, timeout=180)
+    assert again.returncode == 2 and f"is already queued as job {accepted['job_id']}" in again.stderr, again.stderr

@@ -133,7 +133,7 @@ def test_site_settings_reach_the_planned_script_and_command():
     ("container", "{image: x, workdir: rel}", "'container.workdir: rel' must be an absolute path"),
     ("container", "{image: \"x\\ny\"}", "'container.image' contains a control character"),
     ("container", "{imag: x}", "container.imag"),
-    ("srun_args", "[--output=x]", "'srun_args[0]: --output=x' is set by the launcher"),
+    ("srun_args", "[--output=x]", "'srun_args[0]: --output=x' sets srun's --output, which is set by the launcher"),
     ("srun_args", "--mpi=pmix", "srun_args"),
     ("srun_args", "[\"--a\\tb\"]", "'srun_args[0]' contains a control character"),
     ("exclusive", "2", "exclusive"),
@@ -204,12 +204,12 @@ def test_one_process_on_one_node_runs_the_trainer_without_torchrun():
 
 
 def test_sbatch_parameters_in_scheduler_terms():
-    profile = load_profile("v100x4", ["time_limit=90m", "account=lab", "qos=high", "sbatch_extra={exclusive: true}"])
+    profile = load_profile("v100x4", ["time_limit=90m", "account=lab", "qos=high", "sbatch_extra={mail-type: END}"])
     params = sbatch_parameters(profile, name="job", nodes=3)
     assert params["time"] == 90 and params["nodes"] == 3 and params["gpus_per_node"] == 4
     assert params["mem"] == "240G" and params["cpus_per_task"] == 20
     assert params["account"] == "lab" and params["qos"] == "high" and params["signal_delay_s"] == 300
-    assert params["additional_parameters"] == {"requeue": True, "exclusive": True}
+    assert params["additional_parameters"] == {"requeue": True, "mail-type": "END"}
 
 
 def test_set_rule_profile_then_experiment():
@@ -293,7 +293,7 @@ def test_cli_errors_exit_2_with_the_message(capsys):
     out = run_main(capsys, "--profile", "v100x8", "--set", "profile.precision=bf16", "--dry-run")
     assert out.returncode == 2 and "'precision: bf16' is not supported by V100 GPUs; use fp16" in out.stderr
     out = run_main(capsys, "--profile", "v100x8", "--nodes", "0", "--dry-run")
-    assert out.returncode == 2 and "--nodes 0: must be 1 or more" in out.stderr
+    assert out.returncode == 2 and "argument --nodes: 0: must be 1 or more" in out.stderr
     out = run_main(capsys, "--dry-run")
     assert out.returncode == 2 and "--profile is required; profiles: a100x4" in out.stderr
     out = run_main(capsys, "--profile", "v100x8", "--launcher", "mpi", "--dry-run")

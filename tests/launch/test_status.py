@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import os
 from pathlib import Path
 
 import pytest
@@ -307,3 +308,76 @@ def test_a_sweep_submitted_three_times_is_one_sweep_line_with_each_cell_once():
     assert other.total == 1 and other.submissions == ["t1"]
     line = console_text(render_view(Snapshot(rows=rows, sweeps=[first, other], time=0.0), now=0.0, width=80), 80)
     assert "sweep kh (s3, 3 submissions): 2 cells: " in line and line.count("\nsweep ") == 2
+
+
+@pytest.mark.slurm
+def test_filters_that_match_nothing_say_so_and_a_failed_job_was_never_held(journal_jobs, capsys):
+    """``--job`` / ``--state`` matching none of the journal's jobs say which filter, not "no jobs in the journal";
+    the failed job (submitted held in no way) shows no waiting reason; an unknown state is refused."""
+    from launch.cli.status import main
+
+    assert main(["--once", "--job", "999999"]) == 0
+    out = capsys.readouterr().out
+    assert "no job matches --job 999999 (of 5 job(s) in the journal)" in out and "no jobs in the journal" not in out
+    assert main(["--once", "--state", "timeout"]) == 0
+    assert "no job matches --state timeout (of 5 job(s) in the journal)" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as exit_:
+        main(["--once", "--state", "RUNING,failed"])
+    assert exit_.value.code == 2
+    assert "--state RUNING,failed: RUNING is not a job state" in capsys.readouterr().err
+
+
+def test_a_failed_or_ended_job_keeps_no_waiting_reason():
+    from launch.monitor.rows import record_fields
+
+    assert record_fields({"state": "FAILED", "reason": "JobHeldUser"}, "sacct")["reason_text"] == ""
+    assert record_fields({"state": "FAILED", "reason": "NonZeroExitCode"}, "sacct")["reason_text"] == \
+        "exited with a non-zero code"
+    assert record_fields({"state": "PENDING", "reason": "JobHeldUser"}, "squeue")["reason_text"].startswith("held by")
+
+
+@pytest.mark.slurm
+def test_following_a_log_stops_when_the_job_ends(slurm_cluster, tmp_path, monkeypatch):
+    """``--logs JOB -f`` prints what the job writes and ends by itself once Slurm says the job ended."""
+    import subprocess
+    import sys
+
+    from launch.records import journal
+
+    monkeypatch.setenv("MEMORYMODELS_STATE", str(tmp_path / "state"))
+    out = tmp_path / "j.out"
+    job = subprocess.run(["sbatch", "--parsable", "-J", "mm-follow", "-o", str(out), "--wrap",
+                          "echo first; sleep 4; echo last"], capture_output=True, text=True,
+                         check=True).stdout.strip().split(";")[0]
+    journal.record(profile="local-slurm", slurm_conf=os.environ.get("SLURM_CONF"),
+                   jobs=[{"job_id": job, "name": "follow", "run_dir": str(tmp_path / "r"), "stdout": str(out),
+                          "stderr": str(tmp_path / "j.err")}])
+    script = Path(__file__).resolve().parents[2] / "launch" / "status.py"
+    done = subprocess.run([sys.executable, str(script), "--logs", job, "-f"], capture_output=True, text=True,
+                          timeout=90, env=dict(os.environ))
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.strip().splitlines()
+    assert "last" in lines and lines[-1] == f"==> job {job} ended COMPLETED; stopped following <==", lines
+
+
+LINES = [(["--lines", "-5"], "argument --lines: -5: must be 0 or more"), (["--state", ","], "is not a job state")]
+
+
+@pytest.mark.parametrize("args, message", LINES, ids=[" ".join(a) for a, _ in LINES])
+def test_status_flags_that_mean_nothing_are_refused(capsys, tmp_path, monkeypatch, args, message):
+    from launch.cli.status import main
+
+    monkeypatch.setenv("MEMORYMODELS_STATE", str(tmp_path / "state"))
+    with pytest.raises(SystemExit) as exit_:
+        main([*args, "--once"])
+    assert exit_.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_a_log_tail_of_zero_lines_is_not_called_empty(tmp_path):
+    from launch.monitor.logs import LogFile, labelled_tail
+
+    log = tmp_path / "x.out"
+    log.write_text("one\ntwo\n")
+    assert labelled_tail(LogFile(job_id="1", stream="stdout", path=str(log)), 0)[1:] == []
+    log.write_text("")
+    assert labelled_tail(LogFile(job_id="1", stream="stdout", path=str(log)), 5)[1:] == ["(empty)"]

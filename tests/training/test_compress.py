@@ -138,6 +138,17 @@ def test_cli_round_trip_through_the_entry_point(causal_run, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["back.bin", "data.bin", "data.bin.mmz"]  # no temp files
 
 
+def test_compress_onto_a_full_disk_is_one_line_naming_the_output_exit_74(causal_run, tmp_path, full_disk, capsys):
+    source = tmp_path / "data.bin"
+    source.write_bytes(b"import os\n" * 200)
+    out = full_disk / "data.bin.mmz"
+    assert codec.main([str(causal_run), str(source), "-o", str(out)]) == 74
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err, err
+    assert err.startswith(f"error: {out}: no space left on device while writing it (0 B free there)"), err
+    assert [p.name for p in full_disk.iterdir() if p.name != ".filler"] == []
+
+
 def _one_line_error(capsys, argv) -> str:
     assert codec.main(argv) == 1
     err = capsys.readouterr().err

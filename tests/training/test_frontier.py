@@ -87,7 +87,7 @@ def test_best_so_far_keeps_only_improvements():
     (["{missing}"], "{missing}: no such file or directory"),
     (["{empty}"], "{empty}: not a run directory (no run.json or metrics.jsonl) and holds none"),
     (["{runs}", "-o", "{out}.jpg2"], "{out}.jpg2: image must end in .png, .pdf, .svg"),
-    (["{runs}", "--csv", "{tmp}/nowhere/f.csv"], "{tmp}/nowhere: no such directory for the CSV file"),
+    (["{runs}", "--csv", "{tmp}/nowhere/f.csv"], "{tmp}/nowhere: no such directory for the CSV file; make it first"),
     (["{damaged}"], "{damaged}/run.json: not valid JSON (Expecting property name enclosed in double quotes: line 1 "
                     "column 2 (char 1)); 3 bytes; restore it from run.json.bak beside it, or leave this run out"),
 ])

@@ -54,3 +54,32 @@ def test_runs_without_bits_per_byte_get_the_loss_panel_only(tmp_path):
     fig = loss_figure([old])
     assert len(fig.axes) == 1 and fig.axes[0].get_xlabel() == "optimizer steps"
     assert fig._suptitle.get_text() == "old: loss, up to step 2"
+
+
+@pytest.mark.parametrize("command", ["plot", "frontier"])
+def test_metrics_with_a_bad_byte_or_a_string_for_a_number_are_left_out_with_a_note(tmp_path, capsys, command):
+    import importlib
+
+    run_dir = fake_run(tmp_path / "run", [3.0, 2.5, 2.0, 1.8])
+    with open(run_dir / "metrics.jsonl", "ab") as f:
+        f.write(b'{"step": 5, "loss": "1.7\xff"}\n{"step": 6, "loss": "abc", "eval_loss": 1.9}\n')
+    out = tmp_path / "figure.png"
+    main = importlib.import_module(f"memorymodels.{command}").main
+    assert main([str(run_dir), "--out" if command == "plot" else "-o", str(out)]) == 0
+    err = capsys.readouterr().err
+    assert f"note: {run_dir / 'metrics.jsonl'}: 1 unreadable line(s) (line 5); 1 value(s) left out ('loss': " \
+           "\"abc\" is not a number)" in err, err
+    assert "Traceback" not in err and out.stat().st_size > 0
+
+
+@pytest.mark.parametrize("command", ["plot", "frontier"])
+def test_an_image_into_a_missing_folder_is_refused_before_anything_runs(tmp_path, capsys, command):
+    import importlib
+
+    run_dir = fake_run(tmp_path / "run", [3.0, 2.5])
+    out = tmp_path / "no" / "such" / "figure.png"
+    main = importlib.import_module(f"memorymodels.{command}").main
+    assert main([str(run_dir), "--out" if command == "plot" else "-o", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.strip() == f"error: {out.parent}: no such directory for the image; make it first", err
+    assert not (tmp_path / "no").exists()
