@@ -1,7 +1,16 @@
-"""The model codec: exact round trips of any bytes, size = the model's cross entropy, refusals in one line."""
+"""The model codec: exact round trips of any bytes, size = the model's cross entropy, the same bytes on any thread
+count, refusals in one line."""
 
+import hashlib
 import json
+import os
 import shutil
+import signal
+import struct
+import subprocess
+import sys
+import time
+import zlib
 
 import numpy as np
 import pytest
@@ -12,8 +21,11 @@ from memorymodels import compress as codec
 from memorymodels.data.tokenizer import EOS_ID, PAD_ID, load_tokenizer
 from memorymodels.models import build_model
 
-from .conftest import run_module
+from .conftest import PYTHON, REPO, run_module
 
+# MKL reads its reproducibility mode at the process's first matrix product: when this file runs first (as it does
+# alone), the in-process codec runs as the command line does, in strict CNR mode
+os.environ.setdefault("MKL_CBWR", "AUTO,STRICT")
 SPECIAL_TEXT = b"def f():\n    return '<|endoftext|>' + \"<|pad|>\"\n<|endoftext|><|pad|>"
 NON_UTF8 = bytes(range(256)) + b"\xed\xa0\x80 surrogate, \xe2\x82 cut, \xc3\x28 bad pair, caf\xc3\xa9"
 
@@ -82,46 +94,96 @@ def test_windows_cover_every_token_once_with_the_overlap_as_context():
         codec.windows(10, 8, 7)
 
 
+ROUND_TRIP_TEXT = b"import os\nfor name in sorted(os.listdir('.')):\n    print(name.upper())\n" * 18
+
+
+@pytest.mark.parametrize("streams", [1, 3], ids=["B=1", "B=3"])
 @pytest.mark.parametrize("case", ["empty", "one byte", "non-UTF-8", "several windows", "special tokens",
                                   "several windows, overlap 0", "several windows, overlap L-2"])
-def test_round_trip_is_exact(coder, case):
-    text = (b"import os\nfor name in sorted(os.listdir('.')):\n    print(name.upper())\n" * 6)  # ~ 8 windows of 32
-    broken = text[:100] + b"\x80\xff caf\xc3\xa9 \xed\xa0\x80 \xe2\x82" + text[100:]  # stray, surrogate, cut
+def test_round_trip_is_exact(coder, case, streams):
+    broken = ROUND_TRIP_TEXT[:100] + b"\x80\xff caf\xc3\xa9 \xed\xa0\x80 \xe2\x82" + ROUND_TRIP_TEXT[100:]
     data, overlap = {"empty": (b"", None), "one byte": (b"\x7f", None), "non-UTF-8": (broken, None),
-                     "several windows": (text, None), "special tokens": (SPECIAL_TEXT, None),
-                     "several windows, overlap 0": (text, 0), "several windows, overlap L-2": (text, 30)}[case]
-    blob, stats = codec.compress(coder, data, overlap=overlap, store=False)  # always through the model
-    assert codec.decompress(coder, blob)[0] == data
-    assert stats["tokens"] <= len(data) and len(blob) == codec.HEADER_BYTES + stats["payload_bytes"]
-    if case == "several windows":
-        assert stats["tokens"] > 4 * coder.length
+                     "several windows": (ROUND_TRIP_TEXT, None), "special tokens": (SPECIAL_TEXT, None),
+                     "several windows, overlap 0": (ROUND_TRIP_TEXT, 0),
+                     "several windows, overlap L-2": (ROUND_TRIP_TEXT, 30)}[case]
+    blob, stats = codec.compress(coder, data, overlap=overlap, streams=streams, store=False)  # always the model
+    back, decoded = codec.decompress(coder, blob)
+    assert back == data and decoded.bytes == len(data) and decoded.tokens == stats.tokens
+    assert stats.tokens <= len(data) and len(blob) == stats.output_bytes
+    assert stats.streams == min(streams, max(stats.tokens, 1)) and stats.blocks == (1 if data else 0)
+    if case.startswith("several windows"):
+        assert stats.tokens > 4 * coder.length * streams  # every segment spans several windows
+
+
+def test_blocks_and_segments_of_different_lengths_round_trip(coder):
+    data = NON_UTF8 + ROUND_TRIP_TEXT * 3 + SPECIAL_TEXT  # cut into 500-byte blocks: UTF-8 cut at the boundaries
+    for streams in (None, 1, 4, 7):
+        blob, stats = codec.compress(coder, data, streams=streams, block_bytes=500, store=False)
+        assert stats.blocks == -(-len(data) // 500) and codec.decompress(coder, blob)[0] == data
+    assert codec.default_streams(10 * coder.length, coder.length) == 10 // codec.SEGMENT_WINDOWS
+    assert codec.default_streams(10**9, coder.length) == codec.MAX_STREAMS and codec.default_streams(3, 32) == 1
+
+
+def test_segments_are_contiguous_and_as_equal_as_possible():
+    rows, lengths = codec.segments(np.arange(10, 20), 3)
+    assert lengths.tolist() == [3, 3, 4]
+    assert rows.tolist() == [[EOS_ID, 10, 11, 12, PAD_ID], [EOS_ID, 13, 14, 15, PAD_ID], [EOS_ID, 16, 17, 18, 19]]
+
+
+def test_the_input_streams_through_in_blocks(coder):
+    """Constant memory in the file's size: the encoder reads a block, writes it, then reads the next."""
+
+    class Source:
+        def __init__(self, data):
+            self.data, self.reads = data, []
+
+        def read(self, n):
+            self.reads.append((n, sink.tell()))
+            part, self.data = self.data[:n], self.data[n:]
+            return part
+
+    import io
+    data = ROUND_TRIP_TEXT * 4
+    source, sink = Source(data), io.BytesIO()
+    stats = codec.compress_stream(coder, source, sink, block_bytes=256)
+    assert max(n for n, _ in source.reads) <= 256 and stats.blocks == -(-len(data) // 256)
+    written_before_read = [pos for _, pos in source.reads]
+    assert written_before_read == sorted(written_before_read) and written_before_read[-1] > written_before_read[1]
+    assert codec.decompress(coder, sink.getvalue())[0] == data
 
 
 def test_bytes_the_model_would_expand_are_stored(coder):
     data = np.random.default_rng(1).integers(0, 256, 600, dtype=np.uint8).tobytes()
     blob, stats = codec.compress(coder, data)
-    assert stats["stored"] and stats["estimate_bits"] > 8 * len(data)
-    assert len(blob) == codec.HEADER_BYTES + len(data) and codec.decompress(coder, blob)[0] == data
-    assert codec.compress(coder, b"")[1]["stored"] and codec.decompress(coder, codec.compress(coder, b"")[0])[0] == b""
+    assert stats.stored and stats.estimate_bits > 8 * len(data)
+    assert len(blob) == codec.OVERHEAD + len(data) and codec.decompress(coder, blob)[0] == data
+    text = b"print('hello, world')\n" * 30  # a coded block, then a stored one
+    blob, stats = codec.compress(coder, text + data, block_bytes=len(text))
+    assert (stats.blocks, stats.stored_blocks) == (2, 1) and codec.decompress(coder, blob)[0] == text + data
+    blob, stats = codec.compress(coder, b"")
+    assert stats.blocks == 0 and len(blob) == codec.OVERHEAD - codec.BLOCK.size - 4
+    assert codec.decompress(coder, blob)[0] == b""
 
 
 def test_size_is_the_models_cross_entropy_plus_the_header(coder):
     data = b"".join(f"def function_{i}(value):\n    return value * {i} + len(str(value))\n\n".encode()
                     for i in range(40))
-    blob, stats = codec.compress(coder, data)
-    estimate = stats["estimate_bits"] / 8 + codec.HEADER_BYTES  # sum of -log2 p over the tokens, in bytes
-    assert estimate < len(blob) <= estimate * 1.02 + 8, (len(blob), estimate)  # + up to two 32-bit flush words
-    # the estimate is the model's own cross entropy on the same tokens (evaluated independently here)
-    tokens = coder.tokens.encode(data)
-    stream = torch.tensor(np.concatenate([[EOS_ID], tokens]))
-    nats = 0.0
-    with codec.deterministic(1):
-        for start, first, last in codec.windows(len(tokens), coder.length, stats["overlap"]):
-            logits = codec.window_logits(coder.model, stream.numpy(), start, coder.length)
-            targets = stream[first:last + 1]
-            nats += torch.nn.functional.cross_entropy(logits[first - 1 - start:last - start], targets,
-                                                      reduction="sum").item()
-    assert stats["estimate_bits"] == pytest.approx(nats / np.log(2), rel=1e-4)
+    for streams in (1, 3):
+        blob, stats = codec.compress(coder, data, streams=streams)
+        estimate = stats.estimate_bits / 8 + codec.OVERHEAD  # sum of -log2 p over the tokens, in bytes
+        assert estimate < len(blob) <= estimate * 1.02 + 8, (len(blob), estimate)  # + up to two 32-bit flush words
+        # the estimate is the model's own cross entropy on the same tokens, each segment's windows evaluated
+        # independently here by the full forward pass
+        rows, lengths = codec.segments(coder.tokens.encode(data), streams)
+        nats = 0.0
+        with codec.deterministic(1):
+            for row, n in zip(rows, lengths):
+                for start, first, last in codec.windows(int(n), coder.length, stats.overlap):
+                    logits = codec.window_logits(coder.model, row[:n + 1], start, coder.length)
+                    targets = torch.from_numpy(row[first:last + 1])
+                    nats += torch.nn.functional.cross_entropy(logits[first - 1 - start:last - start], targets,
+                                                              reduction="sum").item()
+        assert stats.estimate_bits == pytest.approx(nats / np.log(2), rel=1e-4)
 
 
 @pytest.mark.slow  # two interpreters that import transformers: about 40 s on a busy 2-core machine
@@ -131,6 +193,7 @@ def test_cli_round_trip_through_the_entry_point(causal_run, tmp_path):
     done = run_module("memorymodels.compress", str(causal_run), str(source))
     assert done.returncode == 0, done.stderr[-3000:]
     assert "bits/byte" in done.stdout and "stored" not in done.stdout and (tmp_path / "data.bin.mmz").is_file()
+    assert "bytes/s" in done.stdout and done.stderr == ""  # no progress bar when stderr is not a terminal
     back = run_module("memorymodels.compress", "--decompress", str(causal_run), str(tmp_path / "data.bin.mmz"),
                       "-o", str(tmp_path / "back.bin"))
     assert back.returncode == 0, back.stderr[-3000:]
@@ -178,8 +241,11 @@ def test_decoding_with_another_checkpoint_or_run_is_refused_in_one_line(causal_r
 
 def test_truncated_or_corrupt_files_are_refused_in_one_line(causal_run, coder, tmp_path, capsys):
     blob, _ = codec.compress(coder, b"for i in range(10):\n    print(i)\n" * 3)
-    cases = {"truncated": blob[:-5], "header only": blob[:20], "flipped bit": blob[:-3] + bytes([blob[-3] ^ 1])
-             + blob[-2:], "not mmz": b"plain text", "empty": b""}
+    payload_end = len(blob) - codec.BLOCK.size - 4  # where the end marker starts
+    cases = {"truncated": blob[:-5], "header only": blob[:20], "no end marker": blob[:payload_end],
+             "flipped bit": blob[:payload_end - 3] + bytes([blob[payload_end - 3] ^ 1]) + blob[payload_end - 2:],
+             "flipped header bit": blob[:30] + bytes([blob[30] ^ 1]) + blob[31:], "extended": blob + b"\0",
+             "not mmz": b"plain text", "empty": b"", "version 3": b"MMZ\x03" + blob[4:]}
     for case, content in cases.items():
         path = tmp_path / f"{case.replace(' ', '_')}.mmz"
         path.write_bytes(content)
@@ -188,15 +254,13 @@ def test_truncated_or_corrupt_files_are_refused_in_one_line(causal_run, coder, t
     assert not (tmp_path / "out").exists()
 
 
-def test_benchmark_prints_the_table_and_the_overlap_estimates(causal_run, tmp_path, capsys):
-    import sys
-    from pathlib import Path
-
-    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+def test_benchmark_prints_sizes_speeds_and_the_overlap_estimates(causal_run, tmp_path, capsys):
+    sys.path.insert(0, str(REPO / "benchmarks"))
     import compress as benchmark
 
-    (tmp_path / "a.py").write_bytes(b"x = [i * i for i in range(10)]\nprint(x)\n")
-    assert benchmark.main([str(causal_run), str(tmp_path / "a.py"), "--overlaps", "0", "30"]) == 0
+    (tmp_path / "a.py").write_bytes(b"x = [i * i for i in range(10)]\nprint(x)\n" * 8)
+    assert benchmark.main([str(causal_run), str(tmp_path / "a.py"), "--streams", "1", "2", "--overlaps", "0", "8"]) == 0
     out = capsys.readouterr().out
-    assert "| a.py | 40 |" in out and "| xz -9 | zstd -19 | gzip -9 |" in out
-    assert "| a.py | overlap 30 |" in out and "L-1 new tokens" in out
+    assert "| a.py | 320 |" in out and "| xz -9 | zstd -19 | gzip -9 |" in out
+    assert "| a.py | 2 |" in out and "| .mmz compress | .mmz decompress | xz -9 c / d |" in out
+    assert "| a.py | 8 |" in out and "compress kB/s" in out
