@@ -11,7 +11,8 @@ markdown tables:
 - sizes in bits per byte: the .mmz file ("stored" where the model would have expanded it), the model's estimate
   (sum of -log2 p over the coded tokens plus the headers), xz -9, zstd -19 and gzip -9 on the same bytes; for the
   held-out rows also the run's own ``eval_bits_per_byte`` at that checkpoint (the cross entropy the training scored);
-- speeds in kB/s of input (1 kB = 1,000 bytes), compress and decompress, of all four (model loading not included).
+- speeds in kB/s of input (1 kB = 1,000 bytes), compress and decompress, of all four (model loading not included),
+  by the wall clock and per CPU-second of this process (on a shared machine the second is what one core does).
 
 ``--overlaps`` adds the model's estimate and the compress speed for each window overlap.
 """
@@ -34,8 +35,19 @@ sys.path.insert(0, str(ROOT))
 from memorymodels import compress as codec  # noqa: E402
 
 
-def baselines(data: bytes) -> dict[str, tuple[int, float, float]]:
-    """(compressed bytes, compress seconds, decompress seconds) of xz -9, zstd -19 and gzip -9."""
+def clocks() -> tuple[float, float]:
+    return time.perf_counter(), time.process_time()
+
+
+def since(start: tuple[float, float]) -> tuple[float, float]:
+    """(wall seconds, CPU seconds) since ``start``."""
+    now = clocks()
+    return now[0] - start[0], now[1] - start[1]
+
+
+def baselines(data: bytes) -> dict[str, tuple[int, tuple[float, float], tuple[float, float]]]:
+    """(compressed bytes, compress (wall, CPU) seconds, decompress (wall, CPU) seconds) of xz -9, zstd -19 and
+    gzip -9."""
     import zstandard
 
     coders = {"xz -9": (lambda d: lzma.compress(d, preset=9), lzma.decompress),
@@ -43,11 +55,11 @@ def baselines(data: bytes) -> dict[str, tuple[int, float, float]]:
               "gzip -9": (lambda d: gzip.compress(d, 9), gzip.decompress)}
     out = {}
     for name, (pack, unpack) in coders.items():
-        began = time.perf_counter()
+        began = clocks()
         packed = pack(data)
-        middle = time.perf_counter()
+        packing, middle = since(began), clocks()
         assert unpack(packed) == data
-        out[name] = (len(packed), middle - began, time.perf_counter() - middle)
+        out[name] = (len(packed), packing, since(middle))
     return out
 
 
@@ -82,7 +94,8 @@ def measure(coder: codec.Coder, name: str, data: bytes, streams: int | None, ove
         raise SystemExit(f"{name}: the round trip changed the bytes")
     return {"file": name, "bytes": len(data), "tokens": stats.tokens, "streams": stats.streams, "mmz": len(blob),
             "stored": stats.stored, "estimate": stats.estimate_bits / 8 + stats.output_bytes - stats.payload_bytes,
-            "baselines": baselines(data), "compress_s": stats.seconds, "decompress_s": decoded.seconds}
+            "baselines": baselines(data), "compress_s": (stats.seconds, stats.cpu_seconds),
+            "decompress_s": (decoded.seconds, decoded.cpu_seconds)}
 
 
 def size_table(rows: list[dict], reference: float | None) -> str:
@@ -99,14 +112,14 @@ def size_table(rows: list[dict], reference: float | None) -> str:
     return "\n".join(lines)
 
 
-def speed_table(rows: list[dict]) -> str:
-    rate = lambda r, seconds: f"{r['bytes'] / seconds / 1000:,.1f}" if seconds > 0 else "-"  # noqa: E731
-    lines = ["| file | B | .mmz compress | .mmz decompress | xz -9 c / d | zstd -19 c / d | gzip -9 c / d |",
-             "|---" * 7 + "|"]
+def speed_table(rows: list[dict], clock: int) -> str:
+    """kB/s by the wall clock (``clock`` 0) or per CPU-second (1)."""
+    rate = lambda r, seconds: f"{r['bytes'] / seconds[clock] / 1000:,.1f}" if seconds[clock] > 0 else "-"  # noqa
+    lines = ["| file | B | .mmz compress / decompress | xz -9 | zstd -19 | gzip -9 |", "|---" * 6 + "|"]
     for r in rows:
         b = r["baselines"]
         cells = " | ".join(f"{rate(r, b[k][1])} / {rate(r, b[k][2])}" for k in ("xz -9", "zstd -19", "gzip -9"))
-        lines.append(f"| {r['file']} | {r['streams']} | {rate(r, r['compress_s'])} | {rate(r, r['decompress_s'])} "
+        lines.append(f"| {r['file']} | {r['streams']} | {rate(r, r['compress_s'])} / {rate(r, r['decompress_s'])} "
                      f"| {cells} |")
     return "\n".join(lines)
 
@@ -150,8 +163,11 @@ def main(argv: list[str] | None = None) -> int:
     results = [measure(coder, name, data, streams, args.overlap, args.threads)
                for name, data in files for streams in args.streams]
     print(size_table(results, reference))
-    print()
-    print(speed_table(results))
+    print("\nkB/s, compress / decompress, by the wall clock (load average "
+          f"{', '.join(f'{x:.1f}' for x in os.getloadavg())} after the runs):\n")
+    print(speed_table(results, 0))
+    print("\nkB per CPU-second of this process, compress / decompress:\n")
+    print(speed_table(results, 1))
     if args.overlaps:
         print()
         print(overlap_table(coder, files, args.overlaps, args.streams[0], args.threads))

@@ -248,16 +248,16 @@ class Numerics:
 
 @contextlib.contextmanager
 def deterministic(threads: int):
-    """CPU float math that gives the same bits every time: fixed threads, deterministic algorithms, no autograd."""
-    previous = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
+    """The codec's float math: ``threads`` torch threads, no autograd. The CPU kernels a step runs (matrix products,
+    norms, softmax, attention) give the same bits run after run; ``torch.use_deterministic_algorithms`` is not
+    needed for them (it governs scatter-style and CUDA kernels) and costs seconds of imports per process."""
+    previous = torch.get_num_threads()
     torch.set_num_threads(threads)
-    torch.use_deterministic_algorithms(True)
     try:
         with torch.inference_mode():
             yield
     finally:
-        torch.set_num_threads(previous[0])
-        torch.use_deterministic_algorithms(previous[1])
+        torch.set_num_threads(previous)
 
 
 # ---- the model side ---------------------------------------------------------------------------------------------
@@ -552,6 +552,8 @@ class Stats:
     estimate_bits: float = 0.0
     """Sum of -log2 p over the coded tokens (compressing only)."""
     seconds: float = 0.0
+    cpu_seconds: float = 0.0
+    """The process's CPU time over the same span (all threads): ``seconds`` less the time other processes took."""
 
     @property
     def stored(self) -> bool:
@@ -590,7 +592,7 @@ def compress_stream(coder: Coder, source: BinaryIO, sink: BinaryIO, *, streams: 
     ``DEFAULT_OVERLAP`` of L; ``store``: keep a block's bytes as they are where coding would not make them smaller;
     ``nbytes``: the input's size where known (recorded for the decoder's progress).
     """
-    began = time.perf_counter()
+    began, cpu = time.perf_counter(), time.process_time()
     overlap = int(coder.length * DEFAULT_OVERLAP) if overlap is None else overlap
     windows(0, coder.length, overlap)  # refuses an overlap that does not fit
     if streams is not None and not 1 <= streams <= 65535:
@@ -625,7 +627,7 @@ def compress_stream(coder: Coder, source: BinaryIO, sink: BinaryIO, *, streams: 
     end = Block(END, 0, stats.tokens, stats.bytes, 0, digest.digest()[:8]).pack(b"")
     sink.write(end)
     stats.output_bytes += len(end)
-    stats.seconds = time.perf_counter() - began
+    stats.seconds, stats.cpu_seconds = time.perf_counter() - began, time.process_time() - cpu
     return stats
 
 
@@ -634,7 +636,7 @@ def decompress_stream(coder: Coder, header: Header, source: BinaryIO, sink: Bina
     """Decode the blocks that follow ``header`` in ``source`` into ``sink``; every block's bytes are checked before
     they are written, and the whole output at the end. Refuses (CodecError) before decoding anything when this
     process would not compute the encoder's probabilities."""
-    began = time.perf_counter()
+    began, cpu = time.perf_counter(), time.process_time()
     check_match(header, coder, name)
     threads = header.numerics.threads or threads  # the encoder's count, where the results depend on it
     stats, digest = Stats(overlap=header.overlap, threads=threads, streams=header.streams), hashlib.sha256()
@@ -674,7 +676,7 @@ def decompress_stream(coder: Coder, header: Header, source: BinaryIO, sink: Bina
                          f"match its checksum were decoded; the file is corrupt")
     if source.read(1):
         raise CodecError(f"{name}: extended (bytes after the end marker)")
-    stats.seconds = time.perf_counter() - began
+    stats.seconds, stats.cpu_seconds = time.perf_counter() - began, time.process_time() - cpu
     return stats
 
 

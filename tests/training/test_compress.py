@@ -1,7 +1,9 @@
 """The model codec: exact round trips of any bytes, size = the model's cross entropy, the same bytes on any thread
 count, refusals in one line."""
 
+import dataclasses
 import hashlib
+import io
 import json
 import os
 import shutil
@@ -12,6 +14,7 @@ import sys
 import time
 import zlib
 
+import constriction
 import numpy as np
 import pytest
 import torch
@@ -30,23 +33,36 @@ SPECIAL_TEXT = b"def f():\n    return '<|endoftext|>' + \"<|pad|>\"\n<|endoftext
 NON_UTF8 = bytes(range(256)) + b"\xed\xa0\x80 surrogate, \xe2\x82 cut, \xc3\x28 bad pair, caf\xc3\xa9"
 
 
-@pytest.fixture(scope="module")
-def causal_run(tiny_data, tmp_path_factory):
-    """A language_mixer (debug preset, 32 tokens per window) trained 30 steps; checkpoints at 15 and 30."""
+def train_run(tiny_data, root, model: dict, max_steps: int, save_steps: int):
+    """A causal model trained on the tiny data (32 tokens per window) by the trainer; returns its run directory."""
     tokenizer, data = tiny_data
-    root = tmp_path_factory.mktemp("causal")
     config = {
-        "model": {"name": "language_mixer", "preset": "debug"},
+        "model": model,
         "data": {"tokenizer": str(tokenizer), "train_dir": str(data), "context": 32},
-        "train": {"learning_rate": 3e-3, "warmup_steps": 2, "max_steps": 30, "batch_size": 8, "eval_steps": 0,
-                  "save_steps": 15, "logging_steps": 5, "save_total_limit": 3},
+        "train": {"learning_rate": 3e-3, "warmup_steps": 2, "max_steps": max_steps, "batch_size": 8,
+                  "eval_steps": 0, "save_steps": save_steps, "logging_steps": 5, "save_total_limit": 3},
         "output": {"checkpoint_root": str(root / "runs")},
     }
-    (root / "causal.yaml").write_text(yaml.safe_dump(config))
-    done = run_module("memorymodels.train", "--experiment", str(root / "causal.yaml"), "--no-eval",
-                      "--run-dir", str(root / "runs" / "causal"))
+    (root / "run.yaml").write_text(yaml.safe_dump(config))
+    done = run_module("memorymodels.train", "--experiment", str(root / "run.yaml"), "--no-eval",
+                      "--run-dir", str(root / "runs" / "run"))
     assert done.returncode == 0, done.stderr[-3000:]
-    return root / "runs" / "causal"
+    return root / "runs" / "run"
+
+
+@pytest.fixture(scope="module")
+def causal_run(tiny_data, tmp_path_factory):
+    """A language_mixer (debug preset) trained 30 steps; checkpoints at 15 and 30."""
+    return train_run(tiny_data, tmp_path_factory.mktemp("causal"), {"name": "language_mixer", "preset": "debug"},
+                     30, 15)
+
+
+@pytest.fixture(scope="module", params=["language_mixer", "llama_clm"])
+def wide_run(request, tiny_data, tmp_path_factory):
+    """A model of width 256 (whose matrix products MKL splits differently on 1 and 2 threads unless in strict CNR
+    mode) trained 2 steps."""
+    model = {"name": request.param, "params": {"dim": 256, "depth": 2}}
+    return train_run(tiny_data, tmp_path_factory.mktemp("wide"), model, 2, 2)
 
 
 @pytest.fixture(scope="module")
@@ -142,7 +158,6 @@ def test_the_input_streams_through_in_blocks(coder):
             part, self.data = self.data[:n], self.data[n:]
             return part
 
-    import io
     data = ROUND_TRIP_TEXT * 4
     source, sink = Source(data), io.BytesIO()
     stats = codec.compress_stream(coder, source, sink, block_bytes=256)
@@ -262,5 +277,124 @@ def test_benchmark_prints_sizes_speeds_and_the_overlap_estimates(causal_run, tmp
     assert benchmark.main([str(causal_run), str(tmp_path / "a.py"), "--streams", "1", "2", "--overlaps", "0", "8"]) == 0
     out = capsys.readouterr().out
     assert "| a.py | 320 |" in out and "| xz -9 | zstd -19 | gzip -9 |" in out
-    assert "| a.py | 2 |" in out and "| .mmz compress | .mmz decompress | xz -9 c / d |" in out
+    assert "| a.py | 2 |" in out and "| .mmz compress / decompress | xz -9 |" in out and "CPU-second" in out
     assert "| a.py | 8 |" in out and "compress kB/s" in out
+
+
+def v1_file(coder, data: bytes, overlap: int = 8) -> bytes:
+    """A version-1 .mmz file, written as version 1's encoder did: one forward pass per window, float32 softmax."""
+    tokens = coder.tokens.encode(data)
+    stream = np.concatenate([[EOS_ID], tokens]).astype(np.int64)
+    encoder, family = constriction.stream.queue.RangeEncoder(), constriction.stream.model.Categorical(perfect=False)
+    with codec.deterministic(1):
+        for start, first, last in codec.windows(len(tokens), coder.length, overlap):
+            logits = codec.window_logits(coder.model, stream, start, coder.length)
+            probs = np.stack([codec.probabilities_v1(logits[j - 1 - start]) for j in range(first, last + 1)])
+            encoder.encode(stream[first:last + 1].astype(np.int32), family, probs)
+    payload = encoder.get_compressed().astype("<u4").tobytes()
+    header = codec.HeaderV1(codec.MODEL, coder.identity, coder.step, coder.weights, coder.tokenizer, coder.length,
+                            overlap, 1, len(data), len(tokens), hashlib.sha256(data).digest()[:8], len(payload))
+    return header.pack(payload) + payload
+
+
+def test_version_1_files_still_decode(causal_run, coder, tmp_path):
+    data = b"for i in range(3):\n    print(i, '<|endoftext|>')\n" * 4 + b"\xff"
+    blob = v1_file(coder, data)
+    assert blob[3] == 1 and codec.decompress(coder, blob)[0] == data
+    (tmp_path / "old.mmz").write_bytes(blob)
+    assert codec.main(["-d", str(causal_run), str(tmp_path / "old.mmz"), "-q"]) == 0
+    assert (tmp_path / "old").read_bytes() == data
+
+
+def test_the_mkl_adapter_reads_the_reproducibility_mode():
+    """MKL's private CNR getters, through the codec's one adapter: a failure here means torch's MKL changed."""
+    settings = codec.mkl_cnr()
+    assert settings is not None, "torch's MKL no longer exports mkl_serv_cbwr_get"
+    assert (settings & ~codec.MKL_STRICT) in codec.MKL_BRANCHES, settings
+    numerics = codec.Numerics.here(3)
+    assert numerics.threads == (0 if settings & codec.MKL_STRICT else 3) and numerics.torch == torch.__version__
+
+
+def _with_header(blob: bytes, **changes) -> bytes:
+    """``blob`` with header fields changed and the header's CRC-32 made right again."""
+    header = codec.Header.read(io.BytesIO(blob), "x")
+    for key, value in changes.items():
+        setattr(header, key, value)
+    return header.pack() + blob[codec.HEADER.size + 4:]
+
+
+def test_a_machine_that_computes_differently_is_refused_before_anything_is_written(causal_run, coder, tmp_path,
+                                                                                    capsys):
+    blob, _ = codec.compress(coder, ROUND_TRIP_TEXT, streams=2)
+    header = codec.Header.read(io.BytesIO(blob), "x")
+    cases = {"other torch": _with_header(blob, numerics=dataclasses.replace(header.numerics, torch="2.0.0")),
+             "other CPU": _with_header(blob, numerics=dataclasses.replace(header.numerics, cpu="AVX2")),
+             "other MKL path": _with_header(blob, numerics=dataclasses.replace(header.numerics, mkl=10)),
+             "other probe": _with_header(blob, probe=b"\0" * 8)}
+    for case, content in cases.items():
+        path = tmp_path / f"{case.replace(' ', '_')}.mmz"
+        path.write_bytes(content)
+        err = _one_line_error(capsys, ["-d", str(causal_run), str(path), "-o", str(tmp_path / "out")])
+        assert "nothing written" in err and not (tmp_path / "out").exists(), (case, err)
+        if case == "other torch":
+            assert "torch 2.0.0" in err and f"torch {torch.__version__}" in err and "same torch build" in err
+        if case == "other probe":
+            assert "probe checksum differs" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(f"{c.replace(' ', '_')}.mmz" for c in cases)
+
+
+@pytest.mark.slow  # four interpreters per family that import transformers: a minute or two
+def test_compressed_on_two_threads_decompresses_on_one_in_another_process(wide_run, tmp_path):
+    data = ROUND_TRIP_TEXT * 2 + NON_UTF8
+    two = {"OMP_NUM_THREADS": "2", "MKL_NUM_THREADS": "2"}
+    env = {k: v for k, v in os.environ.items() if k != "MKL_CBWR"}  # the command line's own default: strict CNR
+    packed = subprocess.run([PYTHON, "-m", "memorymodels.compress", str(wide_run), "-", "--threads", "2",
+                             "--streams", "16"], input=data, capture_output=True, cwd=REPO, timeout=300,
+                            env={**env, **two})
+    assert packed.returncode == 0, packed.stderr[-3000:]
+    assert b"bits/byte" in packed.stderr  # the summary goes to stderr when the file goes to stdout
+    header = codec.Header.read(io.BytesIO(packed.stdout), "stdout")
+    assert header.numerics.threads == 0 and header.numerics.mkl & codec.MKL_STRICT and header.streams == 16
+    (tmp_path / "f.mmz").write_bytes(packed.stdout)
+    one = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    back = subprocess.run([PYTHON, "-m", "memorymodels.compress", "-d", str(wide_run), str(tmp_path / "f.mmz"),
+                           "--threads", "1", "-o", "-"], capture_output=True, cwd=REPO, timeout=300,
+                          env={**env, **one})
+    assert back.returncode == 0, back.stderr[-3000:]
+    assert back.stdout == data
+
+    if "llama" in str(wide_run.parent.parent):
+        return
+    # without strict CNR the same model gives other bits on 2 threads than on 1: the file records its 2 threads,
+    # and a decoder made to use 1 refuses (the probe) instead of writing other bytes
+    loose = {**env, "MKL_CBWR": "AUTO"}
+    packed = subprocess.run([PYTHON, "-m", "memorymodels.compress", str(wide_run), "-", "--threads", "2",
+                             "--streams", "16"], input=data, capture_output=True, cwd=REPO, timeout=300,
+                            env={**loose, **two})
+    assert packed.returncode == 0, packed.stderr[-3000:]
+    recorded = codec.Header.read(io.BytesIO(packed.stdout), "stdout").numerics
+    assert recorded.threads == 2 and not recorded.mkl & codec.MKL_STRICT
+    (tmp_path / "loose.mmz").write_bytes(_with_header(packed.stdout, numerics=dataclasses.replace(recorded, threads=0)))
+    back = subprocess.run([PYTHON, "-m", "memorymodels.compress", "-d", str(wide_run), str(tmp_path / "loose.mmz"),
+                           "--threads", "1", "-o", str(tmp_path / "loose")], capture_output=True, cwd=REPO,
+                          timeout=300, env={**loose, **one})
+    assert back.returncode == 1 and b"probe checksum differs" in back.stderr, back.stderr[-3000:]
+    assert not (tmp_path / "loose").exists()
+
+
+@pytest.mark.slow  # one interpreter that imports transformers
+def test_an_interrupted_run_leaves_no_file_under_the_output_name(causal_run, tmp_path):
+    source = tmp_path / "big.txt"
+    source.write_bytes(ROUND_TRIP_TEXT * 400)  # minutes of coding with --streams 1
+    process = subprocess.Popen([PYTHON, "-m", "memorymodels.compress", str(causal_run), str(source), "--streams",
+                                "1"], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    deadline = time.monotonic() + 120
+    while not list(tmp_path.glob(".big.txt.mmz.tmp-*")) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert list(tmp_path.glob(".big.txt.mmz.tmp-*")), "the temporary output never appeared"
+    time.sleep(1)
+    process.send_signal(signal.SIGTERM)
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == 130 and b"interrupted; nothing written under the output name" in err, err[-2000:]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["big.txt"]
