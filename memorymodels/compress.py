@@ -251,6 +251,8 @@ def deterministic(threads: int):
     """The codec's float math: ``threads`` torch threads, no autograd. The CPU kernels a step runs (matrix products,
     norms, softmax, attention) give the same bits run after run; ``torch.use_deterministic_algorithms`` is not
     needed for them (it governs scatter-style and CUDA kernels) and costs seconds of imports per process."""
+    if threads < 1:
+        raise CodecError(f"threads must be 1 or more, got {threads}")
     previous = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
@@ -334,7 +336,7 @@ def load_coder(run_dir: Path, checkpoint: Path | None = None) -> Coder:
 def windows(n: int, length: int, overlap: int) -> list[tuple[int, int, int]]:
     """``(start, first, last)`` per window: stream positions start..start+L-2 predict tokens first..last.
 
-    The stream is BOS then the n tokens (token k at stream position k); the first window predicts from position 0,
+    The stream is BOS then the n tokens (position k holds token k, k = 1..n); the first window predicts from 0,
     later ones keep ``overlap`` positions of coded context before the position that predicts their first token. The
     last position of a window predicts nothing: training never scores it (its label is past the row), so its
     logits are untrained.
@@ -467,10 +469,11 @@ class Header:
             raise CodecError(f"{name}: truncated ({len(blob)} bytes, the header alone is {HEADER.size + 4})")
         if zlib.crc32(blob[:HEADER.size]) != struct.unpack_from("<I", blob, HEADER.size)[0]:
             raise CodecError(f"{name}: corrupt header (CRC-32 mismatch)")
-        v = HEADER.unpack_from(blob)
+        (_, _, identity, step, weights, tokenizer, length, overlap, streams, nbytes, version, cpu, mkl, threads,
+         probe_sum) = HEADER.unpack_from(blob)
         text = lambda raw: raw.rstrip(b"\0").decode("ascii", "replace")  # noqa: E731
-        header = cls(text(v[2]), v[3], v[4], v[5], v[6], v[7], v[8], v[9], Numerics(text(v[10]), text(v[11]), v[12],
-                                                                                     v[13]), v[14])
+        header = cls(text(identity), step, weights, tokenizer, length, overlap, streams, nbytes,
+                     Numerics(text(version), text(cpu), mkl, threads), probe_sum)
         if not 0 <= header.overlap <= header.length - 2 or header.streams < 1:
             raise CodecError(f"{name}: corrupt header (L={header.length}, overlap {header.overlap}, "
                              f"{header.streams} streams)")
@@ -904,6 +907,13 @@ def decompress_command(args: argparse.Namespace, source: BinaryIO, name: str, ou
             f"{stats.seconds:.1f} s ({stats.bytes / max(stats.seconds, 1e-9):,.0f} bytes/s)")
 
 
+def positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be 1 or more, got {value}")
+    return value
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m memorymodels.compress", description=__doc__.split("\n\n")[0])
     parser.add_argument("run_dir", type=Path, help="a trained causal LM's run directory (holding run.json)")
@@ -913,11 +923,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("-d", "--decompress", action="store_true", help="decompress FILE.mmz")
     parser.add_argument("--checkpoint", type=Path, help="checkpoint directory (default: the newest complete one; "
                                                         "when decompressing, the one the file names)")
-    parser.add_argument("--streams", type=int, help=f"segments coded side by side, B (default: one per "
+    parser.add_argument("--streams", type=positive, help=f"segments coded side by side, B (default: one per "
                                                     f"{SEGMENT_WINDOWS} windows of tokens, at most {MAX_STREAMS})")
     parser.add_argument("--overlap", type=int, help="context positions carried into each window after the first "
                                                     "(0..L-2; default L/8)")
-    parser.add_argument("--threads", type=int, default=1,
+    parser.add_argument("--threads", type=positive, default=1,
                         help="torch CPU threads (default 1); the file decodes with any count (see the module "
                              "docstring for what must match)")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")

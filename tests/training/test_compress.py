@@ -72,8 +72,8 @@ def coder(causal_run):
 
 @pytest.mark.parametrize("name", ["language_mixer", "llama_clm"])
 def test_logits_at_a_position_ignore_later_tokens_bit_for_bit(name):
-    # What lets the decoder reproduce the encoder: the same (1, L) window with filler after position i gives the
-    # same bits at i as the window holding the real tokens.
+    # What lets a version-1 decoder (one full window per token) reproduce its encoder (one per window): the same
+    # (1, L) window with filler after position i gives the same bits at i as the window holding the real tokens.
     torch.manual_seed(0)
     model = build_model(name, preset="debug", n_vocab=300, length=16).eval()
     tokens = torch.randint(2, 300, (1, 16))
