@@ -1,18 +1,20 @@
-"""The model codec against xz, zstd and gzip: real .mmz sizes, the model's own estimate, encode/decode seconds.
+"""The model codec against xz, zstd and gzip: real .mmz sizes, the model's own estimate, compress and decompress speeds.
 
-    .venv/bin/python benchmarks/compress.py RUN_DIR                       # held-out bytes of the run's test split
-    .venv/bin/python benchmarks/compress.py RUN_DIR FILE [FILE ...] --overlaps 0 32 64 96 126
+    .venv/bin/python benchmarks/compress.py RUN_DIR                         # held-out bytes of the run's test split
+    .venv/bin/python benchmarks/compress.py RUN_DIR FILE [FILE ...] --max-bytes 65536 --streams 1 16 64
+    .venv/bin/python benchmarks/compress.py RUN_DIR --overlaps 0 16 32 64   # estimate per window overlap
 
-For each file (by default the first ``--rows`` held-out rows of the run's test split, decoded as in
-``memorymodels.evaluate``, cut to ``--max-bytes``) it compresses with ``memorymodels.compress``, decompresses,
-checks the bytes are the same, and prints a markdown table: bytes, .mmz bytes ("stored" where the model would have
-expanded the file and the codec kept its bytes), bits per byte of the .mmz file, the model's estimate (sum of -log2 p
-over the tokens plus the header, in bits per byte), xz -9, zstd -19 and gzip -9 on the same bytes, and the encode and
-decode seconds (one CPU thread by default; model loading not included).
+For each file (by default the run's held-out rows, ``--rows`` of its test split decoded as ``memorymodels.evaluate``
+scores them) and each ``--streams`` B, it compresses with ``memorymodels.compress`` (in memory, one process, the
+command line's numerics: MKL in strict CNR mode), decompresses, checks the bytes are the same, and prints two
+markdown tables:
+- sizes in bits per byte: the .mmz file ("stored" where the model would have expanded it), the model's estimate
+  (sum of -log2 p over the coded tokens plus the headers), xz -9, zstd -19 and gzip -9 on the same bytes; for the
+  held-out rows also the run's own ``eval_bits_per_byte`` at that checkpoint (the cross entropy the training scored);
+- speeds in kB/s of input (1 kB = 1,000 bytes), compress and decompress, of all four (model loading not included),
+  by the wall clock and per CPU-second of this process (on a shared machine the second is what one core does).
 
-``--overlaps`` adds a second table: the model's estimate for each window overlap, and for windows that each start
-with ``<|endoftext|>`` instead of carried context, with the encoder's seconds (the decoder's are the same for all:
-one forward pass per token).
+``--overlaps`` adds the model's estimate and the compress speed for each window overlap.
 """
 
 from __future__ import annotations
@@ -20,32 +22,51 @@ from __future__ import annotations
 import argparse
 import gzip
 import lzma
+import os
 import sys
 import time
 from pathlib import Path
 
-import numpy as np
+os.environ.setdefault("MKL_CBWR", "AUTO,STRICT")  # before any matrix product, as the codec's command line does
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from memorymodels import compress as codec  # noqa: E402
-from memorymodels.data.tokenizer import EOS_ID  # noqa: E402
 
 
-def baselines(data: bytes) -> dict[str, int]:
-    """Compressed sizes in bytes of xz -9, zstd -19 and gzip -9."""
+def clocks() -> tuple[float, float]:
+    return time.perf_counter(), time.process_time()
+
+
+def since(start: tuple[float, float]) -> tuple[float, float]:
+    """(wall seconds, CPU seconds) since ``start``."""
+    now = clocks()
+    return now[0] - start[0], now[1] - start[1]
+
+
+def baselines(data: bytes) -> dict[str, tuple[int, tuple[float, float], tuple[float, float]]]:
+    """(compressed bytes, compress (wall, CPU) seconds, decompress (wall, CPU) seconds) of xz -9, zstd -19 and
+    gzip -9."""
     import zstandard
 
-    return {"xz -9": len(lzma.compress(data, preset=9)),
-            "zstd -19": len(zstandard.ZstdCompressor(level=19).compress(data)),
-            "gzip -9": len(gzip.compress(data, 9))}
+    coders = {"xz -9": (lambda d: lzma.compress(d, preset=9), lzma.decompress),
+              "zstd -19": (zstandard.ZstdCompressor(level=19).compress, zstandard.ZstdDecompressor().decompress),
+              "gzip -9": (lambda d: gzip.compress(d, 9), gzip.decompress)}
+    out = {}
+    for name, (pack, unpack) in coders.items():
+        began = clocks()
+        packed = pack(data)
+        packing, middle = since(began), clocks()
+        assert unpack(packed) == data
+        out[name] = (len(packed), packing, since(middle))
+    return out
 
 
-def heldout(run_dir: Path, rows: int | None, max_bytes: int) -> bytes:
-    """The held-out text ``memorymodels.evaluate`` scores: the first rows of the run's test split, decoded."""
-    from memorymodels.heldout import heldout_bytes
+def heldout(run_dir: Path, rows: int | None) -> tuple[bytes, int]:
+    """The held-out text ``memorymodels.evaluate`` scores (the first rows of the run's test split) and the rows."""
     from memorymodels.experiment import experiment_from_dict, load_data, load_fast_tokenizer
+    from memorymodels.heldout import heldout_bytes
     from memorymodels.rundir import RunPaths
     from memorymodels.runrecord import read_run_json
 
@@ -53,81 +74,103 @@ def heldout(run_dir: Path, rows: int | None, max_bytes: int) -> bytes:
     experiment = experiment_from_dict(info["config"], source=str(RunPaths(run_dir).run_json))
     data = load_data(experiment)
     rows = rows or experiment.train.eval_rows or 64
-    return heldout_bytes(data.test, load_fast_tokenizer(data.tokenizer_dir), rows)[0][:max_bytes]
+    return heldout_bytes(data.test, load_fast_tokenizer(data.tokenizer_dir), rows)[0], rows
 
 
-def bos_windows_bits(coder: codec.Coder, data: bytes, threads: int) -> tuple[float, float]:
-    """(estimate in bits, seconds) when every window starts with <|endoftext|> and predicts L-1 new tokens."""
-    tokens, length = coder.tokens.encode(data), coder.length
-    began, bits = time.perf_counter(), 0.0
-    with codec.deterministic(threads):
-        for start in range(0, len(tokens), length - 1):
-            chunk = tokens[start:start + length - 1]
-            logits = codec.window_logits(coder.model, np.concatenate([[EOS_ID], chunk]), 0, length)
-            for p, token in enumerate(chunk):
-                bits -= float(np.log2(codec.probabilities(logits[p])[token]))
-    return bits, time.perf_counter() - began
+def eval_bits_per_byte(run_dir: Path, step: int) -> float | None:
+    """The run's ``eval_bits_per_byte`` logged at ``step`` (its held-out rows), if any."""
+    from memorymodels.metrics import read_metrics
+
+    values = [r["eval_bits_per_byte"] for r in read_metrics(run_dir)
+              if r.get("step") == step and r.get("eval_bits_per_byte") is not None]
+    return values[-1] if values else None
 
 
-def measure(coder: codec.Coder, name: str, data: bytes, overlap: int, threads: int) -> dict:
-    blob, stats = codec.compress(coder, data, overlap=overlap, threads=threads)
-    back, decoded = codec.decompress(coder, blob, name)
+def measure(coder: codec.Coder, name: str, data: bytes, streams: int | None, overlap: int | None,
+            threads: int) -> dict:
+    blob, stats = codec.compress(coder, data, streams=streams, overlap=overlap, threads=threads)
+    back, decoded = codec.decompress(coder, blob, name, threads=threads)
     if back != data:
         raise SystemExit(f"{name}: the round trip changed the bytes")
-    return {"file": name, "bytes": len(data), "tokens": stats["tokens"], "mmz": len(blob), "stored": stats["stored"],
-            "estimate": stats["estimate_bits"] / 8 + codec.HEADER_BYTES, "baselines": baselines(data),
-            "encode_s": stats["seconds"], "decode_s": decoded["seconds"]}
+    return {"file": name, "bytes": len(data), "tokens": stats.tokens, "streams": stats.streams, "mmz": len(blob),
+            "stored": stats.stored, "estimate": stats.estimate_bits / 8 + stats.output_bytes - stats.payload_bytes,
+            "baselines": baselines(data), "compress_s": (stats.seconds, stats.cpu_seconds),
+            "decompress_s": (decoded.seconds, decoded.cpu_seconds)}
 
 
-def table(rows: list[dict]) -> str:
-    bpb = lambda size, row: f"{8 * size / row['bytes']:.3f}"  # noqa: E731
-    lines = ["| file | bytes | tokens | .mmz bytes | .mmz bits/byte | model estimate | xz -9 | zstd -19 | gzip -9 "
-             "| encode s | decode s | decode ms/token |", "|---" * 12 + "|"]
+def size_table(rows: list[dict], reference: float | None) -> str:
+    bpb = lambda size, row: f"{8 * size / row['bytes']:.3f}" if row["bytes"] else "-"  # noqa: E731
+    lines = ["| file | bytes | tokens | B | .mmz bytes | .mmz bits/byte | estimate | xz -9 | zstd -19 | gzip -9 |",
+             "|---" * 10 + "|"]
     for r in rows:
         b = r["baselines"]
-        stored = " (stored)" if r["stored"] else ""
-        lines.append(f"| {r['file']} | {r['bytes']:,} | {r['tokens']:,} | {r['mmz']:,}{stored} | {bpb(r['mmz'], r)} "
-                     f"| {bpb(r['estimate'], r)} | {bpb(b['xz -9'], r)} | {bpb(b['zstd -19'], r)} "
-                     f"| {bpb(b['gzip -9'], r)} | {r['encode_s']:.1f} | {r['decode_s']:.1f} "
-                     f"| {'-' if r['stored'] else format(1000 * r['decode_s'] / max(r['tokens'], 1), '.2f')} |")
+        lines.append(f"| {r['file']} | {r['bytes']:,} | {r['tokens']:,} | {r['streams']} | {r['mmz']:,}"
+                     f"{' (stored)' if r['stored'] else ''} | {bpb(r['mmz'], r)} | {bpb(r['estimate'], r)} "
+                     f"| {bpb(b['xz -9'][0], r)} | {bpb(b['zstd -19'][0], r)} | {bpb(b['gzip -9'][0], r)} |")
+    if reference is not None:
+        lines.append(f"\nThe run's own eval_bits_per_byte on the held-out rows at this checkpoint: {reference:.3f}")
     return "\n".join(lines)
 
 
-def overlap_table(coder: codec.Coder, files: list[tuple[str, bytes]], overlaps: list[int], threads: int) -> str:
-    lines = [f"| file | window start (L = {coder.length}) | estimate bits/byte | encode s |", "|---|---|---|---|"]
+def speed_table(rows: list[dict], clock: int) -> str:
+    """kB/s by the wall clock (``clock`` 0) or per CPU-second (1)."""
+    rate = lambda r, seconds: f"{r['bytes'] / seconds[clock] / 1000:,.1f}" if seconds[clock] > 0 else "-"  # noqa
+    lines = ["| file | B | .mmz compress / decompress | xz -9 | zstd -19 | gzip -9 |", "|---" * 6 + "|"]
+    for r in rows:
+        b = r["baselines"]
+        cells = " | ".join(f"{rate(r, b[k][1])} / {rate(r, b[k][2])}" for k in ("xz -9", "zstd -19", "gzip -9"))
+        lines.append(f"| {r['file']} | {r['streams']} | {rate(r, r['compress_s'])} / {rate(r, r['decompress_s'])} "
+                     f"| {cells} |")
+    return "\n".join(lines)
+
+
+def overlap_table(coder: codec.Coder, files: list[tuple[str, bytes]], overlaps: list[int], streams: int | None,
+                  threads: int) -> str:
+    lines = [f"| file | overlap (L = {coder.length}) | estimate bits/byte | compress kB/s |", "|---|---|---|---|"]
     for name, data in files:
-        bits, seconds = bos_windows_bits(coder, data, threads)
-        lines.append(f"| {name} | <\\|endoftext\\|>, L-1 new tokens | {bits / len(data):.3f} | {seconds:.1f} |")
         for overlap in overlaps:
-            _, stats = codec.compress(coder, data, overlap=overlap, threads=threads)
-            lines.append(f"| {name} | overlap {overlap} | {stats['estimate_bits'] / len(data):.3f} "
-                         f"| {stats['seconds']:.1f} |")
+            _, stats = codec.compress(coder, data, overlap=overlap, streams=streams, threads=threads)
+            lines.append(f"| {name} | {overlap} | {stats.estimate_bits / len(data):.3f} "
+                         f"| {len(data) / stats.seconds / 1000:,.1f} |")
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("run_dir", type=Path, help="a trained causal LM's run directory")
-    parser.add_argument("files", type=Path, nargs="*", help="files to compress (default: held-out bytes)")
+    parser.add_argument("files", type=Path, nargs="*", help="files to compress (default: the held-out rows)")
     parser.add_argument("--checkpoint", type=Path, help="checkpoint directory (default: the newest complete one)")
     parser.add_argument("--rows", type=int, help="held-out rows (default: the run's train.eval_rows)")
-    parser.add_argument("--max-bytes", type=int, default=16384, help="cut each input to this many bytes")
-    parser.add_argument("--overlap", type=int, help="window overlap for the main table (default: the codec's, L/4)")
+    parser.add_argument("--max-bytes", type=int, help="cut each input to this many bytes")
+    parser.add_argument("--streams", type=int, nargs="*", default=[None],
+                        help="B values to measure (default: the codec's choice)")
+    parser.add_argument("--overlap", type=int, help="window overlap (default: the codec's, L/8)")
     parser.add_argument("--overlaps", type=int, nargs="*", default=[], help="overlaps for the estimate table")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
     args = parser.parse_args(argv)
 
     coder = codec.load_coder(args.run_dir, args.checkpoint)
     files = [(p.name, p.read_bytes()[:args.max_bytes]) for p in args.files]
+    reference = None
     if not files:
-        files = [("held-out rows", heldout(args.run_dir, args.rows, args.max_bytes))]
+        data, rows = heldout(args.run_dir, args.rows)
+        files = [(f"held-out rows ({rows})", data[:args.max_bytes])]
+        reference = eval_bits_per_byte(args.run_dir, coder.step) if args.max_bytes is None else None
     print(f"{args.run_dir} checkpoint-{coder.step}: {type(coder.model).__name__}, "
-          f"{sum(p.numel() for p in coder.model.parameters()):,} parameters, L = {coder.length}, "
-          f"overlap {args.overlap if args.overlap is not None else 'L/4 (default)'}, {args.threads} thread(s)\n")
-    print(table([measure(coder, name, data, args.overlap, args.threads) for name, data in files]))
+          f"{sum(p.numel() for p in coder.model.parameters()):,} parameters, L = {coder.length}, overlap "
+          f"{args.overlap if args.overlap is not None else 'L/8 (default)'}, {args.threads} thread(s), "
+          f"{codec.Numerics.here(args.threads).describe()}\n")
+    results = [measure(coder, name, data, streams, args.overlap, args.threads)
+               for name, data in files for streams in args.streams]
+    print(size_table(results, reference))
+    print("\nkB/s, compress / decompress, by the wall clock (load average "
+          f"{', '.join(f'{x:.1f}' for x in os.getloadavg())} after the runs):\n")
+    print(speed_table(results, 0))
+    print("\nkB per CPU-second of this process, compress / decompress:\n")
+    print(speed_table(results, 1))
     if args.overlaps:
         print()
-        print(overlap_table(coder, files, args.overlaps, args.threads))
+        print(overlap_table(coder, files, args.overlaps, args.streams[0], args.threads))
     return 0
 
 

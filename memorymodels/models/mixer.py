@@ -10,11 +10,18 @@ The causal mask is a registered ``tril`` buffer multiplied into the weight insid
 exactly zero gradient and stay zero, and loading a state dict re-masks it. ``forward(input_ids, labels=None,
 attention_mask=None)`` returns ``(loss, logits)`` with logits (b, t, vocab); ``labels=None`` gives ``loss=None``.
 Parameter names and shapes are the seed's, so its checkpoints load (docs/porting.md says where the math differs).
+
+Incremental inference (``LanguageMixer.new_cache`` / ``step``, what ``memorymodels.compress`` runs): output row t of
+the mixing reads the mixing inputs of positions 0..t of the same block, and nothing of later positions. So each block
+caches those inputs (``seq_layernorm(x)``, or the heads' projections of it), and a step computes only the new
+positions: one row of each mixing matrix against the cache, then the feed-forward of the new tokens. The logits equal
+the full forward's within float tolerance (tests/models/test_incremental.py); training never runs this path.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -60,6 +67,24 @@ def token_conv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, groups
     return F.conv1d(F.pad(x, ((k - 1) // 2, k // 2)), weight, bias, groups=groups)
 
 
+def mixing_rows(weight: torch.Tensor, bias: torch.Tensor, inputs: torch.Tensor) -> torch.Tensor:
+    """Rows of the token mixing against cached inputs: (h, T, S, k) weights, (h, T) bias, (h, S, b, e) -> (h, T, b, e).
+
+    The same sum as ``token_conv`` (tap m reads feature j + m - (k-1)//2, zeros past the edges), written as matrix
+    products with the positions first, so one step of b streams is one (T, S) x (S, b*e) product per head and tap.
+    """
+    h, T, S, k = weight.shape
+    _, _, b, e = inputs.shape
+    left = (k - 1) // 2
+    if k > 1:
+        inputs = F.pad(inputs, (left, k - 1 - left))  # (h, S, b, e + k - 1)
+    out = bias[:, :, None]  # (h, T, 1), broadcast over b*e
+    for m in range(k):
+        taps = inputs[..., m:m + e].reshape(h, S, b * e)  # a view when k == 1
+        out = out + torch.matmul(weight[..., m], taps)  # (h, T, b*e)
+    return out.view(h, T, b, e)
+
+
 class CausalTokenMixer(nn.Module):
     """Token mixing ``y[b,t,j] = sum_{s<=t} sum_m W[t,s,m] x[b,s,j+m-pad] + bias[t]`` on x of shape (b, L, d).
 
@@ -97,6 +122,19 @@ class CausalTokenMixer(nn.Module):
         if position is not None:  # one output row of the mixing matrix; used where only one token is read
             weight, bias = weight.narrow(0, position % self.length, 1), bias.narrow(0, position % self.length, 1)
         return token_conv(x, weight, bias)
+
+    def rows(self, start: int, stop: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Masked weight rows start..stop-1 over the input positions 0..stop-1: (T, S, k), and their bias (T,)."""
+        weight = self.weight[start:stop, :stop] * self.mask[start:stop, :stop]
+        return weight, self.bias[start:stop]
+
+    def step(self, x: torch.Tensor, inputs: torch.Tensor, position: int) -> torch.Tensor:
+        """Mix new positions: x (b, T, d) at ``position``..; ``inputs`` (1, L, b, d) caches x; returns (b, T, d)."""
+        T = x.shape[1]
+        inputs[0, position:position + T] = x.transpose(0, 1)  # (T, b, d)
+        weight, bias = self.rows(position, position + T)
+        y = mixing_rows(weight[None], bias[None], inputs[:, :position + T])  # (1, T, b, d)
+        return y[0].transpose(0, 1)
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
@@ -138,6 +176,18 @@ class MixerHead(nn.Module):
         y = y.view(b, h, t, e).transpose(1, 2).reshape(b, t, h * e)  # heads concatenated on features, as the seed
         return self.out_proj(y)
 
+    def step(self, x: torch.Tensor, inputs: torch.Tensor, position: int) -> torch.Tensor:
+        """Mix new positions: x (b, T, d) at ``position``..; ``inputs`` (h, L, b, e) caches the heads' projections."""
+        b, T, _ = x.shape
+        h, e = self.n_heads, self.hidden_dim
+        proj_w = torch.cat([p.weight for p in self.proj_head])  # (h*e, d)
+        proj_b = torch.cat([p.bias for p in self.proj_head])
+        inputs[:, position:position + T] = F.linear(x, proj_w, proj_b).view(b, T, h, e).permute(2, 1, 0, 3)
+        rows = [c.rows(position, position + T) for c in self.convs]
+        weight, bias = torch.stack([w for w, _ in rows]), torch.stack([c for _, c in rows])  # (h, T, S, k), (h, T)
+        y = mixing_rows(weight, bias, inputs[:, :position + T])  # (h, T, b, e)
+        return self.out_proj(y.permute(2, 1, 0, 3).reshape(b, T, h * e))
+
 
 class MixerBlock(nn.Module):
     """Pre-norm residual block: ``x + conv(seq_layernorm(x))``, then ``x + patch_ff(patch_layernorm(x))``."""
@@ -167,6 +217,28 @@ class MixerBlock(nn.Module):
             if position is not None:
                 x = x.narrow(1, position % x.shape[1], 1)
         return self.patch_ff(self.patch_layernorm(x)) + x
+
+    def cache_shape(self, batch: int) -> tuple[int, int, int, int]:
+        """Shape of the mixing inputs a step reads: (heads, L, batch, features per head); flat mixing is one head."""
+        if self.n_heads > 0:
+            return (self.n_heads, self.conv.convs[0].length, batch, self.conv.hidden_dim)
+        return (1, self.conv.length, batch, self.patch_layernorm.normalized_shape[0])
+
+    def step(self, x: torch.Tensor, inputs: torch.Tensor, position: int) -> torch.Tensor:
+        """``forward`` for positions ``position``..+T-1 only: x (b, T, d) -> (b, T, d), given the cached mixing
+        inputs of the earlier positions (``inputs``, shape ``cache_shape``), to which it adds the new ones."""
+        x = self.conv.step(self.seq_layernorm(x), inputs, position) + x
+        return self.patch_ff(self.patch_layernorm(x)) + x
+
+
+@dataclass
+class MixerCache:
+    """What the next positions of a causal mixer read: per block, the mixing inputs of the positions so far."""
+
+    inputs: list[torch.Tensor]
+    """One (heads, L, batch, features per head) tensor per block; positions ``position`` and later are unused."""
+    position: int = 0
+    """Positions already in the cache; the next step computes this position on."""
 
 
 def token_embedding(blocks: nn.ModuleList, x: torch.Tensor, position: int = -1) -> torch.Tensor:
@@ -200,3 +272,21 @@ class LanguageMixer(nn.Module):
             x = block(x)
         logits = self.lm_head(x)  # (b, L, V)
         return causal_lm_loss(logits, labels), logits
+
+    def new_cache(self, batch: int) -> MixerCache:
+        """An empty cache for ``batch`` rows (zeros, on the weights' device); reset it with ``cache.position = 0``."""
+        weight = self.wte.weight
+        return MixerCache([weight.new_zeros(block.cache_shape(batch)) for block in self.mixerblocks])
+
+    def step(self, input_ids: torch.Tensor, cache: MixerCache, *, logits: bool = True) -> torch.Tensor | None:
+        """Logits (b, T, V) of the T positions after those in ``cache``, for their tokens ``input_ids`` (b, T); the
+        cache then holds them. The positions must fit the L the model takes. ``logits=False`` only fills the cache."""
+        T = input_ids.shape[1]
+        if cache.position + T > self.input_length:
+            raise ValueError(f"step: positions {cache.position}..{cache.position + T - 1} are past the "
+                             f"{self.input_length} this mixer takes")
+        x = self.wte(input_ids)  # (b, T, d)
+        for block, inputs in zip(self.mixerblocks, cache.inputs):
+            x = block.step(x, inputs, cache.position)
+        cache.position += T
+        return self.lm_head(x) if logits else None  # (b, T, V)

@@ -9,9 +9,16 @@ token are masked out like padding. Attention never falls back to a backend's imp
 Encoder and decoder stacks are ``LlamaStack`` (layers, final norm, rotary embedding; no token embedding of their own).
 Head counts must split each width into heads of an even size (RoPE); the registry checks this before anything is
 built. docs/porting.md lists what differs from the seed.
+
+Incremental inference for the causal baseline (``LlamaCLM.new_cache`` / ``step``, what ``memorymodels.compress``
+runs): a key/value cache of fixed size (b, heads, L, head size) per layer, written in place, that the Llama layers
+read through the ``cache.update`` call of their attention; every step gets its explicit mask too. The logits equal the
+full forward's within float tolerance (tests/models/test_incremental.py).
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -72,6 +79,35 @@ class LlamaStack(nn.Module):
         return self.norm(x)
 
 
+@dataclass
+class KVCache:
+    """Keys and values of the positions so far, per layer, in fixed buffers; the Llama layers' ``cache`` argument."""
+
+    keys: list[torch.Tensor]
+    """One (b, heads, L, head size) tensor per layer (after RoPE); positions ``position`` and later are unused."""
+    values: list[torch.Tensor]
+    position: int = 0
+    """Positions already cached; the step under way writes its T positions after them."""
+
+    def update(self, key_states, value_states, layer_idx, *args, **kwargs):
+        """Store the step's (b, heads, T, head size) keys and values; return the keys and values of positions
+        0..position+T-1 (what ``transformers``' attention calls, as it does on its own ``Cache``)."""
+        stop = self.position + key_states.shape[2]
+        self.keys[layer_idx][:, :, self.position:stop] = key_states
+        self.values[layer_idx][:, :, self.position:stop] = value_states
+        return self.keys[layer_idx][:, :, :stop], self.values[layer_idx][:, :, :stop]
+
+
+def step_mask(x: torch.Tensor, position: int) -> torch.Tensor:
+    """(1, 1, T, position+T) additive mask for the T new queries of embeddings x (b, T, d): key s is readable by
+    query t when s <= position + t."""
+    T = x.shape[1]
+    keys = torch.arange(position + T, device=x.device)
+    allowed = keys[None, :] <= position + torch.arange(T, device=x.device)[:, None]  # (T, S)
+    mask = torch.zeros(allowed.shape, dtype=x.dtype, device=x.device).masked_fill(~allowed, torch.finfo(x.dtype).min)
+    return mask[None, None]
+
+
 class LlamaCLM(nn.Module):
     """Causal LM baseline: a ``LlamaModel`` + ``lm_head`` whose state dict is ``LlamaForCausalLM``'s."""
 
@@ -89,6 +125,29 @@ class LlamaCLM(nn.Module):
         hidden = self.model(inputs_embeds=x, attention_mask=attention_mask_4d(attention_mask, x)).last_hidden_state
         logits = self.lm_head(hidden)
         return causal_lm_loss(logits, labels), logits
+
+    def new_cache(self, batch: int) -> KVCache:
+        """An empty key/value cache for ``batch`` rows (zeros, on the weights' device); reset with ``position = 0``."""
+        config, weight = self.model.config, self.lm_head.weight
+        heads = config.num_key_value_heads
+        shape = (batch, heads, self.input_length, config.hidden_size // config.num_attention_heads)
+        depth = config.num_hidden_layers
+        return KVCache([weight.new_zeros(shape) for _ in range(depth)], [weight.new_zeros(shape) for _ in range(depth)])
+
+    def step(self, input_ids: torch.Tensor, cache: KVCache, *, logits: bool = True) -> torch.Tensor | None:
+        """Logits (b, T, V) of the T positions after those in ``cache``, for their tokens ``input_ids`` (b, T); the
+        cache then holds them. The positions must fit the L the model takes. ``logits=False`` only fills the cache."""
+        T, start = input_ids.shape[1], cache.position
+        if start + T > self.input_length:
+            raise ValueError(f"step: positions {start}..{start + T - 1} are past the {self.input_length} this "
+                             f"Llama takes")
+        x = self.model.embed_tokens(input_ids)  # (b, T, d)
+        position_ids = torch.arange(start, start + T, device=x.device)[None]
+        rope, mask = self.model.rotary_emb(x, position_ids=position_ids), step_mask(x, start)
+        for layer in self.model.layers:
+            x = layer(x, attention_mask=mask, position_embeddings=rope, position_ids=position_ids, cache=cache)
+        cache.position += T
+        return self.lm_head(self.model.norm(x)) if logits else None  # (b, T, V)
 
 
 class TransformerAutoencoder(nn.Module):
