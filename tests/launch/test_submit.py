@@ -500,7 +500,8 @@ def test_a_program_error_is_reported_with_its_cause(slurm_cluster, state, tmp_pa
                      "--set", f"profile.checkpoint_root={tmp_path}",
                      "--set", f"model.params.frozen_encoder={tmp_path}/no-such-encoder.safetensors")
     assert out.returncode == 1, out.stdout + out.stderr
-    assert "FAILED" in out.stdout and "failed (program error) (exit 1)" in out.stdout
+    # the trainer's own exit code (2: a config or data error), read from torchrun's report (torchrun exits 1)
+    assert "FAILED" in out.stdout and "was refused by the trainer (exit 2)" in out.stdout, out.stdout
     assert "no-such-encoder.safetensors" in out.stdout  # the trainer's own words, not only torchrun's summary
 
 
