@@ -39,11 +39,20 @@ class RunAccounting:
         self.base_seconds, self.start = 0.0, time.time()
 
     @classmethod
-    def for_run(cls, build: dict, world_size: int, test_set, tokenizer, eval_rows: int) -> "RunAccounting":
+    def for_run(cls, build: dict, world_size: int, test_set, tokenizer, eval_rows: int, *,
+                recorded: dict | None = None, writes_metrics: bool = True) -> "RunAccounting":
         """The accounting of a model (``model_build_args``) evaluated on the first ``eval_rows`` rows of
-        ``test_set``."""
-        return cls(flops_of_build(build), world_size=world_size,
-                   heldout=heldout_summary(test_set, tokenizer, eval_rows, build))
+        ``test_set``. The held-out summary is computed once per run: an attempt that resumes takes ``recorded``
+        (run.json's ``heldout``) when it covers the same rows (xz -9 and zstd -19 of the held-out text take seconds
+        at thousands of rows); a process that writes no metrics (ranks other than 0) needs none."""
+        rows = min(eval_rows, len(test_set))
+        if not writes_metrics:
+            heldout = None
+        elif recorded and recorded.get("rows") == rows and "bytes_per_target" in recorded:
+            heldout = recorded
+        else:
+            heldout = heldout_summary(test_set, tokenizer, eval_rows, build)
+        return cls(flops_of_build(build), world_size=world_size, heldout=heldout)
 
     def begin(self, saved: dict | None, records: list[dict], now: float | None = None) -> None:
         """Start counting device seconds: from the resumed checkpoint's saved total, else from the last metrics

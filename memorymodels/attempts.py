@@ -37,7 +37,7 @@ def record_event(run_dir: str | Path, event: str, **fields: Any) -> dict:
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "ab+") as f:
         torn = f.seek(0, 2) > 0 and f.seek(-1, 2) >= 0 and f.read(1) != b"\n"
-        f.write((b"\n" if torn else b"") + json.dumps(entry, sort_keys=True).encode() + b"\n")
+        f.write((b"\n" if torn else b"") + json.dumps(entry).encode() + b"\n")
     return entry
 
 

@@ -32,6 +32,7 @@ from memorymodels import metrics, runrecord
 from memorymodels.accounting import RunAccounting
 from memorymodels.heartbeat import Heartbeat
 from memorymodels.metrics import NonFiniteLoss, check_finite
+from memorymodels.startup import Startup, describe
 from memorymodels.tracking import Trackers
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
@@ -136,6 +137,29 @@ class ContinueSchedule(TrainerCallback):
             group["lr"] = rate
         # the rate transformers logs for the step (get_last_lr) is restored from the old schedule too
         lr_scheduler.load_state_dict({**lr_scheduler.state_dict(), "_last_lr": rates})
+
+
+class StartupRecorder(TrainerCallback):
+    """The startup's last phases (a resumed checkpoint loaded, the first step done); then rank 0 writes the attempt's
+    startup into the run's history and one line to the log, once (``memorymodels.startup``)."""
+
+    def __init__(self, startup: Startup, run_dir: Path, log):
+        self.startup, self.run_dir, self.log = startup, run_dir, log
+        self.recorded = False
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        if state.global_step > 0:  # the Trainer has loaded the checkpoint's weights, optimizer and state
+            self.startup.mark("checkpoint")
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self.recorded:
+            return
+        self.recorded = True
+        self.startup.mark("first_step")
+        if state.is_world_process_zero:
+            record = self.startup.record()
+            runrecord.record_startup(self.run_dir, record)
+            self.log(f"startup: {describe(record)}")
 
 
 class HeartbeatCallback(TrainerCallback):

@@ -10,14 +10,30 @@ calls :meth:`~CheckpointingTrainer.weights_to_save`, :meth:`~CheckpointingTraine
 them with the installed transformers (:func:`upstream_mismatches`) and fails naming the function when they change.
 Not covered here, because they are not calls: the ``_no_split_modules`` attribute the models set for FSDP (a
 transformers convention read by accelerate), and the public-looking ``model_accepts_loss_kwargs`` flag RunTrainer sets.
+
+One module-level name of accelerate is replaced too (:func:`unwrap_without_loading_deepspeed`, checked by
+:func:`upstream_mismatches`): the Trainer unwraps its model while it is built, and accelerate imports deepspeed to do
+so whenever the package is installed (0.56 s), though no model can be a DeepSpeed engine before deepspeed is loaded.
 """
 
 from __future__ import annotations
 
 import inspect
+import sys
 from pathlib import Path
 
-from transformers import Trainer
+import accelerate.utils.other
+import transformers.utils
+
+# transformers' trainer module imports datasets (and with it pandas and pyarrow: 0.34 s) when the package is installed,
+# only to tell a datasets.Dataset apart from other datasets; ours are torch datasets (memorymodels.data.TokenDataset),
+# and datasets is needed only to read hf: corpora (memorymodels.data.corpus imports it there). So the trainer module
+# is imported believing datasets absent: it then treats every dataset as the torch dataset it is. The belief stays
+# with that module (and the modules it imports first); the rest of transformers sees the truth again.
+_datasets_available = transformers.utils.is_datasets_available
+transformers.utils.is_datasets_available = lambda: False
+from transformers import Trainer  # noqa: E402
+transformers.utils.is_datasets_available = _datasets_available
 
 UPSTREAM = {
     "Trainer._save": ("self", "output_dir", "state_dict"),
@@ -27,12 +43,32 @@ UPSTREAM = {
 
 _OWNERS = {"Trainer": Trainer}
 
+UNWRAP = accelerate.utils.other.extract_model_from_parallel
+"""accelerate's unwrapping, which asks ``is_deepspeed_available()`` (a name of its module) before it imports deepspeed."""
+
+
+def _deepspeed_loaded() -> bool:
+    return "deepspeed" in sys.modules
+
+
+def unwrap_without_loading_deepspeed() -> None:
+    """Make accelerate's unwrapping look for a DeepSpeed engine only once deepspeed is loaded (by accelerate for a
+    DeepSpeed config, or by anyone): an engine cannot exist before, and the import costs 0.56 s of every trainer's
+    startup (BENCHMARKS.md, "Startup"). Idempotent; applies to the whole process."""
+    accelerate.utils.other.is_deepspeed_available = _deepspeed_loaded
+
 
 def upstream_mismatches() -> list[str]:
     """One line per private function in :data:`UPSTREAM` that the installed transformers lacks or changed."""
     import transformers
 
     problems = []
+    if "is_deepspeed_available()" not in inspect.getsource(UNWRAP) or not hasattr(accelerate.utils.other,
+                                                                                "is_deepspeed_available"):
+        problems.append(f"accelerate {accelerate.__version__} changed accelerate.utils.other."
+                        f"extract_model_from_parallel: it no longer asks its module's is_deepspeed_available() "
+                        f"before importing deepspeed; update unwrap_without_loading_deepspeed in "
+                        f"memorymodels/hf_adapter.py")
     for dotted, expected in UPSTREAM.items():
         owner, name = dotted.split(".")
         function = getattr(_OWNERS[owner], name, None)
@@ -48,7 +84,12 @@ def upstream_mismatches() -> list[str]:
 
 
 class CheckpointingTrainer(Trainer):
-    """A ``Trainer`` whose checkpoint saving goes through overridable hooks with public names."""
+    """A ``Trainer`` whose checkpoint saving goes through overridable hooks with public names; building one never
+    loads deepspeed for nothing (:func:`unwrap_without_loading_deepspeed`)."""
+
+    def __init__(self, *args, **kwargs):
+        unwrap_without_loading_deepspeed()
+        super().__init__(*args, **kwargs)
 
     def weights_to_save(self, state_dict: dict) -> dict:
         """The state dict actually written as the model's weights (default: unchanged)."""

@@ -199,6 +199,11 @@ def record_resume(run_dir: Path, step: int) -> None:
     history.record_event(run_dir, "trainer-resume", step=step)
 
 
+def record_startup(run_dir: Path, startup: dict) -> None:
+    """When this attempt reached each startup phase (``memorymodels.startup``), in the history (rank 0)."""
+    history.record_event(run_dir, "startup", phases=startup)
+
+
 def claim(run_dir: Path, *, ident: str, config: dict, source: str | None, world_size: int,
           code: dict | None) -> None:
     """The submission's stub run.json for a run directory without one: whose it is (identity, config, world size)

@@ -30,6 +30,10 @@ says ``failed``, nothing of that step is logged or saved, and a completed run is
 
 from __future__ import annotations
 
+import gc
+
+gc.disable()  # while the imports below run: enabled again right after them (why: there)
+
 import argparse
 import os
 import signal
@@ -44,8 +48,7 @@ from transformers.trainer_callback import PrinterCallback
 from memorymodels import checkpoints, extension, metrics, runrecord, runs
 from memorymodels.accounting import RunAccounting
 from memorymodels.callbacks import (ContinueSchedule, HeartbeatCallback, Interrupted, LossCheck, MetricsWriter,
-                                    StopOnSignal,
-                                    defer_signals, install_signal_handlers)
+                                    StartupRecorder, StopOnSignal, defer_signals, install_signal_handlers)
 from memorymodels.checkpoints import CheckpointError, without_aliases
 from memorymodels.codemanifest import CodeChangedError, verify_code
 from memorymodels.configuration import ConfigError
@@ -61,7 +64,13 @@ from memorymodels.hostmemory import keep_freed_host_memory
 from memorymodels.metrics import NonFiniteLoss
 from memorymodels.precision import Device, resolve_precision
 from memorymodels.rundir import RunDirError, RunLockedError, RunPaths, TrainerExit
+from memorymodels.startup import Startup
 from memorymodels.tracking import Trackers
+
+# The imports above leave about 400,000 objects that live as long as the process; with the collector on, its six full
+# passes over them while they were being created took 0.7 of the 4.2 CPU seconds the imports take on the development
+# machine (BENCHMARKS.md, "Startup"). main() then freezes them out of later collections.
+gc.enable()
 
 
 LOW_SPACE = 16 << 20
@@ -241,7 +250,7 @@ def _log(message: str) -> None:
 
 def train(experiment: Experiment, run_dir: Path | None = None, *, command: list[str] | None = None,
           evaluate_at_end: bool = True, heartbeat_dir: Path | None = None,
-          collective_timeout_s: int | None = None, extend: bool = False) -> int:
+          collective_timeout_s: int | None = None, extend: bool = False, startup: Startup | None = None) -> int:
     """Train (or resume) ``experiment``; returns 0 when max_steps is reached, TrainerExit.REQUEUE after a signal.
 
     Raises :class:`RunLockedError` at once when another trainer holds the run directory (rank 0 takes its lock
@@ -253,7 +262,8 @@ def train(experiment: Experiment, run_dir: Path | None = None, *, command: list[
     it); ``collective_timeout_s``: the limit of every collective (``ddp_timeout``). ``extend``: continue the run
     in ``run_dir`` (default: the one ``memorymodels.extension.extension_target`` finds) to this config's longer
     ``train.max_steps`` from its newest complete checkpoint (:class:`ExtendError`, a :class:`RunDirError`, when it
-    cannot be extended; nothing is changed then).
+    cannot be extended; nothing is changed then). ``startup``: the phases marked so far (``memorymodels.startup``;
+    rank 0 records them in the run's history after the first step).
     """
     install_signal_handlers()
     rank, world_size = world()
@@ -275,7 +285,8 @@ def train(experiment: Experiment, run_dir: Path | None = None, *, command: list[
         runs.check_run_dir(run_dir, identity(experiment, world_size))
     lock = runs.lock_run_dir(run_dir) if rank == 0 else None
     try:
-        return _train_locked(experiment, run_dir, command, evaluate_at_end, heartbeat, collective_timeout_s, growing)
+        return _train_locked(experiment, run_dir, command, evaluate_at_end, heartbeat, collective_timeout_s, growing,
+                             startup or Startup())
     finally:
         if lock is not None:
             lock.release()
@@ -286,21 +297,23 @@ def train(experiment: Experiment, run_dir: Path | None = None, *, command: list[
 
 def _train_locked(experiment: Experiment, run_dir: Path, command: list[str] | None, evaluate_at_end: bool,
                   heartbeat: Heartbeat | None, collective_timeout_s: int | None,
-                  growing: extension.Extension | None) -> int:
+                  growing: extension.Extension | None, startup: Startup) -> int:
     precision = trainer_precision(experiment.train.precision, experiment.source)
     if not torch.cuda.is_available():
         keep_freed_host_memory()  # a quarter of a CPU step was page faults on the freed logits (hostmemory.py)
     try:
         data = load_data(experiment, progress=sys.stderr.isatty() and world()[0] == 0)
+        startup.mark("data")
         build_args = model_build_args(experiment, data.n_vocab)
         torch.manual_seed(experiment.train.seed)
         model = build(build_args, context=experiment.data.context, source=experiment.source)
+        startup.mark("model")
         resume = _open_run(run_dir, experiment, model, build_args, command, precision, growing)
         if resume is not None and checkpoints.checkpoint_step(resume) >= experiment.train.max_steps:
             _log(f"{run_dir} already reached max_steps {experiment.train.max_steps}; nothing to train")
             return _finish(run_dir, "completed", TrainerExit.COMPLETED, evaluate_at_end, resume)
         trainer, stopper = _make_trainer(experiment, run_dir, model, data, precision, heartbeat,
-                                         collective_timeout_s, extension.saved_max_steps(resume))
+                                         collective_timeout_s, extension.saved_max_steps(resume), startup)
         trainer.train(resume_from_checkpoint=str(resume) if resume else None)
     except Interrupted as exc:
         _log(f"{exc} before training started: nothing new to save; exiting {TrainerExit.REQUEUE:d} to be requeued")
@@ -381,28 +394,34 @@ def _open_run(run_dir: Path, experiment: Experiment, model, build_args: dict, co
 
 def _make_trainer(experiment: Experiment, run_dir: Path, model, data: Data, precision: str,
                   heartbeat: Heartbeat | None = None, collective_timeout_s: int | None = None,
-                  resumed_max_steps: int | None = None):
+                  resumed_max_steps: int | None = None, startup: Startup | None = None):
     """The RunTrainer with its callbacks, and the StopOnSignal callback (which says why training stopped).
     ``resumed_max_steps``: the schedule length the checkpoint resumed from was saved under (an extension when it
     differs: :class:`ContinueSchedule`)."""
     t = experiment.train
+    startup = startup or Startup()
     show = sys.stderr.isatty() and world()[0] == 0
     args = training_arguments(experiment, run_dir, precision, show, collective_timeout_s)
-    losses = LossCheck()
+    startup.mark("rendezvous")  # the arguments set up the device and join the process group (ddp_timeout)
     eval_rows = len(data.test) if t.eval_rows is None else min(t.eval_rows, len(data.test))
     eval_set = torch.utils.data.Subset(data.test, range(eval_rows)) if t.eval_steps else None
     tokens_per_step = t.batch_size * t.gradient_accumulation_steps * args.world_size * experiment.data.context
+    losses = LossCheck()
     stopper = StopOnSignal(losses)
+    rank0 = world()[0] == 0
     accounting = RunAccounting.for_run(model_build_args(experiment, data.n_vocab), args.world_size, data.test,
-                                       load_fast_tokenizer(data.tokenizer_dir), eval_rows)
+                                       load_fast_tokenizer(data.tokenizer_dir), eval_rows, writes_metrics=rank0,
+                                       recorded=(runrecord.read_run_json(run_dir) or {}).get("heldout") if rank0 else None)
     trainer = RunTrainer(
         model=model, args=args, train_dataset=data.train, eval_dataset=eval_set,
-        callbacks=[stopper, MetricsWriter(run_dir, tokens_per_step, show=not show, accounting=accounting,
-                                          trackers=_trackers(experiment, run_dir)),
+        callbacks=[StartupRecorder(startup, run_dir, _log), stopper,
+                   MetricsWriter(run_dir, tokens_per_step, show=not show, accounting=accounting,
+                                 trackers=_trackers(experiment, run_dir)),
                    *([HeartbeatCallback(heartbeat)] if heartbeat is not None else []),
                    *([ContinueSchedule()] if resumed_max_steps not in (None, t.max_steps) else [])],
         keep_checkpoints=t.save_total_limit, keep_steps=extension.started_from(run_dir), losses=losses,
     )
+    startup.mark("trainer")
     if not show:
         trainer.remove_callback(PrinterCallback)  # MetricsWriter prints one line per logging step instead
     return trainer, stopper
@@ -450,6 +469,11 @@ def close_process_group(*, synchronize: bool = False) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    startup = Startup()
+    startup.mark("imports")  # the module's imports are done when main() runs
+    # What is loaded by now lives to the end of the process: no collection need scan it again (accelerate's
+    # free_memory runs a full one before training; 0.2 s of scanning the modules without this).
+    gc.freeze()
     parser = argparse.ArgumentParser(prog="python -m memorymodels.train", description=__doc__.split("\n\n")[0])
     parser.add_argument("--experiment", required=True, help="experiment YAML (configs/experiments/NAME.yaml)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
@@ -469,7 +493,7 @@ def main(argv: list[str] | None = None) -> int:
         command = [sys.executable, "-m", "memorymodels.train", *(argv if argv is not None else sys.argv[1:])]
         code = train(experiment, args.run_dir, command=command, evaluate_at_end=not args.no_eval,
                      heartbeat_dir=args.heartbeat_dir, collective_timeout_s=args.collective_timeout_s,
-                     extend=args.extend)
+                     extend=args.extend, startup=startup)
     except (ConfigError, DataError) as exc:
         code, message = TrainerExit.CONFIG, str(exc)
     except RunLockedError as exc:

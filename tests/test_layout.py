@@ -170,7 +170,9 @@ RUN_FILES = ("run.json", "run.json.bak", "metrics.jsonl", "metrics.rolledback.js
 """The names of a run directory's files; ``memorymodels/rundir.py`` alone spells them (``RunPaths``)."""
 SAME_NAME_ELSEWHERE = {("memorymodels/data/pipeline.py", "plan.json"),  # the data cache's own plan file
                        ("memorymodels/experiment.py", "tensorboard"),  # the tracker's name in train.report_to
-                       ("memorymodels/tracking.py", "tensorboard")}
+                       ("memorymodels/tracking.py", "tensorboard"),
+                       ("memorymodels/startup.py", "rendezvous"),  # a startup phase's name
+                       ("memorymodels/train.py", "rendezvous")}
 """Strings that are such a name but mean something else, each with what it is."""
 
 

@@ -9,7 +9,7 @@
     python launch/status.py --job 123 --sweep lr-sweep --state failed   # filters (any of them)
     python launch/status.py --logs 123_4 [-f]   # a job's stdout and stderr, each attempt labelled; -f follows
     python launch/status.py --logs RUN_DIR   # the logs of every job that ran in a run directory
-    python launch/status.py --history 123    # each attempt: start, end, node, how it ended, steps reached
+    python launch/status.py --history 123    # each attempt: start, end, node, how it ended, steps, startup
     python launch/status.py --cancel 123_4   # cancel a job, an array, or a whole sweep (submission id or sweep name)
 
 Rows: queued and running jobs, and those that ended within ``--since``, newest submissions first. Each refresh

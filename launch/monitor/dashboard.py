@@ -18,6 +18,7 @@ from rich.text import Text
 from launch.monitor.rows import JobRow, Snapshot, SweepSummary, fmt_values
 from launch.slurm.output import ACTIVE_STATES, FAILED_STATES
 from memorymodels.attempts import SHORT
+from memorymodels.startup import describe as describe_startup
 
 MIN_INTERVAL = 2.0
 DAY = 86400.0
@@ -378,13 +379,14 @@ def scancel_ids(chosen: list[JobRow], every: list[JobRow]) -> list[str]:
 
 def render_history(attempts: list[dict], now: float | None = None) -> Group:
     """``--history``: one line per attempt (``memorymodels.attempts.attempts``): job, node, start, end, how long,
-    how it ended, the step reached and the exit code; a failed attempt's last log lines below the table."""
+    how it ended, the step reached and the exit code; below the table each attempt's startup where the trainer
+    recorded one (``memorymodels.startup``) and a failed attempt's last log lines."""
     if not attempts:
         return Group(Text("(no attempt has started yet)"))
     table = Table(box=None, pad_edge=False, header_style="bold")
     for name in ("attempt", "job", "node", "start", "end", "ran", "how it ended", "step", "exit"):
         table.add_column(name, no_wrap=True, justify="right" if name in ("attempt", "step", "exit") else "left")
-    tails = []
+    tails, startup_lines = [], []
     for number, attempt in enumerate(attempts, 1):
         start, end = attempt.get("start"), attempt.get("end")
         ran = (end or (now if attempt["outcome"] == "running" and now else None) or 0) - start if start else None
@@ -394,7 +396,10 @@ def render_history(attempts: list[dict], now: float | None = None) -> Group:
                       SHORT.get(attempt["outcome"], str(attempt["outcome"])),
                       "-" if attempt.get("step") is None else str(attempt["step"]),
                       "-" if attempt.get("exit_code") is None else str(attempt["exit_code"]))
+        startup = attempt.get("startup")
+        if startup:
+            startup_lines.append(Text(f"attempt {number} startup: {describe_startup(startup)}"))
         if attempt["outcome"] in ("failed", "refused") and attempt.get("log_tail"):
             tails.append(Text(f"attempt {number}, last lines of its log:", style="bold red"))
             tails.extend(Text("    " + line) for line in str(attempt["log_tail"]).splitlines())
-    return Group(table, *tails)
+    return Group(table, *startup_lines, *tails)

@@ -75,8 +75,7 @@ class JobRow:
     source: str = "squeue"
     log_tail: list[str] | None = None
     goodput: float | None = None
-    """Share of the run's allocated node time that went into training it keeps (run.json, written by the node
-    launcher)."""
+    """Share of the run's allocated node time that went into training it keeps (from its history of attempts)."""
     excluded_nodes: list[str] | None = None
     """Nodes the launcher left out of a retry after they hung or lost a rank."""
 

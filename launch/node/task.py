@@ -5,8 +5,11 @@
 
 :class:`NodeLaunch` is a submitit ``Checkpointable``. In each Slurm task (one per node) its ``__call__`` sets
 ``HEAD_NODE``, ``HEAD_PORT``, ``NODE_RANK`` and ``RDZV_ID`` from Slurm's environment and runs the plan's launch
-command (torchrun or ``accelerate launch``) as a child process with SIGUSR2 ignored: Slurm's ``--signal`` goes to
-every process of the step, and SIGUSR2 would otherwise kill torchrun and the workers before they can save.
+command (torchrun or ``accelerate launch``; the trainer itself for one process on one node) as a child process with
+SIGUSR2 ignored: Slurm's ``--signal`` goes to every process of the step, and SIGUSR2 would otherwise kill torchrun
+and the workers before they can save. A trainer started directly is its own only worker (:func:`worker_pids`): it gets
+the signals, its heartbeat is watched and its death by a signal is reported as torchrun's report of a killed rank
+would be; its exit code reaches the task unchanged (torchrun turns every failure into 1).
 
 When the checkpoint signal arrives (SIGUSR2 from ``sbatch --signal`` before the time limit, from a preempting
 scheduler or from ``scancel --signal=USR2``), each node's task sends SIGTERM straight to its training processes (the
@@ -64,6 +67,7 @@ from memorymodels.fileio import tail_lines
 from memorymodels.heartbeat import read_beats
 from memorymodels.metrics import run_progress
 from memorymodels.rundir import RunPaths, exit_meaning
+from memorymodels.startup import allocation_start, attempt_env
 
 TIMEOUT_MARGIN_S = 90  # Slurm may deliver the --signal up to a minute early
 WATCH_INTERVAL_S = 1.0  # how often heartbeats and the other nodes' faults are looked at
@@ -183,12 +187,15 @@ class NodeLaunch(submitit.helpers.Checkpointable):
         log = self._log_path(job_env)
         self._attempt = {"job_id": str(job_env.job_id), "restart_count": restart, "host": socket.gethostname(),
                          "log": log, "log_offset": watchdog.log_size(log), "slurm": job_env.cluster == "slurm"}
+        allocated = self._allocated_at()
         if rank0:
             self._settle_earlier_attempts()
             record_event(self.run_dir, "start", job_id=job_env.job_id, restart_count=restart,
                          host=socket.gethostname(), nodes=list(job_env.hostnames), cluster=job_env.cluster,
-                         allocated=self._allocated_at())
+                         allocated=allocated)
         env = {**os.environ, **self.env, **self._rendezvous(job_env, restart),
+               # the trainer records its startup phases from the allocation's start (memorymodels.startup)
+               **attempt_env(job_env.job_id, restart, allocated, self._started),
                # torchrun --tee prefixes each line of a rank's output with this: node and global rank
                "TORCHELASTIC_LOG_LINE_PREFIX_TEMPLATE": f"[{socket.gethostname().split('.')[0]} rank ${{rank}}]:"}
         env.pop("LOCAL_RANK", None)  # LOCAL_RANK marks the workers (see worker_pids)
@@ -318,7 +325,7 @@ class NodeLaunch(submitit.helpers.Checkpointable):
         except subprocess.TimeoutExpired:
             pass
         else:
-            if watchdog.killed_ranks(a["log"], a["log_offset"]):
+            if self._killed_ranks(self._proc.returncode):
                 return None
         print(f"launch: {event.get('host')} reported a fault ({event.get('cause')}); ending the training "
               f"processes on {a['host']}", file=sys.stderr, flush=True)
@@ -340,7 +347,7 @@ class NodeLaunch(submitit.helpers.Checkpointable):
         """This node's training ended by a fault or an error: report it; node 0 then decides for the job, the
         other nodes exit 0 (so ``--kill-on-bad-exit`` does not end node 0's decision)."""
         if self._fault is None:
-            killed = watchdog.killed_ranks(self._attempt["log"], self._attempt["log_offset"])
+            killed = self._killed_ranks(code)
             # torchrun exits 1 whatever its ranks' codes: the trainer's refusal is in its report
             code = watchdog.trainer_refusal(self._attempt["log"], self._attempt["log_offset"]) or code
             cause = "trainer-exit" if exit_meaning(code) else "killed" if killed else "error"
@@ -351,6 +358,14 @@ class NodeLaunch(submitit.helpers.Checkpointable):
                   f"node 0 decides whether the job is retried", file=sys.stderr, flush=True)
             raise SystemExit(0)
         return self._decide(code, job_env)
+
+    def _killed_ranks(self, code: int | None) -> list[dict]:
+        """This node's ranks killed by a signal in this attempt: torchrun's report in the log, else, where the command
+        ran the trainer itself (one process: no torchrun to report), the command's own end by a signal."""
+        killed = watchdog.killed_ranks(self._attempt["log"], self._attempt["log_offset"])
+        if not killed and code is not None and code < 0:
+            killed = [{"local_rank": 0, "signal": -code, "pid": self._proc.pid}]
+        return killed
 
     def _in_setup(self) -> bool:
         """Whether no training process of this node had begun training in this attempt (heartbeats since its start)."""
@@ -465,13 +480,12 @@ class NodeLaunch(submitit.helpers.Checkpointable):
     def paths(self) -> RunPaths:
         return RunPaths(self.run_dir)
 
-    def _allocated_at(self) -> float | None:
-        """When Slurm started this attempt (its allocation; the history counts node time from there)."""
-        if not self._attempt.get("slurm"):
-            return None
-        if os.environ.get("SLURM_JOB_START_TIME", "").isdigit():
-            return float(os.environ["SLURM_JOB_START_TIME"])
-        return jobcontrol.start_time(self._attempt["job_id"])
+    def _allocated_at(self) -> float:
+        """When this attempt's allocation started: Slurm's start time for it (the history counts node time from
+        there; ``squeue`` where the environment lacks it), else this process's start (``memorymodels.startup``)."""
+        if self._attempt.get("slurm") and not os.environ.get("SLURM_JOB_START_TIME", "").isdigit():
+            return jobcontrol.start_time(self._attempt["job_id"]) or allocation_start()
+        return allocation_start()
 
     def _settle_earlier_attempts(self) -> None:
         """Node 0, before this attempt starts: Slurm's word on earlier attempts that could not record their own end

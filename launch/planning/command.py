@@ -6,7 +6,7 @@ The files the launcher keeps in ``RUN_DIR/launch/`` (named by ``memorymodels.run
 (with the job's ``--comment`` tag, ``srun --kill-on-bad-exit`` and the profile's site settings), the setup lines that
 stop the job at the first failure, the accelerate config filled in from ``configs/``, the training processes'
 environment, and the launch command: an optional code-snapshot and container prefix, then torchrun or ``accelerate
-launch`` of the trainer. Every function is pure.
+launch`` of the trainer, or the trainer alone for one process. Every function is pure.
 """
 
 from __future__ import annotations
@@ -181,7 +181,10 @@ def command_prefix(profile: Profile, code_dir: Path | None, mounts: Iterable[Pat
 
 
 def trainer_command(profile: Profile, precision: str, *, python: str, run_dir: Path, extend: bool = False) -> str:
-    """torchrun or ``accelerate launch`` of the trainer (the image's interpreter in a container). Pure."""
+    """torchrun or ``accelerate launch`` of the trainer (the image's interpreter in a container); for one process on
+    one node under ``torchrun`` the trainer itself: torchrun would only start it, after importing torch and starting
+    its agent (1.7 s of the debug job's startup, BENCHMARKS.md "Startup"), and the node task signals, watches and
+    judges a trainer it started the same way (``launch.node.task``). Pure."""
     procs, nodes = profile.procs_per_node, profile.nodes
     q = shlex.quote
     if profile.container is not None:
@@ -191,6 +194,8 @@ def trainer_command(profile: Profile, precision: str, *, python: str, run_dir: P
              "--heartbeat-dir", str(files.heartbeats), "--collective-timeout-s", str(profile.collective_timeout_s),
              *(["--extend"] if extend else [])]
     train_args = " ".join(q(a) for a in train)
+    if profile.launcher == "torchrun" and nodes == 1 and procs == 1:
+        return f"{q(python)} {train_args}"
     if profile.launcher == "torchrun":
         if nodes == 1:
             rdzv = f"--standalone --nnodes 1 --nproc_per_node {procs}"

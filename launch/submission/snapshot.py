@@ -7,17 +7,21 @@
 
 :func:`materialize` copies the files the plan hashed into a temporary folder beside the snapshot, hashing what it
 copied; only when that hash is the planned one does the folder get its final name (a rename: a snapshot is either
-complete or absent, and two submitters of the same code meet at the same folder). The copies are read-only and
+complete or absent, and two submitters of the same code meet at the same folder). The copies are read-only, and the
+packages a job imports (:data:`PRECOMPILED`) come with their bytecode, compiled by this interpreter before the rename:
+no job compiles them again (Python only reads ``__pycache__`` where ``PYTHONDONTWRITEBYTECODE`` is set or the folders
+are not writable; another interpreter version, a container's, compiles as before).
 only their owner reads them (and the profile's ``group``, when it names one); the manifest records every file's
-hash (``memorymodels.codemanifest``). A snapshot that is there already is checked against its manifest before it
-is reused: one edited since it was made is not refused but set aside (``.code/.<hash>.damaged-N``) and copied
-again, since the checkout being submitted hashes to exactly that code; jobs running from the old folder keep it
-as their working directory, and every attempt that starts later runs the fresh copy (the trainer checks it).
+hash, the bytecode's too (``memorymodels.codemanifest``). A snapshot that is there already is checked against its
+manifest before it is reused: one edited since it was made is not refused but set aside (``.code/.<hash>.damaged-N``)
+and copied again, since the checkout being submitted hashes to exactly that code; jobs running from the old folder
+keep it as their working directory, and every attempt that starts later runs the fresh copy (the trainer checks it).
 :func:`code_problem` says why a run directory's recorded code (``run.json``'s ``code``) forbids a plan.
 """
 
 from __future__ import annotations
 
+import compileall
 import hashlib
 import os
 import shutil
@@ -32,6 +36,10 @@ from memorymodels.codemanifest import changed_file, file_record
 from memorymodels.experiment import REPO_ROOT
 from memorymodels.fileio import GROUP_READS, PRIVATE, CorruptFileError, make_private_dir, read_json, write_json
 from memorymodels.rundir import RunPaths
+
+
+PRECOMPILED = ("memorymodels", "launch")
+"""The packages whose bytecode a snapshot carries: what the node task and the trainer import from it."""
 
 
 class SnapshotError(RuntimeError):
@@ -78,6 +86,8 @@ def materialize(code: CodeSnapshot, *, group: int | None = None, log: Callable[[
         if digest.hexdigest()[:HASH_LENGTH] != code.hash:
             raise SnapshotError(f"{code.source} changed between planning and submission (code {code.hash} was "
                                 f"planned); nothing was submitted: submit again")
+        for compiled in _precompile(work, target, group):  # the bytecode a job runs is checked like its sources
+            hashes[compiled] = hashlib.sha256(file_record(work, compiled)).hexdigest()
         write_json(work / MANIFEST, {**code.manifest(), "sha256": hashes})
         os.chmod(work / MANIFEST, _read_only(0o644, group))
         _restrict_folders(work, group)
@@ -93,6 +103,19 @@ def materialize(code: CodeSnapshot, *, group: int | None = None, log: Callable[[
         if work.exists():
             _remove(work)
     return target
+
+
+def _precompile(folder: Path, target: Path, group: int | None) -> list[str]:
+    """The bytecode of :data:`PRECOMPILED` in ``folder``'s ``__pycache__`` folders (0.3 s here), naming the sources
+    where they will be (``target``), read-only like them; a file that does not compile fails in the job as before.
+    Returns the compiled files' names under ``folder``."""
+    for package in PRECOMPILED:
+        if (folder / package).is_dir():
+            compileall.compile_dir(folder / package, ddir=str(target / package), quiet=2)
+    compiled = sorted(folder.rglob("__pycache__/*.pyc"))
+    for path in compiled:
+        os.chmod(path, _read_only(os.stat(path).st_mode, group))
+    return [str(path.relative_to(folder)) for path in compiled]
 
 
 def _reuse_problem(target: Path) -> str | None:

@@ -30,9 +30,6 @@ from memorymodels.codemanifest import CodeChangedError, file_digest, verify_code
 from memorymodels.configuration import ConfigError
 from memorymodels.experiment import REPO_ROOT, state_dir
 from memorymodels.rundir import RunPaths, TrainerExit
-from memorymodels.attempts import attempts
-from memorymodels.experiment import REPO_ROOT, state_dir
-from memorymodels.rundir import RunPaths
 from tests.launch.helpers import job_line, last_step, release_requeued, run_json, wait_until
 
 BREAK = 'raise RuntimeError("the checkout was broken after submission")\n'
@@ -93,6 +90,21 @@ def test_materialize_copies_once_read_only_and_refuses_a_checkout_changed_since_
     with pytest.raises(SnapshotError, match="changed between planning and submission"):
         materialize(stale.under(tmp_path / "runs"))
     assert sorted(p.name for p in (tmp_path / "runs" / ".code").iterdir()) == [code.hash]  # nothing half-made
+
+
+def test_a_snapshot_carries_the_bytecode_of_the_packages_a_job_imports(tmp_path):
+    repo = make_repo(tmp_path / "repo", {"memorymodels/__init__.py": "", "memorymodels/train.py": "STEPS = 3\n",
+                                         "launch/__init__.py": "", "notes.py": "x = 1\n"})
+    path = materialize(project_code(repo).under(tmp_path / "runs"))
+    compiled = path / "memorymodels" / "__pycache__" / f"train.{sys.implementation.cache_tag}.pyc"
+    assert compiled.is_file() and os.stat(compiled).st_mode & 0o222 == 0  # read-only, like the sources
+    assert not (path / "__pycache__").exists()  # only the packages jobs import
+    # a job's interpreter reads it: nothing is compiled, even where nothing may be written
+    env = {**os.environ, "PYTHONPATH": str(path), "PYTHONDONTWRITEBYTECODE": "1"}
+    done = subprocess.run([sys.executable, "-v", "-c", "import memorymodels.train"], cwd=path, env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert f"code object from '{compiled}'" in done.stderr
 
 
 # ---- on the local cluster -----------------------------------------------------------------------------------------

@@ -23,6 +23,7 @@ from launch.monitor.screen import ScreenState, handle_key, render_screen
 from launch.slurm.client import SlurmError
 from launch.slurm.output import explain_dependency
 from memorymodels.experiment import REPO_ROOT
+from memorymodels.startup import describe
 
 STATUS = [sys.executable, str(REPO_ROOT / "launch" / "status.py")]
 SUBMIT = [sys.executable, str(REPO_ROOT / "launch" / "submit.py")]
@@ -195,6 +196,22 @@ def test_history_shows_start_end_node_cause_and_step_per_attempt():
     assert "vm" in lines[1] and "1:00" in lines[1] and "time limit: checkpointed, requeued" in lines[1]
     assert lines[1].split()[-2:] == ["40", "75"] and "program error" in lines[2] and lines[-1].strip() == \
         "RuntimeError: loss is nan"
+
+
+def test_history_shows_each_attempt_s_startup_phases():
+    phases = {"task": 0.4, "python": 0.5, "imports": 3.3, "data": 3.4, "model": 3.5, "rendezvous": 3.6,
+              "trainer": 3.9, "checkpoint": 4.1, "first_step": 4.6}
+    attempts = [{"job_id": "5", "host": "vm", "start": 0.0, "end": 60.0, "outcome": "requeued-timeout", "step": 40,
+                 "exit_code": 75, "log_tail": None, "startup": None},  # its trainer recorded none
+                {"job_id": "5", "host": "vm", "start": 100.0, "end": None, "outcome": "running", "step": None,
+                 "exit_code": None, "log_tail": None,
+                 "startup": {"job_id": "5", "restart_count": 0, "start": 99.0, "phases": phases}}]
+    lines = text_of(render_history(attempts), 200)
+    assert lines[-1] == ("attempt 2 startup: first step 4.6 s after the start (task 0.4 s, python 0.1 s, imports 2.8 s, "
+                         "data 0.1 s, model 0.1 s, rendezvous 0.1 s, trainer 0.3 s, checkpoint 0.2 s, first step 0.5 s)")
+    assert not any("attempt 1 startup" in line for line in lines)  # its trainer recorded none
+    assert describe({"start": 1.0, "phases": {"python": 0.1, "imports": 2.0}}) == \
+        "no step yet (python 0.1 s, imports 1.9 s)"
 
 
 # ---------------------------------------------------------------- the real terminal, the real cluster

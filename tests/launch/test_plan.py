@@ -195,6 +195,14 @@ def test_torchrun_one_per_node_with_c10d_on_the_head_node():
     assert "--standalone --nnodes 1 --nproc_per_node 8" in single.command
 
 
+def test_one_process_on_one_node_runs_the_trainer_without_torchrun():
+    one = plan("local-slurm")
+    assert "torch.distributed.run" not in one.command and " -m memorymodels.train --experiment " in one.command
+    two = plan("local-slurm", profile_sets=["processes_per_node=2"])
+    assert "-m torch.distributed.run --standalone --nnodes 1 --nproc_per_node 2" in two.command
+    assert "torch.distributed.run" in plan("local-slurm-2node", profile_sets=["processes_per_node=1"]).command
+
+
 def test_sbatch_parameters_in_scheduler_terms():
     profile = load_profile("v100x4", ["time_limit=90m", "account=lab", "qos=high", "sbatch_extra={exclusive: true}"])
     params = sbatch_parameters(profile, name="job", nodes=3)

@@ -409,8 +409,10 @@ def submitit_task(controller: int) -> int:
     return wait_until(find, 30, "the submitit task process")
 
 
-def test_local_profile_runs_the_same_job_without_slurm_and_requeues(state, tmp_path):
-    """submitit's local executor: the same NodeLaunch; an interrupt (USR2) checkpoints, requeues and resumes."""
+def test_local_profile_runs_the_same_job_without_slurm_and_requeues(state, tmp_path, capsys):
+    """submitit's local executor: the same NodeLaunch; an interrupt (USR2) checkpoints, requeues and resumes; the
+    history shows both attempts and when each trained its first step."""
+    from launch.cli.status import main as status_main
     from launch.monitor.follow import follow_local
     from launch.submission.submit import submit_job
 
@@ -433,6 +435,15 @@ def test_local_profile_runs_the_same_job_without_slurm_and_requeues(state, tmp_p
     assert last_step(plan.run_dir) == max_steps and (plan.run_dir / f"checkpoint-{max_steps}").is_dir()
     assert [a["outcome"] for a in attempts(plan.run_dir)] == ["requeued-preemption", "completed"]
     assert os.environ.get("SLURM_CONF") == env_before
+    # each attempt's startup, recorded by its trainer, is found from the node task's start event (status --history)
+    first, second = (a["startup"]["phases"] for a in attempts(plan.run_dir))
+    assert list(first)[:3] == ["task", "python", "imports"] and "checkpoint" not in first and "first_step" in first
+    assert second["checkpoint"] < second["first_step"]
+    capsys.readouterr()
+    assert status_main(["--history", entry["job_id"]]) == 0
+    shown = " ".join(capsys.readouterr().out.split())  # the lines wrap at the console's width
+    assert "attempt 1 startup: first step" in shown and "attempt 2 startup: first step" in shown
+    assert ", checkpoint " in shown.split("attempt 2 startup:")[1]
 
 
 @pytest.mark.slurm
@@ -469,6 +480,30 @@ def test_time_limit_signal_checkpoints_requeues_and_finishes(slurm_cluster, stat
     assert last_step(run_dir) == max_steps and run_json(run_dir)["restart_count"] == len(outcomes) - 1
 
 
+def test_local_profile_reports_a_trainer_killed_by_a_signal(state, tmp_path):
+    """One process runs without torchrun: a trainer killed by SIGKILL is still told apart from a program error (the
+    node task reads its end, where torchrun would have reported it); outside Slurm it is not requeued."""
+    from launch.monitor.follow import follow_local
+    from launch.submission.submit import submit_job
+    from memorymodels.heartbeat import read_beats
+
+    plan = plan_job(load_profile("local", [f"checkpoint_root={tmp_path}", "cpus_per_gpu=1"]), DEBUG,
+                    overrides=["train.max_steps=100000", "train.save_steps=100000", "train.eval_steps=0"])
+    assert "torch.distributed.run" not in plan.command
+    submission = submit_job(plan)
+    entry = submission.jobs[0]
+    wait_until(lambda: last_step(plan.run_dir) >= 1, 120, "the first training steps")
+    (beat,) = read_beats(plan.run_dir / "launch" / "heartbeats")
+    os.kill(beat["pid"], signal.SIGKILL)
+    out = plan.run_dir / "follow.txt"
+    with open(out, "w") as f:
+        assert follow_local(submission.handles[entry["job_id"]], entry, out=f) == 1
+    (fault,) = [e for e in read_events(plan.run_dir) if e["event"] == "fault"]
+    assert fault["cause"] == "killed" and fault["killed"][0]["signal"] == signal.SIGKILL
+    assert [a["outcome"] for a in attempts(plan.run_dir)] == ["failed"]
+    assert "local rank 0 on" in out.read_text() and "was killed by SIGKILL; not under Slurm" in out.read_text()
+
+
 def test_preflight_catches_bad_model_parameters_before_queueing(state, tmp_path):
     from launch.submission.preflight import SubmitError, preflight
 
@@ -500,7 +535,8 @@ def test_a_program_error_is_reported_with_its_cause(slurm_cluster, state, tmp_pa
                      "--set", f"profile.checkpoint_root={tmp_path}",
                      "--set", f"model.params.frozen_encoder={tmp_path}/no-such-encoder.safetensors")
     assert out.returncode == 1, out.stdout + out.stderr
-    # the trainer's own exit code (2: a config or data error), read from torchrun's report (torchrun exits 1)
+    # the trainer's own exit code (2: a config error), not torchrun's 1: one process runs without torchrun (and
+    # torchrun's report gives it where it runs): a refusal, not retried
     assert "FAILED" in out.stdout and "was refused by the trainer (exit 2)" in out.stdout, out.stdout
     assert "no-such-encoder.safetensors" in out.stdout  # the trainer's own words, not only torchrun's summary
 

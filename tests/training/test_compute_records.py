@@ -7,7 +7,7 @@ import subprocess
 
 import pytest
 
-from memorymodels import checkpoints, metrics
+from memorymodels import checkpoints, metrics, runrecord
 from memorymodels.compute import model_flops
 from memorymodels.rundir import TrainerExit
 
@@ -32,6 +32,9 @@ def test_compute_is_recorded_and_continues_across_an_interrupted_run(write_exper
     assert first["step"] == stopped and first["device_seconds"] >= at_checkpoint > 0
     # an attempt that ran past its checkpoint: its lines after the checkpoint are rolled back on resume
     metrics.append_metrics(run_dir, {"step": stopped + 3, "loss": 1.0, "tokens": 0, "flops": 0, "device_seconds": 1e9})
+    # the held-out summary is the run's: the resumed attempt takes it from run.json instead of computing it again
+    recorded = json.loads((run_dir / "run.json").read_text())["heldout"]
+    runrecord.update_run(run_dir, heldout={**recorded, "text_bytes": -1})
 
     resumed = run_module("memorymodels.train", "--experiment", str(path), "--no-eval")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
@@ -53,6 +56,7 @@ def test_compute_is_recorded_and_continues_across_an_interrupted_run(write_exper
     assert compute["training_flops_per_token"] == count.training_per_token
     assert compute["device_seconds"] >= seconds[-1]
     assert heldout["objective"] == "same-position" and heldout["rows"] == 16 and heldout["targets"] == 16 * 32
+    assert heldout == {**recorded, "text_bytes": -1}  # not computed again
     assert set(heldout["baselines"]) == {"gzip", "bz2", "xz", "zstd"}
 
     evals = [r for r in records if r["eval_loss"] is not None]

@@ -12,6 +12,7 @@ from safetensors.torch import load_file
 from memorymodels import checkpoints, metrics
 from memorymodels.rundir import TrainerExit
 from memorymodels.attempts import attempts
+from memorymodels.startup import attempt_env
 
 from .conftest import PYTHON, REPO, run_module
 
@@ -45,6 +46,11 @@ def test_train_writes_run_manifest_metrics_checkpoint_and_evaluation(write_exper
     assert attempt["trainer"]["slurm"] == {"job_id": "4242", "restart_count": "0", "job_nodelist": "node[1-2]",
                                 "array_job_id": "4240", "array_task_id": "2"}
     assert info["slurm_job_ids"] == ["4242"] and info["restart_count"] == 0
+    # no launcher: the attempt starts with the trainer's process; each phase ends after the one before
+    startup = attempt["startup"]
+    assert list(startup["phases"]) == ["python", "imports", "data", "model", "rendezvous", "trainer", "first_step"]
+    assert startup["phases"]["python"] == 0 and startup["phases"]["first_step"] < info["end"] - startup["start"]
+    assert abs(startup["start"] - attempt["start"]) < 60 and "startup: first step" in done.stdout
 
     records = metrics.read_metrics(run_dir)
     assert [r["step"] for r in records] == list(range(1, 13))
@@ -108,8 +114,11 @@ def test_sigterm_saves_and_rerun_resumes_to_exactly_max_steps_identically(write_
     partial = run_dir / f"checkpoint-{stopped + 50}"
     partial.mkdir()
     (partial / "model.safetensors").write_bytes(b"half")
+    # what the node task hands a trainer it starts: the attempt, its allocation's start and when the task began
+    allocated = time.time() - 1  # the allocation began a second before this trainer
     resumed = run_module("memorymodels.train", "--experiment", str(path), "--no-eval",
-                         env={"SLURM_JOB_ID": "77", "SLURM_RESTART_COUNT": "1"})
+                         env={"SLURM_JOB_ID": "77", "SLURM_RESTART_COUNT": "1",
+                              **attempt_env("77", 1, allocated, allocated + 0.25)})
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert f"resuming {run_dir} from checkpoint-{stopped} (step {stopped} of {steps})" in resumed.stdout
     assert f"checkpoint-{stopped + 50}: incomplete checkpoint" in resumed.stdout
@@ -124,6 +133,10 @@ def test_sigterm_saves_and_rerun_resumes_to_exactly_max_steps_identically(write_
     assert info["status"] == "completed" and "attempts" not in info
     assert [(a["outcome"], a["step"]) for a in history] == [("interrupted-outside", stopped), ("completed", steps)]
     assert history[1]["trainer"]["resumed_from_step"] == stopped and info["restart_count"] == 1
+    startup = history[1]["startup"]
+    assert (startup["job_id"], startup["restart_count"], startup["start"]) == ("77", 1, allocated)
+    assert list(startup["phases"]) == ["task", "python", "imports", "data", "model", "rendezvous", "trainer",
+                                       "checkpoint", "first_step"] and startup["phases"]["task"] == 0.25
     final = checkpoints.checkpoints(run_dir)[0][-1]
     assert final.name == f"checkpoint-{steps}"
     assert json.loads((final / "trainer_state.json").read_text())["global_step"] == steps
