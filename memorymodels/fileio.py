@@ -9,6 +9,8 @@ fails (disk full) the temporary file is removed and the error is raised.
 wrong) for one that exists but does not hold the expected JSON: a caller never mistakes a damaged file for a
 missing one. ``tail_lines`` reads only the end of a (possibly huge) log; ``locked`` holds an exclusive ``flock`` for
 a block, which the operating system releases when the holder dies, so a killed holder never leaves a stale lock.
+``make_private_dir`` makes the folders jobs fill on shared scratch (run directories, code snapshots, the journal)
+their owner's alone, or also a named group's: what is written inside is out of others' reach, whatever its mode.
 """
 
 from __future__ import annotations

@@ -535,8 +535,9 @@ def test_a_program_error_is_reported_with_its_cause(slurm_cluster, state, tmp_pa
                      "--set", f"profile.checkpoint_root={tmp_path}",
                      "--set", f"model.params.frozen_encoder={tmp_path}/no-such-encoder.safetensors")
     assert out.returncode == 1, out.stdout + out.stderr
-    # one process runs without torchrun: the trainer's own exit code (2: a config error), not torchrun's 1
-    assert "FAILED" in out.stdout and "was refused by the trainer" in out.stdout and "(exit 2)" in out.stdout
+    # the trainer's own exit code (2: a config error), not torchrun's 1: one process runs without torchrun (and
+    # torchrun's report gives it where it runs): a refusal, not retried
+    assert "FAILED" in out.stdout and "was refused by the trainer (exit 2)" in out.stdout, out.stdout
     assert "no-such-encoder.safetensors" in out.stdout  # the trainer's own words, not only torchrun's summary
 
 
