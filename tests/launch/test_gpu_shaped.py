@@ -115,4 +115,4 @@ def test_a_job_bigger_than_the_nodes_is_refused_by_our_preflight_and_by_slurm(gp
     problems = preflight([plan]).problems
     assert any(ours in p and "cluster_profiles/v100x8.yaml" in p for p in problems), problems
     assert any(p.startswith("sbatch --test-only refused") and slurms in p for p in problems), problems
-    assert any(slurms in p for p in slurm_test_only(plan.script, slurm_environ(gpu_cluster.conf)))
+    assert any(slurms in p for p in slurm_test_only(plan.script, slurm_environ(gpu_cluster.conf), plan.profile))
