@@ -20,6 +20,11 @@ line and the previous complete one is used. Other exits, each with one ``error:`
 run.json: the message says how to repair it) or a checkpoint that fails its checks right after being written,
 ``EXIT_DISK_FULL`` (74) the disk filled up (the unfinished checkpoint is removed, older ones are intact, run.json
 says ``failed``; free space and rerun to resume).
+
+After its first step rank 0 records how the attempt started, phase by phase (``memorymodels.startup``), in its
+run.json attempt and one ``startup:`` line. The imports below are what a first step waits for longest: they run with
+the garbage collector off, and nothing is imported that training on our own data does not use (no deepspeed,
+datasets or trackers unless asked for: ``memorymodels.hf_adapter``, ``tests/test_startup.py``).
 """
 
 from __future__ import annotations
