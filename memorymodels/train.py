@@ -63,8 +63,8 @@ from memorymodels.startup import Startup
 from memorymodels.tracking import Trackers
 
 # The imports above leave about 400,000 objects that live as long as the process; with the collector on, its six full
-# passes over them while they were being created took 0.7 of the 4.2 CPU seconds the imports take on the development
-# machine (BENCHMARKS.md, "Startup"). main() then freezes them out of later collections.
+# passes over them while they were being created took 0.7-0.8 of the 5.4-5.9 CPU seconds of 'import memorymodels.train'
+# at load 4 on the development machine (BENCHMARKS.md, "Startup"). main() then freezes them out of later collections.
 gc.enable()
 
 EXIT_CONFIG = 2
