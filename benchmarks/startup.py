@@ -110,6 +110,11 @@ def job_field(job_id: str, name: str) -> str:
     return fields.get(name, "")
 
 
+def still_queued(job_id: str) -> str:
+    """The job's state while squeue still lists it (pending, running, completing: processes left), else ""."""
+    return subprocess.run(["squeue", "-h", "-j", job_id, "-o", "%T"], capture_output=True, text=True).stdout.strip()
+
+
 def first_step_after(run_dir: Path, start: float) -> float | None:
     """The time of the first metrics.jsonl record written after ``start``."""
     try:
@@ -145,8 +150,7 @@ def one_node_job(checkout: Path, profile: str, run_dir: Path) -> dict:
             raise SystemExit(f"startup.py: the job from {checkout} failed (exit {proc.returncode}); see {run_dir}")
     else:
         proc.wait()
-        wait_until(lambda: job_field(job["job_id"], "JobState") in ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT"),
-                   300, f"job {job['job_id']} to end")
+        wait_until(lambda: not still_queued(job["job_id"]), 300, f"job {job['job_id']} to end")
         if job_field(job["job_id"], "JobState") != "COMPLETED":
             raise SystemExit(f"startup.py: job {job['job_id']} from {checkout} did not complete; see {run_dir}")
         started = slurm_time(job_field(job["job_id"], "StartTime"))
@@ -170,8 +174,9 @@ def requeued_job(checkout: Path, run_dir: Path) -> dict:
         first = wait_until(lambda: first_step_after(run_dir, started), 300, f"job {job_id}'s first step again")
         recorded = wait_until(lambda: len(recorded_startups(run_dir)) == 2 and recorded_startups(run_dir)[-1], 60,
                               "the second attempt's startup") and phases(run_dir)
-    finally:
+    finally:  # the next measurement starts once this job's processes are gone
         subprocess.run(["scancel", job_id], check=False)
+        wait_until(lambda: not still_queued(job_id), 120, f"job {job_id} to end")
     return {"first_step_s": first - started, "phases": recorded}
 
 

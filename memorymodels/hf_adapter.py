@@ -11,9 +11,10 @@ them with the installed transformers (:func:`upstream_mismatches`) and fails nam
 Not covered here, because they are not calls: the ``_no_split_modules`` attribute the models set for FSDP (a
 transformers convention read by accelerate), and the public-looking ``model_accepts_loss_kwargs`` flag RunTrainer sets.
 
-One module-level name of accelerate is replaced too (:func:`unwrap_without_loading_deepspeed`, checked by
-:func:`upstream_mismatches`): the Trainer unwraps its model while it is built, and accelerate imports deepspeed to do
-so whenever the package is installed (0.56 s), though no model can be a DeepSpeed engine before deepspeed is loaded.
+Two module-level names are replaced too, so that a trainer loads nothing it does not use (BENCHMARKS.md, "Startup"):
+transformers' ``is_datasets_available`` while its trainer module is imported (below; ``tests/test_startup.py`` fails
+when datasets is loaded anyway), and accelerate's, which its unwrapping asks before importing deepspeed
+(:func:`unwrap_without_loading_deepspeed`, checked by :func:`upstream_mismatches`).
 """
 
 from __future__ import annotations

@@ -26,6 +26,11 @@ run.json: the message says how to repair it) or a checkpoint that fails its chec
 says ``failed``; free space and rerun to resume), ``DIVERGED`` (76) a training loss (checked at every step, on
 every rank), an evaluation loss or a weight about to be saved was NaN or infinite: the line names the step, run.json
 says ``failed``, nothing of that step is logged or saved, and a completed run is never reported with such a loss.
+
+After its first step rank 0 records how the attempt started, phase by phase (``memorymodels.startup``), in the run's
+history of attempts and one ``startup:`` line. The imports below are what a first step waits for longest: they run
+with the garbage collector off, and nothing is imported that training on our own data does not use (no deepspeed,
+datasets or trackers unless asked for: ``memorymodels.hf_adapter``, ``tests/test_startup.py``).
 """
 
 from __future__ import annotations
@@ -68,8 +73,8 @@ from memorymodels.startup import Startup
 from memorymodels.tracking import Trackers
 
 # The imports above leave about 400,000 objects that live as long as the process; with the collector on, its six full
-# passes over them while they were being created took 0.7 of the 4.2 CPU seconds the imports take on the development
-# machine (BENCHMARKS.md, "Startup"). main() then freezes them out of later collections.
+# passes over them while they were being created took 0.7-0.8 of the 5.4-5.9 CPU seconds of 'import memorymodels.train'
+# at load 4 on the development machine (BENCHMARKS.md, "Startup"). main() then freezes them out of later collections.
 gc.enable()
 
 
