@@ -44,21 +44,21 @@ before decoding (``Numerics``); a mismatch is refused in one line that says what
 Then the checks: a probe (a checksum of the probabilities of a fixed batch, computed by the encoder and stored in
 the header) is recomputed before any block is decoded, which catches a machine that computes differently without a
 different version or instruction set (another MKL build, a CPU model whose kernels differ); each block's decoded
-bytes are checked against the block's SHA-256 before they are written, and the whole output against the file's; the
-CRC-32s catch a damaged file. The output goes to a temporary file renamed at the end, so a refused, failed or
+bytes are checked against the block's CRC-32 before they are written, and the whole output against the file's
+SHA-256 at the end; the other CRC-32s catch a damaged file. The output goes to a temporary file renamed at the end, so a refused, failed or
 interrupted run leaves nothing under the output name (with ``-o -`` only verified blocks reach stdout).
 
 File format (version 2, little-endian); version 1 files (one window per token, ``decode_v1``) still decode:
 
-    header: magic "MMZ" + version byte | run identity (16 bytes, ASCII, NUL-padded) | checkpoint step (u64)
-      | weights hash (8 bytes: SHA-256 of the loaded state dict) | tokenizer fingerprint (8 bytes) | L (u32)
-      | overlap (u32) | streams of the first block (u16) | original bytes (u64; 0 from a pipe) | torch version (16)
+    header (102 bytes): magic "MMZ" + version byte | run identity (16 bytes, ASCII, NUL-padded) | checkpoint step
+      (u64) | weights hash (8 bytes: SHA-256 of the loaded state dict) | tokenizer fingerprint (8 bytes) | L (u32)
+      | overlap (u16) | streams of the first block (u16) | original bytes (u64; 0 from a pipe) | torch version (16)
       | CPU capability (8) | MKL CNR settings (u32: STRICT bit | code path) | threads (u16; 0: any) | probe (8)
       | CRC-32 of the header
-    blocks: method (u8: 0 model, 1 stored, 2 end) | streams B (u16) | tokens n (u32) | bytes (u64) | payload bytes
-      (u32) | SHA-256 of the block's bytes (first 8) | CRC-32 of these fields and the payload; then the payload: the
-      range coder's 32-bit words, or the block's bytes where coding them would not be smaller (stored)
-    end: a block with method 2, the file's total tokens and bytes and the SHA-256 of all of them, no payload
+    blocks (23 bytes + payload): method (u8: 0 model, 1 stored) | streams B (u16) | tokens n (u32) | bytes (u32)
+      | payload bytes (u32) | CRC-32 of the block's bytes | CRC-32 of these fields and the payload; then the payload:
+      the range coder's 32-bit words, or the block's bytes where coding them would not be smaller (stored)
+    end (21 bytes): method (u8: 2) | the file's bytes (u64) | SHA-256 of all of them (first 8) | CRC-32
 """
 
 from __future__ import annotations
@@ -95,16 +95,19 @@ from memorymodels.rundir import RunPaths
 
 MAGIC = b"MMZ"
 VERSION = 2
-HEADER = struct.Struct("<3sB16sQ8s8sIIHQ16s8sIH8s")
+HEADER = struct.Struct("<3sB16sQ8s8sIHHQ16s8sIH8s")
 """magic, version, identity, step, weights hash, tokenizer fingerprint, L, overlap, streams, bytes, torch version,
 CPU capability, MKL CNR, threads, probe; then the CRC-32 of these fields."""
-BLOCK = struct.Struct("<BHIQI8s")
-"""method, streams, tokens, bytes, payload bytes, SHA-256 of the bytes; then the CRC-32 of these and the payload."""
+BLOCK = struct.Struct("<BHIIII")
+"""method, streams, tokens, bytes, payload bytes, CRC-32 of the bytes; then the CRC-32 of these and the payload."""
+END_FIELDS = struct.Struct("<BQ8s")
+"""The end marker: method END, the file's bytes, the SHA-256 of all of them (first 8); then the CRC-32 of these."""
 MODEL, STORED, END = 0, 1, 2
 """Block methods: the range coder's words; the bytes themselves, where coding would not make them smaller (what a
 text model does to most binary data: about 20 bits per byte); the end of the file."""
-OVERHEAD = HEADER.size + 4 + 2 * (BLOCK.size + 4)
-"""Bytes a one-block file adds to its payload: the header and two block headers (the block's and the end)."""
+OVERHEAD = HEADER.size + BLOCK.size + END_FIELDS.size + 3 * 4
+"""Bytes a one-block file adds to its payload: the header, the block's header and the end marker, each with its
+CRC-32."""
 BLOCK_BYTES = 256 * 1024
 """Bytes read, tokenized and coded at a time: what bounds memory (with the model's state for B streams)."""
 MAX_STREAMS = 64
@@ -482,36 +485,54 @@ class Header:
 
 @dataclass
 class Block:
+    """A block's header: how its payload codes its bytes, and the CRC-32 the decoded bytes must have."""
+
     method: int
     streams: int
     ntokens: int
     nbytes: int
     payload: int
-    digest: bytes
+    check: int
 
     def pack(self, payload: bytes) -> bytes:
-        fields = BLOCK.pack(self.method, self.streams, self.ntokens, self.nbytes, len(payload), self.digest)
+        fields = BLOCK.pack(self.method, self.streams, self.ntokens, self.nbytes, len(payload), self.check)
         return fields + struct.pack("<I", zlib.crc32(payload, zlib.crc32(fields))) + payload
 
-    @classmethod
-    def read(cls, source: BinaryIO, name: str) -> tuple[Block, bytes]:
-        """The next block and its payload, checked against its CRC-32 and its own fields (CodecError)."""
-        fields = read_exactly(source, BLOCK.size + 4)
-        if len(fields) < BLOCK.size + 4:
-            raise CodecError(f"{name}: truncated (the file ends inside a block header; no end marker)")
-        block = cls(*BLOCK.unpack_from(fields))
-        payload = read_exactly(source, block.payload)
-        if len(payload) < block.payload:
-            raise CodecError(f"{name}: truncated (a block's payload has {len(payload)} of its {block.payload} bytes)")
-        if zlib.crc32(payload, zlib.crc32(fields[:BLOCK.size])) != struct.unpack_from("<I", fields, BLOCK.size)[0]:
-            raise CodecError(f"{name}: corrupt (CRC-32 mismatch in a block)")
-        coded = block.method == MODEL and block.payload % 4 == 0 and 1 <= block.streams <= max(block.ntokens, 1) \
-            and block.ntokens <= block.nbytes
-        stored = block.method == STORED and block.payload == block.nbytes
-        if not (coded or stored or (block.method == END and block.payload == 0)):
-            raise CodecError(f"{name}: corrupt block (method {block.method}, {block.streams} streams, "
-                             f"{block.ntokens} tokens for {block.nbytes} bytes)")
-        return block, payload
+
+@dataclass
+class End:
+    """The end marker: the file's bytes and their SHA-256 (first 8 bytes)."""
+
+    nbytes: int
+    digest: bytes
+
+    def pack(self) -> bytes:
+        fields = END_FIELDS.pack(END, self.nbytes, self.digest)
+        return fields + struct.pack("<I", zlib.crc32(fields))
+
+
+def read_record(source: BinaryIO, name: str) -> tuple[Block | End, bytes]:
+    """The next block and its payload, or the end marker, checked against its CRC-32 and its fields (CodecError)."""
+    method = read_exactly(source, 1)
+    size = END_FIELDS.size if method == bytes([END]) else BLOCK.size
+    fields = method + read_exactly(source, size + 4 - len(method))
+    if len(fields) < size + 4:
+        raise CodecError(f"{name}: truncated (the file ends inside a block header; no end marker)")
+    if method == bytes([END]):
+        if zlib.crc32(fields[:size]) != struct.unpack_from("<I", fields, size)[0]:
+            raise CodecError(f"{name}: corrupt (CRC-32 mismatch in the end marker)")
+        return End(*END_FIELDS.unpack_from(fields)[1:]), b""
+    block = Block(*BLOCK.unpack_from(fields))
+    payload = read_exactly(source, block.payload)
+    if len(payload) < block.payload:
+        raise CodecError(f"{name}: truncated (a block's payload has {len(payload)} of its {block.payload} bytes)")
+    if zlib.crc32(payload, zlib.crc32(fields[:size])) != struct.unpack_from("<I", fields, size)[0]:
+        raise CodecError(f"{name}: corrupt (CRC-32 mismatch in a block)")
+    coded = block.method == MODEL and block.payload % 4 == 0 and 1 <= block.streams <= block.ntokens <= block.nbytes
+    if not (coded or (block.method == STORED and block.payload == block.nbytes)):
+        raise CodecError(f"{name}: corrupt block (method {block.method}, {block.streams} streams, "
+                         f"{block.ntokens} tokens for {block.nbytes} bytes)")
+    return block, payload
 
 
 def read_exactly(source: BinaryIO, n: int) -> bytes:
@@ -600,6 +621,8 @@ def compress_stream(coder: Coder, source: BinaryIO, sink: BinaryIO, *, streams: 
     windows(0, coder.length, overlap)  # refuses an overlap that does not fit
     if streams is not None and not 1 <= streams <= 65535:
         raise CodecError(f"--streams must be between 1 and 65535, got {streams}")
+    if not 1 <= block_bytes < 2**32:
+        raise CodecError(f"blocks hold 1 byte to 4 GiB, not {block_bytes}")
     digest = hashlib.sha256()
     with deterministic(threads):
         data = read_exactly(source, block_bytes)
@@ -611,9 +634,9 @@ def compress_stream(coder: Coder, source: BinaryIO, sink: BinaryIO, *, streams: 
         stats = Stats(streams=b, overlap=overlap, threads=threads, output_bytes=len(header))
         while data:
             payload, bits = encode_tokens(coder, tokens, b, overlap, bytes_progress(progress, len(tokens), len(data)))
-            block = Block(MODEL, b, len(tokens), len(data), len(payload), hashlib.sha256(data).digest()[:8])
+            block = Block(MODEL, b, len(tokens), len(data), len(payload), zlib.crc32(data))
             if store and len(payload) >= len(data):
-                block, payload = Block(STORED, 0, 0, len(data), len(data), block.digest), data
+                block, payload = Block(STORED, 0, 0, len(data), len(data), block.check), data
                 stats.stored_blocks += 1
             written = block.pack(payload)
             sink.write(written)
@@ -627,7 +650,7 @@ def compress_stream(coder: Coder, source: BinaryIO, sink: BinaryIO, *, streams: 
             data = read_exactly(source, block_bytes)
             tokens = coder.tokens.encode(data)
             b = block_streams(streams, len(tokens), coder.length)
-    end = Block(END, 0, stats.tokens, stats.bytes, 0, digest.digest()[:8]).pack(b"")
+    end = End(stats.bytes, digest.digest()[:8]).pack()
     sink.write(end)
     stats.output_bytes += len(end)
     stats.seconds, stats.cpu_seconds = time.perf_counter() - began, time.process_time() - cpu
@@ -653,8 +676,8 @@ def decompress_stream(coder: Coder, header: Header, source: BinaryIO, sink: Bina
                              f"checksum differs, with {here.describe()} on both sides: another MKL build or CPU "
                              f"model?); decode where it was encoded; nothing written")
         while True:
-            block, payload = Block.read(source, name)
-            if block.method == END:
+            block, payload = read_record(source, name)
+            if isinstance(block, End):
                 break
             if block.method == STORED:
                 data = payload
@@ -664,7 +687,7 @@ def decompress_stream(coder: Coder, header: Header, source: BinaryIO, sink: Bina
                 report = bytes_progress(progress, block.ntokens, block.nbytes)
                 tokens = decode_tokens(coder, payload, block.ntokens, block.streams, header.overlap, name, report)
                 data = coder.tokens.decode(tokens.tolist())
-            if len(data) != block.nbytes or hashlib.sha256(data).digest()[:8] != block.digest:
+            if len(data) != block.nbytes or zlib.crc32(data) != block.check:
                 raise CodecError(f"{name}: block {stats.blocks + 1} decoded to {len(data)} bytes that do not match "
                                  f"its recorded {block.nbytes} bytes and checksum; the file is corrupt or this "
                                  f"machine computes different probabilities")

@@ -268,7 +268,7 @@ def test_decoding_with_another_checkpoint_or_run_is_refused_in_one_line(causal_r
 
 def test_truncated_or_corrupt_files_are_refused_in_one_line(causal_run, coder, tmp_path, capsys):
     blob, _ = codec.compress(coder, b"for i in range(10):\n    print(i)\n" * 3)
-    payload_end = len(blob) - codec.BLOCK.size - 4  # where the end marker starts
+    payload_end = len(blob) - codec.END_FIELDS.size - 4  # where the end marker starts
     cases = {"truncated": blob[:-5], "header only": blob[:20], "no end marker": blob[:payload_end],
              "flipped bit": blob[:payload_end - 3] + bytes([blob[payload_end - 3] ^ 1]) + blob[payload_end - 2:],
              "flipped header bit": blob[:30] + bytes([blob[30] ^ 1]) + blob[31:], "extended": blob + b"\0",
