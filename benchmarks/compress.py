@@ -1,7 +1,7 @@
 """The model codec against xz, zstd and gzip: real .mmz sizes, the model's own estimate, compress and decompress speeds.
 
     .venv/bin/python benchmarks/compress.py RUN_DIR                         # held-out bytes of the run's test split
-    .venv/bin/python benchmarks/compress.py RUN_DIR FILE [FILE ...] --max-bytes 65536 --streams 1 16 64
+    .venv/bin/python benchmarks/compress.py RUN_DIR FILE [FILE ...] --max-bytes 65536 --streams 1 16 auto
     .venv/bin/python benchmarks/compress.py RUN_DIR --overlaps 0 16 32 64   # estimate per window overlap
 
 For each file (by default the run's held-out rows, ``--rows`` of its test split decoded as ``memorymodels.evaluate``
@@ -14,6 +14,7 @@ markdown tables:
 - speeds in kB/s of input (1 kB = 1,000 bytes), compress and decompress, of all four (model loading not included),
   by the wall clock and per CPU-second of this process (on a shared machine the second is what one core does).
 
+``--repeat N`` reports the fastest of N runs (the machine's other work only ever slows a run down).
 ``--overlaps`` adds the model's estimate and the compress speed for each window overlap.
 """
 
@@ -86,16 +87,23 @@ def eval_bits_per_byte(run_dir: Path, step: int) -> float | None:
     return values[-1] if values else None
 
 
-def measure(coder: codec.Coder, name: str, data: bytes, streams: int | None, overlap: int | None,
-            threads: int) -> dict:
-    blob, stats = codec.compress(coder, data, streams=streams, overlap=overlap, threads=threads)
-    back, decoded = codec.decompress(coder, blob, name, threads=threads)
-    if back != data:
-        raise SystemExit(f"{name}: the round trip changed the bytes")
+def measure(coder: codec.Coder, name: str, data: bytes, streams: int | None, overlap: int | None, threads: int,
+            repeat: int) -> dict:
+    """One file at one B; the times are the fastest of ``repeat`` runs (each clock on its own)."""
+    runs = []
+    for _ in range(repeat):
+        blob, stats = codec.compress(coder, data, streams=streams, overlap=overlap, threads=threads)
+        back, decoded = codec.decompress(coder, blob, name, threads=threads)
+        if back != data:
+            raise SystemExit(f"{name}: the round trip changed the bytes")
+        runs.append((stats, decoded, baselines(data)))
+    fastest = lambda times: tuple(min(t[i] for t in times) for i in range(2))  # noqa: E731
     return {"file": name, "bytes": len(data), "tokens": stats.tokens, "streams": stats.streams, "mmz": len(blob),
             "stored": stats.stored, "estimate": stats.estimate_bits / 8 + stats.output_bytes - stats.payload_bytes,
-            "baselines": baselines(data), "compress_s": (stats.seconds, stats.cpu_seconds),
-            "decompress_s": (decoded.seconds, decoded.cpu_seconds)}
+            "baselines": {k: (size, fastest([r[2][k][1] for r in runs]), fastest([r[2][k][2] for r in runs]))
+                          for k, (size, _, _) in runs[0][2].items()},
+            "compress_s": fastest([(r[0].seconds, r[0].cpu_seconds) for r in runs]),
+            "decompress_s": fastest([(r[1].seconds, r[1].cpu_seconds) for r in runs])}
 
 
 def size_table(rows: list[dict], reference: float | None) -> str:
@@ -142,11 +150,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--checkpoint", type=Path, help="checkpoint directory (default: the newest complete one)")
     parser.add_argument("--rows", type=int, help="held-out rows (default: the run's train.eval_rows)")
     parser.add_argument("--max-bytes", type=int, help="cut each input to this many bytes")
-    parser.add_argument("--streams", type=int, nargs="*", default=[None],
-                        help="B values to measure (default: the codec's choice)")
+    parser.add_argument("--streams", nargs="*", default=[None], type=lambda v: None if v == "auto" else int(v),
+                        help="B values to measure; auto: the codec's choice from the size (the default)")
     parser.add_argument("--overlap", type=int, help="window overlap (default: the codec's, L/8)")
     parser.add_argument("--overlaps", type=int, nargs="*", default=[], help="overlaps for the estimate table")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
+    parser.add_argument("--repeat", type=int, default=1, help="runs per measurement; the fastest is reported")
     args = parser.parse_args(argv)
 
     coder = codec.load_coder(args.run_dir, args.checkpoint)
@@ -160,13 +169,13 @@ def main(argv: list[str] | None = None) -> int:
           f"{sum(p.numel() for p in coder.model.parameters()):,} parameters, L = {coder.length}, overlap "
           f"{args.overlap if args.overlap is not None else 'L/8 (default)'}, {args.threads} thread(s), "
           f"{codec.Numerics.here(args.threads).describe()}\n")
-    results = [measure(coder, name, data, streams, args.overlap, args.threads)
+    results = [measure(coder, name, data, streams, args.overlap, args.threads, args.repeat)
                for name, data in files for streams in args.streams]
     print(size_table(results, reference))
-    print("\nkB/s, compress / decompress, by the wall clock (load average "
+    print(f"\nkB/s, compress / decompress, by the wall clock, fastest of {args.repeat} (load average "
           f"{', '.join(f'{x:.1f}' for x in os.getloadavg())} after the runs):\n")
     print(speed_table(results, 0))
-    print("\nkB per CPU-second of this process, compress / decompress:\n")
+    print(f"\nkB per CPU-second of this process, compress / decompress, fastest of {args.repeat}:\n")
     print(speed_table(results, 1))
     if args.overlaps:
         print()

@@ -110,7 +110,7 @@ OVERHEAD = HEADER.size + BLOCK.size + END_FIELDS.size + 3 * 4
 CRC-32."""
 BLOCK_BYTES = 256 * 1024
 """Bytes read, tokenized and coded at a time: what bounds memory (with the model's state for B streams)."""
-MAX_STREAMS = 64
+MAX_STREAMS = 128
 """Default ceiling on B: beyond it a step's matrix products gain little and every segment start costs context."""
 SEGMENT_WINDOWS = 2
 """Default B gives each segment at least this many windows of tokens."""

@@ -286,7 +286,8 @@ def test_benchmark_prints_sizes_speeds_and_the_overlap_estimates(causal_run, tmp
     import compress as benchmark
 
     (tmp_path / "a.py").write_bytes(b"x = [i * i for i in range(10)]\nprint(x)\n" * 8)
-    assert benchmark.main([str(causal_run), str(tmp_path / "a.py"), "--streams", "1", "2", "--overlaps", "0", "8"]) == 0
+    assert benchmark.main([str(causal_run), str(tmp_path / "a.py"), "--streams", "1", "2", "auto", "--overlaps", "0",
+                           "8", "--repeat", "2"]) == 0
     out = capsys.readouterr().out
     assert "| a.py | 320 |" in out and "| xz -9 | zstd -19 | gzip -9 |" in out
     assert "| a.py | 2 |" in out and "| .mmz compress / decompress | xz -9 |" in out and "CPU-second" in out
