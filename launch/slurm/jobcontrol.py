@@ -24,22 +24,23 @@ def job_record(job_id: str, env: dict[str, str] | None = None) -> dict[str, str]
     return records[0] if records else {}
 
 
-def end_time(job_id: str, env: dict[str, str] | None = None) -> float | None:
-    """When Slurm will end the job (epoch seconds; its time limit as updated so far), or None when unknown."""
+def _queue_time(job_id: str, field: str, env: dict[str, str] | None) -> float | None:
+    """One of the job's times as squeue gives it (``%e`` end, ``%S`` start; epoch seconds), or None when unknown."""
     try:
-        out = run_slurm(["squeue", "-h", "-j", str(job_id), "-o", "%e"], env, timeout=10).strip()
+        out = run_slurm(["squeue", "-h", "-j", str(job_id), "-o", field], env, timeout=10).strip()
     except SlurmError:
         return None
     return parse_time(out.splitlines()[0]) if out else None
+
+
+def end_time(job_id: str, env: dict[str, str] | None = None) -> float | None:
+    """When Slurm will end the job (epoch seconds; its time limit as updated so far), or None when unknown."""
+    return _queue_time(job_id, "%e", env)
 
 
 def start_time(job_id: str, env: dict[str, str] | None = None) -> float | None:
     """When Slurm started this attempt of the job (epoch seconds), or None when unknown."""
-    try:
-        out = run_slurm(["squeue", "-h", "-j", str(job_id), "-o", "%S"], env, timeout=10).strip()
-    except SlurmError:
-        return None
-    return parse_time(out.splitlines()[0]) if out else None
+    return _queue_time(job_id, "%S", env)
 
 
 def attempt_accounting(job_ids: list[str], env: dict[str, str] | None = None) -> dict[tuple[str, int], dict]:
