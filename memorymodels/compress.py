@@ -34,7 +34,8 @@ before decoding (``Numerics``); a mismatch is refused in one line that says what
 - the torch build (``torch.__version__``; its MKL and oneDNN come with it);
 - the CPU instruction set torch's kernels use (``torch.backends.cpu.get_cpu_capability()``, e.g. AVX512; set
   ``ATEN_CPU_CAPABILITY=avx2`` on both sides to pin a common one) and MKL's code path (MKL's conditional numerical
-  reproducibility, ``MKL_CBWR``; e.g. ``MKL_CBWR=AVX2,STRICT`` on both sides);
+  reproducibility, ``MKL_CBWR``; e.g. ``MKL_CBWR=AVX2,STRICT`` on both sides); the refusal names the settings that
+  make this machine compute as the encoder did, where its CPU has the encoder's instruction set;
 - the thread count, unless MKL runs in strict CNR mode, where its matrix products give the same bits on any number
   of threads. The command line sets ``MKL_CBWR=AUTO,STRICT`` unless the environment sets ``MKL_CBWR``, so a file
   compressed with ``--threads 2`` decompresses with one thread, or in a process with other OMP/MKL thread settings
@@ -45,8 +46,13 @@ Then the checks: a probe (a checksum of the probabilities of a fixed batch, comp
 the header) is recomputed before any block is decoded, which catches a machine that computes differently without a
 different version or instruction set (another MKL build, a CPU model whose kernels differ); each block's decoded
 bytes are checked against the block's CRC-32 before they are written, and the whole output against the file's
-SHA-256 at the end; the other CRC-32s catch a damaged file. The output goes to a temporary file renamed at the end, so a refused, failed or
-interrupted run leaves nothing under the output name (with ``-o -`` only verified blocks reach stdout).
+SHA-256 at the end; the other CRC-32s catch a damaged file. The output goes to a temporary file renamed at the end,
+so a refused, failed or interrupted (Ctrl-C, SIGTERM) run leaves nothing under the output name (with ``-o -`` only
+verified blocks reach stdout). On a terminal, a progress bar shows bytes and bytes/s on stderr.
+
+Speed: a step costs one position per segment; its matrix products are (B, d) x (d, 4d), so more streams amortize
+the weights, while the cached state each token reads (L/2 positions x d per layer on average) does not shrink:
+BENCHMARKS.md, codec, has the measured throughput.
 
 File format (version 2, little-endian); version 1 files (one window per token, ``decode_v1``) still decode:
 
@@ -241,12 +247,13 @@ class Numerics:
         decoder uses the encoder's count when it matters."""
         if (self.torch, self.cpu, self.mkl) == (other.torch, other.cpu, other.mkl):
             return None
-        advice = "decode with the same torch build on a CPU with the same instruction set"
-        if (self.mkl & MKL_STRICT) != (other.mkl & MKL_STRICT):
-            advice = "set MKL_CBWR as the encoder had it before the process's first matrix product (the command " \
-                     "line sets MKL_CBWR=AUTO,STRICT unless the environment sets it)"
-        return (f"it was encoded with {other.describe()}; this process computes with {self.describe()}: {advice} "
-                f"(ATEN_CPU_CAPABILITY and MKL_CBWR pin a common instruction set on both sides)")
+        wrote = f"it was encoded with {other.describe()}; this process computes with {self.describe()}"
+        branch = MKL_BRANCHES.get(other.mkl & ~MKL_STRICT)
+        if self.torch != other.torch or not other.mkl or branch is None:
+            return f"{wrote}: decode with the same torch build on a CPU with the same instruction set"
+        return (f"{wrote}: decode with ATEN_CPU_CAPABILITY={other.cpu.lower()} "
+                f"MKL_CBWR={branch}{',STRICT' if other.mkl & MKL_STRICT else ''} in the environment (on a CPU that "
+                f"has {other.cpu} and MKL's {branch} code path)")
 
 
 @contextlib.contextmanager

@@ -351,6 +351,8 @@ def test_a_machine_that_computes_differently_is_refused_before_anything_is_writt
         assert "nothing written" in err and not (tmp_path / "out").exists(), (case, err)
         if case == "other torch":
             assert "torch 2.0.0" in err and f"torch {torch.__version__}" in err and "same torch build" in err
+        if case == "other CPU":
+            assert "AVX2 kernels" in err and "decode with ATEN_CPU_CAPABILITY=avx2 MKL_CBWR=" in err
         if case == "other probe":
             assert "probe checksum differs" in err
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(f"{c.replace(' ', '_')}.mmz" for c in cases)
@@ -393,6 +395,27 @@ def test_compressed_on_two_threads_decompresses_on_one_in_another_process(wide_r
                           timeout=300, env={**loose, **one})
     assert back.returncode == 1 and b"probe checksum differs" in back.stderr, back.stderr[-3000:]
     assert not (tmp_path / "loose").exists()
+
+
+@pytest.mark.slow  # two interpreters that import transformers
+def test_a_file_from_another_instruction_set_decodes_with_the_settings_the_refusal_names(causal_run, tmp_path,
+                                                                                          capsys):
+    data = ROUND_TRIP_TEXT + NON_UTF8
+    packed = subprocess.run([PYTHON, "-m", "memorymodels.compress", str(causal_run), "-"], input=data,
+                            capture_output=True, cwd=REPO, timeout=300,
+                            env={**os.environ, "ATEN_CPU_CAPABILITY": "avx2", "MKL_CBWR": "AVX2,STRICT"})
+    assert packed.returncode == 0, packed.stderr[-3000:]
+    assert codec.Header.read(io.BytesIO(packed.stdout), "stdout").numerics.cpu == "AVX2"
+    (tmp_path / "f.mmz").write_bytes(packed.stdout)
+    advice = "ATEN_CPU_CAPABILITY=avx2 MKL_CBWR=AVX2,STRICT"
+    if codec.Numerics.here(1).cpu != "AVX2" or codec.mkl_cnr() != codec.MKL_STRICT | 10:  # this process differs
+        err = _one_line_error(capsys, ["-d", str(causal_run), str(tmp_path / "f.mmz"), "-o", str(tmp_path / "out")])
+        assert f"decode with {advice} in the environment" in err and not (tmp_path / "out").exists()
+    back = subprocess.run([PYTHON, "-m", "memorymodels.compress", "-d", str(causal_run), str(tmp_path / "f.mmz"),
+                           "-o", str(tmp_path / "out")], capture_output=True, cwd=REPO, timeout=300,
+                          env={**os.environ, **dict(item.split("=") for item in advice.split())})
+    assert back.returncode == 0, back.stderr[-3000:]
+    assert (tmp_path / "out").read_bytes() == data
 
 
 @pytest.mark.slow  # one interpreter that imports transformers
